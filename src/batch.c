@@ -1,0 +1,169 @@
+/* batch: cut a file's valid records into request bodies of at most N records and B bytes. */
+#include "batch.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BODY_HEAD "{\"data\":["
+/* ],"batch_uuid":"<36>","batch_completed":false,"ttl_seconds":<20>} */
+#define BODY_TAIL_MAX 128
+
+int chunk_init(struct chunk *c, unsigned max_records)
+{
+	memset(c, 0, sizeof(*c));
+	c->rec_off = malloc(max_records * sizeof(*c->rec_off));
+	c->rec_len = malloc(max_records * sizeof(*c->rec_len));
+	c->rec_line = malloc(max_records * sizeof(*c->rec_line));
+	if (!c->rec_off || !c->rec_len || !c->rec_line) {
+		chunk_release(c);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void chunk_release(struct chunk *c)
+{
+	free(c->body);
+	free(c->rec_off);
+	free(c->rec_len);
+	free(c->rec_line);
+	memset(c, 0, sizeof(*c));
+}
+
+static int reserve(struct chunk *c, size_t need)
+{
+	size_t cap = c->cap ? c->cap : 64 * 1024;
+	char *b;
+
+	if (c->len + need <= c->cap)
+		return 0;
+	while (cap < c->len + need)
+		cap *= 2;
+	b = realloc(c->body, cap);
+	if (!b)
+		return -ENOMEM;
+	c->body = b;
+	c->cap = cap;
+	return 0;
+}
+
+static void put(struct chunk *c, const char *s, size_t n)
+{
+	memcpy(c->body + c->len, s, n);
+	c->len += n;
+}
+
+static int begin(struct chunk *c)
+{
+	c->len = 0;
+	c->n_records = 0;
+	c->rejected = 0;
+	c->last = false;
+	if (reserve(c, sizeof(BODY_HEAD) + BODY_TAIL_MAX) < 0)
+		return -ENOMEM;
+	put(c, BODY_HEAD, sizeof(BODY_HEAD) - 1);
+	return 0;
+}
+
+static int add_record(struct chunk *c, const char *data, size_t len, uint64_t lineno)
+{
+	if (reserve(c, len + 1 + BODY_TAIL_MAX) < 0)
+		return -ENOMEM;
+	if (c->n_records)
+		put(c, ",", 1);
+	c->rec_off[c->n_records] = (uint32_t)c->len;
+	c->rec_len[c->n_records] = (uint32_t)len;
+	c->rec_line[c->n_records] = lineno;
+	c->n_records++;
+	put(c, data, len);
+	return 0;
+}
+
+static void finish(struct chunk *c, const struct batch_params *p)
+{
+	char tail[BODY_TAIL_MAX];
+	int n;
+
+	if (p->ttl_seconds >= 0)
+		n = snprintf(tail, sizeof(tail), "],\"batch_uuid\":\"%s\",\"batch_completed\":%s,\"ttl_seconds\":%lld}",
+			     p->batch_uuid, c->last ? "true" : "false", p->ttl_seconds);
+	else
+		n = snprintf(tail, sizeof(tail), "],\"batch_uuid\":\"%s\",\"batch_completed\":%s}",
+			     p->batch_uuid, c->last ? "true" : "false");
+	put(c, tail, (size_t)n);
+}
+
+int batch_cut(struct chunk *c, const struct batch_params *p, struct ndjson_reader *r,
+	      struct record_validator *v, batch_reject_fn reject, void *userdata)
+{
+	struct ndjson_line ln;
+	char reason[256];
+	int rc;
+
+	if ((rc = begin(c)) < 0)
+		return rc;
+	c->start_offset = c->end_offset = ndjson_reader_offset(r);
+	c->start_line = c->end_line = ndjson_reader_lineno(r);
+	for (;;) {
+		rc = ndjson_reader_next(r, &ln);
+		if (rc < 0)
+			return rc;
+		if (rc == 0) {
+			c->last = true;
+			break;
+		}
+		if (ln.too_long) {
+			snprintf(reason, sizeof(reason), "record longer than max_record_bytes");
+			rc = -EINVAL;
+		} else {
+			rc = record_validator_check(v, ln.data, ln.len, reason, sizeof(reason));
+		}
+		if (rc == -EINVAL) {
+			c->rejected++;
+			c->end_offset = ln.end_offset;
+			c->end_line = ln.lineno + 1;
+			rc = reject ? reject(userdata, ln.lineno, reason, ln.data, ln.len) : 0;
+			if (rc < 0)
+				return rc;
+			if (rc > 0)
+				break;  /* the caller's buffer of rejected lines is full: end the range here */
+			continue;
+		}
+		if (rc < 0)
+			return rc;
+		/* The byte cap counts the whole body, envelope included. */
+		if (c->n_records == p->max_records ||
+		    (c->n_records && c->len + 1 + ln.len + BODY_TAIL_MAX > p->max_bytes)) {
+			ndjson_reader_unget(r);
+			break;
+		}
+		if ((rc = add_record(c, ln.data, ln.len, ln.lineno)) < 0)
+			return rc;
+		c->end_offset = ln.end_offset;
+		c->end_line = ln.lineno + 1;
+	}
+	finish(c, p);
+	return 0;
+}
+
+int chunk_slice(struct chunk *dst, const struct chunk *src, const struct batch_params *p,
+		uint32_t from, uint32_t to, bool last)
+{
+	int rc;
+
+	if ((rc = begin(dst)) < 0)
+		return rc;
+	for (uint32_t i = from; i < to; i++)
+		if ((rc = add_record(dst, src->body + src->rec_off[i], src->rec_len[i], src->rec_line[i])) < 0)
+			return rc;
+	dst->start_offset = src->start_offset;
+	dst->end_offset = src->end_offset;
+	dst->start_line = src->start_line;
+	dst->end_line = src->end_line;
+	dst->last = last;
+	finish(dst, p);
+	return 0;
+}

@@ -1,0 +1,59 @@
+/* batch: cut a file's valid records into request bodies of at most N records and B bytes. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ndjson.h"
+
+/* One request body of a batch: records copied byte for byte between the envelope. */
+struct chunk {
+	char *body;
+	size_t len;
+	size_t cap;
+	uint32_t n_records;
+	uint32_t *rec_off;      /* record i lies at body[rec_off[i]], rec_len[i] bytes */
+	uint32_t *rec_len;
+	uint64_t *rec_line;
+	off_t start_offset;     /* file range this request covers (incl. rejected lines) */
+	off_t end_offset;
+	uint64_t start_line;    /* number of the first line of the range */
+	uint64_t end_line;      /* number the next range starts with */
+	uint64_t rejected;      /* lines of the range rejected locally */
+	bool last;              /* batch_completed: true */
+};
+
+struct batch_params {
+	const char *batch_uuid;
+	long long ttl_seconds;  /* < 0: not sent */
+	unsigned max_records;
+	size_t max_bytes;
+};
+
+/*
+ * Called for every line rejected locally, in file order (@data is NULL for a line too long
+ * to keep). Returns <0 on error, 1 to end the request's range after this line (the caller
+ * holds no more rejected lines), 0 to go on.
+ */
+typedef int (*batch_reject_fn)(void *userdata, uint64_t lineno, const char *reason,
+			       const char *data, size_t len);
+
+int chunk_init(struct chunk *c, unsigned max_records);
+void chunk_release(struct chunk *c);
+
+/*
+ * Fill @c with the next records from @r. Stops before a record that would break either
+ * limit, or at end of file (then c->last is set). Deterministic: the same file, offset and
+ * params always give the same cut, which is what lets a resumed batch repeat its requests.
+ */
+int batch_cut(struct chunk *c, const struct batch_params *p, struct ndjson_reader *r,
+	      struct record_validator *v, batch_reject_fn reject, void *userdata);
+
+/*
+ * Build in @dst a request holding records [from, to) of @src, with @last as its
+ * batch_completed flag: how a refused request is split in halves.
+ */
+int chunk_slice(struct chunk *dst, const struct chunk *src, const struct batch_params *p,
+		uint32_t from, uint32_t to, bool last);

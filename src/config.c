@@ -1,0 +1,647 @@
+/* config: parse and validate dcsyncd.conf (inih) into an immutable struct config. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <ini.h>
+
+#define DEFAULT_BASE_URL "https://api.opti-x.optimove.net/api/data-connections/v1"
+
+/* Which source a secret came from, so two sources for one key can be refused. */
+struct secret_src {
+	char *value;   /* inline value, file path, or credential name */
+	int kind;      /* 0 none, 1 inline, 2 file, 3 credential */
+	int line;
+	const char *key;
+};
+
+struct conn_parse {
+	struct secret_src api, brand;
+	unsigned seen;  /* bitmask of keys given, to refuse duplicates and find missing ones */
+	int seen_line[32];
+};
+
+struct parse_state {
+	struct config *cfg;
+	struct conn_parse *cp;     /* parallel to cfg->conns */
+	int line;                  /* line the reader handed to inih last */
+	int section_line;          /* line of the last [section] header */
+	FILE *f;
+	char *err;
+	size_t errlen;
+	int failed;
+	unsigned daemon_seen;
+};
+
+enum {
+	K_UUID, K_PRIMARY_KEY, K_BASE_URL, K_TTL, K_BATCH_RECORDS, K_BATCH_BYTES, K_TIMEOUT,
+	K_REQUIRED, K_MAX_RECORD, K_RETRY_INIT, K_RETRY_MAX, K_RETRY_ELAPSED, K_CA_FILE,
+	K_TLS_OFF, K_RATE, K_API, K_API_FILE, K_API_CRED, K_BRAND, K_BRAND_FILE, K_BRAND_CRED,
+	K__COUNT
+};
+
+static const char *const conn_keys[K__COUNT] = {
+	"uuid", "primary_key", "base_url", "ttl_seconds", "batch_records", "batch_bytes",
+	"timeout_seconds", "required_fields", "max_record_bytes", "retry_initial_seconds",
+	"retry_max_seconds", "retry_max_elapsed_seconds", "ca_file", "tls_verify_insecure_disable",
+	"rate_limit", "api_key", "api_key_file", "api_key_credential", "brand_key",
+	"brand_key_file", "brand_key_credential",
+};
+
+static const char *const daemon_keys[] = {
+	"spool_dir", "state_dir", "log_level", "after_upload", "metrics_file", "drain_timeout_seconds",
+};
+
+static int fail(struct parse_state *ps, int line, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(struct parse_state *ps, int line, const char *key, const char *fmt, ...)
+{
+	char reason[512];
+	va_list ap;
+
+	if (ps->failed)
+		return 0;
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	snprintf(ps->err, ps->errlen, "%s:%d: %s: %s", ps->cfg->path, line, key, reason);
+	ps->failed = 1;
+	return 0;
+}
+
+static int parse_ll(const char *v, long long min, long long max, long long *out)
+{
+	char *end;
+	long long x;
+
+	errno = 0;
+	x = strtoll(v, &end, 10);
+	if (errno || end == v || *end || x < min || x > max)
+		return -EINVAL;
+	*out = x;
+	return 0;
+}
+
+static int parse_double(const char *v, double min, double max, double *out)
+{
+	char *end;
+	double x;
+
+	errno = 0;
+	x = strtod(v, &end);
+	if (errno || end == v || *end || !isfinite(x) || x < min || x > max)
+		return -EINVAL;
+	*out = x;
+	return 0;
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+	if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "on"))
+		*out = true;
+	else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "off"))
+		*out = false;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static bool uuid_valid(const char *s)
+{
+	static const int dash[] = { 8, 13, 18, 23 };
+
+	if (strlen(s) != 36)
+		return false;
+	for (int i = 0, d = 0; i < 36; i++) {
+		if (d < 4 && i == dash[d]) {
+			if (s[i] != '-')
+				return false;
+			d++;
+		} else if (!isxdigit((unsigned char)s[i])) {
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool name_valid(const char *s)
+{
+	if (!*s || *s == '.' || strlen(s) > 64)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' && *s != '.')
+			return false;
+	return true;
+}
+
+/* "50/10s", "50/10" or "off". */
+static int parse_rate(const char *v, unsigned *n, double *window)
+{
+	long long req;
+	char *slash, buf[64];
+	size_t len;
+
+	if (!strcmp(v, "off")) {
+		*n = 0;
+		*window = 0;
+		return 0;
+	}
+	if (strlen(v) >= sizeof(buf))
+		return -EINVAL;
+	strcpy(buf, v);
+	slash = strchr(buf, '/');
+	if (!slash)
+		return -EINVAL;
+	*slash++ = '\0';
+	len = strlen(slash);
+	if (len && slash[len - 1] == 's')
+		slash[len - 1] = '\0';
+	if (parse_ll(buf, 1, 100000, &req) < 0 || parse_double(slash, 0.001, 86400, window) < 0)
+		return -EINVAL;
+	*n = (unsigned)req;
+	return 0;
+}
+
+static int split_fields(const char *v, char ***out, size_t *n)
+{
+	char *dup = strdup(v), *save = NULL, *tok;
+	char **arr = NULL;
+	size_t cnt = 0;
+
+	if (!dup)
+		return -ENOMEM;
+	for (tok = strtok_r(dup, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+		char **grown = realloc(arr, (cnt + 1) * sizeof(*arr));
+		if (!grown)
+			goto oom;
+		arr = grown;
+		if (!(arr[cnt] = strdup(tok)))
+			goto oom;
+		cnt++;
+	}
+	free(dup);
+	*out = arr;
+	*n = cnt;
+	return 0;
+oom:
+	while (cnt)
+		free(arr[--cnt]);
+	free(arr);
+	free(dup);
+	return -ENOMEM;
+}
+
+static int set_str(char **dst, const char *v)
+{
+	char *d = strdup(v);
+
+	if (!d)
+		return -ENOMEM;
+	free(*dst);
+	*dst = d;
+	return 0;
+}
+
+static int handle_daemon(struct parse_state *ps, const char *name, const char *value)
+{
+	struct config *cfg = ps->cfg;
+	size_t i;
+
+	for (i = 0; i < sizeof(daemon_keys) / sizeof(daemon_keys[0]); i++)
+		if (!strcmp(name, daemon_keys[i]))
+			break;
+	if (i == sizeof(daemon_keys) / sizeof(daemon_keys[0]))
+		return fail(ps, ps->line, name, "unknown key in [daemon]");
+	if (ps->daemon_seen & (1u << i))
+		return fail(ps, ps->line, name, "given twice");
+	ps->daemon_seen |= 1u << i;
+
+	if (!strcmp(name, "spool_dir") || !strcmp(name, "state_dir")) {
+		if (value[0] != '/')
+			return fail(ps, ps->line, name, "must be an absolute path");
+		return set_str(name[1] == 'p' ? &cfg->spool_dir : &cfg->state_dir, value) < 0 ? -1 : 1;
+	}
+	if (!strcmp(name, "log_level")) {
+		if (log_level_parse(value, &cfg->log_level) < 0)
+			return fail(ps, ps->line, name, "must be one of error, warning, info, debug");
+		return 1;
+	}
+	if (!strcmp(name, "after_upload")) {
+		if (!strcmp(value, "archive"))
+			cfg->after_upload = AFTER_UPLOAD_ARCHIVE;
+		else if (!strcmp(value, "delete"))
+			cfg->after_upload = AFTER_UPLOAD_DELETE;
+		else
+			return fail(ps, ps->line, name, "must be archive or delete");
+		return 1;
+	}
+	if (!strcmp(name, "metrics_file")) {
+		if (!*value)
+			return 1;
+		if (value[0] != '/')
+			return fail(ps, ps->line, name, "must be an absolute path");
+		return set_str(&cfg->metrics_file, value) < 0 ? -1 : 1;
+	}
+	if (parse_double(value, 0, 3600, &cfg->drain_timeout_seconds) < 0)
+		return fail(ps, ps->line, name, "must be a number of seconds between 0 and 3600");
+	return 1;
+}
+
+static int set_secret(struct parse_state *ps, struct secret_src *s, int kind, const char *key,
+		      const char *value)
+{
+	if (s->kind)
+		return fail(ps, ps->line, key, "two sources for one key (%s was given on line %d)",
+			    s->key, s->line);
+	if (!*value)
+		return fail(ps, ps->line, key, "empty value");
+	s->kind = kind;
+	s->line = ps->line;
+	s->key = kind == 1 ? (key[0] == 'a' ? "api_key" : "brand_key") : key;
+	/* key points into the static key table only for the file/credential names; copy the value. */
+	s->value = strdup(value);
+	return s->value ? 1 : -1;
+}
+
+static int handle_conn(struct parse_state *ps, struct conn_config *c, struct conn_parse *cp,
+		       const char *name, const char *value)
+{
+	long long ll;
+	int k;
+
+	for (k = 0; k < K__COUNT; k++)
+		if (!strcmp(name, conn_keys[k]))
+			break;
+	if (k == K__COUNT)
+		return fail(ps, ps->line, name, "unknown key in [connection %s]", c->name);
+	if (cp->seen & (1u << k))
+		return fail(ps, ps->line, name, "given twice (first on line %d)", cp->seen_line[k]);
+	cp->seen |= 1u << k;
+	cp->seen_line[k] = ps->line;
+
+	switch (k) {
+	case K_UUID:
+		if (!uuid_valid(value))
+			return fail(ps, ps->line, name, "not a UUID (want 8-4-4-4-12 hex digits): '%s'", value);
+		return set_str(&c->uuid, value) < 0 ? -1 : 1;
+	case K_PRIMARY_KEY:
+		if (!*value)
+			return fail(ps, ps->line, name, "empty value");
+		return set_str(&c->primary_key, value) < 0 ? -1 : 1;
+	case K_BASE_URL:
+		if (strncmp(value, "https://", 8) && strncmp(value, "http://", 7))
+			return fail(ps, ps->line, name, "must start with https:// (or http://)");
+		return set_str(&c->base_url, value) < 0 ? -1 : 1;
+	case K_TTL:
+		if (!*value) {
+			c->ttl_seconds = -1;
+			return 1;
+		}
+		if (parse_ll(value, 1, 100LL * 365 * 86400, &ll) < 0)
+			return fail(ps, ps->line, name, "must be empty (no expiry) or a positive number of seconds");
+		c->ttl_seconds = ll;
+		return 1;
+	case K_BATCH_RECORDS:
+		if (parse_ll(value, 1, CONFIG_MAX_BATCH_RECORDS, &ll) < 0)
+			return fail(ps, ps->line, name, "must be between 1 and %d", CONFIG_MAX_BATCH_RECORDS);
+		c->batch_records = (unsigned)ll;
+		return 1;
+	case K_BATCH_BYTES:
+		if (parse_ll(value, 1024, 1LL << 30, &ll) < 0)
+			return fail(ps, ps->line, name, "must be between 1024 and 1073741824");
+		c->batch_bytes = (size_t)ll;
+		return 1;
+	case K_TIMEOUT:
+		if (parse_ll(value, 1, 3600, &ll) < 0)
+			return fail(ps, ps->line, name, "must be between 1 and 3600 seconds");
+		c->timeout_seconds = (long)ll;
+		return 1;
+	case K_REQUIRED:
+		if (split_fields(value, &c->required_fields, &c->n_required_fields) < 0)
+			return -1;
+		return 1;
+	case K_MAX_RECORD:
+		if (parse_ll(value, 16, 1LL << 30, &ll) < 0)
+			return fail(ps, ps->line, name, "must be between 16 and 1073741824");
+		c->max_record_bytes = (size_t)ll;
+		return 1;
+	case K_RETRY_INIT:
+		if (parse_double(value, 0.001, 3600, &c->retry_initial_seconds) < 0)
+			return fail(ps, ps->line, name, "must be between 0.001 and 3600 seconds");
+		return 1;
+	case K_RETRY_MAX:
+		if (parse_double(value, 0.001, 86400, &c->retry_max_seconds) < 0)
+			return fail(ps, ps->line, name, "must be between 0.001 and 86400 seconds");
+		return 1;
+	case K_RETRY_ELAPSED:
+		if (!*value) {
+			c->retry_max_elapsed_seconds = 0;
+			return 1;
+		}
+		if (parse_double(value, 1, 365 * 86400.0, &c->retry_max_elapsed_seconds) < 0)
+			return fail(ps, ps->line, name, "must be empty (forever) or a number of seconds >= 1");
+		return 1;
+	case K_CA_FILE:
+		if (value[0] != '/')
+			return fail(ps, ps->line, name, "must be an absolute path");
+		return set_str(&c->ca_file, value) < 0 ? -1 : 1;
+	case K_TLS_OFF:
+		if (parse_bool(value, &c->tls_verify_disabled) < 0)
+			return fail(ps, ps->line, name, "must be yes or no");
+		return 1;
+	case K_RATE:
+		if (parse_rate(value, &c->rate_limit_requests, &c->rate_limit_window_seconds) < 0)
+			return fail(ps, ps->line, name, "must be REQUESTS/SECONDSs (e.g. 50/10s) or off");
+		return 1;
+	case K_API:
+		return set_secret(ps, &cp->api, 1, name, value);
+	case K_API_FILE:
+		return set_secret(ps, &cp->api, 2, name, value);
+	case K_API_CRED:
+		return set_secret(ps, &cp->api, 3, name, value);
+	case K_BRAND:
+		return set_secret(ps, &cp->brand, 1, name, value);
+	case K_BRAND_FILE:
+		return set_secret(ps, &cp->brand, 2, name, value);
+	default:
+		return set_secret(ps, &cp->brand, 3, name, value);
+	}
+}
+
+static void conn_defaults(struct conn_config *c)
+{
+	c->ttl_seconds = -1;
+	c->batch_records = CONFIG_MAX_BATCH_RECORDS;
+	c->batch_bytes = 8u << 20;
+	c->timeout_seconds = 60;
+	c->max_record_bytes = 1u << 20;
+	c->retry_initial_seconds = 1;
+	c->retry_max_seconds = 300;
+	c->rate_limit_requests = 50;
+	c->rate_limit_window_seconds = 10;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct parse_state *ps = user;
+	struct config *cfg = ps->cfg;
+	int r;
+
+	if (ps->failed)
+		return 0;
+	if (!strcmp(section, "daemon")) {
+		r = handle_daemon(ps, name, value);
+		return r < 0 ? (fail(ps, ps->line, name, "out of memory"), 0) : r;
+	}
+	if (!strncmp(section, "connection ", 11)) {
+		const char *cname = section + 11;
+		size_t i;
+
+		for (i = 0; i < cfg->n_conns; i++)
+			if (!strcmp(cfg->conns[i].name, cname))
+				break;
+		if (i == cfg->n_conns) {
+			struct conn_config *nc = realloc(cfg->conns, (i + 1) * sizeof(*nc));
+			struct conn_parse *np;
+
+			if (!nc)
+				return fail(ps, ps->line, name, "out of memory");
+			cfg->conns = nc;
+			np = realloc(ps->cp, (i + 1) * sizeof(*np));
+			if (!np)
+				return fail(ps, ps->line, name, "out of memory");
+			ps->cp = np;
+			memset(&nc[i], 0, sizeof(nc[i]));
+			memset(&np[i], 0, sizeof(np[i]));
+			conn_defaults(&nc[i]);
+			cfg->n_conns++;
+			nc[i].line = ps->section_line;
+			if (!(nc[i].name = strdup(cname)))
+				return fail(ps, ps->line, name, "out of memory");
+			if (!name_valid(cname))
+				return fail(ps, ps->line, section,
+					    "connection name must be letters, digits, '_', '-', '.' and not start with '.'");
+		}
+		r = handle_conn(ps, &cfg->conns[i], &ps->cp[i], name, value);
+		return r < 0 ? (fail(ps, ps->line, name, "out of memory"), 0) : r;
+	}
+	return fail(ps, ps->line, name, "unknown section [%s] (want [daemon] or [connection NAME])", section);
+}
+
+/* inih is built without INI_HANDLER_LINENO on Debian: count lines in the reader instead. */
+static char *reader(char *str, int num, void *stream)
+{
+	struct parse_state *ps = stream;
+	char *r = fgets(str, num, ps->f);
+
+	if (r) {
+		const char *p = r;
+
+		ps->line++;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '[')
+			ps->section_line = ps->line;
+	}
+	return r;
+}
+
+/* Read a secret from a file (or credential), dropping one trailing newline and surrounding blanks. */
+static int read_secret(const char *path, char **out)
+{
+	char buf[4096];
+	FILE *f = fopen(path, "re");
+	size_t n;
+	int r = 0;
+
+	if (!f)
+		return -errno;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	if (ferror(f))
+		r = -EIO;
+	else if (!feof(f))
+		r = -EFBIG;
+	fclose(f);
+	if (r < 0)
+		return r;
+	buf[n] = '\0';
+	while (n && isspace((unsigned char)buf[n - 1]))
+		buf[--n] = '\0';
+	if (!n)
+		return -ENODATA;
+	if (!(*out = strdup(buf)))
+		return -ENOMEM;
+	return 0;
+}
+
+static int resolve_secret(struct parse_state *ps, struct conn_config *c, struct secret_src *s,
+			  const char *what, char **out, bool *inline_secret)
+{
+	char path[4096];
+	const char *credir;
+	int r;
+
+	if (!s->kind)
+		return fail(ps, c->line, what, "missing in [connection %s] (give %s, %s_file or %s_credential)",
+			    c->name, what, what, what);
+	if (s->kind == 1) {
+		*inline_secret = true;
+		*out = s->value;
+		s->value = NULL;
+		return 1;
+	}
+	if (s->kind == 3) {
+		credir = getenv("CREDENTIALS_DIRECTORY");
+		if (!credir)
+			return fail(ps, s->line, s->key, "no $CREDENTIALS_DIRECTORY (set LoadCredential= in the unit)");
+		if (strchr(s->value, '/'))
+			return fail(ps, s->line, s->key, "a credential name has no '/'");
+		snprintf(path, sizeof(path), "%s/%s", credir, s->value);
+	} else {
+		snprintf(path, sizeof(path), "%s", s->value);
+	}
+	r = read_secret(path, out);
+	if (r == -ENODATA)
+		return fail(ps, s->line, s->key, "%s is empty", path);
+	if (r < 0)
+		return fail(ps, s->line, s->key, "cannot read %s: %s", path, strerror(-r));
+	return 1;
+}
+
+static void finish_conn(struct parse_state *ps, struct conn_config *c, struct conn_parse *cp,
+			bool *inline_secret)
+{
+	if (!c->uuid) {
+		fail(ps, c->line, "uuid", "missing in [connection %s]", c->name);
+		return;
+	}
+	if (!c->primary_key) {
+		fail(ps, c->line, "primary_key", "missing in [connection %s]", c->name);
+		return;
+	}
+	if (!c->base_url && set_str(&c->base_url, DEFAULT_BASE_URL) < 0) {
+		fail(ps, c->line, "base_url", "out of memory");
+		return;
+	}
+	if (c->retry_initial_seconds > c->retry_max_seconds) {
+		fail(ps, cp->seen_line[K_RETRY_INIT] ? cp->seen_line[K_RETRY_INIT] : c->line,
+		     "retry_initial_seconds", "larger than retry_max_seconds");
+		return;
+	}
+	if (c->max_record_bytes + 256 > c->batch_bytes) {
+		fail(ps, cp->seen_line[K_MAX_RECORD] ? cp->seen_line[K_MAX_RECORD] : c->line,
+		     "max_record_bytes", "must leave room in batch_bytes (%zu) for one record and the envelope",
+		     c->batch_bytes);
+		return;
+	}
+	if (resolve_secret(ps, c, &cp->api, "api_key", &c->api_key, inline_secret) <= 0)
+		return;
+	resolve_secret(ps, c, &cp->brand, "brand_key", &c->brand_key, inline_secret);
+}
+
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+	struct parse_state ps = { .err = err, .errlen = errlen };
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	bool inline_secret = false;
+	struct stat st;
+	int r = 0, ir;
+
+	if (!cfg)
+		return -ENOMEM;
+	ps.cfg = cfg;
+	cfg->log_level = LOG_LVL_INFO;
+	cfg->after_upload = AFTER_UPLOAD_ARCHIVE;
+	cfg->drain_timeout_seconds = 60;
+	if (!(cfg->path = strdup(path))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	ps.f = fopen(path, "re");
+	if (!ps.f) {
+		r = -errno;
+		snprintf(err, errlen, "%s:0: -: cannot open: %s", path, strerror(-r));
+		goto out;
+	}
+	ir = ini_parse_stream(reader, &ps, handler, &ps);
+	if (ir > 0 && !ps.failed)
+		fail(&ps, ir, "-", "syntax error (want key = value or [section])");
+	if (fstat(fileno(ps.f), &st) < 0)
+		st.st_mode = 0600;
+	fclose(ps.f);
+	if (!ps.failed && (!cfg->spool_dir && set_str(&cfg->spool_dir, "/var/spool/dcsyncd") < 0))
+		fail(&ps, 0, "spool_dir", "out of memory");
+	if (!ps.failed && (!cfg->state_dir && set_str(&cfg->state_dir, "/var/lib/dcsyncd") < 0))
+		fail(&ps, 0, "state_dir", "out of memory");
+	if (!ps.failed && cfg->n_conns == 0)
+		fail(&ps, ps.line, "connection", "no [connection NAME] section: nothing to upload");
+	for (size_t i = 0; i < cfg->n_conns && !ps.failed; i++) {
+		finish_conn(&ps, &cfg->conns[i], &ps.cp[i], &inline_secret);
+		for (size_t j = 0; j < i && !ps.failed; j++)
+			if (!strcmp(cfg->conns[i].uuid, cfg->conns[j].uuid))
+				fail(&ps, ps.cp[i].seen_line[K_UUID], "uuid",
+				     "already used by [connection %s]: one spool directory per Data Connection keeps order",
+				     cfg->conns[j].name);
+	}
+	if (!ps.failed && inline_secret && (st.st_mode & 077))
+		fail(&ps, 0, "api_key",
+		     "the file holds a key inline but is readable by group or others (chmod 600, or use api_key_file)");
+	if (ps.failed)
+		r = -EINVAL;
+out:
+	for (size_t i = 0; ps.cp && i < cfg->n_conns; i++) {
+		free(ps.cp[i].api.value);
+		free(ps.cp[i].brand.value);
+	}
+	free(ps.cp);
+	if (r < 0) {
+		config_free(cfg);
+		return r;
+	}
+	*out = cfg;
+	return 0;
+}
+
+void config_free(struct config *cfg)
+{
+	if (!cfg)
+		return;
+	for (size_t i = 0; i < cfg->n_conns; i++) {
+		struct conn_config *c = &cfg->conns[i];
+
+		free(c->name);
+		free(c->uuid);
+		free(c->primary_key);
+		free(c->base_url);
+		if (c->api_key)
+			explicit_bzero(c->api_key, strlen(c->api_key));
+		if (c->brand_key)
+			explicit_bzero(c->brand_key, strlen(c->brand_key));
+		free(c->api_key);
+		free(c->brand_key);
+		for (size_t j = 0; j < c->n_required_fields; j++)
+			free(c->required_fields[j]);
+		free(c->required_fields);
+		free(c->ca_file);
+	}
+	free(cfg->conns);
+	free(cfg->path);
+	free(cfg->spool_dir);
+	free(cfg->state_dir);
+	free(cfg->metrics_file);
+	free(cfg);
+}
+
+const struct conn_config *config_find_conn(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_conns; i++)
+		if (!strcmp(cfg->conns[i].name, name))
+			return &cfg->conns[i];
+	return NULL;
+}

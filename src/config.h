@@ -1,0 +1,58 @@
+/* config: parse and validate dcsyncd.conf (inih) into an immutable struct config. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "log.h"
+
+#define CONFIG_MAX_BATCH_RECORDS 5000
+
+enum after_upload {
+	AFTER_UPLOAD_ARCHIVE,
+	AFTER_UPLOAD_DELETE,
+};
+
+struct conn_config {
+	char *name;             /* spool sub-directory */
+	char *uuid;
+	char *primary_key;
+	char *base_url;
+	char *api_key;          /* loaded value, never logged */
+	char *brand_key;
+	long long ttl_seconds;  /* < 0: no expiry */
+	unsigned batch_records;
+	size_t batch_bytes;
+	long timeout_seconds;
+	char **required_fields;
+	size_t n_required_fields;
+	size_t max_record_bytes;
+	double retry_initial_seconds;
+	double retry_max_seconds;
+	double retry_max_elapsed_seconds; /* 0: retry forever */
+	char *ca_file;
+	bool tls_verify_disabled;
+	unsigned rate_limit_requests;     /* 0: no client-side limit */
+	double rate_limit_window_seconds;
+	int line;               /* line of the section header, for messages */
+};
+
+struct config {
+	char *path;
+	char *spool_dir;
+	char *state_dir;
+	enum log_level log_level;
+	enum after_upload after_upload;
+	char *metrics_file;     /* NULL: none */
+	double drain_timeout_seconds;
+	struct conn_config *conns;
+	size_t n_conns;
+};
+
+/*
+ * Load and validate @path. On failure returns a negative errno and writes
+ * "FILE:LINE: key: reason" into @err.
+ */
+int config_load(const char *path, struct config **out, char *err, size_t errlen);
+void config_free(struct config *cfg);
+const struct conn_config *config_find_conn(const struct config *cfg, const char *name);

@@ -1,0 +1,1090 @@
+/* connection: one Data Connection's pipeline: spool queue → batch → requests → journal → archive. */
+#include "connection.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <systemd/sd-id128.h>
+
+#include "batch.h"
+#include "crashpoint.h"
+#include "jsonstr.h"
+#include "log.h"
+#include "ndjson.h"
+#include "spool.h"
+
+/* Rejected lines a request's range may hold in memory before the range is ended early. */
+#define REJECT_BUFFER_MAX (256 * 1024)
+
+enum conn_state {
+	CS_IDLE,
+	CS_SENDING,             /* a request is in flight */
+	CS_RETRY_WAIT,          /* a transient failure; the timer re-sends */
+	CS_SYNC_WAIT,           /* the journal could not be made durable; the timer retries */
+	CS_AUTH_PAUSED,         /* 401/403: waiting for a reload or the slow timer */
+};
+
+struct rejbuf {
+	char *buf;
+	size_t len, cap;
+};
+
+struct connection {
+	struct conn_env env;
+	const struct conn_config *cfg;
+	char *dir, *work_dir, *rejected_dir, *failed_dir, *done_dir;
+	struct spool_queue queue;
+	struct upload_client *client;
+	struct record_validator *validator;
+	enum conn_state state;
+	bool draining;
+	struct journal_batch *adopted;  /* live batches from the journal, resumed first */
+	size_t n_adopted;
+
+	/* the batch in flight */
+	bool active;
+	struct journal_batch jb;
+	char work_path[PATH_MAX];
+	int fd;
+	struct ndjson_reader *reader;
+	struct batch_params bp;
+	struct chunk chunk[2];
+	struct rejbuf rej[2];
+	int cur;
+	bool ahead_ready;
+	struct chunk slice;
+	uint32_t lo, hi;                /* records [lo, hi) of the current chunk are in the request */
+	bool sent_completed;            /* a request with batch_completed:true was acknowledged */
+	bool sending_completed;
+	uint32_t server_rejected;       /* records of the current chunk refused by the server */
+	int rej_fd;
+	uint64_t rej_size;
+	ev_idle ahead;
+	ev_timer timer;
+	ev_timer kick;          /* starts the next file from the loop, not from deep in a callback */
+	void (*after_sync)(struct connection *c);
+	unsigned attempt;
+	double first_failure;
+	bool journal_error_logged;
+	uint64_t rng;
+	double file_started;
+	uint64_t file_requests;
+	uint64_t file_rejected_before;
+	struct conn_stats stats;
+};
+
+static void begin_next(struct connection *c);
+static void process_current(struct connection *c);
+static void send_range(struct connection *c);
+static void durable(struct connection *c, void (*step)(struct connection *c));
+
+double connection_backoff(double initial, double max, unsigned attempt, double rnd)
+{
+	double cap = initial * ldexp(1.0, (int)(attempt > 60 ? 60 : attempt));
+
+	if (cap > max)
+		cap = max;
+	return rnd * cap;
+}
+
+static double rand01(struct connection *c)
+{
+	/* xorshift64*: jitter needs spread, not secrecy. */
+	c->rng ^= c->rng >> 12;
+	c->rng ^= c->rng << 25;
+	c->rng ^= c->rng >> 27;
+	return (double)((c->rng * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}
+
+static struct log_ctx ctx_of(const struct connection *c, long status)
+{
+	return (struct log_ctx){
+		.connection = c->cfg->name,
+		.file = c->active ? c->jb.name : NULL,
+		.batch_uuid = c->active ? c->jb.uuid : NULL,
+		.http_status = status,
+		.records = -1,
+	};
+}
+
+static void conn_log(const struct connection *c, enum log_level lvl, long status, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Every message names the connection first and carries the structured fields for journald. */
+static void conn_log(const struct connection *c, enum log_level lvl, long status, const char *fmt, ...)
+{
+	struct log_ctx ctx = ctx_of(c, status);
+	char msg[1536];
+	va_list ap;
+
+	if (lvl > log_get_level())
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_msg(lvl, &ctx, "%s: %s", c->cfg->name, msg);
+}
+
+const char *connection_name(const struct connection *c) { return c->cfg->name; }
+const struct conn_stats *connection_stats(const struct connection *c) { return &c->stats; }
+size_t connection_queued(const struct connection *c) { return spool_queue_len(&c->queue) + c->n_adopted; }
+bool connection_blocked(const struct connection *c) { return c->state == CS_AUTH_PAUSED; }
+
+bool connection_idle(const struct connection *c)
+{
+	if (c->active || c->state != CS_IDLE)
+		return false;
+	return c->draining || (spool_queue_len(&c->queue) == 0 && c->n_adopted == 0);
+}
+
+static void notify_changed(struct connection *c)
+{
+	if (c->env.changed)
+		c->env.changed(c->env.userdata);
+}
+
+/* ---- rejected records ---- */
+
+static int rej_format(struct rejbuf *rb, uint64_t lineno, const char *reason, const char *data, size_t len)
+{
+	char head[64];
+	int r;
+
+	snprintf(head, sizeof(head), "{\"line\":%" PRIu64 ",\"error\":", lineno);
+	if ((r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, head, strlen(head))) < 0 ||
+	    (r = jsonstr_append(&rb->buf, &rb->len, &rb->cap, reason, strlen(reason))) < 0 ||
+	    (r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, ",\"record\":", 10)) < 0)
+		return r;
+	if (data)
+		r = jsonstr_append(&rb->buf, &rb->len, &rb->cap, data, len);
+	else
+		r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, "null", 4);
+	if (r < 0)
+		return r;
+	return jsonstr_raw(&rb->buf, &rb->len, &rb->cap, "}\n", 2);
+}
+
+static int on_reject(void *userdata, uint64_t lineno, const char *reason, const char *data, size_t len)
+{
+	struct rejbuf *rb = userdata;
+	int r = rej_format(rb, lineno, reason, data, len);
+
+	if (r < 0)
+		return r;
+	return rb->len >= REJECT_BUFFER_MAX ? 1 : 0;
+}
+
+static int rej_open(struct connection *c)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int r;
+
+	if (c->rej_fd >= 0)
+		return 0;
+	if ((r = spool_mkdirs(c->rejected_dir, 0770)) < 0)
+		return r;
+	snprintf(path, sizeof(path), "%s/%s.rejected.ndjson", c->rejected_dir, c->jb.name);
+	c->rej_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (c->rej_fd < 0)
+		return -errno;
+	if (fstat(c->rej_fd, &st) < 0)
+		return -errno;
+	c->rej_size = (uint64_t)st.st_size;
+	return 0;
+}
+
+/* The rejected file is created only when a line is rejected; a resume truncates to this size. */
+static uint64_t rej_existing_size(const struct connection *c)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s.rejected.ndjson", c->rejected_dir, c->jb.name);
+	return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* Write a chunk's rejected lines once it becomes the one being sent: parse-ahead never writes. */
+static int rej_flush(struct connection *c, struct rejbuf *rb)
+{
+	int r;
+
+	if (!rb->len)
+		return 0;
+	if ((r = rej_open(c)) < 0)
+		goto out;
+	for (size_t off = 0; off < rb->len;) {
+		ssize_t w = write(c->rej_fd, rb->buf + off, rb->len - off);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			r = -errno;
+			goto out;
+		}
+		off += (size_t)w;
+	}
+	c->rej_size += rb->len;
+out:
+	if (r < 0)
+		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot write rejected records to %s: %s", c->jb.name,
+		     c->rejected_dir, strerror(-r));
+	rb->len = 0;
+	return r;
+}
+
+static void log_rejects(struct connection *c, const struct chunk *ch)
+{
+	/* One line per rejected record at warning level would drown a log on a bad export. */
+	if (ch->rejected)
+		conn_log(c, LOG_LVL_WARNING, -1, "%s: %" PRIu64 " line(s) rejected between lines %" PRIu64 " and %" PRIu64
+		     ", see %s/%s.rejected.ndjson", c->jb.name, ch->rejected, ch->start_line,
+		     ch->end_line - 1, c->rejected_dir, c->jb.name);
+}
+
+/* ---- batch lifecycle ---- */
+
+static void format_uuid(char out[37])
+{
+	sd_id128_t id;
+
+	if (sd_id128_randomize(&id) < 0)
+		memset(&id, 0, sizeof(id));
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 id.bytes[0], id.bytes[1], id.bytes[2], id.bytes[3], id.bytes[4], id.bytes[5],
+		 id.bytes[6], id.bytes[7], id.bytes[8], id.bytes[9], id.bytes[10], id.bytes[11],
+		 id.bytes[12], id.bytes[13], id.bytes[14], id.bytes[15]);
+}
+
+static void end_batch(struct connection *c)
+{
+	ev_idle_stop(c->env.loop, &c->ahead);
+	ndjson_reader_free(c->reader);
+	c->reader = NULL;
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	if (c->rej_fd >= 0)
+		close(c->rej_fd);
+	c->rej_fd = -1;
+	c->rej[0].len = c->rej[1].len = 0;
+	c->ahead_ready = false;
+	c->active = false;
+	c->state = CS_IDLE;
+	c->attempt = 0;
+	c->stats.file[0] = '\0';
+}
+
+static void identity_of(const struct stat *st, struct file_identity *id)
+{
+	id->dev = (uint64_t)st->st_dev;
+	id->ino = (uint64_t)st->st_ino;
+	id->size = (uint64_t)st->st_size;
+	id->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/* Move the batch's file out to @dir under its own name, or <name>.<id> if that is taken. */
+static int move_out(struct connection *c, const char *dir, char *dst, size_t dstlen)
+{
+	int r;
+
+	if ((r = spool_mkdirs(dir, 0770)) < 0)
+		return r;
+	snprintf(dst, dstlen, "%s/%s", dir, c->jb.name);
+	r = spool_move(c->work_path, dst);
+	if (r == -EEXIST) {
+		snprintf(dst, dstlen, "%s/%s.%" PRIu64, dir, c->jb.name, c->jb.id);
+		r = spool_move(c->work_path, dst);
+	}
+	if (r == 0) {
+		(void)spool_sync_parent(dst);
+		(void)spool_sync_parent(c->work_path);
+	}
+	return r;
+}
+
+static void write_error_json(struct connection *c, const char *failed_path, long status, const char *why,
+			     const char *response)
+{
+	char *buf = NULL, head[512], path[PATH_MAX + 16], when[32];
+	size_t len = 0, cap = 0;
+	time_t now = time(NULL);
+	struct tm tm;
+	FILE *f;
+
+	gmtime_r(&now, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	snprintf(head, sizeof(head),
+		 "{\"file\":\"%s\",\"connection\":\"%s\",\"batch_uuid\":\"%s\",\"status\":%ld,"
+		 "\"request\":%" PRIu32 ",\"records_sent\":%" PRIu64 ",\"time\":\"%s\",\"error\":",
+		 c->jb.name, c->cfg->name, c->jb.uuid, status, c->jb.acks + 1, c->jb.records, when);
+	if (jsonstr_raw(&buf, &len, &cap, head, strlen(head)) < 0 ||
+	    jsonstr_append(&buf, &len, &cap, why, strlen(why)) < 0 ||
+	    jsonstr_raw(&buf, &len, &cap, ",\"response\":", 12) < 0 ||
+	    jsonstr_append(&buf, &len, &cap, response ? response : "", response ? strlen(response) : 0) < 0 ||
+	    jsonstr_raw(&buf, &len, &cap, "}\n", 2) < 0) {
+		free(buf);
+		return;
+	}
+	snprintf(path, sizeof(path), "%s.error.json", failed_path);
+	f = fopen(path, "we");
+	if (f) {
+		fwrite(buf, 1, len, f);
+		fflush(f);
+		(void)fsync(fileno(f));
+		fclose(f);
+	}
+	free(buf);
+}
+
+static void next_soon(struct connection *c)
+{
+	ev_timer_stop(c->env.loop, &c->kick);
+	ev_timer_set(&c->kick, 0., 0.);
+	ev_timer_start(c->env.loop, &c->kick);
+}
+
+static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	begin_next(w->data);
+}
+
+static void step_failed_recorded(struct connection *c)
+{
+	end_batch(c);
+	notify_changed(c);
+	next_soon(c);
+}
+
+/* The file fails for good: failed/<name> beside <name>.error.json; the batch stays open at the server. */
+static void fail_file(struct connection *c, long status, const char *why, const char *response)
+{
+	char dst[PATH_MAX];
+	int r;
+
+	conn_log(c, LOG_LVL_ERROR, status, "%s: failed for good: %s; moved to %s/", c->jb.name, why, c->failed_dir);
+	r = move_out(c, c->failed_dir, dst, sizeof(dst));
+	if (r < 0 && r != -ENOENT)
+		conn_log(c, LOG_LVL_ERROR, status, "%s: cannot move %s to %s: %s", c->jb.name, c->work_path,
+		     c->failed_dir, strerror(-r));
+	if (r == 0)
+		write_error_json(c, dst, status, why, response);
+	c->stats.files_failed++;
+	c->stats.last_error_time = ev_now(c->env.loop);
+	c->stats.last_error_status = status;
+	c->jb.state = BATCH_FAILED;
+	if (journal_put(c->env.journal, &c->jb) < 0) {
+		step_failed_recorded(c);
+		return;
+	}
+	durable(c, step_failed_recorded);
+}
+
+static void step_archive(struct connection *c)
+{
+	char dst[PATH_MAX];
+	double took = ev_now(c->env.loop) - c->file_started;
+	int r;
+
+	crashpoint("before-archive");
+	if (c->env.after_upload == AFTER_UPLOAD_DELETE) {
+		r = unlink(c->work_path) < 0 ? -errno : 0;
+		if (r == 0)
+			(void)spool_sync_parent(c->work_path);
+	} else {
+		r = move_out(c, c->done_dir, dst, sizeof(dst));
+	}
+	if (r < 0 && r != -ENOENT) {
+		/* The batch is complete at the server; the file stays in .work/ and start-up retries. */
+		conn_log(c, LOG_LVL_ERROR, -1, "%s: uploaded, but cannot %s it: %s", c->jb.name,
+		     c->env.after_upload == AFTER_UPLOAD_DELETE ? "delete" : "archive", strerror(-r));
+	} else {
+		c->jb.state = BATCH_ARCHIVED;
+		/* Made durable with the next sync: replay of COMPLETED redoes an idempotent move. */
+		(void)journal_put(c->env.journal, &c->jb);
+	}
+	crashpoint("after-archive");
+	{
+		struct log_ctx ctx = ctx_of(c, -1);
+
+		ctx.records = (long long)c->jb.records;
+		log_msg(LOG_LVL_INFO, &ctx, "%s: %s: %" PRIu64 " records sent, %" PRIu64 " rejected, %" PRIu64
+			" requests, %.2f s", c->cfg->name, c->jb.name, c->jb.records, c->jb.rejected,
+			c->file_requests, took);
+	}
+	c->stats.files_done++;
+	end_batch(c);
+	notify_changed(c);
+	next_soon(c);
+}
+
+/* Make the chunk that was just cut current: its rejected lines go to disk now. */
+static int make_current(struct connection *c, int idx)
+{
+	c->cur = idx;
+	log_rejects(c, &c->chunk[idx]);
+	c->stats.records_rejected += c->chunk[idx].rejected;
+	return rej_flush(c, &c->rej[idx]);
+}
+
+static int cut(struct connection *c, int idx)
+{
+	int r = batch_cut(&c->chunk[idx], &c->bp, c->reader, c->validator, on_reject, &c->rej[idx]);
+
+	if (r < 0)
+		conn_log(c, LOG_LVL_ERROR, -1, "%s: read failed at offset %" PRIu64 ": %s", c->jb.name,
+		     (uint64_t)ndjson_reader_offset(c->reader), strerror(-r));
+	return r;
+}
+
+static void ahead_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	struct connection *c = w->data;
+
+	(void)revents;
+	ev_idle_stop(loop, w);
+	if (!c->active || c->ahead_ready || c->chunk[c->cur].last)
+		return;
+	/* Parse the next request while the server works on this one: CPU and network overlap. */
+	if (cut(c, !c->cur) == 0)
+		c->ahead_ready = true;
+}
+
+static void step_next_chunk(struct connection *c)
+{
+	int next = !c->cur;
+
+	crashpoint("after-ack");
+	if (!c->ahead_ready && cut(c, next) < 0) {
+		fail_file(c, 0, "cannot read the file", NULL);
+		return;
+	}
+	c->ahead_ready = false;
+	if (make_current(c, next) < 0) {
+		/* Rejected records could not be written: keep them safe by not moving on. */
+		fail_file(c, 0, "cannot write rejected records", NULL);
+		return;
+	}
+	process_current(c);
+}
+
+/* The current chunk is done at the server: record it, then go on or complete the batch. */
+static void chunk_done(struct connection *c)
+{
+	struct chunk *ch = &c->chunk[c->cur];
+
+	if (ch->last && !c->sent_completed && (c->jb.records > 0 || c->file_requests > 0)) {
+		/* Every record of the last request was refused: an empty request still completes the batch. */
+		c->lo = c->hi = ch->n_records;
+		c->sending_completed = true;
+		send_range(c);
+		return;
+	}
+	c->jb.acks++;
+	c->jb.offset = (uint64_t)ch->end_offset;
+	c->jb.lineno = ch->end_line;
+	c->jb.records += ch->n_records - c->server_rejected;
+	c->jb.rejected += ch->rejected + c->server_rejected;
+	c->jb.rejected_size = c->rej_size;
+	c->stats.file_records = c->jb.records;
+	c->stats.file_offset = c->jb.offset;
+	if (ch->last) {
+		c->jb.state = BATCH_COMPLETED;
+		if (journal_put(c->env.journal, &c->jb) < 0) {
+			fail_file(c, 0, "out of memory", NULL);
+			return;
+		}
+		durable(c, step_archive);
+		return;
+	}
+	if (journal_put(c->env.journal, &c->jb) < 0) {
+		fail_file(c, 0, "out of memory", NULL);
+		return;
+	}
+	durable(c, step_next_chunk);
+}
+
+static void process_current(struct connection *c)
+{
+	struct chunk *ch = &c->chunk[c->cur];
+
+	c->server_rejected = 0;
+	c->sent_completed = false;
+	c->sending_completed = false;
+	c->lo = 0;
+	c->hi = ch->n_records;
+	if (ch->n_records == 0) {
+		/* Nothing valid in this range: a file with no valid record sends nothing at all. */
+		chunk_done(c);
+		return;
+	}
+	send_range(c);
+}
+
+static void send_range(struct connection *c)
+{
+	struct chunk *ch = &c->chunk[c->cur];
+	const char *body = ch->body;
+	size_t len = ch->len;
+	bool completes = ch->last && c->hi == ch->n_records;
+	int r;
+
+	if (c->lo != 0 || c->hi != ch->n_records || c->sending_completed) {
+		if ((r = chunk_slice(&c->slice, ch, &c->bp, c->lo, c->hi, completes)) < 0) {
+			fail_file(c, 0, "out of memory", NULL);
+			return;
+		}
+		body = c->slice.body;
+		len = c->slice.len;
+	}
+	c->sending_completed = completes;
+	r = upload_client_send(c->client, body, len);
+	if (r < 0) {
+		fail_file(c, 0, "cannot start the request", NULL);
+		return;
+	}
+	c->state = CS_SENDING;
+	c->stats.requests++;
+	c->stats.bytes_sent += len;
+	c->file_requests++;
+	conn_log(c, LOG_LVL_DEBUG, -1, "%s: request %" PRIu32 ": records %" PRIu32 "..%" PRIu32 " of lines %" PRIu64
+	     "..%" PRIu64 ", %zu bytes%s", c->jb.name, c->jb.acks + 1, c->lo, c->hi, ch->start_line,
+	     ch->end_line - 1, len, completes ? ", completes the batch" : "");
+	if (!ch->last && !c->ahead_ready)
+		ev_idle_start(c->env.loop, &c->ahead);
+}
+
+/* ---- journal durability ---- */
+
+static void durable(struct connection *c, void (*step)(struct connection *c))
+{
+	int r = journal_sync(c->env.journal);
+	double delay;
+
+	if (r == 0) {
+		if (c->journal_error_logged)
+			conn_log(c, LOG_LVL_INFO, -1, "journal is writable again: resuming uploads");
+		c->journal_error_logged = false;
+		c->state = CS_IDLE;
+		step(c);
+		return;
+	}
+	if (!c->journal_error_logged)
+		conn_log(c, LOG_LVL_ERROR, -1, "cannot make the journal durable in %s: %s; holding uploads until it can be written",
+		     c->env.state_dir, strerror(-r));
+	c->journal_error_logged = true;
+	c->after_sync = step;
+	c->state = CS_SYNC_WAIT;
+	delay = connection_backoff(0.5, 30, c->attempt++, 0.5 + rand01(c) / 2);
+	ev_timer_stop(c->env.loop, &c->timer);
+	ev_timer_set(&c->timer, delay, 0.);
+	ev_timer_start(c->env.loop, &c->timer);
+}
+
+/* ---- responses ---- */
+
+static void auth_pause(struct connection *c, long status)
+{
+	conn_log(c, LOG_LVL_ERROR, status,
+	     "the API refused the keys (HTTP %ld): fix api_key and brand_key of [connection %s], then reload "
+	     "(systemctl reload dcsyncd); files stay in %s", status, c->cfg->name, c->dir);
+	c->stats.last_error_time = ev_now(c->env.loop);
+	c->stats.last_error_status = status;
+	c->state = CS_AUTH_PAUSED;
+	if (!c->env.once) {
+		ev_timer_stop(c->env.loop, &c->timer);
+		ev_timer_set(&c->timer, c->cfg->retry_max_seconds, 0.);
+		ev_timer_start(c->env.loop, &c->timer);
+	}
+	notify_changed(c);
+}
+
+static void retry_later(struct connection *c, const struct upload_result *res)
+{
+	double now = ev_now(c->env.loop), delay;
+	char what[300];
+
+	if (res->status)
+		snprintf(what, sizeof(what), "HTTP %ld", res->status);
+	else
+		snprintf(what, sizeof(what), "%s%s", res->tls_failure ? "TLS certificate problem: " : "", res->error);
+	if (c->attempt == 0)
+		c->first_failure = now;
+	delay = connection_backoff(c->cfg->retry_initial_seconds, c->cfg->retry_max_seconds, c->attempt, rand01(c));
+	if (res->retry_after >= 0 && res->retry_after > delay)
+		delay = res->retry_after;
+	c->attempt++;
+	c->stats.retries++;
+	c->stats.last_error_time = now;
+	c->stats.last_error_status = res->status;
+	if (c->cfg->retry_max_elapsed_seconds > 0 && now + delay - c->first_failure > c->cfg->retry_max_elapsed_seconds) {
+		char why[400];
+
+		snprintf(why, sizeof(why), "gave up after %.0f s of retries (retry_max_elapsed_seconds): %s",
+			 now - c->first_failure, what);
+		fail_file(c, res->status, why, res->body);
+		return;
+	}
+	conn_log(c, c->attempt > 3 ? LOG_LVL_WARNING : LOG_LVL_INFO, res->status,
+	     "%s: request %" PRIu32 " failed (%s), retry %u in %.2f s", c->jb.name, c->jb.acks + 1, what,
+	     c->attempt, delay);
+	c->state = CS_RETRY_WAIT;
+	ev_timer_stop(c->env.loop, &c->timer);
+	ev_timer_set(&c->timer, delay, 0.);
+	ev_timer_start(c->env.loop, &c->timer);
+}
+
+/* 413 and 422: halve the request; a single record the server refuses is rejected with its answer. */
+static void split_or_reject(struct connection *c, const struct upload_result *res)
+{
+	struct chunk *ch = &c->chunk[c->cur];
+	char reason[600];
+	struct rejbuf rb = { 0 };
+
+	if (c->hi - c->lo > 1) {
+		conn_log(c, LOG_LVL_INFO, res->status, "%s: HTTP %ld for %" PRIu32 " records: splitting the request",
+		     c->jb.name, res->status, c->hi - c->lo);
+		c->hi = c->lo + (c->hi - c->lo) / 2;
+		send_range(c);
+		return;
+	}
+	if (c->hi == c->lo) {
+		/* The empty completing request itself was refused. */
+		fail_file(c, res->status, "the server refused the request that completes the batch", res->body);
+		return;
+	}
+	snprintf(reason, sizeof(reason), "HTTP %ld: %s", res->status, res->body && *res->body ? res->body : "refused by the server");
+	conn_log(c, LOG_LVL_WARNING, res->status, "%s: line %" PRIu64 " refused by the server: %s", c->jb.name,
+	     ch->rec_line[c->lo], reason);
+	if (rej_format(&rb, ch->rec_line[c->lo], reason, ch->body + ch->rec_off[c->lo], ch->rec_len[c->lo]) < 0 ||
+	    rej_flush(c, &rb) < 0) {
+		free(rb.buf);
+		fail_file(c, 0, "cannot write rejected records", NULL);
+		return;
+	}
+	free(rb.buf);
+	c->server_rejected++;
+	c->stats.records_rejected++;
+	c->lo = c->hi;
+	c->hi = ch->n_records;
+	if (c->lo == ch->n_records)
+		chunk_done(c);
+	else
+		send_range(c);
+}
+
+static void on_response(void *userdata, const struct upload_result *res)
+{
+	struct connection *c = userdata;
+	struct chunk *ch = &c->chunk[c->cur];
+
+	crashpoint("after-response");
+	c->state = CS_IDLE;
+	if (res->status >= 200 && res->status <= 299) {
+		c->attempt = 0;
+		c->stats.last_success = ev_now(c->env.loop);
+		c->stats.records_sent += c->hi - c->lo;
+		if (c->sending_completed)
+			c->sent_completed = true;
+		if (c->hi == ch->n_records) {
+			chunk_done(c);
+			return;
+		}
+		c->lo = c->hi;
+		c->hi = ch->n_records;
+		send_range(c);
+		return;
+	}
+	if (res->status == 401 || res->status == 403) {
+		auth_pause(c, res->status);
+		return;
+	}
+	if (res->status == 413 || res->status == 422) {
+		c->stats.last_error_time = ev_now(c->env.loop);
+		c->stats.last_error_status = res->status;
+		split_or_reject(c, res);
+		return;
+	}
+	if (upload_status_transient(res->status)) {
+		retry_later(c, res);
+		return;
+	}
+	{
+		char why[64];
+
+		snprintf(why, sizeof(why), "the server answered HTTP %ld", res->status);
+		fail_file(c, res->status, why, res->body);
+	}
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct connection *c = w->data;
+
+	(void)loop;
+	(void)revents;
+	switch (c->state) {
+	case CS_SYNC_WAIT:
+		durable(c, c->after_sync);
+		break;
+	case CS_RETRY_WAIT:
+		send_range(c);
+		break;
+	case CS_AUTH_PAUSED:
+		conn_log(c, LOG_LVL_INFO, -1, "trying the keys again");
+		c->state = CS_IDLE;
+		if (c->active)
+			send_range(c);
+		else
+			begin_next(c);
+		break;
+	default:
+		break;
+	}
+}
+
+/* ---- starting and resuming batches ---- */
+
+static int open_reader(struct connection *c)
+{
+	int r;
+
+	c->bp = (struct batch_params){
+		.batch_uuid = c->jb.uuid,
+		.ttl_seconds = c->cfg->ttl_seconds,
+		.max_records = c->jb.cut_records,
+		.max_bytes = c->jb.cut_bytes,
+	};
+	if ((r = ndjson_reader_new(&c->reader, c->fd, (off_t)c->jb.offset, c->jb.lineno, c->cfg->max_record_bytes)) < 0)
+		return r;
+	c->file_started = ev_now(c->env.loop);
+	c->file_requests = 0;
+	c->ahead_ready = false;
+	snprintf(c->stats.file, sizeof(c->stats.file), "%s", c->jb.name);
+	c->stats.file_size = c->jb.ident.size;
+	c->stats.file_offset = c->jb.offset;
+	c->stats.file_records = c->jb.records;
+	return 0;
+}
+
+static void step_first_chunk(struct connection *c)
+{
+	int r;
+
+	crashpoint("after-open");
+	if ((r = open_reader(c)) < 0 || (r = cut(c, 0)) < 0) {
+		fail_file(c, 0, "cannot read the file", NULL);
+		return;
+	}
+	if (make_current(c, 0) < 0) {
+		fail_file(c, 0, "cannot write rejected records", NULL);
+		return;
+	}
+	process_current(c);
+}
+
+static void work_path_of(struct connection *c, const struct journal_batch *b)
+{
+	snprintf(c->work_path, sizeof(c->work_path), "%s/%" PRIu64 "-%s", c->work_dir, b->id, b->name);
+}
+
+static int start_file(struct connection *c, const char *name)
+{
+	char src[PATH_MAX];
+	struct stat st;
+	int r;
+
+	memset(&c->jb, 0, sizeof(c->jb));
+	c->jb.id = journal_new_id(c->env.journal);
+	c->jb.state = BATCH_OPEN;
+	snprintf(c->jb.connection, sizeof(c->jb.connection), "%s", c->cfg->name);
+	if (strlen(name) >= sizeof(c->jb.name)) {
+		conn_log(c, LOG_LVL_ERROR, -1, "%s: file name too long, left in the spool", name);
+		return -ENAMETOOLONG;
+	}
+	snprintf(c->jb.name, sizeof(c->jb.name), "%s", name);
+	snprintf(src, sizeof(src), "%s/%s", c->dir, name);
+	work_path_of(c, &c->jb);
+	if ((r = spool_mkdirs(c->work_dir, 0770)) < 0) {
+		conn_log(c, LOG_LVL_ERROR, -1, "cannot create %s: %s", c->work_dir, strerror(-r));
+		return r;
+	}
+	/* Take the file out of the exporters' way first: a new drop under the same name waits its turn. */
+	r = spool_move(src, c->work_path);
+	if (r < 0) {
+		if (r != -ENOENT)
+			conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move into %s: %s", name, c->work_dir, strerror(-r));
+		return r;
+	}
+	crashpoint("after-rename");
+	c->fd = open(c->work_path, O_RDONLY | O_CLOEXEC);
+	if (c->fd < 0 || fstat(c->fd, &st) < 0) {
+		r = -errno;
+		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot open: %s", name, strerror(-r));
+		return r;
+	}
+	identity_of(&st, &c->jb.ident);
+	format_uuid(c->jb.uuid);
+	c->jb.cut_records = c->cfg->batch_records;
+	c->jb.cut_bytes = c->cfg->batch_bytes;
+	c->jb.lineno = 1;
+	c->active = true;
+	c->rej_fd = -1;
+	c->jb.rejected_size = c->rej_size = rej_existing_size(c);
+	c->stats.file_records = 0;
+	if ((r = journal_put(c->env.journal, &c->jb)) < 0)
+		return r;
+	conn_log(c, LOG_LVL_DEBUG, -1, "%s: batch %s opened (%" PRIu64 " bytes)", name, c->jb.uuid, c->jb.ident.size);
+	durable(c, step_first_chunk);
+	return 0;
+}
+
+static void resume_batch(struct connection *c, const struct journal_batch *b)
+{
+	struct file_identity now;
+	struct stat st;
+	int r;
+
+	c->jb = *b;
+	c->active = true;
+	c->rej_fd = -1;
+	work_path_of(c, b);
+	if (b->state == BATCH_COMPLETED) {
+		conn_log(c, LOG_LVL_INFO, -1, "%s: batch %s was completed before the restart: finishing its %s", b->name,
+		     b->uuid, c->env.after_upload == AFTER_UPLOAD_DELETE ? "delete" : "archive");
+		c->file_started = ev_now(c->env.loop);
+		c->file_requests = 0;
+		step_archive(c);
+		return;
+	}
+	c->fd = open(c->work_path, O_RDONLY | O_CLOEXEC);
+	if (c->fd < 0 || fstat(c->fd, &st) < 0) {
+		char why[PATH_MAX + 64];
+
+		snprintf(why, sizeof(why), "the file of an open batch is gone from %s: %s", c->work_path, strerror(errno));
+		fail_file(c, 0, why, NULL);
+		return;
+	}
+	identity_of(&st, &now);
+	if (memcmp(&now, &b->ident, sizeof(now)) != 0) {
+		/* Never guess: resuming a changed file could send records the first requests did not. */
+		fail_file(c, 0, "the file changed since its batch opened (device, inode, size or mtime differ)", NULL);
+		return;
+	}
+	if (rej_existing_size(c) > b->rejected_size) {
+		/* Lines rejected after the last acknowledgement are written again on the way: no duplicates. */
+		if ((r = rej_open(c)) < 0 || ftruncate(c->rej_fd, (off_t)b->rejected_size) < 0) {
+			fail_file(c, 0, "cannot open the rejected file", NULL);
+			return;
+		}
+	}
+	c->rej_size = b->rejected_size;
+	conn_log(c, LOG_LVL_INFO, -1, "%s: resuming batch %s at request %" PRIu32 ", line %" PRIu64 " (%" PRIu64
+	     " records already acknowledged)", b->name, b->uuid, b->acks + 1, b->lineno, b->records);
+	step_first_chunk(c);
+}
+
+static void begin_next(struct connection *c)
+{
+	struct spool_entry e;
+
+	while (!c->active && c->state == CS_IDLE && !c->draining) {
+		if (c->n_adopted) {
+			struct journal_batch b = c->adopted[0];
+
+			memmove(c->adopted, c->adopted + 1, --c->n_adopted * sizeof(*c->adopted));
+			resume_batch(c, &b);
+			continue;
+		}
+		if (!spool_queue_pop(&c->queue, &e))
+			break;
+		if (start_file(c, e.name) < 0 && c->active) {
+			/* The file was taken but could not be opened: it is in .work/, start-up puts it back. */
+			end_batch(c);
+		}
+		free(e.name);
+	}
+	if (connection_idle(c))
+		notify_changed(c);
+}
+
+void connection_kick(struct connection *c)
+{
+	begin_next(c);
+}
+
+void connection_drain(struct connection *c)
+{
+	c->draining = true;
+	if (c->state == CS_AUTH_PAUSED || c->state == CS_RETRY_WAIT) {
+		/* Nothing is in flight: the journal holds the batch, the restart resumes it. */
+		ev_timer_stop(c->env.loop, &c->timer);
+		end_batch(c);
+	}
+	notify_changed(c);
+}
+
+int connection_enqueue(struct connection *c, const char *name, int64_t mtime_ns)
+{
+	return spool_queue_add(&c->queue, name, mtime_ns);
+}
+
+int connection_scan(struct connection *c)
+{
+	int r = spool_scan(c->dir, &c->queue);
+
+	if (r < 0)
+		conn_log(c, LOG_LVL_ERROR, -1, "cannot scan %s: %s", c->dir, strerror(-r));
+	return r;
+}
+
+int connection_adopt(struct connection *c, const struct journal_batch *b)
+{
+	struct journal_batch *n = realloc(c->adopted, (c->n_adopted + 1) * sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	c->adopted = n;
+	c->adopted[c->n_adopted++] = *b;
+	return 0;
+}
+
+int connection_release_orphans(struct connection *c)
+{
+	DIR *d = opendir(c->work_dir);
+	struct dirent *de;
+
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		char *dash, *end, src[PATH_MAX], dst[PATH_MAX];
+		uint64_t id;
+		bool live = false;
+
+		if (de->d_name[0] == '.')
+			continue;
+		id = strtoull(de->d_name, &end, 10);
+		dash = end;
+		if (dash == de->d_name || *dash != '-')
+			continue;
+		for (size_t i = 0; i < c->n_adopted; i++)
+			live |= c->adopted[i].id == id;
+		if (live || journal_find(c->env.journal, id))
+			continue;
+		/* Renamed but never journaled: nothing of it was sent. Hand it back in its place. */
+		snprintf(src, sizeof(src), "%s/%s", c->work_dir, de->d_name);
+		snprintf(dst, sizeof(dst), "%s/%s", c->dir, dash + 1);
+		if (spool_move(src, dst) == -EEXIST) {
+			snprintf(dst, sizeof(dst), "%s/%s", c->dir, de->d_name);
+			(void)spool_move(src, dst);
+		}
+		conn_log(c, LOG_LVL_INFO, -1, "%s: taken before a restart but never sent: back in the spool", dash + 1);
+	}
+	closedir(d);
+	return 0;
+}
+
+/* ---- construction ---- */
+
+int connection_new(struct connection **out, const struct conn_env *env, const struct conn_config *cfg)
+{
+	struct connection *c = calloc(1, sizeof(*c));
+	struct upload_client_opts uo;
+	char *url = NULL;
+	sd_id128_t seed;
+	int r = -ENOMEM;
+
+	if (!c)
+		return -ENOMEM;
+	c->env = *env;
+	c->cfg = cfg;
+	c->fd = c->rej_fd = -1;
+	c->queue.sorted = true;
+	if (asprintf(&c->dir, "%s/%s", env->spool_dir, cfg->name) < 0 ||
+	    asprintf(&c->work_dir, "%s/.work", c->dir) < 0 ||
+	    asprintf(&c->rejected_dir, "%s/rejected", c->dir) < 0 ||
+	    asprintf(&c->failed_dir, "%s/failed", c->dir) < 0 ||
+	    asprintf(&c->done_dir, "%s/done/%s", env->state_dir, cfg->name) < 0)
+		goto fail;
+	if (chunk_init(&c->chunk[0], CONFIG_MAX_BATCH_RECORDS) < 0 ||
+	    chunk_init(&c->chunk[1], CONFIG_MAX_BATCH_RECORDS) < 0 ||
+	    chunk_init(&c->slice, CONFIG_MAX_BATCH_RECORDS) < 0)
+		goto fail;
+	if ((r = record_validator_new(&c->validator, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
+		goto fail;
+	if (asprintf(&url, "%s/connections/%s/upload_data", cfg->base_url, cfg->uuid) < 0) {
+		url = NULL;
+		r = -ENOMEM;
+		goto fail;
+	}
+	uo = (struct upload_client_opts){
+		.url = url,
+		.api_key = cfg->api_key,
+		.brand_key = cfg->brand_key,
+		.timeout_seconds = cfg->timeout_seconds,
+		.ca_file = cfg->ca_file,
+		.tls_verify_disabled = cfg->tls_verify_disabled,
+	};
+	if ((r = upload_client_new(&c->client, env->upload, &uo, on_response, c)) < 0)
+		goto fail;
+	if ((r = spool_mkdirs(c->dir, 0770)) < 0) {
+		log_error("%s: cannot create %s: %s", cfg->name, c->dir, strerror(-r));
+		goto fail;
+	}
+	ev_idle_init(&c->ahead, ahead_cb);
+	c->ahead.data = c;
+	ev_timer_init(&c->timer, timer_cb, 0., 0.);
+	c->timer.data = c;
+	ev_timer_init(&c->kick, kick_cb, 0., 0.);
+	c->kick.data = c;
+	if (sd_id128_randomize(&seed) < 0)
+		seed.qwords[0] = (uint64_t)time(NULL);
+	c->rng = seed.qwords[0] | 1;
+	free(url);
+	*out = c;
+	return 0;
+fail:
+	free(url);
+	connection_free(c);
+	return r;
+}
+
+void connection_free(struct connection *c)
+{
+	if (!c)
+		return;
+	if (c->env.loop) {
+		ev_idle_stop(c->env.loop, &c->ahead);
+		ev_timer_stop(c->env.loop, &c->timer);
+		ev_timer_stop(c->env.loop, &c->kick);
+	}
+	if (c->active)
+		end_batch(c);
+	upload_client_free(c->client);
+	record_validator_free(c->validator);
+	chunk_release(&c->chunk[0]);
+	chunk_release(&c->chunk[1]);
+	chunk_release(&c->slice);
+	free(c->rej[0].buf);
+	free(c->rej[1].buf);
+	spool_queue_release(&c->queue);
+	free(c->adopted);
+	free(c->dir);
+	free(c->work_dir);
+	free(c->rejected_dir);
+	free(c->failed_dir);
+	free(c->done_dir);
+	free(c);
+}

@@ -1,0 +1,68 @@
+/* connection: one Data Connection's pipeline: spool queue → batch → requests → journal → archive. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <ev.h>
+
+#include "config.h"
+#include "journal.h"
+#include "upload.h"
+
+struct connection;
+
+/* What a connection needs from the daemon around it. */
+struct conn_env {
+	struct ev_loop *loop;
+	struct journal *journal;
+	struct upload *upload;
+	const char *spool_dir;
+	const char *state_dir;
+	enum after_upload after_upload;
+	bool once;
+	void (*changed)(void *userdata);   /* a file finished or the connection stopped or paused */
+	void *userdata;
+};
+
+struct conn_stats {
+	uint64_t files_done;
+	uint64_t files_failed;
+	uint64_t records_sent;
+	uint64_t records_rejected;
+	uint64_t requests;
+	uint64_t retries;
+	uint64_t bytes_sent;
+	double last_success;            /* ev_now of the last 2xx, 0 if none */
+	double last_error_time;
+	long last_error_status;
+	/* the batch in flight */
+	char file[256];
+	uint64_t file_records;          /* acknowledged so far */
+	uint64_t file_size;
+	uint64_t file_offset;
+};
+
+int connection_new(struct connection **out, const struct conn_env *env, const struct conn_config *cfg);
+void connection_free(struct connection *c);
+const char *connection_name(const struct connection *c);
+
+/* Queue a file that appeared in the connection's spool directory. */
+int connection_enqueue(struct connection *c, const char *name, int64_t mtime_ns);
+/* Queue every ready file in the spool directory (start-up, inotify overflow). */
+int connection_scan(struct connection *c);
+/* Take over a live batch from the journal: it runs before any queued file. */
+int connection_adopt(struct connection *c, const struct journal_batch *b);
+/* Move files left in .work/ without a live journal entry back to the spool. */
+int connection_release_orphans(struct connection *c);
+/* Start work if there is some and nothing is in flight. */
+void connection_kick(struct connection *c);
+/* Take no new file; the batch in flight goes on until acknowledged or failed. */
+void connection_drain(struct connection *c);
+
+bool connection_idle(const struct connection *c);     /* nothing queued, nothing in flight */
+bool connection_blocked(const struct connection *c);  /* paused by the server (401/403) */
+size_t connection_queued(const struct connection *c);
+const struct conn_stats *connection_stats(const struct connection *c);
+
+/* Pure back-off: full jitter over min(max, initial * 2^attempt); @rnd in [0, 1). */
+double connection_backoff(double initial, double max, unsigned attempt, double rnd);

@@ -1,0 +1,384 @@
+/* daemon: the top-level context: config, loop, journal, connections, signals, systemd protocol. */
+#include "build-config.h"
+#include "daemon.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <curl/curl.h>
+#include <ev.h>
+#include <systemd/sd-daemon.h>
+
+#include "config.h"
+#include "connection.h"
+#include "journal.h"
+#include "log.h"
+#include "spool.h"
+#include "upload.h"
+
+struct daemon {
+	struct daemon_opts opts;
+	struct ev_loop *loop;
+	struct config *cfg;
+	struct journal *journal;
+	struct upload *upload;
+	struct spool_watch *watch;
+	struct connection **conns;
+	size_t n_conns;
+	ev_signal sig_term, sig_int, sig_hup;
+	ev_timer drain_timer, status_timer, watchdog_timer;
+	bool draining;
+	bool aborted;           /* a second signal, or the drain timed out */
+	bool scanned;
+	double started;
+	int exit_status;
+};
+
+/* ---- progress and status ---- */
+
+static void totals(const struct daemon *d, struct conn_stats *t, size_t *queued)
+{
+	memset(t, 0, sizeof(*t));
+	*queued = 0;
+	for (size_t i = 0; i < d->n_conns; i++) {
+		const struct conn_stats *s = connection_stats(d->conns[i]);
+
+		t->files_done += s->files_done;
+		t->files_failed += s->files_failed;
+		t->records_sent += s->records_sent;
+		t->records_rejected += s->records_rejected;
+		t->requests += s->requests;
+		t->retries += s->retries;
+		t->bytes_sent += s->bytes_sent;
+		if (s->last_error_time > t->last_error_time) {
+			t->last_error_time = s->last_error_time;
+			t->last_error_status = s->last_error_status;
+		}
+		*queued += connection_queued(d->conns[i]);
+	}
+}
+
+/* One line for STATUS= and the terminal: queue, each batch in flight, rate, last error. */
+static void status_line(struct daemon *d, char *buf, size_t len)
+{
+	struct conn_stats t;
+	size_t queued, n;
+	double now = ev_now(d->loop), el = now - d->started;
+
+	totals(d, &t, &queued);
+	n = (size_t)snprintf(buf, len, "%zu file(s) queued · %" PRIu64 " records sent", queued, t.records_sent);
+	for (size_t i = 0; i < d->n_conns && n < len; i++) {
+		const struct conn_stats *s = connection_stats(d->conns[i]);
+
+		if (s->file[0])
+			n += (size_t)snprintf(buf + n, len - n, " · %s: %s %" PRIu64 "%%", connection_name(d->conns[i]),
+					      s->file, s->file_size ? s->file_offset * 100 / s->file_size : 100);
+		if (connection_blocked(d->conns[i]) && n < len)
+			n += (size_t)snprintf(buf + n, len - n, " · %s: paused (keys refused)", connection_name(d->conns[i]));
+	}
+	if (n < len && el > 0.5)
+		n += (size_t)snprintf(buf + n, len - n, " · %.0f records/s", t.records_sent / el);
+	if (n < len && t.last_error_time > 0)
+		snprintf(buf + n, len - n, " · last error %.0f s ago: %s%ld", now - t.last_error_time,
+			 t.last_error_status ? "HTTP " : "network ", t.last_error_status);
+}
+
+static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct daemon *d = w->data;
+	char line[1024];
+
+	(void)loop;
+	(void)revents;
+	status_line(d, line, sizeof(line));
+	if (d->opts.progress)
+		fprintf(stderr, "\r\033[K%s", line);
+	else
+		sd_notifyf(0, "STATUS=%s", line);
+}
+
+static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	/* Sent from the loop itself: a wedged loop stops the pings and systemd restarts us. */
+	sd_notify(0, "WATCHDOG=1");
+}
+
+/* ---- lifecycle ---- */
+
+static void maybe_finish(struct daemon *d)
+{
+	bool all_idle = true, blocked = false;
+
+	if (!d->scanned)
+		return;
+	for (size_t i = 0; i < d->n_conns; i++) {
+		if (connection_blocked(d->conns[i]))
+			blocked = true;
+		else if (!connection_idle(d->conns[i]))
+			all_idle = false;
+	}
+	if (d->draining ? all_idle : (d->opts.once && all_idle)) {
+		if (blocked && d->opts.once)
+			d->exit_status = 1;
+		ev_break(d->loop, EVBREAK_ALL);
+	}
+}
+
+static void on_changed(void *userdata)
+{
+	maybe_finish(userdata);
+}
+
+static void on_file(void *userdata, size_t idx, const char *name, int64_t mtime_ns)
+{
+	struct daemon *d = userdata;
+
+	if (d->draining || idx >= d->n_conns)
+		return;
+	if (connection_enqueue(d->conns[idx], name, mtime_ns) < 0)
+		log_error("%s: cannot queue %s: out of memory", connection_name(d->conns[idx]), name);
+	connection_kick(d->conns[idx]);
+}
+
+static void on_overflow(void *userdata)
+{
+	struct daemon *d = userdata;
+
+	for (size_t i = 0; i < d->n_conns; i++) {
+		connection_scan(d->conns[i]);
+		connection_kick(d->conns[i]);
+	}
+}
+
+static void drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct daemon *d = w->data;
+
+	(void)revents;
+	log_warning("drain timeout reached: stopping with requests in flight (the journal resumes them)");
+	d->aborted = true;
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void begin_drain(struct daemon *d, const char *why)
+{
+	if (d->draining) {
+		log_warning("%s again: stopping now (the journal resumes what was in flight)", why);
+		d->aborted = true;
+		ev_break(d->loop, EVBREAK_ALL);
+		return;
+	}
+	log_info("%s: taking no new files, letting requests in flight finish (up to %.0f s)", why,
+		 d->cfg->drain_timeout_seconds);
+	sd_notify(0, "STOPPING=1");
+	d->draining = true;
+	ev_timer_set(&d->drain_timer, d->cfg->drain_timeout_seconds, 0.);
+	ev_timer_start(d->loop, &d->drain_timer);
+	for (size_t i = 0; i < d->n_conns; i++)
+		connection_drain(d->conns[i]);
+	maybe_finish(d);
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct daemon *d = w->data;
+
+	(void)loop;
+	(void)revents;
+	if (w->signum == SIGHUP) {
+		log_warning("SIGHUP: configuration reload is not supported yet; restart the service to apply changes");
+		return;
+	}
+	begin_drain(d, w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static int setup_connections(struct daemon *d)
+{
+	struct conn_env env = {
+		.loop = d->loop,
+		.journal = d->journal,
+		.upload = d->upload,
+		.spool_dir = d->cfg->spool_dir,
+		.state_dir = d->cfg->state_dir,
+		.after_upload = d->cfg->after_upload,
+		.once = d->opts.once,
+		.changed = on_changed,
+		.userdata = d,
+	};
+	int r;
+
+	d->conns = calloc(d->cfg->n_conns, sizeof(*d->conns));
+	if (!d->conns)
+		return -ENOMEM;
+	for (size_t i = 0; i < d->cfg->n_conns; i++) {
+		if ((r = connection_new(&d->conns[i], &env, &d->cfg->conns[i])) < 0) {
+			log_error("%s: cannot set up: %s", d->cfg->conns[i].name, strerror(-r));
+			return r;
+		}
+		d->n_conns++;
+		if (d->cfg->conns[i].tls_verify_disabled)
+			log_warning("%s: TLS certificate verification is DISABLED (tls_verify_insecure_disable): "
+				    "anyone on the path can read the keys and the data", d->cfg->conns[i].name);
+		if (!strncmp(d->cfg->conns[i].base_url, "http://", 7) &&
+		    strncmp(d->cfg->conns[i].base_url, "http://127.0.0.1", 16) &&
+		    strncmp(d->cfg->conns[i].base_url, "http://localhost", 16))
+			log_warning("%s: base_url is plain http: keys and data travel unencrypted", d->cfg->conns[i].name);
+	}
+	/* Replay: every live batch goes back to its connection and runs before new files. */
+	for (size_t i = 0; i < journal_count(d->journal); i++) {
+		const struct journal_batch *b = journal_at(d->journal, i);
+		bool found = false;
+
+		for (size_t k = 0; k < d->n_conns; k++) {
+			if (!strcmp(connection_name(d->conns[k]), b->connection)) {
+				if ((r = connection_adopt(d->conns[k], b)) < 0)
+					return r;
+				found = true;
+			}
+		}
+		if (!found)
+			log_warning("journal: batch %s of %s for connection '%s', which is no longer configured: "
+				    "kept with its file until the connection returns", b->uuid, b->name, b->connection);
+	}
+	for (size_t i = 0; i < d->n_conns; i++) {
+		char dir[4096];
+
+		snprintf(dir, sizeof(dir), "%s/%s", d->cfg->spool_dir, connection_name(d->conns[i]));
+		connection_release_orphans(d->conns[i]);
+		/* Watch before scanning, so a file dropped in between is not missed (the queue dedupes). */
+		if ((r = spool_watch_add(d->watch, dir, i)) < 0) {
+			log_error("%s: cannot watch %s: %s", connection_name(d->conns[i]), dir, strerror(-r));
+			return r;
+		}
+		if ((r = connection_scan(d->conns[i])) < 0)
+			return r;
+	}
+	return 0;
+}
+
+static void print_summary(struct daemon *d)
+{
+	double el = ev_now(d->loop) - d->started;
+
+	if (d->opts.progress)
+		fprintf(stderr, "\r\033[K");
+	for (size_t i = 0; i < d->n_conns; i++) {
+		const struct conn_stats *s = connection_stats(d->conns[i]);
+
+		printf("%s: %" PRIu64 " file(s) done, %" PRIu64 " failed, %" PRIu64 " records sent, %" PRIu64
+		       " rejected, %" PRIu64 " requests, %" PRIu64 " retries%s\n", connection_name(d->conns[i]),
+		       s->files_done, s->files_failed, s->records_sent, s->records_rejected, s->requests, s->retries,
+		       connection_blocked(d->conns[i]) ? ", PAUSED: the API refused the keys" : "");
+	}
+	{
+		struct conn_stats t;
+		size_t queued;
+
+		totals(d, &t, &queued);
+		printf("total: %" PRIu64 " records in %.2f s (%.0f records/s), %" PRIu64 " file(s) failed, %" PRIu64
+		       " records rejected\n", t.records_sent, el, el > 0 ? t.records_sent / el : 0.0, t.files_failed,
+		       t.records_rejected);
+		if (t.files_failed || t.records_rejected)
+			d->exit_status = 1;
+	}
+	fflush(stdout);
+}
+
+int daemon_run(const struct daemon_opts *opts)
+{
+	struct daemon d = { .opts = *opts };
+	char err[1024];
+	uint64_t usec = 0;
+	int r;
+
+	r = config_load(opts->config_path, &d.cfg, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "%s\n", err);
+		return 2;
+	}
+	log_set_level(d.cfg->log_level);
+	if ((r = spool_mkdirs(d.cfg->state_dir, 0750)) < 0 || (r = spool_mkdirs(d.cfg->spool_dir, 0770)) < 0) {
+		log_error("cannot create the state or spool directory: %s", strerror(-r));
+		d.exit_status = 1;
+		goto out;
+	}
+	if ((r = journal_open(&d.journal, d.cfg->state_dir, NULL)) < 0) {
+		log_error("cannot open the journal in %s: %s", d.cfg->state_dir, strerror(-r));
+		d.exit_status = 1;
+		goto out;
+	}
+	if ((r = journal_compact(d.journal, true)) < 0)
+		log_warning("journal compaction failed: %s (continuing with the journal as it is)", strerror(-r));
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		log_error("curl_global_init failed");
+		d.exit_status = 1;
+		goto out;
+	}
+	d.loop = ev_default_loop(EVFLAG_AUTO);
+	d.started = ev_now(d.loop);
+	if ((r = upload_new(&d.upload, d.loop)) < 0 ||
+	    (r = spool_watch_new(&d.watch, d.loop, on_file, on_overflow, &d)) < 0) {
+		log_error("cannot set up the event loop: %s", strerror(-r));
+		d.exit_status = 1;
+		goto out;
+	}
+	if ((r = setup_connections(&d)) < 0) {
+		d.exit_status = 1;
+		goto out;
+	}
+	ev_signal_init(&d.sig_term, signal_cb, SIGTERM);
+	ev_signal_init(&d.sig_int, signal_cb, SIGINT);
+	ev_signal_init(&d.sig_hup, signal_cb, SIGHUP);
+	d.sig_term.data = d.sig_int.data = d.sig_hup.data = &d;
+	ev_signal_start(d.loop, &d.sig_term);
+	ev_signal_start(d.loop, &d.sig_int);
+	ev_signal_start(d.loop, &d.sig_hup);
+	ev_timer_init(&d.drain_timer, drain_timer_cb, 0., 0.);
+	d.drain_timer.data = &d;
+	ev_timer_init(&d.status_timer, status_cb, 0.25, opts->progress ? 0.25 : 2.0);
+	d.status_timer.data = &d;
+	ev_timer_start(d.loop, &d.status_timer);
+	if (sd_watchdog_enabled(0, &usec) > 0) {
+		ev_timer_init(&d.watchdog_timer, watchdog_cb, 0., (double)usec / 2e6);
+		d.watchdog_timer.data = &d;
+		ev_timer_start(d.loop, &d.watchdog_timer);
+	}
+	d.scanned = true;
+	log_info("dcsyncd %s: %zu connection(s), spool %s%s", DCSYNCD_VERSION_STR, d.n_conns, d.cfg->spool_dir,
+		 opts->once ? ", --once" : "");
+	sd_notify(0, "READY=1\nSTATUS=started");
+	for (size_t i = 0; i < d.n_conns; i++)
+		connection_kick(d.conns[i]);
+	maybe_finish(&d);
+	ev_run(d.loop, 0);
+	if (opts->once || d.draining)
+		print_summary(&d);
+out:
+	if (d.journal && (r = journal_sync(d.journal)) < 0)
+		log_error("journal: final sync failed: %s (the next start replays what is durable)", strerror(-r));
+	for (size_t i = 0; i < d.n_conns; i++)
+		connection_free(d.conns[i]);
+	free(d.conns);
+	spool_watch_free(d.watch);
+	upload_free(d.upload);
+	if (d.loop) {
+		ev_timer_stop(d.loop, &d.status_timer);
+		ev_timer_stop(d.loop, &d.watchdog_timer);
+		ev_timer_stop(d.loop, &d.drain_timer);
+		ev_signal_stop(d.loop, &d.sig_term);
+		ev_signal_stop(d.loop, &d.sig_int);
+		ev_signal_stop(d.loop, &d.sig_hup);
+		ev_loop_destroy(d.loop);
+		curl_global_cleanup();
+	}
+	journal_free(d.journal);
+	config_free(d.cfg);
+	return d.exit_status;
+}

@@ -1,0 +1,481 @@
+/* journal: durable per-batch state in <state_dir>/journal, replayed at start to resume batches. */
+/*
+ * Ordering rules (the daemon follows them exactly; tests crash between every pair):
+ *  1. The file is renamed into <spool>/<conn>/.work/ first; a file found there without a live
+ *     journal entry was never sent and goes back to the spool at start.
+ *  2. A batch's OPEN record (file identity, batch_uuid, cut parameters) is durable before its
+ *     first request leaves.
+ *  3. A request's acknowledgement (offset, records, requests acknowledged) is durable before
+ *     the next request of that batch leaves; a crash in between re-sends the unacknowledged
+ *     request with the same batch_uuid and the same records, which the API accepts.
+ *  4. COMPLETED is durable before the file is archived or deleted.
+ *  5. The archive/delete is recorded (ARCHIVED) once it is done; a crash before that finds a
+ *     COMPLETED batch and finishes the move, which is idempotent.
+ * Each record is [u32 length][u32 CRC-32C of payload][payload], little-endian. Replay keeps
+ * the last state of each batch; compaction writes only live batches to a temporary file,
+ * fsyncs it, renames it over the journal and fsyncs the directory.
+ */
+#include "journal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crashpoint.h"
+#include "crc32c.h"
+#include "log.h"
+
+#define REC_BATCH 'B'
+#define REC_META 'M'
+#define REC_MAX 4096
+#define COMPACT_BYTES (1u << 20)
+
+struct journal {
+	int fd;
+	int dirfd;
+	char *path;
+	char *tmp_path;
+	uint64_t next_id;
+	uint64_t size;          /* durable, well-formed length of the file */
+	struct journal_batch *live;
+	size_t n_live;
+	char *pending;          /* records queued for the next sync */
+	size_t pending_len;
+	size_t pending_cap;
+};
+
+/* ---- encoding ---- */
+
+struct wbuf {
+	unsigned char b[REC_MAX];
+	size_t n;
+};
+
+static void w_u64(struct wbuf *w, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		w->b[w->n++] = (unsigned char)(v >> (8 * i));
+}
+
+static void w_str(struct wbuf *w, const char *s)
+{
+	size_t n = strlen(s);
+
+	w_u64(w, n);
+	memcpy(w->b + w->n, s, n);
+	w->n += n;
+}
+
+struct rbuf {
+	const unsigned char *b;
+	size_t n, pos;
+	bool bad;
+};
+
+static uint64_t r_u64(struct rbuf *r)
+{
+	uint64_t v = 0;
+
+	if (r->pos + 8 > r->n) {
+		r->bad = true;
+		return 0;
+	}
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)r->b[r->pos++] << (8 * i);
+	return v;
+}
+
+static void r_str(struct rbuf *r, char *dst, size_t cap)
+{
+	uint64_t n = r_u64(r);
+
+	if (r->bad || n >= cap || r->pos + n > r->n) {
+		r->bad = true;
+		dst[0] = '\0';
+		return;
+	}
+	memcpy(dst, r->b + r->pos, n);
+	dst[n] = '\0';
+	r->pos += n;
+}
+
+static void encode_batch(struct wbuf *w, const struct journal_batch *b)
+{
+	w->n = 0;
+	w->b[w->n++] = REC_BATCH;
+	w_u64(w, b->id);
+	w_u64(w, (uint64_t)b->state);
+	w_str(w, b->uuid);
+	w_str(w, b->connection);
+	w_str(w, b->name);
+	w_u64(w, b->ident.dev);
+	w_u64(w, b->ident.ino);
+	w_u64(w, b->ident.size);
+	w_u64(w, (uint64_t)b->ident.mtime_ns);
+	w_u64(w, b->cut_records);
+	w_u64(w, b->cut_bytes);
+	w_u64(w, b->acks);
+	w_u64(w, b->offset);
+	w_u64(w, b->lineno);
+	w_u64(w, b->records);
+	w_u64(w, b->rejected);
+	w_u64(w, b->rejected_size);
+	w_u64(w, (uint64_t)b->updated);
+}
+
+static int decode_batch(struct rbuf *r, struct journal_batch *b)
+{
+	memset(b, 0, sizeof(*b));
+	b->id = r_u64(r);
+	b->state = (enum batch_state)r_u64(r);
+	r_str(r, b->uuid, sizeof(b->uuid));
+	r_str(r, b->connection, sizeof(b->connection));
+	r_str(r, b->name, sizeof(b->name));
+	b->ident.dev = r_u64(r);
+	b->ident.ino = r_u64(r);
+	b->ident.size = r_u64(r);
+	b->ident.mtime_ns = (int64_t)r_u64(r);
+	b->cut_records = (uint32_t)r_u64(r);
+	b->cut_bytes = r_u64(r);
+	b->acks = (uint32_t)r_u64(r);
+	b->offset = r_u64(r);
+	b->lineno = r_u64(r);
+	b->records = r_u64(r);
+	b->rejected = r_u64(r);
+	b->rejected_size = r_u64(r);
+	b->updated = (int64_t)r_u64(r);
+	if (r->bad || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
+		return -EINVAL;
+	return 0;
+}
+
+static void frame(unsigned char *hdr, const struct wbuf *w)
+{
+	uint32_t len = (uint32_t)w->n, crc = crc32c(0, w->b, w->n);
+
+	for (int i = 0; i < 4; i++) {
+		hdr[i] = (unsigned char)(len >> (8 * i));
+		hdr[4 + i] = (unsigned char)(crc >> (8 * i));
+	}
+}
+
+static int queue(struct journal *j, const struct wbuf *w)
+{
+	if (j->pending_len + 8 + w->n > j->pending_cap) {
+		size_t cap = j->pending_cap ? j->pending_cap * 2 : 16384;
+		char *p;
+
+		while (cap < j->pending_len + 8 + w->n)
+			cap *= 2;
+		p = realloc(j->pending, cap);
+		if (!p)
+			return -ENOMEM;
+		j->pending = p;
+		j->pending_cap = cap;
+	}
+	frame((unsigned char *)j->pending + j->pending_len, w);
+	memcpy(j->pending + j->pending_len + 8, w->b, w->n);
+	j->pending_len += 8 + w->n;
+	return 0;
+}
+
+/* ---- in-memory state ---- */
+
+static bool is_live(enum batch_state s)
+{
+	return s == BATCH_OPEN || s == BATCH_COMPLETED;
+}
+
+static int apply(struct journal *j, const struct journal_batch *b)
+{
+	size_t i;
+
+	if (b->id >= j->next_id)
+		j->next_id = b->id + 1;
+	for (i = 0; i < j->n_live; i++)
+		if (j->live[i].id == b->id)
+			break;
+	if (!is_live(b->state)) {
+		if (i < j->n_live)
+			memmove(&j->live[i], &j->live[i + 1], (j->n_live - i - 1) * sizeof(*j->live));
+		if (i < j->n_live)
+			j->n_live--;
+		return 0;
+	}
+	if (i == j->n_live) {
+		struct journal_batch *n = realloc(j->live, (j->n_live + 1) * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		j->live = n;
+		j->n_live++;
+		/* ids only grow, so appending keeps id order */
+	}
+	j->live[i] = *b;
+	return 0;
+}
+
+/* ---- replay ---- */
+
+static int replay(struct journal *j, uint64_t *torn)
+{
+	struct stat st;
+	unsigned char *data = NULL;
+	size_t pos = 0, n;
+	ssize_t got;
+	int r = 0;
+
+	if (fstat(j->fd, &st) < 0)
+		return -errno;
+	n = (size_t)st.st_size;
+	if (n) {
+		data = malloc(n);
+		if (!data)
+			return -ENOMEM;
+		for (size_t off = 0; off < n; off += (size_t)got) {
+			got = pread(j->fd, data + off, n - off, (off_t)off);
+			if (got <= 0) {
+				r = got < 0 ? -errno : -EIO;
+				goto out;
+			}
+		}
+	}
+	while (pos + 8 <= n) {
+		uint32_t len = 0, crc = 0;
+		struct rbuf rb;
+		struct journal_batch b;
+
+		for (int i = 0; i < 4; i++) {
+			len |= (uint32_t)data[pos + i] << (8 * i);
+			crc |= (uint32_t)data[pos + 4 + i] << (8 * i);
+		}
+		if (len == 0 || len > REC_MAX || pos + 8 + len > n || crc32c(0, data + pos + 8, len) != crc)
+			break;
+		rb = (struct rbuf){ .b = data + pos + 9, .n = len - 1 };
+		if (data[pos + 8] == REC_META) {
+			uint64_t next = r_u64(&rb);
+
+			if (rb.bad)
+				break;
+			if (next > j->next_id)
+				j->next_id = next;
+		} else if (data[pos + 8] == REC_BATCH) {
+			if (decode_batch(&rb, &b) < 0)
+				break;
+			if ((r = apply(j, &b)) < 0)
+				goto out;
+		} else {
+			break;
+		}
+		pos += 8 + len;
+	}
+	*torn = n - pos;
+	if (pos < n) {
+		/* A torn or corrupt tail: what follows the last good record cannot be trusted. */
+		if (ftruncate(j->fd, (off_t)pos) < 0 || fdatasync(j->fd) < 0) {
+			r = -errno;
+			goto out;
+		}
+	}
+	j->size = pos;
+out:
+	free(data);
+	return r;
+}
+
+int journal_open(struct journal **out, const char *dir, uint64_t *torn_bytes)
+{
+	struct journal *j = calloc(1, sizeof(*j));
+	uint64_t torn = 0;
+	int r;
+
+	if (!j)
+		return -ENOMEM;
+	j->fd = j->dirfd = -1;
+	j->next_id = 1;
+	if (asprintf(&j->path, "%s/journal", dir) < 0 || asprintf(&j->tmp_path, "%s/journal.tmp", dir) < 0) {
+		j->path = j->tmp_path = NULL;
+		r = -ENOMEM;
+		goto fail;
+	}
+	j->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (j->dirfd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	j->fd = open(j->path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (j->fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	/* A leftover temporary is a compaction that died before its rename: the journal stands. */
+	(void)unlink(j->tmp_path);
+	if ((r = replay(j, &torn)) < 0)
+		goto fail;
+	if (torn)
+		log_warning("journal %s: cut %llu bytes of torn or corrupt tail", j->path,
+			    (unsigned long long)torn);
+	if (torn_bytes)
+		*torn_bytes = torn;
+	*out = j;
+	return 0;
+fail:
+	journal_free(j);
+	return r;
+}
+
+void journal_free(struct journal *j)
+{
+	if (!j)
+		return;
+	if (j->fd >= 0)
+		close(j->fd);
+	if (j->dirfd >= 0)
+		close(j->dirfd);
+	free(j->path);
+	free(j->tmp_path);
+	free(j->live);
+	free(j->pending);
+	free(j);
+}
+
+size_t journal_count(const struct journal *j) { return j->n_live; }
+const struct journal_batch *journal_at(const struct journal *j, size_t i) { return &j->live[i]; }
+
+const struct journal_batch *journal_find(const struct journal *j, uint64_t id)
+{
+	for (size_t i = 0; i < j->n_live; i++)
+		if (j->live[i].id == id)
+			return &j->live[i];
+	return NULL;
+}
+
+uint64_t journal_new_id(struct journal *j) { return j->next_id++; }
+bool journal_dirty(const struct journal *j) { return j->pending_len > 0; }
+
+int journal_put(struct journal *j, const struct journal_batch *b)
+{
+	struct wbuf w;
+	struct journal_batch copy = *b;
+	int r;
+
+	copy.updated = (int64_t)time(NULL);
+	encode_batch(&w, &copy);
+	if ((r = queue(j, &w)) < 0)
+		return r;
+	return apply(j, &copy);
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int journal_sync(struct journal *j)
+{
+	int r;
+
+	if (!j->pending_len)
+		return 0;
+	crashpoint("journal-before-write");
+	r = write_all(j->fd, j->pending, j->pending_len);
+	if (r == 0) {
+		crashpoint("journal-before-fsync");
+		if (fdatasync(j->fd) < 0)
+			r = -errno;
+	}
+	if (r < 0) {
+		/* Cut any partial write so the retry appends to a well-formed file. */
+		(void)ftruncate(j->fd, (off_t)j->size);
+		return r;
+	}
+	j->size += j->pending_len;
+	j->pending_len = 0;
+	crashpoint("journal-after-fsync");
+	return 0;
+}
+
+int journal_compact(struct journal *j, bool force)
+{
+	struct wbuf w;
+	char *saved;
+	size_t saved_len, saved_cap;
+	int fd = -1, r;
+
+	if (!force && j->size < COMPACT_BYTES)
+		return 0;
+	if ((r = journal_sync(j)) < 0)
+		return r;
+	/* Build the compacted image in the pending buffer, then swap it out. */
+	saved = j->pending;
+	saved_len = j->pending_len;
+	saved_cap = j->pending_cap;
+	j->pending = NULL;
+	j->pending_len = j->pending_cap = 0;
+	w.n = 0;
+	w.b[w.n++] = REC_META;
+	w_u64(&w, j->next_id);
+	r = queue(j, &w);
+	for (size_t i = 0; r == 0 && i < j->n_live; i++) {
+		encode_batch(&w, &j->live[i]);
+		r = queue(j, &w);
+	}
+	if (r < 0)
+		goto out;
+	fd = open(j->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	if ((r = write_all(fd, j->pending, j->pending_len)) < 0)
+		goto out;
+	crashpoint("compact-before-fsync");
+	if (fsync(fd) < 0) {
+		r = -errno;
+		goto out;
+	}
+	crashpoint("compact-before-rename");
+	if (rename(j->tmp_path, j->path) < 0) {
+		r = -errno;
+		goto out;
+	}
+	crashpoint("compact-after-rename");
+	if (fsync(j->dirfd) < 0) {
+		r = -errno;
+		goto out;
+	}
+	close(j->fd);
+	j->fd = fd;
+	fd = -1;
+	/* The temporary was opened without O_APPEND: position at the end for appends. */
+	if (lseek(j->fd, 0, SEEK_END) < 0) {
+		r = -errno;
+		goto out;
+	}
+	j->size = j->pending_len;
+out:
+	if (fd >= 0) {
+		close(fd);
+		(void)unlink(j->tmp_path);
+	}
+	free(j->pending);
+	j->pending = saved;
+	j->pending_len = saved_len;
+	j->pending_cap = saved_cap;
+	return r;
+}

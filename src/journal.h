@@ -1,0 +1,62 @@
+/* journal: durable per-batch state in <state_dir>/journal, replayed at start to resume batches. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum batch_state {
+	BATCH_OPEN = 1,         /* file owned (in .work/), requests may be in flight */
+	BATCH_COMPLETED = 2,    /* last request acknowledged; file not yet archived/deleted */
+	BATCH_ARCHIVED = 3,     /* terminal: file archived or deleted */
+	BATCH_FAILED = 4,       /* terminal: file moved to failed/ */
+	BATCH_RELEASED = 5,     /* terminal: nothing was acknowledged, file handed back to the spool */
+};
+
+struct file_identity {
+	uint64_t dev;
+	uint64_t ino;
+	uint64_t size;
+	int64_t mtime_ns;
+};
+
+struct journal_batch {
+	uint64_t id;
+	enum batch_state state;
+	char uuid[37];
+	char connection[128];
+	char name[256];         /* the file's name as dropped in the spool */
+	struct file_identity ident;
+	uint32_t cut_records;   /* cut parameters in force when the batch opened */
+	uint64_t cut_bytes;
+	uint32_t acks;          /* requests acknowledged */
+	uint64_t offset;        /* file offset after the last acknowledged request */
+	uint64_t lineno;        /* line number the next request starts with */
+	uint64_t records;       /* records acknowledged */
+	uint64_t rejected;      /* lines rejected locally up to offset */
+	uint64_t rejected_size; /* size of the rejected file at offset: a resume truncates to it */
+	int64_t updated;        /* unix seconds */
+};
+
+struct journal;
+
+/*
+ * Open (creating) <dir>/journal and replay it: a torn or corrupt tail is cut off and
+ * reported. @torn_bytes (may be NULL) receives how many bytes were cut.
+ */
+int journal_open(struct journal **out, const char *dir, uint64_t *torn_bytes);
+void journal_free(struct journal *j);
+
+/* Live (open or completed) batches, in id order. */
+size_t journal_count(const struct journal *j);
+const struct journal_batch *journal_at(const struct journal *j, size_t i);
+const struct journal_batch *journal_find(const struct journal *j, uint64_t id);
+uint64_t journal_new_id(struct journal *j);
+
+/* Queue a batch's new state; it is durable only after journal_sync() returns 0. */
+int journal_put(struct journal *j, const struct journal_batch *b);
+/* Write what is queued and fdatasync it. On failure nothing queued is lost: call again. */
+int journal_sync(struct journal *j);
+bool journal_dirty(const struct journal *j);
+/* Rewrite the journal with only live state, when it has grown (or @force). */
+int journal_compact(struct journal *j, bool force);

@@ -1,0 +1,36 @@
+/* log: leveled messages to stderr ("level: message") or to journald with structured fields. */
+#pragma once
+
+#include <stdarg.h>
+
+enum log_level {
+	LOG_LVL_ERROR,
+	LOG_LVL_WARNING,
+	LOG_LVL_INFO,
+	LOG_LVL_DEBUG,
+};
+
+/* Structured context attached to a message; any member may be NULL / negative. */
+struct log_ctx {
+	const char *connection;
+	const char *file;
+	const char *batch_uuid;
+	long http_status;       /* < 0: absent */
+	long long records;      /* < 0: absent */
+};
+
+#define LOG_CTX_NONE ((struct log_ctx){ .http_status = -1, .records = -1 })
+
+int log_level_parse(const char *s, enum log_level *out);
+void log_set_level(enum log_level lvl);
+enum log_level log_get_level(void);
+/* Route messages to journald when stderr is the journal stream (JOURNAL_STREAM). */
+void log_open(void);
+
+void log_msg(enum log_level lvl, const struct log_ctx *ctx, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#define log_error(...) log_msg(LOG_LVL_ERROR, NULL, __VA_ARGS__)
+#define log_warning(...) log_msg(LOG_LVL_WARNING, NULL, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LVL_INFO, NULL, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_LVL_DEBUG, NULL, __VA_ARGS__)

@@ -1,0 +1,85 @@
+/* main: command line of dcsyncd: run, --once, --check-config, --version, --help. */
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "build-config.h"
+#include "daemon.h"
+#include "log.h"
+
+static void usage(FILE *f)
+{
+	fputs("Usage: dcsyncd -c FILE [--once]\n"
+	      "       dcsyncd -c FILE --check-config\n"
+	      "       dcsyncd --version | --help\n"
+	      "\n"
+	      "Uploads NDJSON files dropped into <spool_dir>/<connection>/ to Optimove Opti-X Data Connections.\n"
+	      "\n"
+	      "  -c, --config FILE   configuration file (see dcsyncd.conf(5))\n"
+	      "      --once          process what is in the spool now, wait for every batch, print a summary\n"
+	      "                      and exit: 0 all went up, 1 something failed or was rejected, 2 bad usage\n"
+	      "      --check-config  validate the configuration (and read the key files) and exit\n"
+	      "      --version       print the version\n"
+	      "  -h, --help          this text\n", f);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "once", no_argument, NULL, 'o' },
+		{ "check-config", no_argument, NULL, 'k' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct daemon_opts opts = { 0 };
+	bool check = false;
+	int ch;
+
+	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			opts.config_path = optarg;
+			break;
+		case 'o':
+			opts.once = true;
+			break;
+		case 'k':
+			check = true;
+			break;
+		case 'V':
+			printf("dcsyncd %s\n", DCSYNCD_VERSION_STR);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!opts.config_path || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	log_open();
+	if (check) {
+		struct config *cfg;
+		char err[1024];
+
+		if (config_load(opts.config_path, &cfg, err, sizeof(err)) < 0) {
+			fprintf(stderr, "%s\n", err);
+			return 2;
+		}
+		printf("%s: OK, %zu connection(s)\n", opts.config_path, cfg->n_conns);
+		config_free(cfg);
+		return 0;
+	}
+	opts.progress = opts.once && isatty(STDERR_FILENO);
+	return daemon_run(&opts);
+}

@@ -1,0 +1,390 @@
+/* ndjson: read a file line by line in fixed-size blocks and validate each line as one record. */
+#include "ndjson.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <yajl/yajl_parse.h>
+
+#define READ_BLOCK (256 * 1024)
+
+struct ndjson_reader {
+	int fd;
+	char *buf;
+	size_t cap;
+	size_t start;           /* first unconsumed byte */
+	size_t end;             /* end of valid data */
+	off_t buf_offset;       /* file offset of buf[0] */
+	uint64_t next_lineno;
+	size_t max_record;
+	bool eof;
+	bool have_last;         /* the last line may be handed back */
+	bool replay;            /* the next call returns the last line again */
+	struct ndjson_line last;
+};
+
+int ndjson_reader_new(struct ndjson_reader **out, int fd, off_t offset, uint64_t first_lineno,
+		      size_t max_record_bytes)
+{
+	struct ndjson_reader *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return -ENOMEM;
+	r->cap = max_record_bytes + READ_BLOCK + 1;
+	r->buf = malloc(r->cap);
+	if (!r->buf) {
+		free(r);
+		return -ENOMEM;
+	}
+	if (lseek(fd, offset, SEEK_SET) < 0) {
+		int e = -errno;
+
+		free(r->buf);
+		free(r);
+		return e;
+	}
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	r->fd = fd;
+	r->buf_offset = offset;
+	r->next_lineno = first_lineno;
+	r->max_record = max_record_bytes;
+	*out = r;
+	return 0;
+}
+
+void ndjson_reader_free(struct ndjson_reader *r)
+{
+	if (!r)
+		return;
+	free(r->buf);
+	free(r);
+}
+
+/* Move unconsumed bytes to the front and read more. 0 ok, 1 eof (nothing added), <0 error. */
+static int fill(struct ndjson_reader *r)
+{
+	ssize_t n;
+
+	if (r->start > 0) {
+		memmove(r->buf, r->buf + r->start, r->end - r->start);
+		r->buf_offset += (off_t)r->start;
+		r->end -= r->start;
+		r->start = 0;
+	}
+	do {
+		n = read(r->fd, r->buf + r->end, r->cap - r->end);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	if (n == 0) {
+		r->eof = true;
+		return 1;
+	}
+	r->end += (size_t)n;
+	return 0;
+}
+
+static bool is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* Skip the rest of an over-long line without keeping it in memory. */
+static int skip_line(struct ndjson_reader *r)
+{
+	for (;;) {
+		char *nl = memchr(r->buf + r->start, '\n', r->end - r->start);
+		int f;
+
+		if (nl) {
+			r->start = (size_t)(nl - r->buf) + 1;
+			return 0;
+		}
+		r->start = r->end;
+		f = fill(r);
+		if (f != 0)
+			return f < 0 ? f : 0;
+	}
+}
+
+int ndjson_reader_next(struct ndjson_reader *r, struct ndjson_line *line)
+{
+	size_t scan = r->start;
+
+	if (r->replay) {
+		/* Nothing touched the buffer since the line was returned: it is still valid. */
+		r->replay = false;
+		r->have_last = true;
+		*line = r->last;
+		return 1;
+	}
+	for (;;) {
+		char *nl = memchr(r->buf + scan, '\n', r->end - scan);
+		size_t ls = r->start, le;
+		off_t line_off = r->buf_offset + (off_t)r->start;
+		uint64_t no;
+		int f;
+
+		if (!nl && r->end - r->start > r->max_record) {
+			/* Longer than allowed: report it and drop the rest of it unread. */
+			no = r->next_lineno++;
+			f = skip_line(r);
+			if (f < 0)
+				return f;
+			*line = (struct ndjson_line){ .lineno = no, .too_long = true, .start_offset = line_off,
+						      .end_offset = r->buf_offset + (off_t)r->start };
+			r->have_last = false;
+			return 1;
+		}
+		if (!nl && !r->eof) {
+			size_t seen = r->end - r->start;
+
+			f = fill(r);
+			if (f < 0)
+				return f;
+			scan = r->start + seen;
+			continue;
+		}
+		if (!nl && r->start == r->end)
+			return 0;
+		le = nl ? (size_t)(nl - r->buf) : r->end;
+		r->start = nl ? le + 1 : r->end;
+		scan = r->start;
+		no = r->next_lineno++;
+		while (ls < le && is_blank(r->buf[ls]))
+			ls++;
+		while (le > ls && is_blank(r->buf[le - 1]))
+			le--;
+		if (le == ls)
+			continue;   /* blank lines are fine and count for numbering only */
+		*line = (struct ndjson_line){
+			.data = r->buf + ls,
+			.len = le - ls,
+			.lineno = no,
+			.start_offset = line_off,
+			.end_offset = r->buf_offset + (off_t)r->start,
+		};
+		if (line->len > r->max_record) {
+			line->data = NULL;
+			line->len = 0;
+			line->too_long = true;
+		}
+		r->last = *line;
+		r->have_last = !line->too_long;
+		return 1;
+	}
+}
+
+off_t ndjson_reader_offset(const struct ndjson_reader *r)
+{
+	return r->replay ? r->last.start_offset : r->buf_offset + (off_t)r->start;
+}
+
+uint64_t ndjson_reader_lineno(const struct ndjson_reader *r)
+{
+	return r->replay ? r->last.lineno : r->next_lineno;
+}
+
+void ndjson_reader_unget(struct ndjson_reader *r)
+{
+	if (!r->have_last)
+		return;
+	r->replay = true;
+	r->have_last = false;
+}
+
+/* ---- record validation ---- */
+
+struct record_validator {
+	yajl_callbacks cb;
+	const char *pk;
+	size_t pk_len;
+	char *const *required;
+	size_t n_required;
+	/* per-record state */
+	int depth;
+	int top_values;
+	bool pk_next;           /* the value about to come is the primary key's */
+	int required_next;      /* index of the required field whose value comes, or -1 */
+	unsigned pk_seen;
+	uint64_t required_seen;
+	char *reason;
+	size_t reason_len;
+};
+
+static int v_refuse(struct record_validator *v, const char *fmt, const char *arg)
+{
+	snprintf(v->reason, v->reason_len, fmt, arg);
+	return 0;
+}
+
+/* Every value funnels through here: tracks the top level and the primary key's type. */
+static int v_value(struct record_validator *v, const char *type, bool pk_ok)
+{
+	if (v->depth == 0) {
+		v->top_values++;
+		return v_refuse(v, "not a JSON object (a %s)", type);
+	}
+	if (v->depth == 1 && v->pk_next) {
+		v->pk_next = false;
+		if (!pk_ok)
+			return v_refuse(v, "primary key '%s' is not a string or number", v->pk);
+	}
+	return 1;
+}
+
+static int v_null(void *ctx) { return v_value(ctx, "null", false); }
+static int v_bool(void *ctx, int b) { (void)b; return v_value(ctx, "boolean", false); }
+static int v_number(void *ctx, const char *s, size_t l) { (void)s; (void)l; return v_value(ctx, "number", true); }
+static int v_string(void *ctx, const unsigned char *s, size_t l) { (void)s; (void)l; return v_value(ctx, "string", true); }
+
+static int v_start_map(void *ctx)
+{
+	struct record_validator *v = ctx;
+
+	if (v->depth == 0) {
+		if (v->top_values++)
+			return v_refuse(v, "%s", "more than one JSON value on the line");
+	} else if (!v_value(v, "object", false)) {
+		return 0;
+	}
+	v->depth++;
+	return 1;
+}
+
+static int v_end_map(void *ctx)
+{
+	struct record_validator *v = ctx;
+
+	v->depth--;
+	return 1;
+}
+
+static int v_start_array(void *ctx)
+{
+	struct record_validator *v = ctx;
+
+	if (!v_value(v, "array", false))
+		return 0;
+	v->depth++;
+	return 1;
+}
+
+static int v_end_array(void *ctx)
+{
+	struct record_validator *v = ctx;
+
+	v->depth--;
+	return 1;
+}
+
+static int v_map_key(void *ctx, const unsigned char *key, size_t len)
+{
+	struct record_validator *v = ctx;
+
+	if (v->depth != 1)
+		return 1;
+	if (len == v->pk_len && !memcmp(key, v->pk, len)) {
+		if (v->pk_seen++)
+			return v_refuse(v, "primary key '%s' appears twice", v->pk);
+		v->pk_next = true;
+	}
+	for (size_t i = 0; i < v->n_required; i++)
+		if (strlen(v->required[i]) == len && !memcmp(key, v->required[i], len))
+			v->required_seen |= 1ull << i;
+	return 1;
+}
+
+int record_validator_new(struct record_validator **out, const char *primary_key,
+			 char *const *required_fields, size_t n_required)
+{
+	struct record_validator *v;
+
+	if (n_required > 64)
+		return -E2BIG;
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	v->cb = (yajl_callbacks){
+		.yajl_null = v_null,
+		.yajl_boolean = v_bool,
+		.yajl_number = v_number,
+		.yajl_string = v_string,
+		.yajl_start_map = v_start_map,
+		.yajl_map_key = v_map_key,
+		.yajl_end_map = v_end_map,
+		.yajl_start_array = v_start_array,
+		.yajl_end_array = v_end_array,
+	};
+	v->pk = primary_key;
+	v->pk_len = strlen(primary_key);
+	v->required = required_fields;
+	v->n_required = n_required;
+	*out = v;
+	return 0;
+}
+
+void record_validator_free(struct record_validator *v)
+{
+	free(v);
+}
+
+int record_validator_check(struct record_validator *v, const char *data, size_t len,
+			   char *reason, size_t reason_len)
+{
+	yajl_handle h;
+	yajl_status st;
+	int r = 0;
+
+	v->depth = 0;
+	v->top_values = 0;
+	v->pk_next = false;
+	v->pk_seen = 0;
+	v->required_seen = 0;
+	v->reason = reason;
+	v->reason_len = reason_len;
+	reason[0] = '\0';
+
+	if (memchr(data, '\0', len)) {
+		snprintf(reason, reason_len, "NUL byte in line");
+		return -EINVAL;
+	}
+	/* yajl has no reset: one handle per record keeps a bad line from affecting the next. */
+	h = yajl_alloc(&v->cb, NULL, v);
+	if (!h)
+		return -ENOMEM;
+	st = yajl_parse(h, (const unsigned char *)data, len);
+	if (st == yajl_status_ok)
+		st = yajl_complete_parse(h);
+	if (st != yajl_status_ok) {
+		if (st == yajl_status_error && !reason[0]) {
+			unsigned char *e = yajl_get_error(h, 0, (const unsigned char *)data, len);
+			char *nl;
+
+			snprintf(reason, reason_len, "invalid JSON: %s", e ? (char *)e : "parse error");
+			if ((nl = strchr(reason, '\n')))
+				*nl = '\0';
+			yajl_free_error(h, e);
+		}
+		r = -EINVAL;
+		goto out;
+	}
+	if (!v->pk_seen) {
+		snprintf(reason, reason_len, "primary key '%s' missing", v->pk);
+		r = -EINVAL;
+		goto out;
+	}
+	for (size_t i = 0; i < v->n_required; i++) {
+		if (!(v->required_seen & (1ull << i))) {
+			snprintf(reason, reason_len, "required field '%s' missing", v->required[i]);
+			r = -EINVAL;
+			goto out;
+		}
+	}
+out:
+	yajl_free(h);
+	return r;
+}

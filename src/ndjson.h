@@ -1,0 +1,45 @@
+/* ndjson: read a file line by line in fixed-size blocks and validate each line as one record. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct ndjson_reader;
+
+struct ndjson_line {
+	const char *data;       /* trimmed of surrounding blanks and CR; valid until the next call */
+	size_t len;
+	uint64_t lineno;        /* 1-based */
+	off_t start_offset;     /* file offset of the line's first byte */
+	off_t end_offset;       /* file offset just after the line's newline */
+	bool too_long;          /* longer than max_record_bytes: data is NULL, the line was skipped */
+};
+
+/*
+ * Read @fd from @offset, numbering lines from @first_lineno. Memory is bounded by
+ * @max_record_bytes plus one read block, whatever the file's size.
+ */
+int ndjson_reader_new(struct ndjson_reader **out, int fd, off_t offset, uint64_t first_lineno,
+		      size_t max_record_bytes);
+void ndjson_reader_free(struct ndjson_reader *r);
+/* 1: a non-blank line in @line; 0: end of file; negative errno on a read error. */
+int ndjson_reader_next(struct ndjson_reader *r, struct ndjson_line *line);
+/* Offset and number of the line the next call will return. */
+off_t ndjson_reader_offset(const struct ndjson_reader *r);
+uint64_t ndjson_reader_lineno(const struct ndjson_reader *r);
+/* Hand the last line back: the next call returns it again. */
+void ndjson_reader_unget(struct ndjson_reader *r);
+
+struct record_validator;
+
+int record_validator_new(struct record_validator **out, const char *primary_key,
+			 char *const *required_fields, size_t n_required);
+void record_validator_free(struct record_validator *v);
+/*
+ * 0 when @data is one JSON object carrying the primary key once, as a string or number, and
+ * every required field; otherwise -EINVAL with a human-readable reason in @reason.
+ */
+int record_validator_check(struct record_validator *v, const char *data, size_t len,
+			   char *reason, size_t reason_len);

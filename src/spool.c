@@ -1,0 +1,406 @@
+/* spool: find files dropped into <spool_dir>/<connection>/ (scan + inotify) and queue them in order. */
+#include "spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+/* ---- queue ---- */
+
+void spool_queue_clear(struct spool_queue *q)
+{
+	for (size_t i = q->head; i < q->n; i++)
+		free(q->v[i].name);
+	q->head = q->n = 0;
+	q->sorted = true;
+}
+
+void spool_queue_release(struct spool_queue *q)
+{
+	spool_queue_clear(q);
+	free(q->v);
+	memset(q, 0, sizeof(*q));
+}
+
+int spool_queue_add(struct spool_queue *q, const char *name, int64_t mtime_ns)
+{
+	for (size_t i = q->head; i < q->n; i++) {
+		if (!strcmp(q->v[i].name, name)) {
+			/* Rewritten in place before we took it: order by its newest mtime. */
+			if (q->v[i].mtime_ns != mtime_ns) {
+				q->v[i].mtime_ns = mtime_ns;
+				q->sorted = false;
+			}
+			return 0;
+		}
+	}
+	if (q->head > 0 && q->head == q->n)
+		q->head = q->n = 0;
+	if (q->n == q->cap) {
+		size_t cap = q->cap ? q->cap * 2 : 16;
+		struct spool_entry *v = realloc(q->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		q->v = v;
+		q->cap = cap;
+	}
+	q->v[q->n].name = strdup(name);
+	if (!q->v[q->n].name)
+		return -ENOMEM;
+	q->v[q->n].mtime_ns = mtime_ns;
+	if (q->n > q->head && q->sorted) {
+		const struct spool_entry *p = &q->v[q->n - 1];
+
+		q->sorted = p->mtime_ns < mtime_ns || (p->mtime_ns == mtime_ns && strcmp(p->name, name) < 0);
+	}
+	q->n++;
+	return 0;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	const struct spool_entry *x = a, *y = b;
+
+	if (x->mtime_ns != y->mtime_ns)
+		return x->mtime_ns < y->mtime_ns ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+int spool_queue_pop(struct spool_queue *q, struct spool_entry *entry)
+{
+	if (q->head == q->n)
+		return 0;
+	if (!q->sorted) {
+		qsort(q->v + q->head, q->n - q->head, sizeof(*q->v), entry_cmp);
+		q->sorted = true;
+	}
+	*entry = q->v[q->head++];
+	return 1;
+}
+
+size_t spool_queue_len(const struct spool_queue *q)
+{
+	return q->n - q->head;
+}
+
+/* ---- files ---- */
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n > m && !strcmp(s + n - m, suffix);
+}
+
+bool spool_name_eligible(const char *name)
+{
+	return name[0] != '.' && (has_suffix(name, ".ndjson") || has_suffix(name, ".jsonl"));
+}
+
+int spool_file_ready(int dirfd, const char *name, int64_t *mtime_ns)
+{
+	struct stat st;
+	int fd, r = 1;
+
+	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return errno == ENOENT || errno == ELOOP ? 0 : -errno;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = 0;
+		goto out;
+	}
+	/*
+	 * A read lease is granted only while no process has the file open for writing: the
+	 * kernel's own answer to "is the exporter done?". Without CAP_LEASE on another user's
+	 * file the lease is refused with EACCES; the drop protocol (rename) covers that case.
+	 */
+	if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0) {
+		if (errno == EAGAIN || errno == EBUSY)
+			r = 0;
+	} else {
+		(void)fcntl(fd, F_SETLEASE, F_UNLCK);
+	}
+	*mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+out:
+	close(fd);
+	return r;
+}
+
+int spool_scan(const char *dir, struct spool_queue *q)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int r = 0;
+
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		int64_t mtime;
+		int ready;
+
+		if (!spool_name_eligible(de->d_name))
+			continue;
+		if (de->d_type != DT_REG && de->d_type != DT_UNKNOWN)
+			continue;
+		ready = spool_file_ready(dirfd(d), de->d_name, &mtime);
+		if (ready < 0) {
+			log_warning("%s/%s: cannot inspect: %s", dir, de->d_name, strerror(-ready));
+			continue;
+		}
+		if (ready == 0) {
+			log_debug("%s/%s: still open for writing, waiting for it to be closed", dir, de->d_name);
+			continue;
+		}
+		if ((r = spool_queue_add(q, de->d_name, mtime)) < 0)
+			break;
+	}
+	closedir(d);
+	return r;
+}
+
+int spool_mkdirs(const char *path, unsigned mode)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(path);
+
+	if (n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int spool_sync_parent(const char *path)
+{
+	char buf[PATH_MAX];
+	char *slash;
+	int fd, r = 0;
+
+	if (strlen(path) >= sizeof(buf))
+		return -ENAMETOOLONG;
+	strcpy(buf, path);
+	slash = strrchr(buf, '/');
+	if (!slash)
+		return -EINVAL;
+	*slash = '\0';
+	fd = open(buf[0] ? buf : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+static int copy_file(const char *from, const char *to)
+{
+	char buf[65536];
+	int in, out = -1, r = 0;
+	struct stat st;
+	ssize_t n;
+
+	in = open(from, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return -errno;
+	if (fstat(in, &st) < 0) {
+		r = -errno;
+		goto out;
+	}
+	out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 0777);
+	if (out < 0) {
+		r = -errno;
+		goto out;
+	}
+	while ((n = read(in, buf, sizeof(buf))) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			goto out;
+		}
+		for (ssize_t off = 0; off < n;) {
+			ssize_t w = write(out, buf + off, (size_t)(n - off));
+
+			if (w < 0) {
+				if (errno == EINTR)
+					continue;
+				r = -errno;
+				goto out;
+			}
+			off += w;
+		}
+	}
+	if (fsync(out) < 0)
+		r = -errno;
+out:
+	if (out >= 0)
+		close(out);
+	if (r < 0 && out >= 0)
+		(void)unlink(to);
+	close(in);
+	return r;
+}
+
+int spool_move(const char *from, const char *to)
+{
+	int r;
+
+	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	r = -errno;
+	if (r == -EINVAL && access(to, F_OK) != 0) {
+		/* The filesystem has no RENAME_NOREPLACE (some overlays): nothing is at @to. */
+		if (rename(from, to) == 0)
+			return 0;
+		r = -errno;
+	}
+	if (r != -EXDEV)
+		return r;
+	if ((r = copy_file(from, to)) < 0)
+		return r;
+	if ((r = spool_sync_parent(to)) < 0)
+		return r;
+	return unlink(from) < 0 ? -errno : 0;
+}
+
+/* ---- inotify ---- */
+
+struct watch_dir {
+	int wd;
+	size_t conn_index;
+	char *dir;
+};
+
+struct spool_watch {
+	struct ev_loop *loop;
+	ev_io io;
+	int fd;
+	struct watch_dir *dirs;
+	size_t n_dirs;
+	spool_file_fn on_file;
+	spool_rescan_fn on_overflow;
+	void *userdata;
+};
+
+static void watch_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct spool_watch *w = io->data;
+	char buf[65536] __attribute__((aligned(__alignof__(struct inotify_event))));
+	bool overflow = false;
+	ssize_t n;
+
+	(void)loop;
+	(void)revents;
+	while ((n = read(w->fd, buf, sizeof(buf))) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			const struct inotify_event *ev = (const struct inotify_event *)p;
+
+			p += sizeof(*ev) + ev->len;
+			if (ev->mask & IN_Q_OVERFLOW) {
+				overflow = true;
+				continue;
+			}
+			if (!ev->len || !spool_name_eligible(ev->name))
+				continue;
+			for (size_t i = 0; i < w->n_dirs; i++) {
+				int dfd, ready;
+				int64_t mtime;
+
+				if (w->dirs[i].wd != ev->wd)
+					continue;
+				dfd = open(w->dirs[i].dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+				if (dfd < 0)
+					break;
+				ready = spool_file_ready(dfd, ev->name, &mtime);
+				close(dfd);
+				if (ready > 0)
+					w->on_file(w->userdata, w->dirs[i].conn_index, ev->name, mtime);
+				break;
+			}
+		}
+	}
+	if (n < 0 && errno != EAGAIN && errno != EINTR)
+		log_error("inotify read: %s", strerror(errno));
+	if (overflow) {
+		log_warning("inotify queue overflowed: rescanning the spool");
+		w->on_overflow(w->userdata);
+	}
+}
+
+int spool_watch_new(struct spool_watch **out, struct ev_loop *loop, spool_file_fn on_file,
+		    spool_rescan_fn on_overflow, void *userdata)
+{
+	struct spool_watch *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return -ENOMEM;
+	w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (w->fd < 0) {
+		int r = -errno;
+
+		free(w);
+		return r;
+	}
+	w->loop = loop;
+	w->on_file = on_file;
+	w->on_overflow = on_overflow;
+	w->userdata = userdata;
+	ev_io_init(&w->io, watch_cb, w->fd, EV_READ);
+	w->io.data = w;
+	ev_io_start(loop, &w->io);
+	*out = w;
+	return 0;
+}
+
+void spool_watch_free(struct spool_watch *w)
+{
+	if (!w)
+		return;
+	ev_io_stop(w->loop, &w->io);
+	close(w->fd);
+	for (size_t i = 0; i < w->n_dirs; i++)
+		free(w->dirs[i].dir);
+	free(w->dirs);
+	free(w);
+}
+
+int spool_watch_add(struct spool_watch *w, const char *dir, size_t conn_index)
+{
+	struct watch_dir *d;
+	int wd = inotify_add_watch(w->fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_ONLYDIR);
+
+	if (wd < 0)
+		return -errno;
+	d = realloc(w->dirs, (w->n_dirs + 1) * sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	w->dirs = d;
+	d[w->n_dirs] = (struct watch_dir){ .wd = wd, .conn_index = conn_index, .dir = strdup(dir) };
+	if (!d[w->n_dirs].dir)
+		return -ENOMEM;
+	w->n_dirs++;
+	return 0;
+}

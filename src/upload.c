@@ -1,0 +1,330 @@
+/* upload: HTTP POSTs through one libcurl multi handle driven by the libev loop. */
+#include "upload.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <curl/curl.h>
+
+#include "log.h"
+
+#define RESPONSE_MAX 4096
+
+struct upload {
+	struct ev_loop *loop;
+	CURLM *multi;
+	ev_timer timer;
+};
+
+struct sock_watch {
+	ev_io io;
+	struct upload *u;
+};
+
+struct upload_client {
+	struct upload *u;
+	CURL *easy;
+	struct curl_slist *headers;
+	upload_done_fn done;
+	void *userdata;
+	bool busy;
+	char errbuf[CURL_ERROR_SIZE];
+	char response[RESPONSE_MAX + 1];
+	size_t response_len;
+	double retry_after;
+};
+
+bool upload_status_transient(long status)
+{
+	return status == 0 || status == 408 || status == 429 || (status >= 500 && status <= 599);
+}
+
+static void check_done(struct upload *u)
+{
+	CURLMsg *m;
+	int left;
+
+	while ((m = curl_multi_info_read(u->multi, &left))) {
+		struct upload_client *c = NULL;
+		struct upload_result res = { .retry_after = -1 };
+		double total = 0;
+		char *priv = NULL;
+
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+		c = (struct upload_client *)priv;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &res.status);
+		curl_easy_getinfo(m->easy_handle, CURLINFO_TOTAL_TIME, &total);
+		res.curl_code = m->data.result;
+		res.elapsed = total;
+		if (m->data.result != CURLE_OK) {
+			res.status = 0;
+			res.error = c->errbuf[0] ? c->errbuf : curl_easy_strerror(m->data.result);
+			switch (m->data.result) {
+			case CURLE_PEER_FAILED_VERIFICATION:
+			case CURLE_SSL_CONNECT_ERROR:
+			case CURLE_SSL_CERTPROBLEM:
+			case CURLE_SSL_CACERT_BADFILE:
+			case CURLE_SSL_ISSUER_ERROR:
+			case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+				res.tls_failure = true;
+				break;
+			default:
+				break;
+			}
+		} else {
+			res.error = "";
+		}
+		c->response[c->response_len] = '\0';
+		res.body = c->response;
+		res.retry_after = c->retry_after;
+		curl_multi_remove_handle(u->multi, m->easy_handle);
+		c->busy = false;
+		c->done(c->userdata, &res);
+	}
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct sock_watch *sw = (struct sock_watch *)w;
+	int action = (revents & EV_READ ? CURL_CSELECT_IN : 0) | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
+	int running;
+
+	(void)loop;
+	curl_multi_socket_action(sw->u->multi, w->fd, action, &running);
+	check_done(sw->u);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct upload *u = w->data;
+	int running;
+
+	(void)loop;
+	(void)revents;
+	curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	check_done(u);
+}
+
+static int socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct upload *u = userp;
+	struct sock_watch *sw = socketp;
+
+	(void)e;
+	if (what == CURL_POLL_REMOVE) {
+		if (sw) {
+			ev_io_stop(u->loop, &sw->io);
+			free(sw);
+			curl_multi_assign(u->multi, s, NULL);
+		}
+		return 0;
+	}
+	if (!sw) {
+		sw = calloc(1, sizeof(*sw));
+		if (!sw)
+			return -1;
+		sw->u = u;
+		curl_multi_assign(u->multi, s, sw);
+	} else {
+		ev_io_stop(u->loop, &sw->io);
+	}
+	ev_io_init(&sw->io, io_cb, s, (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0));
+	ev_io_start(u->loop, &sw->io);
+	return 0;
+}
+
+static int timerfunc_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct upload *u = userp;
+
+	(void)multi;
+	ev_timer_stop(u->loop, &u->timer);
+	if (timeout_ms >= 0) {
+		/* Divide as double: integer division turns 999 ms into 0 s and spins. */
+		ev_timer_set(&u->timer, (double)timeout_ms / 1000.0, 0.);
+		ev_timer_start(u->loop, &u->timer);
+	}
+	return 0;
+}
+
+int upload_new(struct upload **out, struct ev_loop *loop)
+{
+	struct upload *u = calloc(1, sizeof(*u));
+
+	if (!u)
+		return -ENOMEM;
+	u->loop = loop;
+	u->multi = curl_multi_init();
+	if (!u->multi) {
+		free(u);
+		return -ENOMEM;
+	}
+	ev_timer_init(&u->timer, timer_cb, 0., 0.);
+	u->timer.data = u;
+	curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
+	curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, timerfunc_cb);
+	curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
+	*out = u;
+	return 0;
+}
+
+void upload_free(struct upload *u)
+{
+	if (!u)
+		return;
+	/* Cleanup calls socket_cb with CURL_POLL_REMOVE: the loop must still exist. */
+	curl_multi_cleanup(u->multi);
+	ev_timer_stop(u->loop, &u->timer);
+	free(u);
+}
+
+static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	struct upload_client *c = userdata;
+	size_t n = size * nmemb, room = RESPONSE_MAX - c->response_len;
+
+	memcpy(c->response + c->response_len, ptr, n < room ? n : room);
+	c->response_len += n < room ? n : room;
+	return n;
+}
+
+/* Retry-After: delta-seconds or an HTTP-date. */
+static double parse_retry_after(const char *v)
+{
+	char *end;
+	double secs = strtod(v, &end);
+	time_t when;
+
+	while (*end == ' ' || *end == '\r' || *end == '\n')
+		end++;
+	if (end != v && !*end)
+		return secs < 0 ? 0 : secs;
+	when = curl_getdate(v, NULL);
+	if (when < 0)
+		return -1;
+	secs = difftime(when, time(NULL));
+	return secs < 0 ? 0 : secs;
+}
+
+static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
+{
+	struct upload_client *c = userdata;
+	size_t n = size * nitems;
+	char line[256];
+
+	if (n > 12 && n < sizeof(line) && !strncasecmp(buf, "retry-after:", 12)) {
+		memcpy(line, buf + 12, n - 12);
+		line[n - 12] = '\0';
+		c->retry_after = parse_retry_after(line + strspn(line, " \t"));
+	}
+	return n;
+}
+
+int upload_client_new(struct upload_client **out, struct upload *u, const struct upload_client_opts *o,
+		      upload_done_fn done, void *userdata)
+{
+	struct upload_client *c = calloc(1, sizeof(*c));
+	char *h = NULL;
+	int r = -ENOMEM;
+
+	if (!c)
+		return -ENOMEM;
+	c->u = u;
+	c->done = done;
+	c->userdata = userdata;
+	c->easy = curl_easy_init();
+	if (!c->easy)
+		goto fail;
+	if (!(c->headers = curl_slist_append(NULL, "Content-Type: application/json")))
+		goto fail;
+	/* Keys go only into these headers; CURLOPT_VERBOSE stays off so they never reach a log. */
+	if (asprintf(&h, "x-api-key: %s", o->api_key) < 0)
+		goto fail;
+	c->headers = curl_slist_append(c->headers, h);
+	explicit_bzero(h, strlen(h));
+	free(h);
+	if (asprintf(&h, "x-brand-key: %s", o->brand_key) < 0)
+		goto fail;
+	c->headers = curl_slist_append(c->headers, h);
+	explicit_bzero(h, strlen(h));
+	free(h);
+	c->headers = curl_slist_append(c->headers, "Expect:");
+	if (!c->headers)
+		goto fail;
+	curl_easy_setopt(c->easy, CURLOPT_URL, o->url);
+	curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);
+	curl_easy_setopt(c->easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(c->easy, CURLOPT_PRIVATE, (char *)c);
+	curl_easy_setopt(c->easy, CURLOPT_ERRORBUFFER, c->errbuf);
+	curl_easy_setopt(c->easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, c);
+	curl_easy_setopt(c->easy, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(c->easy, CURLOPT_HEADERDATA, c);
+	curl_easy_setopt(c->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c->easy, CURLOPT_TIMEOUT, o->timeout_seconds);
+	curl_easy_setopt(c->easy, CURLOPT_CONNECTTIMEOUT, o->timeout_seconds < 30 ? o->timeout_seconds : 30L);
+	/* A stalled transfer (under 1 byte/s for the timeout) is a failure even before the deadline. */
+	curl_easy_setopt(c->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c->easy, CURLOPT_LOW_SPEED_TIME, o->timeout_seconds);
+	curl_easy_setopt(c->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(c->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c->easy, CURLOPT_SSL_VERIFYPEER, o->tls_verify_disabled ? 0L : 1L);
+	curl_easy_setopt(c->easy, CURLOPT_SSL_VERIFYHOST, o->tls_verify_disabled ? 0L : 2L);
+	if (o->ca_file)
+		curl_easy_setopt(c->easy, CURLOPT_CAINFO, o->ca_file);
+	*out = c;
+	return 0;
+fail:
+	upload_client_free(c);
+	return r;
+}
+
+void upload_client_free(struct upload_client *c)
+{
+	if (!c)
+		return;
+	upload_client_cancel(c);
+	if (c->easy)
+		curl_easy_cleanup(c->easy);
+	curl_slist_free_all(c->headers);
+	free(c);
+}
+
+int upload_client_send(struct upload_client *c, const char *body, size_t len)
+{
+	CURLMcode mc;
+
+	if (c->busy)
+		return -EBUSY;
+	c->errbuf[0] = '\0';
+	c->response_len = 0;
+	c->retry_after = -1;
+	curl_easy_setopt(c->easy, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(c->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	mc = curl_multi_add_handle(c->u->multi, c->easy);
+	if (mc != CURLM_OK) {
+		log_error("curl_multi_add_handle: %s", curl_multi_strerror(mc));
+		return -EIO;
+	}
+	c->busy = true;
+	return 0;
+}
+
+bool upload_client_busy(const struct upload_client *c)
+{
+	return c->busy;
+}
+
+void upload_client_cancel(struct upload_client *c)
+{
+	if (!c->busy)
+		return;
+	curl_multi_remove_handle(c->u->multi, c->easy);
+	c->busy = false;
+}
