@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole test suite: installs dependencies, builds dcsyncd (plain, then ASan/UBSan), runs the
+# unit tests (also under valgrind) and the integration tests, and ends with "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+PY=/usr/bin/python3
+
+bash tests/install-deps.sh || exit 1
+
+results=()
+step() { echo; echo "=== $*"; }
+
+build() { # dir, extra meson args...
+	local dir=$1; shift
+	if [ -d "$dir" ]; then
+		meson setup --reconfigure "$dir" -Dwerror=true -Dcrashpoints=true "$@" >/dev/null || return 1
+	else
+		meson setup "$dir" -Dwerror=true -Dcrashpoints=true "$@" >/dev/null || return 1
+	fi
+	ninja -C "$dir"
+}
+
+run_suite() { # build dir, label
+	local dir=$1 label=$2
+	step "$label: unit tests"
+	meson test -C "$dir" --suite unit --print-errorlogs --logbase "unit-$label"
+	results+=("$dir/meson-logs/unit-$label.json")
+	step "$label: integration tests"
+	DCSYNCD="$root/$dir/src/dcsyncd" $PY -m pytest -q -p no:cacheprovider tests \
+		--junitxml="$dir/pytest-$label.xml" -o junit_family=xunit2 ${PYTEST_ARGS:-}
+	results+=("$dir/pytest-$label.xml")
+}
+
+step "build (warnings are errors)"
+build build || { echo "0 passed, 1 failed"; exit 1; }
+run_suite build plain
+
+step "valgrind: unit tests"
+meson test -C build --suite unit --print-errorlogs --logbase unit-valgrind \
+	--wrap='valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=1'
+results+=("build/meson-logs/unit-valgrind.json")
+
+step "build with AddressSanitizer and UndefinedBehaviorSanitizer"
+if build build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
+	export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+	run_suite build-asan asan
+else
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
+step "summary"
+$PY tests/summarize.py "${results[@]}"
