@@ -285,7 +285,7 @@ static void print_summary(struct daemon *d)
 		printf("total: %" PRIu64 " records in %.2f s (%.0f records/s), %" PRIu64 " file(s) failed, %" PRIu64
 		       " records rejected\n", t.records_sent, el, el > 0 ? t.records_sent / el : 0.0, t.files_failed,
 		       t.records_rejected);
-		if (t.files_failed || t.records_rejected)
+		if (d->opts.once && (t.files_failed || t.records_rejected))
 			d->exit_status = 1;
 	}
 	fflush(stdout);

@@ -172,13 +172,29 @@ int spool_scan(const char *dir, struct spool_queue *q)
 	return r;
 }
 
+static int mkdirs_masked(char *buf, const char *path, size_t n, unsigned mode);
+
 int spool_mkdirs(const char *path, unsigned mode)
 {
 	char buf[PATH_MAX];
 	size_t n = strlen(path);
+	mode_t old;
+	int r = 0;
 
 	if (n >= sizeof(buf))
 		return -ENAMETOOLONG;
+	/*
+	 * The service's UMask (0027) would strip the group write bit exporters need; the setgid
+	 * bit is inherited from the spool root (RestrictSUIDSGID forbids setting it here).
+	 */
+	old = umask(0007);
+	r = mkdirs_masked(buf, path, n, mode);
+	umask(old);
+	return r;
+}
+
+static int mkdirs_masked(char *buf, const char *path, size_t n, unsigned mode)
+{
 	memcpy(buf, path, n + 1);
 	for (char *p = buf + 1; *p; p++) {
 		if (*p != '/')

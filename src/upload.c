@@ -28,6 +28,10 @@ struct upload_client {
 	struct upload *u;
 	CURL *easy;
 	struct curl_slist *headers;
+	struct curl_slist *pending_headers;     /* configured while a request was in flight */
+	char *url, *ca_file, *pending_url, *pending_ca_file;
+	long timeout, pending_timeout;
+	bool tls_off, pending_tls_off, pending;
 	upload_done_fn done;
 	void *userdata;
 	bool busy;
@@ -226,11 +230,91 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 	return n;
 }
 
+static struct curl_slist *make_headers(const struct upload_client_opts *o)
+{
+	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json"), *n;
+	char *line = NULL;
+	const char *names[2] = { "x-api-key", "x-brand-key" }, *values[2] = { o->api_key, o->brand_key };
+
+	for (int i = 0; h && i < 2; i++) {
+		if (asprintf(&line, "%s: %s", names[i], values[i]) < 0) {
+			curl_slist_free_all(h);
+			return NULL;
+		}
+		n = curl_slist_append(h, line);
+		explicit_bzero(line, strlen(line));
+		free(line);
+		if (!n) {
+			curl_slist_free_all(h);
+			return NULL;
+		}
+		h = n;
+	}
+	/* No "Expect: 100-continue" round trip before each body. */
+	n = h ? curl_slist_append(h, "Expect:") : NULL;
+	if (!n)
+		curl_slist_free_all(h);
+	return n;
+}
+
+static void apply_pending(struct upload_client *c)
+{
+	if (!c->pending)
+		return;
+	curl_slist_free_all(c->headers);
+	free(c->url);
+	free(c->ca_file);
+	c->headers = c->pending_headers;
+	c->url = c->pending_url;
+	c->ca_file = c->pending_ca_file;
+	c->timeout = c->pending_timeout;
+	c->tls_off = c->pending_tls_off;
+	c->pending_headers = NULL;
+	c->pending_url = c->pending_ca_file = NULL;
+	c->pending = false;
+	/* Keys go only into these headers; CURLOPT_VERBOSE stays off so they never reach a log. */
+	curl_easy_setopt(c->easy, CURLOPT_URL, c->url);
+	curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);
+	curl_easy_setopt(c->easy, CURLOPT_TIMEOUT, c->timeout);
+	curl_easy_setopt(c->easy, CURLOPT_CONNECTTIMEOUT, c->timeout < 30 ? c->timeout : 30L);
+	/* A stalled transfer (under 1 byte/s for the timeout) is a failure even before the deadline. */
+	curl_easy_setopt(c->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c->easy, CURLOPT_LOW_SPEED_TIME, c->timeout);
+	curl_easy_setopt(c->easy, CURLOPT_SSL_VERIFYPEER, c->tls_off ? 0L : 1L);
+	curl_easy_setopt(c->easy, CURLOPT_SSL_VERIFYHOST, c->tls_off ? 0L : 2L);
+	curl_easy_setopt(c->easy, CURLOPT_CAINFO, c->ca_file);
+}
+
+int upload_client_configure(struct upload_client *c, const struct upload_client_opts *o)
+{
+	struct curl_slist *h = make_headers(o);
+	char *url = strdup(o->url), *ca = o->ca_file ? strdup(o->ca_file) : NULL;
+
+	if (!h || !url || (o->ca_file && !ca)) {
+		curl_slist_free_all(h);
+		free(url);
+		free(ca);
+		return -ENOMEM;
+	}
+	curl_slist_free_all(c->pending_headers);
+	free(c->pending_url);
+	free(c->pending_ca_file);
+	c->pending_headers = h;
+	c->pending_url = url;
+	c->pending_ca_file = ca;
+	c->pending_timeout = o->timeout_seconds;
+	c->pending_tls_off = o->tls_verify_disabled;
+	c->pending = true;
+	/* The request in flight still uses the old headers: swap only between requests. */
+	if (!c->busy)
+		apply_pending(c);
+	return 0;
+}
+
 int upload_client_new(struct upload_client **out, struct upload *u, const struct upload_client_opts *o,
 		      upload_done_fn done, void *userdata)
 {
 	struct upload_client *c = calloc(1, sizeof(*c));
-	char *h = NULL;
 	int r = -ENOMEM;
 
 	if (!c)
@@ -241,24 +325,6 @@ int upload_client_new(struct upload_client **out, struct upload *u, const struct
 	c->easy = curl_easy_init();
 	if (!c->easy)
 		goto fail;
-	if (!(c->headers = curl_slist_append(NULL, "Content-Type: application/json")))
-		goto fail;
-	/* Keys go only into these headers; CURLOPT_VERBOSE stays off so they never reach a log. */
-	if (asprintf(&h, "x-api-key: %s", o->api_key) < 0)
-		goto fail;
-	c->headers = curl_slist_append(c->headers, h);
-	explicit_bzero(h, strlen(h));
-	free(h);
-	if (asprintf(&h, "x-brand-key: %s", o->brand_key) < 0)
-		goto fail;
-	c->headers = curl_slist_append(c->headers, h);
-	explicit_bzero(h, strlen(h));
-	free(h);
-	c->headers = curl_slist_append(c->headers, "Expect:");
-	if (!c->headers)
-		goto fail;
-	curl_easy_setopt(c->easy, CURLOPT_URL, o->url);
-	curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);
 	curl_easy_setopt(c->easy, CURLOPT_POST, 1L);
 	curl_easy_setopt(c->easy, CURLOPT_PRIVATE, (char *)c);
 	curl_easy_setopt(c->easy, CURLOPT_ERRORBUFFER, c->errbuf);
@@ -267,17 +333,10 @@ int upload_client_new(struct upload_client **out, struct upload *u, const struct
 	curl_easy_setopt(c->easy, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(c->easy, CURLOPT_HEADERDATA, c);
 	curl_easy_setopt(c->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c->easy, CURLOPT_TIMEOUT, o->timeout_seconds);
-	curl_easy_setopt(c->easy, CURLOPT_CONNECTTIMEOUT, o->timeout_seconds < 30 ? o->timeout_seconds : 30L);
-	/* A stalled transfer (under 1 byte/s for the timeout) is a failure even before the deadline. */
-	curl_easy_setopt(c->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(c->easy, CURLOPT_LOW_SPEED_TIME, o->timeout_seconds);
 	curl_easy_setopt(c->easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(c->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c->easy, CURLOPT_SSL_VERIFYPEER, o->tls_verify_disabled ? 0L : 1L);
-	curl_easy_setopt(c->easy, CURLOPT_SSL_VERIFYHOST, o->tls_verify_disabled ? 0L : 2L);
-	if (o->ca_file)
-		curl_easy_setopt(c->easy, CURLOPT_CAINFO, o->ca_file);
+	if ((r = upload_client_configure(c, o)) < 0)
+		goto fail;
 	*out = c;
 	return 0;
 fail:
@@ -293,6 +352,11 @@ void upload_client_free(struct upload_client *c)
 	if (c->easy)
 		curl_easy_cleanup(c->easy);
 	curl_slist_free_all(c->headers);
+	curl_slist_free_all(c->pending_headers);
+	free(c->url);
+	free(c->ca_file);
+	free(c->pending_url);
+	free(c->pending_ca_file);
 	free(c);
 }
 
@@ -302,6 +366,7 @@ int upload_client_send(struct upload_client *c, const char *body, size_t len)
 
 	if (c->busy)
 		return -EBUSY;
+	apply_pending(c);
 	c->errbuf[0] = '\0';
 	c->response_len = 0;
 	c->retry_after = -1;

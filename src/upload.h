@@ -35,6 +35,8 @@ void upload_free(struct upload *u);
 int upload_client_new(struct upload_client **out, struct upload *u, const struct upload_client_opts *o,
 		      upload_done_fn done, void *userdata);
 void upload_client_free(struct upload_client *c);
+/* New URL, keys, TLS or timeout: applied now, or to the next request if one is in flight. */
+int upload_client_configure(struct upload_client *c, const struct upload_client_opts *o);
 /* Start a POST of @body (kept by the caller until done is called). */
 int upload_client_send(struct upload_client *c, const char *body, size_t len);
 bool upload_client_busy(const struct upload_client *c);
