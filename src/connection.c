@@ -925,6 +925,47 @@ void connection_kick(struct connection *c)
 	begin_next(c);
 }
 
+static void client_opts(const struct conn_config *cfg, char *url, struct upload_client_opts *uo)
+{
+	*uo = (struct upload_client_opts){
+		.url = url,
+		.api_key = cfg->api_key,
+		.brand_key = cfg->brand_key,
+		.timeout_seconds = cfg->timeout_seconds,
+		.ca_file = cfg->ca_file,
+		.tls_verify_disabled = cfg->tls_verify_disabled,
+	};
+}
+
+int connection_reconfigure(struct connection *c, const struct conn_config *cfg, enum after_upload after)
+{
+	struct record_validator *v = NULL;
+	struct upload_client_opts uo;
+	char *url = NULL;
+	int r;
+
+	if (asprintf(&url, "%s/connections/%s/upload_data", cfg->base_url, cfg->uuid) < 0)
+		return -ENOMEM;
+	client_opts(cfg, url, &uo);
+	r = upload_client_configure(c->client, &uo);
+	free(url);
+	if (r < 0)
+		return r;
+	if ((r = record_validator_new(&v, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
+		return r;
+	record_validator_free(c->validator);
+	c->validator = v;
+	c->cfg = cfg;
+	c->env.after_upload = after;
+	if (c->state == CS_AUTH_PAUSED) {
+		conn_log(c, LOG_LVL_INFO, -1, "configuration reloaded: trying the keys again");
+		ev_timer_stop(c->env.loop, &c->timer);
+		ev_timer_set(&c->timer, 0., 0.);
+		ev_timer_start(c->env.loop, &c->timer);
+	}
+	return 0;
+}
+
 void connection_drain(struct connection *c)
 {
 	c->draining = true;
@@ -1029,14 +1070,7 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		r = -ENOMEM;
 		goto fail;
 	}
-	uo = (struct upload_client_opts){
-		.url = url,
-		.api_key = cfg->api_key,
-		.brand_key = cfg->brand_key,
-		.timeout_seconds = cfg->timeout_seconds,
-		.ca_file = cfg->ca_file,
-		.tls_verify_disabled = cfg->tls_verify_disabled,
-	};
+	client_opts(cfg, url, &uo);
 	if ((r = upload_client_new(&c->client, env->upload, &uo, on_response, c)) < 0)
 		goto fail;
 	if ((r = spool_mkdirs(c->dir, 0770)) < 0) {

@@ -56,6 +56,11 @@ int connection_adopt(struct connection *c, const struct journal_batch *b);
 int connection_release_orphans(struct connection *c);
 /* Start work if there is some and nothing is in flight. */
 void connection_kick(struct connection *c);
+/*
+ * A reloaded configuration for the same connection: keys, URL, TLS and limits apply to the
+ * next request; a connection paused by 401/403 tries again at once.
+ */
+int connection_reconfigure(struct connection *c, const struct conn_config *cfg, enum after_upload after);
 /* Take no new file; the batch in flight goes on until acknowledged or failed. */
 void connection_drain(struct connection *c);
 

@@ -29,8 +29,12 @@ struct daemon {
 	struct spool_watch *watch;
 	struct connection **conns;
 	size_t n_conns;
+	struct connection **retiring;   /* removed by a reload; freed once their batch is done */
+	size_t n_retiring;
+	struct config **old_cfgs;       /* configurations still referenced by retiring connections */
+	size_t n_old_cfgs;
 	ev_signal sig_term, sig_int, sig_hup;
-	ev_timer drain_timer, status_timer, watchdog_timer;
+	ev_timer drain_timer, status_timer, watchdog_timer, prune_timer;
 	bool draining;
 	bool aborted;           /* a second signal, or the drain timed out */
 	bool scanned;
@@ -112,6 +116,34 @@ static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- lifecycle ---- */
 
+static void prune_retiring(struct daemon *d)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < d->n_retiring; i++) {
+		if (connection_idle(d->retiring[i])) {
+			log_info("%s: removed from the configuration, its batch in flight is done: stopped",
+				 connection_name(d->retiring[i]));
+			connection_free(d->retiring[i]);
+		} else {
+			d->retiring[k++] = d->retiring[i];
+		}
+	}
+	d->n_retiring = k;
+	if (k == 0) {
+		for (size_t i = 0; i < d->n_old_cfgs; i++)
+			config_free(d->old_cfgs[i]);
+		d->n_old_cfgs = 0;
+	}
+}
+
+static void prune_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	prune_retiring(w->data);
+}
+
 static void maybe_finish(struct daemon *d)
 {
 	bool all_idle = true, blocked = false;
@@ -133,7 +165,12 @@ static void maybe_finish(struct daemon *d)
 
 static void on_changed(void *userdata)
 {
-	maybe_finish(userdata);
+	struct daemon *d = userdata;
+
+	/* Freeing here would free the caller: retiring connections are pruned from the loop. */
+	if (d->n_retiring && !ev_is_active(&d->prune_timer))
+		ev_timer_start(d->loop, &d->prune_timer);
+	maybe_finish(d);
 }
 
 static void on_file(void *userdata, size_t idx, const char *name, int64_t mtime_ns)
@@ -186,6 +223,112 @@ static void begin_drain(struct daemon *d, const char *why)
 	maybe_finish(d);
 }
 
+static int watch_all(struct daemon *d)
+{
+	struct spool_watch *w;
+	int r;
+
+	if ((r = spool_watch_new(&w, d->loop, on_file, on_overflow, d)) < 0)
+		return r;
+	for (size_t i = 0; i < d->n_conns; i++) {
+		char dir[4096];
+
+		snprintf(dir, sizeof(dir), "%s/%s", d->cfg->spool_dir, connection_name(d->conns[i]));
+		if ((r = spool_watch_add(w, dir, i)) < 0) {
+			log_error("%s: cannot watch %s: %s", connection_name(d->conns[i]), dir, strerror(-r));
+			spool_watch_free(w);
+			return r;
+		}
+	}
+	spool_watch_free(d->watch);
+	d->watch = w;
+	return 0;
+}
+
+static struct conn_env conn_env_of(struct daemon *d, const struct config *cfg);
+
+/*
+ * SIGHUP: a bad new file is refused and the old configuration keeps running. Connections
+ * that stay get the new keys for their next request; new ones start; removed ones finish
+ * the batch in flight and stop.
+ */
+static void reload(struct daemon *d)
+{
+	struct config *ncfg;
+	struct connection **nconns;
+	struct conn_env env;
+	char err[1024];
+	size_t n = 0;
+	int r;
+
+	sd_notify(0, "RELOADING=1");
+	r = config_load(d->opts.config_path, &ncfg, err, sizeof(err));
+	if (r < 0) {
+		log_error("reload refused, the running configuration stays: %s", err);
+		goto out;
+	}
+	if (strcmp(ncfg->spool_dir, d->cfg->spool_dir) || strcmp(ncfg->state_dir, d->cfg->state_dir)) {
+		log_error("reload refused, the running configuration stays: %s: spool_dir and state_dir "
+			  "change only with a restart", ncfg->path);
+		config_free(ncfg);
+		goto out;
+	}
+	nconns = calloc(ncfg->n_conns, sizeof(*nconns));
+	if (!nconns || !(d->old_cfgs = reallocarray(d->old_cfgs, d->n_old_cfgs + 1, sizeof(*d->old_cfgs))) ||
+	    !(d->retiring = reallocarray(d->retiring, d->n_retiring + d->n_conns + 1, sizeof(*d->retiring)))) {
+		log_error("reload refused: out of memory");
+		free(nconns);
+		config_free(ncfg);
+		goto out;
+	}
+	env = conn_env_of(d, ncfg);
+	for (size_t i = 0; i < ncfg->n_conns; i++) {
+		struct connection *c = NULL;
+
+		for (size_t k = 0; k < d->n_conns; k++) {
+			if (d->conns[k] && !strcmp(connection_name(d->conns[k]), ncfg->conns[i].name)) {
+				c = d->conns[k];
+				d->conns[k] = NULL;
+				break;
+			}
+		}
+		if (c && connection_reconfigure(c, &ncfg->conns[i], ncfg->after_upload) < 0) {
+			log_error("%s: cannot apply the new configuration: keeping the old one", ncfg->conns[i].name);
+		} else if (!c) {
+			if ((r = connection_new(&c, &env, &ncfg->conns[i])) < 0) {
+				log_error("%s: cannot set up: %s", ncfg->conns[i].name, strerror(-r));
+				continue;
+			}
+			log_info("%s: new connection", ncfg->conns[i].name);
+		}
+		nconns[n++] = c;
+	}
+	for (size_t k = 0; k < d->n_conns; k++) {
+		if (!d->conns[k])
+			continue;
+		log_info("%s: removed from the configuration: finishing its batch in flight, then stopping "
+			 "(its files stay in the spool and the journal)", connection_name(d->conns[k]));
+		connection_drain(d->conns[k]);
+		d->retiring[d->n_retiring++] = d->conns[k];
+	}
+	free(d->conns);
+	d->conns = nconns;
+	d->n_conns = n;
+	d->old_cfgs[d->n_old_cfgs++] = d->cfg;
+	d->cfg = ncfg;
+	log_set_level(ncfg->log_level);
+	if (watch_all(d) < 0)
+		log_error("reload: cannot watch the spool directories; relying on rescans");
+	for (size_t i = 0; i < d->n_conns; i++) {
+		connection_scan(d->conns[i]);
+		connection_kick(d->conns[i]);
+	}
+	log_info("configuration reloaded: %zu connection(s)", d->n_conns);
+	prune_retiring(d);
+out:
+	sd_notify(0, "READY=1");
+}
+
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct daemon *d = w->data;
@@ -193,25 +336,31 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	(void)loop;
 	(void)revents;
 	if (w->signum == SIGHUP) {
-		log_warning("SIGHUP: configuration reload is not supported yet; restart the service to apply changes");
+		if (!d->draining)
+			reload(d);
 		return;
 	}
 	begin_drain(d, w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-static int setup_connections(struct daemon *d)
+static struct conn_env conn_env_of(struct daemon *d, const struct config *cfg)
 {
-	struct conn_env env = {
+	return (struct conn_env){
 		.loop = d->loop,
 		.journal = d->journal,
 		.upload = d->upload,
-		.spool_dir = d->cfg->spool_dir,
-		.state_dir = d->cfg->state_dir,
-		.after_upload = d->cfg->after_upload,
+		.spool_dir = cfg->spool_dir,
+		.state_dir = cfg->state_dir,
+		.after_upload = cfg->after_upload,
 		.once = d->opts.once,
 		.changed = on_changed,
 		.userdata = d,
 	};
+}
+
+static int setup_connections(struct daemon *d)
+{
+	struct conn_env env = conn_env_of(d, d->cfg);
 	int r;
 
 	d->conns = calloc(d->cfg->n_conns, sizeof(*d->conns));
@@ -247,16 +396,11 @@ static int setup_connections(struct daemon *d)
 			log_warning("journal: batch %s of %s for connection '%s', which is no longer configured: "
 				    "kept with its file until the connection returns", b->uuid, b->name, b->connection);
 	}
+	/* Watch before scanning, so a file dropped in between is not missed (the queue dedupes). */
+	if ((r = watch_all(d)) < 0)
+		return r;
 	for (size_t i = 0; i < d->n_conns; i++) {
-		char dir[4096];
-
-		snprintf(dir, sizeof(dir), "%s/%s", d->cfg->spool_dir, connection_name(d->conns[i]));
 		connection_release_orphans(d->conns[i]);
-		/* Watch before scanning, so a file dropped in between is not missed (the queue dedupes). */
-		if ((r = spool_watch_add(d->watch, dir, i)) < 0) {
-			log_error("%s: cannot watch %s: %s", connection_name(d->conns[i]), dir, strerror(-r));
-			return r;
-		}
 		if ((r = connection_scan(d->conns[i])) < 0)
 			return r;
 	}
@@ -323,8 +467,7 @@ int daemon_run(const struct daemon_opts *opts)
 	}
 	d.loop = ev_default_loop(EVFLAG_AUTO);
 	d.started = ev_now(d.loop);
-	if ((r = upload_new(&d.upload, d.loop)) < 0 ||
-	    (r = spool_watch_new(&d.watch, d.loop, on_file, on_overflow, &d)) < 0) {
+	if ((r = upload_new(&d.upload, d.loop)) < 0) {
 		log_error("cannot set up the event loop: %s", strerror(-r));
 		d.exit_status = 1;
 		goto out;
@@ -340,6 +483,8 @@ int daemon_run(const struct daemon_opts *opts)
 	ev_signal_start(d.loop, &d.sig_term);
 	ev_signal_start(d.loop, &d.sig_int);
 	ev_signal_start(d.loop, &d.sig_hup);
+	ev_timer_init(&d.prune_timer, prune_cb, 0., 0.);
+	d.prune_timer.data = &d;
 	ev_timer_init(&d.drain_timer, drain_timer_cb, 0., 0.);
 	d.drain_timer.data = &d;
 	ev_timer_init(&d.status_timer, status_cb, 0.25, opts->progress ? 0.25 : 2.0);
@@ -366,12 +511,19 @@ out:
 	for (size_t i = 0; i < d.n_conns; i++)
 		connection_free(d.conns[i]);
 	free(d.conns);
+	for (size_t i = 0; i < d.n_retiring; i++)
+		connection_free(d.retiring[i]);
+	free(d.retiring);
+	for (size_t i = 0; i < d.n_old_cfgs; i++)
+		config_free(d.old_cfgs[i]);
+	free(d.old_cfgs);
 	spool_watch_free(d.watch);
 	upload_free(d.upload);
 	if (d.loop) {
 		ev_timer_stop(d.loop, &d.status_timer);
 		ev_timer_stop(d.loop, &d.watchdog_timer);
 		ev_timer_stop(d.loop, &d.drain_timer);
+		ev_timer_stop(d.loop, &d.prune_timer);
 		ev_signal_stop(d.loop, &d.sig_term);
 		ev_signal_stop(d.loop, &d.sig_int);
 		ev_signal_stop(d.loop, &d.sig_hup);
