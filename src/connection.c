@@ -32,6 +32,7 @@ enum conn_state {
 	CS_RETRY_WAIT,          /* a transient failure; the timer re-sends */
 	CS_SYNC_WAIT,           /* the journal could not be made durable; the timer retries */
 	CS_AUTH_PAUSED,         /* 401/403: waiting for a reload or the slow timer */
+	CS_RATE_WAIT,           /* the API key's request budget is spent: the timer sends */
 };
 
 struct rejbuf {
@@ -45,6 +46,7 @@ struct connection {
 	char *dir, *work_dir, *rejected_dir, *failed_dir, *done_dir;
 	struct spool_queue queue;
 	struct upload_client *client;
+	struct upload_limiter *limiter;
 	struct record_validator *validator;
 	enum conn_state state;
 	bool draining;
@@ -139,6 +141,13 @@ const char *connection_name(const struct connection *c) { return c->cfg->name; }
 const struct conn_stats *connection_stats(const struct connection *c) { return &c->stats; }
 size_t connection_queued(const struct connection *c) { return spool_queue_len(&c->queue) + c->n_adopted; }
 bool connection_blocked(const struct connection *c) { return c->state == CS_AUTH_PAUSED; }
+bool connection_rate_waiting(const struct connection *c) { return c->state == CS_RATE_WAIT; }
+
+unsigned connection_rate_budget(const struct connection *c, unsigned *used)
+{
+	*used = upload_limiter_used(c->limiter, ev_now(c->env.loop));
+	return upload_limiter_budget(c->limiter);
+}
 
 bool connection_idle(const struct connection *c)
 {
@@ -539,6 +548,7 @@ static void send_range(struct connection *c)
 	const char *body = ch->body;
 	size_t len = ch->len;
 	bool completes = ch->last && c->hi == ch->n_records;
+	double wait;
 	int r;
 
 	if (c->lo != 0 || c->hi != ch->n_records || c->sending_completed) {
@@ -550,6 +560,16 @@ static void send_range(struct connection *c)
 		len = c->slice.len;
 	}
 	c->sending_completed = completes;
+	wait = upload_limiter_take(c->limiter, ev_now(c->env.loop));
+	if (wait > 0) {
+		/* Wait for a slot rather than be refused with 429. */
+		c->state = CS_RATE_WAIT;
+		c->stats.rate_waits++;
+		ev_timer_stop(c->env.loop, &c->timer);
+		ev_timer_set(&c->timer, wait, 0.);
+		ev_timer_start(c->env.loop, &c->timer);
+		return;
+	}
 	r = upload_client_send(c->client, body, len);
 	if (r < 0) {
 		fail_file(c, 0, "cannot start the request", NULL);
@@ -693,6 +713,7 @@ static void on_response(void *userdata, const struct upload_result *res)
 	crashpoint("after-response");
 	c->state = CS_IDLE;
 	if (res->status >= 200 && res->status <= 299) {
+		upload_limiter_success(c->limiter);
 		c->attempt = 0;
 		c->stats.last_success = ev_now(c->env.loop);
 		c->stats.records_sent += c->hi - c->lo;
@@ -718,6 +739,8 @@ static void on_response(void *userdata, const struct upload_result *res)
 		return;
 	}
 	if (upload_status_transient(res->status)) {
+		if (res->status == 429)
+			upload_limiter_penalize(c->limiter);
 		retry_later(c, res);
 		return;
 	}
@@ -740,6 +763,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		durable(c, c->after_sync);
 		break;
 	case CS_RETRY_WAIT:
+	case CS_RATE_WAIT:
 		send_range(c);
 		break;
 	case CS_AUTH_PAUSED:
@@ -940,6 +964,7 @@ static void client_opts(const struct conn_config *cfg, char *url, struct upload_
 int connection_reconfigure(struct connection *c, const struct conn_config *cfg, enum after_upload after)
 {
 	struct record_validator *v = NULL;
+	struct upload_limiter *l;
 	struct upload_client_opts uo;
 	char *url = NULL;
 	int r;
@@ -955,6 +980,9 @@ int connection_reconfigure(struct connection *c, const struct conn_config *cfg, 
 		return r;
 	record_validator_free(c->validator);
 	c->validator = v;
+	l = upload_limiter_get(c->env.upload, cfg->api_key, cfg->rate_limit_requests, cfg->rate_limit_window_seconds);
+	if (l)
+		c->limiter = l;
 	c->cfg = cfg;
 	c->env.after_upload = after;
 	if (c->state == CS_AUTH_PAUSED) {
@@ -969,7 +997,7 @@ int connection_reconfigure(struct connection *c, const struct conn_config *cfg, 
 void connection_drain(struct connection *c)
 {
 	c->draining = true;
-	if (c->state == CS_AUTH_PAUSED || c->state == CS_RETRY_WAIT) {
+	if (c->state == CS_AUTH_PAUSED || c->state == CS_RETRY_WAIT || c->state == CS_RATE_WAIT) {
 		/* Nothing is in flight: the journal holds the batch, the restart resumes it. */
 		ev_timer_stop(c->env.loop, &c->timer);
 		end_batch(c);
@@ -1073,6 +1101,12 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 	client_opts(cfg, url, &uo);
 	if ((r = upload_client_new(&c->client, env->upload, &uo, on_response, c)) < 0)
 		goto fail;
+	c->limiter = upload_limiter_get(env->upload, cfg->api_key, cfg->rate_limit_requests,
+					cfg->rate_limit_window_seconds);
+	if (!c->limiter) {
+		r = -ENOMEM;
+		goto fail;
+	}
 	if ((r = spool_mkdirs(c->dir, 0770)) < 0) {
 		log_error("%s: cannot create %s: %s", cfg->name, c->dir, strerror(-r));
 		goto fail;

@@ -32,6 +32,7 @@ struct conn_stats {
 	uint64_t requests;
 	uint64_t retries;
 	uint64_t bytes_sent;
+	uint64_t rate_waits;            /* requests that waited for the client-side rate limit */
 	double last_success;            /* ev_now of the last 2xx, 0 if none */
 	double last_error_time;
 	long last_error_status;
@@ -67,6 +68,9 @@ void connection_drain(struct connection *c);
 bool connection_idle(const struct connection *c);     /* nothing queued, nothing in flight */
 bool connection_blocked(const struct connection *c);  /* paused by the server (401/403) */
 size_t connection_queued(const struct connection *c);
+bool connection_rate_waiting(const struct connection *c);  /* a request waits for its API key's budget */
+/* The API key's current request budget per window (0: unlimited) and how much of it is used. */
+unsigned connection_rate_budget(const struct connection *c, unsigned *used);
 const struct conn_stats *connection_stats(const struct connection *c);
 
 /* Pure back-off: full jitter over min(max, initial * 2^attempt); @rnd in [0, 1). */

@@ -13,10 +13,21 @@
 
 #define RESPONSE_MAX 4096
 
+struct upload_limiter {
+	struct upload_limiter *next;
+	char *key;              /* the API key it limits: compared, never logged */
+	unsigned requests;      /* configured budget per window */
+	unsigned budget;        /* current budget: shrinks on 429 */
+	double window;
+	double *sent;           /* ring of send times, capacity requests */
+	unsigned head, n;
+};
+
 struct upload {
 	struct ev_loop *loop;
 	CURLM *multi;
 	ev_timer timer;
+	struct upload_limiter *limiters;
 };
 
 struct sock_watch {
@@ -182,6 +193,15 @@ void upload_free(struct upload *u)
 {
 	if (!u)
 		return;
+	while (u->limiters) {
+		struct upload_limiter *l = u->limiters;
+
+		u->limiters = l->next;
+		explicit_bzero(l->key, strlen(l->key));
+		free(l->key);
+		free(l->sent);
+		free(l);
+	}
 	/* Cleanup calls socket_cb with CURL_POLL_REMOVE: the loop must still exist. */
 	curl_multi_cleanup(u->multi);
 	ev_timer_stop(u->loop, &u->timer);
@@ -392,4 +412,98 @@ void upload_client_cancel(struct upload_client *c)
 		return;
 	curl_multi_remove_handle(c->u->multi, c->easy);
 	c->busy = false;
+}
+
+/* ---- client-side rate limit ---- */
+
+static void limiter_expire(struct upload_limiter *l, double now)
+{
+	while (l->n && l->sent[l->head] <= now - l->window) {
+		l->head = (l->head + 1) % l->requests;
+		l->n--;
+	}
+}
+
+struct upload_limiter *upload_limiter_get(struct upload *u, const char *api_key, unsigned requests, double window)
+{
+	struct upload_limiter *l;
+
+	for (l = u->limiters; l; l = l->next)
+		if (!strcmp(l->key, api_key))
+			break;
+	if (l && (l->requests != requests || l->window != window)) {
+		/* A reload changed the limit: start the window afresh with the new size. */
+		double *sent = requests ? calloc(requests, sizeof(*sent)) : NULL;
+
+		if (requests && !sent)
+			return l;
+		free(l->sent);
+		l->sent = sent;
+		l->requests = l->budget = requests;
+		l->window = window;
+		l->head = l->n = 0;
+	}
+	if (l)
+		return l;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return NULL;
+	l->key = strdup(api_key);
+	l->sent = requests ? calloc(requests, sizeof(*l->sent)) : NULL;
+	if (!l->key || (requests && !l->sent)) {
+		free(l->key);
+		free(l->sent);
+		free(l);
+		return NULL;
+	}
+	l->requests = l->budget = requests;
+	l->window = window;
+	l->next = u->limiters;
+	u->limiters = l;
+	return l;
+}
+
+double upload_limiter_take(struct upload_limiter *l, double now)
+{
+	if (!l || !l->requests)
+		return 0;
+	limiter_expire(l, now);
+	if (l->n >= l->budget) {
+		/* The slot frees when the (n - budget + 1)-th oldest send leaves the window. */
+		unsigned idx = (l->head + (l->n - l->budget)) % l->requests;
+		double wait = l->sent[idx] + l->window - now;
+
+		return wait > 0.001 ? wait : 0.001;
+	}
+	l->sent[(l->head + l->n) % l->requests] = now;
+	l->n++;
+	return 0;
+}
+
+void upload_limiter_penalize(struct upload_limiter *l)
+{
+	if (l && l->requests && l->budget > 1)
+		l->budget /= 2;
+}
+
+void upload_limiter_success(struct upload_limiter *l)
+{
+	if (l)
+		l->budget = l->requests;
+}
+
+unsigned upload_limiter_budget(const struct upload_limiter *l)
+{
+	return l ? l->budget : 0;
+}
+
+unsigned upload_limiter_used(const struct upload_limiter *l, double now)
+{
+	unsigned used = 0;
+
+	if (!l || !l->requests)
+		return 0;
+	for (unsigned i = 0; i < l->n; i++)
+		used += l->sent[(l->head + i) % l->requests] > now - l->window;
+	return used;
 }

@@ -43,5 +43,19 @@ bool upload_client_busy(const struct upload_client *c);
 /* Abandon the request in flight; done is not called. */
 void upload_client_cancel(struct upload_client *c);
 
+/*
+ * Client-side rate limit, one per API key (connections sharing a key share it): a sliding
+ * window of @requests per @window seconds. @requests 0: unlimited.
+ */
+struct upload_limiter;
+struct upload_limiter *upload_limiter_get(struct upload *u, const char *api_key, unsigned requests, double window);
+/* 0 when a request may leave now (it is counted), else the seconds to wait for a slot. */
+double upload_limiter_take(struct upload_limiter *l, double now);
+/* A 429 halves the budget until the next success restores it. */
+void upload_limiter_penalize(struct upload_limiter *l);
+void upload_limiter_success(struct upload_limiter *l);
+unsigned upload_limiter_budget(const struct upload_limiter *l);
+unsigned upload_limiter_used(const struct upload_limiter *l, double now);
+
 /* Transient per the contract: no response, 408, 429, 5xx. */
 bool upload_status_transient(long status);
