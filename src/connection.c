@@ -83,9 +83,11 @@ struct connection {
 	uint64_t file_requests;
 	uint64_t file_rejected_before;
 	struct conn_stats stats;
+	struct journal_conn_stats persist;  /* totals across restarts, for `dcsyncd status` */
 };
 
 static void begin_next(struct connection *c);
+static void persist_error(struct connection *c, long status, const char *what);
 static void process_current(struct connection *c);
 static void send_range(struct connection *c);
 static void durable(struct connection *c, void (*step)(struct connection *c));
@@ -138,7 +140,13 @@ static void conn_log(const struct connection *c, enum log_level lvl, long status
 }
 
 const char *connection_name(const struct connection *c) { return c->cfg->name; }
-const struct conn_stats *connection_stats(const struct connection *c) { return &c->stats; }
+const struct conn_stats *connection_stats(const struct connection *c)
+{
+	struct connection *mc = (struct connection *)c;
+
+	mc->stats.oldest_queued_ns = spool_queue_oldest(&mc->queue);
+	return &c->stats;
+}
 size_t connection_queued(const struct connection *c) { return spool_queue_len(&c->queue) + c->n_adopted; }
 bool connection_blocked(const struct connection *c) { return c->state == CS_AUTH_PAUSED; }
 bool connection_rate_waiting(const struct connection *c) { return c->state == CS_RATE_WAIT; }
@@ -393,6 +401,10 @@ static void fail_file(struct connection *c, long status, const char *why, const 
 	c->stats.files_failed++;
 	c->stats.last_error_time = ev_now(c->env.loop);
 	c->stats.last_error_status = status;
+	c->persist.files_failed++;
+	c->persist.records_sent += c->jb.records;
+	c->persist.records_rejected += c->jb.rejected;
+	persist_error(c, status, why);
 	c->jb.state = BATCH_FAILED;
 	if (journal_put(c->env.journal, &c->jb) < 0) {
 		step_failed_recorded(c);
@@ -434,6 +446,12 @@ static void step_archive(struct connection *c)
 			c->file_requests, took);
 	}
 	c->stats.files_done++;
+	c->persist.files_done++;
+	c->persist.records_sent += c->jb.records;
+	c->persist.records_rejected += c->jb.rejected;
+	c->persist.requests += c->file_requests;
+	c->persist.last_success = (int64_t)time(NULL);
+	(void)journal_put_stats(c->env.journal, &c->persist);
 	end_batch(c);
 	notify_changed(c);
 	next_soon(c);
@@ -615,6 +633,21 @@ static void durable(struct connection *c, void (*step)(struct connection *c))
 
 /* ---- responses ---- */
 
+/* Record the last error for `status`; made durable now if the journal can be written at all. */
+static void persist_error(struct connection *c, long status, const char *what)
+{
+	char text[sizeof(c->jb.name) + 512];
+
+	c->persist.last_error = (int64_t)time(NULL);
+	c->persist.last_error_status = status;
+	/* Truncation is fine: the log has the whole message. */
+	snprintf(text, sizeof(text), "%s%s%s", c->active ? c->jb.name : "", c->active ? ": " : "", what);
+	snprintf(c->persist.last_error_text, sizeof(c->persist.last_error_text), "%.*s",
+		 (int)sizeof(c->persist.last_error_text) - 1, text);
+	if (journal_put_stats(c->env.journal, &c->persist) == 0)
+		(void)journal_sync(c->env.journal);
+}
+
 static void auth_pause(struct connection *c, long status)
 {
 	conn_log(c, LOG_LVL_ERROR, status,
@@ -622,6 +655,7 @@ static void auth_pause(struct connection *c, long status)
 	     "(systemctl reload dcsyncd); files stay in %s", status, c->cfg->name, c->dir);
 	c->stats.last_error_time = ev_now(c->env.loop);
 	c->stats.last_error_status = status;
+	persist_error(c, status, "the API refused the keys");
 	c->state = CS_AUTH_PAUSED;
 	if (!c->env.once) {
 		ev_timer_stop(c->env.loop, &c->timer);
@@ -649,6 +683,7 @@ static void retry_later(struct connection *c, const struct upload_result *res)
 	c->stats.retries++;
 	c->stats.last_error_time = now;
 	c->stats.last_error_status = res->status;
+	persist_error(c, res->status, what);
 	if (c->cfg->retry_max_elapsed_seconds > 0 && now + delay - c->first_failure > c->cfg->retry_max_elapsed_seconds) {
 		char why[400];
 
@@ -712,6 +747,16 @@ static void on_response(void *userdata, const struct upload_result *res)
 
 	crashpoint("after-response");
 	c->state = CS_IDLE;
+	for (size_t i = 0; i < sizeof(c->stats.by_status) / sizeof(c->stats.by_status[0]); i++) {
+		/* A handful of distinct statuses in practice; the last slot takes any overflow. */
+		if (c->stats.by_status[i].status == res->status || c->stats.by_status[i].requests == 0 ||
+		    i == sizeof(c->stats.by_status) / sizeof(c->stats.by_status[0]) - 1) {
+			c->stats.by_status[i].status = res->status;
+			c->stats.by_status[i].requests++;
+			c->stats.by_status[i].records += c->hi - c->lo;
+			break;
+		}
+	}
 	if (res->status >= 200 && res->status <= 299) {
 		upload_limiter_success(c->limiter);
 		c->attempt = 0;
@@ -1120,6 +1165,13 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 	if (sd_id128_randomize(&seed) < 0)
 		seed.qwords[0] = (uint64_t)time(NULL);
 	c->rng = seed.qwords[0] | 1;
+	{
+		const struct journal_conn_stats *js = journal_find_stats(env->journal, cfg->name);
+
+		if (js)
+			c->persist = *js;
+		snprintf(c->persist.connection, sizeof(c->persist.connection), "%s", cfg->name);
+	}
 	free(url);
 	*out = c;
 	return 0;

@@ -33,6 +33,12 @@ struct conn_stats {
 	uint64_t retries;
 	uint64_t bytes_sent;
 	uint64_t rate_waits;            /* requests that waited for the client-side rate limit */
+	struct {
+		long status;            /* HTTP status, 0: no response */
+		uint64_t requests;
+		uint64_t records;
+	} by_status[16];
+	int64_t oldest_queued_ns;       /* mtime of the oldest queued file, 0: none */
 	double last_success;            /* ev_now of the last 2xx, 0 if none */
 	double last_error_time;
 	long last_error_status;

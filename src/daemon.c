@@ -17,6 +17,7 @@
 #include "connection.h"
 #include "journal.h"
 #include "log.h"
+#include "metrics.h"
 #include "spool.h"
 #include "upload.h"
 
@@ -39,6 +40,8 @@ struct daemon {
 	bool aborted;           /* a second signal, or the drain timed out */
 	bool scanned;
 	double started;
+	double metrics_written;
+	bool metrics_error_logged;
 	int exit_status;
 };
 
@@ -83,6 +86,12 @@ static void status_line(struct daemon *d, char *buf, size_t len)
 					      s->file, s->file_size ? s->file_offset * 100 / s->file_size : 100);
 		if (connection_blocked(d->conns[i]) && n < len)
 			n += (size_t)snprintf(buf + n, len - n, " · %s: paused (keys refused)", connection_name(d->conns[i]));
+		if (connection_rate_waiting(d->conns[i]) && n < len) {
+			unsigned used, budget = connection_rate_budget(d->conns[i], &used);
+
+			n += (size_t)snprintf(buf + n, len - n, " · %s: waiting for the rate limit (%u/%u used)",
+					      connection_name(d->conns[i]), used, budget);
+		}
 	}
 	if (n < len && el > 0.5)
 		n += (size_t)snprintf(buf + n, len - n, " · %.0f records/s", t.records_sent / el);
@@ -98,6 +107,14 @@ static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)loop;
 	(void)revents;
+	if (d->cfg->metrics_file && ev_now(d->loop) - d->metrics_written >= 2.0) {
+		int r = metrics_write(d->cfg->metrics_file, d->conns, d->n_conns, ev_now(d->loop));
+
+		d->metrics_written = ev_now(d->loop);
+		if (r < 0 && !d->metrics_error_logged)
+			log_error("cannot write metrics_file %s: %s", d->cfg->metrics_file, strerror(-r));
+		d->metrics_error_logged = r < 0;
+	}
 	status_line(d, line, sizeof(line));
 	if (d->opts.progress)
 		fprintf(stderr, "\r\033[K%s", line);

@@ -12,7 +12,7 @@
  *  5. The archive/delete is recorded (ARCHIVED) once it is done; a crash before that finds a
  *     COMPLETED batch and finishes the move, which is idempotent.
  * Each record is [u32 length][u32 CRC-32C of payload][payload], little-endian. Replay keeps
- * the last state of each batch; compaction writes only live batches to a temporary file,
+ * the last state of each batch (and the last totals of each connection, for `status`); compaction writes only live batches to a temporary file,
  * fsyncs it, renames it over the journal and fsyncs the directory.
  */
 #include "journal.h"
@@ -32,6 +32,7 @@
 
 #define REC_BATCH 'B'
 #define REC_META 'M'
+#define REC_STATS 'S'
 #define REC_MAX 4096
 #define COMPACT_BYTES (1u << 20)
 
@@ -44,6 +45,9 @@ struct journal {
 	uint64_t size;          /* durable, well-formed length of the file */
 	struct journal_batch *live;
 	size_t n_live;
+	struct journal_conn_stats *stats;
+	size_t n_stats;
+	bool readonly;
 	char *pending;          /* records queued for the next sync */
 	size_t pending_len;
 	size_t pending_cap;
@@ -151,6 +155,57 @@ static int decode_batch(struct rbuf *r, struct journal_batch *b)
 	b->updated = (int64_t)r_u64(r);
 	if (r->bad || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
 		return -EINVAL;
+	return 0;
+}
+
+static void encode_stats(struct wbuf *w, const struct journal_conn_stats *s)
+{
+	w->n = 0;
+	w->b[w->n++] = REC_STATS;
+	w_str(w, s->connection);
+	w_u64(w, s->files_done);
+	w_u64(w, s->files_failed);
+	w_u64(w, s->records_sent);
+	w_u64(w, s->records_rejected);
+	w_u64(w, s->requests);
+	w_u64(w, (uint64_t)s->last_success);
+	w_u64(w, (uint64_t)s->last_error);
+	w_u64(w, (uint64_t)s->last_error_status);
+	w_str(w, s->last_error_text);
+}
+
+static int decode_stats(struct rbuf *r, struct journal_conn_stats *s)
+{
+	memset(s, 0, sizeof(*s));
+	r_str(r, s->connection, sizeof(s->connection));
+	s->files_done = r_u64(r);
+	s->files_failed = r_u64(r);
+	s->records_sent = r_u64(r);
+	s->records_rejected = r_u64(r);
+	s->requests = r_u64(r);
+	s->last_success = (int64_t)r_u64(r);
+	s->last_error = (int64_t)r_u64(r);
+	s->last_error_status = (int64_t)r_u64(r);
+	r_str(r, s->last_error_text, sizeof(s->last_error_text));
+	return r->bad ? -EINVAL : 0;
+}
+
+static int apply_stats(struct journal *j, const struct journal_conn_stats *s)
+{
+	size_t i;
+
+	for (i = 0; i < j->n_stats; i++)
+		if (!strcmp(j->stats[i].connection, s->connection))
+			break;
+	if (i == j->n_stats) {
+		struct journal_conn_stats *n = realloc(j->stats, (j->n_stats + 1) * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		j->stats = n;
+		j->n_stats++;
+	}
+	j->stats[i] = *s;
 	return 0;
 }
 
@@ -264,6 +319,13 @@ static int replay(struct journal *j, uint64_t *torn)
 				break;
 			if (next > j->next_id)
 				j->next_id = next;
+		} else if (data[pos + 8] == REC_STATS) {
+			struct journal_conn_stats cs;
+
+			if (decode_stats(&rb, &cs) < 0)
+				break;
+			if ((r = apply_stats(j, &cs)) < 0)
+				goto out;
 		} else if (data[pos + 8] == REC_BATCH) {
 			if (decode_batch(&rb, &b) < 0)
 				break;
@@ -275,7 +337,7 @@ static int replay(struct journal *j, uint64_t *torn)
 		pos += 8 + len;
 	}
 	*torn = n - pos;
-	if (pos < n) {
+	if (pos < n && !j->readonly) {
 		/* A torn or corrupt tail: what follows the last good record cannot be trusted. */
 		if (ftruncate(j->fd, (off_t)pos) < 0 || fdatasync(j->fd) < 0) {
 			r = -errno;
@@ -329,6 +391,36 @@ fail:
 	return r;
 }
 
+int journal_open_readonly(struct journal **out, const char *dir)
+{
+	struct journal *j = calloc(1, sizeof(*j));
+	uint64_t torn;
+	int r;
+
+	if (!j)
+		return -ENOMEM;
+	j->readonly = true;
+	j->dirfd = -1;
+	j->next_id = 1;
+	if (asprintf(&j->path, "%s/journal", dir) < 0) {
+		j->path = NULL;
+		r = -ENOMEM;
+		goto fail;
+	}
+	j->fd = open(j->path, O_RDONLY | O_CLOEXEC);
+	if (j->fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if ((r = replay(j, &torn)) < 0)
+		goto fail;
+	*out = j;
+	return 0;
+fail:
+	journal_free(j);
+	return r;
+}
+
 void journal_free(struct journal *j)
 {
 	if (!j)
@@ -340,6 +432,7 @@ void journal_free(struct journal *j)
 	free(j->path);
 	free(j->tmp_path);
 	free(j->live);
+	free(j->stats);
 	free(j->pending);
 	free(j);
 }
@@ -357,6 +450,25 @@ const struct journal_batch *journal_find(const struct journal *j, uint64_t id)
 
 uint64_t journal_new_id(struct journal *j) { return j->next_id++; }
 bool journal_dirty(const struct journal *j) { return j->pending_len > 0; }
+
+int journal_put_stats(struct journal *j, const struct journal_conn_stats *st)
+{
+	struct wbuf w;
+	int r;
+
+	encode_stats(&w, st);
+	if ((r = queue(j, &w)) < 0)
+		return r;
+	return apply_stats(j, st);
+}
+
+const struct journal_conn_stats *journal_find_stats(const struct journal *j, const char *connection)
+{
+	for (size_t i = 0; i < j->n_stats; i++)
+		if (!strcmp(j->stats[i].connection, connection))
+			return &j->stats[i];
+	return NULL;
+}
 
 int journal_put(struct journal *j, const struct journal_batch *b)
 {
@@ -433,6 +545,10 @@ int journal_compact(struct journal *j, bool force)
 	r = queue(j, &w);
 	for (size_t i = 0; r == 0 && i < j->n_live; i++) {
 		encode_batch(&w, &j->live[i]);
+		r = queue(j, &w);
+	}
+	for (size_t i = 0; r == 0 && i < j->n_stats; i++) {
+		encode_stats(&w, &j->stats[i]);
 		r = queue(j, &w);
 	}
 	if (r < 0)

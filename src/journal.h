@@ -38,6 +38,20 @@ struct journal_batch {
 	int64_t updated;        /* unix seconds */
 };
 
+/* A connection's running totals and last outcomes, kept for `dcsyncd status` and restarts. */
+struct journal_conn_stats {
+	char connection[128];
+	uint64_t files_done;
+	uint64_t files_failed;
+	uint64_t records_sent;
+	uint64_t records_rejected;
+	uint64_t requests;
+	int64_t last_success;   /* unix seconds, 0: never */
+	int64_t last_error;     /* unix seconds, 0: never */
+	int64_t last_error_status;
+	char last_error_text[256];
+};
+
 struct journal;
 
 /*
@@ -45,6 +59,8 @@ struct journal;
  * reported. @torn_bytes (may be NULL) receives how many bytes were cut.
  */
 int journal_open(struct journal **out, const char *dir, uint64_t *torn_bytes);
+/* Read-only view for `dcsyncd status`: replays without cutting or writing anything. */
+int journal_open_readonly(struct journal **out, const char *dir);
 void journal_free(struct journal *j);
 
 /* Live (open or completed) batches, in id order. */
@@ -58,5 +74,9 @@ int journal_put(struct journal *j, const struct journal_batch *b);
 /* Write what is queued and fdatasync it. On failure nothing queued is lost: call again. */
 int journal_sync(struct journal *j);
 bool journal_dirty(const struct journal *j);
+/* Queue a connection's totals (made durable by the next sync, like any record). */
+int journal_put_stats(struct journal *j, const struct journal_conn_stats *s);
+const struct journal_conn_stats *journal_find_stats(const struct journal *j, const char *connection);
+
 /* Rewrite the journal with only live state, when it has grown (or @force). */
 int journal_compact(struct journal *j, bool force);

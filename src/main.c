@@ -10,11 +10,13 @@
 #include "build-config.h"
 #include "daemon.h"
 #include "log.h"
+#include "status.h"
 
 static void usage(FILE *f)
 {
 	fputs("Usage: dcsyncd -c FILE [--once]\n"
 	      "       dcsyncd -c FILE --check-config\n"
+	      "       dcsyncd -c FILE status\n"
 	      "       dcsyncd --version | --help\n"
 	      "\n"
 	      "Uploads NDJSON files dropped into <spool_dir>/<connection>/ to Optimove Opti-X Data Connections.\n"
@@ -24,6 +26,10 @@ static void usage(FILE *f)
 	      "                      and exit: 0 all went up, 1 something failed or was rejected, 2 bad usage\n"
 	      "      --check-config  validate the configuration (and read the key files) and exit\n"
 	      "      --version       print the version\n"
+	      "\n"
+	      "Commands:\n"
+	      "  status              per connection: files queued, the batch in flight, failed files,\n"
+	      "                      rejected records, last success and last error (from the journal)\n"
 	      "  -h, --help          this text\n", f);
 }
 
@@ -63,11 +69,28 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!opts.config_path || optind != argc) {
+	if (!opts.config_path) {
 		usage(stderr);
 		return 2;
 	}
 	log_open();
+	if (optind < argc && !strcmp(argv[optind], "status") && optind + 1 == argc) {
+		struct config *cfg;
+		char err[1024];
+		int r;
+
+		if (config_load(opts.config_path, &cfg, err, sizeof(err)) < 0) {
+			fprintf(stderr, "%s\n", err);
+			return 2;
+		}
+		r = status_print(cfg, stdout);
+		config_free(cfg);
+		return r < 0 ? 1 : 0;
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
 	if (check) {
 		struct config *cfg;
 		char err[1024];

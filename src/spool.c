@@ -88,6 +88,17 @@ int spool_queue_pop(struct spool_queue *q, struct spool_entry *entry)
 	return 1;
 }
 
+int64_t spool_queue_oldest(struct spool_queue *q)
+{
+	if (q->head == q->n)
+		return 0;
+	if (!q->sorted) {
+		qsort(q->v + q->head, q->n - q->head, sizeof(*q->v), entry_cmp);
+		q->sorted = true;
+	}
+	return q->v[q->head].mtime_ns;
+}
+
 size_t spool_queue_len(const struct spool_queue *q)
 {
 	return q->n - q->head;

@@ -24,6 +24,8 @@ int spool_queue_add(struct spool_queue *q, const char *name, int64_t mtime_ns);
 /* Take the oldest entry; the caller frees entry->name. 0 when empty. */
 int spool_queue_pop(struct spool_queue *q, struct spool_entry *entry);
 size_t spool_queue_len(const struct spool_queue *q);
+/* mtime of the oldest queued file, 0 when empty. */
+int64_t spool_queue_oldest(struct spool_queue *q);
 void spool_queue_clear(struct spool_queue *q);
 
 /* True for names exporters drop: *.ndjson or *.jsonl, not dot-files. */

@@ -1,0 +1,74 @@
+/* catalog: the top-level field names a connection's uploaded records carried, bounded, persisted. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Longer names are not listed (they count as overflow): no real field name is this long. */
+#define CATALOG_NAME_MAX 1024
+
+struct catalog_field {
+	char *name;             /* NUL-terminated; JSON allows a NUL inside a key, so see name_len */
+	size_t name_len;
+	uint64_t records;       /* committed records that carried the name */
+	int64_t last_seen;      /* @now of the last such commit (unix seconds), 0 if never */
+	/* private */
+	uint32_t hash;
+	uint64_t mark;
+};
+
+struct catalog;
+
+/*
+ * At most @max_fields names are listed (1 ≤ max_fields < 2^31); a name met once the catalog is
+ * full is not remembered, only counted in catalog_overflow(), so a connection that uses one key
+ * per customer costs a bounded amount of memory.
+ */
+int catalog_new(struct catalog **out, size_t max_fields);
+void catalog_free(struct catalog *c);
+
+/*
+ * Per record: note each top-level key (bytes, not NUL-terminated), then commit once the record
+ * is accepted, or drop it when it is rejected. A key noted twice in one record counts once.
+ * catalog_note() allocates only for a name never seen before; if that allocation fails the name
+ * is counted as overflow, because a field catalog is worth less than the upload it describes.
+ * A name first seen in a dropped record is forgotten again.
+ */
+void catalog_note(struct catalog *c, const char *key, size_t len);
+void catalog_commit(struct catalog *c, int64_t now);
+void catalog_drop(struct catalog *c);
+
+/* Some names are missing: the catalog was full, a name was too long or memory ran out. */
+bool catalog_truncated(const struct catalog *c);
+/* Key occurrences in committed records whose name is not listed (counted each time). */
+uint64_t catalog_overflow(const struct catalog *c);
+
+/*
+ * Listed fields, in first-seen order. Pointers into the catalog stay valid until the next
+ * catalog_note(), catalog_drop() or catalog_load().
+ */
+size_t catalog_count(const struct catalog *c);
+/* Any out-pointer may be NULL. -ERANGE when @i ≥ catalog_count(). */
+int catalog_get(const struct catalog *c, size_t i, const char **name, uint64_t *records,
+		int64_t *last_seen);
+const struct catalog_field *catalog_find(const struct catalog *c, const char *name);
+
+/*
+ * Text file, one line each, fields tab-separated:
+ *     # dcsyncd field catalog 1
+ *     overflow	<count>
+ *     field	<records>	<last_seen>	<name>
+ * In the name, '\\' '\t' '\n' '\r' are escaped as \\ \t \n \r and other control bytes as \xHH;
+ * other bytes (UTF-8) are written as they are.
+ * catalog_save() writes <path>.tmp, fsyncs it, renames it over <path> and fsyncs the directory,
+ * so a crash leaves the old file or the new one. -EBUSY while a record is noted but not committed.
+ */
+int catalog_save(const struct catalog *c, const char *path);
+/*
+ * Merge @path into @c: records add up, last_seen keeps the later, names that do not fit count as
+ * overflow. -ENOENT when the file is absent (a new connection: fine). -EBADMSG when a line is
+ * malformed, and then @c is unchanged; @bad_line (may be NULL) receives its number.
+ * -EBUSY while a record is noted but not committed.
+ */
+int catalog_load(struct catalog *c, const char *path, size_t *bad_line);

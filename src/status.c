@@ -1,0 +1,139 @@
+/* status: the `dcsyncd status` report, read from the journal and the spool (daemon running or not). */
+#include "status.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "journal.h"
+#include "spool.h"
+
+struct dir_count {
+	size_t files;
+	uint64_t lines;
+	time_t oldest;
+};
+
+/* Count eligible files (queue) or all files but *.error.json (failed/), or lines (rejected/). */
+static struct dir_count count_dir(const char *dir, int what)
+{
+	struct dir_count dc = { 0 };
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	if (!d)
+		return dc;
+	while ((de = readdir(d))) {
+		char path[4096];
+		struct stat st;
+		size_t len = strlen(de->d_name);
+
+		if (de->d_name[0] == '.')
+			continue;
+		if (what == 0 && !spool_name_eligible(de->d_name))
+			continue;
+		if (what == 1 && len > 11 && !strcmp(de->d_name + len - 11, ".error.json"))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		dc.files++;
+		if (!dc.oldest || st.st_mtime < dc.oldest)
+			dc.oldest = st.st_mtime;
+		if (what == 2) {
+			FILE *f = fopen(path, "re");
+			int ch;
+
+			while (f && (ch = getc(f)) != EOF)
+				dc.lines += ch == '\n';
+			if (f)
+				fclose(f);
+		}
+	}
+	closedir(d);
+	return dc;
+}
+
+static void when(char *buf, size_t len, int64_t t, time_t now)
+{
+	struct tm tm;
+	char ts[32];
+
+	if (!t) {
+		snprintf(buf, len, "never");
+		return;
+	}
+	gmtime_r(&(time_t){ (time_t)t }, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S UTC", &tm);
+	snprintf(buf, len, "%s (%lld s ago)", ts, (long long)(now - t));
+}
+
+int status_print(const struct config *cfg, FILE *out)
+{
+	struct journal *j = NULL;
+	time_t now = time(NULL);
+	int r = journal_open_readonly(&j, cfg->state_dir);
+
+	if (r < 0 && r != -ENOENT) {
+		fprintf(stderr, "cannot read the journal in %s: %s\n", cfg->state_dir, strerror(-r));
+		return r;
+	}
+	if (!j)
+		fprintf(out, "no journal in %s yet: dcsyncd has not run with this state_dir\n", cfg->state_dir);
+	for (size_t i = 0; i < cfg->n_conns; i++) {
+		const struct conn_config *c = &cfg->conns[i];
+		const struct journal_conn_stats *st = j ? journal_find_stats(j, c->name) : NULL;
+		char dir[4096], sub[4200], buf[128];
+		struct dir_count q, failed, rej;
+
+		snprintf(dir, sizeof(dir), "%s/%s", cfg->spool_dir, c->name);
+		q = count_dir(dir, 0);
+		snprintf(sub, sizeof(sub), "%s/failed", dir);
+		failed = count_dir(sub, 1);
+		snprintf(sub, sizeof(sub), "%s/rejected", dir);
+		rej = count_dir(sub, 2);
+		fprintf(out, "%s (%s)\n", c->name, c->uuid);
+		if (q.files)
+			fprintf(out, "  queued:       %zu file(s), oldest %lld s old\n", q.files, (long long)(now - q.oldest));
+		else
+			fprintf(out, "  queued:       none\n");
+		for (size_t k = 0; j && k < journal_count(j); k++) {
+			const struct journal_batch *b = journal_at(j, k);
+
+			if (strcmp(b->connection, c->name))
+				continue;
+			fprintf(out, "  in flight:    %s, batch %s, %s: %" PRIu32 " request(s) acknowledged, %" PRIu64
+				" records, %" PRIu64 "%% of %" PRIu64 " bytes\n", b->name, b->uuid,
+				b->state == BATCH_OPEN ? "open" : "completed, archiving", b->acks, b->records,
+				b->ident.size ? b->offset * 100 / b->ident.size : 100, b->ident.size);
+		}
+		fprintf(out, "  failed:       %zu file(s)%s%s\n", failed.files, failed.files ? " in " : "",
+			failed.files ? sub : "");
+		fprintf(out, "  rejected:     %" PRIu64 " record(s) in %zu file(s)\n", rej.lines, rej.files);
+		when(buf, sizeof(buf), st ? st->last_success : 0, now);
+		fprintf(out, "  last success: %s\n", buf);
+		when(buf, sizeof(buf), st ? st->last_error : 0, now);
+		if (st && st->last_error)
+			fprintf(out, "  last error:   %s: %s%s%" PRId64 ", %s\n", buf, st->last_error_status ? "HTTP " : "",
+				st->last_error_status ? "" : "no answer", st->last_error_status, st->last_error_text);
+		else
+			fprintf(out, "  last error:   none\n");
+		if (st)
+			fprintf(out, "  totals:       %" PRIu64 " file(s) uploaded, %" PRIu64 " failed, %" PRIu64
+				" records sent, %" PRIu64 " rejected, %" PRIu64 " requests\n", st->files_done,
+				st->files_failed, st->records_sent, st->records_rejected, st->requests);
+	}
+	for (size_t k = 0; j && k < journal_count(j); k++) {
+		const struct journal_batch *b = journal_at(j, k);
+
+		if (!config_find_conn(cfg, b->connection))
+			fprintf(out, "%s (no longer configured): batch %s of %s kept with its file\n", b->connection,
+				b->uuid, b->name);
+	}
+	journal_free(j);
+	return 0;
+}

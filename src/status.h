@@ -1,0 +1,9 @@
+/* status: the `dcsyncd status` report, read from the journal and the spool (daemon running or not). */
+#pragma once
+
+#include <stdio.h>
+
+#include "config.h"
+
+/* Print per connection: queued files, the batch in flight, failures, rejects, last outcomes. */
+int status_print(const struct config *cfg, FILE *out);
