@@ -17,7 +17,8 @@ int chunk_init(struct chunk *c, unsigned max_records)
 	c->rec_off = malloc(max_records * sizeof(*c->rec_off));
 	c->rec_len = malloc(max_records * sizeof(*c->rec_len));
 	c->rec_line = malloc(max_records * sizeof(*c->rec_line));
-	if (!c->rec_off || !c->rec_len || !c->rec_line) {
+	c->rec_member = malloc(max_records * sizeof(*c->rec_member));
+	if (!c->rec_off || !c->rec_len || !c->rec_line || !c->rec_member) {
 		chunk_release(c);
 		return -ENOMEM;
 	}
@@ -30,6 +31,7 @@ void chunk_release(struct chunk *c)
 	free(c->rec_off);
 	free(c->rec_len);
 	free(c->rec_line);
+	free(c->rec_member);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -77,6 +79,7 @@ static int add_record(struct chunk *c, const char *data, size_t len, uint64_t li
 	c->rec_off[c->n_records] = (uint32_t)c->len;
 	c->rec_len[c->n_records] = (uint32_t)len;
 	c->rec_line[c->n_records] = lineno;
+	c->rec_member[c->n_records] = c->member;
 	c->n_records++;
 	put(c, data, len);
 	return 0;
@@ -96,25 +99,39 @@ static void finish(struct chunk *c, const struct batch_params *p)
 	put(c, tail, (size_t)n);
 }
 
-int batch_cut(struct chunk *c, const struct batch_params *p, struct ndjson_reader *r,
-	      struct record_validator *v, batch_reject_fn reject, void *userdata)
+int chunk_begin(struct chunk *c)
+{
+	return begin(c);
+}
+
+void chunk_finish(struct chunk *c, const struct batch_params *p, bool last)
+{
+	c->last = last;
+	finish(c, p);
+}
+
+void chunk_truncate(struct chunk *c, size_t len, uint32_t n_records)
+{
+	c->len = len;
+	c->n_records = n_records;
+}
+
+int batch_fill(struct chunk *c, const struct batch_params *p, struct ndjson_reader *r,
+	       struct record_validator *v, batch_reject_fn reject, void *userdata)
 {
 	struct ndjson_line ln;
 	char reason[256];
 	int rc;
 
-	if ((rc = begin(c)) < 0)
-		return rc;
 	c->start_offset = c->end_offset = ndjson_reader_offset(r);
 	c->start_line = c->end_line = ndjson_reader_lineno(r);
+	c->rejected = 0;
 	for (;;) {
 		rc = ndjson_reader_next(r, &ln);
 		if (rc < 0)
 			return rc;
-		if (rc == 0) {
-			c->last = true;
-			break;
-		}
+		if (rc == 0)
+			return BATCH_FILL_EOF;
 		if (ln.too_long) {
 			snprintf(reason, sizeof(reason), "record longer than max_record_bytes");
 			rc = -EINVAL;
@@ -129,7 +146,7 @@ int batch_cut(struct chunk *c, const struct batch_params *p, struct ndjson_reade
 			if (rc < 0)
 				return rc;
 			if (rc > 0)
-				break;  /* the caller's buffer of rejected lines is full: end the range here */
+				return BATCH_FILL_REJECTS;  /* the caller holds no more rejected lines */
 			continue;
 		}
 		if (rc < 0)
@@ -138,14 +155,27 @@ int batch_cut(struct chunk *c, const struct batch_params *p, struct ndjson_reade
 		if (c->n_records == p->max_records ||
 		    (c->n_records && c->len + 1 + ln.len + BODY_TAIL_MAX > p->max_bytes)) {
 			ndjson_reader_unget(r);
-			break;
+			return BATCH_FILL_FULL;
 		}
 		if ((rc = add_record(c, ln.data, ln.len, ln.lineno)) < 0)
 			return rc;
 		c->end_offset = ln.end_offset;
 		c->end_line = ln.lineno + 1;
 	}
-	finish(c, p);
+}
+
+int batch_cut(struct chunk *c, const struct batch_params *p, struct ndjson_reader *r,
+	      struct record_validator *v, batch_reject_fn reject, void *userdata)
+{
+	int rc;
+
+	if ((rc = begin(c)) < 0)
+		return rc;
+	c->member = 0;
+	rc = batch_fill(c, p, r, v, reject, userdata);
+	if (rc < 0)
+		return rc;
+	chunk_finish(c, p, rc == BATCH_FILL_EOF);
 	return 0;
 }
 
@@ -156,9 +186,11 @@ int chunk_slice(struct chunk *dst, const struct chunk *src, const struct batch_p
 
 	if ((rc = begin(dst)) < 0)
 		return rc;
-	for (uint32_t i = from; i < to; i++)
+	for (uint32_t i = from; i < to; i++) {
+		dst->member = src->rec_member[i];
 		if ((rc = add_record(dst, src->body + src->rec_off[i], src->rec_len[i], src->rec_line[i])) < 0)
 			return rc;
+	}
 	dst->start_offset = src->start_offset;
 	dst->end_offset = src->end_offset;
 	dst->start_line = src->start_line;

@@ -17,6 +17,8 @@ struct chunk {
 	uint32_t *rec_off;      /* record i lies at body[rec_off[i]], rec_len[i] bytes */
 	uint32_t *rec_len;
 	uint64_t *rec_line;
+	uint32_t *rec_member;   /* which file of a multi-file batch the record came from */
+	uint32_t member;        /* stamped on the records added next */
 	off_t start_offset;     /* file range this request covers (incl. rejected lines) */
 	off_t end_offset;
 	uint64_t start_line;    /* number of the first line of the range */
@@ -50,6 +52,20 @@ void chunk_release(struct chunk *c);
  */
 int batch_cut(struct chunk *c, const struct batch_params *p, struct ndjson_reader *r,
 	      struct record_validator *v, batch_reject_fn reject, void *userdata);
+
+/* The steps batch_cut is made of, for requests filled from several small files. */
+enum {
+	BATCH_FILL_FULL = 0,    /* a record did not fit: it is handed back to the reader */
+	BATCH_FILL_EOF = 1,     /* the reader is exhausted */
+	BATCH_FILL_REJECTS = 2, /* the reject callback asked to stop */
+};
+int chunk_begin(struct chunk *c);
+/* Append records from @r, stamped with c->member. Returns BATCH_FILL_* or a negative errno. */
+int batch_fill(struct chunk *c, const struct batch_params *p, struct ndjson_reader *r,
+	       struct record_validator *v, batch_reject_fn reject, void *userdata);
+/* Take back what was appended since the body had @len bytes and @n_records records. */
+void chunk_truncate(struct chunk *c, size_t len, uint32_t n_records);
+void chunk_finish(struct chunk *c, const struct batch_params *p, bool last);
 
 /*
  * Build in @dst a request holding records [from, to) of @src, with @last as its

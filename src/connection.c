@@ -40,6 +40,19 @@ struct rejbuf {
 	size_t len, cap;
 };
 
+/* Files a multi-file batch may hold: bounds the journal and memory of one batch. */
+#define GROUP_FILES_MAX 1000
+
+/* A file of the batch in flight. */
+struct member {
+	uint64_t fid;                   /* names it in .work/ */
+	char name[256];
+	struct file_identity ident;
+	uint64_t rejected_size;         /* its rejected file's size when the batch opened */
+	uint64_t rejected;              /* lines rejected locally */
+	struct rejbuf rej;              /* those lines, written once the batch is durable (last member) */
+};
+
 struct connection {
 	struct conn_env env;
 	const struct conn_config *cfg;
@@ -56,9 +69,13 @@ struct connection {
 	/* the batch in flight */
 	bool active;
 	struct journal_batch jb;
-	char work_path[PATH_MAX];
-	int fd;
+	struct member *members;         /* one file, or several small ones filling one request */
+	size_t n_members, cap_members;
+	struct member carry;            /* taken for a batch it did not fit: starts the next one */
+	bool have_carry;
+	int fd;                         /* the single file a multi-request batch reads on from */
 	struct ndjson_reader *reader;
+	size_t reader_max;
 	struct batch_params bp;
 	struct chunk chunk[2];
 	struct rejbuf rej[2];
@@ -69,8 +86,6 @@ struct connection {
 	bool sent_completed;            /* a request with batch_completed:true was acknowledged */
 	bool sending_completed;
 	uint32_t server_rejected;       /* records of the current chunk refused by the server */
-	int rej_fd;
-	uint64_t rej_size;
 	ev_idle ahead;
 	ev_timer timer;
 	ev_timer kick;          /* starts the next file from the loop, not from deep in a callback */
@@ -87,6 +102,8 @@ struct connection {
 };
 
 static void begin_next(struct connection *c);
+static int grow_members(struct connection *c);
+static void release_files(struct connection *c);
 static void persist_error(struct connection *c, long status, const char *what);
 static void process_current(struct connection *c);
 static void send_range(struct connection *c);
@@ -161,7 +178,7 @@ bool connection_idle(const struct connection *c)
 {
 	if (c->active || c->state != CS_IDLE)
 		return false;
-	return c->draining || (spool_queue_len(&c->queue) == 0 && c->n_adopted == 0);
+	return c->draining || (spool_queue_len(&c->queue) == 0 && c->n_adopted == 0 && !c->have_carry);
 }
 
 static void notify_changed(struct connection *c)
@@ -201,72 +218,74 @@ static int on_reject(void *userdata, uint64_t lineno, const char *reason, const 
 	return rb->len >= REJECT_BUFFER_MAX ? 1 : 0;
 }
 
-static int rej_open(struct connection *c)
+static void rej_path(const struct connection *c, const char *name, char *buf, size_t len)
 {
-	char path[PATH_MAX];
-	struct stat st;
-	int r;
-
-	if (c->rej_fd >= 0)
-		return 0;
-	if ((r = spool_mkdirs(c->rejected_dir, 0770)) < 0)
-		return r;
-	snprintf(path, sizeof(path), "%s/%s.rejected.ndjson", c->rejected_dir, c->jb.name);
-	c->rej_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-	if (c->rej_fd < 0)
-		return -errno;
-	if (fstat(c->rej_fd, &st) < 0)
-		return -errno;
-	c->rej_size = (uint64_t)st.st_size;
-	return 0;
+	snprintf(buf, len, "%s/%s.rejected.ndjson", c->rejected_dir, name);
 }
 
 /* The rejected file is created only when a line is rejected; a resume truncates to this size. */
-static uint64_t rej_existing_size(const struct connection *c)
+static uint64_t rej_size_of(const struct connection *c, const char *name)
 {
 	char path[PATH_MAX];
 	struct stat st;
 
-	snprintf(path, sizeof(path), "%s/%s.rejected.ndjson", c->rejected_dir, c->jb.name);
+	rej_path(c, name, path, sizeof(path));
 	return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
 }
 
-/* Write a chunk's rejected lines once it becomes the one being sent: parse-ahead never writes. */
-static int rej_flush(struct connection *c, struct rejbuf *rb)
+/* Lines rejected after the last durable point are written again on the way: cut them, no duplicates. */
+static int rej_truncate(const struct connection *c, const char *name, uint64_t size)
 {
-	int r;
+	char path[PATH_MAX];
+
+	if (rej_size_of(c, name) <= size)
+		return 0;
+	rej_path(c, name, path, sizeof(path));
+	return truncate(path, (off_t)size) < 0 ? -errno : 0;
+}
+
+/* Append a buffer of rejected lines to <name>.rejected.ndjson, once the batch holding them is durable. */
+static int rej_flush(struct connection *c, const char *name, struct rejbuf *rb)
+{
+	char path[PATH_MAX];
+	int fd, r = 0;
 
 	if (!rb->len)
 		return 0;
-	if ((r = rej_open(c)) < 0)
+	if ((r = spool_mkdirs(c->rejected_dir, 0770)) < 0)
 		goto out;
+	rej_path(c, name, path, sizeof(path));
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
 	for (size_t off = 0; off < rb->len;) {
-		ssize_t w = write(c->rej_fd, rb->buf + off, rb->len - off);
+		ssize_t w = write(fd, rb->buf + off, rb->len - off);
 
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0) {
 			r = -errno;
-			goto out;
+			break;
 		}
 		off += (size_t)w;
 	}
-	c->rej_size += rb->len;
+	close(fd);
 out:
 	if (r < 0)
-		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot write rejected records to %s: %s", c->jb.name,
-		     c->rejected_dir, strerror(-r));
+		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot write rejected records to %s: %s", name,
+			 c->rejected_dir, strerror(-r));
 	rb->len = 0;
 	return r;
 }
 
-static void log_rejects(struct connection *c, const struct chunk *ch)
+static void log_rejects(struct connection *c, const char *name, uint64_t n, uint64_t first, uint64_t last)
 {
 	/* One line per rejected record at warning level would drown a log on a bad export. */
-	if (ch->rejected)
+	if (n)
 		conn_log(c, LOG_LVL_WARNING, -1, "%s: %" PRIu64 " line(s) rejected between lines %" PRIu64 " and %" PRIu64
-		     ", see %s/%s.rejected.ndjson", c->jb.name, ch->rejected, ch->start_line,
-		     ch->end_line - 1, c->rejected_dir, c->jb.name);
+			 ", see %s/%s.rejected.ndjson", name, n, first, last, c->rejected_dir, name);
 }
 
 /* ---- batch lifecycle ---- */
@@ -283,18 +302,21 @@ static void format_uuid(char out[37])
 		 id.bytes[12], id.bytes[13], id.bytes[14], id.bytes[15]);
 }
 
+static void member_path(const struct connection *c, const struct member *m, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%" PRIu64 "-%s", c->work_dir, m->fid, m->name);
+}
+
 static void end_batch(struct connection *c)
 {
 	ev_idle_stop(c->env.loop, &c->ahead);
-	ndjson_reader_free(c->reader);
-	c->reader = NULL;
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
-	if (c->rej_fd >= 0)
-		close(c->rej_fd);
-	c->rej_fd = -1;
 	c->rej[0].len = c->rej[1].len = 0;
+	for (size_t i = 0; i < c->n_members; i++)
+		c->members[i].rej.len = 0;
+	c->n_members = 0;
 	c->ahead_ready = false;
 	c->active = false;
 	c->state = CS_IDLE;
@@ -310,30 +332,39 @@ static void identity_of(const struct stat *st, struct file_identity *id)
 	id->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 }
 
-/* Move the batch's file out to @dir under its own name, or <name>.<id> if that is taken. */
-static int move_out(struct connection *c, const char *dir, char *dst, size_t dstlen)
+/* Move a file of the batch to @dir under its own name, or <name>.<id> if that is taken. */
+static int move_member(struct connection *c, const struct member *m, const char *dir, char *dst, size_t dstlen)
 {
+	char src[PATH_MAX];
 	int r;
 
 	if ((r = spool_mkdirs(dir, 0770)) < 0)
 		return r;
-	snprintf(dst, dstlen, "%s/%s", dir, c->jb.name);
-	r = spool_move(c->work_path, dst);
+	member_path(c, m, src, sizeof(src));
+	snprintf(dst, dstlen, "%s/%s", dir, m->name);
+	r = spool_move(src, dst);
 	if (r == -EEXIST) {
-		snprintf(dst, dstlen, "%s/%s.%" PRIu64, dir, c->jb.name, c->jb.id);
-		r = spool_move(c->work_path, dst);
-	}
-	if (r == 0) {
-		(void)spool_sync_parent(dst);
-		(void)spool_sync_parent(c->work_path);
+		snprintf(dst, dstlen, "%s/%s.%" PRIu64, dir, m->name, m->fid);
+		r = spool_move(src, dst);
 	}
 	return r;
 }
 
-static void write_error_json(struct connection *c, const char *failed_path, long status, const char *why,
-			     const char *response)
+/* One fsync per directory per batch, however many files moved: what makes small files cheap. */
+static void sync_dirs(struct connection *c, const char *dir)
 {
-	char *buf = NULL, head[512], path[PATH_MAX + 16], when[32];
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/x", dir);
+	(void)spool_sync_parent(path);
+	snprintf(path, sizeof(path), "%s/x", c->work_dir);
+	(void)spool_sync_parent(path);
+}
+
+static void write_error_json(struct connection *c, const char *name, const char *failed_path, long status,
+			     const char *why, const char *response)
+{
+	char *buf = NULL, head[1024], path[PATH_MAX + 16], when[32];
 	size_t len = 0, cap = 0;
 	time_t now = time(NULL);
 	struct tm tm;
@@ -341,11 +372,12 @@ static void write_error_json(struct connection *c, const char *failed_path, long
 
 	gmtime_r(&now, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	snprintf(head, sizeof(head),
-		 "{\"file\":\"%s\",\"connection\":\"%s\",\"batch_uuid\":\"%s\",\"status\":%ld,"
-		 "\"request\":%" PRIu32 ",\"records_sent\":%" PRIu64 ",\"time\":\"%s\",\"error\":",
-		 c->jb.name, c->cfg->name, c->jb.uuid, status, c->jb.acks + 1, c->jb.records, when);
+	snprintf(head, sizeof(head), "{\"connection\":\"%s\",\"batch_uuid\":\"%s\",\"status\":%ld,"
+		 "\"request\":%" PRIu32 ",\"records_sent\":%" PRIu64 ",\"time\":\"%s\",\"file\":",
+		 c->cfg->name, c->jb.uuid, status, c->jb.acks + 1, c->jb.records, when);
 	if (jsonstr_raw(&buf, &len, &cap, head, strlen(head)) < 0 ||
+	    jsonstr_append(&buf, &len, &cap, name, strlen(name)) < 0 ||
+	    jsonstr_raw(&buf, &len, &cap, ",\"error\":", 9) < 0 ||
 	    jsonstr_append(&buf, &len, &cap, why, strlen(why)) < 0 ||
 	    jsonstr_raw(&buf, &len, &cap, ",\"response\":", 12) < 0 ||
 	    jsonstr_append(&buf, &len, &cap, response ? response : "", response ? strlen(response) : 0) < 0 ||
@@ -378,60 +410,95 @@ static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	begin_next(w->data);
 }
 
-static void step_failed_recorded(struct connection *c)
+static void step_batch_ended(struct connection *c)
 {
+	int r;
+
 	end_batch(c);
+	/* Between batches is a quiet moment to keep the journal small over months of running. */
+	if ((r = journal_compact(c->env.journal, false)) < 0)
+		conn_log(c, LOG_LVL_WARNING, -1, "journal compaction failed: %s (retried after the next batch)", strerror(-r));
 	notify_changed(c);
 	next_soon(c);
 }
 
-/* The file fails for good: failed/<name> beside <name>.error.json; the batch stays open at the server. */
+/* The batch's files fail for good: failed/<name> beside <name>.error.json; the batch stays open at the server. */
 static void fail_file(struct connection *c, long status, const char *why, const char *response)
 {
 	char dst[PATH_MAX];
 	int r;
 
 	conn_log(c, LOG_LVL_ERROR, status, "%s: failed for good: %s; moved to %s/", c->jb.name, why, c->failed_dir);
-	r = move_out(c, c->failed_dir, dst, sizeof(dst));
-	if (r < 0 && r != -ENOENT)
-		conn_log(c, LOG_LVL_ERROR, status, "%s: cannot move %s to %s: %s", c->jb.name, c->work_path,
-		     c->failed_dir, strerror(-r));
-	if (r == 0)
-		write_error_json(c, dst, status, why, response);
-	c->stats.files_failed++;
+	for (size_t i = 0; i < c->n_members; i++) {
+		r = move_member(c, &c->members[i], c->failed_dir, dst, sizeof(dst));
+		if (r < 0 && r != -ENOENT)
+			conn_log(c, LOG_LVL_ERROR, status, "%s: cannot move it to %s: %s", c->members[i].name,
+				 c->failed_dir, strerror(-r));
+		if (r == 0)
+			write_error_json(c, c->members[i].name, dst, status, why, response);
+	}
+	sync_dirs(c, c->failed_dir);
+	c->stats.files_failed += c->n_members;
 	c->stats.last_error_time = ev_now(c->env.loop);
 	c->stats.last_error_status = status;
-	c->persist.files_failed++;
+	c->persist.files_failed += c->n_members;
 	c->persist.records_sent += c->jb.records;
 	c->persist.records_rejected += c->jb.rejected;
 	persist_error(c, status, why);
 	c->jb.state = BATCH_FAILED;
 	if (journal_put(c->env.journal, &c->jb) < 0) {
-		step_failed_recorded(c);
+		step_batch_ended(c);
 		return;
 	}
-	durable(c, step_failed_recorded);
+	durable(c, step_batch_ended);
+}
+
+/* 401/403 before anything was acknowledged: hand the files back to the spool, untouched. */
+static void release_files(struct connection *c)
+{
+	char dst[PATH_MAX];
+
+	for (size_t i = 0; i < c->n_members; i++) {
+		struct member *m = &c->members[i];
+		int r = move_member(c, m, c->dir, dst, sizeof(dst));
+
+		if (r == 0)
+			(void)spool_queue_add(&c->queue, strrchr(dst, '/') + 1, m->ident.mtime_ns);
+		else if (r != -ENOENT)
+			conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move it back to %s: %s", m->name, c->dir, strerror(-r));
+	}
+	sync_dirs(c, c->dir);
+	c->jb.state = BATCH_RELEASED;
+	if (journal_put(c->env.journal, &c->jb) == 0)
+		(void)journal_sync(c->env.journal);
+	end_batch(c);
 }
 
 static void step_archive(struct connection *c)
 {
 	char dst[PATH_MAX];
 	double took = ev_now(c->env.loop) - c->file_started;
-	int r;
+	bool ok = true;
 
 	crashpoint("before-archive");
-	if (c->env.after_upload == AFTER_UPLOAD_DELETE) {
-		r = unlink(c->work_path) < 0 ? -errno : 0;
-		if (r == 0)
-			(void)spool_sync_parent(c->work_path);
-	} else {
-		r = move_out(c, c->done_dir, dst, sizeof(dst));
+	for (size_t i = 0; i < c->n_members; i++) {
+		int r;
+
+		if (c->env.after_upload == AFTER_UPLOAD_DELETE) {
+			member_path(c, &c->members[i], dst, sizeof(dst));
+			r = unlink(dst) < 0 ? -errno : 0;
+		} else {
+			r = move_member(c, &c->members[i], c->done_dir, dst, sizeof(dst));
+		}
+		if (r < 0 && r != -ENOENT) {
+			/* Complete at the server; the file stays in .work/ and the next start retries the move. */
+			conn_log(c, LOG_LVL_ERROR, -1, "%s: uploaded, but cannot %s it: %s", c->members[i].name,
+				 c->env.after_upload == AFTER_UPLOAD_DELETE ? "delete" : "archive", strerror(-r));
+			ok = false;
+		}
 	}
-	if (r < 0 && r != -ENOENT) {
-		/* The batch is complete at the server; the file stays in .work/ and start-up retries. */
-		conn_log(c, LOG_LVL_ERROR, -1, "%s: uploaded, but cannot %s it: %s", c->jb.name,
-		     c->env.after_upload == AFTER_UPLOAD_DELETE ? "delete" : "archive", strerror(-r));
-	} else {
+	sync_dirs(c, c->env.after_upload == AFTER_UPLOAD_DELETE ? c->work_dir : c->done_dir);
+	if (ok) {
 		c->jb.state = BATCH_ARCHIVED;
 		/* Made durable with the next sync: replay of COMPLETED redoes an idempotent move. */
 		(void)journal_put(c->env.journal, &c->jb);
@@ -441,29 +508,35 @@ static void step_archive(struct connection *c)
 		struct log_ctx ctx = ctx_of(c, -1);
 
 		ctx.records = (long long)c->jb.records;
-		log_msg(LOG_LVL_INFO, &ctx, "%s: %s: %" PRIu64 " records sent, %" PRIu64 " rejected, %" PRIu64
-			" requests, %.2f s", c->cfg->name, c->jb.name, c->jb.records, c->jb.rejected,
-			c->file_requests, took);
+		if (c->n_members > 1)
+			log_msg(LOG_LVL_INFO, &ctx, "%s: %zu files (%s ... %s) in one batch: %" PRIu64 " records sent, %"
+				PRIu64 " rejected, %" PRIu64 " requests, %.2f s", c->cfg->name, c->n_members,
+				c->members[0].name, c->members[c->n_members - 1].name, c->jb.records, c->jb.rejected,
+				c->file_requests, took);
+		else
+			log_msg(LOG_LVL_INFO, &ctx, "%s: %s: %" PRIu64 " records sent, %" PRIu64 " rejected, %" PRIu64
+				" requests, %.2f s", c->cfg->name, c->jb.name, c->jb.records, c->jb.rejected,
+				c->file_requests, took);
 	}
-	c->stats.files_done++;
-	c->persist.files_done++;
+	c->stats.files_done += c->n_members;
+	c->persist.files_done += c->n_members;
 	c->persist.records_sent += c->jb.records;
 	c->persist.records_rejected += c->jb.rejected;
 	c->persist.requests += c->file_requests;
 	c->persist.last_success = (int64_t)time(NULL);
 	(void)journal_put_stats(c->env.journal, &c->persist);
-	end_batch(c);
-	notify_changed(c);
-	next_soon(c);
+	step_batch_ended(c);
 }
 
 /* Make the chunk that was just cut current: its rejected lines go to disk now. */
 static int make_current(struct connection *c, int idx)
 {
+	const struct chunk *ch = &c->chunk[idx];
+
 	c->cur = idx;
-	log_rejects(c, &c->chunk[idx]);
-	c->stats.records_rejected += c->chunk[idx].rejected;
-	return rej_flush(c, &c->rej[idx]);
+	log_rejects(c, c->jb.name, ch->rejected, ch->start_line, ch->end_line - 1);
+	c->stats.records_rejected += ch->rejected;
+	return rej_flush(c, c->jb.name, &c->rej[idx]);
 }
 
 static int cut(struct connection *c, int idx)
@@ -472,7 +545,7 @@ static int cut(struct connection *c, int idx)
 
 	if (r < 0)
 		conn_log(c, LOG_LVL_ERROR, -1, "%s: read failed at offset %" PRIu64 ": %s", c->jb.name,
-		     (uint64_t)ndjson_reader_offset(c->reader), strerror(-r));
+			 (uint64_t)ndjson_reader_offset(c->reader), strerror(-r));
 	return r;
 }
 
@@ -524,7 +597,8 @@ static void chunk_done(struct connection *c)
 	c->jb.lineno = ch->end_line;
 	c->jb.records += ch->n_records - c->server_rejected;
 	c->jb.rejected += ch->rejected + c->server_rejected;
-	c->jb.rejected_size = c->rej_size;
+	if (!c->jb.n_members)
+		c->jb.rejected_size = rej_size_of(c, c->jb.name);
 	c->stats.file_records = c->jb.records;
 	c->stats.file_offset = c->jb.offset;
 	if (ch->last) {
@@ -656,6 +730,15 @@ static void auth_pause(struct connection *c, long status)
 	c->stats.last_error_time = ev_now(c->env.loop);
 	c->stats.last_error_status = status;
 	persist_error(c, status, "the API refused the keys");
+	if (c->have_carry) {
+		/* Taken for the next batch but never journaled: it goes back too. */
+		if (grow_members(c) == 0) {
+			c->members[c->n_members++] = c->carry;
+			c->have_carry = false;
+		}
+	}
+	if (c->active && c->jb.acks == 0 && c->jb.records == 0)
+		release_files(c);
 	c->state = CS_AUTH_PAUSED;
 	if (!c->env.once) {
 		ev_timer_stop(c->env.loop, &c->timer);
@@ -721,10 +804,10 @@ static void split_or_reject(struct connection *c, const struct upload_result *re
 		return;
 	}
 	snprintf(reason, sizeof(reason), "HTTP %ld: %s", res->status, res->body && *res->body ? res->body : "refused by the server");
-	conn_log(c, LOG_LVL_WARNING, res->status, "%s: line %" PRIu64 " refused by the server: %s", c->jb.name,
-	     ch->rec_line[c->lo], reason);
+	conn_log(c, LOG_LVL_WARNING, res->status, "%s: line %" PRIu64 " refused by the server: %s",
+		 c->members[ch->rec_member[c->lo]].name, ch->rec_line[c->lo], reason);
 	if (rej_format(&rb, ch->rec_line[c->lo], reason, ch->body + ch->rec_off[c->lo], ch->rec_len[c->lo]) < 0 ||
-	    rej_flush(c, &rb) < 0) {
+	    rej_flush(c, c->members[ch->rec_member[c->lo]].name, &rb) < 0) {
 		free(rb.buf);
 		fail_file(c, 0, "cannot write rejected records", NULL);
 		return;
@@ -826,149 +909,394 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- starting and resuming batches ---- */
 
-static int open_reader(struct connection *c)
+static void set_params(struct connection *c)
 {
-	int r;
-
 	c->bp = (struct batch_params){
 		.batch_uuid = c->jb.uuid,
 		.ttl_seconds = c->cfg->ttl_seconds,
 		.max_records = c->jb.cut_records,
 		.max_bytes = c->jb.cut_bytes,
 	};
-	if ((r = ndjson_reader_new(&c->reader, c->fd, (off_t)c->jb.offset, c->jb.lineno, c->cfg->max_record_bytes)) < 0)
-		return r;
 	c->file_started = ev_now(c->env.loop);
 	c->file_requests = 0;
 	c->ahead_ready = false;
-	snprintf(c->stats.file, sizeof(c->stats.file), "%s", c->jb.name);
+	if (c->n_members > 1)
+		snprintf(c->stats.file, sizeof(c->stats.file), "%zu files", c->n_members);
+	else
+		snprintf(c->stats.file, sizeof(c->stats.file), "%s", c->jb.name);
 	c->stats.file_size = c->jb.ident.size;
 	c->stats.file_offset = c->jb.offset;
 	c->stats.file_records = c->jb.records;
+}
+
+/* Point the reader at @fd; one buffer serves every file of the connection. */
+static int reader_at(struct connection *c, int fd, uint64_t offset, uint64_t lineno)
+{
+	if (c->reader && c->reader_max != c->cfg->max_record_bytes) {
+		ndjson_reader_free(c->reader);
+		c->reader = NULL;
+	}
+	if (!c->reader) {
+		c->reader_max = c->cfg->max_record_bytes;
+		return ndjson_reader_new(&c->reader, fd, (off_t)offset, lineno, c->reader_max);
+	}
+	return ndjson_reader_reset(c->reader, fd, (off_t)offset, lineno);
+}
+
+static int grow_members(struct connection *c)
+{
+	struct member *m;
+
+	if (c->n_members < c->cap_members)
+		return 0;
+	m = reallocarray(c->members, c->cap_members ? c->cap_members * 2 : 8, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	memset(m + c->cap_members, 0, (c->cap_members ? c->cap_members : 8) * sizeof(*m));
+	c->members = m;
+	c->cap_members = c->cap_members ? c->cap_members * 2 : 8;
 	return 0;
 }
 
-static void step_first_chunk(struct connection *c)
+/* Take a file out of the exporters' way into .work/ and open it. Returns the fd or a negative errno. */
+static int take_file(struct connection *c, const char *name, struct member *m)
 {
-	int r;
-
-	crashpoint("after-open");
-	if ((r = open_reader(c)) < 0 || (r = cut(c, 0)) < 0) {
-		fail_file(c, 0, "cannot read the file", NULL);
-		return;
-	}
-	if (make_current(c, 0) < 0) {
-		fail_file(c, 0, "cannot write rejected records", NULL);
-		return;
-	}
-	process_current(c);
-}
-
-static void work_path_of(struct connection *c, const struct journal_batch *b)
-{
-	snprintf(c->work_path, sizeof(c->work_path), "%s/%" PRIu64 "-%s", c->work_dir, b->id, b->name);
-}
-
-static int start_file(struct connection *c, const char *name)
-{
-	char src[PATH_MAX];
+	char src[PATH_MAX], dst[PATH_MAX];
 	struct stat st;
-	int r;
+	int fd, r;
 
-	memset(&c->jb, 0, sizeof(c->jb));
-	c->jb.id = journal_new_id(c->env.journal);
-	c->jb.state = BATCH_OPEN;
-	snprintf(c->jb.connection, sizeof(c->jb.connection), "%s", c->cfg->name);
-	if (strlen(name) >= sizeof(c->jb.name)) {
+	if (strlen(name) >= sizeof(m->name)) {
 		conn_log(c, LOG_LVL_ERROR, -1, "%s: file name too long, left in the spool", name);
 		return -ENAMETOOLONG;
 	}
-	snprintf(c->jb.name, sizeof(c->jb.name), "%s", name);
-	snprintf(src, sizeof(src), "%s/%s", c->dir, name);
-	work_path_of(c, &c->jb);
+	{
+		struct rejbuf keep = m->rej;
+
+		memset(m, 0, sizeof(*m));
+		m->rej = keep;
+	}
+	snprintf(m->name, sizeof(m->name), "%s", name);
+	m->fid = journal_new_id(c->env.journal);
 	if ((r = spool_mkdirs(c->work_dir, 0770)) < 0) {
 		conn_log(c, LOG_LVL_ERROR, -1, "cannot create %s: %s", c->work_dir, strerror(-r));
 		return r;
 	}
-	/* Take the file out of the exporters' way first: a new drop under the same name waits its turn. */
-	r = spool_move(src, c->work_path);
+	snprintf(src, sizeof(src), "%s/%s", c->dir, name);
+	member_path(c, m, dst, sizeof(dst));
+	/* A new drop under the same name now waits its turn in the spool, it cannot change this batch. */
+	r = spool_move(src, dst);
 	if (r < 0) {
 		if (r != -ENOENT)
 			conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move into %s: %s", name, c->work_dir, strerror(-r));
 		return r;
 	}
 	crashpoint("after-rename");
-	c->fd = open(c->work_path, O_RDONLY | O_CLOEXEC);
-	if (c->fd < 0 || fstat(c->fd, &st) < 0) {
+	fd = open(dst, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
 		r = -errno;
-		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot open: %s", name, strerror(-r));
+		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot open: %s (left in %s; the next start puts it back)", name,
+			 strerror(-r), c->work_dir);
+		if (fd >= 0)
+			close(fd);
 		return r;
 	}
-	identity_of(&st, &c->jb.ident);
+	identity_of(&st, &m->ident);
+	return fd;
+}
+
+/* Open a file of a journaled batch and check it is still the file the batch opened with. */
+static int reopen_member(struct connection *c, const struct member *m, char *why, size_t whylen)
+{
+	char path[PATH_MAX];
+	struct file_identity now;
+	struct stat st;
+	int fd;
+
+	member_path(c, m, path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(why, whylen, "%s: the file of an open batch is gone from %s: %s", m->name, c->work_dir,
+			 strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -ENOENT;
+	}
+	identity_of(&st, &now);
+	if (memcmp(&now, &m->ident, sizeof(now)) != 0) {
+		/* Never guess: resuming a changed file could send records the first requests did not. */
+		snprintf(why, whylen, "%s: the file changed since its batch opened (device, inode, size or mtime differ)",
+			 m->name);
+		close(fd);
+		return -ESTALE;
+	}
+	return fd;
+}
+
+/*
+ * Small files queued together fill one request: append whole files after the first while
+ * they fit. The first that does not fit is rolled back and kept (taken, not journaled) to
+ * start the next batch; a large file therefore always gets a batch of its own.
+ */
+static void gather_small_files(struct connection *c)
+{
+	struct chunk *ch = &c->chunk[0];
+	struct spool_entry e;
+
+	while (c->n_members < GROUP_FILES_MAX && !c->have_carry && spool_queue_pop(&c->queue, &e)) {
+		size_t len = ch->len;
+		uint32_t n = ch->n_records;
+		struct member *m;
+		int fd, r;
+
+		if (grow_members(c) < 0) {
+			(void)spool_queue_add(&c->queue, e.name, e.mtime_ns);
+			free(e.name);
+			break;
+		}
+		m = &c->members[c->n_members];
+		fd = take_file(c, e.name, m);
+		free(e.name);
+		if (fd < 0)
+			continue;
+		ch->member = (uint32_t)c->n_members;
+		r = reader_at(c, fd, 0, 1);
+		if (r == 0)
+			r = batch_fill(ch, &c->bp, c->reader, c->validator, on_reject, &m->rej);
+		close(fd);
+		m->rejected = ch->rejected;
+		if (r == BATCH_FILL_EOF) {
+			c->n_members++;
+			continue;
+		}
+		chunk_truncate(ch, len, n);
+		m->rej.len = 0;
+		m->rejected = 0;
+		c->carry = *m;
+		c->carry.rej = (struct rejbuf){ 0 };
+		c->have_carry = true;
+	}
+}
+
+static void step_opened(struct connection *c)
+{
+	crashpoint("after-open");
+	if (c->n_members > 1) {
+		c->cur = 0;
+		c->chunk[0].rejected = 0;
+		for (size_t i = 0; i < c->n_members; i++) {
+			struct member *m = &c->members[i];
+
+			c->chunk[0].rejected += m->rejected;
+			log_rejects(c, m->name, m->rejected, 1, 0);
+			c->stats.records_rejected += m->rejected;
+			if (rej_flush(c, m->name, &m->rej) < 0) {
+				fail_file(c, 0, "cannot write rejected records", NULL);
+				return;
+			}
+		}
+	} else if (make_current(c, 0) < 0) {
+		fail_file(c, 0, "cannot write rejected records", NULL);
+		return;
+	}
+	process_current(c);
+}
+
+/* Start the next batch: the carried-over file or the oldest queued one, plus small files after it. */
+static int start_batch(struct connection *c)
+{
+	struct chunk *ch = &c->chunk[0];
+	char path[PATH_MAX], why[PATH_MAX + 128];
+	struct member *first;
+	int fd, r;
+
+	if ((r = grow_members(c)) < 0)
+		return r;
+	first = &c->members[0];
+	if (c->have_carry) {
+		struct rejbuf keep = first->rej;
+
+		*first = c->carry;
+		first->rej = keep;
+		c->have_carry = false;
+		fd = reopen_member(c, first, why, sizeof(why));
+		if (fd < 0) {
+			conn_log(c, LOG_LVL_ERROR, -1, "%s", why);
+			return fd;
+		}
+	} else {
+		struct spool_entry e;
+
+		do {
+			if (!spool_queue_pop(&c->queue, &e))
+				return -ENOENT;
+			fd = take_file(c, e.name, first);
+			free(e.name);
+		} while (fd < 0);
+	}
+	memset(&c->jb, 0, sizeof(c->jb));
+	c->jb.state = BATCH_OPEN;
+	snprintf(c->jb.connection, sizeof(c->jb.connection), "%s", c->cfg->name);
+	snprintf(c->jb.name, sizeof(c->jb.name), "%s", first->name);
 	format_uuid(c->jb.uuid);
 	c->jb.cut_records = c->cfg->batch_records;
 	c->jb.cut_bytes = c->cfg->batch_bytes;
 	c->jb.lineno = 1;
+	c->n_members = 1;
 	c->active = true;
-	c->rej_fd = -1;
-	c->jb.rejected_size = c->rej_size = rej_existing_size(c);
-	c->stats.file_records = 0;
+	c->fd = fd;
+	set_params(c);
+	if ((r = chunk_begin(ch)) < 0 || (r = reader_at(c, fd, 0, 1)) < 0)
+		goto fail;
+	ch->member = 0;
+	first->rej.len = 0;
+	r = batch_fill(ch, &c->bp, c->reader, c->validator, on_reject, &first->rej);
+	if (r < 0)
+		goto fail;
+	first->rejected = ch->rejected;
+	if (r == BATCH_FILL_EOF)
+		gather_small_files(c);
+	if (c->n_members == 1) {
+		struct rejbuf t = c->rej[0];
+
+		/* One file: the batch id names it in .work/, and later requests read on from c->fd. */
+		c->rej[0] = c->members[0].rej;
+		c->members[0].rej = t;
+		c->jb.id = c->members[0].fid;
+		c->jb.ident = c->members[0].ident;
+		c->jb.rejected_size = rej_size_of(c, c->jb.name);
+		chunk_finish(ch, &c->bp, r == BATCH_FILL_EOF);
+	} else {
+		close(c->fd);
+		c->fd = -1;
+		c->jb.id = journal_new_id(c->env.journal);
+		c->jb.n_members = (uint32_t)c->n_members;
+		for (size_t i = 0; i < c->n_members; i++) {
+			struct journal_member jm = {
+				.batch_id = c->jb.id,
+				.file_id = c->members[i].fid,
+				.index = (uint32_t)i,
+				.ident = c->members[i].ident,
+				.rejected_size = rej_size_of(c, c->members[i].name),
+			};
+
+			snprintf(jm.name, sizeof(jm.name), "%s", c->members[i].name);
+			if ((r = journal_put_member(c->env.journal, &jm)) < 0)
+				goto fail;
+		}
+		chunk_finish(ch, &c->bp, true);
+	}
+	set_params(c);
+	/* The renames into .work/ must be durable before the batch that names them. */
+	member_path(c, first, path, sizeof(path));
+	(void)spool_sync_parent(path);
 	if ((r = journal_put(c->env.journal, &c->jb)) < 0)
-		return r;
-	conn_log(c, LOG_LVL_DEBUG, -1, "%s: batch %s opened (%" PRIu64 " bytes)", name, c->jb.uuid, c->jb.ident.size);
-	durable(c, step_first_chunk);
+		goto fail;
+	conn_log(c, LOG_LVL_DEBUG, -1, "%s: batch %s opened (%zu file(s), %" PRIu32 " records in the first request)",
+		 c->jb.name, c->jb.uuid, c->n_members, ch->n_records);
+	durable(c, step_opened);
+	return 0;
+fail:
+	conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot start the batch: %s", first->name, strerror(-r));
+	fail_file(c, 0, "cannot read the file", NULL);
 	return 0;
 }
 
 static void resume_batch(struct connection *c, const struct journal_batch *b)
 {
-	struct file_identity now;
-	struct stat st;
-	int r;
+	const struct journal_member *jm;
+	char why[PATH_MAX + 128];
+	size_t n = journal_members(c->env.journal, b->id, &jm);
+	int fd, r = 0;
 
 	c->jb = *b;
 	c->active = true;
-	c->rej_fd = -1;
-	work_path_of(c, b);
+	c->n_members = 0;
+	/* Rebuild the batch's files: its members, or the one file the batch id names. */
+	for (size_t i = 0; i < (b->n_members ? n : 1); i++) {
+		struct member *m;
+
+		if (grow_members(c) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		m = &c->members[c->n_members++];
+		m->rej.len = 0;
+		m->rejected = 0;
+		if (b->n_members) {
+			m->fid = jm[i].file_id;
+			m->ident = jm[i].ident;
+			m->rejected_size = jm[i].rejected_size;
+			snprintf(m->name, sizeof(m->name), "%s", jm[i].name);
+		} else {
+			m->fid = b->id;
+			m->ident = b->ident;
+			m->rejected_size = b->rejected_size;
+			snprintf(m->name, sizeof(m->name), "%s", b->name);
+		}
+	}
+	if (r == 0 && b->n_members && n != b->n_members)
+		r = -EBADMSG;
+	set_params(c);
+	if (r < 0) {
+		fail_file(c, 0, "the journal does not list every file of this batch", NULL);
+		return;
+	}
 	if (b->state == BATCH_COMPLETED) {
 		conn_log(c, LOG_LVL_INFO, -1, "%s: batch %s was completed before the restart: finishing its %s", b->name,
-		     b->uuid, c->env.after_upload == AFTER_UPLOAD_DELETE ? "delete" : "archive");
-		c->file_started = ev_now(c->env.loop);
-		c->file_requests = 0;
+			 b->uuid, c->env.after_upload == AFTER_UPLOAD_DELETE ? "delete" : "archive");
 		step_archive(c);
 		return;
 	}
-	c->fd = open(c->work_path, O_RDONLY | O_CLOEXEC);
-	if (c->fd < 0 || fstat(c->fd, &st) < 0) {
-		char why[PATH_MAX + 64];
+	conn_log(c, LOG_LVL_INFO, -1, "%s: resuming batch %s (%zu file(s)) at request %" PRIu32 ", line %" PRIu64
+		 " (%" PRIu64 " records already acknowledged)", b->name, b->uuid, c->n_members, b->acks + 1,
+		 b->lineno, b->records);
+	if (!b->n_members) {
+		fd = reopen_member(c, &c->members[0], why, sizeof(why));
+		if (fd < 0) {
+			fail_file(c, 0, why, NULL);
+			return;
+		}
+		c->fd = fd;
+		if (rej_truncate(c, b->name, b->rejected_size) < 0 || reader_at(c, fd, b->offset, b->lineno) < 0 ||
+		    cut(c, 0) < 0) {
+			fail_file(c, 0, "cannot read the file or its rejected file", NULL);
+			return;
+		}
+		step_opened(c);
+		return;
+	}
+	/* A multi-file batch is one request: cut it again, the same files in the same order. */
+	if (chunk_begin(&c->chunk[0]) < 0) {
+		fail_file(c, 0, "out of memory", NULL);
+		return;
+	}
+	for (size_t i = 0; i < c->n_members; i++) {
+		struct member *m = &c->members[i];
 
-		snprintf(why, sizeof(why), "the file of an open batch is gone from %s: %s", c->work_path, strerror(errno));
-		fail_file(c, 0, why, NULL);
-		return;
-	}
-	identity_of(&st, &now);
-	if (memcmp(&now, &b->ident, sizeof(now)) != 0) {
-		/* Never guess: resuming a changed file could send records the first requests did not. */
-		fail_file(c, 0, "the file changed since its batch opened (device, inode, size or mtime differ)", NULL);
-		return;
-	}
-	if (rej_existing_size(c) > b->rejected_size) {
-		/* Lines rejected after the last acknowledgement are written again on the way: no duplicates. */
-		if ((r = rej_open(c)) < 0 || ftruncate(c->rej_fd, (off_t)b->rejected_size) < 0) {
-			fail_file(c, 0, "cannot open the rejected file", NULL);
+		fd = reopen_member(c, m, why, sizeof(why));
+		if (fd < 0) {
+			fail_file(c, 0, why, NULL);
+			return;
+		}
+		c->chunk[0].member = (uint32_t)i;
+		r = rej_truncate(c, m->name, m->rejected_size);
+		if (r == 0)
+			r = reader_at(c, fd, 0, 1);
+		if (r == 0)
+			r = batch_fill(&c->chunk[0], &c->bp, c->reader, c->validator, on_reject, &m->rej);
+		close(fd);
+		m->rejected = c->chunk[0].rejected;
+		if (r != BATCH_FILL_EOF) {
+			fail_file(c, 0, "cannot cut the batch's request again from its files", NULL);
 			return;
 		}
 	}
-	c->rej_size = b->rejected_size;
-	conn_log(c, LOG_LVL_INFO, -1, "%s: resuming batch %s at request %" PRIu32 ", line %" PRIu64 " (%" PRIu64
-	     " records already acknowledged)", b->name, b->uuid, b->acks + 1, b->lineno, b->records);
-	step_first_chunk(c);
+	chunk_finish(&c->chunk[0], &c->bp, true);
+	step_opened(c);
 }
 
 static void begin_next(struct connection *c)
 {
-	struct spool_entry e;
-
 	while (!c->active && c->state == CS_IDLE && !c->draining) {
 		if (c->n_adopted) {
 			struct journal_batch b = c->adopted[0];
@@ -977,13 +1305,10 @@ static void begin_next(struct connection *c)
 			resume_batch(c, &b);
 			continue;
 		}
-		if (!spool_queue_pop(&c->queue, &e))
+		if (!c->have_carry && spool_queue_len(&c->queue) == 0)
 			break;
-		if (start_file(c, e.name) < 0 && c->active) {
-			/* The file was taken but could not be opened: it is in .work/, start-up puts it back. */
-			end_batch(c);
-		}
-		free(e.name);
+		if (start_batch(c) < 0 && !c->active)
+			continue;
 	}
 	if (connection_idle(c))
 		notify_changed(c);
@@ -1085,7 +1410,6 @@ int connection_release_orphans(struct connection *c)
 	while ((de = readdir(d))) {
 		char *dash, *end, src[PATH_MAX], dst[PATH_MAX];
 		uint64_t id;
-		bool live = false;
 
 		if (de->d_name[0] == '.')
 			continue;
@@ -1093,9 +1417,7 @@ int connection_release_orphans(struct connection *c)
 		dash = end;
 		if (dash == de->d_name || *dash != '-')
 			continue;
-		for (size_t i = 0; i < c->n_adopted; i++)
-			live |= c->adopted[i].id == id;
-		if (live || journal_find(c->env.journal, id))
+		if (journal_file_live(c->env.journal, id))
 			continue;
 		/* Renamed but never journaled: nothing of it was sent. Hand it back in its place. */
 		snprintf(src, sizeof(src), "%s/%s", c->work_dir, de->d_name);
@@ -1124,7 +1446,7 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		return -ENOMEM;
 	c->env = *env;
 	c->cfg = cfg;
-	c->fd = c->rej_fd = -1;
+	c->fd = -1;
 	c->queue.sorted = true;
 	if (asprintf(&c->dir, "%s/%s", env->spool_dir, cfg->name) < 0 ||
 	    asprintf(&c->work_dir, "%s/.work", c->dir) < 0 ||
@@ -1199,6 +1521,10 @@ void connection_free(struct connection *c)
 	chunk_release(&c->slice);
 	free(c->rej[0].buf);
 	free(c->rej[1].buf);
+	for (size_t i = 0; i < c->cap_members; i++)
+		free(c->members[i].rej.buf);
+	free(c->members);
+	ndjson_reader_free(c->reader);
 	spool_queue_release(&c->queue);
 	free(c->adopted);
 	free(c->dir);

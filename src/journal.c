@@ -33,6 +33,7 @@
 #define REC_BATCH 'B'
 #define REC_META 'M'
 #define REC_STATS 'S'
+#define REC_MEMBER 'F'
 #define REC_MAX 4096
 #define COMPACT_BYTES (1u << 20)
 
@@ -47,6 +48,8 @@ struct journal {
 	size_t n_live;
 	struct journal_conn_stats *stats;
 	size_t n_stats;
+	struct journal_member *members;  /* of live batches, grouped by batch in index order */
+	size_t n_members;
 	bool readonly;
 	char *pending;          /* records queued for the next sync */
 	size_t pending_len;
@@ -130,6 +133,37 @@ static void encode_batch(struct wbuf *w, const struct journal_batch *b)
 	w_u64(w, b->rejected);
 	w_u64(w, b->rejected_size);
 	w_u64(w, (uint64_t)b->updated);
+	w_u64(w, b->n_members);
+}
+
+static void encode_member(struct wbuf *w, const struct journal_member *m)
+{
+	w->n = 0;
+	w->b[w->n++] = REC_MEMBER;
+	w_u64(w, m->batch_id);
+	w_u64(w, m->file_id);
+	w_u64(w, m->index);
+	w_str(w, m->name);
+	w_u64(w, m->ident.dev);
+	w_u64(w, m->ident.ino);
+	w_u64(w, m->ident.size);
+	w_u64(w, (uint64_t)m->ident.mtime_ns);
+	w_u64(w, m->rejected_size);
+}
+
+static int decode_member(struct rbuf *r, struct journal_member *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->batch_id = r_u64(r);
+	m->file_id = r_u64(r);
+	m->index = (uint32_t)r_u64(r);
+	r_str(r, m->name, sizeof(m->name));
+	m->ident.dev = r_u64(r);
+	m->ident.ino = r_u64(r);
+	m->ident.size = r_u64(r);
+	m->ident.mtime_ns = (int64_t)r_u64(r);
+	m->rejected_size = r_u64(r);
+	return r->bad ? -EINVAL : 0;
 }
 
 static int decode_batch(struct rbuf *r, struct journal_batch *b)
@@ -153,6 +187,7 @@ static int decode_batch(struct rbuf *r, struct journal_batch *b)
 	b->rejected = r_u64(r);
 	b->rejected_size = r_u64(r);
 	b->updated = (int64_t)r_u64(r);
+	b->n_members = (uint32_t)r_u64(r);
 	if (r->bad || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
 		return -EINVAL;
 	return 0;
@@ -188,6 +223,27 @@ static int decode_stats(struct rbuf *r, struct journal_conn_stats *s)
 	s->last_error_status = (int64_t)r_u64(r);
 	r_str(r, s->last_error_text, sizeof(s->last_error_text));
 	return r->bad ? -EINVAL : 0;
+}
+
+static int apply_member(struct journal *j, const struct journal_member *m)
+{
+	size_t i;
+
+	if (m->file_id >= j->next_id)
+		j->next_id = m->file_id + 1;
+	for (i = 0; i < j->n_members; i++)
+		if (j->members[i].batch_id == m->batch_id && j->members[i].index == m->index)
+			break;
+	if (i == j->n_members) {
+		struct journal_member *n = realloc(j->members, (j->n_members + 1) * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		j->members = n;
+		j->n_members++;
+	}
+	j->members[i] = *m;
+	return 0;
 }
 
 static int apply_stats(struct journal *j, const struct journal_conn_stats *s)
@@ -241,6 +297,8 @@ static int queue(struct journal *j, const struct wbuf *w)
 
 /* ---- in-memory state ---- */
 
+const struct journal_batch *journal_find(const struct journal *j, uint64_t id);
+
 static bool is_live(enum batch_state s)
 {
 	return s == BATCH_OPEN || s == BATCH_COMPLETED;
@@ -256,6 +314,12 @@ static int apply(struct journal *j, const struct journal_batch *b)
 		if (j->live[i].id == b->id)
 			break;
 	if (!is_live(b->state)) {
+		size_t k = 0;
+
+		for (size_t m = 0; m < j->n_members; m++)
+			if (j->members[m].batch_id != b->id)
+				j->members[k++] = j->members[m];
+		j->n_members = k;
 		if (i < j->n_live)
 			memmove(&j->live[i], &j->live[i + 1], (j->n_live - i - 1) * sizeof(*j->live));
 		if (i < j->n_live)
@@ -319,6 +383,13 @@ static int replay(struct journal *j, uint64_t *torn)
 				break;
 			if (next > j->next_id)
 				j->next_id = next;
+		} else if (data[pos + 8] == REC_MEMBER) {
+			struct journal_member m;
+
+			if (decode_member(&rb, &m) < 0)
+				break;
+			if ((r = apply_member(j, &m)) < 0)
+				goto out;
 		} else if (data[pos + 8] == REC_STATS) {
 			struct journal_conn_stats cs;
 
@@ -345,6 +416,15 @@ static int replay(struct journal *j, uint64_t *torn)
 		}
 	}
 	j->size = pos;
+	{
+		/* Members whose batch never became durable belong to nothing: forget them. */
+		size_t k = 0;
+
+		for (size_t m = 0; m < j->n_members; m++)
+			if (journal_find(j, j->members[m].batch_id))
+				j->members[k++] = j->members[m];
+		j->n_members = k;
+	}
 out:
 	free(data);
 	return r;
@@ -433,6 +513,7 @@ void journal_free(struct journal *j)
 	free(j->tmp_path);
 	free(j->live);
 	free(j->stats);
+	free(j->members);
 	free(j->pending);
 	free(j);
 }
@@ -450,6 +531,42 @@ const struct journal_batch *journal_find(const struct journal *j, uint64_t id)
 
 uint64_t journal_new_id(struct journal *j) { return j->next_id++; }
 bool journal_dirty(const struct journal *j) { return j->pending_len > 0; }
+
+int journal_put_member(struct journal *j, const struct journal_member *m)
+{
+	struct wbuf w;
+	int r;
+
+	encode_member(&w, m);
+	if ((r = queue(j, &w)) < 0)
+		return r;
+	return apply_member(j, m);
+}
+
+size_t journal_members(const struct journal *j, uint64_t batch_id, const struct journal_member **out)
+{
+	size_t first = j->n_members, n = 0;
+
+	for (size_t i = 0; i < j->n_members; i++) {
+		if (j->members[i].batch_id != batch_id)
+			continue;
+		if (first == j->n_members)
+			first = i;
+		n++;
+	}
+	*out = n ? &j->members[first] : NULL;
+	return n;
+}
+
+bool journal_file_live(const struct journal *j, uint64_t file_id)
+{
+	if (journal_find(j, file_id))
+		return true;
+	for (size_t i = 0; i < j->n_members; i++)
+		if (j->members[i].file_id == file_id)
+			return true;
+	return false;
+}
 
 int journal_put_stats(struct journal *j, const struct journal_conn_stats *st)
 {
@@ -543,6 +660,11 @@ int journal_compact(struct journal *j, bool force)
 	w.b[w.n++] = REC_META;
 	w_u64(&w, j->next_id);
 	r = queue(j, &w);
+	/* Members first: a batch's OPEN state always follows its members, as when written live. */
+	for (size_t i = 0; r == 0 && i < j->n_members; i++) {
+		encode_member(&w, &j->members[i]);
+		r = queue(j, &w);
+	}
 	for (size_t i = 0; r == 0 && i < j->n_live; i++) {
 		encode_batch(&w, &j->live[i]);
 		r = queue(j, &w);

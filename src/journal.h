@@ -36,6 +36,17 @@ struct journal_batch {
 	uint64_t rejected;      /* lines rejected locally up to offset */
 	uint64_t rejected_size; /* size of the rejected file at offset: a resume truncates to it */
 	int64_t updated;        /* unix seconds */
+	uint32_t n_members;     /* 0: one file (name, ident above); else the files of a multi-file batch */
+};
+
+/* One file of a multi-file batch: several small files filling one request. */
+struct journal_member {
+	uint64_t batch_id;
+	uint64_t file_id;       /* names the file in .work/: <file_id>-<name> */
+	uint32_t index;         /* order of the file in the request */
+	char name[256];
+	struct file_identity ident;
+	uint64_t rejected_size; /* size of the file's rejected file when the batch opened */
 };
 
 /* A connection's running totals and last outcomes, kept for `dcsyncd status` and restarts. */
@@ -74,6 +85,13 @@ int journal_put(struct journal *j, const struct journal_batch *b);
 /* Write what is queued and fdatasync it. On failure nothing queued is lost: call again. */
 int journal_sync(struct journal *j);
 bool journal_dirty(const struct journal *j);
+/* Queue a member of a multi-file batch; put all members before the batch's OPEN state. */
+int journal_put_member(struct journal *j, const struct journal_member *m);
+/* The members of a live batch in request order; *out stays valid until the next put. */
+size_t journal_members(const struct journal *j, uint64_t batch_id, const struct journal_member **out);
+/* Whether @file_id names a file of a live batch (single-file batches use the batch id). */
+bool journal_file_live(const struct journal *j, uint64_t file_id);
+
 /* Queue a connection's totals (made durable by the next sync, like any record). */
 int journal_put_stats(struct journal *j, const struct journal_conn_stats *s);
 const struct journal_conn_stats *journal_find_stats(const struct journal *j, const char *connection);

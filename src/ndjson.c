@@ -55,6 +55,20 @@ int ndjson_reader_new(struct ndjson_reader **out, int fd, off_t offset, uint64_t
 	return 0;
 }
 
+int ndjson_reader_reset(struct ndjson_reader *r, int fd, off_t offset, uint64_t first_lineno)
+{
+	if (lseek(fd, offset, SEEK_SET) < 0)
+		return -errno;
+	r->fd = fd;
+	r->start = r->end = 0;
+	r->buf_offset = offset;
+	r->next_lineno = first_lineno;
+	r->eof = false;
+	r->have_last = false;
+	r->replay = false;
+	return 0;
+}
+
 void ndjson_reader_free(struct ndjson_reader *r)
 {
 	if (!r)

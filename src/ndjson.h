@@ -24,6 +24,8 @@ struct ndjson_line {
 int ndjson_reader_new(struct ndjson_reader **out, int fd, off_t offset, uint64_t first_lineno,
 		      size_t max_record_bytes);
 void ndjson_reader_free(struct ndjson_reader *r);
+/* Point the reader at another file, keeping its buffer (small files in a row cost no allocation). */
+int ndjson_reader_reset(struct ndjson_reader *r, int fd, off_t offset, uint64_t first_lineno);
 /* 1: a non-blank line in @line; 0: end of file; negative errno on a read error. */
 int ndjson_reader_next(struct ndjson_reader *r, struct ndjson_line *line);
 /* Offset and number of the line the next call will return. */

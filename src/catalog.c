@@ -1,0 +1,676 @@
+/* catalog: the top-level field names a connection's uploaded records carried, bounded, persisted. */
+/*
+ * catalog_note() runs for every top-level key of every record (about ten million calls a second
+ * at full speed), so its common case is one FNV-1a hash, one probe of an open-addressing table
+ * (linear probing, at most half full) and one compare; no allocation, no per-record clearing.
+ * "Noted in the current record" is a per-field mark equal to the record's serial number, so a
+ * repeated key is recognised without a set to clear, and commit touches only the noted fields.
+ * Names first seen in the current record are the tail of the field array (index ≥ n_committed),
+ * which is what lets a drop forget them. The module does not log: callers log once, with context.
+ */
+#include "catalog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SLOT_EMPTY 0u            /* slots hold field index + 1 */
+#define MIN_SLOTS 64u
+#define FILE_HEADER "# dcsyncd field catalog 1\n"
+
+struct catalog {
+	struct catalog_field *fields;
+	size_t n_fields;         /* listed, including those first noted in the current record */
+	size_t n_committed;      /* fields[0..n_committed) were seen in a committed record */
+	size_t cap;              /* capacity of fields and noted alike */
+	size_t max_fields;
+	uint32_t *slots;
+	size_t slot_mask;        /* number of slots - 1, a power of two minus one */
+	uint32_t *noted;         /* distinct fields noted in the current record */
+	size_t n_noted;
+	uint64_t serial;         /* current record; a field's mark equals it once noted */
+	uint64_t overflow;
+	uint64_t pending_overflow;
+};
+
+static uint32_t hash_name(const char *s, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325u;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 0x100000001b3u;
+	}
+	/* Fold so the low bits that index the table depend on every byte. */
+	return (uint32_t)(h ^ (h >> 32));
+}
+
+/* The slot holding @name, or the empty slot where it would go. */
+static size_t probe(const struct catalog *c, const char *name, size_t len, uint32_t h)
+{
+	for (size_t s = h & c->slot_mask;; s = (s + 1) & c->slot_mask) {
+		uint32_t v = c->slots[s];
+		const struct catalog_field *f;
+
+		if (v == SLOT_EMPTY)
+			return s;
+		f = &c->fields[v - 1];
+		if (f->hash == h && f->name_len == len && memcmp(f->name, name, len) == 0)
+			return s;
+	}
+}
+
+static int rehash(struct catalog *c, size_t n_slots)
+{
+	uint32_t *slots = calloc(n_slots, sizeof(*slots));
+
+	if (!slots)
+		return -ENOMEM;
+	free(c->slots);
+	c->slots = slots;
+	c->slot_mask = n_slots - 1;
+	for (size_t i = 0; i < c->n_fields; i++) {
+		size_t s = c->fields[i].hash & c->slot_mask;
+
+		while (slots[s] != SLOT_EMPTY)
+			s = (s + 1) & c->slot_mask;
+		slots[s] = (uint32_t)(i + 1);
+	}
+	return 0;
+}
+
+/* Room for one more field: arrays and a table kept at most half full. */
+static int reserve(struct catalog *c)
+{
+	if (c->n_fields == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 16;
+		struct catalog_field *f;
+		uint32_t *n;
+
+		if (cap > c->max_fields)
+			cap = c->max_fields;
+		f = realloc(c->fields, cap * sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		c->fields = f;
+		/* noted never outgrows fields, so growing both here means noting never allocates. */
+		n = realloc(c->noted, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		c->noted = n;
+		c->cap = cap;
+	}
+	if ((c->n_fields + 1) * 2 > c->slot_mask + 1)
+		return rehash(c, (c->slot_mask + 1) * 2);
+	return 0;
+}
+
+/* Append a field; NULL when it does not fit (full, too long, out of memory). */
+static struct catalog_field *insert(struct catalog *c, const char *name, size_t len, uint32_t h)
+{
+	struct catalog_field *f;
+	char *copy;
+	size_t s;
+
+	if (c->n_fields >= c->max_fields || len > CATALOG_NAME_MAX || reserve(c) < 0)
+		return NULL;
+	copy = malloc(len + 1);
+	if (!copy)
+		return NULL;
+	memcpy(copy, name, len);
+	copy[len] = '\0';
+	s = probe(c, name, len, h);
+	c->slots[s] = (uint32_t)(c->n_fields + 1);
+	f = &c->fields[c->n_fields++];
+	*f = (struct catalog_field){ .name = copy, .name_len = len, .hash = h };
+	return f;
+}
+
+/* Backward-shift deletion: linear probing stays correct without tombstones. */
+static void remove_slot(struct catalog *c, size_t i)
+{
+	size_t j = i;
+
+	for (;;) {
+		size_t home;
+
+		c->slots[i] = SLOT_EMPTY;
+		for (;;) {
+			j = (j + 1) & c->slot_mask;
+			if (c->slots[j] == SLOT_EMPTY)
+				return;
+			home = c->fields[c->slots[j] - 1].hash & c->slot_mask;
+			/* Stay if home lies cyclically in (i, j]: the hole does not break its chain. */
+			if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
+				continue;
+			break;
+		}
+		c->slots[i] = c->slots[j];
+		i = j;
+	}
+}
+
+int catalog_new(struct catalog **out, size_t max_fields)
+{
+	struct catalog *c;
+
+	/* Indices are stored as uint32_t + 1; the table doubles up to 2 × max_fields slots. */
+	if (max_fields == 0 || max_fields >= (1u << 31))
+		return -EINVAL;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->max_fields = max_fields;
+	c->serial = 1;
+	c->slots = calloc(MIN_SLOTS, sizeof(*c->slots));
+	if (!c->slots) {
+		free(c);
+		return -ENOMEM;
+	}
+	c->slot_mask = MIN_SLOTS - 1;
+	*out = c;
+	return 0;
+}
+
+void catalog_free(struct catalog *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->n_fields; i++)
+		free(c->fields[i].name);
+	free(c->fields);
+	free(c->noted);
+	free(c->slots);
+	free(c);
+}
+
+void catalog_note(struct catalog *c, const char *key, size_t len)
+{
+	uint32_t h = hash_name(key, len);
+	uint32_t v = c->slots[probe(c, key, len, h)];
+	struct catalog_field *f;
+
+	if (v != SLOT_EMPTY) {
+		f = &c->fields[v - 1];
+		if (f->mark == c->serial)
+			return;
+	} else {
+		f = insert(c, key, len, h);
+		if (!f) {
+			/* Not remembered, so a repeat within the record counts again: rare and harmless. */
+			c->pending_overflow++;
+			return;
+		}
+	}
+	f->mark = c->serial;
+	c->noted[c->n_noted++] = (uint32_t)(f - c->fields);
+}
+
+void catalog_commit(struct catalog *c, int64_t now)
+{
+	for (size_t i = 0; i < c->n_noted; i++) {
+		struct catalog_field *f = &c->fields[c->noted[i]];
+
+		f->records++;
+		f->last_seen = now;
+	}
+	c->n_noted = 0;
+	c->n_committed = c->n_fields;
+	c->overflow += c->pending_overflow;
+	c->pending_overflow = 0;
+	c->serial++;
+}
+
+void catalog_drop(struct catalog *c)
+{
+	while (c->n_fields > c->n_committed) {
+		struct catalog_field *f = &c->fields[c->n_fields - 1];
+		size_t s = f->hash & c->slot_mask;
+
+		while (c->slots[s] != c->n_fields)
+			s = (s + 1) & c->slot_mask;
+		remove_slot(c, s);
+		free(f->name);
+		c->n_fields--;
+	}
+	c->n_noted = 0;
+	c->pending_overflow = 0;
+	c->serial++;
+}
+
+bool catalog_truncated(const struct catalog *c)
+{
+	return c->overflow > 0;
+}
+
+uint64_t catalog_overflow(const struct catalog *c)
+{
+	return c->overflow;
+}
+
+size_t catalog_count(const struct catalog *c)
+{
+	return c->n_committed;
+}
+
+int catalog_get(const struct catalog *c, size_t i, const char **name, uint64_t *records,
+		int64_t *last_seen)
+{
+	const struct catalog_field *f;
+
+	if (i >= c->n_committed)
+		return -ERANGE;
+	f = &c->fields[i];
+	if (name)
+		*name = f->name;
+	if (records)
+		*records = f->records;
+	if (last_seen)
+		*last_seen = f->last_seen;
+	return 0;
+}
+
+const struct catalog_field *catalog_find(const struct catalog *c, const char *name)
+{
+	size_t len = strlen(name);
+	uint32_t v = c->slots[probe(c, name, len, hash_name(name, len))];
+
+	/* A name noted only in the uncommitted record is not listed yet. */
+	if (v == SLOT_EMPTY || v > c->n_committed)
+		return NULL;
+	return &c->fields[v - 1];
+}
+
+/* ---- file ---- */
+
+struct sbuf {
+	char *b;
+	size_t n, cap;
+	bool oom;
+};
+
+static void put(struct sbuf *s, const char *p, size_t n)
+{
+	if (s->oom)
+		return;
+	if (s->n + n > s->cap) {
+		size_t cap = s->cap ? s->cap : 4096;
+		char *b;
+
+		while (cap < s->n + n)
+			cap *= 2;
+		b = realloc(s->b, cap);
+		if (!b) {
+			s->oom = true;
+			return;
+		}
+		s->b = b;
+		s->cap = cap;
+	}
+	memcpy(s->b + s->n, p, n);
+	s->n += n;
+}
+
+static void put_str(struct sbuf *s, const char *p)
+{
+	put(s, p, strlen(p));
+}
+
+static void put_escaped(struct sbuf *s, const char *p, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)p[i];
+		char e[4] = { '\\', 0, 0, 0 };
+
+		switch (ch) {
+		case '\\': e[1] = '\\'; put(s, e, 2); break;
+		case '\t': e[1] = 't'; put(s, e, 2); break;
+		case '\n': e[1] = 'n'; put(s, e, 2); break;
+		case '\r': e[1] = 'r'; put(s, e, 2); break;
+		default:
+			if (ch < 0x20 || ch == 0x7f) {
+				e[1] = 'x';
+				e[2] = hex[ch >> 4];
+				e[3] = hex[ch & 15];
+				put(s, e, 4);
+			} else {
+				put(s, &p[i], 1);
+			}
+		}
+	}
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static char *dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		return strdup(".");
+	if (slash == path)
+		return strdup("/");
+	return strndup(path, (size_t)(slash - path));
+}
+
+int catalog_save(const struct catalog *c, const char *path)
+{
+	struct sbuf s = { 0 };
+	char *tmp = NULL, *dir = NULL;
+	int fd = -1, dirfd = -1, r;
+	char num[64];
+
+	if (c->n_noted || c->pending_overflow)
+		return -EBUSY;
+	put_str(&s, FILE_HEADER);
+	snprintf(num, sizeof(num), "overflow\t%" PRIu64 "\n", c->overflow);
+	put_str(&s, num);
+	for (size_t i = 0; i < c->n_committed; i++) {
+		const struct catalog_field *f = &c->fields[i];
+
+		snprintf(num, sizeof(num), "field\t%" PRIu64 "\t%" PRId64 "\t", f->records, f->last_seen);
+		put_str(&s, num);
+		put_escaped(&s, f->name, f->name_len);
+		put(&s, "\n", 1);
+	}
+	if (s.oom || asprintf(&tmp, "%s.tmp", path) < 0 || !(dir = dir_of(path))) {
+		tmp = NULL;
+		r = -ENOMEM;
+		goto out;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	if ((r = write_all(fd, s.b, s.n)) < 0)
+		goto out;
+	/* Durable before the rename, or a crash could leave an empty file under the real name. */
+	if (fsync(fd) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if (rename(tmp, path) < 0) {
+		r = -errno;
+		goto out;
+	}
+	close(fd);
+	fd = -1;
+	/* The rename itself is durable only once the directory is. */
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0 || fsync(dirfd) < 0) {
+		r = -errno;
+		goto out;
+	}
+	r = 0;
+out:
+	if (fd >= 0) {
+		close(fd);
+		(void)unlink(tmp);
+	}
+	if (dirfd >= 0)
+		close(dirfd);
+	free(tmp);
+	free(dir);
+	free(s.b);
+	return r;
+}
+
+struct entry {
+	bool is_field;
+	uint64_t records;        /* the overflow count for an overflow line */
+	int64_t last_seen;
+	char *name;              /* decoded in place in the file buffer */
+	size_t name_len;
+};
+
+static int read_file(const char *path, char **out, size_t *len)
+{
+	struct stat st;
+	char *b = NULL;
+	size_t n = 0, cap;
+	int fd, r;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		goto out;
+	}
+	cap = st.st_size > 0 ? (size_t)st.st_size : 4096;
+	for (;;) {
+		ssize_t got;
+
+		/* Full buffer: the file grew since fstat (or is exactly that long: read to EOF). */
+		if (!b || n == cap) {
+			size_t ncap = b ? cap * 2 : cap;
+			char *nb = realloc(b, ncap);
+
+			if (!nb) {
+				r = -ENOMEM;
+				goto out;
+			}
+			b = nb;
+			cap = ncap;
+		}
+		got = read(fd, b + n, cap - n);
+		if (got < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			goto out;
+		}
+		if (got == 0)
+			break;
+		n += (size_t)got;
+	}
+	*out = b;
+	*len = n;
+	b = NULL;
+	r = 0;
+out:
+	free(b);
+	close(fd);
+	return r;
+}
+
+/* Digits only: strtoull would take a sign, leading blanks, and wrap "-1" to a huge count. */
+static int parse_u64(const char *p, const char *end, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	if (p == end)
+		return -EBADMSG;
+	for (; p < end; p++) {
+		if (*p < '0' || *p > '9' || x > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
+			return -EBADMSG;
+		x = x * 10 + (uint64_t)(*p - '0');
+	}
+	*v = x;
+	return 0;
+}
+
+static int parse_i64(const char *p, const char *end, int64_t *v)
+{
+	bool neg = p < end && *p == '-';
+	uint64_t x;
+
+	if (parse_u64(p + neg, end, &x) < 0 || x > (uint64_t)INT64_MAX + neg)
+		return -EBADMSG;
+	*v = neg ? (x == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)x) : (int64_t)x;
+	return 0;
+}
+
+static int hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Undo put_escaped() in place; the result is never longer than the input. */
+static int unescape(char *p, char *end, size_t *len)
+{
+	char *start = p, *w = p;
+
+	while (p < end) {
+		if (*p != '\\') {
+			*w++ = *p++;
+			continue;
+		}
+		if (++p == end)
+			return -EBADMSG;
+		switch (*p) {
+		case '\\': *w++ = '\\'; p++; break;
+		case 't': *w++ = '\t'; p++; break;
+		case 'n': *w++ = '\n'; p++; break;
+		case 'r': *w++ = '\r'; p++; break;
+		case 'x': {
+			int hi = end - p > 2 ? hexval(p[1]) : -1, lo = hi >= 0 ? hexval(p[2]) : -1;
+
+			if (lo < 0)
+				return -EBADMSG;
+			*w++ = (char)(hi << 4 | lo);
+			p += 3;
+			break;
+		}
+		default:
+			return -EBADMSG;
+		}
+	}
+	*len = (size_t)(w - start);
+	return 0;
+}
+
+static char *next_tab(char *p, char *end)
+{
+	char *t = memchr(p, '\t', (size_t)(end - p));
+
+	return t ? t : end;
+}
+
+static int parse_line(char *p, char *end, struct entry *e)
+{
+	char *t = next_tab(p, end), *t2, *t3;
+
+	*e = (struct entry){ 0 };
+	if ((size_t)(t - p) == 8 && memcmp(p, "overflow", 8) == 0)
+		return t == end ? -EBADMSG : parse_u64(t + 1, end, &e->records);
+	if ((size_t)(t - p) != 5 || memcmp(p, "field", 5) != 0 || t == end)
+		return -EBADMSG;
+	t2 = next_tab(t + 1, end);
+	if (t2 == end)
+		return -EBADMSG;
+	t3 = next_tab(t2 + 1, end);
+	if (t3 == end)
+		return -EBADMSG;
+	if (parse_u64(t + 1, t2, &e->records) < 0 || parse_i64(t2 + 1, t3, &e->last_seen) < 0)
+		return -EBADMSG;
+	e->is_field = true;
+	e->name = t3 + 1;
+	return unescape(e->name, end, &e->name_len);
+}
+
+static uint64_t add_sat(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+static void merge(struct catalog *c, const struct entry *e)
+{
+	uint32_t h, v;
+	struct catalog_field *f;
+
+	if (!e->is_field) {
+		c->overflow = add_sat(c->overflow, e->records);
+		return;
+	}
+	h = hash_name(e->name, e->name_len);
+	v = c->slots[probe(c, e->name, e->name_len, h)];
+	if (v == SLOT_EMPTY) {
+		f = insert(c, e->name, e->name_len, h);
+		if (!f) {
+			c->overflow = add_sat(c->overflow, e->records);
+			return;
+		}
+		f->last_seen = e->last_seen;
+		c->n_committed = c->n_fields;
+	} else {
+		f = &c->fields[v - 1];
+	}
+	f->records = add_sat(f->records, e->records);
+	if (e->last_seen > f->last_seen)
+		f->last_seen = e->last_seen;
+}
+
+int catalog_load(struct catalog *c, const char *path, size_t *bad_line)
+{
+	struct entry *entries = NULL;
+	size_t len = 0, n_lines = 0, n = 0, lineno = 0;
+	char *buf = NULL, *p, *end;
+	int r;
+
+	if (c->n_noted || c->pending_overflow)
+		return -EBUSY;
+	if ((r = read_file(path, &buf, &len)) < 0)
+		return r;
+	end = buf + len;
+	for (p = buf; p < end; p++)
+		n_lines += *p == '\n';
+	entries = calloc(n_lines + 1, sizeof(*entries));
+	if (!entries) {
+		r = -ENOMEM;
+		goto out;
+	}
+	/* Parse every line before merging any, so a damaged file changes nothing. */
+	for (p = buf; p < end;) {
+		char *eol = memchr(p, '\n', (size_t)(end - p));
+
+		if (!eol)
+			eol = end;
+		lineno++;
+		if (p < eol && *p != '#') {
+			if (parse_line(p, eol, &entries[n]) < 0) {
+				if (bad_line)
+					*bad_line = lineno;
+				r = -EBADMSG;
+				goto out;
+			}
+			n++;
+		}
+		p = eol + 1;
+	}
+	for (size_t i = 0; i < n; i++)
+		merge(c, &entries[i]);
+	r = 0;
+out:
+	free(entries);
+	free(buf);
+	return r;
+}
