@@ -52,6 +52,7 @@ size_t catalog_count(const struct catalog *c);
 /* Any out-pointer may be NULL. -ERANGE when @i ≥ catalog_count(). */
 int catalog_get(const struct catalog *c, size_t i, const char **name, uint64_t *records,
 		int64_t *last_seen);
+/* A listed name; NULL when absent. A name with a NUL inside is reachable only by catalog_get(). */
 const struct catalog_field *catalog_find(const struct catalog *c, const char *name);
 
 /*

@@ -332,7 +332,7 @@ static void identity_of(const struct stat *st, struct file_identity *id)
 	id->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 }
 
-/* Move a file of the batch to @dir under its own name, or <name>.<id> if that is taken. */
+/* Move a file of the batch to @dir under its own name, or <id>-<name> if that is taken. */
 static int move_member(struct connection *c, const struct member *m, const char *dir, char *dst, size_t dstlen)
 {
 	char src[PATH_MAX];
@@ -344,7 +344,8 @@ static int move_member(struct connection *c, const struct member *m, const char 
 	snprintf(dst, dstlen, "%s/%s", dir, m->name);
 	r = spool_move(src, dst);
 	if (r == -EEXIST) {
-		snprintf(dst, dstlen, "%s/%s.%" PRIu64, dir, m->name, m->fid);
+		/* A prefix keeps the .ndjson suffix: a file handed back to the spool stays eligible. */
+		snprintf(dst, dstlen, "%s/%" PRIu64 "-%s", dir, m->fid, m->name);
 		r = spool_move(src, dst);
 	}
 	return r;

@@ -150,6 +150,7 @@ static bool tag_ok(const char *s)
 int formula_build(char **out, const char *uuid, const char *key_tag, const char *params,
 		  const char *field, const char *fallback, char *err, size_t errlen)
 {
+	char *s;
 	int r;
 
 	if (!params)
@@ -159,6 +160,8 @@ int formula_build(char **out, const char *uuid, const char *key_tag, const char 
 	if (strncmp(uuid, PREFIX, PREFIX_LEN) == 0)
 		uuid += PREFIX_LEN;
 	if (!uuid_ok(uuid, strlen(uuid))) {
+		if ((r = check_controls("UUID", uuid, strlen(uuid), 0, err, errlen)) < 0)
+			return r;
 		seterr(err, errlen, "bad UUID \"%.*s\": expected 8-4-4-4-12 hexadecimal digits",
 		       quote_len(strlen(uuid)), uuid);
 		return -EINVAL;
@@ -179,8 +182,10 @@ int formula_build(char **out, const char *uuid, const char *key_tag, const char 
 	    (r = check_text("return field", field, false, err, errlen)) < 0 ||
 	    (r = check_text("fallback value", fallback, true, err, errlen)) < 0)
 		return r;
-	if (asprintf(out, PREFIX "%s:%s:%s:%s:%s", uuid, key_tag, params, field, fallback) < 0)
+	/* *out is untouched on failure: asprintf leaves its target undefined. */
+	if (asprintf(&s, PREFIX "%s:%s:%s:%s:%s", uuid, key_tag, params, field, fallback) < 0)
 		return -ENOMEM;
+	*out = s;
 	return 0;
 }
 
