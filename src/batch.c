@@ -132,6 +132,16 @@ int batch_fill(struct chunk *c, const struct batch_params *p, struct ndjson_read
 			return rc;
 		if (rc == 0)
 			return BATCH_FILL_EOF;
+		/*
+		 * Decide on room before validating (the byte cap counts the whole body, envelope
+		 * included): a line that cannot fit starts the next request whatever it holds, so no
+		 * line is validated (or counted in the field catalog) twice.
+		 */
+		if (c->n_records == p->max_records ||
+		    (c->n_records && !ln.too_long && c->len + 1 + ln.len + BODY_TAIL_MAX > p->max_bytes)) {
+			ndjson_reader_unget(r);
+			return BATCH_FILL_FULL;
+		}
 		if (ln.too_long) {
 			snprintf(reason, sizeof(reason), "record longer than max_record_bytes");
 			rc = -EINVAL;
@@ -151,12 +161,6 @@ int batch_fill(struct chunk *c, const struct batch_params *p, struct ndjson_read
 		}
 		if (rc < 0)
 			return rc;
-		/* The byte cap counts the whole body, envelope included. */
-		if (c->n_records == p->max_records ||
-		    (c->n_records && c->len + 1 + ln.len + BODY_TAIL_MAX > p->max_bytes)) {
-			ndjson_reader_unget(r);
-			return BATCH_FILL_FULL;
-		}
 		if ((rc = add_record(c, ln.data, ln.len, ln.lineno)) < 0)
 			return rc;
 		c->end_offset = ln.end_offset;

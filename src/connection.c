@@ -17,6 +17,7 @@
 #include <systemd/sd-id128.h>
 
 #include "batch.h"
+#include "catalog.h"
 #include "crashpoint.h"
 #include "jsonstr.h"
 #include "log.h"
@@ -40,6 +41,11 @@ struct rejbuf {
 	size_t len, cap;
 };
 
+/* Field names kept per connection: a connection with a key per customer must not grow without bound. */
+#define CATALOG_FIELDS_MAX 1000
+/* The catalog is saved at most this often (seconds), and at exit. */
+#define CATALOG_SAVE_INTERVAL 5.0
+
 /* Files a multi-file batch may hold: bounds the journal and memory of one batch. */
 #define GROUP_FILES_MAX 1000
 
@@ -61,6 +67,11 @@ struct connection {
 	struct upload_client *client;
 	struct upload_limiter *limiter;
 	struct record_validator *validator;
+	struct catalog *catalog;        /* top-level field names seen, for `dcsyncd formula` */
+	char *catalog_path;
+	double catalog_saved;
+	bool catalog_dirty;
+	bool catalog_warned;
 	enum conn_state state;
 	bool draining;
 	struct journal_batch *adopted;  /* live batches from the journal, resumed first */
@@ -411,6 +422,25 @@ static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	begin_next(w->data);
 }
 
+static void save_catalog(struct connection *c, bool force)
+{
+	char dir[PATH_MAX];
+	int r;
+
+	if (!c->catalog_dirty || (!force && ev_now(c->env.loop) - c->catalog_saved < CATALOG_SAVE_INTERVAL))
+		return;
+	snprintf(dir, sizeof(dir), "%s/fields", c->env.state_dir);
+	if ((r = spool_mkdirs(dir, 0750)) < 0 || (r = catalog_save(c->catalog, c->catalog_path)) < 0)
+		conn_log(c, LOG_LVL_WARNING, -1, "cannot save the field catalog %s: %s", c->catalog_path, strerror(-r));
+	c->catalog_saved = ev_now(c->env.loop);
+	c->catalog_dirty = false;
+	if (catalog_truncated(c->catalog) && !c->catalog_warned) {
+		conn_log(c, LOG_LVL_WARNING, -1, "the field catalog holds its maximum of %d names; %" PRIu64
+			 " occurrences of further names are only counted", CATALOG_FIELDS_MAX, catalog_overflow(c->catalog));
+		c->catalog_warned = true;
+	}
+}
+
 static void step_batch_ended(struct connection *c)
 {
 	int r;
@@ -526,6 +556,8 @@ static void step_archive(struct connection *c)
 	c->persist.requests += c->file_requests;
 	c->persist.last_success = (int64_t)time(NULL);
 	(void)journal_put_stats(c->env.journal, &c->persist);
+	c->catalog_dirty = true;
+	save_catalog(c, false);
 	step_batch_ended(c);
 }
 
@@ -1350,6 +1382,7 @@ int connection_reconfigure(struct connection *c, const struct conn_config *cfg, 
 	if ((r = record_validator_new(&v, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
 		return r;
 	record_validator_free(c->validator);
+	record_validator_set_catalog(v, c->catalog);
 	c->validator = v;
 	l = upload_limiter_get(c->env.upload, cfg->api_key, cfg->rate_limit_requests, cfg->rate_limit_window_seconds);
 	if (l)
@@ -1461,6 +1494,22 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		goto fail;
 	if ((r = record_validator_new(&c->validator, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
 		goto fail;
+	if ((r = catalog_new(&c->catalog, CATALOG_FIELDS_MAX)) < 0)
+		goto fail;
+	if (asprintf(&c->catalog_path, "%s/fields/%s.catalog", env->state_dir, cfg->name) < 0) {
+		c->catalog_path = NULL;
+		r = -ENOMEM;
+		goto fail;
+	}
+	{
+		size_t bad = 0;
+		int lr = catalog_load(c->catalog, c->catalog_path, &bad);
+
+		if (lr < 0 && lr != -ENOENT)
+			log_warning("%s: field catalog %s unreadable (line %zu: %s): starting a new one", cfg->name,
+				    c->catalog_path, bad, strerror(-lr));
+	}
+	record_validator_set_catalog(c->validator, c->catalog);
 	if (asprintf(&url, "%s/connections/%s/upload_data", cfg->base_url, cfg->uuid) < 0) {
 		url = NULL;
 		r = -ENOMEM;
@@ -1515,6 +1564,10 @@ void connection_free(struct connection *c)
 	}
 	if (c->active)
 		end_batch(c);
+	if (c->catalog && c->env.loop)
+		save_catalog(c, true);
+	catalog_free(c->catalog);
+	free(c->catalog_path);
 	upload_client_free(c->client);
 	record_validator_free(c->validator);
 	chunk_release(&c->chunk[0]);

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "build-config.h"
 #include "daemon.h"
+#include "formula_cmd.h"
 #include "log.h"
 #include "status.h"
 
@@ -17,6 +18,8 @@ static void usage(FILE *f)
 	fputs("Usage: dcsyncd -c FILE [--once]\n"
 	      "       dcsyncd -c FILE --check-config\n"
 	      "       dcsyncd -c FILE status\n"
+	      "       dcsyncd -c FILE formula CONNECTION FIELD [--key TAG] [--fallback TEXT] [--params P]\n"
+	      "       dcsyncd -c FILE formula --check 'DC_...' | --list CONNECTION\n"
 	      "       dcsyncd --version | --help\n"
 	      "\n"
 	      "Uploads NDJSON files dropped into <spool_dir>/<connection>/ to Optimove Opti-X Data Connections.\n"
@@ -30,6 +33,9 @@ static void usage(FILE *f)
 	      "Commands:\n"
 	      "  status              per connection: files queued, the batch in flight, failed files,\n"
 	      "                      rejected records, last success and last error (from the journal)\n"
+	      "  formula             print the Data Connection formula for a field that was uploaded\n"
+	      "                      (--key default [%CUSTOMER_ID%]); --check explains a formula;\n"
+	      "                      --list shows the fields uploaded to a connection\n"
 	      "  -h, --help          this text\n", f);
 }
 
@@ -47,7 +53,8 @@ int main(int argc, char **argv)
 	bool check = false;
 	int ch;
 
-	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+	/* "+": stop at the command word, whose own options are parsed by the command. */
+	while ((ch = getopt_long(argc, argv, "+c:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			opts.config_path = optarg;
@@ -74,18 +81,25 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_open();
-	if (optind < argc && !strcmp(argv[optind], "status") && optind + 1 == argc) {
+	if (optind < argc && (!strcmp(argv[optind], "status") || !strcmp(argv[optind], "formula"))) {
 		struct config *cfg;
 		char err[1024];
 		int r;
 
+		if (!strcmp(argv[optind], "status") && optind + 1 != argc) {
+			usage(stderr);
+			return 2;
+		}
 		if (config_load(opts.config_path, &cfg, err, sizeof(err)) < 0) {
 			fprintf(stderr, "%s\n", err);
 			return 2;
 		}
-		r = status_print(cfg, stdout);
+		if (!strcmp(argv[optind], "status"))
+			r = status_print(cfg, stdout) < 0 ? 1 : 0;
+		else
+			r = formula_cmd(cfg, argc - optind, argv + optind, stdout);
 		config_free(cfg);
-		return r < 0 ? 1 : 0;
+		return r;
 	}
 	if (optind != argc) {
 		usage(stderr);

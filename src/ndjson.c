@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <time.h>
 #include <yajl/yajl_parse.h>
+
+#include "catalog.h"
 
 #define READ_BLOCK (256 * 1024)
 
@@ -218,6 +221,7 @@ struct record_validator {
 	size_t pk_len;
 	char *const *required;
 	size_t n_required;
+	struct catalog *catalog;
 	/* per-record state */
 	int depth;
 	int top_values;
@@ -301,6 +305,8 @@ static int v_map_key(void *ctx, const unsigned char *key, size_t len)
 
 	if (v->depth != 1)
 		return 1;
+	if (v->catalog)
+		catalog_note(v->catalog, (const char *)key, len);
 	if (len == v->pk_len && !memcmp(key, v->pk, len)) {
 		if (v->pk_seen++)
 			return v_refuse(v, "primary key '%s' appears twice", v->pk);
@@ -344,6 +350,11 @@ int record_validator_new(struct record_validator **out, const char *primary_key,
 void record_validator_free(struct record_validator *v)
 {
 	free(v);
+}
+
+void record_validator_set_catalog(struct record_validator *v, struct catalog *catalog)
+{
+	v->catalog = catalog;
 }
 
 int record_validator_check(struct record_validator *v, const char *data, size_t len,
@@ -400,5 +411,11 @@ int record_validator_check(struct record_validator *v, const char *data, size_t 
 	}
 out:
 	yajl_free(h);
+	if (v->catalog) {
+		if (r == 0)
+			catalog_commit(v->catalog, (int64_t)time(NULL));
+		else
+			catalog_drop(v->catalog);
+	}
 	return r;
 }

@@ -39,6 +39,9 @@ struct record_validator;
 int record_validator_new(struct record_validator **out, const char *primary_key,
 			 char *const *required_fields, size_t n_required);
 void record_validator_free(struct record_validator *v);
+struct catalog;
+/* Note the top-level field names of every valid record in @catalog (NULL: none). */
+void record_validator_set_catalog(struct record_validator *v, struct catalog *catalog);
 /*
  * 0 when @data is one JSON object carrying the primary key once, as a string or number, and
  * every required field; otherwise -EINVAL with a human-readable reason in @reason.
