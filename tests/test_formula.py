@@ -1,0 +1,89 @@
+"""Data Connection formulas: every formula dcsyncd prints resolves, at the fake Opti-X, to the uploaded value."""
+
+import json
+import subprocess
+
+from harness import UUID1
+
+RECORDS = [
+    {"id": 1, "name": "Ann", "product_url": "https://shop.example/p/1", "city": "Paris", "score": 12.5},
+    {"id": 2, "name": "Bob", "product_url": "https://shop.example/p/2", "city": "Oslo", "score": 7},
+    {"id": "c-3", "name": "Cy", "product_url": "https://shop.example/p/3", "city": "Rome"},
+]
+
+
+def formula(daemon, *args):
+    return subprocess.run(daemon.command("formula", *args), capture_output=True, text=True, timeout=30)
+
+
+def uploaded(optix, daemon):
+    daemon.write_config([daemon.connection(optix)])
+    daemon.drop("products", "customers.ndjson", [json.dumps(r) for r in RECORDS])
+    assert daemon.run_once().returncode == 0
+    return daemon
+
+
+def test_every_printed_formula_resolves_to_the_uploaded_value(optix, daemon):
+    uploaded(optix, daemon)
+    for field in ("name", "product_url", "city", "score"):
+        out = formula(daemon, "products", field, "--fallback", "none")
+        assert out.returncode == 0, out.stderr
+        f = out.stdout.strip()
+        assert f == f"DC_{UUID1}:[%CUSTOMER_ID%]::{field}:none"
+        for rec in RECORDS:
+            got = optix.formula(f, CUSTOMER_ID=str(rec["id"]))
+            assert got == rec.get(field, "none"), (f, rec["id"], got)
+        # A customer with no record gets the fallback.
+        assert optix.formula(f, CUSTOMER_ID="999") == "none"
+
+
+def test_custom_key_tag_and_fallback(optix, daemon):
+    uploaded(optix, daemon)
+    out = formula(daemon, "products", "city", "--key", "[%VISITOR_ID%]", "--fallback", "Somewhere")
+    assert out.returncode == 0, out.stderr
+    f = out.stdout.strip()
+    assert f == f"DC_{UUID1}:[%VISITOR_ID%]::city:Somewhere"
+    assert optix.formula(f, VISITOR_ID="2") == "Oslo"
+
+
+def test_a_field_never_uploaded_is_refused_with_the_closest_names(optix, daemon):
+    uploaded(optix, daemon)
+    out = formula(daemon, "products", "product_ulr")
+    assert out.returncode == 1
+    assert out.stdout == ""
+    assert "never uploaded" in out.stderr and "product_url" in out.stderr
+
+
+def test_bad_key_tag_and_segment_breaking_text_are_refused(optix, daemon):
+    uploaded(optix, daemon)
+    out = formula(daemon, "products", "city", "--key", "CUSTOMER_ID")
+    assert out.returncode == 1 and "[%NAME%]" in out.stderr
+    out = formula(daemon, "products", "city", "--fallback", "a:b")
+    assert out.returncode == 1 and "':'" in out.stderr
+
+
+def test_check_explains_each_problem(optix, daemon):
+    uploaded(optix, daemon)
+    good = f"DC_{UUID1}:[%CUSTOMER_ID%]::city:x"
+    out = formula(daemon, "--check", good)
+    assert out.returncode == 0 and "OK" in out.stdout and "connection products" in out.stdout
+    cases = {
+        f"DC_{UUID1}:[%CUSTOMER_ID%]::city": "5 segments",
+        f"{UUID1}:[%CUSTOMER_ID%]::city:x": "DC_",
+        "DC_9ce27b8c-zzzz-427a-8d00-f40b816bc092:[%CUSTOMER_ID%]::city:x": "UUID",
+        "DC_9ce27b8c-8b16-427a-8d00-f40b816bc092:[%CUSTOMER_ID%]::city:x": "not the uuid of any connection",
+        f"DC_{UUID1}:[%CUSTOMER_ID::city:x": "[%",
+        f"DC_{UUID1}:[%CUSTOMER_ID%]::cty:x": "never uploaded",
+    }
+    for text, expected in cases.items():
+        out = formula(daemon, "--check", text)
+        assert out.returncode == 1, text
+        assert expected in out.stderr, (text, out.stderr)
+
+
+def test_list_shows_fields_with_counts(optix, daemon):
+    uploaded(optix, daemon)
+    out = formula(daemon, "--list", "products")
+    assert out.returncode == 0
+    rows = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines()[1:] if line.strip()}
+    assert rows["name"] == "3" and rows["id"] == "3" and rows["score"] == "2"
