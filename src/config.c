@@ -481,7 +481,7 @@ static int read_secret(const char *path, char **out)
 }
 
 static int resolve_secret(struct parse_state *ps, struct conn_config *c, struct secret_src *s,
-			  const char *what, char **out, bool *inline_secret)
+			  const char *what, char **out, const struct secret_src **inline_secret)
 {
 	char path[4096];
 	const char *credir;
@@ -491,7 +491,8 @@ static int resolve_secret(struct parse_state *ps, struct conn_config *c, struct 
 		return fail(ps, c->line, what, "missing in [connection %s] (give %s, %s_file or %s_credential)",
 			    c->name, what, what, what);
 	if (s->kind == 1) {
-		*inline_secret = true;
+		if (!*inline_secret)
+			*inline_secret = s;
 		*out = s->value;
 		s->value = NULL;
 		return 1;
@@ -515,7 +516,7 @@ static int resolve_secret(struct parse_state *ps, struct conn_config *c, struct 
 }
 
 static void finish_conn(struct parse_state *ps, struct conn_config *c, struct conn_parse *cp,
-			bool *inline_secret)
+			const struct secret_src **inline_secret)
 {
 	if (!c->uuid) {
 		fail(ps, c->line, "uuid", "missing in [connection %s]", c->name);
@@ -549,7 +550,7 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 {
 	struct parse_state ps = { .err = err, .errlen = errlen };
 	struct config *cfg = calloc(1, sizeof(*cfg));
-	bool inline_secret = false;
+	const struct secret_src *inline_secret = NULL;
 	struct stat st;
 	int r = 0, ir;
 
@@ -590,8 +591,9 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 				     cfg->conns[j].name);
 	}
 	if (!ps.failed && inline_secret && (st.st_mode & 077))
-		fail(&ps, 0, "api_key",
-		     "the file holds a key inline but is readable by group or others (chmod 600, or use api_key_file)");
+		fail(&ps, inline_secret->line, inline_secret->key,
+		     "a key written inline needs a file readable by its owner only (chmod 600, or use %s_file)",
+		     inline_secret->key);
 	if (ps.failed)
 		r = -EINVAL;
 out:
