@@ -38,7 +38,7 @@ NUMBER_RE = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$")
 TAG_RE = re.compile(r"\[%([A-Za-z0-9_]+)%\]")
 RATE_LIMIT_BODY = {"status": 429, "error": "Too Many Requests", "message": "You have exceeded the rate limit"}
 FAULT_KEYS = {"uuid", "status", "count", "retry_after", "body", "headers", "reset", "reset_mid_body",
-              "close", "reset_after_process", "delay", "after"}
+              "close", "reset_after_process", "delay", "after", "reject_pk"}
 
 
 # --- JSON that keeps numbers as written -------------------------------------------------------
@@ -162,11 +162,28 @@ class State:
         """The first fault matching uuid owns this request; it fires once its 'after' is used up."""
         with self.lock:
             for fault in self.faults:
-                if fault.get("uuid") not in (None, uuid):
-                    continue
+                if fault.get("uuid") not in (None, uuid) or "reject_pk" in fault:
+                    continue        # reject_pk faults look at the records: see take_reject()
                 if fault.get("after", 0) > 0:
                     fault["after"] -= 1
                     return None
+                fault["count"] = fault.get("count", 1) - 1
+                if fault["count"] <= 0:
+                    self.faults.remove(fault)
+                return dict(fault)
+            return None
+
+    def take_reject(self, uuid, keys):
+        """A poisoned record: the first reject_pk fault (for uuid) whose primary key value is among
+        this request's keys fires (status default 422), using up one of its count (default 1).
+        Requests without that key pass it by, so a daemon bisecting a batch meets it only where it is."""
+        present = {pk_key(k) for k in keys}
+        with self.lock:
+            for fault in self.faults:
+                if "reject_pk" not in fault or fault.get("uuid") not in (None, uuid):
+                    continue
+                if json.dumps(fault["reject_pk"]) not in present:
+                    continue
                 fault["count"] = fault.get("count", 1) - 1
                 if fault["count"] <= 0:
                     self.faults.remove(fault)
@@ -223,6 +240,14 @@ class State:
         keys = [r[pk] for r in data]
         rec.update(n_records=len(data), keys=keys,
                    first_pk=keys[0] if keys else None, last_pk=keys[-1] if keys else None)
+        poison = self.take_reject(uuid, keys)
+        if poison:
+            rec["fault"] = poison
+            i = next(i for i, k in enumerate(keys) if pk_key(k) == json.dumps(poison["reject_pk"]))
+            body = poison.get("body")
+            if body is None:
+                body = {"error": f"data[{i}]: record with {pk} {json.dumps(poison['reject_pk'])} is invalid"}
+            raise Reply(poison.get("status") or 422, body, poison.get("headers"))
 
         if len(data) > MAX_RECORDS:
             raise Reply(400, {"error": f"too many records: {len(data)} > {MAX_RECORDS}"})
@@ -256,6 +281,17 @@ class State:
                         conn.records[k] = (r, expires)
                 conn.completed[batch_uuid] = None
         return {"status": "ok", "records": len(data), "batch_uuid": batch_uuid}
+
+    def peek(self, uuid, body):
+        """What a request carried, read even when a fault answers it before validation:
+        {"batch_uuid", "batch_completed", "keys"} (keys by the connection's primary key), or None."""
+        try:
+            doc = loads_raw(body.decode("utf-8"))
+            pk = self.primary_keys.get(uuid, "id")
+            return {"batch_uuid": doc.get("batch_uuid"), "batch_completed": doc.get("batch_completed", True),
+                    "keys": [r.get(pk) for r in doc["data"] if isinstance(r, dict)]}
+        except (UnicodeDecodeError, ValueError, RecursionError, AttributeError, KeyError, TypeError):
+            return None
 
     def record_request(self, rec):
         with self.lock:
@@ -437,7 +473,7 @@ class Handler(BaseHTTPRequestHandler):
         rec = {"seq": st.next_seq(), "time": time.time(), "path": self.path, "uuid": uuid,
                "batch_uuid": None, "batch_completed": None, "ttl_seconds": None, "n_records": None,
                "bytes": None, "status": None, "keys": [], "first_pk": None, "last_pk": None,
-               "content_type": self.headers.get("Content-Type"), "fault": None}
+               "content_type": self.headers.get("Content-Type"), "fault": None, "sent": None}
         try:
             fault = st.take_fault(uuid) if m else None
             rec["fault"] = fault
@@ -447,6 +483,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self.abort()
             body = self.read_body()
             rec["bytes"] = len(body)
+            rec["sent"] = st.peek(uuid, body)
             delay = (fault or {}).get("delay", 0) + st.delay
             if delay:
                 time.sleep(delay)
@@ -763,11 +800,14 @@ class FakeOptix:
 
     def requests(self, uuid=None, since=None):
         """Upload requests in arrival order: seq, time, path, uuid, batch_uuid, batch_completed,
-        ttl_seconds, n_records, bytes, status (None if dropped), keys, first_pk, last_pk, fault, error."""
+        ttl_seconds, n_records, bytes, status (None if dropped), keys, first_pk, last_pk, fault, error;
+        sent: {batch_uuid, batch_completed, keys} of the body as received, also for faulted requests."""
         return json.loads(self._control("GET", "requests", uuid=uuid, since=since))
 
     def add_faults(self, faults):
-        """Append faults (a dict or a list) to the FIFO; returns how many are pending."""
+        """Append faults (a dict or a list) to the FIFO; returns how many are pending.
+        {"reject_pk": K, "count": N} is matched on content instead: a request holding a record
+        whose primary key is K is answered 422 (or "status") with "body" or a message naming it."""
         return json.loads(self._control("POST", "faults", faults))["pending"]
 
     def pending_faults(self):

@@ -103,6 +103,12 @@ class Daemon:
         self.conf_path.write_text("\n".join(lines) + "\n")
         return self.conf_path
 
+    def write_key(self, conn, secret, value):
+        """Rewrite a key file written by write_config (secret: "api_key" or "brand_key"), 0600, as
+        an operator fixing a key would; the running daemon sees it on reload()."""
+        name = conn["name"] if isinstance(conn, dict) else conn
+        _write_secret(self.keys_dir / f"{name}.{secret}", value)
+
     # spool
 
     def spool(self, conn="products"):

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# dcsyncd performance benchmark: builds a release dcsyncd and the bench tools in build-bench/,
+# generates the data once (cached in build-bench/data/), runs the workloads against the loopback
+# sink and prints a markdown table with the targets.
+#
+#   tests/bench/run.sh [--only W1,W2,W3,W4] [--repeat N] [--timeout SECONDS] [--profile] [--json FILE] [--strict]
+#
+#   W1  1 file of 1,000,000 records        target: CPU <= 2x yajl bare parse, >= 1,000,000 records/s
+#   W2  1 file of 10,000,000 records       target: peak RSS <= 32 MiB and within 2 MiB of W1
+#   W3  10,000 files of 10 records         target: >= 5,000 files/s
+#   W4  4 connections x 250,000 records    target: total records/s >= W1's
+#
+# --profile also runs W1 under `perf record` and prints the daemon's top symbols.
+# BENCH_RUN_DIR=DIR puts the spool and state elsewhere (e.g. /dev/shm/dcsyncd-bench, to see the
+# cost of fsync); the default is build-bench/run, on the same filesystem as the data.
+# Exits 1 when a run went wrong (a record missing at the sink, a batch left open, a malformed
+# body, dcsyncd failing or killed after --timeout, default 600 s); missed targets only with --strict.
+# Wall and CPU are the median of --repeat runs (default 5; W2 runs once), peak RSS the largest.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+build=$root/build-bench
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+
+if ! command -v meson >/dev/null || ! command -v ninja >/dev/null || ! pkg-config --exists yajl libcurl; then
+	bash tests/install-deps.sh
+fi
+if [ ! -x /usr/bin/time ]; then   # GNU time measures the daemon's CPU and peak RSS
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends time >&2
+fi
+case " $* " in *" --profile "*)
+	command -v perf >/dev/null ||
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends linux-perf >&2 ;;
+esac
+
+echo "== building a release dcsyncd in $build" >&2
+if [ ! -f "$build/build.ninja" ]; then
+	meson setup "$build" --buildtype=release >"$root/build-bench.setup.log" 2>&1 ||
+		{ cat "$root/build-bench.setup.log" >&2; exit 1; }
+	rm -f "$root/build-bench.setup.log"
+fi
+if ! ninja -C "$build" >"$build/ninja.log" 2>&1; then
+	tail -40 "$build/ninja.log" >&2
+	echo "the build failed (log: $build/ninja.log)" >&2
+	exit 1
+fi
+
+sink=$build/tests/bench/sink
+yajl_parse=$build/tests/bench/yajl_parse
+if [ ! -x "$sink" ] || [ ! -x "$yajl_parse" ]; then
+	# tests/meson.build has no subdir('bench') yet: build the tools directly.
+	tools=$build/bench-tools
+	mkdir -p "$tools"
+	cflags=(-std=c11 -O2 -D_GNU_SOURCE -Wall -Wextra)
+	gcc "${cflags[@]}" -o "$tools/sink" tests/bench/sink.c
+	# shellcheck disable=SC2046
+	gcc "${cflags[@]}" -o "$tools/yajl_parse" tests/bench/yajl_parse.c $(pkg-config --cflags --libs yajl)
+	sink=$tools/sink
+	yajl_parse=$tools/yajl_parse
+fi
+"$sink" --selftest >/dev/null || { echo "sink self-test failed" >&2; "$sink" --selftest >&2; exit 1; }
+
+exec "$PY" tests/bench/bench.py --dcsyncd "$build/src/dcsyncd" --sink "$sink" --yajl-parse "$yajl_parse" \
+	--data-dir "$build/data" --run-dir "${BENCH_RUN_DIR:-$build/run}" "$@"

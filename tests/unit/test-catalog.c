@@ -1,0 +1,380 @@
+/* test-catalog: the bounded field catalog: counting, dropping, the cap, and its file (TAP output). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "catalog.h"
+
+static int n_tests, n_failed;
+
+static void ok(bool cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void ok(bool cond, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("%sok %d - ", cond ? "" : "not ", ++n_tests);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	if (!cond)
+		n_failed++;
+}
+
+static char tmpdir[] = "/tmp/test-catalog.XXXXXX";
+
+static void note(struct catalog *c, const char *key)
+{
+	catalog_note(c, key, strlen(key));
+}
+
+static uint64_t records_of(const struct catalog *c, const char *name)
+{
+	const struct catalog_field *f = catalog_find(c, name);
+
+	return f ? f->records : 0;
+}
+
+static struct catalog *new_catalog(size_t max)
+{
+	struct catalog *c = NULL;
+	int r = catalog_new(&c, max);
+
+	if (r < 0) {
+		printf("Bail out! catalog_new: %s\n", strerror(-r));
+		exit(1);
+	}
+	return c;
+}
+
+static void test_key_twice_in_a_record_counts_once(void)
+{
+	struct catalog *c = new_catalog(1000);
+	const struct catalog_field *f;
+
+	note(c, "id");
+	note(c, "name");
+	note(c, "id");
+	catalog_commit(c, 100);
+	note(c, "id");
+	catalog_commit(c, 200);
+	ok(catalog_count(c) == 2, "two names listed");
+	ok(records_of(c, "id") == 2, "id: 2 records though noted 3 times");
+	ok(records_of(c, "name") == 1, "name: 1 record");
+	f = catalog_find(c, "name");
+	ok(f && f->last_seen == 100 && catalog_find(c, "id")->last_seen == 200, "last_seen is the last commit's");
+	ok(!catalog_find(c, "missing") && !catalog_find(c, "i"), "unknown names are not found");
+	ok(!catalog_truncated(c) && catalog_overflow(c) == 0, "not truncated");
+	catalog_free(c);
+}
+
+static void test_drop_forgets_the_record(void)
+{
+	struct catalog *c = new_catalog(1000);
+	const char *name = NULL;
+	uint64_t recs = 0;
+	int64_t seen = 0;
+
+	note(c, "id");
+	catalog_commit(c, 1);
+	note(c, "id");
+	note(c, "typo_field");
+	ok(catalog_find(c, "typo_field") == NULL, "a name noted but not committed is not listed yet");
+	ok(catalog_count(c) == 1, "count excludes uncommitted names");
+	catalog_drop(c);
+	ok(records_of(c, "id") == 1, "drop: id not counted for the rejected record");
+	ok(catalog_find(c, "typo_field") == NULL && catalog_count(c) == 1, "drop: a name first seen there is forgotten");
+	note(c, "typo_field");
+	catalog_commit(c, 2);
+	ok(records_of(c, "typo_field") == 1 && catalog_count(c) == 2, "the forgotten name can come back");
+	ok(catalog_get(c, 0, &name, &recs, &seen) == 0 && strcmp(name, "id") == 0 && recs == 1 && seen == 1,
+	   "catalog_get 0 is the first seen");
+	ok(catalog_get(c, 1, NULL, NULL, NULL) == 0, "catalog_get takes NULL out-pointers");
+	ok(catalog_get(c, 2, &name, &recs, &seen) == -ERANGE, "catalog_get past the end: -ERANGE");
+	catalog_free(c);
+}
+
+/* Many names and a drop of hundreds: the table's deletion must keep every chain intact. */
+static void test_drop_of_many_new_names_keeps_the_table_whole(void)
+{
+	struct catalog *c = new_catalog(5000);
+	char key[32];
+	bool all = true;
+
+	for (int i = 0; i < 1500; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		note(c, key);
+		catalog_commit(c, i);
+	}
+	for (int i = 1500; i < 2500; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		note(c, key);
+	}
+	note(c, "k7");
+	catalog_drop(c);
+	for (int i = 0; i < 2500; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		all &= (catalog_find(c, key) != NULL) == (i < 1500);
+		all &= i >= 1500 || records_of(c, key) == 1;
+	}
+	ok(all && catalog_count(c) == 1500, "after dropping 1000 new names the 1500 old ones are all found");
+	for (int i = 1500; i < 2500; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		note(c, key);
+		note(c, key);
+	}
+	catalog_commit(c, 9);
+	all = catalog_count(c) == 2500;
+	for (int i = 0; i < 2500; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		all &= records_of(c, key) == 1;
+	}
+	ok(all, "the dropped names noted again: 2500 names, one record each");
+	catalog_free(c);
+}
+
+static void test_cap_counts_overflow_and_truncates(void)
+{
+	struct catalog *c = new_catalog(3);
+	char longname[CATALOG_NAME_MAX + 2];
+
+	note(c, "a");
+	note(c, "b");
+	note(c, "c");
+	note(c, "d");
+	ok(!catalog_truncated(c), "overflow is pending until the commit");
+	catalog_commit(c, 1);
+	ok(catalog_count(c) == 3 && !catalog_find(c, "d"), "only max_fields names listed");
+	ok(catalog_truncated(c) && catalog_overflow(c) == 1, "the fourth name counts as overflow, truncated");
+	note(c, "e");
+	catalog_drop(c);
+	ok(catalog_overflow(c) == 1, "overflow of a dropped record is not counted");
+	note(c, "a");
+	note(c, "d");
+	note(c, "f");
+	catalog_commit(c, 2);
+	ok(catalog_overflow(c) == 3 && records_of(c, "a") == 2, "known names still counted when full");
+	catalog_free(c);
+
+	c = new_catalog(10);
+	memset(longname, 'x', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	note(c, longname);
+	catalog_note(c, longname, CATALOG_NAME_MAX);
+	catalog_commit(c, 1);
+	ok(catalog_count(c) == 1 && catalog_overflow(c) == 1, "a name over CATALOG_NAME_MAX is overflow, one at the limit is listed");
+	catalog_free(c);
+
+	ok(catalog_new(&c, 0) == -EINVAL, "max_fields 0 refused");
+}
+
+/* Names that the text format must escape; one has a NUL inside, as JSON allows. */
+static const char *const odd_names[] = {
+	"with space", "tab\there", "quote\"'s", "non-ASCII é 日本語", "new\nline", "back\\slash",
+	"cr\rhere", "ctl\x01\x1f\x7f", "\\x41", "", " leading and trailing ", "#not a comment",
+	"field\t1\t2\tx", "overflow",
+};
+static const char nul_name[] = { 'a', '\0', 'b' };
+
+static void fill_odd(struct catalog *c, int64_t now)
+{
+	for (size_t i = 0; i < sizeof(odd_names) / sizeof(*odd_names); i++)
+		note(c, odd_names[i]);
+	catalog_note(c, nul_name, sizeof(nul_name));
+	catalog_commit(c, now);
+}
+
+static void test_save_load_round_trip(void)
+{
+	struct catalog *c = new_catalog(100), *d = new_catalog(100);
+	char path[64], tmp[80];
+	size_t n_odd = sizeof(odd_names) / sizeof(*odd_names), bad = 0;
+	bool all = true;
+	struct stat st;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/catalog", tmpdir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fill_odd(c, 1700000000);
+	note(c, "with space");
+	catalog_commit(c, -5);
+	note(c, "over");
+	ok(catalog_save(c, path) == -EBUSY, "save refused while a record is noted");
+	catalog_drop(c);
+	r = catalog_save(c, path);
+	ok(r == 0, "save (%s)", strerror(-r));
+	ok(stat(tmp, &st) < 0 && errno == ENOENT, "no temporary file left behind");
+	r = catalog_load(d, path, &bad);
+	ok(r == 0, "load (%s, line %zu)", strerror(-r), bad);
+	ok(catalog_count(d) == n_odd + 1, "every name came back (%zu of %zu)", catalog_count(d), n_odd + 1);
+	for (size_t i = 0; i < n_odd; i++) {
+		const struct catalog_field *f = catalog_find(d, odd_names[i]);
+		bool same = f && f->name_len == strlen(odd_names[i]) &&
+			    f->records == (i == 0 ? 2u : 1u) && f->last_seen == (i == 0 ? -5 : 1700000000);
+
+		if (!same)
+			printf("# mismatch for name %zu\n", i);
+		all &= same;
+	}
+	ok(all, "each escaped name, its records and last_seen survive");
+	catalog_free(d);
+	catalog_free(c);
+}
+
+static void test_name_with_nul_survives(void)
+{
+	struct catalog *c = new_catalog(10), *d = new_catalog(10);
+	char path[64];
+	const char *name = NULL;
+	uint64_t recs = 0;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/nul", tmpdir);
+	catalog_note(c, nul_name, sizeof(nul_name));
+	catalog_commit(c, 7);
+	r = catalog_save(c, path);
+	if (r == 0)
+		r = catalog_load(d, path, NULL);
+	ok(r == 0 && catalog_count(d) == 1, "a name with a NUL inside saves and loads");
+	catalog_get(d, 0, &name, &recs, NULL);
+	ok(name && memcmp(name, nul_name, sizeof(nul_name)) == 0 && recs == 1, "its bytes are intact");
+	ok(catalog_find(d, "a") == NULL, "it is not found by the prefix before the NUL");
+	catalog_free(d);
+	catalog_free(c);
+}
+
+static void test_load_merges(void)
+{
+	struct catalog *c = new_catalog(100), *d = new_catalog(100), *small = new_catalog(2);
+	char path[64];
+
+	snprintf(path, sizeof(path), "%s/merge", tmpdir);
+	note(c, "id");
+	note(c, "price");
+	note(c, "url");
+	note(c, "extra1");
+	catalog_commit(c, 50);
+	note(c, "id");
+	catalog_commit(c, 60);
+	ok(catalog_save(c, path) == 0, "save");
+	note(d, "id");
+	catalog_commit(d, 100);
+	ok(catalog_load(d, path, NULL) == 0 && catalog_load(d, path, NULL) == 0, "load twice");
+	ok(records_of(d, "id") == 5 && records_of(d, "price") == 2, "records add up");
+	ok(catalog_find(d, "id")->last_seen == 100 && catalog_find(d, "price")->last_seen == 50,
+	   "last_seen keeps the later");
+	ok(catalog_load(small, path, NULL) == 0 && catalog_count(small) == 2 && catalog_overflow(small) == 2,
+	   "names past the cap on load count as overflow (their records)");
+	ok(catalog_save(small, path) == 0, "save the truncated catalog");
+	catalog_free(small);
+	small = new_catalog(2);
+	ok(catalog_load(small, path, NULL) == 0 && catalog_overflow(small) == 2 && catalog_truncated(small),
+	   "overflow is saved and loaded");
+	catalog_free(small);
+	catalog_free(d);
+	catalog_free(c);
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f) {
+		printf("Bail out! %s: %s\n", path, strerror(errno));
+		exit(1);
+	}
+	fputs(text, f);
+	fclose(f);
+}
+
+static void test_load_refusals(void)
+{
+	static const char *const bad[] = {
+		"field\t1\t2\tok\nfield\t1\tx\tbad-time\n",
+		"field\t1\t2\tok\nfield\t-1\t2\tneg\n",
+		"field\t1\t2\tok\nfield\t18446744073709551616\t2\ttoo-big\n",
+		"field\t1\t2\tok\nfield\t1\t2\n",
+		"field\t1\t2\tok\nfield\t1\t2\tbad\\q\n",
+		"field\t1\t2\tok\nfield\t1\t2\tbad\\x4\n",
+		"field\t1\t2\tok\nfield\t1\t2\tend\\\n",
+		"field\t1\t2\tok\nrecord\t1\n",
+		"field\t1\t2\tok\noverflow\t\n",
+	};
+	struct catalog *c = new_catalog(10);
+	char path[64];
+	size_t line;
+	bool all = true;
+
+	snprintf(path, sizeof(path), "%s/missing", tmpdir);
+	ok(catalog_load(c, path, NULL) == -ENOENT, "a missing file: -ENOENT");
+	snprintf(path, sizeof(path), "%s/bad", tmpdir);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		int r;
+
+		write_file(path, bad[i]);
+		line = 0;
+		r = catalog_load(c, path, &line);
+		if (r != -EBADMSG || line != 2) {
+			printf("# case %zu: %d line %zu\n", i, r, line);
+			all = false;
+		}
+	}
+	ok(all, "malformed lines: -EBADMSG with the line number");
+	ok(catalog_count(c) == 0 && catalog_overflow(c) == 0, "a refused file changes nothing");
+	write_file(path, "# comment\n\nfield\t3\t-9223372036854775808\tx\noverflow\t4");
+	ok(catalog_load(c, path, NULL) == 0 && records_of(c, "x") == 3 &&
+	   catalog_find(c, "x")->last_seen == INT64_MIN && catalog_overflow(c) == 4,
+	   "comments, blank lines, INT64_MIN and a last line without newline are read");
+	note(c, "y");
+	ok(catalog_load(c, path, NULL) == -EBUSY, "load refused while a record is noted");
+	catalog_drop(c);
+	catalog_free(c);
+}
+
+static void test_save_to_missing_dir_fails_cleanly(void)
+{
+	struct catalog *c = new_catalog(10);
+	char path[96];
+
+	snprintf(path, sizeof(path), "%s/no/such/dir/catalog", tmpdir);
+	ok(catalog_save(c, path) == -ENOENT, "save into a missing directory: -ENOENT");
+	catalog_free(c);
+}
+
+static void cleanup(void)
+{
+	static const char *const files[] = { "catalog", "nul", "merge", "bad", "missing" };
+	char path[96];
+
+	for (size_t i = 0; i < sizeof(files) / sizeof(*files); i++) {
+		snprintf(path, sizeof(path), "%s/%s", tmpdir, files[i]);
+		(void)unlink(path);
+	}
+	(void)rmdir(tmpdir);
+}
+
+int main(void)
+{
+	if (!mkdtemp(tmpdir)) {
+		printf("Bail out! mkdtemp: %s\n", strerror(errno));
+		return 1;
+	}
+	test_key_twice_in_a_record_counts_once();
+	test_drop_forgets_the_record();
+	test_drop_of_many_new_names_keeps_the_table_whole();
+	test_cap_counts_overflow_and_truncates();
+	test_save_load_round_trip();
+	test_name_with_nul_survives();
+	test_load_merges();
+	test_load_refusals();
+	test_save_to_missing_dir_fails_cleanly();
+	cleanup();
+	printf("1..%d\n", n_tests);
+	return n_failed ? 1 : 0;
+}

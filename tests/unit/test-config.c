@@ -1,0 +1,325 @@
+/* test-config: config_load accepts good files with the right values and refuses bad ones as "FILE:LINE: key: reason". */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "tap.h"
+#include "testutil.h"
+
+#define UUID1 "9ce27b8c-8b16-427a-8d00-f40b816bc092"
+#define UUID2 "0b6f2f3e-1d2c-4a4a-8b8b-123456789abc"
+#define DAEMON "[daemon]\nspool_dir = /srv/spool\nstate_dir = /srv/state\n"   /* lines 1-3 */
+/* A complete connection: header, uuid, primary_key, api_key, brand_key (5 lines). */
+#define CONN(name, uuid) "[connection " name "]\nuuid = " uuid "\nprimary_key = customer_id\napi_key = k\nbrand_key = b\n"
+
+static char *dir;
+
+/* Write @text to a fresh config file with @mode and load it. */
+static int load(const char *text, mode_t mode, struct config **cfg, char *err, size_t errlen, char **path)
+{
+	static int seq;
+	char name[32];
+
+	snprintf(name, sizeof(name), "c%d.conf", ++seq);
+	*path = path_join(dir, name);
+	write_file(*path, text, strlen(text), mode);
+	*cfg = NULL;
+	err[0] = '\0';
+	return config_load(*path, cfg, err, errlen);
+}
+
+/* Load @text expecting success; NULL (and a failed check) otherwise. */
+static struct config *load_ok(const char *what, const char *text, mode_t mode)
+{
+	struct config *cfg;
+	char err[1024], *path;
+	int r = load(text, mode, &cfg, err, sizeof(err), &path);
+
+	if (!ok(r == 0 && cfg, "%s: loads", what))
+		diag("  config_load: %d: %s", r, err);
+	free(path);
+	return r == 0 ? cfg : NULL;
+}
+
+/* Load @text expecting -EINVAL and exactly "PATH:LINE: KEY: " followed by text containing @reason. */
+static void load_refused(const char *what, const char *text, mode_t mode, int line, const char *key,
+			 const char *reason)
+{
+	struct config *cfg;
+	char err[1024], want[512], *path;
+	int r = load(text, mode, &cfg, err, sizeof(err), &path);
+
+	snprintf(want, sizeof(want), "%s:%d: %s: ", path, line, key);
+	if (!ok(r == -EINVAL && !cfg && !strncmp(err, want, strlen(want)) && strstr(err + strlen(want), reason),
+		"%s: refused as '%s:%d: %s: ...%s...'", what, "FILE", line, key, reason))
+		diag("  got %d: '%s'", r, err);
+	if (r == 0)
+		config_free(cfg);
+	free(path);
+}
+
+struct refusal {
+	const char *what;
+	const char *text;
+	int line;
+	const char *key;
+	const char *reason;
+};
+
+static const struct refusal refusals[] = {
+	{ "unknown key in a connection", DAEMON CONN("shop", UUID1) "colour = blue\n",
+	  9, "colour", "unknown key in [connection shop]" },
+	{ "unknown key in [daemon]", "[daemon]\nspool_dir = /srv/spool\nspool = /x\n" CONN("shop", UUID1),
+	  3, "spool", "unknown key in [daemon]" },
+	{ "bad UUID", DAEMON "[connection shop]\nuuid = 9ce27b8c-8b16-427a-8d00-f40b816bc09\n",
+	  5, "uuid", "not a UUID" },
+	{ "UUID with a non-hex digit", DAEMON "[connection shop]\nuuid = 9ce27b8c-8b16-427a-8d00-f40b816bc09g\n",
+	  5, "uuid", "not a UUID" },
+	{ "batch_records 0", DAEMON CONN("shop", UUID1) "batch_records = 0\n",
+	  9, "batch_records", "must be between 1 and 5000" },
+	{ "batch_records 5001", DAEMON CONN("shop", UUID1) "batch_records = 5001\n",
+	  9, "batch_records", "must be between 1 and 5000" },
+	{ "missing uuid (line of the section header)",
+	  DAEMON "\n[connection shop]\nprimary_key = id\napi_key = k\nbrand_key = b\n", 5, "uuid", "missing in [connection shop]" },
+	{ "missing primary_key (line of the section header)",
+	  DAEMON "[connection shop]\nuuid = " UUID1 "\napi_key = k\nbrand_key = b\n", 4, "primary_key", "missing in [connection shop]" },
+	{ "missing api_key (line of the section header)",
+	  DAEMON "[connection shop]\nuuid = " UUID1 "\nprimary_key = id\nbrand_key = b\n", 4, "api_key", "missing in [connection shop]" },
+	{ "missing brand_key (line of the section header)",
+	  DAEMON "[connection shop]\nuuid = " UUID1 "\nprimary_key = id\napi_key = k\n", 4, "brand_key", "missing in [connection shop]" },
+	{ "api_key and api_key_file: two sources for one key",
+	  DAEMON CONN("shop", UUID1) "api_key_file = /etc/key\n", 9, "api_key_file",
+	  "two sources for one key (api_key was given on line 7)" },
+	{ "api_key_file then api_key: the first source is named",
+	  DAEMON "[connection shop]\nuuid = " UUID1 "\nprimary_key = id\napi_key_file = /etc/key\napi_key = k\n",
+	  8, "api_key", "two sources for one key (api_key_file was given on line 7)" },
+	{ "a connection key given twice", DAEMON CONN("shop", UUID1) "primary_key = other\n",
+	  9, "primary_key", "given twice (first on line 6)" },
+	{ "a daemon key given twice", "[daemon]\nstate_dir = /a\nstate_dir = /b\n" CONN("shop", UUID1),
+	  3, "state_dir", "given twice" },
+	{ "ttl_seconds 0", DAEMON CONN("shop", UUID1) "ttl_seconds = 0\n", 9, "ttl_seconds", "positive number" },
+	{ "ttl_seconds not a number", DAEMON CONN("shop", UUID1) "ttl_seconds = 1h\n", 9, "ttl_seconds",
+	  "positive number" },
+	{ "rate_limit without a window", DAEMON CONN("shop", UUID1) "rate_limit = 50\n", 9, "rate_limit",
+	  "REQUESTS/SECONDS" },
+	{ "the same uuid in two connections", DAEMON CONN("a", UUID1) CONN("b", UUID1),
+	  10, "uuid", "already used by [connection a]" },
+	{ "after_upload neither archive nor delete", "[daemon]\nafter_upload = keep\n" CONN("shop", UUID1),
+	  2, "after_upload", "must be archive or delete" },
+	{ "bad log_level", "[daemon]\nlog_level = verbose\n" CONN("shop", UUID1),
+	  2, "log_level", "must be one of error, warning, info, debug" },
+	{ "relative spool_dir", "[daemon]\nspool_dir = spool\n" CONN("shop", UUID1),
+	  2, "spool_dir", "absolute path" },
+	{ "a line that is neither key = value nor [section]", DAEMON "this is not ini\n" CONN("shop", UUID1),
+	  4, "-", "syntax error" },
+	{ "no connection at all", DAEMON, 3, "connection", "nothing to upload" },
+	{ "inline key in a file group/others can read (line of the key)", DAEMON CONN("shop", UUID1),
+	  7, "api_key", "chmod 600" },
+};
+
+/* Section-level mistakes: the line must be the section header's; the key is not checked. */
+static void refused_at_section(const char *what, const char *text, int line, const char *reason)
+{
+	struct config *cfg;
+	char err[1024], want[512], *path;
+	int r = load(text, 0600, &cfg, err, sizeof(err), &path);
+
+	snprintf(want, sizeof(want), "%s:%d: ", path, line);
+	if (!ok(r == -EINVAL && !strncmp(err, want, strlen(want)) && strstr(err, reason),
+		"%s: refused at the header's line %d (...%s...)", what, line, reason))
+		diag("  got %d: '%s'", r, err);
+	if (r == 0)
+		config_free(cfg);
+	free(path);
+}
+
+static void bad_sections_are_refused_at_their_header(void)
+{
+	refused_at_section("unknown section", DAEMON "[conection shop]\nuuid = " UUID1 "\n", 4,
+			   "unknown section [conection shop]");
+	refused_at_section("connection name with a space", DAEMON "[connection my shop]\nuuid = " UUID1 "\n", 4,
+			   "connection name must be");
+	refused_at_section("connection name starting with a dot", DAEMON "[connection .hidden]\nuuid = " UUID1 "\n",
+			   4, "connection name must be");
+	refused_at_section("an empty connection section is not silently dropped",
+			   DAEMON "[connection empty]\n\n" CONN("shop", UUID1), 4, "missing in [connection empty]");
+}
+
+static void defaults_and_values_are_loaded(void)
+{
+	struct config *cfg = load_ok("minimal file", DAEMON CONN("shop", UUID1), 0600);
+	const struct conn_config *c;
+
+	if (!cfg)
+		return;
+	c = config_find_conn(cfg, "shop");
+	ok(cfg->n_conns == 1 && c, "one connection named shop");
+	if (!c) {
+		config_free(cfg);
+		return;
+	}
+	is_str(cfg->spool_dir, "/srv/spool", "spool_dir");
+	is_str(cfg->state_dir, "/srv/state", "state_dir");
+	is_int(cfg->after_upload, AFTER_UPLOAD_ARCHIVE, "after_upload defaults to archive");
+	is_str(c->uuid, UUID1, "uuid");
+	is_str(c->primary_key, "customer_id", "primary_key");
+	is_str(c->api_key, "k", "inline api_key");
+	is_str(c->brand_key, "b", "inline brand_key");
+	is_int(c->ttl_seconds, -1, "ttl_seconds defaults to no expiry (-1)");
+	is_int(c->batch_records, 5000, "batch_records defaults to 5000");
+	is_int(c->line, 4, "connection remembers its header line");
+	ok(config_find_conn(cfg, "other") == NULL, "config_find_conn: unknown name gives NULL");
+	config_free(cfg);
+}
+
+static void values_are_parsed(void)
+{
+	struct config *cfg = load_ok("file with every kind of value",
+				     "[daemon]\nafter_upload = delete\nlog_level = debug\n"
+				     "[connection shop]\nuuid = " UUID1 "\nprimary_key = id\napi_key = k\nbrand_key = b\n"
+				     "ttl_seconds = 3600\nbatch_records = 5000\nrate_limit = 50/10s\n"
+				     "required_fields = name, email\n"
+				     "[connection crm]\nuuid = " UUID2 "\nprimary_key = id\napi_key = k\nbrand_key = b\n"
+				     "ttl_seconds =\nbatch_records = 1\nrate_limit = off\n", 0600);
+	const struct conn_config *s, *c;
+
+	if (!cfg)
+		return;
+	s = config_find_conn(cfg, "shop");
+	c = config_find_conn(cfg, "crm");
+	if (!ok(cfg->n_conns == 2 && s && c, "two connections")) {
+		config_free(cfg);
+		return;
+	}
+	is_int(cfg->after_upload, AFTER_UPLOAD_DELETE, "after_upload = delete");
+	is_int(cfg->log_level, LOG_LVL_DEBUG, "log_level = debug");
+	is_int(s->ttl_seconds, 3600, "ttl_seconds = 3600");
+	is_int(c->ttl_seconds, -1, "empty ttl_seconds means no expiry (-1)");
+	is_int(s->batch_records, 5000, "batch_records = 5000 accepted");
+	is_int(c->batch_records, 1, "batch_records = 1 accepted");
+	is_int(s->rate_limit_requests, 50, "rate_limit 50/10s: 50 requests");
+	ok(s->rate_limit_window_seconds == 10.0, "rate_limit 50/10s: 10 s window");
+	is_int(c->rate_limit_requests, 0, "rate_limit off: no limit");
+	if (is_int(s->n_required_fields, 2, "required_fields 'name, email': two fields")) {
+		is_str(s->required_fields[0], "name", "first required field");
+		is_str(s->required_fields[1], "email", "second required field");
+	}
+	is_int(c->n_required_fields, 0, "no required_fields by default");
+	config_free(cfg);
+}
+
+static void secrets_come_from_files_and_credentials(void)
+{
+	char *keyfile = path_join(dir, "api.key"), *brandfile = path_join(dir, "brand.key");
+	char *credir = tmpdir_new("cred"), *cred = path_join(credir, "optix-key"), *text, reason[512];
+	struct config *cfg;
+	const struct conn_config *c;
+
+	write_file(keyfile, "s3cret-from-file\n", strlen("s3cret-from-file\n"), 0600);
+	write_file(brandfile, "  brand-from-file \n\n", strlen("  brand-from-file \n\n"), 0600);
+	write_file(cred, "s3cret-cred\n", strlen("s3cret-cred\n"), 0400);
+
+	/* Lines: 4 header, 5 uuid, 6 primary_key, 7 api_key source, 8 brand_key_file. */
+#define SECRET_CONF(api_line) DAEMON "[connection shop]\nuuid = " UUID1 "\nprimary_key = id\n" api_line \
+	"\nbrand_key_file = %s\n"
+	if (asprintf(&text, SECRET_CONF("api_key_file = %s"), keyfile, brandfile) < 0)
+		abort();
+	/* No inline key: the config itself may be world-readable. */
+	cfg = load_ok("api_key_file in a 0644 config", text, 0644);
+	c = cfg ? config_find_conn(cfg, "shop") : NULL;
+	if (c) {
+		is_str(c->api_key, "s3cret-from-file", "api_key_file: read, trailing newline stripped");
+		is_str(c->brand_key, "brand-from-file", "brand_key_file: surrounding blanks and newlines stripped");
+	}
+	config_free(cfg);
+	free(text);
+
+	if (asprintf(&text, SECRET_CONF("api_key_file = %s/absent"), dir, brandfile) < 0)
+		abort();
+	snprintf(reason, sizeof(reason), "cannot read %s/absent: No such file or directory", dir);
+	load_refused("missing api_key_file", text, 0600, 7, "api_key_file", reason);
+	free(text);
+
+	if (asprintf(&text, SECRET_CONF("api_key_credential = optix-key"), brandfile) < 0)
+		abort();
+	setenv("CREDENTIALS_DIRECTORY", credir, 1);
+	cfg = load_ok("api_key_credential with $CREDENTIALS_DIRECTORY", text, 0644);
+	c = cfg ? config_find_conn(cfg, "shop") : NULL;
+	if (c)
+		is_str(c->api_key, "s3cret-cred", "api_key_credential: read from $CREDENTIALS_DIRECTORY/optix-key");
+	config_free(cfg);
+	unsetenv("CREDENTIALS_DIRECTORY");
+	load_refused("api_key_credential without $CREDENTIALS_DIRECTORY", text, 0644, 7, "api_key_credential",
+		     "no $CREDENTIALS_DIRECTORY");
+	free(text);
+#undef SECRET_CONF
+
+	free(cred);
+	tmpdir_remove(credir);
+	free(keyfile);
+	free(brandfile);
+}
+
+static void inline_key_needs_a_private_file(void)
+{
+	config_free(load_ok("inline api_key in a 0600 file", DAEMON CONN("shop", UUID1), 0600));
+	/* refused in 0644: see the refusals table */
+	load_refused("inline api_key in a 0640 file", DAEMON CONN("shop", UUID1), 0640, 7, "api_key",
+		     "chmod 600");
+}
+
+/* Long lines: a value is read whole, or refused at its own line; later line numbers never shift. */
+static void long_lines_keep_line_numbers(void)
+{
+	char key[400], *text;
+	struct config *cfg;
+	char err[1024], want[512], *path;
+	int r;
+
+	/* Line 8 is "api_key = " + 189 characters: 199 bytes before its newline. */
+	memset(key, 'K', 189);
+	key[189] = '\0';
+	if (asprintf(&text, DAEMON "[connection shop]\nuuid = " UUID1 "\nprimary_key = id\nbrand_key = b\napi_key = %s\n"
+		     "colour = blue\n", key) < 0)
+		abort();
+	load_refused("after a 199-byte line, line numbers do not shift", text, 0600, 9, "colour", "unknown key");
+	free(text);
+
+	/* A 310-byte api_key line. */
+	memset(key, 'K', 300);
+	key[300] = '\0';
+	if (asprintf(&text, DAEMON "[connection shop]\nuuid = " UUID1 "\nprimary_key = id\nbrand_key = b\napi_key = %s\n",
+		     key) < 0)
+		abort();
+	r = load(text, 0600, &cfg, err, sizeof(err), &path);
+	snprintf(want, sizeof(want), "%s:8: ", path);
+	if (!ok((r == 0 && cfg && strlen(cfg->conns[0].api_key) == 300) ||
+			(r == -EINVAL && !strncmp(err, want, strlen(want)) && strstr(err, "long")),
+		"a 310-byte line: the 300-byte key is read whole, or refused as too long at line 8"))
+		diag("  got %d: '%s' (key of %zu bytes)", r, r ? err : "", r ? 0 : strlen(cfg->conns[0].api_key));
+	config_free(cfg);
+	free(path);
+	free(text);
+}
+
+int main(void)
+{
+	dir = tmpdir_new("config");
+	unsetenv("CREDENTIALS_DIRECTORY");
+	for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++) {
+		const struct refusal *t = &refusals[i];
+		/* the entry about the mode is written world-readable, every other one private */
+		mode_t mode = strstr(t->reason, "chmod 600") ? 0644 : 0600;
+
+		load_refused(t->what, t->text, mode, t->line, t->key, t->reason);
+	}
+	bad_sections_are_refused_at_their_header();
+	defaults_and_values_are_loaded();
+	values_are_parsed();
+	secrets_come_from_files_and_credentials();
+	inline_key_needs_a_private_file();
+	long_lines_keep_line_numbers();
+	tmpdir_remove(dir);
+	return done_testing();
+}

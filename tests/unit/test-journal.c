@@ -1,0 +1,425 @@
+/* test-journal: replay of the last state per batch, terminal states, ids, torn and corrupt tails, compaction. */
+#include <errno.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "journal.h"
+#include "log.h"
+#include "tap.h"
+#include "testutil.h"
+
+static struct journal_batch batch(uint64_t id, enum batch_state st, uint64_t offset)
+{
+	struct journal_batch b = { .id = id, .state = st, .offset = offset, .lineno = offset / 10 + 1 };
+
+	snprintf(b.uuid, sizeof(b.uuid), "00000000-0000-4000-8000-%012llu", (unsigned long long)id);
+	snprintf(b.connection, sizeof(b.connection), "conn-%llu", (unsigned long long)(id % 3));
+	snprintf(b.name, sizeof(b.name), "export-%llu.ndjson", (unsigned long long)id);
+	b.ident = (struct file_identity){ .dev = 2049, .ino = 1000 + id, .size = 1u << 20, .mtime_ns = 1700000000123456789 };
+	b.cut_records = 5000;
+	b.cut_bytes = 8u << 20;
+	b.acks = (uint32_t)(offset / 100);
+	b.records = offset / 10;
+	b.rejected = id;
+	b.rejected_size = 7 * id;
+	return b;
+}
+
+/* Every field but `updated` (stamped by journal_put). */
+static bool same_batch(const struct journal_batch *a, const struct journal_batch *b)
+{
+	return a && b && a->id == b->id && a->state == b->state && !strcmp(a->uuid, b->uuid) &&
+	       !strcmp(a->connection, b->connection) && !strcmp(a->name, b->name) &&
+	       !memcmp(&a->ident, &b->ident, sizeof(a->ident)) && a->cut_records == b->cut_records &&
+	       a->cut_bytes == b->cut_bytes && a->acks == b->acks && a->offset == b->offset && a->lineno == b->lineno &&
+	       a->records == b->records && a->rejected == b->rejected && a->rejected_size == b->rejected_size &&
+	       a->n_members == b->n_members;
+}
+
+static struct journal *open_ok(const char *dir, uint64_t *torn)
+{
+	struct journal *j = NULL;
+	uint64_t t = 0;
+	int r = journal_open(&j, dir, &t);
+
+	if (r < 0) {
+		diag("journal_open(%s): %s", dir, strerror(-r));
+		abort();
+	}
+	if (torn)
+		*torn = t;
+	return j;
+}
+
+static void put_sync(struct journal *j, const struct journal_batch *b)
+{
+	if (journal_put(j, b) < 0 || journal_sync(j) < 0)
+		abort();
+}
+
+static void replay_keeps_last_state_per_batch(void)
+{
+	char *dir = tmpdir_new("journal");
+	struct journal *j = open_ok(dir, NULL);
+	struct journal_batch b1 = batch(journal_new_id(j), BATCH_OPEN, 0), b2, b3;
+	uint64_t torn = 99;
+
+	b2 = batch(journal_new_id(j), BATCH_OPEN, 0);
+	b3 = batch(journal_new_id(j), BATCH_OPEN, 0);
+	put_sync(j, &b1);
+	put_sync(j, &b2);
+	put_sync(j, &b3);
+	b1 = batch(b1.id, BATCH_OPEN, 500);
+	put_sync(j, &b1);
+	b1 = batch(b1.id, BATCH_COMPLETED, 900);
+	b2 = batch(b2.id, BATCH_OPEN, 300);
+	journal_put(j, &b1);
+	journal_put(j, &b2);
+	ok(journal_dirty(j), "puts are pending until synced");
+	journal_sync(j);
+	ok(!journal_dirty(j), "nothing pending after sync");
+	b3 = batch(b3.id, BATCH_ARCHIVED, 1000);
+	put_sync(j, &b3);
+	journal_free(j);
+
+	j = open_ok(dir, &torn);
+	is_int(torn, 0, "clean journal: nothing torn");
+	is_int(journal_count(j), 2, "two live batches after replay (the archived one is gone)");
+	ok(journal_count(j) == 2 && same_batch(journal_at(j, 0), &b1) && same_batch(journal_at(j, 1), &b2),
+	   "replay gives each batch's last state, in id order");
+	ok(journal_at(j, 0)->updated > 0, "updated is stamped");
+	ok(journal_find(j, b3.id) == NULL, "journal_find: archived batch not found");
+	ok(same_batch(journal_find(j, b2.id), &b2), "journal_find: live batch found");
+	is_int(journal_new_id(j), b3.id + 1, "next id follows the highest id seen");
+	journal_free(j);
+	tmpdir_remove(dir);
+}
+
+static void terminal_states_are_not_live(void)
+{
+	static const enum batch_state terminal[] = { BATCH_ARCHIVED, BATCH_FAILED, BATCH_RELEASED };
+	char *dir = tmpdir_new("journal");
+	struct journal *j = open_ok(dir, NULL);
+	struct journal_batch b;
+
+	for (uint64_t id = 1; id <= 3; id++) {
+		b = batch(id, BATCH_OPEN, 0);
+		put_sync(j, &b);
+		b = batch(id, terminal[id - 1], 10);
+		put_sync(j, &b);
+	}
+	is_int(journal_count(j), 0, "ARCHIVED, FAILED, RELEASED: not live once put");
+	journal_free(j);
+	j = open_ok(dir, NULL);
+	is_int(journal_count(j), 0, "ARCHIVED, FAILED, RELEASED: not live after replay");
+	is_int(journal_new_id(j), 4, "ids of terminal batches still count for the next id");
+	journal_free(j);
+	tmpdir_remove(dir);
+}
+
+static void ids_keep_growing_after_compaction(void)
+{
+	char *dir = tmpdir_new("journal");
+	char *path = path_join(dir, "journal");
+	struct journal *j = open_ok(dir, NULL);
+	struct journal_batch b;
+	uint64_t last = 0;
+
+	for (int i = 0; i < 5; i++) {
+		b = batch(last = journal_new_id(j), BATCH_OPEN, 0);
+		put_sync(j, &b);
+		b.state = BATCH_ARCHIVED;
+		put_sync(j, &b);
+	}
+	is_int(journal_compact(j, true), 0, "forced compaction with every batch archived");
+	journal_free(j);
+	j = open_ok(dir, NULL);
+	is_int(journal_count(j), 0, "nothing live after compaction and replay");
+	is_int(journal_new_id(j), last + 1, "next id is still past every id ever used (%llu)",
+	       (unsigned long long)last + 1);
+	b = batch(last + 1, BATCH_OPEN, 0);
+	put_sync(j, &b);
+	is_int(journal_compact(j, true), 0, "compacting again");
+	journal_free(j);
+	j = open_ok(dir, NULL);
+	is_int(journal_new_id(j), last + 2, "and again after a second compaction");
+	journal_free(j);
+	free(path);
+	tmpdir_remove(dir);
+}
+
+static void compaction_keeps_live_batches_and_shrinks(void)
+{
+	char *dir = tmpdir_new("journal");
+	char *path = path_join(dir, "journal");
+	struct journal *j = open_ok(dir, NULL);
+	struct journal_batch live[3], b;
+	off_t before, after;
+	size_t k = 0;
+
+	for (uint64_t id = 1; id <= 30; id++) {
+		for (uint64_t off = 0; off <= 400; off += 100) {
+			b = batch(id, BATCH_OPEN, off);
+			put_sync(j, &b);
+		}
+		if (id % 10 == 0) {
+			live[k++] = b;  /* batches 10, 20 and 30 stay open */
+		} else {
+			b.state = id % 2 ? BATCH_FAILED : BATCH_ARCHIVED;
+			put_sync(j, &b);
+		}
+	}
+	before = file_size(path);
+	is_int(journal_compact(j, false), 0, "unforced compaction of a small journal: nothing to do");
+	is_int(file_size(path), before, "unforced compaction left the file as it was");
+	is_int(journal_compact(j, true), 0, "forced compaction");
+	after = file_size(path);
+	ok(after > 0 && after < before / 10, "the file shrank (%lld -> %lld bytes)", (long long)before,
+	   (long long)after);
+	/* The compacted journal is appended to as before. */
+	live[0] = batch(live[0].id, BATCH_COMPLETED, 999);
+	put_sync(j, &live[0]);
+	ok(file_size(path) > after, "records are appended to the compacted file");
+	journal_free(j);
+	ok(access(path, F_OK) == 0 && file_size(path) > 0, "journal still in place");
+	{
+		char *tmp = path_join(dir, "journal.tmp");
+
+		ok(access(tmp, F_OK) < 0, "no temporary left behind");
+		free(tmp);
+	}
+	j = open_ok(dir, NULL);
+	ok(journal_count(j) == 3 && same_batch(journal_at(j, 0), &live[0]) && same_batch(journal_at(j, 1), &live[1]) &&
+		   same_batch(journal_at(j, 2), &live[2]),
+	   "only the live batches remain, with their last state");
+	is_int(journal_new_id(j), 31, "next id preserved");
+	journal_free(j);
+	free(path);
+	tmpdir_remove(dir);
+}
+
+/*
+ * Cut the file at every byte inside the last record: the earlier records must replay exactly, the
+ * torn bytes be reported and cut off, and the journal be usable.
+ */
+static void torn_tail_is_cut_at_every_offset(void)
+{
+	char *dir = tmpdir_new("journal");
+	char *path = path_join(dir, "journal");
+	struct journal *j = open_ok(dir, NULL);
+	struct journal_batch b[4];
+	char *image;
+	size_t full = 0, good;
+	unsigned bad_replay = 0, bad_torn = 0, bad_size = 0, bad_append = 0;
+
+	for (int i = 0; i < 3; i++) {
+		b[i] = batch((uint64_t)i + 1, BATCH_OPEN, (uint64_t)i * 10);
+		put_sync(j, &b[i]);
+	}
+	good = (size_t)file_size(path);
+	b[3] = batch(2, BATCH_COMPLETED, 4242);  /* the last record updates batch 2 */
+	put_sync(j, &b[3]);
+	journal_free(j);
+	image = read_whole(path, &full);
+	ok(image && full > good + 8, "journal of 4 records, last one %zu bytes", full - good);
+
+	for (size_t cut = good + 1; cut < full; cut++) {
+		uint64_t torn = 0;
+		struct journal_batch again;
+
+		write_file(path, image, cut, 0640);
+		j = open_ok(dir, &torn);
+		if (!(journal_count(j) == 3 && same_batch(journal_at(j, 0), &b[0]) && same_batch(journal_at(j, 1), &b[1]) &&
+		      same_batch(journal_at(j, 2), &b[2])))
+			bad_replay++;
+		if (torn != cut - good)
+			bad_torn++;
+		if (file_size(path) != (off_t)good)
+			bad_size++;
+		/* Appending after the cut and reopening finds the new record. */
+		again = batch(3, BATCH_COMPLETED, 77);
+		put_sync(j, &again);
+		journal_free(j);
+		j = open_ok(dir, &torn);
+		if (torn || !same_batch(journal_find(j, 3), &again) || !same_batch(journal_find(j, 2), &b[1]))
+			bad_append++;
+		journal_free(j);
+	}
+	is_int(bad_replay, 0, "cut at each of %zu offsets in the last record: the 3 earlier records replay exactly",
+	       full - good - 1);
+	is_int(bad_torn, 0, "the torn bytes are reported exactly");
+	is_int(bad_size, 0, "the file is cut back to the last good record");
+	is_int(bad_append, 0, "a record appended after the cut replays");
+
+	/* A flipped byte in the last record's payload: its CRC no longer matches. */
+	{
+		uint64_t torn = 0;
+
+		image[full - 5] ^= 0x40;
+		write_file(path, image, full, 0640);
+		j = open_ok(dir, &torn);
+		is_int(torn, full - good, "bad CRC: the whole last record is cut");
+		ok(same_batch(journal_find(j, 2), &b[1]), "bad CRC: batch 2 keeps its previous state");
+		is_int(file_size(path), good, "bad CRC: file cut back");
+		journal_free(j);
+	}
+	/* A flipped byte in an earlier record: everything from there on is dropped. */
+	{
+		uint64_t torn = 0;
+
+		image[full - 5] ^= 0x40;
+		image[12] ^= 0x01;
+		write_file(path, image, full, 0640);
+		j = open_ok(dir, &torn);
+		ok(torn == full && journal_count(j) == 0, "corrupt first record: nothing replays, all %zu bytes cut",
+		   full);
+		journal_free(j);
+	}
+	free(image);
+	free(path);
+	tmpdir_remove(dir);
+}
+
+static void stats_and_members_replay(void)
+{
+	char *dir = tmpdir_new("journal");
+	struct journal *j = open_ok(dir, NULL);
+	struct journal_conn_stats s = { .connection = "shop", .files_done = 3, .records_sent = 12345,
+					.last_error_status = 429, .last_error_text = "rate limited" };
+	struct journal_member m[2] = {
+		{ .batch_id = 5, .file_id = 6, .index = 0, .name = "a.ndjson" },
+		{ .batch_id = 5, .file_id = 7, .index = 1, .name = "b.ndjson" },
+	};
+	struct journal_batch b = batch(5, BATCH_OPEN, 0);
+	const struct journal_member *got;
+	const struct journal_conn_stats *gs;
+
+	b.n_members = 2;
+	journal_put_stats(j, &s);
+	journal_put_member(j, &m[0]);
+	journal_put_member(j, &m[1]);
+	put_sync(j, &b);
+	journal_free(j);
+	j = open_ok(dir, NULL);
+	gs = journal_find_stats(j, "shop");
+	ok(gs && gs->records_sent == 12345 && gs->last_error_status == 429 && !strcmp(gs->last_error_text, "rate limited"),
+	   "connection totals replay");
+	ok(journal_members(j, 5, &got) == 2 && got[0].file_id == 6 && got[1].file_id == 7 &&
+		   !strcmp(got[1].name, "b.ndjson"),
+	   "members of a live batch replay in order");
+	ok(journal_file_live(j, 7) && !journal_file_live(j, 99), "journal_file_live knows member files");
+	is_int(journal_new_id(j), 8, "member file ids count for the next id");
+	b.state = BATCH_ARCHIVED;
+	put_sync(j, &b);
+	ok(journal_members(j, 5, &got) == 0 && !journal_file_live(j, 7), "members go with their batch");
+	journal_free(j);
+	tmpdir_remove(dir);
+}
+
+/* A journal.tmp left by a compaction that died before its rename is dropped; the journal stands. */
+static void leftover_temporary_is_ignored(void)
+{
+	char *dir = tmpdir_new("journal");
+	char *tmp = path_join(dir, "journal.tmp");
+	struct journal *j = open_ok(dir, NULL);
+	struct journal_batch b = batch(4, BATCH_OPEN, 40);
+
+	put_sync(j, &b);
+	journal_free(j);
+	write_file(tmp, "half a compaction", 17, 0640);
+	j = open_ok(dir, NULL);
+	ok(journal_count(j) == 1 && same_batch(journal_at(j, 0), &b), "leftover journal.tmp: the journal's state stands");
+	ok(access(tmp, F_OK) < 0, "leftover journal.tmp is removed");
+	journal_free(j);
+	free(tmp);
+	tmpdir_remove(dir);
+}
+
+/* A read-only view replays a torn journal without touching it. */
+static void readonly_view_does_not_cut(void)
+{
+	char *dir = tmpdir_new("journal");
+	char *path = path_join(dir, "journal");
+	struct journal *j = open_ok(dir, NULL);
+	struct journal_batch b = batch(1, BATCH_OPEN, 10);
+	off_t size;
+
+	put_sync(j, &b);
+	journal_free(j);
+	{
+		/* a record header announcing 80 bytes, followed by 3 */
+		int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+
+		if (fd < 0 || write(fd, "\x50\0\0\0\0\0\0\0abc", 11) != 11)
+			abort();
+		close(fd);
+	}
+	size = file_size(path);
+	ok(journal_open_readonly(&j, dir) == 0 && journal_count(j) == 1 && same_batch(journal_at(j, 0), &b),
+	   "read-only view replays up to the torn tail");
+	journal_free(j);
+	is_int(file_size(path), size, "read-only view leaves the torn tail in place");
+	free(path);
+	tmpdir_remove(dir);
+}
+
+/*
+ * journal_sync: "On failure nothing queued is lost: call again." A write that stops part-way
+ * (here at RLIMIT_FSIZE) is cut back; the retry must land right after the last good record,
+ * also once compaction has swapped the file.
+ */
+static void failed_sync_is_retried_cleanly(bool compacted)
+{
+	char *dir = tmpdir_new("journal");
+	char *path = path_join(dir, "journal");
+	struct journal *j = open_ok(dir, NULL);
+	struct journal_batch a = batch(1, BATCH_OPEN, 0), b = batch(2, BATCH_OPEN, 20);
+	struct rlimit old, lim;
+	uint64_t torn = 0;
+	off_t good;
+	int r;
+
+	put_sync(j, &a);
+	if (compacted && journal_compact(j, true) < 0)
+		abort();
+	good = file_size(path);
+	getrlimit(RLIMIT_FSIZE, &old);
+	lim = (struct rlimit){ .rlim_cur = (rlim_t)good + 10, .rlim_max = old.rlim_max };
+	journal_put(j, &b);
+	setrlimit(RLIMIT_FSIZE, &lim);
+	r = journal_sync(j);
+	setrlimit(RLIMIT_FSIZE, &old);
+	ok(r < 0 && journal_dirty(j), "%s: a sync cut short by the file size limit fails and keeps the record queued",
+	   compacted ? "after compaction" : "before compaction");
+	is_int(file_size(path), good, "%s: the partial write is cut back", compacted ? "after compaction" : "before compaction");
+	is_int(journal_sync(j), 0, "%s: the retry succeeds", compacted ? "after compaction" : "before compaction");
+	journal_free(j);
+	j = open_ok(dir, &torn);
+	ok(torn == 0 && journal_count(j) == 2 && same_batch(journal_find(j, 2), &b),
+	   "%s: the retried record replays (torn %llu bytes, %zu live)", compacted ? "after compaction" : "before compaction",
+	   (unsigned long long)torn, journal_count(j));
+	journal_free(j);
+	free(path);
+	tmpdir_remove(dir);
+}
+
+int main(void)
+{
+	log_set_level(LOG_LVL_ERROR);  /* each torn tail is also logged as a warning */
+	replay_keeps_last_state_per_batch();
+	terminal_states_are_not_live();
+	ids_keep_growing_after_compaction();
+	compaction_keeps_live_batches_and_shrinks();
+	torn_tail_is_cut_at_every_offset();
+	stats_and_members_replay();
+	leftover_temporary_is_ignored();
+	readonly_view_does_not_cut();
+	signal(SIGXFSZ, SIG_IGN);  /* writes past RLIMIT_FSIZE fail with EFBIG instead */
+	failed_sync_is_retried_cleanly(false);
+	failed_sync_is_retried_cleanly(true);
+	return done_testing();
+}
