@@ -31,6 +31,11 @@ struct parse_state {
 	struct conn_parse *cp;     /* parallel to cfg->conns */
 	int line;                  /* line the reader handed to inih last */
 	int section_line;          /* line of the last [section] header */
+	struct {
+		char name[80];
+		int line;
+	} headers[64];             /* [connection NAME] headers seen, to find sections without keys */
+	size_t n_headers;
 	FILE *f;
 	char *err;
 	size_t errlen;
@@ -263,8 +268,8 @@ static int set_secret(struct parse_state *ps, struct secret_src *s, int kind, co
 		return fail(ps, ps->line, key, "empty value");
 	s->kind = kind;
 	s->line = ps->line;
-	s->key = kind == 1 ? (key[0] == 'a' ? "api_key" : "brand_key") : key;
-	/* key points into the static key table only for the file/credential names; copy the value. */
+	/* @key is a name from the static key table: inih's line buffer is gone by the time of errors. */
+	s->key = key;
 	s->value = strdup(value);
 	return s->value ? 1 : -1;
 }
@@ -360,17 +365,17 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 			return fail(ps, ps->line, name, "must be REQUESTS/SECONDSs (e.g. 50/10s) or off");
 		return 1;
 	case K_API:
-		return set_secret(ps, &cp->api, 1, name, value);
+		return set_secret(ps, &cp->api, 1, conn_keys[K_API], value);
 	case K_API_FILE:
-		return set_secret(ps, &cp->api, 2, name, value);
+		return set_secret(ps, &cp->api, 2, conn_keys[K_API_FILE], value);
 	case K_API_CRED:
-		return set_secret(ps, &cp->api, 3, name, value);
+		return set_secret(ps, &cp->api, 3, conn_keys[K_API_CRED], value);
 	case K_BRAND:
-		return set_secret(ps, &cp->brand, 1, name, value);
+		return set_secret(ps, &cp->brand, 1, conn_keys[K_BRAND], value);
 	case K_BRAND_FILE:
-		return set_secret(ps, &cp->brand, 2, name, value);
+		return set_secret(ps, &cp->brand, 2, conn_keys[K_BRAND_FILE], value);
 	default:
-		return set_secret(ps, &cp->brand, 3, name, value);
+		return set_secret(ps, &cp->brand, 3, conn_keys[K_BRAND_CRED], value);
 	}
 }
 
@@ -425,29 +430,62 @@ static int handler(void *user, const char *section, const char *name, const char
 			if (!(nc[i].name = strdup(cname)))
 				return fail(ps, ps->line, name, "out of memory");
 			if (!name_valid(cname))
-				return fail(ps, ps->line, section,
+				return fail(ps, ps->section_line, section,
 					    "connection name must be letters, digits, '_', '-', '.' and not start with '.'");
 		}
 		r = handle_conn(ps, &cfg->conns[i], &ps->cp[i], name, value);
 		return r < 0 ? (fail(ps, ps->line, name, "out of memory"), 0) : r;
 	}
-	return fail(ps, ps->line, name, "unknown section [%s] (want [daemon] or [connection NAME])", section);
+	return fail(ps, ps->section_line, section, "unknown section [%s] (want [daemon] or [connection NAME])", section);
 }
 
-/* inih is built without INI_HANDLER_LINENO on Debian: count lines in the reader instead. */
+/*
+ * inih is built without INI_HANDLER_LINENO on Debian: count lines in the reader instead. It also
+ * reads at most INI_MAX_LINE bytes a call, so a longer line is refused here at its own number
+ * rather than misread as two; and it never reports a section without keys, so headers of
+ * [connection NAME] are noted here and checked at the end.
+ */
+/* After a full buffer: true when the line ended exactly there (its newline is consumed). */
+static bool at_line_end(FILE *f)
+{
+	int ch = getc(f);
+
+	if (ch == '\n' || ch == EOF)
+		return true;
+	ungetc(ch, f);
+	return false;
+}
+
 static char *reader(char *str, int num, void *stream)
 {
 	struct parse_state *ps = stream;
 	char *r = fgets(str, num, ps->f);
+	const char *p;
+	size_t len;
 
-	if (r) {
-		const char *p = r;
+	if (!r || ps->failed)
+		return NULL;
+	ps->line++;
+	len = strlen(r);
+	if (len && r[len - 1] != '\n' && !feof(ps->f) && !at_line_end(ps->f)) {
+		fail(ps, ps->line, "-", "line longer than %d bytes (put long keys in api_key_file / brand_key_file)",
+		     num - 1);
+		return NULL;
+	}
+	for (p = r; *p == ' ' || *p == '\t'; p++)
+		;
+	if (*p == '[') {
+		ps->section_line = ps->line;
+		if (!strncmp(p, "[connection ", 12) && ps->n_headers < sizeof(ps->headers) / sizeof(ps->headers[0])) {
+			const char *end = strchr(p, ']');
+			size_t n = end ? (size_t)(end - p - 12) : 0;
 
-		ps->line++;
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if (*p == '[')
-			ps->section_line = ps->line;
+			if (end && n < sizeof(ps->headers[0].name)) {
+				memcpy(ps->headers[ps->n_headers].name, p + 12, n);
+				ps->headers[ps->n_headers].name[n] = '\0';
+				ps->headers[ps->n_headers++].line = ps->line;
+			}
+		}
 	}
 	return r;
 }
@@ -455,7 +493,7 @@ static char *reader(char *str, int num, void *stream)
 /* Read a secret from a file (or credential), dropping one trailing newline and surrounding blanks. */
 static int read_secret(const char *path, char **out)
 {
-	char buf[4096];
+	char buf[4096], *start;
 	FILE *f = fopen(path, "re");
 	size_t n;
 	int r = 0;
@@ -473,9 +511,12 @@ static int read_secret(const char *path, char **out)
 	buf[n] = '\0';
 	while (n && isspace((unsigned char)buf[n - 1]))
 		buf[--n] = '\0';
-	if (!n)
+	start = buf;
+	while (isspace((unsigned char)*start))
+		start++;
+	if (!*start)
 		return -ENODATA;
-	if (!(*out = strdup(buf)))
+	if (!(*out = strdup(start)))
 		return -ENOMEM;
 	return 0;
 }
@@ -580,6 +621,10 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 		fail(&ps, 0, "spool_dir", "out of memory");
 	if (!ps.failed && (!cfg->state_dir && set_str(&cfg->state_dir, "/var/lib/dcsyncd") < 0))
 		fail(&ps, 0, "state_dir", "out of memory");
+	for (size_t h = 0; h < ps.n_headers && !ps.failed; h++)
+		if (!config_find_conn(cfg, ps.headers[h].name))
+			fail(&ps, ps.headers[h].line, "uuid", "missing in [connection %s] (the section has no keys)",
+			     ps.headers[h].name);
 	if (!ps.failed && cfg->n_conns == 0)
 		fail(&ps, ps.line, "connection", "no [connection NAME] section: nothing to upload");
 	for (size_t i = 0; i < cfg->n_conns && !ps.failed; i++) {

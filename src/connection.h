@@ -68,8 +68,12 @@ void connection_kick(struct connection *c);
  * next request; a connection paused by 401/403 tries again at once.
  */
 int connection_reconfigure(struct connection *c, const struct conn_config *cfg, enum after_upload after);
-/* Take no new file; the batch in flight goes on until acknowledged or failed. */
-void connection_drain(struct connection *c);
+/*
+ * Take no new file. With @stop_after_ack (SIGTERM) the batch in flight stops once its request
+ * in flight is answered and recorded; the next start resumes it from the journal. Without it
+ * (a connection removed by a reload) the batch in flight runs to its end.
+ */
+void connection_drain(struct connection *c, bool stop_after_ack);
 
 bool connection_idle(const struct connection *c);     /* nothing queued, nothing in flight */
 bool connection_blocked(const struct connection *c);  /* paused by the server (401/403) */

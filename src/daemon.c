@@ -107,7 +107,11 @@ static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)loop;
 	(void)revents;
-	if (d->cfg->metrics_file && ev_now(d->loop) - d->metrics_written >= 2.0) {
+	/* What `dcsyncd status` reads must not lag while the daemon idles (ARCHIVED, totals). */
+	if (journal_dirty(d->journal))
+		(void)journal_sync(d->journal);
+	/* 1.9: the timer's own 2 s period jitters; --once ticks every 0.25 s and is throttled here. */
+	if (d->cfg->metrics_file && ev_now(d->loop) - d->metrics_written >= 1.9) {
 		int r = metrics_write(d->cfg->metrics_file, d->conns, d->n_conns, ev_now(d->loop));
 
 		d->metrics_written = ev_now(d->loop);
@@ -159,6 +163,15 @@ static void prune_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop;
 	(void)revents;
 	prune_retiring(w->data);
+}
+
+/* --once: nothing left to do (every connection idle, or paused by the server). */
+static bool once_done(const struct daemon *d)
+{
+	for (size_t i = 0; i < d->n_conns; i++)
+		if (!connection_blocked(d->conns[i]) && !connection_idle(d->conns[i]))
+			return false;
+	return true;
 }
 
 static void maybe_finish(struct daemon *d)
@@ -236,7 +249,7 @@ static void begin_drain(struct daemon *d, const char *why)
 	ev_timer_set(&d->drain_timer, d->cfg->drain_timeout_seconds, 0.);
 	ev_timer_start(d->loop, &d->drain_timer);
 	for (size_t i = 0; i < d->n_conns; i++)
-		connection_drain(d->conns[i]);
+		connection_drain(d->conns[i], true);
 	maybe_finish(d);
 }
 
@@ -275,7 +288,7 @@ static void reload(struct daemon *d)
 	struct connection **nconns;
 	struct conn_env env;
 	char err[1024];
-	size_t n = 0;
+	size_t n = 0, first_retiring;
 	int r;
 
 	sd_notify(0, "RELOADING=1");
@@ -320,17 +333,20 @@ static void reload(struct daemon *d)
 		}
 		nconns[n++] = c;
 	}
+	first_retiring = d->n_retiring;
 	for (size_t k = 0; k < d->n_conns; k++) {
 		if (!d->conns[k])
 			continue;
 		log_info("%s: removed from the configuration: finishing its batch in flight, then stopping "
 			 "(its files stay in the spool and the journal)", connection_name(d->conns[k]));
-		connection_drain(d->conns[k]);
 		d->retiring[d->n_retiring++] = d->conns[k];
 	}
 	free(d->conns);
 	d->conns = nconns;
 	d->n_conns = n;
+	/* Drained only now: draining calls back into the daemon, which must see the new list. */
+	for (size_t k = first_retiring; k < d->n_retiring; k++)
+		connection_drain(d->retiring[k], false);
 	d->old_cfgs[d->n_old_cfgs++] = d->cfg;
 	d->cfg = ncfg;
 	log_set_level(ncfg->log_level);
@@ -518,8 +534,10 @@ int daemon_run(const struct daemon_opts *opts)
 	sd_notify(0, "READY=1\nSTATUS=started");
 	for (size_t i = 0; i < d.n_conns; i++)
 		connection_kick(d.conns[i]);
+	/* ev_run() forgets a break requested before it starts: an idle --once must not enter it. */
 	maybe_finish(&d);
-	ev_run(d.loop, 0);
+	if (!(d.opts.once && once_done(&d)))
+		ev_run(d.loop, 0);
 	if (opts->once || d.draining)
 		print_summary(&d);
 out:

@@ -675,7 +675,8 @@ int journal_compact(struct journal *j, bool force)
 	}
 	if (r < 0)
 		goto out;
-	fd = open(j->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	/* O_APPEND like the journal it replaces: after a cut-back partial write, appends land at the cut. */
+	fd = open(j->tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
 	if (fd < 0) {
 		r = -errno;
 		goto out;
@@ -692,20 +693,14 @@ int journal_compact(struct journal *j, bool force)
 		r = -errno;
 		goto out;
 	}
-	crashpoint("compact-after-rename");
-	if (fsync(j->dirfd) < 0) {
-		r = -errno;
-		goto out;
-	}
+	/* Renamed: from now on the new file is the journal, whatever the directory fsync says. */
 	close(j->fd);
 	j->fd = fd;
 	fd = -1;
-	/* The temporary was opened without O_APPEND: position at the end for appends. */
-	if (lseek(j->fd, 0, SEEK_END) < 0) {
-		r = -errno;
-		goto out;
-	}
 	j->size = j->pending_len;
+	crashpoint("compact-after-rename");
+	if (fsync(j->dirfd) < 0)
+		r = -errno;
 out:
 	if (fd >= 0) {
 		close(fd);

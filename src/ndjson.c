@@ -106,7 +106,8 @@ static int fill(struct ndjson_reader *r)
 
 static bool is_blank(char c)
 {
-	return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v';
+	/* JSON's own whitespace and the CR of CRLF; form feed and vertical tab are not JSON. */
+	return c == ' ' || c == '\t' || c == '\r';
 }
 
 /* Skip the rest of an over-long line without keeping it in memory. */
@@ -145,7 +146,19 @@ int ndjson_reader_next(struct ndjson_reader *r, struct ndjson_line *line)
 		uint64_t no;
 		int f;
 
-		if (!nl && r->end - r->start > r->max_record) {
+		if (!nl && !r->eof && r->end - r->start <= r->max_record + READ_BLOCK) {
+			/* Read on before judging: blanks and a CR around the record do not count. */
+			size_t seen = r->end - r->start;
+
+			if (r->start > 0 || r->end < r->cap) {
+				f = fill(r);
+				if (f < 0)
+					return f;
+				scan = r->start + seen;
+				continue;
+			}
+		}
+		if (!nl && !r->eof && r->end - r->start > r->max_record) {
 			/* Longer than allowed: report it and drop the rest of it unread. */
 			no = r->next_lineno++;
 			f = skip_line(r);
@@ -155,15 +168,6 @@ int ndjson_reader_next(struct ndjson_reader *r, struct ndjson_line *line)
 						      .end_offset = r->buf_offset + (off_t)r->start };
 			r->have_last = false;
 			return 1;
-		}
-		if (!nl && !r->eof) {
-			size_t seen = r->end - r->start;
-
-			f = fill(r);
-			if (f < 0)
-				return f;
-			scan = r->start + seen;
-			continue;
 		}
 		if (!nl && r->start == r->end)
 			return 0;
@@ -375,6 +379,11 @@ int record_validator_check(struct record_validator *v, const char *data, size_t 
 
 	if (memchr(data, '\0', len)) {
 		snprintf(reason, reason_len, "NUL byte in line");
+		return -EINVAL;
+	}
+	/* yajl takes these for blanks; JSON does not (and inside strings yajl refuses them anyway). */
+	if (memchr(data, '\f', len) || memchr(data, '\v', len)) {
+		snprintf(reason, reason_len, "invalid JSON: form feed or vertical tab outside a string");
 		return -EINVAL;
 	}
 	/* yajl has no reset: one handle per record keeps a bad line from affecting the next. */

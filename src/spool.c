@@ -256,7 +256,7 @@ static int copy_file(const char *from, const char *to)
 		r = -errno;
 		goto out;
 	}
-	out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 0777);
+	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 0777);
 	if (out < 0) {
 		r = -errno;
 		goto out;
@@ -291,6 +291,33 @@ out:
 	return r;
 }
 
+/* Whether @a and @b hold the same bytes: a copy finished before a crash need not be made twice. */
+static bool same_content(const char *a, const char *b)
+{
+	char ba[65536], bb[65536];
+	struct stat sa, sb;
+	int fa = -1, fb = -1;
+	bool same = false;
+	ssize_t n;
+
+	if (stat(a, &sa) < 0 || stat(b, &sb) < 0 || sa.st_size != sb.st_size)
+		return false;
+	fa = open(a, O_RDONLY | O_CLOEXEC);
+	fb = open(b, O_RDONLY | O_CLOEXEC);
+	if (fa < 0 || fb < 0)
+		goto out;
+	while ((n = read(fa, ba, sizeof(ba))) > 0)
+		if (read(fb, bb, (size_t)n) != n || memcmp(ba, bb, (size_t)n))
+			goto out;
+	same = n == 0;
+out:
+	if (fa >= 0)
+		close(fa);
+	if (fb >= 0)
+		close(fb);
+	return same;
+}
+
 int spool_move(const char *from, const char *to)
 {
 	int r;
@@ -306,8 +333,29 @@ int spool_move(const char *from, const char *to)
 	}
 	if (r != -EXDEV)
 		return r;
-	if ((r = copy_file(from, to)) < 0)
-		return r;
+	/*
+	 * Across filesystems: copy to a hidden temporary beside @to, fsync, then link it into place
+	 * without replacing anything, so a crash leaves no partial file under the real name. A redo
+	 * after a crash between the copy and the unlink finds the same bytes at @to.
+	 */
+	if (same_content(from, to))
+		return unlink(from) < 0 ? -errno : 0;
+	{
+		char tmp[PATH_MAX];
+		const char *slash = strrchr(to, '/');
+		int n = slash ? snprintf(tmp, sizeof(tmp), "%.*s/.%s.partial", (int)(slash - to), to, slash + 1)
+			      : snprintf(tmp, sizeof(tmp), ".%s.partial", to);
+
+		if (n < 0 || (size_t)n >= sizeof(tmp))
+			return -ENAMETOOLONG;
+		if ((r = copy_file(from, tmp)) < 0)
+			return r;
+		if (renameat2(AT_FDCWD, tmp, AT_FDCWD, to, RENAME_NOREPLACE) < 0) {
+			r = -errno;
+			(void)unlink(tmp);
+			return r;
+		}
+	}
 	if ((r = spool_sync_parent(to)) < 0)
 		return r;
 	return unlink(from) < 0 ? -errno : 0;

@@ -87,13 +87,13 @@ int status_print(const struct config *cfg, FILE *out)
 	for (size_t i = 0; i < cfg->n_conns; i++) {
 		const struct conn_config *c = &cfg->conns[i];
 		const struct journal_conn_stats *st = j ? journal_find_stats(j, c->name) : NULL;
-		char dir[4096], sub[4200], buf[128];
+		char dir[4096], faildir[4200], sub[4200], buf[128];
 		struct dir_count q, failed, rej;
 
 		snprintf(dir, sizeof(dir), "%s/%s", cfg->spool_dir, c->name);
 		q = count_dir(dir, 0);
-		snprintf(sub, sizeof(sub), "%s/failed", dir);
-		failed = count_dir(sub, 1);
+		snprintf(faildir, sizeof(faildir), "%s/failed", dir);
+		failed = count_dir(faildir, 1);
 		snprintf(sub, sizeof(sub), "%s/rejected", dir);
 		rej = count_dir(sub, 2);
 		fprintf(out, "%s (%s)\n", c->name, c->uuid);
@@ -112,7 +112,7 @@ int status_print(const struct config *cfg, FILE *out)
 				b->ident.size ? b->offset * 100 / b->ident.size : 100, b->ident.size);
 		}
 		fprintf(out, "  failed:       %zu file(s)%s%s\n", failed.files, failed.files ? " in " : "",
-			failed.files ? sub : "");
+			failed.files ? faildir : "");
 		fprintf(out, "  rejected:     %" PRIu64 " record(s) in %zu file(s)\n", rej.lines, rej.files);
 		when(buf, sizeof(buf), st ? st->last_success : 0, now);
 		fprintf(out, "  last success: %s\n", buf);

@@ -106,12 +106,14 @@ static void check_done(struct upload *u)
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct sock_watch *sw = (struct sock_watch *)w;
+	struct upload *u = sw->u;
 	int action = (revents & EV_READ ? CURL_CSELECT_IN : 0) | (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
 	int running;
 
 	(void)loop;
-	curl_multi_socket_action(sw->u->multi, w->fd, action, &running);
-	check_done(sw->u);
+	/* The action may close the socket, and socket_cb then frees sw: use only u afterwards. */
+	curl_multi_socket_action(u->multi, w->fd, action, &running);
+	check_done(u);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)

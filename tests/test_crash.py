@@ -667,8 +667,8 @@ def test_journal_enospc_mid_batch(daemon, optix, small_state_fs):
 @pytest.mark.parametrize("left", ["partial", "complete"])
 def test_archive_copy_interrupted(daemon, optix, small_state_fs, left):
     """done/ on another filesystem than the spool (state_dir on a tmpfs): the archive is a copy
-    then an unlink. A crash inside it leaves done/<name> partial (killed mid-copy) or complete
-    (killed before the unlink) beside the file still in .work/. The state is made exactly as the
+    then an unlink. A crash inside it leaves done/.<name>.partial (killed mid-copy) or a whole
+    done/<name> (killed before the unlink) beside the file still in .work/. The state is made exactly as the
     crash leaves it (crash at before-archive, then the copy's leftovers written by hand; there
     is no crash point inside the copy). After the restart done/ must hold the file once, whole."""
     need_crashpoints(daemon)
@@ -682,7 +682,12 @@ def test_archive_copy_interrupted(daemon, optix, small_state_fs, left):
     original = work[0].read_bytes()
     done = daemon.state_dir / "done" / CONN
     done.mkdir(parents=True, exist_ok=True)
-    (done / "x.ndjson").write_bytes(original[:len(original) // 2] if left == "partial" else original)
+    # The copy goes to a hidden temporary, linked into place only once whole and fsynced: a crash
+    # mid-copy leaves that temporary, one before the unlink leaves the whole file under its name.
+    if left == "partial":
+        (done / ".x.ndjson.partial").write_bytes(original[:len(original) // 2])
+    else:
+        (done / "x.ndjson").write_bytes(original)
 
     proc, log = run_once(daemon)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{log[-3000:]}"
