@@ -75,6 +75,7 @@ struct connection {
 	bool catalog_warned;
 	enum conn_state state;
 	bool draining;
+	bool work_dir_ready;
 	bool stop_after_ack;            /* SIGTERM: leave the batch after the request in flight */
 	struct journal_batch *adopted;  /* live batches from the journal, resumed first */
 	size_t n_adopted;
@@ -121,6 +122,7 @@ static void begin_next(struct connection *c);
 static int grow_members(struct connection *c);
 static void release_files(struct connection *c);
 static void persist_error(struct connection *c, long status, const char *what);
+static void persist_rate(struct connection *c, bool waiting);
 static void process_current(struct connection *c);
 static void send_range(struct connection *c);
 static void durable(struct connection *c, void (*step)(struct connection *c));
@@ -704,6 +706,7 @@ static void send_range(struct connection *c)
 	}
 	c->sending_completed = completes;
 	wait = upload_limiter_take(c->limiter, ev_now(c->env.loop));
+	persist_rate(c, wait > 0);
 	if (wait > 0) {
 		/* Wait for a slot rather than be refused with 429. */
 		c->state = CS_RATE_WAIT;
@@ -727,6 +730,18 @@ static void send_range(struct connection *c)
 	     ch->end_line - 1, len, completes ? ", completes the batch" : "");
 	if (!ch->last && !c->ahead_ready)
 		ev_idle_start(c->env.loop, &c->ahead);
+}
+
+/* The limiter's state for `dcsyncd status`, recorded when it changes (synced by the daemon's tick). */
+static void persist_rate(struct connection *c, bool waiting)
+{
+	uint64_t budget = upload_limiter_budget(c->limiter);
+
+	if (c->persist.rate_budget == budget && c->persist.rate_waiting == waiting)
+		return;
+	c->persist.rate_budget = budget;
+	c->persist.rate_waiting = waiting;
+	(void)journal_put_stats(c->env.journal, &c->persist);
 }
 
 /* ---- journal durability ---- */
@@ -1034,14 +1049,26 @@ static int take_file(struct connection *c, const char *name, struct member *m)
 	}
 	snprintf(m->name, sizeof(m->name), "%s", name);
 	m->fid = journal_new_id(c->env.journal);
-	if ((r = spool_mkdirs(c->work_dir, 0770)) < 0) {
-		conn_log(c, LOG_LVL_ERROR, -1, "cannot create %s: %s", c->work_dir, strerror(-r));
-		return r;
+	/* Once per run, not per file: ten thousand small files make this a hot path. */
+	if (!c->work_dir_ready) {
+		if ((r = spool_mkdirs(c->work_dir, 0770)) < 0) {
+			conn_log(c, LOG_LVL_ERROR, -1, "cannot create %s: %s", c->work_dir, strerror(-r));
+			return r;
+		}
+		c->work_dir_ready = true;
 	}
 	snprintf(src, sizeof(src), "%s/%s", c->dir, name);
 	member_path(c, m, dst, sizeof(dst));
 	/* A new drop under the same name now waits its turn in the spool, it cannot change this batch. */
 	r = spool_move(src, dst);
+	if (r == -ENOENT && access(c->work_dir, F_OK) < 0) {
+		/* Someone removed .work/ while we ran: make it again. */
+		c->work_dir_ready = false;
+		if (spool_mkdirs(c->work_dir, 0770) == 0) {
+			c->work_dir_ready = true;
+			r = spool_move(src, dst);
+		}
+	}
 	if (r < 0) {
 		if (r != -ENOENT)
 			conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move into %s: %s", name, c->work_dir, strerror(-r));

@@ -207,6 +207,8 @@ static void encode_stats(struct wbuf *w, const struct journal_conn_stats *s)
 	w_u64(w, (uint64_t)s->last_error);
 	w_u64(w, (uint64_t)s->last_error_status);
 	w_str(w, s->last_error_text);
+	w_u64(w, s->rate_budget);
+	w_u64(w, s->rate_waiting);
 }
 
 static int decode_stats(struct rbuf *r, struct journal_conn_stats *s)
@@ -222,6 +224,8 @@ static int decode_stats(struct rbuf *r, struct journal_conn_stats *s)
 	s->last_error = (int64_t)r_u64(r);
 	s->last_error_status = (int64_t)r_u64(r);
 	r_str(r, s->last_error_text, sizeof(s->last_error_text));
+	s->rate_budget = r_u64(r);
+	s->rate_waiting = r_u64(r);
 	return r->bad ? -EINVAL : 0;
 }
 

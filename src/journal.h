@@ -61,6 +61,8 @@ struct journal_conn_stats {
 	int64_t last_error;     /* unix seconds, 0: never */
 	int64_t last_error_status;
 	char last_error_text[256];
+	uint64_t rate_budget;   /* the API key's request budget per window now (0: no limit) */
+	uint64_t rate_waiting;  /* 1 while a request waits for the client-side rate limit */
 };
 
 struct journal;

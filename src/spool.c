@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,12 +17,81 @@
 
 /* ---- queue ---- */
 
+/* ---- the set of queued names: a rescan of 10,000 files must not compare each with each ---- */
+
+#define TOMBSTONE ((char *)1)
+
+static size_t name_hash(const char *s)
+{
+	size_t h = 1469598103934665603ull;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+	return h;
+}
+
+/* The slot holding @name, or the free slot where it would go. */
+static size_t names_slot(const struct spool_queue *q, const char *name)
+{
+	size_t mask = q->names_cap - 1, i = name_hash(name) & mask, free_slot = SIZE_MAX;
+
+	for (;; i = (i + 1) & mask) {
+		char *e = q->names[i];
+
+		if (!e)
+			return free_slot != SIZE_MAX ? free_slot : i;
+		if (e == TOMBSTONE) {
+			if (free_slot == SIZE_MAX)
+				free_slot = i;
+		} else if (!strcmp(e, name)) {
+			return i;
+		}
+	}
+}
+
+static int names_grow(struct spool_queue *q)
+{
+	size_t cap = q->names_cap ? q->names_cap * 2 : 64;
+	char **old = q->names;
+	size_t old_cap = q->names_cap;
+
+	q->names = calloc(cap, sizeof(*q->names));
+	if (!q->names) {
+		q->names = old;
+		return -ENOMEM;
+	}
+	q->names_cap = cap;
+	q->names_used = 0;
+	for (size_t i = 0; i < old_cap; i++) {
+		if (old[i] && old[i] != TOMBSTONE) {
+			q->names[names_slot(q, old[i])] = old[i];
+			q->names_used++;
+		}
+	}
+	free(old);
+	return 0;
+}
+
+static void names_remove(struct spool_queue *q, const char *name)
+{
+	size_t i;
+
+	if (!q->names_cap)
+		return;
+	i = names_slot(q, name);
+	if (q->names[i] && q->names[i] != TOMBSTONE && !strcmp(q->names[i], name))
+		q->names[i] = TOMBSTONE;
+}
+
 void spool_queue_clear(struct spool_queue *q)
 {
 	for (size_t i = q->head; i < q->n; i++)
 		free(q->v[i].name);
 	q->head = q->n = 0;
 	q->sorted = true;
+	free(q->names);
+	q->names = NULL;
+	q->names_cap = q->names_used = 0;
 }
 
 void spool_queue_release(struct spool_queue *q)
@@ -33,15 +103,21 @@ void spool_queue_release(struct spool_queue *q)
 
 int spool_queue_add(struct spool_queue *q, const char *name, int64_t mtime_ns)
 {
-	for (size_t i = q->head; i < q->n; i++) {
-		if (!strcmp(q->v[i].name, name)) {
-			/* Rewritten in place before we took it: order by its newest mtime. */
-			if (q->v[i].mtime_ns != mtime_ns) {
+	size_t slot;
+
+	/* Tombstones count as used: grow (and so clean) before the table gets half full. */
+	if ((q->names_used + 1) * 2 > q->names_cap && names_grow(q) < 0)
+		return -ENOMEM;
+	slot = names_slot(q, name);
+	if (q->names[slot] && q->names[slot] != TOMBSTONE) {
+		for (size_t i = q->head; i < q->n; i++) {
+			if (q->v[i].name == q->names[slot] && q->v[i].mtime_ns != mtime_ns) {
+				/* Rewritten in place before we took it: order by its newest mtime. */
 				q->v[i].mtime_ns = mtime_ns;
 				q->sorted = false;
 			}
-			return 0;
 		}
+		return 0;
 	}
 	if (q->head > 0 && q->head == q->n)
 		q->head = q->n = 0;
@@ -58,6 +134,9 @@ int spool_queue_add(struct spool_queue *q, const char *name, int64_t mtime_ns)
 	if (!q->v[q->n].name)
 		return -ENOMEM;
 	q->v[q->n].mtime_ns = mtime_ns;
+	if (!q->names[slot])
+		q->names_used++;
+	q->names[slot] = q->v[q->n].name;
 	if (q->n > q->head && q->sorted) {
 		const struct spool_entry *p = &q->v[q->n - 1];
 
@@ -85,6 +164,7 @@ int spool_queue_pop(struct spool_queue *q, struct spool_entry *entry)
 		q->sorted = true;
 	}
 	*entry = q->v[q->head++];
+	names_remove(q, entry->name);
 	return 1;
 }
 

@@ -16,6 +16,8 @@ struct spool_queue {
 	struct spool_entry *v;
 	size_t head, n, cap;
 	bool sorted;
+	char **names;           /* open-addressing set of the queued names (pointers into v) */
+	size_t names_cap, names_used;
 };
 
 void spool_queue_release(struct spool_queue *q);

@@ -122,6 +122,13 @@ int status_print(const struct config *cfg, FILE *out)
 				st->last_error_status ? "" : "no answer", st->last_error_status, st->last_error_text);
 		else
 			fprintf(out, "  last error:   none\n");
+		if (c->rate_limit_requests)
+			fprintf(out, "  rate limit:   %u requests / %g s per API key; budget now %" PRIu64 "%s\n",
+				c->rate_limit_requests, c->rate_limit_window_seconds,
+				st && st->rate_budget ? st->rate_budget : c->rate_limit_requests,
+				st && st->rate_waiting ? ", a request is waiting for a slot" : ", no request waiting");
+		else
+			fprintf(out, "  rate limit:   off\n");
 		if (st)
 			fprintf(out, "  totals:       %" PRIu64 " file(s) uploaded, %" PRIu64 " failed, %" PRIu64
 				" records sent, %" PRIu64 " rejected, %" PRIu64 " requests\n", st->files_done,

@@ -418,9 +418,15 @@ void upload_client_cancel(struct upload_client *c)
 
 /* ---- client-side rate limit ---- */
 
+/*
+ * The server counts arrivals, we count departures: a small margin keeps network jitter from
+ * turning a request sent just in time into a 429.
+ */
+#define LIMITER_MARGIN 1.02
+
 static void limiter_expire(struct upload_limiter *l, double now)
 {
-	while (l->n && l->sent[l->head] <= now - l->window) {
+	while (l->n && l->sent[l->head] <= now - l->window * LIMITER_MARGIN) {
 		l->head = (l->head + 1) % l->requests;
 		l->n--;
 	}
@@ -473,7 +479,7 @@ double upload_limiter_take(struct upload_limiter *l, double now)
 	if (l->n >= l->budget) {
 		/* The slot frees when the (n - budget + 1)-th oldest send leaves the window. */
 		unsigned idx = (l->head + (l->n - l->budget)) % l->requests;
-		double wait = l->sent[idx] + l->window - now;
+		double wait = l->sent[idx] + l->window * LIMITER_MARGIN - now;
 
 		return wait > 0.001 ? wait : 0.001;
 	}
