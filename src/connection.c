@@ -63,7 +63,7 @@ struct member {
 struct connection {
 	struct conn_env env;
 	const struct conn_config *cfg;
-	char *dir, *work_dir, *rejected_dir, *failed_dir, *done_dir;
+	char *state_dir, *dir, *work_dir, *rejected_dir, *failed_dir, *done_dir;
 	struct spool_queue queue;
 	struct upload_client *client;
 	struct upload_limiter *limiter;
@@ -437,7 +437,7 @@ static void save_catalog(struct connection *c, bool force)
 
 	if (!c->catalog_dirty || (!force && ev_now(c->env.loop) - c->catalog_saved < CATALOG_SAVE_INTERVAL))
 		return;
-	snprintf(dir, sizeof(dir), "%s/fields", c->env.state_dir);
+	snprintf(dir, sizeof(dir), "%s/fields", c->state_dir);
 	if ((r = spool_mkdirs(dir, 0750)) < 0 || (r = catalog_save(c->catalog, c->catalog_path)) < 0)
 		conn_log(c, LOG_LVL_WARNING, -1, "cannot save the field catalog %s: %s", c->catalog_path, strerror(-r));
 	c->catalog_saved = ev_now(c->env.loop);
@@ -761,7 +761,7 @@ static void durable(struct connection *c, void (*step)(struct connection *c))
 	}
 	if (!c->journal_error_logged)
 		conn_log(c, LOG_LVL_ERROR, -1, "cannot make the journal durable in %s: %s; holding uploads until it can be written",
-		     c->env.state_dir, strerror(-r));
+		     c->state_dir, strerror(-r));
 	c->journal_error_logged = true;
 	c->after_sync = step;
 	c->state = CS_SYNC_WAIT;
@@ -1535,7 +1535,10 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 	c->cfg = cfg;
 	c->fd = -1;
 	c->queue.sorted = true;
-	if (asprintf(&c->dir, "%s/%s", env->spool_dir, cfg->name) < 0 ||
+	/* Own copies: a reload frees the configuration the environment's strings came from. */
+	c->env.spool_dir = c->env.state_dir = NULL;
+	if (!(c->state_dir = strdup(env->state_dir)) ||
+	    asprintf(&c->dir, "%s/%s", env->spool_dir, cfg->name) < 0 ||
 	    asprintf(&c->work_dir, "%s/.work", c->dir) < 0 ||
 	    asprintf(&c->rejected_dir, "%s/rejected", c->dir) < 0 ||
 	    asprintf(&c->failed_dir, "%s/failed", c->dir) < 0 ||
@@ -1634,6 +1637,7 @@ void connection_free(struct connection *c)
 	ndjson_reader_free(c->reader);
 	spool_queue_release(&c->queue);
 	free(c->adopted);
+	free(c->state_dir);
 	free(c->dir);
 	free(c->work_dir);
 	free(c->rejected_dir);

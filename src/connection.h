@@ -16,7 +16,7 @@ struct conn_env {
 	struct ev_loop *loop;
 	struct journal *journal;
 	struct upload *upload;
-	const char *spool_dir;
+	const char *spool_dir;          /* copied by connection_new */
 	const char *state_dir;
 	enum after_upload after_upload;
 	bool once;

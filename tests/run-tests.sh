@@ -37,9 +37,10 @@ build build || { echo "0 passed, 1 failed"; exit 1; }
 run_suite build plain
 
 step "valgrind: unit tests"
-meson test -C build --suite unit --print-errorlogs --logbase unit-valgrind \
+meson test -C build --suite unit --print-errorlogs --logbase unit-memcheck \
 	--wrap='valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=1'
-results+=("build/meson-logs/unit-valgrind.json")
+# meson names the log after the wrapper too: unit-memcheck-valgrind.json.
+results+=(build/meson-logs/unit-memcheck*.json)
 
 step "build with AddressSanitizer and UndefinedBehaviorSanitizer"
 if build build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
