@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,8 +220,21 @@ void ndjson_reader_unget(struct ndjson_reader *r)
 
 /* ---- record validation ---- */
 
+/*
+ * yajl's allocations for one record come from a bump arena reset per record: a handle per line
+ * (there is no reset) would otherwise cost a handful of malloc/free pairs per record.
+ */
+#define ARENA_SIZE (16 * 1024)
+
+struct arena {
+	size_t used;
+	_Alignas(max_align_t) unsigned char mem[ARENA_SIZE];
+};
+
 struct record_validator {
 	yajl_callbacks cb;
+	yajl_alloc_funcs afs;
+	struct arena arena;
 	const char *pk;
 	size_t pk_len;
 	char *const *required;
@@ -258,10 +272,13 @@ static int v_value(struct record_validator *v, const char *type, bool pk_ok)
 	return 1;
 }
 
+/*
+ * No string or number callbacks: yajl then neither decodes escapes nor converts numbers it only
+ * has to validate (the hot path). A primary key whose value triggers none of the callbacks
+ * below was a string or a number; a record that triggers none at all was a bare scalar.
+ */
 static int v_null(void *ctx) { return v_value(ctx, "null", false); }
 static int v_bool(void *ctx, int b) { (void)b; return v_value(ctx, "boolean", false); }
-static int v_number(void *ctx, const char *s, size_t l) { (void)s; (void)l; return v_value(ctx, "number", true); }
-static int v_string(void *ctx, const unsigned char *s, size_t l) { (void)s; (void)l; return v_value(ctx, "string", true); }
 
 static int v_start_map(void *ctx)
 {
@@ -281,6 +298,8 @@ static int v_end_map(void *ctx)
 {
 	struct record_validator *v = ctx;
 
+	if (v->depth == 1)
+		v->pk_next = false;     /* the primary key's value was a string or number */
 	v->depth--;
 	return 1;
 }
@@ -309,6 +328,7 @@ static int v_map_key(void *ctx, const unsigned char *key, size_t len)
 
 	if (v->depth != 1)
 		return 1;
+	v->pk_next = false;             /* the previous value, if the key's, was a string or number */
 	if (v->catalog)
 		catalog_note(v->catalog, (const char *)key, len);
 	if (len == v->pk_len && !memcmp(key, v->pk, len)) {
@@ -320,6 +340,52 @@ static int v_map_key(void *ctx, const unsigned char *key, size_t len)
 		if (strlen(v->required[i]) == len && !memcmp(key, v->required[i], len))
 			v->required_seen |= 1ull << i;
 	return 1;
+}
+
+/* Each block carries its size in front, for realloc. */
+static void *arena_malloc(void *ctx, size_t sz)
+{
+	struct arena *a = ctx;
+	size_t need = (sizeof(max_align_t) + sz + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+	unsigned char *p;
+
+	if (need > ARENA_SIZE - a->used) {
+		p = malloc(sizeof(max_align_t) + sz);
+		if (!p)
+			return NULL;
+	} else {
+		p = a->mem + a->used;
+		a->used += need;
+	}
+	memcpy(p, &sz, sizeof(sz));
+	return p + sizeof(max_align_t);
+}
+
+static bool in_arena(const struct arena *a, const void *p)
+{
+	return (const unsigned char *)p >= a->mem && (const unsigned char *)p < a->mem + ARENA_SIZE;
+}
+
+static void arena_free(void *ctx, void *ptr)
+{
+	if (ptr && !in_arena(ctx, ptr))
+		free((unsigned char *)ptr - sizeof(max_align_t));
+}
+
+static void *arena_realloc(void *ctx, void *ptr, size_t sz)
+{
+	size_t old;
+	void *n;
+
+	if (!ptr)
+		return arena_malloc(ctx, sz);
+	memcpy(&old, (unsigned char *)ptr - sizeof(max_align_t), sizeof(old));
+	n = arena_malloc(ctx, sz);
+	if (!n)
+		return NULL;
+	memcpy(n, ptr, old < sz ? old : sz);
+	arena_free(ctx, ptr);
+	return n;
 }
 
 int record_validator_new(struct record_validator **out, const char *primary_key,
@@ -335,14 +401,14 @@ int record_validator_new(struct record_validator **out, const char *primary_key,
 	v->cb = (yajl_callbacks){
 		.yajl_null = v_null,
 		.yajl_boolean = v_bool,
-		.yajl_number = v_number,
-		.yajl_string = v_string,
 		.yajl_start_map = v_start_map,
 		.yajl_map_key = v_map_key,
 		.yajl_end_map = v_end_map,
 		.yajl_start_array = v_start_array,
 		.yajl_end_array = v_end_array,
 	};
+	v->afs = (yajl_alloc_funcs){ .malloc = arena_malloc, .realloc = arena_realloc, .free = arena_free,
+				     .ctx = &v->arena };
 	v->pk = primary_key;
 	v->pk_len = strlen(primary_key);
 	v->required = required_fields;
@@ -387,7 +453,8 @@ int record_validator_check(struct record_validator *v, const char *data, size_t 
 		return -EINVAL;
 	}
 	/* yajl has no reset: one handle per record keeps a bad line from affecting the next. */
-	h = yajl_alloc(&v->cb, NULL, v);
+	v->arena.used = 0;
+	h = yajl_alloc(&v->cb, &v->afs, v);
 	if (!h)
 		return -ENOMEM;
 	st = yajl_parse(h, (const unsigned char *)data, len);
@@ -403,6 +470,11 @@ int record_validator_check(struct record_validator *v, const char *data, size_t 
 				*nl = '\0';
 			yajl_free_error(h, e);
 		}
+		r = -EINVAL;
+		goto out;
+	}
+	if (!v->top_values) {
+		snprintf(reason, reason_len, "not a JSON object (a string or number)");
 		r = -EINVAL;
 		goto out;
 	}
