@@ -1237,8 +1237,10 @@ static int start_batch(struct connection *c)
 	if (r < 0)
 		goto fail;
 	first->rejected = ch->rejected;
-	if (r == BATCH_FILL_EOF)
+	if (r == BATCH_FILL_EOF) {
 		gather_small_files(c);
+		first = &c->members[0];         /* gathering may have moved the array */
+	}
 	if (c->n_members == 1) {
 		struct rejbuf t = c->rej[0];
 

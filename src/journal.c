@@ -633,8 +633,10 @@ int journal_sync(struct journal *j)
 			r = -errno;
 	}
 	if (r < 0) {
-		/* Cut any partial write so the retry appends to a well-formed file. */
-		(void)ftruncate(j->fd, (off_t)j->size);
+		/* Cut any partial write so the retry appends to a well-formed file (best effort: the
+		 * retry's own write fails the same way if this does). */
+		if (ftruncate(j->fd, (off_t)j->size) < 0)
+			log_debug("journal: cannot cut a partial write: %s", strerror(errno));
 		return r;
 	}
 	j->size += j->pending_len;

@@ -419,14 +419,14 @@ void upload_client_cancel(struct upload_client *c)
 /* ---- client-side rate limit ---- */
 
 /*
- * The server counts arrivals, we count departures: a small margin keeps network jitter from
- * turning a request sent just in time into a 429.
+ * The server counts arrivals, we count departures: a margin (2% of the window plus 50 ms) keeps
+ * network and scheduling jitter from turning a request sent just in time into a 429.
  */
-#define LIMITER_MARGIN 1.02
+#define LIMITER_WINDOW(l) ((l)->window * 1.02 + 0.05)
 
 static void limiter_expire(struct upload_limiter *l, double now)
 {
-	while (l->n && l->sent[l->head] <= now - l->window * LIMITER_MARGIN) {
+	while (l->n && l->sent[l->head] <= now - LIMITER_WINDOW(l)) {
 		l->head = (l->head + 1) % l->requests;
 		l->n--;
 	}
@@ -479,7 +479,7 @@ double upload_limiter_take(struct upload_limiter *l, double now)
 	if (l->n >= l->budget) {
 		/* The slot frees when the (n - budget + 1)-th oldest send leaves the window. */
 		unsigned idx = (l->head + (l->n - l->budget)) % l->requests;
-		double wait = l->sent[idx] + l->window * LIMITER_MARGIN - now;
+		double wait = l->sent[idx] + LIMITER_WINDOW(l) - now;
 
 		return wait > 0.001 ? wait : 0.001;
 	}
