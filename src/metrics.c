@@ -34,7 +34,8 @@ static void emit(FILE *f, size_t fam, struct connection *const *conns, size_t n,
 	for (size_t i = 0; i < n; i++) {
 		const struct conn_stats *s = connection_stats(conns[i]);
 		const char *name = connection_name(conns[i]);
-		unsigned used, budget;
+		unsigned used;
+		double v;
 
 		switch (fam) {
 		case 0:
@@ -43,38 +44,22 @@ static void emit(FILE *f, size_t fam, struct connection *const *conns, size_t n,
 				fprintf(f, "%s{connection=\"%s\",status=\"%ld\"} %" PRIu64 "\n", families[fam].name, name,
 					s->by_status[k].status, fam == 0 ? s->by_status[k].records : s->by_status[k].requests);
 			break;
-		case 2:
-			fprintf(f, "%s{connection=\"%s\"} %" PRIu64 "\n", families[fam].name, name, s->retries);
-			break;
-		case 3:
-			fprintf(f, "%s{connection=\"%s\"} %" PRIu64 "\n", families[fam].name, name, s->records_rejected);
-			break;
-		case 4:
-			fprintf(f, "%s{connection=\"%s\"} %" PRIu64 "\n", families[fam].name, name, s->files_failed);
-			break;
-		case 5:
-			fprintf(f, "%s{connection=\"%s\"} %" PRIu64 "\n", families[fam].name, name, s->files_done);
-			break;
-		case 6:
-			fprintf(f, "%s{connection=\"%s\"} %zu\n", families[fam].name, name, connection_queued(conns[i]));
-			break;
-		case 7:
-			fprintf(f, "%s{connection=\"%s\"} %.0f\n", families[fam].name, name,
-				s->oldest_queued_ns ? now - (double)s->oldest_queued_ns / 1e9 : 0.0);
-			break;
-		case 8:
-			/* ev_now is wall-clock based in libev, so it is a usable timestamp. */
-			fprintf(f, "%s{connection=\"%s\"} %.3f\n", families[fam].name, name, s->last_success);
-			break;
-		case 9:
-			budget = connection_rate_budget(conns[i], &used);
-			fprintf(f, "%s{connection=\"%s\"} %u\n", families[fam].name, name, budget);
-			break;
-		case 10:
-			fprintf(f, "%s{connection=\"%s\"} %d\n", families[fam].name, name, connection_rate_waiting(conns[i]));
-			break;
 		default:
-			fprintf(f, "%s{connection=\"%s\"} %d\n", families[fam].name, name, connection_blocked(conns[i]));
+			/* One sample per connection: only the value differs between these families. */
+			switch (fam) {
+			case 2: v = (double)s->retries; break;
+			case 3: v = (double)s->records_rejected; break;
+			case 4: v = (double)s->files_failed; break;
+			case 5: v = (double)s->files_done; break;
+			case 6: v = (double)connection_queued(conns[i]); break;
+			case 7: v = s->oldest_queued_ns ? now - (double)s->oldest_queued_ns / 1e9 : 0.0; break;
+			/* ev_now is wall-clock based in libev, so it is a usable timestamp. */
+			case 8: v = s->last_success; break;
+			case 9: v = connection_rate_budget(conns[i], &used); break;
+			case 10: v = connection_rate_waiting(conns[i]); break;
+			default: v = connection_blocked(conns[i]); break;
+			}
+			fprintf(f, "%s{connection=\"%s\"} %.17g\n", families[fam].name, name, v);
 			break;
 		}
 	}
