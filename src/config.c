@@ -46,7 +46,7 @@ struct parse_state {
 enum {
 	K_UUID, K_PRIMARY_KEY, K_BASE_URL, K_TTL, K_BATCH_RECORDS, K_BATCH_BYTES, K_TIMEOUT,
 	K_REQUIRED, K_MAX_RECORD, K_RETRY_INIT, K_RETRY_MAX, K_RETRY_ELAPSED, K_CA_FILE,
-	K_TLS_OFF, K_RATE, K_API, K_API_FILE, K_API_CRED, K_BRAND, K_BRAND_FILE, K_BRAND_CRED,
+	K_TLS_OFF, K_RATE, K_CATALOG, K_API, K_API_FILE, K_API_CRED, K_BRAND, K_BRAND_FILE, K_BRAND_CRED,
 	K__COUNT
 };
 
@@ -54,7 +54,7 @@ static const char *const conn_keys[K__COUNT] = {
 	"uuid", "primary_key", "base_url", "ttl_seconds", "batch_records", "batch_bytes",
 	"timeout_seconds", "required_fields", "max_record_bytes", "retry_initial_seconds",
 	"retry_max_seconds", "retry_max_elapsed_seconds", "ca_file", "tls_verify_insecure_disable",
-	"rate_limit", "api_key", "api_key_file", "api_key_credential", "brand_key",
+	"rate_limit", "field_catalog", "api_key", "api_key_file", "api_key_credential", "brand_key",
 	"brand_key_file", "brand_key_credential",
 };
 
@@ -364,6 +364,10 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 		if (parse_rate(value, &c->rate_limit_requests, &c->rate_limit_window_seconds) < 0)
 			return fail(ps, ps->line, name, "must be REQUESTS/SECONDSs (e.g. 50/10s) or off");
 		return 1;
+	case K_CATALOG:
+		if (parse_bool(value, &c->field_catalog) < 0)
+			return fail(ps, ps->line, name, "must be yes or no");
+		return 1;
 	case K_API:
 		return set_secret(ps, &cp->api, 1, conn_keys[K_API], value);
 	case K_API_FILE:
@@ -390,6 +394,7 @@ static void conn_defaults(struct conn_config *c)
 	c->retry_max_seconds = 300;
 	c->rate_limit_requests = 50;
 	c->rate_limit_window_seconds = 10;
+	c->field_catalog = true;
 }
 
 static int handler(void *user, const char *section, const char *name, const char *value)

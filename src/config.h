@@ -34,6 +34,7 @@ struct conn_config {
 	bool tls_verify_disabled;
 	unsigned rate_limit_requests;     /* 0: no client-side limit */
 	double rate_limit_window_seconds;
+	bool field_catalog;               /* note the uploaded field names for `dcsyncd formula` */
 	int line;               /* line of the section header, for messages */
 };
 

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "ndjson.h"
 #include "spool.h"
+#include "worker.h"
 
 /* Rejected lines a request's range may hold in memory before the range is ended early. */
 #define REJECT_BUFFER_MAX (256 * 1024)
@@ -94,7 +95,16 @@ struct connection {
 	struct chunk chunk[2];
 	struct rejbuf rej[2];
 	int cur;
+	/*
+	 * Parse-ahead: while request N is on the wire, the worker cuts request N+1 into the other
+	 * chunk. Until its done callback the worker owns that chunk, its rejbuf, the reader, the
+	 * validator and the catalog; the loop thread leaves them alone (worker_cancel to take back).
+	 */
+	struct worker *worker;
+	int ahead_idx;
 	bool ahead_ready;
+	int ahead_error;                /* the parse-ahead failed (negative errno): the file fails */
+	bool want_next;                 /* step_next_chunk waits for the parse-ahead to finish */
 	struct chunk slice;
 	uint32_t lo, hi;                /* records [lo, hi) of the current chunk are in the request */
 	bool sent_completed;            /* a request with batch_completed:true was acknowledged */
@@ -103,7 +113,6 @@ struct connection {
 	uint32_t split_end[32];         /* ends of the right halves still to send after a split */
 	unsigned split_depth;
 	uint32_t server_rejected;       /* records of the current chunk refused by the server */
-	ev_idle ahead;
 	ev_timer timer;
 	ev_timer kick;          /* starts the next file from the loop, not from deep in a callback */
 	void (*after_sync)(struct connection *c);
@@ -327,7 +336,10 @@ static void member_path(const struct connection *c, const struct member *m, char
 
 static void end_batch(struct connection *c)
 {
-	ev_idle_stop(c->env.loop, &c->ahead);
+	/* A parse-ahead of this batch is of no use any more, and it reads the fd closed below. */
+	worker_cancel(c->worker);
+	c->want_next = false;
+	c->ahead_error = 0;
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -437,6 +449,10 @@ static void save_catalog(struct connection *c, bool force)
 
 	if (!c->catalog_dirty || (!force && ev_now(c->env.loop) - c->catalog_saved < CATALOG_SAVE_INTERVAL))
 		return;
+	if (force)
+		worker_wait(c->worker);
+	else if (worker_busy(c->worker))
+		return;         /* the parse-ahead is adding to the catalog: next time */
 	snprintf(dir, sizeof(dir), "%s/fields", c->state_dir);
 	if ((r = spool_mkdirs(dir, 0750)) < 0 || (r = catalog_save(c->catalog, c->catalog_path)) < 0)
 		conn_log(c, LOG_LVL_WARNING, -1, "cannot save the field catalog %s: %s", c->catalog_path, strerror(-r));
@@ -593,17 +609,42 @@ static int cut(struct connection *c, int idx)
 	return r;
 }
 
-static void ahead_cb(struct ev_loop *loop, ev_idle *w, int revents)
+/* On the worker thread: touches only what the worker owns (see struct connection). */
+static int ahead_job(void *arg)
 {
-	struct connection *c = w->data;
+	struct connection *c = arg;
+	int i = c->ahead_idx;
 
-	(void)revents;
-	ev_idle_stop(loop, w);
-	if (!c->active || c->ahead_ready || c->chunk[c->cur].last)
+	return batch_cut(&c->chunk[i], &c->bp, c->reader, c->validator, on_reject, &c->rej[i]);
+}
+
+/* Parse the next request while the server works on this one: CPU and network overlap. */
+static void ahead_start(struct connection *c)
+{
+	if (!c->active || c->ahead_ready || c->ahead_error || c->chunk[c->cur].last || worker_busy(c->worker))
 		return;
-	/* Parse the next request while the server works on this one: CPU and network overlap. */
-	if (cut(c, !c->cur) == 0)
+	c->ahead_idx = !c->cur;
+	/* Without a thread the next request is simply cut when it is due. */
+	(void)worker_submit(c->worker, ahead_job, c);
+}
+
+static void step_next_chunk(struct connection *c);
+
+static void ahead_done(void *userdata, int r)
+{
+	struct connection *c = userdata;
+
+	if (r < 0) {
+		conn_log(c, LOG_LVL_ERROR, -1, "%s: read failed at offset %" PRIu64 ": %s", c->jb.name,
+			 (uint64_t)ndjson_reader_offset(c->reader), strerror(-r));
+		c->ahead_error = r;
+	} else {
 		c->ahead_ready = true;
+	}
+	if (c->want_next) {
+		c->want_next = false;
+		step_next_chunk(c);
+	}
 }
 
 static void step_next_chunk(struct connection *c)
@@ -619,7 +660,12 @@ static void step_next_chunk(struct connection *c)
 		notify_changed(c);
 		return;
 	}
-	if (!c->ahead_ready && cut(c, next) < 0) {
+	if (worker_busy(c->worker)) {
+		c->want_next = true;    /* ahead_done comes back here */
+		return;
+	}
+	/* A failed parse-ahead left the reader somewhere in the range: no second try from there. */
+	if (c->ahead_error || (!c->ahead_ready && cut(c, next) < 0)) {
 		fail_file(c, 0, "cannot read the file", NULL);
 		return;
 	}
@@ -728,8 +774,7 @@ static void send_range(struct connection *c)
 	conn_log(c, LOG_LVL_DEBUG, -1, "%s: request %" PRIu32 ": records %" PRIu32 "..%" PRIu32 " of lines %" PRIu64
 	     "..%" PRIu64 ", %zu bytes%s", c->jb.name, c->jb.acks + 1, c->lo, c->hi, ch->start_line,
 	     ch->end_line - 1, len, completes ? ", completes the batch" : "");
-	if (!ch->last && !c->ahead_ready)
-		ev_idle_start(c->env.loop, &c->ahead);
+	ahead_start(c);
 }
 
 /* The limiter's state for `dcsyncd status`, recorded when it changes (synced by the daemon's tick). */
@@ -992,6 +1037,7 @@ static void set_params(struct connection *c)
 	c->file_started = ev_now(c->env.loop);
 	c->file_requests = 0;
 	c->ahead_ready = false;
+	c->ahead_error = 0;
 	if (c->n_members > 1)
 		snprintf(c->stats.file, sizeof(c->stats.file), "%zu files", c->n_members);
 	else
@@ -1435,8 +1481,10 @@ int connection_reconfigure(struct connection *c, const struct conn_config *cfg, 
 		return r;
 	if ((r = record_validator_new(&v, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
 		return r;
+	/* The parse-ahead uses the old validator, which points into the old configuration. */
+	worker_wait(c->worker);
 	record_validator_free(c->validator);
-	record_validator_set_catalog(v, c->catalog);
+	record_validator_set_catalog(v, cfg->field_catalog ? c->catalog : NULL);
 	c->validator = v;
 	l = upload_limiter_get(c->env.upload, cfg->api_key, cfg->rate_limit_requests, cfg->rate_limit_window_seconds);
 	if (l)
@@ -1567,7 +1615,7 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 			log_warning("%s: field catalog %s unreadable (line %zu: %s): starting a new one", cfg->name,
 				    c->catalog_path, bad, strerror(-lr));
 	}
-	record_validator_set_catalog(c->validator, c->catalog);
+	record_validator_set_catalog(c->validator, cfg->field_catalog ? c->catalog : NULL);
 	if (asprintf(&url, "%s/connections/%s/upload_data", cfg->base_url, cfg->uuid) < 0) {
 		url = NULL;
 		r = -ENOMEM;
@@ -1586,8 +1634,8 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		log_error("%s: cannot create %s: %s", cfg->name, c->dir, strerror(-r));
 		goto fail;
 	}
-	ev_idle_init(&c->ahead, ahead_cb);
-	c->ahead.data = c;
+	if ((r = worker_new(&c->worker, env->loop, ahead_done, c)) < 0)
+		goto fail;
 	ev_timer_init(&c->timer, timer_cb, 0., 0.);
 	c->timer.data = c;
 	ev_timer_init(&c->kick, kick_cb, 0., 0.);
@@ -1616,7 +1664,6 @@ void connection_free(struct connection *c)
 	if (!c)
 		return;
 	if (c->env.loop) {
-		ev_idle_stop(c->env.loop, &c->ahead);
 		ev_timer_stop(c->env.loop, &c->timer);
 		ev_timer_stop(c->env.loop, &c->kick);
 	}
@@ -1624,6 +1671,7 @@ void connection_free(struct connection *c)
 		end_batch(c);
 	if (c->catalog && c->env.loop)
 		save_catalog(c, true);
+	worker_free(c->worker);
 	catalog_free(c->catalog);
 	free(c->catalog_path);
 	upload_client_free(c->client);

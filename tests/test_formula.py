@@ -87,3 +87,21 @@ def test_list_shows_fields_with_counts(optix, daemon):
     assert out.returncode == 0
     rows = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines()[1:] if line.strip()}
     assert rows["name"] == "3" and rows["id"] == "3" and rows["score"] == "2"
+
+
+def test_field_catalog_off_leaves_the_catalog_as_it_is(optix, daemon):
+    uploaded(optix, daemon)
+    catalog = daemon.state_dir / "fields" / "products.catalog"
+    before = catalog.read_text()
+    daemon.write_config([daemon.connection(optix, field_catalog="no")])
+    daemon.drop("products", "more.ndjson", [json.dumps({"id": 9, "name": "Di", "coupon": "X1"})])
+    assert daemon.run_once().returncode == 0
+    assert optix.records(UUID1)["9"]["coupon"] == "X1"
+    assert catalog.read_text() == before, "field_catalog = no must not touch the catalog"
+    out = formula(daemon, "products", "coupon")
+    assert out.returncode != 0 and "never uploaded" in out.stderr
+    # Turned back on, the next upload is collected again.
+    daemon.write_config([daemon.connection(optix, field_catalog="yes")])
+    daemon.drop("products", "again.ndjson", [json.dumps({"id": 10, "coupon": "X2"})])
+    assert daemon.run_once().returncode == 0
+    assert formula(daemon, "products", "coupon").returncode == 0

@@ -101,6 +101,8 @@ static const struct refusal refusals[] = {
 	{ "ttl_seconds 0", DAEMON CONN("shop", UUID1) "ttl_seconds = 0\n", 9, "ttl_seconds", "positive number" },
 	{ "ttl_seconds not a number", DAEMON CONN("shop", UUID1) "ttl_seconds = 1h\n", 9, "ttl_seconds",
 	  "positive number" },
+	{ "field_catalog not a boolean", DAEMON CONN("shop", UUID1) "field_catalog = sometimes\n", 9,
+	  "field_catalog", "must be yes or no" },
 	{ "rate_limit without a window", DAEMON CONN("shop", UUID1) "rate_limit = 50\n", 9, "rate_limit",
 	  "REQUESTS/SECONDS" },
 	{ "the same uuid in two connections", DAEMON CONN("a", UUID1) CONN("b", UUID1),
@@ -181,7 +183,7 @@ static void values_are_parsed(void)
 				     "ttl_seconds = 3600\nbatch_records = 5000\nrate_limit = 50/10s\n"
 				     "required_fields = name, email\n"
 				     "[connection crm]\nuuid = " UUID2 "\nprimary_key = id\napi_key = k\nbrand_key = b\n"
-				     "ttl_seconds =\nbatch_records = 1\nrate_limit = off\n", 0600);
+				     "ttl_seconds =\nbatch_records = 1\nrate_limit = off\nfield_catalog = no\n", 0600);
 	const struct conn_config *s, *c;
 
 	if (!cfg)
@@ -201,6 +203,8 @@ static void values_are_parsed(void)
 	is_int(s->rate_limit_requests, 50, "rate_limit 50/10s: 50 requests");
 	ok(s->rate_limit_window_seconds == 10.0, "rate_limit 50/10s: 10 s window");
 	is_int(c->rate_limit_requests, 0, "rate_limit off: no limit");
+	ok(s->field_catalog, "field_catalog on by default");
+	ok(!c->field_catalog, "field_catalog = no");
 	if (is_int(s->n_required_fields, 2, "required_fields 'name, email': two fields")) {
 		is_str(s->required_fields[0], "name", "first required field");
 		is_str(s->required_fields[1], "email", "second required field");
