@@ -6,7 +6,15 @@
  * "Noted in the current record" is a per-field mark equal to the record's serial number, so a
  * repeated key is recognised without a set to clear, and commit touches only the noted fields.
  * Names first seen in the current record are the tail of the field array (index ≥ n_committed),
- * which is what lets a drop forget them. The module does not log: callers log once, with context.
+ * which is what lets a drop forget them.
+ * Records of one feed nearly always carry the same keys in the same order (the same "shape"),
+ * so that case costs one compare per key and nothing per record: a key is first compared with the
+ * key at the same position of the last committed record, and while they match nothing is
+ * written; a record that ends with exactly that shape only adds one to `run`, the count of
+ * records of that shape not yet added to its fields. The first key off the shape makes the
+ * record's prefix explicit (marks and noted[]) and takes the hashed path; the run is folded into
+ * the fields before any read and before another shape is committed.
+ * The module does not log: callers log once, with context.
  */
 #include "catalog.h"
 
@@ -33,10 +41,32 @@ struct catalog {
 	size_t slot_mask;        /* number of slots - 1, a power of two minus one */
 	uint32_t *noted;         /* distinct fields noted in the current record */
 	size_t n_noted;
+	uint32_t *prev;          /* the last committed record's fields, in order: the expected shape */
+	size_t n_prev;
+	bool off_shape;          /* the current record left prev's shape: its marks and noted[] are real */
+	uint64_t run;            /* committed records of prev's shape not yet counted in the fields */
+	int64_t run_now;         /* @now of the last of them */
 	uint64_t serial;         /* current record; a field's mark equals it once noted */
 	uint64_t overflow;
 	uint64_t pending_overflow;
 };
+
+/* memcmp() == 0 for the short keys of the fast path, without a call into libc per key. */
+static inline bool same_bytes(const char *a, const char *b, size_t n)
+{
+	uint64_t x, y;
+
+	for (; n >= 8; a += 8, b += 8, n -= 8) {
+		memcpy(&x, a, 8);
+		memcpy(&y, b, 8);
+		if (x != y)
+			return false;
+	}
+	while (n--)
+		if (*a++ != *b++)
+			return false;
+	return true;
+}
 
 static uint32_t hash_name(const char *s, size_t n)
 {
@@ -103,6 +133,10 @@ static int reserve(struct catalog *c)
 		if (!n)
 			return -ENOMEM;
 		c->noted = n;
+		n = realloc(c->prev, cap * sizeof(*n));
+		if (!n)
+			return -ENOMEM;
+		c->prev = n;
 		c->cap = cap;
 	}
 	if ((c->n_fields + 1) * 2 > c->slot_mask + 1)
@@ -185,16 +219,52 @@ void catalog_free(struct catalog *c)
 		free(c->fields[i].name);
 	free(c->fields);
 	free(c->noted);
+	free(c->prev);
 	free(c->slots);
 	free(c);
 }
 
+/* Count the run of prev-shaped records into their fields. */
+static void fold_run(struct catalog *c)
+{
+	if (!c->run)
+		return;
+	for (size_t i = 0; i < c->n_prev; i++) {
+		struct catalog_field *f = &c->fields[c->prev[i]];
+
+		f->records += c->run;
+		f->last_seen = c->run_now;
+	}
+	c->run = 0;
+}
+
+/* The current record's keys so far are prev's first n_noted: write them down as noted. */
+static void leave_shape(struct catalog *c)
+{
+	for (size_t i = 0; i < c->n_noted; i++) {
+		c->noted[i] = c->prev[i];
+		c->fields[c->prev[i]].mark = c->serial;
+	}
+	c->off_shape = true;
+}
+
 void catalog_note(struct catalog *c, const char *key, size_t len)
 {
-	uint32_t h = hash_name(key, len);
-	uint32_t v = c->slots[probe(c, key, len, h)];
 	struct catalog_field *f;
+	uint32_t h, v;
 
+	if (!c->off_shape) {
+		if (c->n_noted < c->n_prev) {
+			f = &c->fields[c->prev[c->n_noted]];
+			if (f->name_len == len && same_bytes(f->name, key, len)) {
+				c->n_noted++;
+				return;
+			}
+		}
+		leave_shape(c);
+	}
+	h = hash_name(key, len);
+	v = c->slots[probe(c, key, len, h)];
 	if (v != SLOT_EMPTY) {
 		f = &c->fields[v - 1];
 		if (f->mark == c->serial)
@@ -213,13 +283,30 @@ void catalog_note(struct catalog *c, const char *key, size_t len)
 
 void catalog_commit(struct catalog *c, int64_t now)
 {
+	uint32_t *swap;
+
+	if (!c->off_shape && c->n_noted == c->n_prev) {
+		c->run++;
+		c->run_now = now;
+		c->n_noted = 0;
+		c->serial++;
+		return;
+	}
+	fold_run(c);
+	if (!c->off_shape)
+		leave_shape(c);         /* a prefix of prev's shape */
 	for (size_t i = 0; i < c->n_noted; i++) {
 		struct catalog_field *f = &c->fields[c->noted[i]];
 
 		f->records++;
 		f->last_seen = now;
 	}
+	swap = c->prev;
+	c->prev = c->noted;
+	c->noted = swap;
+	c->n_prev = c->n_noted;
 	c->n_noted = 0;
+	c->off_shape = false;
 	c->n_committed = c->n_fields;
 	c->overflow += c->pending_overflow;
 	c->pending_overflow = 0;
@@ -239,6 +326,7 @@ void catalog_drop(struct catalog *c)
 		c->n_fields--;
 	}
 	c->n_noted = 0;
+	c->off_shape = false;
 	c->pending_overflow = 0;
 	c->serial++;
 }
@@ -258,13 +346,14 @@ size_t catalog_count(const struct catalog *c)
 	return c->n_committed;
 }
 
-int catalog_get(const struct catalog *c, size_t i, const char **name, uint64_t *records,
+int catalog_get(struct catalog *c, size_t i, const char **name, uint64_t *records,
 		int64_t *last_seen)
 {
 	const struct catalog_field *f;
 
 	if (i >= c->n_committed)
 		return -ERANGE;
+	fold_run(c);
 	f = &c->fields[i];
 	if (name)
 		*name = f->name;
@@ -275,7 +364,7 @@ int catalog_get(const struct catalog *c, size_t i, const char **name, uint64_t *
 	return 0;
 }
 
-const struct catalog_field *catalog_find(const struct catalog *c, const char *name)
+const struct catalog_field *catalog_find(struct catalog *c, const char *name)
 {
 	size_t len = strlen(name);
 	uint32_t v = c->slots[probe(c, name, len, hash_name(name, len))];
@@ -283,6 +372,7 @@ const struct catalog_field *catalog_find(const struct catalog *c, const char *na
 	/* A name noted only in the uncommitted record is not listed yet. */
 	if (v == SLOT_EMPTY || v > c->n_committed)
 		return NULL;
+	fold_run(c);
 	return &c->fields[v - 1];
 }
 
@@ -374,7 +464,7 @@ static char *dir_of(const char *path)
 	return strndup(path, (size_t)(slash - path));
 }
 
-int catalog_save(const struct catalog *c, const char *path)
+int catalog_save(struct catalog *c, const char *path)
 {
 	struct sbuf s = { 0 };
 	char *tmp = NULL, *dir = NULL;
@@ -383,6 +473,7 @@ int catalog_save(const struct catalog *c, const char *path)
 
 	if (c->n_noted || c->pending_overflow)
 		return -EBUSY;
+	fold_run(c);
 	put_str(&s, FILE_HEADER);
 	snprintf(num, sizeof(num), "overflow\t%" PRIu64 "\n", c->overflow);
 	put_str(&s, num);
@@ -638,6 +729,7 @@ int catalog_load(struct catalog *c, const char *path, size_t *bad_line)
 
 	if (c->n_noted || c->pending_overflow)
 		return -EBUSY;
+	fold_run(c);
 	if ((r = read_file(path, &buf, &len)) < 0)
 		return r;
 	end = buf + len;

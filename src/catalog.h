@@ -46,14 +46,15 @@ uint64_t catalog_overflow(const struct catalog *c);
 
 /*
  * Listed fields, in first-seen order. Pointers into the catalog stay valid until the next
- * catalog_note(), catalog_drop() or catalog_load().
+ * catalog_note(), catalog_drop() or catalog_load(); a catalog_field's counts are current as
+ * returned (get, find and save first count in the records that are only tallied as a run).
  */
 size_t catalog_count(const struct catalog *c);
 /* Any out-pointer may be NULL. -ERANGE when @i ≥ catalog_count(). */
-int catalog_get(const struct catalog *c, size_t i, const char **name, uint64_t *records,
+int catalog_get(struct catalog *c, size_t i, const char **name, uint64_t *records,
 		int64_t *last_seen);
 /* A listed name; NULL when absent. A name with a NUL inside is reachable only by catalog_get(). */
-const struct catalog_field *catalog_find(const struct catalog *c, const char *name);
+const struct catalog_field *catalog_find(struct catalog *c, const char *name);
 
 /*
  * Text file, one line each, fields tab-separated:
@@ -65,7 +66,7 @@ const struct catalog_field *catalog_find(const struct catalog *c, const char *na
  * catalog_save() writes <path>.tmp, fsyncs it, renames it over <path> and fsyncs the directory,
  * so a crash leaves the old file or the new one. -EBUSY while a record is noted but not committed.
  */
-int catalog_save(const struct catalog *c, const char *path);
+int catalog_save(struct catalog *c, const char *path);
 /*
  * Merge @path into @c: records add up, last_seen keeps the later, names that do not fit count as
  * overflow. -ENOENT when the file is absent (a new connection: fine). -EBADMSG when a line is

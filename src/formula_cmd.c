@@ -47,7 +47,7 @@ static const struct conn_config *find_by_uuid(const struct config *cfg, const ch
 }
 
 /* "field 'nmae' was never uploaded to products; closest: name, email" */
-static void refuse_unknown_field(const struct conn_config *cc, const struct catalog *cat, const char *field)
+static void refuse_unknown_field(const struct conn_config *cc, struct catalog *cat, const char *field)
 {
 	size_t n = catalog_count(cat), k;
 	const char **known = calloc(n ? n : 1, sizeof(*known));

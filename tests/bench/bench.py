@@ -168,7 +168,7 @@ def bare_parse(binary, path):
 
 # ---- one workload ----
 
-def write_config(run_dir, port, conns, rate_limit_known):
+def write_config(run_dir, port, conns, rate_limit_known, conn_keys=()):
     keys = run_dir / "keys"
     keys.mkdir(exist_ok=True)
     for name in ("api_key", "brand_key"):
@@ -184,6 +184,7 @@ def write_config(run_dir, port, conns, rate_limit_known):
                   f"api_key_file = {keys / 'api_key'}", f"brand_key_file = {keys / 'brand_key'}"]
         if rate_limit_known:
             lines.append("rate_limit = off")
+        lines += conn_keys
     conf = run_dir / "dcsyncd.conf"
     conf.write_text("\n".join(lines) + "\n")
     return conf
@@ -212,7 +213,7 @@ def run_workload(a, wl, run_dir, rl_known, perf_out=None):
     reset_dir(run_dir)
     sink = Sink(a.sink, run_dir)
     try:
-        conf = write_config(run_dir, sink.port, list(wl["conns"]), rl_known)
+        conf = write_config(run_dir, sink.port, list(wl["conns"]), rl_known, wl.get("conn_keys", ()))
         for name, files in wl["conns"].items():
             d = run_dir / "spool" / name
             d.mkdir()
@@ -284,15 +285,18 @@ def main(argv=None):
     p.add_argument("--yajl-parse", type=Path, required=True)
     p.add_argument("--data-dir", type=Path, required=True, help="generated data, kept between runs")
     p.add_argument("--run-dir", type=Path, required=True, help="spool and state (wiped per run)")
-    p.add_argument("--only", default="W1,W2,W3,W4", help="comma-separated workloads")
+    p.add_argument("--only", default="W1,W1C,W2,W3,W4", help="comma-separated workloads")
     p.add_argument("--repeat", type=int, default=5, help="runs per workload (W2: at most 1 unless --repeat-w2)")
     p.add_argument("--repeat-w2", action="store_true", help="repeat W2 as often as the others")
     p.add_argument("--timeout", type=float, default=600, help="seconds before a daemon run is killed")
-    p.add_argument("--profile", action="store_true", help="also perf-record one W1 run and print the top symbols")
+    p.add_argument("--profile", nargs="?", const="W1", default=None, metavar="W",
+                   help="also perf-record one run of workload W (default W1) and print the top symbols")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed, too")
     a = p.parse_args(argv)
     only = [w.strip().upper() for w in a.only.split(",") if w.strip()]
+    a.profile = a.profile.upper() if a.profile else None
+    wanted = set(only) | ({a.profile} if a.profile else set())
     for k in ("dcsyncd", "sink", "yajl_parse", "data_dir", "run_dir"):
         setattr(a, k, getattr(a, k).resolve())     # the daemon wants absolute paths
     a.data_dir.mkdir(parents=True, exist_ok=True)
@@ -302,58 +306,69 @@ def main(argv=None):
           file=sys.stderr)
 
     workloads = {}
-    if "W1" in only or a.profile:
+    if "W1" in wanted:
         w1 = data_file(a.data_dir, "w1-1M.ndjson", 1_000_000)
         workloads["W1"] = {"title": "W1: 1 file × 1,000,000 records", "conns": {"bench": [w1]},
                            "records": 1_000_000, "files": 1}
-    if "W2" in only:
+    if "W1C" in wanted:
+        w1 = data_file(a.data_dir, "w1-1M.ndjson", 1_000_000)
+        workloads["W1C"] = {"title": "W1 with field_catalog = no (the catalog's cost)", "conns": {"bench": [w1]},
+                            "records": 1_000_000, "files": 1, "conn_keys": ["field_catalog = no"]}
+    if "W2" in wanted:
         w2 = data_file(a.data_dir, "w2-10M.ndjson", 10_000_000)
         workloads["W2"] = {"title": "W2: 1 file × 10,000,000 records", "conns": {"bench": [w2]},
                            "records": 10_000_000, "files": 1}
-    if "W3" in only:
+    if "W3" in wanted:
         files = data_many(a.data_dir, "w3-10k-files", 10_000, 10)
         workloads["W3"] = {"title": "W3: 10,000 files × 10 records, 1 connection", "conns": {"bench": files},
                            "records": 100_000, "files": len(files)}
-    if "W4" in only:
+    if "W4" in wanted:
         conns = {f"bench{i}": [data_file(a.data_dir, f"w4-250k-{i}.ndjson", 250_000, i * 250_000)]
                  for i in range(1, 5)}
         workloads["W4"] = {"title": "W4: 4 connections at once × 250,000 records", "conns": conns,
                            "records": 1_000_000, "files": 4}
 
+    # W1 and W1C measure the catalog's cost as a difference of a few per cent: their runs
+    # alternate, so a drift of the machine (frequency, other load) touches both alike.
+    groups = [[w] for w in ["W1", "W1C", "W2", "W3", "W4"] if w in only]
+    if ["W1"] in groups and ["W1C"] in groups:
+        groups.remove(["W1C"])
+        groups[groups.index(["W1"])] = ["W1", "W1C"]
     results = {}
-    for name in ["W1", "W2", "W3", "W4"]:
-        if name not in only:
-            continue
-        wl = workloads[name]
-        all_files = [f for fs in wl["conns"].values() for f in fs]
-        warm(all_files)
-        n = 1 if name == "W2" and not a.repeat_w2 else max(1, a.repeat)
-        runs = []
+    for group in groups:
+        for name in group:
+            warm([f for fs in workloads[name]["conns"].values() for f in fs])
+        n = 1 if group == ["W2"] and not a.repeat_w2 else max(1, a.repeat)
+        runs = {name: [] for name in group}
         for i in range(n):
-            print(f"  {name} run {i + 1}/{n}...", file=sys.stderr, flush=True)
-            r = run_workload(a, wl, a.run_dir / name, rl_known)
-            runs.append(r)
-            print(f"    wall {r['wall']:.2f} s, cpu {r['cpu']:.2f} s, rss {r['maxrss_kib'] / 1024:.1f} MiB, "
-                  f"context switches: {r.get('preempted', '?')} involuntary, {r.get('waits', '?')} voluntary; "
-                  f"sink {r['sink']}" + ("; " + "; ".join(r["problems"]) if r["problems"] else ""),
-                  file=sys.stderr, flush=True)
-            if r["timed_out"]:
+            for name in group:
+                print(f"  {name} run {i + 1}/{n}...", file=sys.stderr, flush=True)
+                r = run_workload(a, workloads[name], a.run_dir / name, rl_known)
+                runs[name].append(r)
+                print(f"    wall {r['wall']:.2f} s, cpu {r['cpu']:.2f} s, rss {r['maxrss_kib'] / 1024:.1f} MiB, "
+                      f"context switches: {r.get('preempted', '?')} involuntary, {r.get('waits', '?')} voluntary; "
+                      f"sink {r['sink']}" + ("; " + "; ".join(r["problems"]) if r["problems"] else ""),
+                      file=sys.stderr, flush=True)
+            if any(r[-1]["timed_out"] for r in runs.values()):
                 break
-        res = summarize(runs)
-        res["records"] = wl["records"]
-        res["files"] = wl["files"]
-        res["title"] = wl["title"]
-        if name in ("W1", "W2"):
-            print(f"  {name} bare yajl parse...", file=sys.stderr, flush=True)
-            res["bare_cpu"], lines = bare_parse(a.yajl_parse, all_files[0])
-            if lines != wl["records"]:
-                res["problems"].append(f"yajl_parse saw {lines} lines")
-        results[name] = res
-        shutil.rmtree(a.run_dir / name, ignore_errors=True)
+        for name in group:
+            wl = workloads[name]
+            res = summarize(runs[name])
+            res["records"] = wl["records"]
+            res["files"] = wl["files"]
+            res["title"] = wl["title"]
+            if name in ("W1", "W2"):
+                print(f"  {name} bare yajl parse...", file=sys.stderr, flush=True)
+                first = next(iter(wl["conns"].values()))[0]
+                res["bare_cpu"], lines = bare_parse(a.yajl_parse, first)
+                if lines != wl["records"]:
+                    res["problems"].append(f"yajl_parse saw {lines} lines")
+            results[name] = res
+            shutil.rmtree(a.run_dir / name, ignore_errors=True)
 
     profile = None
     if a.profile:
-        profile = run_profile(a, workloads["W1"], rl_known)
+        profile = run_profile(a, a.profile, workloads[a.profile], rl_known)
 
     print_table(results)
     if profile:
@@ -408,17 +423,21 @@ def fold(addr, starts):
     return starts[best] if best is not None else f"{addr:#x}"
 
 
-def run_profile(a, wl, rl_known):
+# The daemon's threads: the loop, and the parse-ahead workers (src/worker.c names them).
+COMMS = "dcsyncd,dcsyncd-parse"
+
+
+def run_profile(a, name, wl, rl_known):
     if not shutil.which("perf"):
         return "(perf not found: apt-get install linux-perf, or use valgrind --tool=callgrind)"
-    run_dir = a.run_dir / "W1-perf"
-    perf_out = a.run_dir.parent / "perf-w1.data"
-    print("  W1 under perf record...", file=sys.stderr, flush=True)
+    run_dir = a.run_dir / f"{name}-perf"
+    perf_out = a.run_dir.parent / f"perf-{name.lower()}.data"
+    print(f"  {name} under perf record...", file=sys.stderr, flush=True)
     r = run_workload(a, wl, run_dir, rl_known, perf_out=perf_out)
     shutil.rmtree(run_dir, ignore_errors=True)
     if r["problems"]:
         return "perf run failed: " + "; ".join(r["problems"])
-    rep = subprocess.run(["perf", "report", "-i", str(perf_out), "--no-children", "--stdio", "--comm", "dcsyncd",
+    rep = subprocess.run(["perf", "report", "-i", str(perf_out), "--no-children", "--stdio", "--comm", COMMS,
                           "--sort", "dso,sym", "-g", "none", "--percent-limit", "0"],
                          capture_output=True, text=True).stdout
     yajl = None
@@ -438,10 +457,15 @@ def run_profile(a, wl, rl_known):
         by_sym[(dso, sym)] = by_sym.get((dso, sym), 0) + pct
         by_dso[dso] = by_dso.get(dso, 0) + pct
     samples = re.search(r"# Samples: (\S+)", subprocess.run(
-        ["perf", "report", "-i", str(perf_out), "--stdio", "--comm", "dcsyncd", "--sort", "dso"],
+        ["perf", "report", "-i", str(perf_out), "--stdio", "--comm", COMMS, "--sort", "dso"],
         capture_output=True, text=True).stdout)
-    out = [f"### perf profile of dcsyncd, W1 ({samples.group(1) if samples else '?'} samples, self time; "
-           f"perf data in {perf_out})", "", "| Share | Where |", "|---:|---|"]
+    threads = subprocess.run(["perf", "report", "-i", str(perf_out), "--no-children", "--stdio", "--comm", COMMS,
+                              "--sort", "comm", "-g", "none"], capture_output=True, text=True).stdout
+    split = ", ".join(f"{mm.group(2)} {mm.group(1)}%" for mm in
+                      re.finditer(r"^\s*([0-9.]+)%\s+(\S+)\s*$", threads, re.M))
+    out = [f"### perf profile of dcsyncd, {name} ({samples.group(1) if samples else '?'} samples, self time; "
+           f"perf data in {perf_out})", "", f"By thread: {split or '?'}", "",
+           "| Share | Where |", "|---:|---|"]
     out += [f"| {p:.1f} % | {d} |" for d, p in sorted(by_dso.items(), key=lambda x: -x[1]) if p >= 0.5]
     out += ["", "| Self | Function | Object |", "|---:|---|---|"]
     for (d, sym), p in sorted(by_sym.items(), key=lambda x: -x[1])[:30]:
@@ -463,6 +487,10 @@ def print_table(results):
         if name == "W1":
             target = "CPU ≤ 2× bare parse; ≥ 1,000,000 rec/s"
             checks = [r["cpu"] <= 2 * r["bare_cpu"], rps >= 1_000_000]
+        elif name == "W1C":
+            target = "the catalog's cost: W1's CPU ≤ 1.05× this" if w1 else "W1 not run"
+            checks = [w1["cpu"] <= 1.05 * r["cpu"]] if w1 else []
+            ratio = f"W1 {w1['cpu'] / r['cpu']:.2f}×" if w1 else "—"
         elif name == "W2":
             target = "peak RSS ≤ 32 MiB" + (f", within 2 MiB of W1's {w1['rss_mib']:.1f}" if w1 else "")
             checks = [r["rss_mib"] <= 32] + ([abs(r["rss_mib"] - w1["rss_mib"]) <= 2] if w1 else [])

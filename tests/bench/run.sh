@@ -3,14 +3,16 @@
 # generates the data once (cached in build-bench/data/), runs the workloads against the loopback
 # sink and prints a markdown table with the targets.
 #
-#   tests/bench/run.sh [--only W1,W2,W3,W4] [--repeat N] [--timeout SECONDS] [--profile] [--json FILE] [--strict]
+#   tests/bench/run.sh [--only W1,W1C,W2,W3,W4] [--repeat N] [--timeout SECONDS] [--profile [W]] [--json FILE] [--strict]
 #
 #   W1  1 file of 1,000,000 records        target: CPU <= 2x yajl bare parse, >= 1,000,000 records/s
+#   W1C W1 with field_catalog = no         target: W1's CPU <= 1.05x this (the field catalog's cost)
 #   W2  1 file of 10,000,000 records       target: peak RSS <= 32 MiB and within 2 MiB of W1
 #   W3  10,000 files of 10 records         target: >= 5,000 files/s
 #   W4  4 connections x 250,000 records    target: total records/s >= W1's
 #
-# --profile also runs W1 under `perf record` and prints the daemon's top symbols.
+# --profile [W] also runs workload W (default W1) under `perf record` and prints the daemon's
+# top symbols and how its threads (the loop, the parse workers) share the time.
 # BENCH_RUN_DIR=DIR puts the spool and state elsewhere (e.g. /dev/shm/dcsyncd-bench, to see the
 # cost of fsync); the default is build-bench/run, on the same filesystem as the data.
 # Exits 1 when a run went wrong (a record missing at the sink, a batch left open, a malformed
@@ -29,7 +31,7 @@ fi
 if [ ! -x /usr/bin/time ]; then   # GNU time measures the daemon's CPU and peak RSS
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends time >&2
 fi
-case " $* " in *" --profile "*)
+case " $* " in *" --profile"*)
 	command -v perf >/dev/null ||
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends linux-perf >&2 ;;
 esac

@@ -1,6 +1,5 @@
 /* test-catalog: the bounded field catalog: counting, dropping, the cap, and its file (TAP output). */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,23 +8,7 @@
 #include <unistd.h>
 
 #include "catalog.h"
-
-static int n_tests, n_failed;
-
-static void ok(bool cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void ok(bool cond, const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("%sok %d - ", cond ? "" : "not ", ++n_tests);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-	if (!cond)
-		n_failed++;
-}
+#include "tap.h"
 
 static char tmpdir[] = "/tmp/test-catalog.XXXXXX";
 
@@ -34,7 +17,7 @@ static void note(struct catalog *c, const char *key)
 	catalog_note(c, key, strlen(key));
 }
 
-static uint64_t records_of(const struct catalog *c, const char *name)
+static uint64_t records_of(struct catalog *c, const char *name)
 {
 	const struct catalog_field *f = catalog_find(c, name);
 
@@ -97,6 +80,65 @@ static void test_drop_forgets_the_record(void)
 	   "catalog_get 0 is the first seen");
 	ok(catalog_get(c, 1, NULL, NULL, NULL) == 0, "catalog_get takes NULL out-pointers");
 	ok(catalog_get(c, 2, &name, &recs, &seen) == -ERANGE, "catalog_get past the end: -ERANGE");
+	catalog_free(c);
+}
+
+/* Note one record's keys (NULL-terminated list) and commit it at @now. */
+static void record(struct catalog *c, int64_t now, const char *const *keys)
+{
+	for (; *keys; keys++)
+		note(c, *keys);
+	catalog_commit(c, now);
+}
+
+/*
+ * Runs of records with the same keys in the same order are tallied, not counted key by key:
+ * every way of leaving or cutting such a run must give the counts of the plain definition.
+ */
+static void test_runs_of_one_shape_count_like_any_records(void)
+{
+	static const char *const abc[] = { "a", "b", "c", NULL };
+	static const char *const ab[] = { "a", "b", NULL };
+	static const char *const abca[] = { "a", "b", "c", "a", NULL };
+	static const char *const abd[] = { "a", "b", "d", NULL };
+	static const char *const none[] = { NULL };
+	struct catalog *c = new_catalog(1000);
+	uint64_t recs = 0;
+	int64_t seen = 0;
+
+	for (int i = 0; i < 100; i++)
+		record(c, 10 + i, abc);
+	ok(records_of(c, "a") == 100 && records_of(c, "c") == 100, "100 records of one shape: 100 each");
+	ok(catalog_get(c, 2, NULL, &recs, &seen) == 0 && recs == 100 && seen == 109,
+	   "read in the middle of a run: counts and last_seen current (%llu, %lld)",
+	   (unsigned long long)recs, (long long)seen);
+	for (int i = 0; i < 5; i++)
+		record(c, 200, abc);
+	ok(records_of(c, "b") == 105, "the run goes on after a read (105)");
+	record(c, 300, ab);             /* a prefix of the shape */
+	ok(records_of(c, "a") == 106 && records_of(c, "c") == 105, "a shorter record: a 106, c stays 105");
+	ok(catalog_find(c, "c")->last_seen == 200 && catalog_find(c, "a")->last_seen == 300,
+	   "last_seen: c at the run's end (200), a at the short record (300)");
+	record(c, 400, abca);           /* the shape, then a repeat */
+	ok(records_of(c, "a") == 107 && records_of(c, "c") == 106, "a key repeated after the shape counts once");
+	record(c, 500, abd);            /* leaves the shape at its last key */
+	ok(records_of(c, "d") == 1 && records_of(c, "c") == 106 && records_of(c, "a") == 108,
+	   "a record that leaves the shape at its last key: d 1, c 106, a 108");
+	note(c, "a");
+	note(c, "b");
+	catalog_drop(c);                /* a rejected record of the shape */
+	ok(records_of(c, "a") == 108, "a dropped record of the shape counts nothing");
+	note(c, "a");
+	note(c, "b");
+	note(c, "d");
+	note(c, "new");
+	catalog_drop(c);
+	ok(!catalog_find(c, "new") && records_of(c, "d") == 1, "a dropped record off the shape: its new name forgotten");
+	record(c, 600, abd);
+	record(c, 600, none);
+	record(c, 600, none);
+	record(c, 700, abd);
+	ok(records_of(c, "d") == 3 && records_of(c, "a") == 110, "empty records between runs count for no field");
 	catalog_free(c);
 }
 
@@ -368,6 +410,7 @@ int main(void)
 	test_key_twice_in_a_record_counts_once();
 	test_drop_forgets_the_record();
 	test_drop_of_many_new_names_keeps_the_table_whole();
+	test_runs_of_one_shape_count_like_any_records();
 	test_cap_counts_overflow_and_truncates();
 	test_save_load_round_trip();
 	test_name_with_nul_survives();
@@ -375,6 +418,5 @@ int main(void)
 	test_load_refusals();
 	test_save_to_missing_dir_fails_cleanly();
 	cleanup();
-	printf("1..%d\n", n_tests);
-	return n_failed ? 1 : 0;
+	return done_testing();
 }
