@@ -17,6 +17,7 @@
  * The module does not log: callers log once, with context.
  */
 #include "catalog.h"
+#include "fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -437,22 +438,6 @@ static void put_escaped(struct sbuf *s, const char *p, size_t n)
 	}
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 static char *dir_of(const char *path)
 {
 	const char *slash = strrchr(path, '/');
@@ -495,7 +480,7 @@ int catalog_save(struct catalog *c, const char *path)
 		r = -errno;
 		goto out;
 	}
-	if ((r = write_all(fd, s.b, s.n)) < 0)
+	if ((r = fileio_write_all(fd, s.b, s.n)) < 0)
 		goto out;
 	/* Durable before the rename, or a crash could leave an empty file under the real name. */
 	if (fsync(fd) < 0) {

@@ -20,6 +20,7 @@
 #include "batch.h"
 #include "catalog.h"
 #include "crashpoint.h"
+#include "fileio.h"
 #include "jsonstr.h"
 #include "log.h"
 #include "ndjson.h"
@@ -287,17 +288,7 @@ static int rej_flush(struct connection *c, const char *name, struct rejbuf *rb)
 		r = -errno;
 		goto out;
 	}
-	for (size_t off = 0; off < rb->len;) {
-		ssize_t w = write(fd, rb->buf + off, rb->len - off);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			r = -errno;
-			break;
-		}
-		off += (size_t)w;
-	}
+	r = fileio_write_all(fd, rb->buf, rb->len);
 	close(fd);
 out:
 	if (r < 0)

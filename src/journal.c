@@ -28,6 +28,7 @@
 
 #include "crashpoint.h"
 #include "crc32c.h"
+#include "fileio.h"
 #include "log.h"
 
 #define REC_BATCH 'B'
@@ -604,21 +605,6 @@ int journal_put(struct journal *j, const struct journal_batch *b)
 	return apply(j, &copy);
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 int journal_sync(struct journal *j)
 {
 	int r;
@@ -626,7 +612,7 @@ int journal_sync(struct journal *j)
 	if (!j->pending_len)
 		return 0;
 	crashpoint("journal-before-write");
-	r = write_all(j->fd, j->pending, j->pending_len);
+	r = fileio_write_all(j->fd, j->pending, j->pending_len);
 	if (r == 0) {
 		crashpoint("journal-before-fsync");
 		if (fdatasync(j->fd) < 0)
@@ -687,7 +673,7 @@ int journal_compact(struct journal *j, bool force)
 		r = -errno;
 		goto out;
 	}
-	if ((r = write_all(fd, j->pending, j->pending_len)) < 0)
+	if ((r = fileio_write_all(fd, j->pending, j->pending_len)) < 0)
 		goto out;
 	crashpoint("compact-before-fsync");
 	if (fsync(fd) < 0) {

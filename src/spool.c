@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "log.h"
 
 /* ---- queue ---- */
@@ -348,17 +349,8 @@ static int copy_file(const char *from, const char *to)
 			r = -errno;
 			goto out;
 		}
-		for (ssize_t off = 0; off < n;) {
-			ssize_t w = write(out, buf + off, (size_t)(n - off));
-
-			if (w < 0) {
-				if (errno == EINTR)
-					continue;
-				r = -errno;
-				goto out;
-			}
-			off += w;
-		}
+		if ((r = fileio_write_all(out, buf, (size_t)n)) < 0)
+			goto out;
 	}
 	if (fsync(out) < 0)
 		r = -errno;
