@@ -46,6 +46,13 @@ struct rejbuf {
 
 /* Field names kept per connection: a connection with a key per customer must not grow without bound. */
 #define CATALOG_FIELDS_MAX 1000
+/*
+ * Requests held per connection: the one in flight and two cut ahead. Two, not one, so that the
+ * worker keeps parsing while an acknowledgement is on its way: with several connections on few
+ * cores, each one's parse then fills the time the others wait for the network.
+ */
+#define PIPELINE 3
+
 /* The catalog is saved at most this often (seconds), and at exit. */
 #define CATALOG_SAVE_INTERVAL 5.0
 
@@ -93,18 +100,19 @@ struct connection {
 	struct ndjson_reader *reader;
 	size_t reader_max;
 	struct batch_params bp;
-	struct chunk chunk[2];
-	struct rejbuf rej[2];
+	struct chunk chunk[PIPELINE];   /* a ring: the current request, then those cut ahead */
+	struct rejbuf rej[PIPELINE];
 	int cur;
+	unsigned n_ahead;               /* chunks cut ahead of cur: cur+1, cur+2 (mod PIPELINE) */
 	/*
-	 * Parse-ahead: while request N is on the wire, the worker cuts request N+1 into the other
-	 * chunk. Until its done callback the worker owns that chunk, its rejbuf, the reader, the
-	 * validator and the catalog; the loop thread leaves them alone (worker_cancel to take back).
+	 * Parse-ahead: while request N is on the wire, the worker cuts N+1 and N+2 into the next
+	 * chunks. Until its done callback the worker owns the chunk it fills, its rejbuf, the
+	 * reader, the validator and the catalog; the loop thread leaves them alone (worker_cancel
+	 * to take them back).
 	 */
 	struct worker *worker;
 	int ahead_idx;
-	bool ahead_ready;
-	int ahead_error;                /* the parse-ahead failed (negative errno): the file fails */
+	int ahead_error;                /* the parse-ahead failed (negative errno): the file fails there */
 	bool want_next;                 /* step_next_chunk waits for the parse-ahead to finish */
 	struct chunk slice;
 	uint32_t lo, hi;                /* records [lo, hi) of the current chunk are in the request */
@@ -334,12 +342,13 @@ static void end_batch(struct connection *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
-	c->rej[0].len = c->rej[1].len = 0;
+	for (int i = 0; i < PIPELINE; i++)
+		c->rej[i].len = 0;
 	for (size_t i = 0; i < c->n_members; i++)
 		c->members[i].rej.len = 0;
 	c->n_members = 0;
 	c->batch_answered = false;
-	c->ahead_ready = false;
+	c->n_ahead = 0;
 	c->active = false;
 	c->state = CS_IDLE;
 	c->attempt = 0;
@@ -609,12 +618,13 @@ static int ahead_job(void *arg)
 	return batch_cut(&c->chunk[i], &c->bp, c->reader, c->validator, on_reject, &c->rej[i]);
 }
 
-/* Parse the next request while the server works on this one: CPU and network overlap. */
+/* Parse the next requests while the server works on this one: CPU and network overlap. */
 static void ahead_start(struct connection *c)
 {
-	if (!c->active || c->ahead_ready || c->ahead_error || c->chunk[c->cur].last || worker_busy(c->worker))
+	if (!c->active || c->ahead_error || worker_busy(c->worker) || c->n_ahead == PIPELINE - 1 ||
+	    c->chunk[(c->cur + c->n_ahead) % PIPELINE].last)
 		return;
-	c->ahead_idx = !c->cur;
+	c->ahead_idx = (c->cur + 1 + (int)c->n_ahead) % PIPELINE;
 	/* Without a thread the next request is simply cut when it is due. */
 	(void)worker_submit(c->worker, ahead_job, c);
 }
@@ -630,17 +640,18 @@ static void ahead_done(void *userdata, int r)
 			 (uint64_t)ndjson_reader_offset(c->reader), strerror(-r));
 		c->ahead_error = r;
 	} else {
-		c->ahead_ready = true;
+		c->n_ahead++;
 	}
 	if (c->want_next) {
 		c->want_next = false;
 		step_next_chunk(c);
 	}
+	ahead_start(c);
 }
 
 static void step_next_chunk(struct connection *c)
 {
-	int next = !c->cur;
+	int next = (c->cur + 1) % PIPELINE;
 
 	crashpoint("after-ack");
 	if (c->stop_after_ack) {
@@ -651,16 +662,16 @@ static void step_next_chunk(struct connection *c)
 		notify_changed(c);
 		return;
 	}
-	if (worker_busy(c->worker)) {
+	if (c->n_ahead) {
+		c->n_ahead--;
+	} else if (worker_busy(c->worker)) {
 		c->want_next = true;    /* ahead_done comes back here */
 		return;
-	}
-	/* A failed parse-ahead left the reader somewhere in the range: no second try from there. */
-	if (c->ahead_error || (!c->ahead_ready && cut(c, next) < 0)) {
+	} else if (c->ahead_error || cut(c, next) < 0) {
+		/* A failed parse-ahead left the reader somewhere in the range: no second try from there. */
 		fail_file(c, 0, "cannot read the file", NULL);
 		return;
 	}
-	c->ahead_ready = false;
 	if (make_current(c, next) < 0) {
 		/* Rejected records could not be written: keep them safe by not moving on. */
 		fail_file(c, 0, "cannot write rejected records", NULL);
@@ -1027,7 +1038,7 @@ static void set_params(struct connection *c)
 	};
 	c->file_started = ev_now(c->env.loop);
 	c->file_requests = 0;
-	c->ahead_ready = false;
+	c->n_ahead = 0;
 	c->ahead_error = 0;
 	if (c->n_members > 1)
 		snprintf(c->stats.file, sizeof(c->stats.file), "%zu files", c->n_members);
@@ -1585,9 +1596,10 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 	    asprintf(&c->failed_dir, "%s/failed", c->dir) < 0 ||
 	    asprintf(&c->done_dir, "%s/done/%s", env->state_dir, cfg->name) < 0)
 		goto fail;
-	if (chunk_init(&c->chunk[0], CONFIG_MAX_BATCH_RECORDS) < 0 ||
-	    chunk_init(&c->chunk[1], CONFIG_MAX_BATCH_RECORDS) < 0 ||
-	    chunk_init(&c->slice, CONFIG_MAX_BATCH_RECORDS) < 0)
+	for (int i = 0; i < PIPELINE; i++)
+		if (chunk_init(&c->chunk[i], CONFIG_MAX_BATCH_RECORDS) < 0)
+			goto fail;
+	if (chunk_init(&c->slice, CONFIG_MAX_BATCH_RECORDS) < 0)
 		goto fail;
 	if ((r = record_validator_new(&c->validator, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
 		goto fail;
@@ -1667,11 +1679,11 @@ void connection_free(struct connection *c)
 	free(c->catalog_path);
 	upload_client_free(c->client);
 	record_validator_free(c->validator);
-	chunk_release(&c->chunk[0]);
-	chunk_release(&c->chunk[1]);
+	for (int i = 0; i < PIPELINE; i++) {
+		chunk_release(&c->chunk[i]);
+		free(c->rej[i].buf);
+	}
 	chunk_release(&c->slice);
-	free(c->rej[0].buf);
-	free(c->rej[1].buf);
 	for (size_t i = 0; i < c->cap_members; i++)
 		free(c->members[i].rej.buf);
 	free(c->members);
