@@ -113,6 +113,7 @@ struct connection {
 	struct worker *worker;
 	int ahead_idx;
 	int ahead_error;                /* the parse-ahead failed (negative errno): the file fails there */
+	bool worker_warned;
 	bool want_next;                 /* step_next_chunk waits for the parse-ahead to finish */
 	struct chunk slice;
 	uint32_t lo, hi;                /* records [lo, hi) of the current chunk are in the request */
@@ -621,12 +622,19 @@ static int ahead_job(void *arg)
 /* Parse the next requests while the server works on this one: CPU and network overlap. */
 static void ahead_start(struct connection *c)
 {
+	int r;
+
 	if (!c->active || c->ahead_error || worker_busy(c->worker) || c->n_ahead == PIPELINE - 1 ||
 	    c->chunk[(c->cur + c->n_ahead) % PIPELINE].last)
 		return;
 	c->ahead_idx = (c->cur + 1 + (int)c->n_ahead) % PIPELINE;
-	/* Without a thread the next request is simply cut when it is due. */
-	(void)worker_submit(c->worker, ahead_job, c);
+	r = worker_submit(c->worker, ahead_job, c);
+	if (r < 0 && !c->worker_warned) {
+		/* Without a thread the next request is simply cut on the loop when it is due. */
+		conn_log(c, LOG_LVL_WARNING, -1, "cannot start a parse thread (%s): parsing on the main loop",
+			 strerror(-r));
+		c->worker_warned = true;
+	}
 }
 
 static void step_next_chunk(struct connection *c);

@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import gen_ndjson
+
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,6 +134,16 @@ class Daemon:
         os.rename(tmp, final)
         return final
 
+    def drop_generated(self, conn, name, n, start=0, value=0):
+        """Drop a gen_ndjson file of n records (ids start..start+n-1) atomically; returns its path."""
+        spool = self.spool(conn)
+        tmp = spool / f".{name}.tmp"
+        with open(tmp, "wb") as f:
+            gen_ndjson.write(f, n, start, value)
+        final = spool / name
+        os.rename(tmp, final)
+        return final
+
     # running
 
     def env(self, extra=None):
@@ -236,3 +248,18 @@ class Daemon:
         if self.running():
             self.proc.kill()
             self.proc.wait()
+
+
+def unit_settings(text):
+    """{(section, key): [values...]} of a systemd unit file's text."""
+    settings, section = {}, None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        key, _, value = line.partition("=")
+        settings.setdefault((section, key.strip()), []).append(value.strip())
+    return settings

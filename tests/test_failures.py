@@ -31,15 +31,6 @@ def store(start, n, value=0):
     return {str(i): gen_ndjson.expected(i, value) for i in range(start, start + n)}
 
 
-def drop_generated(daemon, conn, name, n, start=0, value=0):
-    """Drop a gen_ndjson file of n records atomically (dotfile, then rename); returns its path."""
-    spool = daemon.spool(conn)
-    tmp = spool / f".{name}.tmp"
-    with open(tmp, "wb") as f:
-        gen_ndjson.write(f, n, start, value)
-    final = spool / name
-    os.rename(tmp, final)
-    return final
 
 
 def run_once(daemon, expect, timeout=60):
@@ -129,7 +120,7 @@ def retry_lines(log, conn, name, request=1):
 @pytest.mark.parametrize("status", [500, 503, 408])
 def test_transient_status_three_times_then_ok_retries_the_same_request(optix, daemon, status):
     daemon.write_config([daemon.connection(optix)])
-    drop_generated(daemon, "products", "a.ndjson", 100)
+    daemon.drop_generated("products", "a.ndjson", 100)
     optix.add_faults({"uuid": UUID1, "status": status, "count": 3})
 
     run_once(daemon, 0)
@@ -149,7 +140,7 @@ def test_transient_status_three_times_then_ok_retries_the_same_request(optix, da
 
 def test_503_on_request_2_of_3_resends_that_request_of_the_same_batch(optix, daemon):
     daemon.write_config([daemon.connection(optix, batch_records=1000)])
-    drop_generated(daemon, "products", "a.ndjson", 2500)
+    daemon.drop_generated("products", "a.ndjson", 2500)
     optix.add_faults({"uuid": UUID1, "status": 503, "count": 2, "after": 1})
 
     run_once(daemon, 0)
@@ -168,7 +159,7 @@ def test_connection_dropped_without_an_answer_is_retried(optix, daemon, fault):
     """reset_mid_body: RST half-way through the body; reset: RST after the body; close: FIN without
     an answer; reset_after_process: applied, then RST (the re-send must be harmless)."""
     daemon.write_config([daemon.connection(optix)])
-    drop_generated(daemon, "products", "big.ndjson", 5000)     # ~800 kB: the reset lands mid-body
+    daemon.drop_generated("products", "big.ndjson", 5000)     # ~800 kB: the reset lands mid-body
     optix.add_faults({"uuid": UUID1, fault: True})
 
     run_once(daemon, 0)
@@ -189,7 +180,7 @@ def test_connection_dropped_without_an_answer_is_retried(optix, daemon, fault):
 
 def test_stalled_server_times_out_after_timeout_seconds_and_the_retry_delivers(optix, daemon):
     daemon.write_config([daemon.connection(optix, timeout_seconds=5)])
-    drop_generated(daemon, "products", "a.ndjson", 200)
+    daemon.drop_generated("products", "a.ndjson", 200)
     optix.add_faults({"uuid": UUID1, "delay": 30})    # reads the body, then says nothing for 30 s
 
     started = time.time()
@@ -211,7 +202,7 @@ def test_stalled_server_times_out_after_timeout_seconds_and_the_retry_delivers(o
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
 def test_429_with_retry_after_waits_at_least_that_long(optix, daemon, form):
     daemon.write_config([daemon.connection(optix)])
-    drop_generated(daemon, "products", "a.ndjson", 100)
+    daemon.drop_generated("products", "a.ndjson", 100)
     if form == "seconds":
         retry_after, least = "2", 2.0
     else:
@@ -235,7 +226,7 @@ def test_429_with_retry_after_waits_at_least_that_long(optix, daemon, form):
 
 def test_persistent_503_with_retry_max_elapsed_goes_to_failed(optix, daemon):
     daemon.write_config([daemon.connection(optix, retry_max_elapsed_seconds=1, retry_max_seconds=0.2)])
-    path = drop_generated(daemon, "products", "a.ndjson", 50)
+    path = daemon.drop_generated("products", "a.ndjson", 50)
     content = path.read_bytes()
     optix.add_faults({"uuid": UUID1, "status": 503, "count": 10**6, "body": {"error": "down for maintenance"}})
 
@@ -263,7 +254,7 @@ PAUSE_RE = (r"products: the API refused the keys \(HTTP {status}\): fix api_key 
 @pytest.mark.parametrize("status", [401, 403])
 def test_refused_keys_under_once_exit_1_and_leave_the_files_in_the_spool(optix, daemon, status):
     daemon.write_config([daemon.connection(optix)])
-    paths = [drop_generated(daemon, "products", f"{n}.ndjson", 10, start=i * 10) for i, n in enumerate("ab")]
+    paths = [daemon.drop_generated("products", f"{n}.ndjson", 10, start=i * 10) for i, n in enumerate("ab")]
     contents = {p.name: p.read_bytes() for p in paths}
     if status == 401:
         optix.configure(api_key="rotated-key")          # the daemon's key is now wrong
@@ -305,7 +296,7 @@ def test_file_handed_back_after_401_does_not_reject_its_bad_lines_twice(optix, d
 def test_refused_key_file_fixed_and_reload_resumes_at_once(optix, daemon):
     # retry_max_seconds = 300 (default): only the reload can bring the data up within the test.
     daemon.write_config([daemon.connection(optix, api_key="wrong-key")])
-    drop_generated(daemon, "products", "a.ndjson", 300)
+    daemon.drop_generated("products", "a.ndjson", 300)
     daemon.start()
 
     daemon.wait_log(PAUSE_RE.format(status=401))
@@ -330,7 +321,7 @@ def test_refused_key_file_fixed_and_reload_resumes_at_once(optix, daemon):
 
 def test_refused_keys_are_tried_again_after_retry_max_seconds(optix, daemon):
     daemon.write_config([daemon.connection(optix, retry_max_seconds=1)])
-    drop_generated(daemon, "products", "a.ndjson", 100)
+    daemon.drop_generated("products", "a.ndjson", 100)
     optix.configure(api_key="rotated-key")
     daemon.start()
 
@@ -352,7 +343,7 @@ def test_401_mid_batch_keeps_the_batch_and_resumes_it_after_reload(optix, daemon
     """Request 1 acknowledged, request 2 refused: the file is not handed back (part of it is at the
     server, in an open batch); after the reload the same batch goes on at request 2."""
     daemon.write_config([daemon.connection(optix, batch_records=1000)])
-    drop_generated(daemon, "products", "a.ndjson", 2500)
+    daemon.drop_generated("products", "a.ndjson", 2500)
     optix.add_faults({"uuid": UUID1, "status": 401, "after": 1,
                       "body": {"status": 401, "error": "Unauthorized"}})
     daemon.start()
@@ -376,7 +367,7 @@ def test_401_after_half_of_a_split_request_was_acknowledged_keeps_the_batch(opti
     keys are refused. Part of the file is at the server, so it is not handed back: the batch waits
     in the journal and the next run completes that same batch."""
     daemon.write_config([daemon.connection(optix)])
-    path = drop_generated(daemon, "products", "big.ndjson", 5000)
+    path = daemon.drop_generated("products", "big.ndjson", 5000)
     optix.configure(max_body=int(path.stat().st_size * 0.6))
     optix.add_faults({"uuid": UUID1, "status": 401, "after": 2})     # 413, 200, then 401
 
@@ -440,7 +431,7 @@ def test_422_for_every_record_rejects_each_and_still_completes_the_batch(optix, 
 
 def test_413_splits_the_request_until_it_fits_and_no_request_exceeds_the_limit(optix, daemon):
     daemon.write_config([daemon.connection(optix)])
-    path = drop_generated(daemon, "products", "big.ndjson", 5000)
+    path = daemon.drop_generated("products", "big.ndjson", 5000)
     limit = int(path.stat().st_size * 0.6)       # 5000 records do not fit, 2500 do
     optix.configure(max_body=limit)
 
@@ -461,7 +452,7 @@ def test_413_splits_the_request_until_it_fits_and_no_request_exceeds_the_limit(o
 
 def test_422_for_one_poisoned_record_rejects_it_alone_and_stores_the_other_4999(optix, daemon):
     daemon.write_config([daemon.connection(optix, rate_limit="off")])
-    drop_generated(daemon, "products", "big.ndjson", 5000)
+    daemon.drop_generated("products", "big.ndjson", 5000)
     body = {"status": 422, "error": "Unprocessable Entity", "message": "record 1234: 'email' is not an address"}
     optix.add_faults({"uuid": UUID1, "reject_pk": 1234, "count": 10**6, "body": body})
 
@@ -495,7 +486,7 @@ def test_422_bisection_takes_at_most_two_requests_per_halving(optix, daemon, poi
     accepted request, plus the first: 27. More spends the API key's request budget (50 per 10 s by
     default, shared by the key's connections) on one bad record."""
     daemon.write_config([daemon.connection(optix, rate_limit="off")])
-    drop_generated(daemon, "products", "big.ndjson", 5000)
+    daemon.drop_generated("products", "big.ndjson", 5000)
     optix.add_faults({"uuid": UUID1, "reject_pk": poisoned, "count": 10**6})
 
     run_once(daemon, 1)
@@ -512,7 +503,7 @@ def test_422_bisection_takes_at_most_two_requests_per_halving(optix, daemon, poi
 
 def test_404_mid_batch_fails_the_file_keeps_the_batch_open_and_moving_it_back_retries_anew(optix, daemon):
     daemon.write_config([daemon.connection(optix, batch_records=1000)])
-    path = drop_generated(daemon, "products", "a.ndjson", 2500)
+    path = daemon.drop_generated("products", "a.ndjson", 2500)
     content = path.read_bytes()
     body = {"status": 404, "error": "Not Found", "message": f"data connection {UUID1} not found"}
     optix.add_faults({"uuid": UUID1, "status": 404, "after": 1, "body": body})
@@ -553,7 +544,7 @@ def test_404_mid_batch_fails_the_file_keeps_the_batch_open_and_moving_it_back_re
 @pytest.mark.parametrize("status", [400, 415])
 def test_other_4xx_fails_the_file_without_retrying(optix, daemon, status):
     daemon.write_config([daemon.connection(optix)])
-    path = drop_generated(daemon, "products", "a.ndjson", 20)
+    path = daemon.drop_generated("products", "a.ndjson", 20)
     content = path.read_bytes()
     optix.add_faults({"uuid": UUID1, "status": status, "body": {"error": f"refused with {status}"}})
 
@@ -574,7 +565,7 @@ def test_other_4xx_fails_the_file_without_retrying(optix, daemon, status):
 def test_server_down_at_start_then_up_on_the_same_port(optix, daemon):
     daemon.write_config([daemon.connection(optix, retry_max_seconds=0.5)])
     optix.stop()
-    drop_generated(daemon, "products", "a.ndjson", 500)
+    daemon.drop_generated("products", "a.ndjson", 500)
     daemon.start()
 
     daemon.wait_log(r"products: a\.ndjson: request 1 failed \([^)]*(?i:refused|connect)[^)]*\), retry 2 in")
@@ -595,7 +586,7 @@ def test_tls_self_signed_is_refused_without_ca_file_and_accepted_with_it(optix_f
     optix = optix_factory(tls_cert=cert, tls_key=key)
     assert optix.url.startswith("https://")
     daemon.write_config([daemon.connection(optix, retry_max_elapsed_seconds=1, retry_max_seconds=0.2)])
-    path = drop_generated(daemon, "products", "a.ndjson", 100)
+    path = daemon.drop_generated("products", "a.ndjson", 100)
     content = path.read_bytes()
 
     run_once(daemon, 1)
@@ -625,7 +616,7 @@ def test_tls_verify_insecure_disable_works_and_warns_at_start(optix_factory, dae
     cert, key = tls_cert
     optix = optix_factory(tls_cert=cert, tls_key=key)
     daemon.write_config([daemon.connection(optix, tls_verify_insecure_disable="yes")])
-    drop_generated(daemon, "products", "a.ndjson", 100)
+    daemon.drop_generated("products", "a.ndjson", 100)
 
     run_once(daemon, 0)
 
@@ -639,10 +630,10 @@ def test_persistent_503_on_one_connection_does_not_stall_another(optix, daemon):
     daemon.write_config([daemon.connection(optix, name="products", uuid=UUID1, retry_max_seconds=0.5),
                          daemon.connection(optix, name="orders", uuid=UUID2)])
     optix.add_faults({"uuid": UUID1, "status": 503, "count": 10**6})
-    drop_generated(daemon, "products", "p.ndjson", 200)
+    daemon.drop_generated("products", "p.ndjson", 200)
     daemon.start()
     daemon.wait_log(r"products: p\.ndjson: request 1 failed \(HTTP 503\), retry 2 in")
-    drop_generated(daemon, "orders", "o.ndjson", 300, value="o")
+    daemon.drop_generated("orders", "o.ndjson", 300, value="o")
 
     wait_records(optix, UUID2, store(0, 300, "o"), daemon)
     # Still retrying, nothing of products stored.
@@ -662,11 +653,11 @@ def test_hung_request_on_one_connection_does_not_stall_another(optix, daemon):
     daemon.write_config([daemon.connection(optix, name="products", uuid=UUID1),
                          daemon.connection(optix, name="orders", uuid=UUID2)])
     optix.add_faults({"uuid": UUID1, "delay": 4})     # products' request hangs 4 s, then succeeds
-    drop_generated(daemon, "products", "p.ndjson", 200)
+    daemon.drop_generated("products", "p.ndjson", 200)
     daemon.start()
     daemon.wait_log(r"products: p\.ndjson: request 1: records 0\.\.200 ")     # in flight, hung
     t0 = time.monotonic()
-    drop_generated(daemon, "orders", "o.ndjson", 300, value="o")
+    daemon.drop_generated("orders", "o.ndjson", 300, value="o")
 
     wait_records(optix, UUID2, store(0, 300, "o"), daemon)
     assert time.monotonic() - t0 < 3.5, "orders waited for products' hung request"

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import unit_settings
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DEB = ROOT / "packaging" / "build-deb.sh"
 MAX_EXPOSURE = 1.5
@@ -72,19 +74,6 @@ def project_version():
     return m.group(1)
 
 
-def unit_settings(text):
-    """{(section, key): [values...]} of a unit file's text."""
-    settings, section = {}, None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1]
-            continue
-        key, _, value = line.partition("=")
-        settings.setdefault((section, key.strip()), []).append(value.strip())
-    return settings
 
 
 def dep_names(field):

@@ -53,15 +53,6 @@ def raw_store_of_lines(lines):
     return {pk_key(loads_raw(line)["id"]): line for line in lines}
 
 
-def drop_generated(daemon, conn, name, n, start=0, value=0):
-    """Drop a gen_ndjson file of n records atomically (dotfile, then rename)."""
-    spool = daemon.spool(conn)
-    tmp = spool / f".{name}.tmp"
-    with open(tmp, "wb") as f:
-        gen_ndjson.write(f, n, start, value)
-    final = spool / name
-    os.rename(tmp, final)
-    return final
 
 
 def set_mtime(path, epoch_ns):
@@ -189,7 +180,7 @@ def capture():
 
 def test_12345_records_go_as_one_batch_of_three_requests_5000_5000_2345(optix, daemon):
     daemon.write_config([daemon.connection(optix)])
-    drop_generated(daemon, "products", "big.ndjson", 12345)
+    daemon.drop_generated("products", "big.ndjson", 12345)
 
     proc = run_once_ok(daemon)
 
@@ -290,10 +281,10 @@ def test_two_connections_upload_their_own_files_to_their_own_stores(optix, daemo
     daemon.write_config([daemon.connection(optix, name="products", uuid=UUID1, batch_records=1000),
                          daemon.connection(optix, name="users", uuid=UUID2, batch_records=1000)])
     # Overlapping keys on purpose: a record that crossed over would change the other store.
-    drop_generated(daemon, "products", "p1.ndjson", 3000, 0, value="p1")
-    drop_generated(daemon, "products", "p2.ndjson", 3000, 3000, value="p2")
-    drop_generated(daemon, "users", "u1.ndjson", 2500, 0, value="u1")
-    drop_generated(daemon, "users", "u2.ndjson", 2500, 1000, value="u2")
+    daemon.drop_generated("products", "p1.ndjson", 3000, 0, value="p1")
+    daemon.drop_generated("products", "p2.ndjson", 3000, 3000, value="p2")
+    daemon.drop_generated("users", "u1.ndjson", 2500, 0, value="u1")
+    daemon.drop_generated("users", "u2.ndjson", 2500, 1000, value="u2")
 
     proc = run_once_ok(daemon)
 
@@ -418,13 +409,13 @@ def test_line_longer_than_max_record_bytes_is_rejected_and_the_rest_goes_up(opti
 
 def test_files_present_at_start_and_dropped_while_running_are_all_uploaded(optix, daemon):
     daemon.write_config([daemon.connection(optix)])
-    drop_generated(daemon, "products", "early.ndjson", 100, 0)
+    daemon.drop_generated("products", "early.ndjson", 100, 0)
 
     daemon.start()
     optix.wait_records(UUID1, 100, timeout=WAIT)
     wait_done(daemon, "products", "early.ndjson")
     daemon.drop("products", "late1.ndjson", gen_lines(100, 50))
-    drop_generated(daemon, "products", "late2.jsonl", 50, 150)      # .jsonl counts too
+    daemon.drop_generated("products", "late2.jsonl", 50, 150)      # .jsonl counts too
     optix.wait_records(UUID1, 200, timeout=WAIT)
     wait_done(daemon, "products", "late1.ndjson", "late2.jsonl")
 

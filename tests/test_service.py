@@ -129,15 +129,6 @@ def notify(tmp_path):
 
 # --- helpers -------------------------------------------------------------------------------------
 
-def drop_generated(daemon, conn, name, n, start=0, value=0):
-    """Drop a gen_ndjson file of n records atomically (dotfile, then rename)."""
-    spool = daemon.spool(conn)
-    tmp = spool / f".{name}.tmp"
-    with open(tmp, "wb") as f:
-        gen_ndjson.write(f, n, start, value)
-    final = spool / name
-    os.rename(tmp, final)
-    return final
 
 
 def gen_ndjson_lines(start, n, value=0):
@@ -220,7 +211,7 @@ def test_ready_status_watchdog_and_stopping(optix, daemon, notify):
     # Present before the start: READY=1 comes only after the spool scan, so the first STATUS
     # after it already knows about them.
     for i in range(3):
-        drop_generated(daemon, "products", f"pre-{i}.ndjson", 1500, start=i * 1500)
+        daemon.drop_generated("products", f"pre-{i}.ndjson", 1500, start=i * 1500)
 
     ready = start_ready(daemon, notify, WATCHDOG_USEC)
     assert notify.values("READY").count("1") == 1
@@ -271,7 +262,7 @@ def test_sigterm_mid_batch_stops_after_the_request_in_flight_and_restart_resumes
     drain = 10
     daemon.write_config([daemon.connection(optix, batch_records=per_request)],
                         drain_timeout_seconds=drain)
-    drop_generated(daemon, "products", "big.ndjson", n)
+    daemon.drop_generated("products", "big.ndjson", n)
     start_ready(daemon, notify)
 
     wait_for(lambda: len(acked(optix)) >= 1, what="the first request acknowledged")
@@ -316,7 +307,7 @@ def test_sigterm_drain_timeout_cuts_the_batch_and_restart_resumes_it(optix, daem
     drain = 1
     daemon.write_config([daemon.connection(optix, batch_records=per_request)],
                         drain_timeout_seconds=drain)
-    drop_generated(daemon, "products", "big.ndjson", n)
+    daemon.drop_generated("products", "big.ndjson", n)
     start_ready(daemon, notify)
 
     wait_for(lambda: len(acked(optix)) >= 1, what="the first request acknowledged")
@@ -350,7 +341,7 @@ def test_second_sigterm_stops_at_once_and_restart_resumes(optix, daemon, notify)
     n, per_request = 3000, 1000
     optix.configure(delay=1.5)
     daemon.write_config([daemon.connection(optix, batch_records=per_request)], drain_timeout_seconds=30)
-    drop_generated(daemon, "products", "big.ndjson", n)
+    daemon.drop_generated("products", "big.ndjson", n)
     start_ready(daemon, notify)
     wait_for(lambda: len(acked(optix)) >= 1, what="the first request acknowledged")
 
@@ -527,7 +518,7 @@ def test_sighup_removing_a_connection_mid_batch_finishes_that_batch_then_stops_i
     orders = daemon.connection(optix, name="orders", uuid=UUID2)
     daemon.write_config([products, orders])
     optix.configure(delay=0.3)
-    drop_generated(daemon, "products", "big.ndjson", n)
+    daemon.drop_generated("products", "big.ndjson", n)
     start_ready(daemon, notify)
     wait_for(lambda: len(acked(optix)) >= 1, what="the first request acknowledged")
 
@@ -570,7 +561,7 @@ def test_status_before_any_run_says_there_is_no_journal(optix, daemon):
 
 def test_status_during_an_upload_shows_the_batch_in_flight_with_its_progress(optix, daemon, notify):
     daemon.write_config([daemon.connection(optix, batch_records=1000)])
-    size = drop_generated(daemon, "products", "big.ndjson", 5000).stat().st_size
+    size = daemon.drop_generated("products", "big.ndjson", 5000).stat().st_size
     optix.configure(delay=0.4)
     start_ready(daemon, notify)
     wait_for(lambda: len(acked(optix)) >= 1, what="a request acknowledged")
@@ -596,7 +587,7 @@ def test_status_during_an_upload_shows_the_batch_in_flight_with_its_progress(opt
 
 def test_status_while_the_daemon_idles_after_an_upload_shows_last_success_and_totals(optix, daemon, notify):
     daemon.write_config([daemon.connection(optix, batch_records=1000)])
-    drop_generated(daemon, "products", "big.ndjson", 5000)
+    daemon.drop_generated("products", "big.ndjson", 5000)
     start_ready(daemon, notify)
     optix.wait_records(UUID1, 5000)
     daemon.wait_log(r"products: big\.ndjson: 5000 records sent")
@@ -696,7 +687,7 @@ def test_metrics_file_is_prometheus_text_with_the_counts(optix, daemon, notify):
     path = daemon.dir / "metrics" / "dcsyncd.prom"
     path.parent.mkdir()
     daemon.write_config([daemon.connection(optix, batch_records=1000)], metrics_file=path)
-    drop_generated(daemon, "products", "a.ndjson", 1500)
+    daemon.drop_generated("products", "a.ndjson", 1500)
     daemon.drop("products", "b.ndjson", gen_ndjson_lines(1500, 300) + ["{broken"])
     start_ready(daemon, notify)
     optix.wait_records(UUID1, 1800)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import unit_settings
+
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD_DIR = ROOT / "systemd"
 UNIT = SYSTEMD_DIR / "dcsyncd.service"
@@ -73,20 +75,6 @@ def run(argv, **kwargs):
                           errors="replace", env=env, check=False, **kwargs)
 
 
-def unit_settings(path):
-    """Return {(section, key): [values...]} for a unit file."""
-    settings = {}
-    section = None
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1]
-            continue
-        key, _, value = line.partition("=")
-        settings.setdefault((section, key.strip()), []).append(value.strip())
-    return settings
 
 
 def data_lines(path):
@@ -97,7 +85,7 @@ def data_lines(path):
 # --- systemd unit ---------------------------------------------------------
 
 def test_unit_essentials():
-    s = unit_settings(UNIT)
+    s = unit_settings(UNIT.read_text())
 
     def one(section, key):
         values = s.get((section, key))
@@ -256,7 +244,7 @@ def test_tmpfiles_syntax():
 
 
 def test_unit_matches_tmpfiles_and_sysusers():
-    s = unit_settings(UNIT)
+    s = unit_settings(UNIT.read_text())
     paths = {fields[1] for fields in data_lines(TMPFILES)}
     for rw in s[("Service", "ReadWritePaths")]:
         for path in rw.split():
