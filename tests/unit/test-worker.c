@@ -79,103 +79,113 @@ static void on_done(void *userdata, int result)
 	ev_break(s->loop, EVBREAK_ALL);
 }
 
+/* A loop, a worker reporting into @s, and a gate for jobs that must be caught running. */
+struct fixture {
+	struct ev_loop *loop;
+	struct seen s;
+	struct gate g;
+	struct worker *w;
+};
+
+static int setup(struct fixture *f)
+{
+	f->loop = ev_loop_new(EVFLAG_AUTO);
+	f->s = (struct seen){ .loop = f->loop };
+	gate_init(&f->g);
+	f->w = NULL;
+	return worker_new(&f->w, f->loop, on_done, &f->s);
+}
+
+static void teardown(struct fixture *f)
+{
+	worker_free(f->w);
+	ev_loop_destroy(f->loop);
+}
+
 static void run_and_deliver(void)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	struct seen s = { .loop = loop };
+	struct fixture f;
+	struct seen *s = &f.s;
 	struct job j = { .result = -EIO };
-	struct worker *w = NULL;
+	struct worker *w;
 
-	ok(worker_new(&w, loop, on_done, &s) == 0, "worker_new");
+	ok(setup(&f) == 0, "worker_new");
+	w = f.w;
 	ok(!worker_busy(w), "a new worker is not busy");
 	ok(worker_submit(w, job_fn, &j) == 0, "submit");
 	ok(worker_busy(w), "busy once a job is submitted");
 	ok(worker_submit(w, job_fn, &j) == -EBUSY, "a second submit before the done callback: -EBUSY");
-	ev_run(loop, 0);
-	ok(s.calls == 1 && s.result == -EIO, "done called once with the job's result (-EIO)");
+	ev_run(f.loop, 0);
+	ok(s->calls == 1 && s->result == -EIO, "done called once with the job's result (-EIO)");
 	ok(!pthread_equal(j.ran_on, pthread_self()), "the job ran on another thread");
-	ok(pthread_equal(s.called_on, pthread_self()), "the done callback ran on the loop's thread");
+	ok(pthread_equal(s->called_on, pthread_self()), "the done callback ran on the loop's thread");
 	ok(!worker_busy(w), "not busy after the done callback");
 
 	j = (struct job){ .result = 7 };
 	ok(worker_submit(w, job_fn, &j) == 0, "the thread takes a second job");
-	ev_run(loop, 0);
-	ok(s.calls == 2 && s.result == 7, "second result delivered (7)");
-	worker_free(w);
-	ev_loop_destroy(loop);
+	ev_run(f.loop, 0);
+	ok(s->calls == 2 && s->result == 7, "second result delivered (7)");
+	teardown(&f);
 }
 
 static void wait_keeps_the_callback(void)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	struct seen s = { .loop = loop };
-	struct gate g;
-	struct job j = { .gate = &g, .result = 3 };
-	struct worker *w = NULL;
+	struct fixture f;
+	struct job j = { .gate = &f.g, .result = 3 };
 
-	gate_init(&g);
-	worker_new(&w, loop, on_done, &s);
-	worker_submit(w, job_fn, &j);
-	gate_await_entry(&g);
+	setup(&f);
+	worker_submit(f.w, job_fn, &j);
+	gate_await_entry(&f.g);
 	ok(!j.finished, "the job is held inside the gate");
-	gate_open(&g);
-	worker_wait(w);
+	gate_open(&f.g);
+	worker_wait(f.w);
 	ok(j.finished, "worker_wait returns only once the job has finished");
-	ok(s.calls == 0 && worker_busy(w), "after worker_wait the done callback is still due");
-	ev_run(loop, 0);
-	ok(s.calls == 1 && s.result == 3, "and it comes from the loop (3)");
-	worker_free(w);
-	ev_loop_destroy(loop);
+	ok(f.s.calls == 0 && worker_busy(f.w), "after worker_wait the done callback is still due");
+	ev_run(f.loop, 0);
+	ok(f.s.calls == 1 && f.s.result == 3, "and it comes from the loop (3)");
+	teardown(&f);
 }
 
 static void cancel_forgets(void)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	struct seen s = { .loop = loop };
-	struct gate g;
-	struct job j1 = { .gate = &g, .result = 1 }, j2 = { .result = 2 };
-	struct worker *w = NULL;
+	struct fixture f;
+	struct job j1 = { .gate = &f.g, .result = 1 }, j2 = { .result = 2 };
 
-	gate_init(&g);
-	worker_new(&w, loop, on_done, &s);
-	worker_submit(w, job_fn, &j1);
-	gate_await_entry(&g);
-	gate_open(&g);
-	worker_cancel(w);
+	setup(&f);
+	worker_submit(f.w, job_fn, &j1);
+	gate_await_entry(&f.g);
+	gate_open(&f.g);
+	worker_cancel(f.w);
 	ok(j1.finished, "worker_cancel waits for the running job");
-	ok(!worker_busy(w), "not busy after a cancel");
+	ok(!worker_busy(f.w), "not busy after a cancel");
 	/* The cancelled job's wake-up may still be on its way: only the second job may be reported. */
-	ok(worker_submit(w, job_fn, &j2) == 0, "a new job may follow a cancel at once");
-	ev_run(loop, 0);
-	ok(s.calls == 1 && s.result == 2, "only the job after the cancel is reported (calls %d, result %d)",
-	   s.calls, s.result);
-	worker_free(w);
-	ev_loop_destroy(loop);
+	ok(worker_submit(f.w, job_fn, &j2) == 0, "a new job may follow a cancel at once");
+	ev_run(f.loop, 0);
+	ok(f.s.calls == 1 && f.s.result == 2, "only the job after the cancel is reported (calls %d, result %d)",
+	   f.s.calls, f.s.result);
+	teardown(&f);
 }
 
 static void free_with_a_job(void)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	struct seen s = { .loop = loop };
-	struct gate g;
-	struct job j = { .gate = &g, .result = 5 };
-	struct worker *w = NULL, *idle = NULL;
+	struct fixture f;
+	struct job j = { .gate = &f.g, .result = 5 };
+	struct worker *idle = NULL;
 
-	gate_init(&g);
-	worker_new(&w, loop, on_done, &s);
-	worker_submit(w, job_fn, &j);
-	gate_await_entry(&g);
-	gate_open(&g);
-	worker_free(w);
-	ok(j.finished && s.calls == 0, "worker_free waits for the job and reports nothing");
-	ok(worker_new(&idle, loop, on_done, &s) == 0, "a worker that never ran a job");
+	setup(&f);
+	worker_submit(f.w, job_fn, &j);
+	gate_await_entry(&f.g);
+	gate_open(&f.g);
+	worker_free(f.w);
+	f.w = NULL;
+	ok(j.finished && f.s.calls == 0, "worker_free waits for the job and reports nothing");
+	ok(worker_new(&idle, f.loop, on_done, &f.s) == 0, "a worker that never ran a job");
 	worker_free(idle);
 	ok(true, "frees without ever starting a thread");
 	worker_wait(NULL);
 	worker_cancel(NULL);
-	worker_free(NULL);
 	ok(true, "wait, cancel and free accept NULL");
-	ev_loop_destroy(loop);
+	teardown(&f);
 }
 
 int main(void)
