@@ -484,6 +484,9 @@ static void fail_file(struct connection *c, long status, const char *why, const 
 	char dst[PATH_MAX];
 	int r;
 
+	/* No more parsing for this batch, even while the journal holds up its end. */
+	worker_cancel(c->worker);
+	c->want_next = false;
 	conn_log(c, LOG_LVL_ERROR, status, "%s: failed for good: %s; moved to %s/", c->jb.name, why, c->failed_dir);
 	for (size_t i = 0; i < c->n_members; i++) {
 		r = move_member(c, &c->members[i], c->failed_dir, dst, sizeof(dst));
@@ -514,6 +517,9 @@ static void fail_file(struct connection *c, long status, const char *why, const 
 static void release_files(struct connection *c)
 {
 	char dst[PATH_MAX];
+
+	worker_cancel(c->worker);       /* the files leave: nothing more to parse of them */
+	c->want_next = false;
 
 	for (size_t i = 0; i < c->n_members; i++) {
 		struct member *m = &c->members[i];
@@ -624,7 +630,9 @@ static void ahead_start(struct connection *c)
 {
 	int r;
 
-	if (!c->active || c->ahead_error || worker_busy(c->worker) || c->n_ahead == PIPELINE - 1 ||
+	/* Only an open batch is worth parsing for: not one failing or being handed back. */
+	if (!c->active || c->jb.state != BATCH_OPEN || c->ahead_error || worker_busy(c->worker) ||
+	    c->n_ahead == PIPELINE - 1 ||
 	    c->chunk[(c->cur + c->n_ahead) % PIPELINE].last)
 		return;
 	c->ahead_idx = (c->cur + 1 + (int)c->n_ahead) % PIPELINE;
@@ -637,7 +645,7 @@ static void ahead_start(struct connection *c)
 	}
 }
 
-static void step_next_chunk(struct connection *c);
+static void take_next_chunk(struct connection *c);
 
 static void ahead_done(void *userdata, int r)
 {
@@ -652,15 +660,13 @@ static void ahead_done(void *userdata, int r)
 	}
 	if (c->want_next) {
 		c->want_next = false;
-		step_next_chunk(c);
+		take_next_chunk(c);
 	}
 	ahead_start(c);
 }
 
 static void step_next_chunk(struct connection *c)
 {
-	int next = (c->cur + 1) % PIPELINE;
-
 	crashpoint("after-ack");
 	if (c->stop_after_ack) {
 		/* Stopping: the acknowledgement is durable, the next start resumes right here. */
@@ -670,10 +676,18 @@ static void step_next_chunk(struct connection *c)
 		notify_changed(c);
 		return;
 	}
+	take_next_chunk(c);
+}
+
+/* Make the next request current: cut ahead already, being cut (then wait for it), or cut now. */
+static void take_next_chunk(struct connection *c)
+{
+	int next = (c->cur + 1) % PIPELINE;
+
 	if (c->n_ahead) {
 		c->n_ahead--;
 	} else if (worker_busy(c->worker)) {
-		c->want_next = true;    /* ahead_done comes back here */
+		c->want_next = true;    /* ahead_done comes back to take_next_chunk */
 		return;
 	} else if (c->ahead_error || cut(c, next) < 0) {
 		/* A failed parse-ahead left the reader somewhere in the range: no second try from there. */

@@ -16,6 +16,8 @@ int fileio_write_all(int fd, const void *buf, size_t len)
 				continue;
 			return -errno;
 		}
+		if (w == 0)
+			return -EIO;    /* no progress and no error: do not spin */
 		p += w;
 		len -= (size_t)w;
 	}
