@@ -705,6 +705,38 @@ static void merge(struct catalog *c, const struct entry *e)
 		f->last_seen = e->last_seen;
 }
 
+int catalog_merge(struct catalog *dst, struct catalog *src)
+{
+	struct entry e = { .is_field = false };
+
+	if (dst->n_noted || dst->pending_overflow || src->n_noted || src->pending_overflow)
+		return -EBUSY;
+	fold_run(dst);
+	fold_run(src);
+	e.records = src->overflow;
+	merge(dst, &e);
+	for (size_t i = 0; i < src->n_committed; i++) {
+		const struct catalog_field *f = &src->fields[i];
+
+		e = (struct entry){ .is_field = true, .records = f->records, .last_seen = f->last_seen,
+				    .name = f->name, .name_len = f->name_len };
+		merge(dst, &e);
+	}
+	return 0;
+}
+
+void catalog_clear(struct catalog *c)
+{
+	for (size_t i = 0; i < c->n_fields; i++)
+		free(c->fields[i].name);
+	memset(c->slots, 0, (c->slot_mask + 1) * sizeof(*c->slots));
+	c->n_fields = c->n_committed = c->n_noted = c->n_prev = 0;
+	c->off_shape = false;
+	c->run = 0;
+	c->overflow = c->pending_overflow = 0;
+	c->serial++;
+}
+
 int catalog_load(struct catalog *c, const char *path, size_t *bad_line)
 {
 	struct entry *entries = NULL;

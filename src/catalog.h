@@ -57,6 +57,15 @@ int catalog_get(struct catalog *c, size_t i, const char **name, uint64_t *record
 const struct catalog_field *catalog_find(struct catalog *c, const char *name);
 
 /*
+ * Add @src's counts to @dst as catalog_load() adds a file's: records add up, last_seen keeps the
+ * later, names that do not fit count as overflow. -EBUSY while either has a record noted but not
+ * committed. What lets records be noted where they are parsed and counted once uploaded.
+ */
+int catalog_merge(struct catalog *dst, struct catalog *src);
+/* Forget every name and count, keeping the memory: the catalog is as new. */
+void catalog_clear(struct catalog *c);
+
+/*
  * Text file, one line each, fields tab-separated:
  *     # dcsyncd field catalog 1
  *     overflow	<count>

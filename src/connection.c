@@ -77,7 +77,14 @@ struct connection {
 	struct upload_client *client;
 	struct upload_limiter *limiter;
 	struct record_validator *validator;
-	struct catalog *catalog;        /* top-level field names seen, for `dcsyncd formula` */
+	struct catalog *catalog;        /* top-level field names uploaded, for `dcsyncd formula` */
+	/*
+	 * Names are noted where records are parsed, in the catalog of the request they go into, and
+	 * counted into the connection's when that request is acknowledged: a request cut again after
+	 * a restart, or parsed ahead and never sent, counts once or not at all.
+	 */
+	struct catalog *chunk_fields[PIPELINE];
+	struct catalog *member_fields;  /* a small file's, until it is sure to fit the request */
 	char *catalog_path;
 	double catalog_saved;
 	bool catalog_dirty;
@@ -106,8 +113,8 @@ struct connection {
 	unsigned n_ahead;               /* chunks cut ahead of cur: cur+1, cur+2 (mod PIPELINE) */
 	/*
 	 * Parse-ahead: while request N is on the wire, the worker cuts N+1 and N+2 into the next
-	 * chunks. Until its done callback the worker owns the chunk it fills, its rejbuf, the
-	 * reader, the validator and the catalog; the loop thread leaves them alone (worker_cancel
+	 * chunks. Until its done callback the worker owns the chunk it fills, its rejbuf and field
+	 * catalog, the reader and the validator; the loop thread leaves them alone (worker_cancel
 	 * to take them back).
 	 */
 	struct worker *worker;
@@ -450,10 +457,6 @@ static void save_catalog(struct connection *c, bool force)
 
 	if (!c->catalog_dirty || (!force && ev_now(c->env.loop) - c->catalog_saved < CATALOG_SAVE_INTERVAL))
 		return;
-	if (force)
-		worker_wait(c->worker);
-	else if (worker_busy(c->worker))
-		return;         /* the parse-ahead is adding to the catalog: next time */
 	snprintf(dir, sizeof(dir), "%s/fields", c->state_dir);
 	if ((r = spool_mkdirs(dir, 0750)) < 0 || (r = catalog_save(c->catalog, c->catalog_path)) < 0)
 		conn_log(c, LOG_LVL_WARNING, -1, "cannot save the field catalog %s: %s", c->catalog_path, strerror(-r));
@@ -590,7 +593,6 @@ static void step_archive(struct connection *c)
 	c->persist.requests += c->file_requests;
 	c->persist.last_success = (int64_t)time(NULL);
 	(void)journal_put_stats(c->env.journal, &c->persist);
-	c->catalog_dirty = true;
 	save_catalog(c, false);
 	step_batch_ended(c);
 }
@@ -606,9 +608,19 @@ static int make_current(struct connection *c, int idx)
 	return rej_flush(c, c->jb.name, &c->rej[idx]);
 }
 
+/* Note the names of the records about to be cut into chunk @idx in that chunk's catalog. */
+static void begin_fields(struct connection *c, int idx)
+{
+	catalog_clear(c->chunk_fields[idx]);
+	record_validator_set_catalog(c->validator, c->cfg->field_catalog ? c->chunk_fields[idx] : NULL);
+}
+
 static int cut(struct connection *c, int idx)
 {
-	int r = batch_cut(&c->chunk[idx], &c->bp, c->reader, c->validator, on_reject, &c->rej[idx]);
+	int r;
+
+	begin_fields(c, idx);
+	r = batch_cut(&c->chunk[idx], &c->bp, c->reader, c->validator, on_reject, &c->rej[idx]);
 
 	if (r < 0)
 		conn_log(c, LOG_LVL_ERROR, -1, "%s: read failed at offset %" PRIu64 ": %s", c->jb.name,
@@ -636,6 +648,7 @@ static void ahead_start(struct connection *c)
 	    c->chunk[(c->cur + c->n_ahead) % PIPELINE].last)
 		return;
 	c->ahead_idx = (c->cur + 1 + (int)c->n_ahead) % PIPELINE;
+	begin_fields(c, c->ahead_idx);
 	r = worker_submit(c->worker, ahead_job, c);
 	if (r < 0 && !c->worker_warned) {
 		/* Without a thread the next request is simply cut on the loop when it is due. */
@@ -715,6 +728,12 @@ static void chunk_done(struct connection *c)
 		return;
 	}
 	c->jb.acks++;
+	if (catalog_count(c->chunk_fields[c->cur]) || catalog_overflow(c->chunk_fields[c->cur])) {
+		(void)catalog_merge(c->catalog, c->chunk_fields[c->cur]);
+		catalog_clear(c->chunk_fields[c->cur]);
+		c->catalog_dirty = true;
+		save_catalog(c, false);
+	}
 	c->jb.offset = (uint64_t)ch->end_offset;
 	c->jb.lineno = ch->end_line;
 	c->jb.records += ch->n_records - c->server_rejected;
@@ -1213,12 +1232,16 @@ static void gather_small_files(struct connection *c)
 		if (fd < 0)
 			continue;
 		ch->member = (uint32_t)c->n_members;
+		/* Its names count only if it stays in this request. */
+		catalog_clear(c->member_fields);
+		record_validator_set_catalog(c->validator, c->cfg->field_catalog ? c->member_fields : NULL);
 		r = reader_at(c, fd, 0, 1);
 		if (r == 0)
 			r = batch_fill(ch, &c->bp, c->reader, c->validator, on_reject, &m->rej);
 		close(fd);
 		m->rejected = ch->rejected;
 		if (r == BATCH_FILL_EOF) {
+			(void)catalog_merge(c->chunk_fields[0], c->member_fields);
 			c->n_members++;
 			continue;
 		}
@@ -1303,6 +1326,7 @@ static int start_batch(struct connection *c)
 		goto fail;
 	ch->member = 0;
 	first->rej.len = 0;
+	begin_fields(c, 0);
 	r = batch_fill(ch, &c->bp, c->reader, c->validator, on_reject, &first->rej);
 	if (r < 0)
 		goto fail;
@@ -1427,6 +1451,7 @@ static void resume_batch(struct connection *c, const struct journal_batch *b)
 		fail_file(c, 0, "out of memory", NULL);
 		return;
 	}
+	begin_fields(c, 0);
 	for (size_t i = 0; i < c->n_members; i++) {
 		struct member *m = &c->members[i];
 
@@ -1508,8 +1533,7 @@ int connection_reconfigure(struct connection *c, const struct conn_config *cfg, 
 	/* The parse-ahead uses the old validator, which points into the old configuration. */
 	worker_wait(c->worker);
 	record_validator_free(c->validator);
-	record_validator_set_catalog(v, cfg->field_catalog ? c->catalog : NULL);
-	c->validator = v;
+	c->validator = v;               /* each cut points it at the catalog to note names in */
 	l = upload_limiter_get(c->env.upload, cfg->api_key, cfg->rate_limit_requests, cfg->rate_limit_window_seconds);
 	if (l)
 		c->limiter = l;
@@ -1640,7 +1664,11 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 			log_warning("%s: field catalog %s unreadable (line %zu: %s): starting a new one", cfg->name,
 				    c->catalog_path, bad, strerror(-lr));
 	}
-	record_validator_set_catalog(c->validator, cfg->field_catalog ? c->catalog : NULL);
+	for (int i = 0; i < PIPELINE; i++)
+		if ((r = catalog_new(&c->chunk_fields[i], CATALOG_FIELDS_MAX)) < 0)
+			goto fail;
+	if ((r = catalog_new(&c->member_fields, CATALOG_FIELDS_MAX)) < 0)
+		goto fail;
 	if (asprintf(&url, "%s/connections/%s/upload_data", cfg->base_url, cfg->uuid) < 0) {
 		url = NULL;
 		r = -ENOMEM;
@@ -1698,6 +1726,9 @@ void connection_free(struct connection *c)
 		save_catalog(c, true);
 	worker_free(c->worker);
 	catalog_free(c->catalog);
+	for (int i = 0; i < PIPELINE; i++)
+		catalog_free(c->chunk_fields[i]);
+	catalog_free(c->member_fields);
 	free(c->catalog_path);
 	upload_client_free(c->client);
 	record_validator_free(c->validator);

@@ -263,3 +263,23 @@ def unit_settings(text):
         key, _, value = line.partition("=")
         settings.setdefault((section, key.strip()), []).append(value.strip())
     return settings
+
+
+def wait_for(predicate, what="condition", daemon=None, timeout=30.0, interval=0.05):
+    """Poll predicate() until truthy (returned); fail at timeout, or early if the daemon exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        exited = daemon is not None and daemon.proc is not None and daemon.proc.poll() is not None
+        if exited or time.monotonic() > deadline:
+            why = f"daemon exited with {daemon.proc.returncode}" if exited else f"timed out after {timeout}s"
+            tail = daemon.log()[-4000:] if daemon is not None else ""
+            raise AssertionError(f"{why} waiting for {what}; log tail:\n{tail}")
+        time.sleep(interval)
+
+
+def acked(optix, uuid=UUID1):
+    """The upload requests the fake answered 200."""
+    return [r for r in optix.requests(uuid) if r["status"] == 200]

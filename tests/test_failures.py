@@ -19,7 +19,7 @@ import time
 import pytest
 
 import gen_ndjson
-from harness import UUID1, UUID2
+from harness import UUID1, UUID2, wait_for
 
 WAIT = 30.0
 
@@ -40,19 +40,6 @@ def run_once(daemon, expect, timeout=60):
     return proc
 
 
-def wait_for(predicate, what, daemon=None, timeout=WAIT, interval=0.05):
-    """Poll predicate() until truthy (returned); fail at timeout or if the daemon exits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        exited = daemon is not None and daemon.proc is not None and daemon.proc.poll() is not None
-        if exited or time.monotonic() > deadline:
-            why = f"daemon exited with {daemon.proc.returncode}" if exited else f"timed out after {timeout}s"
-            tail = daemon.log()[-4000:] if daemon is not None else ""
-            raise AssertionError(f"{why} waiting for {what}; log tail:\n{tail}")
-        time.sleep(interval)
 
 
 def wait_records(optix, uuid, expected, daemon=None, timeout=WAIT):

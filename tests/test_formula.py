@@ -1,9 +1,10 @@
 """Data Connection formulas: every formula dcsyncd prints resolves, at the fake Opti-X, to the uploaded value."""
 
 import json
+import signal
 import subprocess
 
-from harness import UUID1
+from harness import UUID1, acked, wait_for
 
 RECORDS = [
     {"id": 1, "name": "Ann", "product_url": "https://shop.example/p/1", "city": "Paris", "score": 12.5},
@@ -105,3 +106,51 @@ def test_field_catalog_off_leaves_the_catalog_as_it_is(optix, daemon):
     daemon.drop("products", "again.ndjson", [json.dumps({"id": 10, "coupon": "X2"})])
     assert daemon.run_once().returncode == 0
     assert formula(daemon, "products", "coupon").returncode == 0
+
+
+def listed(daemon):
+    """{field: records} from `formula --list products`."""
+    out = formula(daemon, "--list", "products")
+    assert out.returncode == 0, out.stderr
+    return {line.split()[0]: int(line.split()[1]) for line in out.stdout.splitlines()[1:] if line.strip()}
+
+
+# The catalog counts records of acknowledged requests: parsing ahead, cutting a request again after
+# a restart, or carrying a small file to the next request must not count a record twice.
+
+def test_catalog_counts_a_batch_stopped_and_resumed_once(optix, daemon):
+    n = 8000
+    optix.configure(delay=0.3)
+    daemon.write_config([daemon.connection(optix, batch_records=1000)])
+    daemon.drop_generated("products", "big.ndjson", n)
+    daemon.start()
+    wait_for(lambda: len(acked(optix)) >= 1, "the first request acknowledged", daemon)
+    daemon.signal(signal.SIGTERM)      # requests parsed ahead are dropped, cut again at the restart
+    assert daemon.wait_exit(timeout=30) == 0
+    assert len(acked(optix)) < n // 1000, "the batch should have stopped part-way"
+    optix.configure(delay=0)
+    assert daemon.run_once().returncode == 0
+    assert len(optix.records(UUID1)) == n
+    assert listed(daemon)["id"] == n
+
+
+def test_catalog_counts_small_files_carried_to_the_next_request_once(optix, daemon):
+    daemon.write_config([daemon.connection(optix, batch_records=10)])
+    # a fits whole, b does not fit beside it (carried to the next batch), c joins b.
+    daemon.drop_generated("products", "a.ndjson", 6, start=0)
+    daemon.drop_generated("products", "b.ndjson", 6, start=100)
+    daemon.drop_generated("products", "c.ndjson", 3, start=200)
+    assert daemon.run_once().returncode == 0
+    assert len(optix.records(UUID1)) == 15
+    assert listed(daemon)["id"] == 15
+
+
+def test_catalog_counts_files_handed_back_after_401_once(optix, daemon):
+    daemon.write_config([daemon.connection(optix, batch_records=1000)])
+    daemon.drop_generated("products", "a.ndjson", 3000)
+    optix.configure(api_key="rotated-key")
+    assert daemon.run_once().returncode == 1        # keys refused: the file goes back to the spool
+    optix.configure(api_key=optix.api_key)
+    assert daemon.run_once().returncode == 0
+    assert len(optix.records(UUID1)) == 3000
+    assert listed(daemon)["id"] == 3000

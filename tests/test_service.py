@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import gen_ndjson
-from harness import UUID1, UUID2, _write_secret
+from harness import UUID1, UUID2, _write_secret, acked, wait_for
 
 WAIT = 30.0
 WATCHDOG_USEC = 400000
@@ -146,19 +146,8 @@ def start_ready(daemon, notify, watchdog_usec=None):
     return idx
 
 
-def wait_for(predicate, timeout=WAIT, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
-def acked(optix, uuid=UUID1):
-    return [r for r in optix.requests(uuid) if r["status"] == 200]
 
 
 def run_status(daemon):

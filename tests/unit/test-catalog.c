@@ -142,6 +142,40 @@ static void test_runs_of_one_shape_count_like_any_records(void)
 	catalog_free(c);
 }
 
+/* Records noted in one catalog per request, counted into the connection's once it is acknowledged. */
+static void test_merge_and_clear(void)
+{
+	static const char *const ab[] = { "a", "b", NULL };
+	static const char *const bc[] = { "b", "c", NULL };
+	struct catalog *dst = new_catalog(2), *src = new_catalog(1000);
+	const char *name = NULL;
+
+	record(dst, 100, ab);
+	record(src, 50, ab);
+	record(src, 200, bc);
+	record(src, 200, bc);
+	note(src, "x");
+	ok(catalog_merge(dst, src) == -EBUSY, "merge refuses a source in the middle of a record");
+	catalog_drop(src);
+	note(dst, "a");
+	ok(catalog_merge(dst, src) == -EBUSY, "merge refuses a destination in the middle of a record");
+	catalog_commit(dst, 100);
+	ok(catalog_merge(dst, src) == 0, "merge");
+	ok(records_of(dst, "a") == 3 && records_of(dst, "b") == 4, "counts add up (a 2+1, b 1+3)");
+	ok(catalog_find(dst, "a")->last_seen == 100 && catalog_find(dst, "b")->last_seen == 200,
+	   "last_seen keeps the later (a 100 over 50, b 200)");
+	ok(!catalog_find(dst, "c") && catalog_overflow(dst) == 2, "a name beyond the cap counts as overflow (c: 2)");
+	ok(records_of(src, "c") == 2, "the source is left as it was");
+	catalog_clear(src);
+	ok(catalog_count(src) == 0 && !catalog_find(src, "b") && catalog_overflow(src) == 0, "clear forgets everything");
+	record(src, 300, bc);
+	record(src, 300, bc);
+	ok(catalog_count(src) == 2 && records_of(src, "b") == 2 && catalog_get(src, 0, &name, NULL, NULL) == 0 &&
+	   !strcmp(name, "b"), "a cleared catalog fills again from scratch (b first, 2 records)");
+	catalog_free(dst);
+	catalog_free(src);
+}
+
 /* Many names and a drop of hundreds: the table's deletion must keep every chain intact. */
 static void test_drop_of_many_new_names_keeps_the_table_whole(void)
 {
@@ -411,6 +445,7 @@ int main(void)
 	test_drop_forgets_the_record();
 	test_drop_of_many_new_names_keeps_the_table_whole();
 	test_runs_of_one_shape_count_like_any_records();
+	test_merge_and_clear();
 	test_cap_counts_overflow_and_truncates();
 	test_save_load_round_trip();
 	test_name_with_nul_survives();
