@@ -9,16 +9,21 @@ No test sleeps to synchronise: they wait on the server's state or the daemon's l
 
 import json
 import os
+import pwd
 import re
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 import gen_ndjson
 from fakeoptix import loads_raw, pk_key
-from harness import UUID1, UUID2
+from harness import UUID1, UUID2, Daemon
 
 WAIT = 30.0     # generous bound for anything the daemon does with a few small files
 
@@ -708,3 +713,33 @@ def test_ttl_seconds_is_absent_so_the_fake_stores_no_expiry(optix, daemon):
     assert state["records"] == gen_store(0, 10)
     assert state["expires"] == {}
     assert [r["ttl_seconds"] for r in optix.requests(UUID1)] == [None]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not (shutil.which("setpriv") and shutil.which("prlimit")),
+                    reason="needs root, setpriv and prlimit to run the daemon as nobody with RLIMIT_NPROC=1")
+def test_without_a_parse_thread_it_parses_on_the_loop_and_says_so(optix):
+    """A parse thread that cannot start (RLIMIT_NPROC, TasksMax) costs speed, never data."""
+    n = 5000
+    root = Path(tempfile.mkdtemp(prefix="dcsyncd-nproc-"))     # tmp_path is not open to nobody
+    try:
+        root.chmod(0o755)
+        d = Daemon(root)
+        d.write_config([d.connection(optix, batch_records=1000)])
+        d.drop_generated("products", "a.ndjson", n)
+        nobody = pwd.getpwnam("nobody")
+        for p in [root, *root.rglob("*")]:
+            os.chown(p, nobody.pw_uid, nobody.pw_gid)
+        argv = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
+                "prlimit", "--nproc=1", *d.command("--once")]
+        # LeakSanitizer needs a thread of its own to check at exit: not here.
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        env = d.env({"ASAN_OPTIONS": (asan + ":" if asan else "") + "detect_leaks=0"})
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env,
+                              stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stderr.count("cannot start a parse thread") == 1, proc.stderr[-3000:]
+        assert len(optix.records(UUID1)) == n
+        reqs = optix.requests(UUID1)
+        assert [r["n_records"] for r in reqs] == [1000] * 5 and all(r["status"] == 200 for r in reqs)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
