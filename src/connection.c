@@ -608,18 +608,19 @@ static int make_current(struct connection *c, int idx)
 	return rej_flush(c, c->jb.name, &c->rej[idx]);
 }
 
-/* Note the names of the records about to be cut into chunk @idx in that chunk's catalog. */
-static void begin_fields(struct connection *c, int idx)
+/* Note the names of the records about to be parsed in @fields, emptied first. */
+static void note_fields_in(struct connection *c, struct catalog *fields)
 {
-	catalog_clear(c->chunk_fields[idx]);
-	record_validator_set_catalog(c->validator, c->cfg->field_catalog ? c->chunk_fields[idx] : NULL);
+	catalog_clear(fields);
+	record_validator_set_catalog(c->validator, c->cfg->field_catalog ? fields : NULL);
 }
+
 
 static int cut(struct connection *c, int idx)
 {
 	int r;
 
-	begin_fields(c, idx);
+	note_fields_in(c, c->chunk_fields[idx]);
 	r = batch_cut(&c->chunk[idx], &c->bp, c->reader, c->validator, on_reject, &c->rej[idx]);
 
 	if (r < 0)
@@ -648,7 +649,7 @@ static void ahead_start(struct connection *c)
 	    c->chunk[(c->cur + c->n_ahead) % PIPELINE].last)
 		return;
 	c->ahead_idx = (c->cur + 1 + (int)c->n_ahead) % PIPELINE;
-	begin_fields(c, c->ahead_idx);
+	note_fields_in(c, c->chunk_fields[c->ahead_idx]);
 	r = worker_submit(c->worker, ahead_job, c);
 	if (r < 0 && !c->worker_warned) {
 		/* Without a thread the next request is simply cut on the loop when it is due. */
@@ -1232,9 +1233,7 @@ static void gather_small_files(struct connection *c)
 		if (fd < 0)
 			continue;
 		ch->member = (uint32_t)c->n_members;
-		/* Its names count only if it stays in this request. */
-		catalog_clear(c->member_fields);
-		record_validator_set_catalog(c->validator, c->cfg->field_catalog ? c->member_fields : NULL);
+		note_fields_in(c, c->member_fields);     /* its names count only if it stays in this request */
 		r = reader_at(c, fd, 0, 1);
 		if (r == 0)
 			r = batch_fill(ch, &c->bp, c->reader, c->validator, on_reject, &m->rej);
@@ -1326,7 +1325,7 @@ static int start_batch(struct connection *c)
 		goto fail;
 	ch->member = 0;
 	first->rej.len = 0;
-	begin_fields(c, 0);
+	note_fields_in(c, c->chunk_fields[0]);
 	r = batch_fill(ch, &c->bp, c->reader, c->validator, on_reject, &first->rej);
 	if (r < 0)
 		goto fail;
@@ -1451,7 +1450,7 @@ static void resume_batch(struct connection *c, const struct journal_batch *b)
 		fail_file(c, 0, "out of memory", NULL);
 		return;
 	}
-	begin_fields(c, 0);
+	note_fields_in(c, c->chunk_fields[0]);
 	for (size_t i = 0; i < c->n_members; i++) {
 		struct member *m = &c->members[i];
 

@@ -601,6 +601,19 @@ def fill(directory):
     return path
 
 
+def recover_from_full_disk(daemon, optix, filler, files, where):
+    """Free the disk: the daemon says the journal is writable again, finishes, and the error was
+    logged once; everything ends as in a run without the full disk."""
+    filler.unlink()
+    daemon.wait_log(r"journal is writable again")
+    status = daemon.wait_exit(timeout=60)
+    log = daemon.log()
+    assert status == 0, f"exit {status}\n{log[-3000:]}"
+    assert len(re.findall(r"cannot make the journal durable", log)) == 1, \
+        f"the journal error was not logged exactly once:\n{log[-3000:]}"
+    check_final(daemon, optix, files, where=where)
+
+
 def test_journal_enospc(daemon, optix, small_state_fs):
     configure(daemon, optix, batch_records=100)
     files = [SpoolFile("e1.ndjson", range(0, 250), "one", BASE_MTIME_NS),
@@ -619,14 +632,7 @@ def test_journal_enospc(daemon, optix, small_state_fs):
         assert optix.requests(UUID1) == [], "a request left before its batch's OPEN record was durable"
         time.sleep(0.1)
 
-    filler.unlink()
-    daemon.wait_log(r"journal is writable again")
-    status = daemon.wait_exit(timeout=60)
-    log = daemon.log()
-    assert status == 0, f"exit {status}\n{log[-3000:]}"
-    assert len(re.findall(r"cannot make the journal durable", log)) == 1, \
-        f"the journal error was not logged exactly once:\n{log[-3000:]}"
-    check_final(daemon, optix, files, where="after ENOSPC: ")
+    recover_from_full_disk(daemon, optix, filler, files, where="after ENOSPC: ")
 
 
 def test_journal_enospc_mid_batch(daemon, optix, small_state_fs):
@@ -650,14 +656,7 @@ def test_journal_enospc_mid_batch(daemon, optix, small_state_fs):
         assert n == held, f"{n - held} request(s) left after the journal could not be made durable"
         time.sleep(0.1)
 
-    filler.unlink()
-    daemon.wait_log(r"journal is writable again")
-    status = daemon.wait_exit(timeout=60)
-    log = daemon.log()
-    assert status == 0, f"exit {status}\n{log[-3000:]}"
-    assert len(re.findall(r"cannot make the journal durable", log)) == 1, \
-        f"the journal error was not logged exactly once:\n{log[-3000:]}"
-    check_final(daemon, optix, files, where="after ENOSPC mid-batch: ")
+    recover_from_full_disk(daemon, optix, filler, files, where="after ENOSPC mid-batch: ")
     batches = {r["batch_uuid"] for r in optix.requests(UUID1)}
     assert len(batches) == 1, f"the batch changed uuid across the full disk: {batches}"
 

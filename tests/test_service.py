@@ -244,17 +244,20 @@ def test_ready_status_watchdog_and_stopping(optix, daemon, notify):
 
 # --- 2. SIGTERM during an upload -----------------------------------------------------------------
 
-def test_sigterm_mid_batch_stops_after_the_request_in_flight_and_restart_resumes_the_batch(
-        optix, daemon, notify):
-    n, per_request = 8000, 1000
-    optix.configure(delay=0.4)
-    drain = 10
-    daemon.write_config([daemon.connection(optix, batch_records=per_request)],
-                        drain_timeout_seconds=drain)
+def start_big_batch(optix, daemon, notify, n, per_request, delay, drain):
+    """A file of n records in requests of per_request, the fake slowed by delay: start the daemon
+    and return once its first request is acknowledged (the batch is under way)."""
+    optix.configure(delay=delay)
+    daemon.write_config([daemon.connection(optix, batch_records=per_request)], drain_timeout_seconds=drain)
     daemon.drop_generated("products", "big.ndjson", n)
     start_ready(daemon, notify)
-
     wait_for(lambda: len(acked(optix)) >= 1, what="the first request acknowledged")
+
+
+def test_sigterm_mid_batch_stops_after_the_request_in_flight_and_restart_resumes_the_batch(
+        optix, daemon, notify):
+    n, per_request, drain = 8000, 1000, 10
+    start_big_batch(optix, daemon, notify, n, per_request, delay=0.4, drain=drain)
     before = len(optix.requests(UUID1))
     since = notify.mark()
     mark = daemon.mark()
@@ -290,16 +293,9 @@ def test_sigterm_mid_batch_stops_after_the_request_in_flight_and_restart_resumes
 
 def test_sigterm_drain_timeout_cuts_the_batch_and_restart_resumes_it(optix, daemon, notify):
     """A request outlasting drain_timeout_seconds: exit 0 at the timeout, the journal resumes."""
-    n, per_request = 6000, 1000
+    n, per_request, drain = 6000, 1000, 1
     # Each request takes longer than the whole drain.
-    optix.configure(delay=2.0)
-    drain = 1
-    daemon.write_config([daemon.connection(optix, batch_records=per_request)],
-                        drain_timeout_seconds=drain)
-    daemon.drop_generated("products", "big.ndjson", n)
-    start_ready(daemon, notify)
-
-    wait_for(lambda: len(acked(optix)) >= 1, what="the first request acknowledged")
+    start_big_batch(optix, daemon, notify, n, per_request, delay=2.0, drain=drain)
     since = notify.mark()
     t0 = time.monotonic()
     daemon.signal(signal.SIGTERM)
@@ -328,11 +324,7 @@ def test_sigterm_drain_timeout_cuts_the_batch_and_restart_resumes_it(optix, daem
 
 def test_second_sigterm_stops_at_once_and_restart_resumes(optix, daemon, notify):
     n, per_request = 3000, 1000
-    optix.configure(delay=1.5)
-    daemon.write_config([daemon.connection(optix, batch_records=per_request)], drain_timeout_seconds=30)
-    daemon.drop_generated("products", "big.ndjson", n)
-    start_ready(daemon, notify)
-    wait_for(lambda: len(acked(optix)) >= 1, what="the first request acknowledged")
+    start_big_batch(optix, daemon, notify, n, per_request, delay=1.5, drain=30)
 
     since = notify.mark()
     daemon.signal(signal.SIGTERM)

@@ -168,7 +168,7 @@ def bare_parse(binary, path):
 
 # ---- one workload ----
 
-def write_config(run_dir, port, conns, rate_limit_known, conn_keys=()):
+def write_config(run_dir, port, conns, conn_keys=()):
     keys = run_dir / "keys"
     keys.mkdir(exist_ok=True)
     for name in ("api_key", "brand_key"):
@@ -182,24 +182,12 @@ def write_config(run_dir, port, conns, rate_limit_known, conn_keys=()):
         lines += ["", f"[connection {name}]", f"uuid = {UUIDS[i]}", "primary_key = id",
                   f"base_url = http://127.0.0.1:{port}/api/data-connections/v1",
                   f"api_key_file = {keys / 'api_key'}", f"brand_key_file = {keys / 'brand_key'}"]
-        if rate_limit_known:
-            lines.append("rate_limit = off")
+        lines.append("rate_limit = off")
         lines += conn_keys
     conf = run_dir / "dcsyncd.conf"
     conf.write_text("\n".join(lines) + "\n")
     return conf
 
-
-def rate_limit_known(dcsyncd, run_dir):
-    """Does this dcsyncd know rate_limit? --check-config on a config that has it says."""
-    reset_dir(run_dir)
-    conf = write_config(run_dir, 9, ["probe"], True)
-    r = subprocess.run([str(dcsyncd), "-c", str(conf), "--check-config"], capture_output=True, text=True)
-    if r.returncode == 0:
-        return True
-    if "rate_limit" in r.stderr + r.stdout:
-        return False
-    raise RuntimeError("dcsyncd --check-config fails on the benchmark config: " + (r.stderr or r.stdout))
 
 
 def reset_dir(run_dir):
@@ -208,12 +196,12 @@ def reset_dir(run_dir):
     (run_dir / "state").mkdir()
 
 
-def run_workload(a, wl, run_dir, rl_known, perf_out=None):
+def run_workload(a, wl, run_dir, perf_out=None):
     """One run of workload wl: {"conns": {name: [files]}, "records": N}. Returns a result dict."""
     reset_dir(run_dir)
     sink = Sink(a.sink, run_dir)
     try:
-        conf = write_config(run_dir, sink.port, list(wl["conns"]), rl_known, wl.get("conn_keys", ()))
+        conf = write_config(run_dir, sink.port, list(wl["conns"]), wl.get("conn_keys", ()))
         for name, files in wl["conns"].items():
             d = run_dir / "spool" / name
             d.mkdir()
@@ -301,9 +289,7 @@ def main(argv=None):
         setattr(a, k, getattr(a, k).resolve())     # the daemon wants absolute paths
     a.data_dir.mkdir(parents=True, exist_ok=True)
 
-    rl_known = rate_limit_known(a.dcsyncd, a.run_dir)
-    print(f"dcsyncd: {a.dcsyncd} (rate_limit = off {'set' if rl_known else 'unknown to this binary, left out'})",
-          file=sys.stderr)
+    print(f"dcsyncd: {a.dcsyncd}", file=sys.stderr)
 
     workloads = {}
     if "W1" in wanted:
@@ -343,7 +329,7 @@ def main(argv=None):
         for i in range(n):
             for name in group:
                 print(f"  {name} run {i + 1}/{n}...", file=sys.stderr, flush=True)
-                r = run_workload(a, workloads[name], a.run_dir / name, rl_known)
+                r = run_workload(a, workloads[name], a.run_dir / name)
                 runs[name].append(r)
                 print(f"    wall {r['wall']:.2f} s, cpu {r['cpu']:.2f} s, rss {r['maxrss_kib'] / 1024:.1f} MiB, "
                       f"context switches: {r.get('preempted', '?')} involuntary, {r.get('waits', '?')} voluntary; "
@@ -368,7 +354,7 @@ def main(argv=None):
 
     profile = None
     if a.profile:
-        profile = run_profile(a, a.profile, workloads[a.profile], rl_known)
+        profile = run_profile(a, a.profile, workloads[a.profile])
 
     print_table(results)
     if profile:
@@ -427,20 +413,19 @@ def fold(addr, starts):
 COMMS = "dcsyncd,dcsyncd-parse"
 
 
-def run_profile(a, name, wl, rl_known):
+def run_profile(a, name, wl):
     if not shutil.which("perf"):
         return "(perf not found: apt-get install linux-perf, or use valgrind --tool=callgrind)"
     run_dir = a.run_dir / f"{name}-perf"
     perf_out = a.run_dir.parent / f"perf-{name.lower()}.data"
     print(f"  {name} under perf record...", file=sys.stderr, flush=True)
-    r = run_workload(a, wl, run_dir, rl_known, perf_out=perf_out)
+    r = run_workload(a, wl, run_dir, perf_out=perf_out)
     shutil.rmtree(run_dir, ignore_errors=True)
     if r["problems"]:
         return "perf run failed: " + "; ".join(r["problems"])
     rep = subprocess.run(["perf", "report", "-i", str(perf_out), "--no-children", "--stdio", "--comm", COMMS,
                           "--sort", "dso,sym", "-g", "none", "--percent-limit", "0"],
                          capture_output=True, text=True).stdout
-    yajl = None
     ldd = subprocess.run(["ldd", str(a.dcsyncd)], capture_output=True, text=True).stdout
     mm = re.search(r"libyajl\S* => (\S+)", ldd)
     starts = yajl_function_starts(mm.group(1)) if mm else {}

@@ -50,17 +50,6 @@ fi
 
 sink=$build/tests/bench/sink
 yajl_parse=$build/tests/bench/yajl_parse
-if [ ! -x "$sink" ] || [ ! -x "$yajl_parse" ]; then
-	# tests/meson.build has no subdir('bench') yet: build the tools directly.
-	tools=$build/bench-tools
-	mkdir -p "$tools"
-	cflags=(-std=c11 -O2 -D_GNU_SOURCE -Wall -Wextra)
-	gcc "${cflags[@]}" -o "$tools/sink" tests/bench/sink.c
-	# shellcheck disable=SC2046
-	gcc "${cflags[@]}" -o "$tools/yajl_parse" tests/bench/yajl_parse.c $(pkg-config --cflags --libs yajl)
-	sink=$tools/sink
-	yajl_parse=$tools/yajl_parse
-fi
 "$sink" --selftest >/dev/null || { echo "sink self-test failed" >&2; "$sink" --selftest >&2; exit 1; }
 
 exec "$PY" tests/bench/bench.py --dcsyncd "$build/src/dcsyncd" --sink "$sink" --yajl-parse "$yajl_parse" \
