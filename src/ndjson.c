@@ -25,6 +25,7 @@ struct ndjson_reader {
 	uint64_t next_lineno;
 	size_t max_record;
 	bool eof;
+	bool at_file_start;     /* offset 0: a UTF-8 byte order mark there is skipped */
 	bool have_last;         /* the last line may be handed back */
 	bool replay;            /* the next call returns the last line again */
 	struct ndjson_line last;
@@ -55,6 +56,7 @@ int ndjson_reader_new(struct ndjson_reader **out, int fd, off_t offset, uint64_t
 	r->buf_offset = offset;
 	r->next_lineno = first_lineno;
 	r->max_record = max_record_bytes;
+	r->at_file_start = offset == 0;
 	*out = r;
 	return 0;
 }
@@ -68,6 +70,7 @@ int ndjson_reader_reset(struct ndjson_reader *r, int fd, off_t offset, uint64_t 
 	r->buf_offset = offset;
 	r->next_lineno = first_lineno;
 	r->eof = false;
+	r->at_file_start = offset == 0;
 	r->have_last = false;
 	r->replay = false;
 	return 0;
@@ -129,9 +132,29 @@ static int skip_line(struct ndjson_reader *r)
 	}
 }
 
+/*
+ * Editors on Windows write a UTF-8 byte order mark first; JSON (RFC 8259) lets a parser ignore
+ * it, and it would otherwise make line 1 a reject. Only at the very start of a file: anywhere
+ * else it is part of a line.
+ */
+static int skip_bom(struct ndjson_reader *r)
+{
+	while (r->end - r->start < 3 && !r->eof) {
+		int f = fill(r);
+
+		if (f < 0)
+			return f;
+	}
+	if (r->end - r->start >= 3 && !memcmp(r->buf + r->start, "\xEF\xBB\xBF", 3))
+		r->start += 3;
+	r->at_file_start = false;
+	return 0;
+}
+
 int ndjson_reader_next(struct ndjson_reader *r, struct ndjson_line *line)
 {
-	size_t scan = r->start;
+	size_t scan;
+	int f;
 
 	if (r->replay) {
 		/* Nothing touched the buffer since the line was returned: it is still valid. */
@@ -140,12 +163,14 @@ int ndjson_reader_next(struct ndjson_reader *r, struct ndjson_line *line)
 		*line = r->last;
 		return 1;
 	}
+	if (r->at_file_start && (f = skip_bom(r)) < 0)
+		return f;
+	scan = r->start;
 	for (;;) {
 		char *nl = memchr(r->buf + scan, '\n', r->end - scan);
 		size_t ls = r->start, le;
 		off_t line_off = r->buf_offset + (off_t)r->start;
 		uint64_t no;
-		int f;
 
 		if (!nl && !r->eof && r->end - r->start <= r->max_record + READ_BLOCK) {
 			/* Read on before judging: blanks and a CR around the record do not count. */
@@ -240,6 +265,7 @@ struct record_validator {
 	char *const *required;
 	size_t n_required;
 	struct catalog *catalog;
+	int max_depth;
 	/* per-record state */
 	int depth;
 	int top_values;
@@ -280,6 +306,14 @@ static int v_value(struct record_validator *v, const char *type, bool pk_ok)
 static int v_null(void *ctx) { return v_value(ctx, "null", false); }
 static int v_bool(void *ctx, int b) { (void)b; return v_value(ctx, "boolean", false); }
 
+/* Refused here, as it opens: yajl itself would follow any depth, and so would the request. */
+static int v_too_deep(struct record_validator *v)
+{
+	snprintf(v->reason, v->reason_len, "nested deeper than max_depth (%d levels of objects and arrays)",
+		 v->max_depth);
+	return 0;
+}
+
 static int v_start_map(void *ctx)
 {
 	struct record_validator *v = ctx;
@@ -290,6 +324,8 @@ static int v_start_map(void *ctx)
 	} else if (!v_value(v, "object", false)) {
 		return 0;
 	}
+	if (v->depth >= v->max_depth)
+		return v_too_deep(v);
 	v->depth++;
 	return 1;
 }
@@ -310,6 +346,8 @@ static int v_start_array(void *ctx)
 
 	if (!v_value(v, "array", false))
 		return 0;
+	if (v->depth >= v->max_depth)
+		return v_too_deep(v);
 	v->depth++;
 	return 1;
 }
@@ -393,7 +431,7 @@ int record_validator_new(struct record_validator **out, const char *primary_key,
 {
 	struct record_validator *v;
 
-	if (n_required > 64)
+	if (n_required > RECORD_MAX_REQUIRED)
 		return -E2BIG;
 	v = calloc(1, sizeof(*v));
 	if (!v)
@@ -413,6 +451,7 @@ int record_validator_new(struct record_validator **out, const char *primary_key,
 	v->pk_len = strlen(primary_key);
 	v->required = required_fields;
 	v->n_required = n_required;
+	v->max_depth = RECORD_DEFAULT_MAX_DEPTH;
 	*out = v;
 	return 0;
 }
@@ -425,6 +464,11 @@ void record_validator_free(struct record_validator *v)
 void record_validator_set_catalog(struct record_validator *v, struct catalog *catalog)
 {
 	v->catalog = catalog;
+}
+
+void record_validator_set_max_depth(struct record_validator *v, unsigned max_depth)
+{
+	v->max_depth = max_depth < 1 ? 1 : max_depth > RECORD_MAX_DEPTH_LIMIT ? RECORD_MAX_DEPTH_LIMIT : (int)max_depth;
 }
 
 int record_validator_check(struct record_validator *v, const char *data, size_t len,

@@ -105,6 +105,40 @@ static void reader_lines(void)
 	reads_as("a file of blank lines has no lines", "\n \n\r\n", 64, 0, 1, NULL, 0);
 }
 
+#define BOM "\xEF\xBB\xBF"
+
+/* A UTF-8 byte order mark is skipped at offset 0 of a file only; elsewhere it is line text. */
+static void reader_bom(void)
+{
+	static const struct want_line first[] = { { "{\"a\":1}", 1, 3, 11 }, { "{\"b\":2}", 2, 11, 20 } };
+	static const struct want_line crlf_blank[] = { { "x", 2, 5, 8 } };
+	static const struct want_line middle[] = { { "a", 1, 0, 2 }, { BOM "b", 2, 2, 7 } };
+	static const struct want_line at_offset[] = { { BOM "b", 2, 2, 7 } };
+	static const struct want_line partial[] = { { "\xEF\xBB", 1, 0, 3 } };
+	const char *a = "a1\n", *b = BOM "b1\n";
+	struct ndjson_reader *r;
+	struct ndjson_line ln;
+	int fa = temp_file(a, strlen(a)), fb = temp_file(b, strlen(b));
+
+	reads_as("a BOM at the start of the file is skipped", BOM "{\"a\":1}\n{\"b\":2}\r\n", 64, 0, 1, first, 2);
+	reads_as("a BOM before a blank first line", BOM "\r\nx\r\n", 64, 0, 1, crlf_blank, 1);
+	reads_as("a file of only a BOM has no lines", BOM, 64, 0, 1, NULL, 0);
+	reads_as("a BOM on line 2 is part of the line", "a\n" BOM "b\n", 64, 0, 1, middle, 2);
+	reads_as("a BOM where reading resumes (not offset 0) is part of the line", "a\n" BOM "b\n", 64, 2, 2,
+		 at_offset, 1);
+	reads_as("two bytes of a BOM are not one", "\xEF\xBB\n", 64, 0, 1, partial, 1);
+
+	if (ndjson_reader_new(&r, fa, 0, 1, 64) < 0)
+		abort();
+	ok(ndjson_reader_next(r, &ln) == 1 && ln.len == 2 && !memcmp(ln.data, "a1", 2), "first file read");
+	ok(ndjson_reader_reset(r, fb, 0, 1) == 0 && ndjson_reader_next(r, &ln) == 1 && ln.len == 2 &&
+		   !memcmp(ln.data, "b1", 2) && ln.start_offset == 3,
+	   "after reset onto a file with a BOM: skipped there too");
+	ndjson_reader_free(r);
+	close(fa);
+	close(fb);
+}
+
 static void reader_unget(void)
 {
 	const char *text = "first\nsecond\n";
@@ -370,6 +404,69 @@ static void validator_cases(void)
 	record_validator_free(v);
 }
 
+/* Nesting: the record's object is level 1; max_depth levels pass, one more is refused. */
+static char *nested(int levels, const char *open, const char *close)
+{
+	size_t n = strlen("{\"id\":1,\"v\":") + (size_t)levels * (strlen(open) + strlen(close)) + 2;
+	char *s = malloc(n), *p = s;
+
+	if (!s)
+		abort();
+	p += sprintf(p, "{\"id\":1,\"v\":");
+	for (int i = 0; i < levels; i++)
+		p += sprintf(p, "%s", open);
+	for (int i = 0; i < levels; i++)
+		p += sprintf(p, "%s", close);
+	sprintf(p, "}");
+	return s;
+}
+
+static void validator_max_depth(void)
+{
+	struct record_validator *v;
+	char reason[256], *s;
+	int r;
+
+	if (record_validator_new(&v, "id", NULL, 0) < 0)
+		abort();
+	s = nested(RECORD_DEFAULT_MAX_DEPTH - 1, "[", "]");
+	is_int(record_validator_check(v, s, strlen(s), reason, sizeof(reason)), 0,
+	       "default: 64 levels (the record and 63 arrays) accepted");
+	free(s);
+	s = nested(RECORD_DEFAULT_MAX_DEPTH, "[", "]");
+	r = record_validator_check(v, s, strlen(s), reason, sizeof(reason));
+	ok(r == -EINVAL && !strcmp(reason, "nested deeper than max_depth (64 levels of objects and arrays)"),
+	   "default: 65 levels refused: '%s'", reason);
+	free(s);
+	s = nested(RECORD_DEFAULT_MAX_DEPTH, "{\"a\":", "}");
+	r = record_validator_check(v, s, strlen(s), reason, sizeof(reason));
+	ok(r == -EINVAL && strstr(reason, "max_depth"), "65 levels of objects refused too: '%s'", reason);
+	free(s);
+	s = nested(100000, "[", "]");
+	r = record_validator_check(v, s, strlen(s), reason, sizeof(reason));
+	ok(r == -EINVAL && strstr(reason, "max_depth"), "100,000 levels refused: '%s'", reason);
+	free(s);
+
+	record_validator_set_max_depth(v, 3);
+	s = nested(2, "[", "]");
+	is_int(record_validator_check(v, s, strlen(s), reason, sizeof(reason)), 0, "max_depth 3: 3 levels accepted");
+	free(s);
+	s = nested(3, "[{\"x\":", "}]");
+	r = record_validator_check(v, s, strlen(s), reason, sizeof(reason));
+	ok(r == -EINVAL && !strcmp(reason, "nested deeper than max_depth (3 levels of objects and arrays)"),
+	   "max_depth 3: 4 levels refused: '%s'", reason);
+	free(s);
+	s = "{\"id\":1,\"a\":[1],\"b\":{\"c\":[2]},\"d\":[[3]]}";
+	is_int(record_validator_check(v, s, strlen(s), reason, sizeof(reason)), 0,
+	       "max_depth 3: siblings do not add up, only nesting counts");
+	record_validator_set_max_depth(v, 1);
+	s = "{\"id\":1,\"a\":2}";
+	is_int(record_validator_check(v, s, strlen(s), reason, sizeof(reason)), 0, "max_depth 1: a flat record passes");
+	s = "{\"id\":1,\"a\":[]}";
+	ok(record_validator_check(v, s, strlen(s), reason, sizeof(reason)) == -EINVAL, "max_depth 1: an array inside is refused");
+	record_validator_free(v);
+}
+
 static void validator_required_fields(void)
 {
 	char *req[] = { "name", "email" };
@@ -523,12 +620,14 @@ int main(int argc, char **argv)
 {
 	dir = tmpdir_new("ndjson");
 	reader_lines();
+	reader_bom();
 	reader_unget();
 	reader_reset_to_another_file();
 	reader_big_file_exact();
 	reader_skips_huge_line();
 	reader_limit_independent_of_block_end();
 	validator_cases();
+	validator_max_depth();
 	validator_required_fields();
 	jsontestsuite(argc > 1 ? argv[1] : getenv("JSONTESTSUITE_DIR"));
 	tmpdir_remove(dir);
