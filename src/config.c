@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <ini.h>
+
+#include "ndjson.h"
 
 #define DEFAULT_BASE_URL "https://api.opti-x.optimove.net/api/data-connections/v1"
 
@@ -32,10 +35,11 @@ struct parse_state {
 	int line;                  /* line the reader handed to inih last */
 	int section_line;          /* line of the last [section] header */
 	struct {
-		char name[80];
+		char name[65];
 		int line;
-	} headers[64];             /* [connection NAME] headers seen, to find sections without keys */
+	} headers[CONFIG_MAX_CONNECTIONS]; /* [connection NAME] headers seen: duplicates, sections without keys */
 	size_t n_headers;
+	int daemon_line;           /* line of the [daemon] header, 0 before it */
 	FILE *f;
 	char *err;
 	size_t errlen;
@@ -46,7 +50,7 @@ struct parse_state {
 enum {
 	K_UUID, K_PRIMARY_KEY, K_BASE_URL, K_TTL, K_BATCH_RECORDS, K_BATCH_BYTES, K_TIMEOUT,
 	K_REQUIRED, K_MAX_RECORD, K_RETRY_INIT, K_RETRY_MAX, K_RETRY_ELAPSED, K_CA_FILE,
-	K_TLS_OFF, K_RATE, K_CATALOG, K_API, K_API_FILE, K_API_CRED, K_BRAND, K_BRAND_FILE, K_BRAND_CRED,
+	K_TLS_OFF, K_RATE, K_CATALOG, K_MAX_DEPTH, K_API, K_API_FILE, K_API_CRED, K_BRAND, K_BRAND_FILE, K_BRAND_CRED,
 	K__COUNT
 };
 
@@ -54,9 +58,11 @@ static const char *const conn_keys[K__COUNT] = {
 	"uuid", "primary_key", "base_url", "ttl_seconds", "batch_records", "batch_bytes",
 	"timeout_seconds", "required_fields", "max_record_bytes", "retry_initial_seconds",
 	"retry_max_seconds", "retry_max_elapsed_seconds", "ca_file", "tls_verify_insecure_disable",
-	"rate_limit", "field_catalog", "api_key", "api_key_file", "api_key_credential", "brand_key",
+	"rate_limit", "field_catalog", "max_depth", "api_key", "api_key_file", "api_key_credential", "brand_key",
 	"brand_key_file", "brand_key_credential",
 };
+
+_Static_assert(K__COUNT <= 32, "conn_parse.seen is a 32-bit mask");
 
 static const char *const daemon_keys[] = {
 	"spool_dir", "state_dir", "log_level", "after_upload", "metrics_file", "drain_timeout_seconds",
@@ -137,12 +143,54 @@ static bool uuid_valid(const char *s)
 
 static bool name_valid(const char *s)
 {
-	if (!*s || *s == '.' || strlen(s) > 64)
+	if (!*s || *s == '.' || strlen(s) > 64)   /* ps->headers[].name holds 64 */
 		return false;
 	for (; *s; s++)
 		if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' && *s != '.')
 			return false;
 	return true;
+}
+
+/*
+ * dcsyncd appends "/connections/UUID/upload_data" to base_url: a query or fragment would end up
+ * in the middle of the URL, and libcurl would send a space or control character as it stands.
+ */
+static const char *url_problem(const char *v)
+{
+	const char *host;
+
+	if (!strncmp(v, "https://", 8))
+		host = v + 8;
+	else if (!strncmp(v, "http://", 7))
+		host = v + 7;
+	else
+		return "must start with https:// (or http://)";
+	for (const char *p = v; *p; p++) {
+		unsigned char ch = (unsigned char)*p;
+
+		if (ch == ' ')
+			return "has a space (percent-encode it as %20)";
+		if (ch < 0x20 || ch == 0x7f)
+			return "has a control character";
+		if (ch >= 0x80)
+			return "has a non-ASCII byte (percent-encode it)";
+		if (ch == '?')
+			return "has a query ('?'): the API path is appended to base_url, so give only scheme, host and path";
+		if (ch == '#')
+			return "has a fragment ('#'): give only scheme, host and path";
+	}
+	if (!*host || *host == '/' || *host == ':')
+		return "has no host";
+	return NULL;
+}
+
+/* A key goes into an HTTP header: a line break there would start another header. */
+static bool has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
 }
 
 /* "50/10s", "50/10" or "off". */
@@ -230,6 +278,8 @@ static int handle_daemon(struct parse_state *ps, const char *name, const char *v
 	if (!strcmp(name, "spool_dir") || !strcmp(name, "state_dir")) {
 		if (value[0] != '/')
 			return fail(ps, ps->line, name, "must be an absolute path");
+		if (strlen(value) > CONFIG_MAX_DIR_PATH)
+			return fail(ps, ps->line, name, "longer than %d bytes", CONFIG_MAX_DIR_PATH);
 		return set_str(name[1] == 'p' ? &cfg->spool_dir : &cfg->state_dir, value) < 0 ? -1 : 1;
 	}
 	if (!strcmp(name, "log_level")) {
@@ -251,6 +301,8 @@ static int handle_daemon(struct parse_state *ps, const char *name, const char *v
 			return 1;
 		if (value[0] != '/')
 			return fail(ps, ps->line, name, "must be an absolute path");
+		if (strlen(value) > CONFIG_MAX_DIR_PATH)
+			return fail(ps, ps->line, name, "longer than %d bytes", CONFIG_MAX_DIR_PATH);
 		return set_str(&cfg->metrics_file, value) < 0 ? -1 : 1;
 	}
 	if (parse_double(value, 0, 3600, &cfg->drain_timeout_seconds) < 0)
@@ -266,6 +318,9 @@ static int set_secret(struct parse_state *ps, struct secret_src *s, int kind, co
 			    s->key, s->line);
 	if (!*value)
 		return fail(ps, ps->line, key, "empty value");
+	if (has_control(value))
+		return fail(ps, ps->line, key, kind == 1 ? "the key holds a control character (a tab?)"
+							 : "the name holds a control character");
 	s->kind = kind;
 	s->line = ps->line;
 	/* @key is a name from the static key table: inih's line buffer is gone by the time of errors. */
@@ -277,6 +332,7 @@ static int set_secret(struct parse_state *ps, struct secret_src *s, int kind, co
 static int handle_conn(struct parse_state *ps, struct conn_config *c, struct conn_parse *cp,
 		       const char *name, const char *value)
 {
+	struct stat st;
 	long long ll;
 	int k;
 
@@ -299,10 +355,13 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 		if (!*value)
 			return fail(ps, ps->line, name, "empty value");
 		return set_str(&c->primary_key, value) < 0 ? -1 : 1;
-	case K_BASE_URL:
-		if (strncmp(value, "https://", 8) && strncmp(value, "http://", 7))
-			return fail(ps, ps->line, name, "must start with https:// (or http://)");
+	case K_BASE_URL: {
+		const char *why = url_problem(value);
+
+		if (why)
+			return fail(ps, ps->line, name, "%s", why);
 		return set_str(&c->base_url, value) < 0 ? -1 : 1;
+	}
 	case K_TTL:
 		if (!*value) {
 			c->ttl_seconds = -1;
@@ -330,6 +389,8 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 	case K_REQUIRED:
 		if (split_fields(value, &c->required_fields, &c->n_required_fields) < 0)
 			return -1;
+		if (c->n_required_fields > RECORD_MAX_REQUIRED)
+			return fail(ps, ps->line, name, "%zu fields: at most %d", c->n_required_fields, RECORD_MAX_REQUIRED);
 		return 1;
 	case K_MAX_RECORD:
 		if (parse_ll(value, 16, 1LL << 30, &ll) < 0)
@@ -352,9 +413,19 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 		if (parse_double(value, 1, 365 * 86400.0, &c->retry_max_elapsed_seconds) < 0)
 			return fail(ps, ps->line, name, "must be empty (forever) or a number of seconds >= 1");
 		return 1;
+	case K_MAX_DEPTH:
+		if (parse_ll(value, 1, RECORD_MAX_DEPTH_LIMIT, &ll) < 0)
+			return fail(ps, ps->line, name, "must be between 1 and %d", RECORD_MAX_DEPTH_LIMIT);
+		c->max_depth = (unsigned)ll;
+		return 1;
 	case K_CA_FILE:
 		if (value[0] != '/')
 			return fail(ps, ps->line, name, "must be an absolute path");
+		/* Else every request would fail as a TLS problem and be retried forever. */
+		if (access(value, R_OK) < 0)
+			return fail(ps, ps->line, name, "cannot read %s: %s", value, strerror(errno));
+		if (stat(value, &st) == 0 && !S_ISREG(st.st_mode))
+			return fail(ps, ps->line, name, "%s is not a file (a PEM bundle of CA certificates)", value);
 		return set_str(&c->ca_file, value) < 0 ? -1 : 1;
 	case K_TLS_OFF:
 		if (parse_bool(value, &c->tls_verify_disabled) < 0)
@@ -390,6 +461,7 @@ static void conn_defaults(struct conn_config *c)
 	c->batch_bytes = 8u << 20;
 	c->timeout_seconds = 60;
 	c->max_record_bytes = 1u << 20;
+	c->max_depth = RECORD_DEFAULT_MAX_DEPTH;
 	c->retry_initial_seconds = 1;
 	c->retry_max_seconds = 300;
 	c->rate_limit_requests = 50;
@@ -461,6 +533,54 @@ static bool at_line_end(FILE *f)
 	return false;
 }
 
+/*
+ * A section header, seen before inih sees it: inih merges two sections of one name and never
+ * reports a section without keys, so [daemon] and [connection NAME] headers are checked here.
+ */
+static void note_section(struct parse_state *ps, const char *p)
+{
+	const char *end = strchr(p, ']');
+	char section[INI_MAX_LINE + 1];
+	const char *name;
+	size_t n;
+
+	ps->section_line = ps->line;
+	if (!end)
+		return;   /* inih calls it a syntax error */
+	n = (size_t)(end - p - 1);
+	memcpy(section, p + 1, n);
+	section[n] = '\0';
+	if (!strcmp(section, "daemon")) {
+		if (ps->daemon_line)
+			fail(ps, ps->line, section, "section given twice (first on line %d)", ps->daemon_line);
+		ps->daemon_line = ps->line;
+		return;
+	}
+	if (strncmp(section, "connection ", 11)) {
+		fail(ps, ps->line, section, "unknown section [%s] (want [daemon] or [connection NAME])", section);
+		return;
+	}
+	name = section + 11;
+	if (!name_valid(name)) {
+		fail(ps, ps->line, section,
+		     "connection name must be 1 to 64 letters, digits, '_', '-', '.' and not start with '.'");
+		return;
+	}
+	for (size_t i = 0; i < ps->n_headers; i++) {
+		if (!strcmp(ps->headers[i].name, name)) {
+			fail(ps, ps->line, section, "section given twice (first on line %d): one section per connection",
+			     ps->headers[i].line);
+			return;
+		}
+	}
+	if (ps->n_headers == sizeof(ps->headers) / sizeof(ps->headers[0])) {
+		fail(ps, ps->line, section, "more than %d connections in one daemon", CONFIG_MAX_CONNECTIONS);
+		return;
+	}
+	memcpy(ps->headers[ps->n_headers].name, name, strlen(name) + 1);   /* name_valid: <= 64 */
+	ps->headers[ps->n_headers++].line = ps->line;
+}
+
 static char *reader(char *str, int num, void *stream)
 {
 	struct parse_state *ps = stream;
@@ -480,22 +600,18 @@ static char *reader(char *str, int num, void *stream)
 	for (p = r; *p == ' ' || *p == '\t'; p++)
 		;
 	if (*p == '[') {
-		ps->section_line = ps->line;
-		if (!strncmp(p, "[connection ", 12) && ps->n_headers < sizeof(ps->headers) / sizeof(ps->headers[0])) {
-			const char *end = strchr(p, ']');
-			size_t n = end ? (size_t)(end - p - 12) : 0;
-
-			if (end && n < sizeof(ps->headers[0].name)) {
-				memcpy(ps->headers[ps->n_headers].name, p + 12, n);
-				ps->headers[ps->n_headers].name[n] = '\0';
-				ps->headers[ps->n_headers++].line = ps->line;
-			}
-		}
+		note_section(ps, p);
+		if (ps->failed)
+			return NULL;
 	}
 	return r;
 }
 
-/* Read a secret from a file (or credential), dropping one trailing newline and surrounding blanks. */
+/*
+ * Read a secret from a file (or credential), dropping surrounding blanks and line ends.
+ * -ENODATA when nothing is left, -EILSEQ when a control character (a CR or LF inside the key,
+ * say) remains: it would go into the HTTP header as is.
+ */
 static int read_secret(const char *path, char **out)
 {
 	char buf[4096], *start;
@@ -512,7 +628,7 @@ static int read_secret(const char *path, char **out)
 		r = -EFBIG;
 	fclose(f);
 	if (r < 0)
-		return r;
+		goto out;
 	buf[n] = '\0';
 	while (n && isspace((unsigned char)buf[n - 1]))
 		buf[--n] = '\0';
@@ -520,10 +636,14 @@ static int read_secret(const char *path, char **out)
 	while (isspace((unsigned char)*start))
 		start++;
 	if (!*start)
-		return -ENODATA;
-	if (!(*out = strdup(start)))
-		return -ENOMEM;
-	return 0;
+		r = -ENODATA;
+	else if (has_control(start))
+		r = -EILSEQ;
+	else if (!(*out = strdup(start)))
+		r = -ENOMEM;
+out:
+	explicit_bzero(buf, sizeof(buf));
+	return r;
 }
 
 static int resolve_secret(struct parse_state *ps, struct conn_config *c, struct secret_src *s,
@@ -556,6 +676,12 @@ static int resolve_secret(struct parse_state *ps, struct conn_config *c, struct 
 	r = read_secret(path, out);
 	if (r == -ENODATA)
 		return fail(ps, s->line, s->key, "%s is empty", path);
+	if (r == -EILSEQ)
+		return fail(ps, s->line, s->key,
+			    "%s holds a line break or another control character inside the key (one key on one line)",
+			    path);
+	if (r == -EFBIG)
+		return fail(ps, s->line, s->key, "%s is larger than 4095 bytes: not a key", path);
 	if (r < 0)
 		return fail(ps, s->line, s->key, "cannot read %s: %s", path, strerror(-r));
 	return 1;

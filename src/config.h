@@ -7,6 +7,13 @@
 #include "log.h"
 
 #define CONFIG_MAX_BATCH_RECORDS 5000
+/*
+ * Each connection has a parse thread, an inotify watch, a read buffer of max_record_bytes and two
+ * request bodies of up to batch_bytes: a bound keeps one daemon's memory and threads in sight.
+ */
+#define CONFIG_MAX_CONNECTIONS 64
+/* Spool and state paths: files under them carry a connection and a file name within PATH_MAX. */
+#define CONFIG_MAX_DIR_PATH 1024
 
 enum after_upload {
 	AFTER_UPLOAD_ARCHIVE,
@@ -27,6 +34,7 @@ struct conn_config {
 	char **required_fields;
 	size_t n_required_fields;
 	size_t max_record_bytes;
+	unsigned max_depth;               /* records nested deeper are rejected locally */
 	double retry_initial_seconds;
 	double retry_max_seconds;
 	double retry_max_elapsed_seconds; /* 0: retry forever */

@@ -13,6 +13,9 @@
 /* A complete connection: header, uuid, primary_key, api_key, brand_key (5 lines). */
 #define CONN(name, uuid) "[connection " name "]\nuuid = " uuid "\nprimary_key = customer_id\napi_key = k\nbrand_key = b\n"
 
+/* 65 characters: one more than a connection name may have. */
+#define NAME65 "a123456789b123456789c123456789d123456789e123456789f123456789g1234"
+
 static char *dir;
 
 /* Write @text to a fresh config file with @mode and load it. */
@@ -118,6 +121,40 @@ static const struct refusal refusals[] = {
 	{ "no connection at all", DAEMON, 3, "connection", "nothing to upload" },
 	{ "inline key in a file group/others can read (line of the key)", DAEMON CONN("shop", UUID1),
 	  7, "api_key", "chmod 600" },
+	{ "base_url with a query", DAEMON CONN("shop", UUID1) "base_url = https://api.example.com/v1?x=1\n",
+	  9, "base_url", "has a query ('?')" },
+	{ "base_url with a fragment", DAEMON CONN("shop", UUID1) "base_url = https://api.example.com/v1#top\n",
+	  9, "base_url", "has a fragment ('#')" },
+	{ "base_url with a space", DAEMON CONN("shop", UUID1) "base_url = https://api.example.com/data connections\n",
+	  9, "base_url", "has a space" },
+	{ "base_url with a control character", DAEMON CONN("shop", UUID1) "base_url = https://api.example.com/\x01v1\n",
+	  9, "base_url", "control character" },
+	{ "base_url with a non-ASCII byte", DAEMON CONN("shop", UUID1) "base_url = https://api.example.com/d\xc3\xa9j\xc3\xa0\n",
+	  9, "base_url", "non-ASCII" },
+	{ "base_url without a host", DAEMON CONN("shop", UUID1) "base_url = https:///v1\n", 9, "base_url", "no host" },
+	{ "base_url of another scheme", DAEMON CONN("shop", UUID1) "base_url = ftp://api.example.com\n",
+	  9, "base_url", "must start with https://" },
+	{ "ca_file that does not exist", DAEMON CONN("shop", UUID1) "ca_file = /nonexistent/ca.pem\n",
+	  9, "ca_file", "cannot read /nonexistent/ca.pem: No such file or directory" },
+	{ "ca_file that is a directory", DAEMON CONN("shop", UUID1) "ca_file = /\n", 9, "ca_file", "/ is not a file" },
+	{ "two sections of one connection", DAEMON CONN("shop", UUID1) CONN("shop", UUID2),
+	  9, "connection shop", "section given twice (first on line 4)" },
+	{ "a second, empty section of one connection", DAEMON CONN("shop", UUID1) "[connection shop]\n",
+	  9, "connection shop", "section given twice (first on line 4)" },
+	{ "two [daemon] sections", DAEMON CONN("shop", UUID1) "[daemon]\nlog_level = debug\n",
+	  9, "daemon", "section given twice (first on line 1)" },
+	{ "an unknown section without keys", DAEMON "[extra]\n" CONN("shop", UUID1),
+	  4, "extra", "unknown section [extra]" },
+	{ "an empty section whose connection name is too long",
+	  DAEMON "[connection " NAME65 "]\n" CONN("shop", UUID1), 4, "connection " NAME65, "1 to 64 letters" },
+	{ "max_depth 0", DAEMON CONN("shop", UUID1) "max_depth = 0\n", 9, "max_depth", "must be between 1 and 1000" },
+	{ "max_depth 1001", DAEMON CONN("shop", UUID1) "max_depth = 1001\n", 9, "max_depth", "must be between 1 and 1000" },
+	{ "max_depth not a number", DAEMON CONN("shop", UUID1) "max_depth = deep\n", 9, "max_depth",
+	  "must be between 1 and 1000" },
+	{ "inline api_key with a control character", DAEMON "[connection shop]\nuuid = " UUID1
+	  "\nprimary_key = id\napi_key = k\x01y\nbrand_key = b\n", 7, "api_key", "control character" },
+	{ "inline brand_key with a tab inside", DAEMON "[connection shop]\nuuid = " UUID1
+	  "\nprimary_key = id\napi_key = k\nbrand_key = b\tc\n", 8, "brand_key", "control character" },
 };
 
 /* Section-level mistakes: the line must be the section header's; the key is not checked. */
@@ -265,6 +302,104 @@ static void secrets_come_from_files_and_credentials(void)
 	free(brandfile);
 }
 
+/* Limits: what --check-config accepts, the code after it can hold; one more is refused. */
+static void limits_are_those_of_the_code(void)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+	struct config *cfg;
+
+	/* 64 connections load, a 65th is refused at its header (line 4 + 64 * 5). */
+	f = open_memstream(&text, &len);
+	fputs(DAEMON, f);
+	for (int i = 0; i < CONFIG_MAX_CONNECTIONS; i++)
+		fprintf(f, "[connection c%d]\nuuid = 9ce27b8c-8b16-427a-8d00-%012d\nprimary_key = id\napi_key = k\n"
+			"brand_key = b\n", i, i);
+	fclose(f);
+	cfg = load_ok("64 connections", text, 0600);
+	ok(cfg && cfg->n_conns == 64, "64 connections loaded");
+	config_free(cfg);
+	f = open_memstream(&text, &len);
+	fputs(DAEMON, f);
+	for (int i = 0; i <= CONFIG_MAX_CONNECTIONS; i++)
+		fprintf(f, "[connection c%d]\nuuid = 9ce27b8c-8b16-427a-8d00-%012d\nprimary_key = id\napi_key = k\n"
+			"brand_key = b\n", i, i);
+	fclose(f);
+	load_refused("a 65th connection", text, 0600, 4 + 64 * 5, "connection c64", "more than 64 connections");
+	free(text);
+	text = NULL;
+
+	/* required_fields: the validator tracks 64. Short names, to stay within inih's 200-byte line. */
+	for (int n = 64; n <= 65; n++) {
+		static const char chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+		char fields[256], *p = fields;
+
+		for (int i = 0; i < n; i++) {
+			if (i < 62)
+				p += sprintf(p, "%s%c", i ? "," : "", chars[i]);
+			else
+				p += sprintf(p, ",z%d", i);
+		}
+		if (asprintf(&text, DAEMON CONN("shop", UUID1) "required_fields = %s\n", fields) < 0)
+			abort();
+		if (n == 64) {
+			cfg = load_ok("64 required_fields", text, 0600);
+			ok(cfg && cfg->conns[0].n_required_fields == 64, "64 required_fields loaded");
+			config_free(cfg);
+		} else {
+			load_refused("65 required_fields", text, 0600, 9, "required_fields", "65 fields: at most 64");
+		}
+		free(text);
+	}
+}
+
+/* A key file: its text goes into an HTTP header, so only a single line of key is taken. */
+static void key_files_are_checked(void)
+{
+	static const struct {
+		const char *what, *content, *reason;
+	} bad[] = {
+		{ "an empty key file", "", "is empty" },
+		{ "a key file of blank lines", "\n \r\n", "is empty" },
+		{ "a key file with CR/LF inside the key", "s3cret\r\nX-Injected: 1\n", "holds a line break" },
+		{ "a key file with LF inside the key", "s3cret\nsecond-line\n", "holds a line break" },
+		{ "a key file with a NUL-free control character", "s3c\x1bret\n", "control character" },
+	};
+	char *keyfile = path_join(dir, "bad.key"), *text;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct config *cfg;
+		char err[1024], want[128], *path;
+		int r;
+
+		write_file(keyfile, bad[i].content, strlen(bad[i].content), 0600);
+		if (asprintf(&text, DAEMON "[connection shop]\nuuid = " UUID1 "\nprimary_key = id\napi_key_file = %s\n"
+			     "brand_key = b\n", keyfile) < 0)
+			abort();
+		snprintf(want, sizeof(want), "%s", bad[i].reason);
+		load_refused(bad[i].what, text, 0600, 7, "api_key_file", want);
+		/* and the message never shows the key */
+		r = load(text, 0600, &cfg, err, sizeof(err), &path);
+		ok(r == -EINVAL && !strstr(err, "s3c") && !strstr(err, "Injected"), "%s: the key is not in the message",
+		   bad[i].what);
+		free(path);
+		free(text);
+	}
+	free(keyfile);
+}
+
+static void max_depth_is_loaded(void)
+{
+	struct config *cfg = load_ok("max_depth = 10", DAEMON CONN("a", UUID1) "max_depth = 10\n" CONN("b", UUID2), 0600);
+
+	if (!cfg)
+		return;
+	is_int(config_find_conn(cfg, "a")->max_depth, 10, "max_depth = 10");
+	is_int(config_find_conn(cfg, "b")->max_depth, 64, "max_depth defaults to 64");
+	config_free(cfg);
+}
+
 static void inline_key_needs_a_private_file(void)
 {
 	config_free(load_ok("inline api_key in a 0600 file", DAEMON CONN("shop", UUID1), 0600));
@@ -323,6 +458,9 @@ int main(void)
 	values_are_parsed();
 	secrets_come_from_files_and_credentials();
 	inline_key_needs_a_private_file();
+	limits_are_those_of_the_code();
+	key_files_are_checked();
+	max_depth_is_loaded();
 	long_lines_keep_line_numbers();
 	tmpdir_remove(dir);
 	return done_testing();
