@@ -917,18 +917,31 @@ static void retry_later(struct connection *c, const struct upload_result *res)
 	delay = connection_backoff(c->cfg->retry_initial_seconds, c->cfg->retry_max_seconds, c->attempt, rand01(c));
 	if (res->retry_after >= 0 && res->retry_after > delay)
 		delay = res->retry_after;
+	/* Retry-After is the server's wish; retry_max_seconds is the operator's bound on any wait. */
+	if (delay > c->cfg->retry_max_seconds)
+		delay = c->cfg->retry_max_seconds;
 	c->attempt++;
 	c->stats.retries++;
 	c->stats.last_error_time = now;
 	c->stats.last_error_status = res->status;
 	persist_error(c, res->status, what);
-	if (c->cfg->retry_max_elapsed_seconds > 0 && now + delay - c->first_failure > c->cfg->retry_max_elapsed_seconds) {
-		char why[400];
+	if (c->cfg->retry_max_elapsed_seconds > 0) {
+		/*
+		 * Only time spent retrying counts: give up once it is over the limit, and never skip a
+		 * try because the next wait would cross it (the last try is made at the limit).
+		 */
+		double left = c->first_failure + c->cfg->retry_max_elapsed_seconds - now;
 
-		snprintf(why, sizeof(why), "gave up after %.0f s of retries (retry_max_elapsed_seconds): %s",
-			 now - c->first_failure, what);
-		fail_file(c, res->status, why, res->body);
-		return;
+		if (left <= 0) {
+			char why[400];
+
+			snprintf(why, sizeof(why), "gave up after %.0f s of retries (retry_max_elapsed_seconds): %s",
+				 now - c->first_failure, what);
+			fail_file(c, res->status, why, res->body);
+			return;
+		}
+		if (delay > left)
+			delay = left;
 	}
 	conn_log(c, c->attempt > 3 ? LOG_LVL_WARNING : LOG_LVL_INFO, res->status,
 	     "%s: request %" PRIu32 " failed (%s), retry %u in %.2f s", c->jb.name, c->jb.acks + 1, what,
@@ -1529,6 +1542,7 @@ int connection_reconfigure(struct connection *c, const struct conn_config *cfg, 
 		return r;
 	if ((r = record_validator_new(&v, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
 		return r;
+	record_validator_set_max_depth(v, cfg->max_depth);
 	/* The parse-ahead uses the old validator, which points into the old configuration. */
 	worker_wait(c->worker);
 	record_validator_free(c->validator);
@@ -1648,6 +1662,7 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		goto fail;
 	if ((r = record_validator_new(&c->validator, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
 		goto fail;
+	record_validator_set_max_depth(c->validator, cfg->max_depth);
 	if ((r = catalog_new(&c->catalog, CATALOG_FIELDS_MAX)) < 0)
 		goto fail;
 	if (asprintf(&c->catalog_path, "%s/fields/%s.catalog", env->state_dir, cfg->name) < 0) {

@@ -2,6 +2,7 @@
 #include "upload.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,22 +221,101 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
-/* Retry-After: delta-seconds or an HTTP-date. */
-static double parse_retry_after(const char *v)
+/* Whether @s starts with one of @n names of @len bytes each (case-sensitive, as RFC 9110 says). */
+static size_t match_name(const char *s, const char *names, size_t n, size_t len)
 {
-	char *end;
-	double secs = strtod(v, &end);
+	for (size_t i = 0; i < n; i++)
+		if (!strncmp(s, names + i * len, len))
+			return len;
+	return 0;
+}
+
+/*
+ * Does @v have the shape of one of the three HTTP-date forms? "w" a day name, "W" a long day
+ * name, "m" a month, "9" a digit, "_" a digit or a space, anything else itself. curl_getdate()
+ * takes far more (relative words, other orders, bare numbers): only these three are HTTP-dates.
+ */
+static bool date_shaped(const char *v, const char *pattern)
+{
+	static const char days[] = "MonTueWedThuFriSatSun";
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	static const char *const long_days[] = { "Monday", "Tuesday", "Wednesday", "Thursday", "Friday",
+						 "Saturday", "Sunday" };
+
+	for (const char *p = pattern; *p; p++) {
+		size_t n = 0;
+
+		switch (*p) {
+		case 'w':
+			n = match_name(v, days, 7, 3);
+			break;
+		case 'm':
+			n = match_name(v, months, 12, 3);
+			break;
+		case 'W':
+			for (size_t i = 0; i < 7 && !n; i++)
+				if (!strncmp(v, long_days[i], strlen(long_days[i])))
+					n = strlen(long_days[i]);
+			break;
+		case '9':
+			n = *v >= '0' && *v <= '9';
+			break;
+		case '_':
+			n = (*v >= '0' && *v <= '9') || *v == ' ';
+			break;
+		default:
+			n = *v == *p;
+		}
+		if (!n)
+			return false;
+		v += n;
+	}
+	return !*v;
+}
+
+double upload_parse_retry_after(const char *v, time_t now)
+{
+	char buf[64];
+	size_t len;
+	double secs = 0;
 	time_t when;
 
-	while (*end == ' ' || *end == '\r' || *end == '\n')
-		end++;
-	if (end != v && !*end)
-		return secs < 0 ? 0 : secs;
-	when = curl_getdate(v, NULL);
-	if (when < 0)
+	/* OWS around the field value, and the header line's CRLF. */
+	v += strspn(v, " \t");
+	len = strlen(v);
+	while (len && (v[len - 1] == ' ' || v[len - 1] == '\t' || v[len - 1] == '\r' || v[len - 1] == '\n'))
+		len--;
+	if (!len || len >= sizeof(buf))
 		return -1;
-	secs = difftime(when, time(NULL));
-	return secs < 0 ? 0 : secs;
+	memcpy(buf, v, len);
+	buf[len] = '\0';
+	if (strspn(buf, "0123456789") == len) {
+		/* delta-seconds: any number of digits; beyond ~317 years it makes no difference. */
+		for (const char *p = buf; *p && secs < UPLOAD_RETRY_AFTER_MAX; p++)
+			secs = secs * 10 + (*p - '0');
+		return secs < UPLOAD_RETRY_AFTER_MAX ? secs : UPLOAD_RETRY_AFTER_MAX;
+	}
+	/* IMF-fixdate, then the obsolete rfc850 and asctime forms recipients must still accept. */
+	if (!date_shaped(buf, "w, 99 m 9999 99:99:99 GMT") && !date_shaped(buf, "W, 99-m-99 99:99:99 GMT") &&
+	    !date_shaped(buf, "w m _9 99:99:99 9999"))
+		return -1;
+	when = curl_getdate(buf, NULL);
+	if (when == -1)
+		return -1;
+	secs = difftime(when, now);
+	if (secs < 0)
+		return 0;
+	return secs < UPLOAD_RETRY_AFTER_MAX ? secs : UPLOAD_RETRY_AFTER_MAX;
+}
+
+/* For the debug log: the server's text, printable ASCII only and short. */
+static void printable(char *dst, size_t cap, const char *src, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len && i + 1 < cap; i++)
+		dst[i] = src[i] >= 0x20 && src[i] < 0x7f ? src[i] : '?';
+	dst[i] = '\0';
 }
 
 static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
@@ -244,10 +324,21 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 	size_t n = size * nitems;
 	char line[256];
 
-	if (n > 12 && n < sizeof(line) && !strncasecmp(buf, "retry-after:", 12)) {
-		memcpy(line, buf + 12, n - 12);
-		line[n - 12] = '\0';
-		c->retry_after = parse_retry_after(line + strspn(line, " \t"));
+	if (n >= 12 && !strncasecmp(buf, "retry-after:", 12)) {
+		size_t vlen = n - 12 < sizeof(line) ? n - 12 : sizeof(line) - 1;
+
+		memcpy(line, buf + 12, vlen);
+		line[vlen] = '\0';
+		c->retry_after = vlen == n - 12 ? upload_parse_retry_after(line, time(NULL)) : -1;
+		if (c->retry_after < 0) {
+			size_t skip = strspn(line, " \t");
+			char shown[80];
+
+			while (vlen > skip && (line[vlen - 1] == '\r' || line[vlen - 1] == '\n'))
+				vlen--;
+			printable(shown, sizeof(shown), line + skip, vlen - skip);
+			log_debug("ignoring Retry-After '%s' (want delta-seconds or an HTTP-date): normal back-off", shown);
+		}
 	}
 	return n;
 }

@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 #include <ev.h>
 
 struct upload;          /* the shared multi handle and its watchers */
@@ -56,6 +57,15 @@ void upload_limiter_penalize(struct upload_limiter *l);
 void upload_limiter_success(struct upload_limiter *l);
 unsigned upload_limiter_budget(const struct upload_limiter *l);
 unsigned upload_limiter_used(const struct upload_limiter *l, double now);
+
+/* Longest Retry-After taken, in seconds (about 317 years): bigger numbers mean the same. */
+#define UPLOAD_RETRY_AFTER_MAX 1e10
+/*
+ * A Retry-After value (RFC 9110 10.2.3): delta-seconds (1*DIGIT) or an HTTP-date (IMF-fixdate, or
+ * the obsolete rfc850 and asctime forms). Seconds to wait from @now, 0 for a date in the past, at
+ * most UPLOAD_RETRY_AFTER_MAX; -1 for anything else (0x10, inf, -5, 1.5, empty...).
+ */
+double upload_parse_retry_after(const char *v, time_t now);
 
 /* Transient per the contract: no response, 408, 429, 5xx. */
 bool upload_status_transient(long status);
