@@ -320,6 +320,7 @@ static void limits_are_those_of_the_code(void)
 	cfg = load_ok("64 connections", text, 0600);
 	ok(cfg && cfg->n_conns == 64, "64 connections loaded");
 	config_free(cfg);
+	free(text);
 	f = open_memstream(&text, &len);
 	fputs(DAEMON, f);
 	for (int i = 0; i <= CONFIG_MAX_CONNECTIONS; i++)
@@ -364,7 +365,7 @@ static void key_files_are_checked(void)
 		{ "a key file of blank lines", "\n \r\n", "is empty" },
 		{ "a key file with CR/LF inside the key", "s3cret\r\nX-Injected: 1\n", "holds a line break" },
 		{ "a key file with LF inside the key", "s3cret\nsecond-line\n", "holds a line break" },
-		{ "a key file with a NUL-free control character", "s3c\x1bret\n", "control character" },
+		{ "a key file with an escape character", "s3c\x1bret\n", "control character" },
 	};
 	char *keyfile = path_join(dir, "bad.key"), *text;
 
