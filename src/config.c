@@ -319,8 +319,8 @@ static int set_secret(struct parse_state *ps, struct secret_src *s, int kind, co
 	if (!*value)
 		return fail(ps, ps->line, key, "empty value");
 	if (has_control(value))
-		return fail(ps, ps->line, key, kind == 1 ? "the key holds a control character (a tab?)"
-							 : "the name holds a control character");
+		return fail(ps, ps->line, key, "%s holds a control character",
+			    kind == 1 ? "the key" : kind == 2 ? "the path" : "the credential name");
 	s->kind = kind;
 	s->line = ps->line;
 	/* @key is a name from the static key table: inih's line buffer is gone by the time of errors. */
