@@ -634,8 +634,9 @@ static void report_damage(const struct journal *j, size_t n, size_t tail_at)
 				    " records, next line %" PRIu64, b->uuid, b->name, b->connection, state_name(b->state),
 				    b->acks, b->records, b->lineno);
 	}
-	log_warning("journal: a batch none of whose records survived is unknown: its files in .work/ go back to "
-		    "the spool; the per-connection totals of `dcsyncd status` may miss what the damaged bytes held");
+	log_warning("journal: a batch all of whose records were in the damaged bytes is unknown: a file of it left "
+		    "in .work/ goes back to the spool (named below); the per-connection totals of `dcsyncd status` may "
+		    "miss what the damaged bytes held");
 }
 
 int journal_open(struct journal **out, const char *dir, uint64_t *torn_bytes)
