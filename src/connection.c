@@ -488,18 +488,27 @@ static void fail_file(struct connection *c, long status, const char *why, const 
 	int r;
 
 	/* No more parsing for this batch, even while the journal holds up its end. */
+	size_t moved = 0;
+
 	worker_cancel(c->worker);
 	c->want_next = false;
-	conn_log(c, LOG_LVL_ERROR, status, "%s: failed for good: %s; moved to %s/", c->jb.name, why, c->failed_dir);
 	for (size_t i = 0; i < c->n_members; i++) {
 		r = move_member(c, &c->members[i], c->failed_dir, dst, sizeof(dst));
 		if (r < 0 && r != -ENOENT)
 			conn_log(c, LOG_LVL_ERROR, status, "%s: cannot move it to %s: %s", c->members[i].name,
 				 c->failed_dir, strerror(-r));
-		if (r == 0)
+		if (r == 0) {
 			write_error_json(c, c->members[i].name, dst, status, why, response);
+			moved++;
+		}
 	}
 	sync_dirs(c, c->failed_dir);
+	/* Never claim a move that did not happen: a file already gone from .work/ is not in failed/. */
+	if (moved)
+		conn_log(c, LOG_LVL_ERROR, status, "%s: failed for good: %s; moved to %s/", c->jb.name, why, c->failed_dir);
+	else
+		conn_log(c, LOG_LVL_ERROR, status, "%s: failed for good: %s; nothing was moved to %s/ (no file of it is "
+			 "left in %s)", c->jb.name, why, c->failed_dir, c->work_dir);
 	c->stats.files_failed += c->n_members;
 	c->stats.last_error_time = ev_now(c->env.loop);
 	c->stats.last_error_status = status;
@@ -1394,9 +1403,113 @@ fail:
 	return 0;
 }
 
+/* Where a file of a journaled batch is now, when it is no longer in .work/. */
+enum whereabouts { IN_WORK, IN_DONE, IN_FAILED, IN_SPOOL, GONE };
+
+/* Whether @dir holds the member under its name or <id>-<name> as the file it was (see move_member). */
+static bool member_in(const struct member *m, const char *dir, bool copied_ok)
+{
+	char path[PATH_MAX];
+	struct file_identity now;
+	struct stat st;
+
+	for (int k = 0; k < 2; k++) {
+		if (k == 0)
+			snprintf(path, sizeof(path), "%s/%s", dir, m->name);
+		else
+			snprintf(path, sizeof(path), "%s/%" PRIu64 "-%s", dir, m->fid, m->name);
+		if (stat(path, &st) < 0)
+			continue;
+		identity_of(&st, &now);
+		/* A rename keeps the identity; a copy to another filesystem keeps only the size. */
+		if (!memcmp(&now, &m->ident, sizeof(now)) ||
+		    (copied_ok && now.dev != m->ident.dev && now.size == m->ident.size))
+			return true;
+	}
+	return false;
+}
+
+static enum whereabouts member_whereabouts(const struct connection *c, const struct member *m, bool doubt)
+{
+	char path[PATH_MAX];
+
+	member_path(c, m, path, sizeof(path));
+	if (access(path, F_OK) == 0)
+		return IN_WORK;
+	if (c->env.after_upload == AFTER_UPLOAD_ARCHIVE && member_in(m, c->done_dir, doubt))
+		return IN_DONE;
+	if (member_in(m, c->failed_dir, false))
+		return IN_FAILED;
+	if (member_in(m, c->dir, false))
+		return IN_SPOOL;
+	return GONE;
+}
+
+/*
+ * A live batch of the journal whose files left .work/ ended before the restart, its last
+ * records lost with damage to the journal (journal_in_doubt), or it was archived (the file in
+ * done/ as it was): never resume it, never call it failed. A file in done/ (or, with
+ * after_upload = delete, gone) means the batch was completed: the rest of its files are
+ * archived now. Otherwise, say where the files are. Returns whether the batch was ended here.
+ */
+static bool ended_before_restart(struct connection *c)
+{
+	bool doubt = journal_in_doubt(c->env.journal, c->jb.id);
+	size_t count[GONE + 1] = { 0 };
+	char where[1024], dst[PATH_MAX];
+	size_t len = 0;
+
+	for (size_t i = 0; i < c->n_members; i++) {
+		enum whereabouts w = member_whereabouts(c, &c->members[i], doubt);
+		static const char *const what[] = { "still in .work/", "in done/", "in failed/", "back in the spool",
+						    "gone" };
+
+		count[w]++;
+		if (len < sizeof(where) - 1)
+			len += (size_t)snprintf(where + len, sizeof(where) - len, "%s%s %s", i ? ", " : "",
+						c->members[i].name, what[w]);
+	}
+	if (count[IN_DONE] || (doubt && c->env.after_upload == AFTER_UPLOAD_DELETE && count[GONE] && !count[IN_FAILED] &&
+			       !count[IN_SPOOL])) {
+		/* COMPLETED is durable before any file is archived or deleted: the server has it all. */
+		for (size_t i = 0; i < c->n_members; i++) {
+			int r;
+
+			if (member_whereabouts(c, &c->members[i], doubt) != IN_WORK)
+				continue;
+			if (c->env.after_upload == AFTER_UPLOAD_DELETE) {
+				member_path(c, &c->members[i], dst, sizeof(dst));
+				r = unlink(dst) < 0 ? -errno : 0;
+			} else {
+				r = move_member(c, &c->members[i], c->done_dir, dst, sizeof(dst));
+			}
+			if (r < 0 && r != -ENOENT)
+				conn_log(c, LOG_LVL_ERROR, -1, "%s: uploaded, but cannot %s it: %s", c->members[i].name,
+					 c->env.after_upload == AFTER_UPLOAD_DELETE ? "delete" : "archive", strerror(-r));
+		}
+		if (count[IN_WORK])
+			sync_dirs(c, c->env.after_upload == AFTER_UPLOAD_DELETE ? c->work_dir : c->done_dir);
+		conn_log(c, LOG_LVL_INFO, -1, "%s: batch %s was completed before the restart (%s; the journal's records "
+			 "of its end were lost): nothing to resume", c->jb.name, c->jb.uuid, where);
+		c->jb.state = BATCH_ARCHIVED;
+	} else if (doubt && !count[IN_WORK]) {
+		conn_log(c, LOG_LVL_WARNING, -1, "%s: batch %s ended before the restart, how the journal cannot tell (its "
+			 "last records were in the damaged bytes): %s; nothing to resume", c->jb.name, c->jb.uuid, where);
+		c->jb.state = count[IN_FAILED] ? BATCH_FAILED : count[IN_SPOOL] ? BATCH_RELEASED : BATCH_ARCHIVED;
+	} else {
+		return false;
+	}
+	if (journal_put(c->env.journal, &c->jb) < 0)
+		step_batch_ended(c);
+	else
+		durable(c, step_batch_ended);
+	return true;
+}
+
 static void resume_batch(struct connection *c, const struct journal_batch *b)
 {
 	const struct journal_member *jm;
+	const struct journal_range *dmg;
 	char why[PATH_MAX + 128];
 	size_t n = journal_members(c->env.journal, b->id, &jm);
 	int fd, r = 0;
@@ -1430,6 +1543,16 @@ static void resume_batch(struct connection *c, const struct journal_batch *b)
 	if (r == 0 && b->n_members && n != b->n_members)
 		r = -EBADMSG;
 	set_params(c);
+	if (r == -EBADMSG && journal_damage(c->env.journal, &dmg)) {
+		/* Its other files, unnamed now, went back to the spool at start: these follow them. */
+		conn_log(c, LOG_LVL_WARNING, -1, "%s: batch %s: the journal lost the records of %zu of its %" PRIu32 " files "
+			 "(damaged bytes): its files go back to the spool and up again in a new batch", b->name, b->uuid,
+			 (size_t)b->n_members - n, b->n_members);
+		release_files(c);
+		return;
+	}
+	if (r == 0 && b->state == BATCH_OPEN && ended_before_restart(c))
+		return;
 	if (r < 0) {
 		fail_file(c, 0, "the journal does not list every file of this batch", NULL);
 		return;
@@ -1601,6 +1724,8 @@ int connection_adopt(struct connection *c, const struct journal_batch *b)
 int connection_release_orphans(struct connection *c)
 {
 	DIR *d = opendir(c->work_dir);
+	const struct journal_range *dmg;
+	bool damaged = journal_damage(c->env.journal, &dmg) > 0;
 	struct dirent *de;
 
 	if (!d)
@@ -1624,7 +1749,12 @@ int connection_release_orphans(struct connection *c)
 			snprintf(dst, sizeof(dst), "%s/%s", c->dir, de->d_name);
 			(void)spool_move(src, dst);
 		}
-		conn_log(c, LOG_LVL_INFO, -1, "%s: taken before a restart but never sent: back in the spool", dash + 1);
+		if (damaged)
+			conn_log(c, LOG_LVL_WARNING, -1, "%s: in %s, but no record of the damaged journal names it: back in the "
+				 "spool, to go up in a new batch (if a request of it left before, its batch stays open at "
+				 "the server: its batch_uuid was in the damaged bytes)", dash + 1, c->work_dir);
+		else
+			conn_log(c, LOG_LVL_INFO, -1, "%s: taken before a restart but never sent: back in the spool", dash + 1);
 	}
 	closedir(d);
 	return 0;

@@ -18,6 +18,7 @@
 #include "journal.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@
 #define REC_STATS 'S'
 #define REC_MEMBER 'F'
 #define REC_MAX 4096
+#define REC_MIN 9               /* a type byte and one u64: the smallest record (META) */
 #define COMPACT_BYTES (1u << 20)
 
 struct journal {
@@ -52,6 +54,12 @@ struct journal {
 	struct journal_member *members;  /* of live batches, grouped by batch in index order */
 	size_t n_members;
 	bool readonly;
+	bool keep_as_is;        /* damaged and not copied aside: never rewritten this run */
+	struct journal_range *damage;   /* stretches replay skipped, in file order */
+	size_t n_damage;
+	uint64_t *doubt;        /* live batches whose last surviving record precedes damage */
+	size_t n_doubt;
+	char *damaged_copy;     /* where the damaged journal was kept, or NULL */
 	char *pending;          /* records queued for the next sync */
 	size_t pending_len;
 	size_t pending_cap;
@@ -344,13 +352,120 @@ static int apply(struct journal *j, const struct journal_batch *b)
 	return 0;
 }
 
+int journal_compact(struct journal *j, bool force);
+
 /* ---- replay ---- */
 
-static int replay(struct journal *j, uint64_t *torn)
+/* A decoded record, checked but not yet applied. */
+struct record {
+	unsigned char type;
+	union {
+		uint64_t next_id;
+		struct journal_member m;
+		struct journal_conn_stats s;
+		struct journal_batch b;
+	} u;
+};
+
+/*
+ * Whether a well-formed record starts at @pos: its length within bounds and inside the file,
+ * its CRC-32C right, a known type whose fields decode. @exact also wants the fields to fill
+ * the payload to its last byte: what a resync point must do, so that bytes inside a damaged
+ * record (which may hold a file name or an error text) are not taken for a record.
+ */
+static bool record_at(const unsigned char *data, size_t n, size_t pos, bool exact, struct record *rec, uint32_t *len_out)
+{
+	uint32_t len = 0, crc = 0;
+	struct rbuf rb;
+	int r;
+
+	if (pos + 8 > n)
+		return false;
+	for (int i = 0; i < 4; i++) {
+		len |= (uint32_t)data[pos + i] << (8 * i);
+		crc |= (uint32_t)data[pos + 4 + i] << (8 * i);
+	}
+	if (len < REC_MIN || len > REC_MAX || len > n - pos - 8 || crc32c(0, data + pos + 8, len) != crc)
+		return false;
+	rb = (struct rbuf){ .b = data + pos + 9, .n = len - 1 };
+	rec->type = data[pos + 8];
+	switch (rec->type) {
+	case REC_META:
+		rec->u.next_id = r_u64(&rb);
+		r = rb.bad ? -EINVAL : 0;
+		break;
+	case REC_MEMBER:
+		r = decode_member(&rb, &rec->u.m);
+		break;
+	case REC_STATS:
+		r = decode_stats(&rb, &rec->u.s);
+		break;
+	case REC_BATCH:
+		r = decode_batch(&rb, &rec->u.b);
+		break;
+	default:
+		return false;
+	}
+	if (r < 0 || (exact && rb.pos != rb.n))
+		return false;
+	*len_out = len;
+	return true;
+}
+
+/* Where the last surviving record of each live batch lies: what says if later ones may be lost. */
+struct last_seen {
+	uint64_t id;
+	size_t pos;
+};
+
+static int note_seen(struct last_seen **seen, size_t *n, const struct journal_batch *b, size_t pos)
+{
+	size_t i;
+
+	for (i = 0; i < *n; i++)
+		if ((*seen)[i].id == b->id)
+			break;
+	if (!is_live(b->state)) {
+		if (i < *n)
+			(*seen)[i] = (*seen)[--*n];
+		return 0;
+	}
+	if (i == *n) {
+		struct last_seen *s = realloc(*seen, (*n + 1) * sizeof(**seen));
+
+		if (!s)
+			return -ENOMEM;
+		*seen = s;
+		(*n)++;
+	}
+	(*seen)[i] = (struct last_seen){ .id = b->id, .pos = pos };
+	return 0;
+}
+
+static int add_damage(struct journal *j, uint64_t start, uint64_t end)
+{
+	struct journal_range *d = realloc(j->damage, (j->n_damage + 1) * sizeof(*d));
+
+	if (!d)
+		return -ENOMEM;
+	j->damage = d;
+	j->damage[j->n_damage++] = (struct journal_range){ .start = start, .end = end };
+	return 0;
+}
+
+/*
+ * Replay every well-formed record. Bytes that do not frame a record are skipped up to the next
+ * record that checks out (a resync: the length bounded, the CRC-32C over the payload right, the
+ * payload decoding to its last byte), so damage in the middle loses only the records it hits;
+ * damaged stretches are noted in j->damage. Bytes after the last good record are a torn tail:
+ * @tail_at receives where it starts (the file's length when there is none).
+ */
+static int replay(struct journal *j, unsigned char **image, size_t *image_len, size_t *tail_at)
 {
 	struct stat st;
 	unsigned char *data = NULL;
-	size_t pos = 0, n;
+	struct last_seen *seen = NULL;
+	size_t pos = 0, n, n_seen = 0;
 	ssize_t got;
 	int r = 0;
 
@@ -369,58 +484,50 @@ static int replay(struct journal *j, uint64_t *torn)
 			}
 		}
 	}
-	while (pos + 8 <= n) {
-		uint32_t len = 0, crc = 0;
-		struct rbuf rb;
-		struct journal_batch b;
+	while (pos < n) {
+		struct record rec;
+		uint32_t len;
 
-		for (int i = 0; i < 4; i++) {
-			len |= (uint32_t)data[pos + i] << (8 * i);
-			crc |= (uint32_t)data[pos + 4 + i] << (8 * i);
+		if (!record_at(data, n, pos, false, &rec, &len)) {
+			size_t next = pos + 1;
+
+			while (next < n && !record_at(data, n, next, true, &rec, &len))
+				next++;
+			if (next >= n)
+				break;          /* nothing checks out after pos: a torn tail */
+			if ((r = add_damage(j, pos, next)) < 0)
+				goto out;
+			pos = next;
 		}
-		if (len == 0 || len > REC_MAX || pos + 8 + len > n || crc32c(0, data + pos + 8, len) != crc)
-			break;
-		rb = (struct rbuf){ .b = data + pos + 9, .n = len - 1 };
-		if (data[pos + 8] == REC_META) {
-			uint64_t next = r_u64(&rb);
-
-			if (rb.bad)
-				break;
-			if (next > j->next_id)
-				j->next_id = next;
-		} else if (data[pos + 8] == REC_MEMBER) {
-			struct journal_member m;
-
-			if (decode_member(&rb, &m) < 0)
-				break;
-			if ((r = apply_member(j, &m)) < 0)
-				goto out;
-		} else if (data[pos + 8] == REC_STATS) {
-			struct journal_conn_stats cs;
-
-			if (decode_stats(&rb, &cs) < 0)
-				break;
-			if ((r = apply_stats(j, &cs)) < 0)
-				goto out;
-		} else if (data[pos + 8] == REC_BATCH) {
-			if (decode_batch(&rb, &b) < 0)
-				break;
-			if ((r = apply(j, &b)) < 0)
-				goto out;
+		if (rec.type == REC_META) {
+			if (rec.u.next_id > j->next_id)
+				j->next_id = rec.u.next_id;
+		} else if (rec.type == REC_MEMBER) {
+			r = apply_member(j, &rec.u.m);
+		} else if (rec.type == REC_STATS) {
+			r = apply_stats(j, &rec.u.s);
 		} else {
-			break;
+			if ((r = apply(j, &rec.u.b)) == 0)
+				r = note_seen(&seen, &n_seen, &rec.u.b, pos);
 		}
+		if (r < 0)
+			goto out;
 		pos += 8 + len;
 	}
-	*torn = n - pos;
-	if (pos < n && !j->readonly) {
-		/* A torn or corrupt tail: what follows the last good record cannot be trusted. */
-		if (ftruncate(j->fd, (off_t)pos) < 0 || fdatasync(j->fd) < 0) {
-			r = -errno;
-			goto out;
+	*tail_at = pos;
+	/* A live batch whose last record precedes some damage may have had later ones in it. */
+	for (size_t i = 0; j->n_damage && i < n_seen; i++) {
+		if (seen[i].pos < j->damage[j->n_damage - 1].start) {
+			uint64_t *d = realloc(j->doubt, (j->n_doubt + 1) * sizeof(*d));
+
+			if (!d) {
+				r = -ENOMEM;
+				goto out;
+			}
+			j->doubt = d;
+			j->doubt[j->n_doubt++] = seen[i].id;
 		}
 	}
-	j->size = pos;
 	{
 		/* Members whose batch never became durable belong to nothing: forget them. */
 		size_t k = 0;
@@ -430,15 +537,113 @@ static int replay(struct journal *j, uint64_t *torn)
 				j->members[k++] = j->members[m];
 		j->n_members = k;
 	}
+	*image = data;
+	*image_len = n;
+	data = NULL;
 out:
+	free(seen);
 	free(data);
 	return r;
+}
+
+/*
+ * Keep the damaged journal as <dir>/journal.damaged-<UTC time>[.N], written and fsynced in
+ * full before anything rewrites the journal; never overwrites a file.
+ */
+static int keep_damaged_copy(struct journal *j, const unsigned char *data, size_t n)
+{
+	char when[32], *path = NULL;
+	time_t now = time(NULL);
+	struct tm tm;
+	int fd = -1, r = 0;
+
+	gmtime_r(&now, &tm);
+	strftime(when, sizeof(when), "%Y%m%dT%H%M%SZ", &tm);
+	for (int k = 0; k < 100; k++) {
+		free(path);
+		if ((k ? asprintf(&path, "%s.damaged-%s.%d", j->path, when, k)
+		       : asprintf(&path, "%s.damaged-%s", j->path, when)) < 0) {
+			path = NULL;
+			r = -ENOMEM;
+			goto out;
+		}
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+		if (fd >= 0 || errno != EEXIST)
+			break;
+	}
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	if ((r = n ? fileio_write_all(fd, data, n) : 0) < 0)
+		goto out;
+	if (fsync(fd) < 0 || fsync(j->dirfd) < 0) {
+		r = -errno;
+		goto out;
+	}
+	j->damaged_copy = path;
+	path = NULL;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (r < 0 && path)
+		(void)unlink(path);
+	free(path);
+	return r;
+}
+
+static const char *state_name(enum batch_state s)
+{
+	switch (s) {
+	case BATCH_OPEN: return "open";
+	case BATCH_COMPLETED: return "completed (not yet archived)";
+	case BATCH_ARCHIVED: return "archived";
+	case BATCH_FAILED: return "failed";
+	case BATCH_RELEASED: return "released";
+	}
+	return "?";
+}
+
+/* Say exactly what the damage cost: the byte ranges skipped, the batches whose state may be stale. */
+static void report_damage(const struct journal *j, size_t n, size_t tail_at)
+{
+	char ranges[512];
+	size_t len = 0, lost = n - tail_at;
+
+	ranges[0] = '\0';
+	for (size_t i = 0; i < j->n_damage; i++) {
+		lost += j->damage[i].end - j->damage[i].start;
+		if (len < sizeof(ranges) - 64)
+			len += (size_t)snprintf(ranges + len, sizeof(ranges) - len, "%s%llu at offset %llu", i ? ", " : "",
+						(unsigned long long)(j->damage[i].end - j->damage[i].start),
+						(unsigned long long)j->damage[i].start);
+		else if (i == j->n_damage - 1)
+			len += (size_t)snprintf(ranges + len, sizeof(ranges) - len, ", ...");
+	}
+	if (tail_at < n)
+		snprintf(ranges + len, sizeof(ranges) - len, "; a torn tail of %llu at offset %llu",
+			 (unsigned long long)(n - tail_at), (unsigned long long)tail_at);
+	log_error("journal %s is damaged in the middle: bytes skipped: %s (%llu of %llu bytes); every record "
+		  "after the damage was kept", j->path, ranges, (unsigned long long)lost, (unsigned long long)n);
+	for (size_t i = 0; i < j->n_doubt; i++) {
+		const struct journal_batch *b = journal_find(j, j->doubt[i]);
+
+		if (b)
+			log_warning("journal: batch %s of %s (connection %s): its later records may have been in the damaged "
+				    "bytes; its last known state is used: %s, %" PRIu32 " request(s) acknowledged, %" PRIu64
+				    " records, next line %" PRIu64, b->uuid, b->name, b->connection, state_name(b->state),
+				    b->acks, b->records, b->lineno);
+	}
+	log_warning("journal: a batch all of whose records were in the damaged bytes is unknown: a file of it left "
+		    "in .work/ goes back to the spool (named below); the per-connection totals of `dcsyncd status` may "
+		    "miss what the damaged bytes held");
 }
 
 int journal_open(struct journal **out, const char *dir, uint64_t *torn_bytes)
 {
 	struct journal *j = calloc(1, sizeof(*j));
-	uint64_t torn = 0;
+	unsigned char *image = NULL;
+	size_t n = 0, tail_at = 0;
 	int r;
 
 	if (!j)
@@ -462,16 +667,43 @@ int journal_open(struct journal **out, const char *dir, uint64_t *torn_bytes)
 	}
 	/* A leftover temporary is a compaction that died before its rename: the journal stands. */
 	(void)unlink(j->tmp_path);
-	if ((r = replay(j, &torn)) < 0)
+	if ((r = replay(j, &image, &n, &tail_at)) < 0)
 		goto fail;
-	if (torn)
-		log_warning("journal %s: cut %llu bytes of torn or corrupt tail", j->path,
-			    (unsigned long long)torn);
+	j->size = n;
+	if (j->n_damage) {
+		/* The damaged file is evidence: copied aside before anything rewrites it, or left alone. */
+		report_damage(j, n, tail_at);
+		if ((r = keep_damaged_copy(j, image, n)) < 0) {
+			log_error("journal %s: cannot keep a copy of the damaged journal beside it: %s; the journal is "
+				  "left as it is (appended to, never rewritten) until a copy can be made", j->path,
+				  strerror(-r));
+			j->keep_as_is = true;
+		} else {
+			log_error("journal %s: the damaged journal is kept as %s", j->path, j->damaged_copy);
+			/* Rewritten now, so the next start neither finds the damage again nor copies it twice. */
+			if ((r = journal_compact(j, true)) < 0) {
+				log_error("journal %s: cannot rewrite the damaged journal: %s (its good records are used as "
+					  "read)", j->path, strerror(-r));
+				j->keep_as_is = true;
+			}
+		}
+	} else if (tail_at < n) {
+		/* A record cut short by a crash or a power cut: normal, its request was never made durable. */
+		log_info("journal %s: cut %llu bytes of torn or corrupt tail (a write a crash or power cut left "
+			 "unfinished)", j->path, (unsigned long long)(n - tail_at));
+		if (ftruncate(j->fd, (off_t)tail_at) < 0 || fdatasync(j->fd) < 0) {
+			r = -errno;
+			goto fail;
+		}
+		j->size = tail_at;
+	}
 	if (torn_bytes)
-		*torn_bytes = torn;
+		*torn_bytes = n - tail_at;
+	free(image);
 	*out = j;
 	return 0;
 fail:
+	free(image);
 	journal_free(j);
 	return r;
 }
@@ -479,7 +711,8 @@ fail:
 int journal_open_readonly(struct journal **out, const char *dir)
 {
 	struct journal *j = calloc(1, sizeof(*j));
-	uint64_t torn;
+	unsigned char *image = NULL;
+	size_t n, tail_at;
 	int r;
 
 	if (!j)
@@ -497,8 +730,9 @@ int journal_open_readonly(struct journal **out, const char *dir)
 		r = -errno;
 		goto fail;
 	}
-	if ((r = replay(j, &torn)) < 0)
+	if ((r = replay(j, &image, &n, &tail_at)) < 0)
 		goto fail;
+	free(image);
 	*out = j;
 	return 0;
 fail:
@@ -520,6 +754,9 @@ void journal_free(struct journal *j)
 	free(j->stats);
 	free(j->members);
 	free(j->pending);
+	free(j->damage);
+	free(j->doubt);
+	free(j->damaged_copy);
 	free(j);
 }
 
@@ -535,6 +772,20 @@ const struct journal_batch *journal_find(const struct journal *j, uint64_t id)
 }
 
 uint64_t journal_new_id(struct journal *j) { return j->next_id++; }
+
+size_t journal_damage(const struct journal *j, const struct journal_range **out)
+{
+	*out = j->damage;
+	return j->n_damage;
+}
+
+bool journal_in_doubt(const struct journal *j, uint64_t batch_id)
+{
+	for (size_t i = 0; i < j->n_doubt; i++)
+		if (j->doubt[i] == batch_id)
+			return true;
+	return false;
+}
 bool journal_dirty(const struct journal *j) { return j->pending_len > 0; }
 
 int journal_put_member(struct journal *j, const struct journal_member *m)
@@ -638,7 +889,7 @@ int journal_compact(struct journal *j, bool force)
 	size_t saved_len, saved_cap;
 	int fd = -1, r;
 
-	if (!force && j->size < COMPACT_BYTES)
+	if (j->keep_as_is || (!force && j->size < COMPACT_BYTES))
 		return 0;
 	if ((r = journal_sync(j)) < 0)
 		return r;

@@ -67,9 +67,19 @@ struct journal_conn_stats {
 
 struct journal;
 
+/* A stretch of the journal replay could not read: bytes [start, end). */
+struct journal_range {
+	uint64_t start;
+	uint64_t end;
+};
+
 /*
- * Open (creating) <dir>/journal and replay it: a torn or corrupt tail is cut off and
- * reported. @torn_bytes (may be NULL) receives how many bytes were cut.
+ * Open (creating) <dir>/journal and replay it. A torn tail (the last write cut short) is cut
+ * off and logged at info level. Damage in the middle is skipped up to the next record that
+ * checks out, and every record after it is kept; it is logged as an error with the bytes
+ * lost and the batches whose state may be stale, the damaged file is copied aside as
+ * <dir>/journal.damaged-<UTC time> (fsynced, never overwritten) and the journal rewritten.
+ * @torn_bytes (may be NULL) receives the length of the torn tail.
  */
 int journal_open(struct journal **out, const char *dir, uint64_t *torn_bytes);
 /* Read-only view for `dcsyncd status`: replays without cutting or writing anything. */
@@ -81,6 +91,10 @@ size_t journal_count(const struct journal *j);
 const struct journal_batch *journal_at(const struct journal *j, size_t i);
 const struct journal_batch *journal_find(const struct journal *j, uint64_t id);
 uint64_t journal_new_id(struct journal *j);
+/* The stretches replay skipped in the middle of the journal (none for a torn tail only). */
+size_t journal_damage(const struct journal *j, const struct journal_range **out);
+/* Whether later records of live batch @batch_id may have been lost in damage: its state may be stale. */
+bool journal_in_doubt(const struct journal *j, uint64_t batch_id);
 
 /* Queue a batch's new state; it is durable only after journal_sync() returns 0. */
 int journal_put(struct journal *j, const struct journal_batch *b);

@@ -1,4 +1,5 @@
-/* test-journal: replay of the last state per batch, terminal states, ids, torn and corrupt tails, compaction. */
+/* test-journal: replay of the last state per batch, terminal states, ids, torn tails, damage in the middle, compaction. */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -267,19 +268,231 @@ static void torn_tail_is_cut_at_every_offset(void)
 		is_int(file_size(path), good, "bad CRC: file cut back");
 		journal_free(j);
 	}
-	/* A flipped byte in an earlier record: everything from there on is dropped. */
+	/* A flipped byte in the first record: only that record is lost, the three after it replay. */
 	{
 		uint64_t torn = 0;
+		const struct journal_range *dmg;
+		size_t first_len = good / 3;    /* the three OPEN records are the same length */
 
 		image[full - 5] ^= 0x40;
 		image[12] ^= 0x01;
 		write_file(path, image, full, 0640);
 		j = open_ok(dir, &torn);
-		ok(torn == full && journal_count(j) == 0, "corrupt first record: nothing replays, all %zu bytes cut",
-		   full);
+		ok(torn == 0 && journal_count(j) == 2 && same_batch(journal_find(j, 2), &b[3]) &&
+			   same_batch(journal_find(j, 3), &b[2]),
+		   "corrupt first record: the records after it replay (batch 1 lost, 2 and 3 in their last state)");
+		ok(journal_damage(j, &dmg) == 1 && dmg[0].start == 0 && dmg[0].end == first_len,
+		   "corrupt first record: the damage is its %zu bytes", first_len);
 		journal_free(j);
 	}
 	free(image);
+	free(path);
+	tmpdir_remove(dir);
+}
+
+/* How many journal.damaged-* files @dir holds; the newest name in *name (malloc'd) if asked. */
+static int damaged_copies(const char *dir, char **name)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	if (!d)
+		abort();
+	while ((de = readdir(d)))
+		if (!strncmp(de->d_name, "journal.damaged-", 16)) {
+			n++;
+			if (name) {
+				free(*name);
+				*name = path_join(dir, de->d_name);
+			}
+		}
+	closedir(d);
+	return n;
+}
+
+/* One record of the damage test's journal: where it is and what it said. */
+struct rec_model {
+	size_t off, len;
+	bool is_stats;
+	struct journal_batch b;
+	struct journal_conn_stats s;
+};
+
+/*
+ * A journal of many records (batches opened, acknowledged, completed, archived or failed, some
+ * left open; connection totals between them), damaged by 4 flipped bytes at 10%, 50% and 90%
+ * of its length, one at a time and all three together. Replay must lose exactly the records
+ * the flips hit: every other record is applied (live batches in their last surviving state,
+ * the last surviving totals), the skipped stretches are reported exactly, the batches whose
+ * later records were hit are in doubt, the damaged file is copied aside once and the journal
+ * rewritten so that the next start finds nothing wrong.
+ */
+static void damage_in_the_middle_loses_only_what_it_hits(void)
+{
+	static const int where[][3] = { { 10, -1, -1 }, { 50, -1, -1 }, { 90, -1, -1 }, { 10, 50, 90 } };
+	char *dir = tmpdir_new("journal");
+	char *path = path_join(dir, "journal");
+	struct journal *j = open_ok(dir, NULL);
+	struct rec_model *recs = calloc(1000, sizeof(*recs));
+	size_t n_recs = 0, full;
+	char *image;
+
+	if (!recs)
+		abort();
+	for (uint64_t id = 1; id <= 60; id++) {
+		int acks = (int)(id % 4) + 1;
+		struct rec_model *r;
+
+		for (int a = 0; a <= acks + 2; a++) {
+			struct journal_batch b = batch(id, a <= acks ? BATCH_OPEN : a == acks + 1 ? BATCH_COMPLETED :
+						       id % 7 == 0 ? BATCH_FAILED : BATCH_ARCHIVED, (uint64_t)a * 100);
+
+			if (id % 5 == 0 && a > acks)
+				break;          /* every fifth batch stays open */
+			if (id % 11 == 0 && a > acks + 1)
+				break;          /* and some stay completed */
+			r = &recs[n_recs++];
+			r->off = (size_t)file_size(path);
+			r->b = b;
+			put_sync(j, &b);
+			r->len = (size_t)file_size(path) - r->off;
+		}
+		if (id % 3 == 0) {
+			r = &recs[n_recs++];
+			r->off = (size_t)file_size(path);
+			r->is_stats = true;
+			snprintf(r->s.connection, sizeof(r->s.connection), "conn-%llu", (unsigned long long)(id % 2));
+			r->s.files_done = id;
+			r->s.records_sent = id * 1000;
+			if (journal_put_stats(j, &r->s) < 0 || journal_sync(j) < 0)
+				abort();
+			r->len = (size_t)file_size(path) - r->off;
+		}
+	}
+	journal_free(j);
+	image = read_whole(path, &full);
+	ok(image && n_recs > 250, "a journal of %zu records, %zu bytes", n_recs, full);
+
+	for (size_t w = 0; w < sizeof(where) / sizeof(where[0]); w++) {
+		char *damaged = malloc(full), *copy = NULL, *copy_data = NULL;
+		bool hit[1000] = { false };
+		struct journal_range want[3];
+		size_t n_want = 0, copy_len = 0, bad_live = 0, bad_doubt = 0, live = 0;
+		const struct journal_range *dmg;
+		uint64_t torn = 0;
+		char label[32];
+
+		snprintf(label, sizeof(label), where[w][1] < 0 ? "flip at %d%%" : "flips at %d%%, %d%%, %d%%",
+			 where[w][0], where[w][1], where[w][2]);
+		memcpy(damaged, image, full);
+		for (int k = 0; k < 3 && where[w][k] >= 0; k++) {
+			size_t at = full * (size_t)where[w][k] / 100;
+
+			for (size_t i = at; i < at + 4; i++) {
+				damaged[i] ^= 0x5a;
+				for (size_t r = 0; r < n_recs; r++)
+					if (i >= recs[r].off && i < recs[r].off + recs[r].len)
+						hit[r] = true;
+			}
+		}
+		/* The stretches replay must report: each run of hit records. */
+		for (size_t r = 0; r < n_recs; r++)
+			if (hit[r] && (r == 0 || !hit[r - 1]))
+				want[n_want++] = (struct journal_range){ .start = recs[r].off };
+			else if (!hit[r] && r > 0 && hit[r - 1])
+				want[n_want - 1].end = recs[r].off;
+		write_file(path, damaged, full, 0640);
+		j = open_ok(dir, &torn);
+
+		/*
+		 * The model: each batch's last surviving record. Which batch a damaged record was of
+		 * cannot be known, so a live batch is in doubt when any damage follows its last record.
+		 */
+		for (uint64_t id = 1; id <= 60; id++) {
+			const struct rec_model *last = NULL;
+			bool doubt = false;
+
+			for (size_t r = 0; r < n_recs; r++)
+				if (!recs[r].is_stats && recs[r].b.id == id && !hit[r])
+					last = &recs[r];
+			for (size_t r = 0; last && r < n_recs; r++)
+				doubt |= hit[r] && recs[r].off > last->off;
+			if (last && (last->b.state == BATCH_OPEN || last->b.state == BATCH_COMPLETED)) {
+				live++;
+				if (!same_batch(journal_find(j, id), &last->b))
+					bad_live++;
+				if (journal_in_doubt(j, id) != doubt)
+					bad_doubt++;
+			} else if (journal_find(j, id)) {
+				bad_live++;
+			}
+		}
+		is_int(torn, 0, "%s: no torn tail", label);
+		is_int(bad_live, 0, "%s: %zu live batches, each in its last surviving state", label, journal_count(j));
+		is_int(journal_count(j), live, "%s: no other batch is live", label);
+		is_int(bad_doubt, 0, "%s: exactly the live batches whose later records were hit are in doubt", label);
+		{
+			const struct journal_conn_stats *s0 = journal_find_stats(j, "conn-0"), *s1 = journal_find_stats(j, "conn-1");
+			const struct journal_conn_stats *w0 = NULL, *w1 = NULL;
+
+			for (size_t r = 0; r < n_recs; r++)
+				if (recs[r].is_stats && !hit[r])
+					*(recs[r].s.connection[5] == '0' ? &w0 : &w1) = &recs[r].s;
+			ok(s0 && s1 && w0 && w1 && s0->files_done == w0->files_done && s1->records_sent == w1->records_sent,
+			   "%s: the connection totals are the last surviving ones", label);
+		}
+		{
+			bool same = journal_damage(j, &dmg) == n_want;
+
+			for (size_t i = 0; same && i < n_want; i++)
+				same = dmg[i].start == want[i].start && dmg[i].end == want[i].end;
+			ok(same, "%s: the %zu stretch(es) skipped are exactly the records hit (first at %llu..%llu)", label,
+			   n_want, (unsigned long long)want[0].start, (unsigned long long)want[0].end);
+		}
+		journal_free(j);
+		ok(damaged_copies(dir, &copy) == 1 && (copy_data = read_whole(copy, &copy_len)) != NULL &&
+			   copy_len == full && !memcmp(copy_data, damaged, full),
+		   "%s: the damaged journal is copied aside byte for byte (%s)", label, copy ? strrchr(copy, '/') + 1 : "none");
+		free(copy_data);
+		ok(file_size(path) < (off_t)full / 4, "%s: the journal is rewritten with the live state only", label);
+		j = open_ok(dir, &torn);
+		ok(journal_damage(j, &dmg) == 0 && journal_count(j) == live && damaged_copies(dir, NULL) == 1,
+		   "%s: the next start finds nothing damaged and makes no second copy", label);
+		journal_free(j);
+		if (copy)
+			unlink(copy);
+		free(copy);
+		free(damaged);
+	}
+	free(image);
+	free(recs);
+	free(path);
+	tmpdir_remove(dir);
+}
+
+/* A torn tail is normal after a power cut: cut, and no copy aside. */
+static void torn_tail_makes_no_copy(void)
+{
+	char *dir = tmpdir_new("journal");
+	char *path = path_join(dir, "journal");
+	struct journal *j = open_ok(dir, NULL);
+	struct journal_batch b = batch(1, BATCH_OPEN, 10), c = batch(1, BATCH_OPEN, 20);
+	const struct journal_range *dmg;
+	uint64_t torn = 0;
+	off_t good;
+
+	put_sync(j, &b);
+	good = file_size(path);
+	put_sync(j, &c);
+	journal_free(j);
+	if (truncate(path, good + 20) < 0)
+		abort();
+	j = open_ok(dir, &torn);
+	ok(torn == 20 && journal_damage(j, &dmg) == 0 && same_batch(journal_find(j, 1), &b) && file_size(path) == good,
+	   "torn tail: 20 bytes cut, no damage reported, the earlier state stands");
+	is_int(damaged_copies(dir, NULL), 0, "torn tail: no copy aside");
+	journal_free(j);
 	free(path);
 	tmpdir_remove(dir);
 }
@@ -415,6 +628,8 @@ int main(void)
 	ids_keep_growing_after_compaction();
 	compaction_keeps_live_batches_and_shrinks();
 	torn_tail_is_cut_at_every_offset();
+	damage_in_the_middle_loses_only_what_it_hits();
+	torn_tail_makes_no_copy();
 	stats_and_members_replay();
 	leftover_temporary_is_ignored();
 	readonly_view_does_not_cut();
