@@ -164,7 +164,8 @@ static int decode_member(struct rbuf *r, struct journal_member *m)
 	m->ident.size = r_u64(r);
 	m->ident.mtime_ns = (int64_t)r_u64(r);
 	m->rejected_size = r_u64(r);
-	return r->bad ? -EINVAL : 0;
+	/* ids come from next_id++: the largest would wrap next_id to 0 and hand out live ids again. */
+	return r->bad || m->file_id == UINT64_MAX ? -EINVAL : 0;
 }
 
 static int decode_batch(struct rbuf *r, struct journal_batch *b)
@@ -189,7 +190,7 @@ static int decode_batch(struct rbuf *r, struct journal_batch *b)
 	b->rejected_size = r_u64(r);
 	b->updated = (int64_t)r_u64(r);
 	b->n_members = (uint32_t)r_u64(r);
-	if (r->bad || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
+	if (r->bad || b->id == UINT64_MAX || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
 		return -EINVAL;
 	return 0;
 }
