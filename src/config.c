@@ -488,7 +488,8 @@ static char *reader(char *str, int num, void *stream)
 		     num - 1);
 		return NULL;
 	}
-	for (p = r; *p == ' ' || *p == '\t'; p++)
+	/* Blanks as inih skips them (isspace: a CR or form feed too), or a header is missed. */
+	for (p = r; isspace((unsigned char)*p); p++)
 		;
 	if (*p == '[') {
 		ps->section_line = ps->line;

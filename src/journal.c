@@ -37,6 +37,8 @@
 #define REC_MEMBER 'F'
 #define REC_MAX 4096
 #define COMPACT_BYTES (1u << 20)
+/* Far beyond any real journal: a larger id is corrupt, and would let next_id++ wrap to live ids. */
+#define ID_MAX (UINT64_MAX / 2)
 
 struct journal {
 	int fd;
@@ -164,8 +166,7 @@ static int decode_member(struct rbuf *r, struct journal_member *m)
 	m->ident.size = r_u64(r);
 	m->ident.mtime_ns = (int64_t)r_u64(r);
 	m->rejected_size = r_u64(r);
-	/* ids come from next_id++: the largest would wrap next_id to 0 and hand out live ids again. */
-	return r->bad || m->file_id == UINT64_MAX ? -EINVAL : 0;
+	return r->bad || m->file_id > ID_MAX ? -EINVAL : 0;
 }
 
 static int decode_batch(struct rbuf *r, struct journal_batch *b)
@@ -190,7 +191,7 @@ static int decode_batch(struct rbuf *r, struct journal_batch *b)
 	b->rejected_size = r_u64(r);
 	b->updated = (int64_t)r_u64(r);
 	b->n_members = (uint32_t)r_u64(r);
-	if (r->bad || b->id == UINT64_MAX || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
+	if (r->bad || b->id > ID_MAX || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
 		return -EINVAL;
 	return 0;
 }
@@ -385,7 +386,7 @@ static int replay(struct journal *j, uint64_t *torn)
 		if (data[pos + 8] == REC_META) {
 			uint64_t next = r_u64(&rb);
 
-			if (rb.bad)
+			if (rb.bad || next > ID_MAX + 1)
 				break;
 			if (next > j->next_id)
 				j->next_id = next;
