@@ -477,6 +477,11 @@ static int handler(void *user, const char *section, const char *name, const char
 
 	if (ps->failed)
 		return 0;
+	/* inih hands these over with an empty name or section: say which line, not line 0. */
+	if (!*name)
+		return fail(ps, ps->line, "-", "no key before '='");
+	if (!*section)
+		return fail(ps, ps->line, name, "outside any section (put it under [daemon] or [connection NAME])");
 	if (!strcmp(section, "daemon")) {
 		r = handle_daemon(ps, name, value);
 		return r < 0 ? (fail(ps, ps->line, name, "out of memory"), 0) : r;
@@ -592,12 +597,19 @@ static char *reader(char *str, int num, void *stream)
 		return NULL;
 	ps->line++;
 	len = strlen(r);
+	/* fgets stops only at a newline, at EOF or with a full buffer: anything shorter held a NUL,
+	 * and the rest of that line would be taken for the next one. */
+	if (!feof(ps->f) && (!len || (r[len - 1] != '\n' && len < (size_t)num - 1))) {
+		fail(ps, ps->line, "-", "NUL byte in line");
+		return NULL;
+	}
 	if (len && r[len - 1] != '\n' && !feof(ps->f) && !at_line_end(ps->f)) {
 		fail(ps, ps->line, "-", "line longer than %d bytes (put long keys in api_key_file / brand_key_file)",
 		     num - 1);
 		return NULL;
 	}
-	for (p = r; *p == ' ' || *p == '\t'; p++)
+	/* Blanks as inih skips them (isspace: a CR or form feed too), or a header is missed. */
+	for (p = r; isspace((unsigned char)*p); p++)
 		;
 	if (*p == '[') {
 		note_section(ps, p);

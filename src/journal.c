@@ -39,6 +39,8 @@
 #define REC_MAX 4096
 #define REC_MIN 9               /* a type byte and one u64: the smallest record (META) */
 #define COMPACT_BYTES (1u << 20)
+/* Far beyond any real journal: a larger id is corrupt, and would let next_id++ wrap to live ids. */
+#define ID_MAX (UINT64_MAX / 2)
 
 struct journal {
 	int fd;
@@ -172,7 +174,7 @@ static int decode_member(struct rbuf *r, struct journal_member *m)
 	m->ident.size = r_u64(r);
 	m->ident.mtime_ns = (int64_t)r_u64(r);
 	m->rejected_size = r_u64(r);
-	return r->bad ? -EINVAL : 0;
+	return r->bad || m->file_id > ID_MAX ? -EINVAL : 0;
 }
 
 static int decode_batch(struct rbuf *r, struct journal_batch *b)
@@ -197,7 +199,7 @@ static int decode_batch(struct rbuf *r, struct journal_batch *b)
 	b->rejected_size = r_u64(r);
 	b->updated = (int64_t)r_u64(r);
 	b->n_members = (uint32_t)r_u64(r);
-	if (r->bad || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
+	if (r->bad || b->id > ID_MAX || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
 		return -EINVAL;
 	return 0;
 }
@@ -392,7 +394,7 @@ static bool record_at(const unsigned char *data, size_t n, size_t pos, bool exac
 	switch (rec->type) {
 	case REC_META:
 		rec->u.next_id = r_u64(&rb);
-		r = rb.bad ? -EINVAL : 0;
+		r = rb.bad || rec->u.next_id > ID_MAX + 1 ? -EINVAL : 0;
 		break;
 	case REC_MEMBER:
 		r = decode_member(&rb, &rec->u.m);

@@ -275,6 +275,8 @@ struct record_validator {
 	uint64_t required_seen;
 	char *reason;
 	size_t reason_len;
+	yajl_handle h;
+	size_t object_end;      /* offset just after the top-level object's '}' */
 };
 
 static int v_refuse(struct record_validator *v, const char *fmt, const char *arg)
@@ -334,8 +336,10 @@ static int v_end_map(void *ctx)
 {
 	struct record_validator *v = ctx;
 
-	if (v->depth == 1)
+	if (v->depth == 1) {
 		v->pk_next = false;     /* the primary key's value was a string or number */
+		v->object_end = yajl_get_bytes_consumed(v->h);
+	}
 	v->depth--;
 	return 1;
 }
@@ -501,6 +505,8 @@ int record_validator_check(struct record_validator *v, const char *data, size_t 
 	h = yajl_alloc(&v->cb, &v->afs, v);
 	if (!h)
 		return -ENOMEM;
+	v->h = h;
+	v->object_end = 0;
 	st = yajl_parse(h, (const unsigned char *)data, len);
 	if (st == yajl_status_ok)
 		st = yajl_complete_parse(h);
@@ -521,6 +527,17 @@ int record_validator_check(struct record_validator *v, const char *data, size_t 
 		snprintf(reason, reason_len, "not a JSON object (a string or number)");
 		r = -EINVAL;
 		goto out;
+	}
+	/*
+	 * yajl takes an unterminated string after the value for a token still to come and says
+	 * nothing: `{"id":1}"x` would pass, and be sent, and spoil the whole request.
+	 */
+	for (size_t i = v->object_end; i < len; i++) {
+		if (data[i] != ' ' && data[i] != '\t' && data[i] != '\r' && data[i] != '\n') {
+			snprintf(reason, reason_len, "invalid JSON: trailing garbage after the object");
+			r = -EINVAL;
+			goto out;
+		}
 	}
 	if (!v->pk_seen) {
 		snprintf(reason, reason_len, "primary key '%s' missing", v->pk);

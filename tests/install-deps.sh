@@ -7,6 +7,7 @@ pkgs=(
 	libcurl4-openssl-dev libyajl-dev libev-dev libinih-dev libsystemd-dev
 	python3 python3-pytest curl openssl valgrind systemd groff-base man-db
 	debhelper dpkg-dev fakeroot procps
+	clang-14 libclang-rt-14-dev
 )
 missing=()
 for p in "${pkgs[@]}"; do

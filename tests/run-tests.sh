@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs dependencies, builds dcsyncd (plain, ASan/UBSan, TSan), runs the
-# unit tests (also under valgrind) and the integration tests, and ends with "N passed, M failed".
+# unit tests (also under valgrind), the integration tests and a short fuzzing run, and ends with
+# "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -68,6 +69,12 @@ else
 	echo "0 passed, 1 failed"
 	exit 1
 fi
+
+# Short libFuzzer run of the parsers (tests/fuzz): the committed corpus, then ~25 s per target.
+step "fuzz: corpus replay and a short run of each target"
+unset TSAN_OPTIONS
+bash tests/fuzz/run.sh -b build-fuzz -j build-fuzz/fuzz.xml
+results+=(build-fuzz/fuzz.xml)
 
 step "summary"
 $PY tests/summarize.py "${results[@]}"
