@@ -495,6 +495,7 @@ def restore_state(d, saved, journal_bytes):
     copy_tree(saved / "state", d.state_dir)
     copy_tree(saved / "spool", spool, link=True)
     (d.state_dir / "journal").write_bytes(journal_bytes)
+    d.priv.give_to_daemon(d.state_dir / "journal")
 
 
 TORN_WORKERS = 4
