@@ -1,9 +1,19 @@
-"""Runs dcsyncd under test: writes its INI config into a tmp dir, drops spool files, starts/stops/kills it."""
+"""Runs dcsyncd under test: writes its INI config into a tmp dir, drops spool files, starts/stops/kills it.
 
+Privilege modes (DCSYNCD_TEST_PRIV, see privileges()): "unprivileged" runs the daemon as the user
+DAEMON_USER with no capabilities and UMask from the unit, and makes drops as EXPORTER_USER, both in
+TEST_GROUP, in the layout sysusers.d/tmpfiles.d set up; "root" runs everything as the test process.
+"""
+
+import functools
+import grp
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -33,6 +43,18 @@ SCRUBBED_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREA
                 "ALL_PROXY", "no_proxy", "NO_PROXY")
 
 
+# The unprivileged mode's accounts, made by ensure_test_users(): the daemon's user has the shared
+# group as its primary group (as sysusers.d makes dcsync:dcsync); the exporter has a group of its
+# own and is a member of the shared one, as an exporter added with `usermod -a -G dcsync` is.
+TEST_GROUP = "dcsynct"
+DAEMON_USER = "dcsynct-d"
+EXPORTER_USER = "dcsynct-x"
+# An exporter's umask: what it writes is readable by the group (the daemon), not by the world.
+EXPORTER_UMASK = 0o027
+UNIT_FILE = REPO / "systemd" / "dcsyncd.service"
+PRIV_ENV = "DCSYNCD_TEST_PRIV"
+
+
 def binary_path():
     """The dcsyncd under test: $DCSYNCD, else <repo>/build/src/dcsyncd."""
     return Path(os.environ.get("DCSYNCD") or DEFAULT_BINARY)
@@ -44,22 +66,166 @@ def _ini_value(v):
     return str(v)
 
 
-def _write_secret(path, text):
+def _write_secret(path, text, owner=None):
     # Created 0600 from the start: the daemon may (rightly) refuse group/world-readable key files.
+    # owner: (uid, gid) to give it to, the daemon's user in the unprivileged mode.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
+        if owner:
+            os.fchown(f.fileno(), *owner)
         f.write(text)
     os.chmod(path, 0o600)
+
+
+def unit_umask():
+    """UMask= of the systemd unit (the daemon's umask in production), as an int."""
+    return int(unit_settings(UNIT_FILE.read_text())[("Service", "UMask")][-1], 8)
+
+
+def _run_quiet(argv):
+    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+
+def ensure_test_users():
+    """Create TEST_GROUP, DAEMON_USER and EXPORTER_USER when missing (root only; idempotent, and
+    safe when another test session creates them at the same time). Returns None, or why not."""
+    if os.geteuid() != 0:
+        return "the tests do not run as root"
+    for tool in ("groupadd", "useradd", "setpriv"):
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+            return f"{tool} is not installed"
+
+    def exists(db, name):
+        try:
+            db.getgrnam(name) if db is grp else db.getpwnam(name)
+            return True
+        except KeyError:
+            return False
+
+    system = ["--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin"]
+    steps = [
+        (grp, TEST_GROUP, ["groupadd", "--system", TEST_GROUP]),
+        (pwd, DAEMON_USER, ["useradd", *system, "--gid", TEST_GROUP, DAEMON_USER]),
+        (grp, EXPORTER_USER, ["groupadd", "--system", EXPORTER_USER]),
+        (pwd, EXPORTER_USER, ["useradd", *system, "--gid", EXPORTER_USER, "--groups", TEST_GROUP,
+                              EXPORTER_USER]),
+    ]
+    for db, name, argv in steps:
+        if exists(db, name):
+            continue
+        r = _run_quiet(argv)
+        if r.returncode != 0 and not exists(db, name):      # lost a race: fine
+            return f"{' '.join(argv)}: {r.stderr.strip() or f'exit {r.returncode}'}"
+    if EXPORTER_USER not in grp.getgrnam(TEST_GROUP).gr_mem:
+        return f"{EXPORTER_USER} exists but is not a member of {TEST_GROUP} (usermod -a -G {TEST_GROUP} {EXPORTER_USER})"
+    if pwd.getpwnam(DAEMON_USER).pw_gid != grp.getgrnam(TEST_GROUP).gr_gid:
+        return f"{DAEMON_USER} exists but its primary group is not {TEST_GROUP}"
+    return None
+
+
+class Privileges:
+    """Who runs the daemon and who drops files. mode "root": both are the test process (root in CI,
+    else whoever runs the tests). mode "unprivileged": the daemon runs as DAEMON_USER (primary group
+    TEST_GROUP) with no capabilities and the unit's UMask; drops belong to EXPORTER_USER (a member of
+    TEST_GROUP); the spool is DAEMON_USER:TEST_GROUP 2770 and the state dir DAEMON_USER 0750."""
+
+    def __init__(self, mode):
+        assert mode in ("root", "unprivileged"), mode
+        self.mode = mode
+        self.unprivileged = mode == "unprivileged"
+        if self.unprivileged:
+            d, x = pwd.getpwnam(DAEMON_USER), pwd.getpwnam(EXPORTER_USER)
+            self.daemon_uid, self.exporter_uid = d.pw_uid, x.pw_uid
+            self.group_gid = grp.getgrnam(TEST_GROUP).gr_gid
+            self.daemon_gid, self.exporter_gid = d.pw_gid, x.pw_gid
+            self.umask = unit_umask()
+        else:
+            self.daemon_uid = self.exporter_uid = os.geteuid()
+            self.daemon_gid = self.exporter_gid = self.group_gid = os.getegid()
+            self.umask = None        # the test process's own
+
+    def __repr__(self):
+        return f"Privileges({self.mode!r})"
+
+    @staticmethod
+    def _setpriv(uid, gid):
+        # Real, effective and saved ids, the user's supplementary groups, and no capability left
+        # anywhere (the unit's CapabilityBoundingSet= and AmbientCapabilities= are empty and it
+        # sets NoNewPrivileges=yes).
+        return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--inh-caps=-all",
+                "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+
+    def daemon_prefix(self):
+        """argv prefix that runs a command as the daemon's user, or [] in the root mode. The umask
+        is set by a shell that then execs the command, so the pid is the daemon's."""
+        if not self.unprivileged:
+            return []
+        return [*self._setpriv(self.daemon_uid, self.daemon_gid),
+                "/bin/sh", "-c", f'umask {self.umask:04o} && exec "$0" "$@"']
+
+    def exporter_prefix(self):
+        """argv prefix that runs a command as the exporter's user, or [] in the root mode."""
+        if not self.unprivileged:
+            return []
+        return self._setpriv(self.exporter_uid, self.exporter_gid)
+
+    def give_to_daemon(self, path, mode=None):
+        """Make path the daemon's (owner DAEMON_USER, group TEST_GROUP), as its own files are."""
+        if self.unprivileged:
+            os.chown(path, self.daemon_uid, self.group_gid)
+        if mode is not None:
+            os.chmod(path, mode)
+
+    def give_to_exporter(self, fd_or_path):
+        """Make a spool file or directory (a path or an open fd) the exporter's: owner
+        EXPORTER_USER, group TEST_GROUP, mode 0666 (0777 for a directory) less the exporter's
+        umask, as if the exporter had made it in the setgid spool."""
+        if not self.unprivileged:
+            return
+        fd = isinstance(fd_or_path, int)
+        st = os.fstat(fd_or_path) if fd else os.stat(fd_or_path)
+        (os.fchown if fd else os.chown)(fd_or_path, self.exporter_uid, self.group_gid)
+        base = 0o2777 if stat.S_ISDIR(st.st_mode) else 0o666
+        (os.fchmod if fd else os.chmod)(fd_or_path, base & ~EXPORTER_UMASK)
+
+
+def requested_priv_mode():
+    """$DCSYNCD_TEST_PRIV: "root", "unprivileged", or "" (auto)."""
+    mode = os.environ.get(PRIV_ENV, "").strip().lower()
+    if mode not in ("", "auto", "root", "unprivileged"):
+        raise ValueError(f"{PRIV_ENV}={mode!r}: want root, unprivileged or auto")
+    return "" if mode == "auto" else mode
+
+
+@functools.lru_cache(maxsize=None)
+def privileges():
+    """The session's Privileges. $DCSYNCD_TEST_PRIV=unprivileged insists (ValueError when the users
+    cannot be made); =root runs everything as the test process; unset or "auto": unprivileged when
+    the tests run as root and the users can be made, else root."""
+    mode = requested_priv_mode()
+    if mode == "root":
+        return Privileges("root")
+    why = ensure_test_users()
+    if why is None:
+        return Privileges("unprivileged")
+    if mode == "unprivileged":
+        raise ValueError(f"{PRIV_ENV}=unprivileged: {why}")
+    return Privileges("root")
 
 
 class Daemon:
     """One dcsyncd instance with its own config, spool, state and log under a tmp dir."""
 
-    def __init__(self, tmp_path, binary=None):
+    def __init__(self, tmp_path, binary=None, priv=None):
         self.binary = Path(binary) if binary else binary_path()
         if not (self.binary.is_file() and os.access(self.binary, os.X_OK)):
             pytest.skip(f"dcsyncd binary not found at {self.binary} (build it, or set DCSYNCD)")
+        self.priv = priv or privileges()
         self.dir = Path(tmp_path)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # The daemon's own directory (config, keys, spool, state, metrics): the group (exporters)
+        # may only pass through to the spool.
+        self.priv.give_to_daemon(self.dir, 0o750 if self.priv.unprivileged else None)
         self.spool_dir = self.dir / "spool"
         self.state_dir = self.dir / "state"
         self.keys_dir = self.dir / "keys"
@@ -91,7 +257,7 @@ class Daemon:
             for secret in ("api_key", "brand_key"):
                 if secret in c:
                     path = self.keys_dir / f"{name}.{secret}"
-                    _write_secret(path, c.pop(secret))
+                    _write_secret(path, c.pop(secret), self.daemon_owner())
                     c.setdefault(f"{secret}_file", path)
             # Identity first, then the tunables, so a failing test's config reads top-down.
             identity = {k: c.pop(k) for k in ("uuid", "primary_key", "base_url", "api_key_file",
@@ -100,49 +266,104 @@ class Daemon:
             lines += ["", f"[connection {name}]"]
             lines += [f"{k} = {_ini_value(v)}" for k, v in keys.items() if v is not None]
             self.connections[name] = keys
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.make_spool_dir(self.spool_dir)
+        if not self.state_dir.exists():
+            self.state_dir.mkdir(parents=True)
+            self.priv.give_to_daemon(self.state_dir, 0o750 if self.priv.unprivileged else None)
         self.conf_path.write_text("\n".join(lines) + "\n")
+        if self.priv.unprivileged:
+            # As /etc/dcsyncd/dcsyncd.conf is installed: root's, readable by the daemon's group.
+            os.chown(self.conf_path, 0, self.priv.group_gid)
+            os.chmod(self.conf_path, 0o640)
         return self.conf_path
+
+    def daemon_owner(self):
+        """(uid, gid) for files the daemon must own (key files), or None in the root mode."""
+        return (self.priv.daemon_uid, self.priv.group_gid) if self.priv.unprivileged else None
+
+    def make_daemon_dir(self, path):
+        """mkdir path (parents too) for the daemon to write into, e.g. a metrics_file's directory:
+        its user's, mode 0750, in the unprivileged mode."""
+        path = Path(path)
+        missing = [d for d in (path, *path.parents) if not d.exists()]
+        path.mkdir(parents=True, exist_ok=True)
+        for d in missing:
+            self.priv.give_to_daemon(d, 0o750 if self.priv.unprivileged else None)
+        return path
+
+    def make_spool_dir(self, path):
+        """mkdir path, set up as tmpfiles.d sets up the spool (DAEMON_USER:TEST_GROUP 2770) in the
+        unprivileged mode; connection directories the daemon makes itself come out the same."""
+        path = Path(path)
+        if path.exists():
+            return path
+        path.mkdir(parents=True)
+        if self.priv.unprivileged:
+            os.chown(path, self.priv.daemon_uid, self.priv.group_gid)
+            os.chmod(path, 0o2770)
+        return path
 
     def write_key(self, conn, secret, value):
         """Rewrite a key file written by write_config (secret: "api_key" or "brand_key"), 0600, as
         an operator fixing a key would; the running daemon sees it on reload()."""
         name = conn["name"] if isinstance(conn, dict) else conn
-        _write_secret(self.keys_dir / f"{name}.{secret}", value)
+        _write_secret(self.keys_dir / f"{name}.{secret}", value, self.daemon_owner())
 
     # spool
 
     def spool(self, conn="products"):
         """The spool directory of a connection (created). Assumed layout: <spool_dir>/<name>/."""
         name = conn["name"] if isinstance(conn, dict) else conn
-        path = self.spool_dir / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        self.make_spool_dir(self.spool_dir)
+        return self.make_spool_dir(self.spool_dir / name)
+
+    def exporter_open(self, path, mode="wb"):
+        """open(path, mode) for writing, the file created as the exporter's (in the unprivileged
+        mode: owner EXPORTER_USER, group TEST_GROUP, 0640) before anything is written to it. The
+        writer is still this process: for a real process of the exporter's use exporter_popen."""
+        f = open(path, mode)
+        try:
+            self.priv.give_to_exporter(f.fileno())
+        except BaseException:
+            f.close()
+            raise
+        return f
 
     def drop(self, conn, name, lines):
-        """Place a spool file atomically (dotfile, then rename) as a well-behaved exporter does.
-        lines: bytes/str (written as is) or an iterable of str/dict (one per line, newline-ended)."""
+        """Place a spool file atomically (dotfile, then rename) as a well-behaved exporter does,
+        owned by the exporter. lines: bytes/str (written as is) or an iterable of str/dict (one per
+        line, newline-ended)."""
         if isinstance(lines, (bytes, str)):
             data = lines.encode() if isinstance(lines, str) else lines
         else:
             data = "".join((json.dumps(l) if isinstance(l, dict) else l) + "\n" for l in lines).encode()
         spool = self.spool(conn)
         tmp = spool / f".{name}.tmp"
-        tmp.write_bytes(data)
+        with self.exporter_open(tmp) as f:
+            f.write(data)
         final = spool / name
         os.rename(tmp, final)
         return final
 
     def drop_generated(self, conn, name, n, start=0, value=0):
-        """Drop a gen_ndjson file of n records (ids start..start+n-1) atomically; returns its path."""
+        """Drop a gen_ndjson file of n records (ids start..start+n-1) atomically, owned by the
+        exporter; returns its path."""
         spool = self.spool(conn)
         tmp = spool / f".{name}.tmp"
-        with open(tmp, "wb") as f:
+        with self.exporter_open(tmp) as f:
             gen_ndjson.write(f, n, start, value)
         final = spool / name
         os.rename(tmp, final)
         return final
+
+    def exporter_popen(self, argv, **kw):
+        """subprocess.Popen(argv, **kw) as the exporter: in the unprivileged mode as EXPORTER_USER
+        (groups: its own, TEST_GROUP) with no capabilities and the exporter's umask; in the root
+        mode as the test process. For a writer the daemon must see as another user's process."""
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        if self.priv.unprivileged:
+            kw.setdefault("umask", EXPORTER_UMASK)
+        return subprocess.Popen([*self.priv.exporter_prefix(), *map(str, argv)], **kw)
 
     # running
 
@@ -152,7 +373,8 @@ class Daemon:
         return env
 
     def command(self, *args):
-        return [str(self.binary), "-c", str(self.conf_path), *args]
+        """argv of dcsyncd -c CONF ARGS..., run as the daemon's user in the unprivileged mode."""
+        return [*self.priv.daemon_prefix(), str(self.binary), "-c", str(self.conf_path), *args]
 
     def run_once(self, timeout=120, args=(), env=None):
         """dcsyncd -c CONF --once; returns the CompletedProcess (text stdout/stderr). Its stderr is

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 import gen_ndjson
-from harness import UUID1, UUID2
+from harness import UUID1, UUID2, privileges
 
 TIMEOUT = 30
 
@@ -41,7 +41,8 @@ def append(path, *lines):
         text += "\n"
     text += "".join(l + "\n" for l in lines)
     path.write_text(text)
-    os.chmod(path, 0o600)
+    # 0600 (it may hold a key now), so the daemon's user must own it, as an operator would chown it.
+    privileges().give_to_daemon(path, 0o600)
     return len(text.splitlines())
 
 

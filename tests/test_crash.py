@@ -474,10 +474,16 @@ def test_torn_journal_tail(daemon, optix, optix_factory):
 def save_state(daemon):
     """Keep the state dir and spool as the crash left them; returns the copy's directory."""
     saved = daemon.dir / "saved"
-    shutil.copytree(daemon.state_dir, saved / "state")
+    saved.mkdir()
+    copy_tree(daemon.state_dir, saved / "state")
     # Hard links: the file in .work/ must keep its identity (inode, mtime) or a resume refuses it.
-    shutil.copytree(daemon.spool(CONN), saved / "spool", copy_function=os.link)
+    copy_tree(daemon.spool(CONN), saved / "spool", link=True)
     return saved
+
+
+def copy_tree(src, dst, link=False):
+    """cp -a (owners and modes kept: the daemon may run as another user), hard links if link."""
+    subprocess.run(["cp", "-al" if link else "-a", "--", str(src), str(dst)], check=True)
 
 
 def restore_state(d, saved, journal_bytes):
@@ -486,9 +492,10 @@ def restore_state(d, saved, journal_bytes):
     spool = d.spool(CONN)
     shutil.rmtree(d.state_dir)
     shutil.rmtree(spool)
-    shutil.copytree(saved / "state", d.state_dir)
-    shutil.copytree(saved / "spool", spool, copy_function=os.link)
+    copy_tree(saved / "state", d.state_dir)
+    copy_tree(saved / "spool", spool, link=True)
     (d.state_dir / "journal").write_bytes(journal_bytes)
+    d.priv.give_to_daemon(d.state_dir / "journal")
 
 
 TORN_WORKERS = 4
@@ -575,9 +582,9 @@ def test_torn_journal_tail_multi_file_batch(daemon, optix):
 @pytest.fixture
 def small_state_fs(daemon):
     """state_dir on a 256 KiB tmpfs (root only); unmounted at teardown."""
-    daemon.state_dir.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0750", "tmpfs", str(daemon.state_dir)],
-                       capture_output=True, text=True)
+    st = daemon.make_daemon_dir(daemon.state_dir).stat()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=256k,mode=0750,uid={st.st_uid},gid={st.st_gid}",
+                        "tmpfs", str(daemon.state_dir)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs (needs root): {r.stderr.strip()}")
     yield daemon.state_dir
@@ -679,14 +686,16 @@ def test_archive_copy_interrupted(daemon, optix, small_state_fs, left):
     work = list((daemon.spool(CONN) / ".work").iterdir())
     assert len(work) == 1, work
     original = work[0].read_bytes()
-    done = daemon.state_dir / "done" / CONN
-    done.mkdir(parents=True, exist_ok=True)
+    done = daemon.make_daemon_dir(daemon.state_dir / "done" / CONN)
     # The copy goes to a hidden temporary, linked into place only once whole and fsynced: a crash
     # mid-copy leaves that temporary, one before the unlink leaves the whole file under its name.
     if left == "partial":
-        (done / ".x.ndjson.partial").write_bytes(original[:len(original) // 2])
+        leftover = done / ".x.ndjson.partial"
+        leftover.write_bytes(original[:len(original) // 2])
     else:
-        (done / "x.ndjson").write_bytes(original)
+        leftover = done / "x.ndjson"
+        leftover.write_bytes(original)
+    daemon.priv.give_to_daemon(leftover)      # the daemon's own leftover
 
     proc, log = run_once(daemon)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{log[-3000:]}"

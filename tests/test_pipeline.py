@@ -23,7 +23,7 @@ import pytest
 
 import gen_ndjson
 from fakeoptix import loads_raw, pk_key
-from harness import UUID1, UUID2, Daemon
+from harness import UUID1, UUID2, Daemon, Privileges
 
 WAIT = 30.0     # generous bound for anything the daemon does with a few small files
 
@@ -450,7 +450,7 @@ def _assert_written_whole(optix, first_keys, second_keys):
 def test_file_open_for_writing_at_startup_is_not_read_until_closed(optix, daemon):
     daemon.write_config([daemon.connection(optix)])
     spool = daemon.spool("products")
-    with open(spool / "slow.ndjson", "wb") as f:
+    with daemon.exporter_open(spool / "slow.ndjson") as f:
         f.write(lines_of(gen_lines(0, 50)))
         f.flush()
         # The start-up scan finds the file open for writing; a file dropped after it shows when the
@@ -476,7 +476,7 @@ def test_file_written_in_place_while_running_is_read_only_after_close(optix, dae
     wait_done(daemon, "products", "first.ndjson")
 
     spool = daemon.spool("products")
-    with open(spool / "inplace.ndjson", "wb") as f:
+    with daemon.exporter_open(spool / "inplace.ndjson") as f:
         f.write(lines_of(gen_lines(0, 50)))
         f.flush()
         daemon.drop("products", "marker.ndjson", gen_lines(2000, 10))
@@ -506,10 +506,12 @@ def _drop_ignored(daemon, spool, prefix=""):
     # Written in place and closed (IN_CLOSE_WRITE) rather than renamed:
     for name in (f"{prefix}inplace.tmp", f".{prefix}inplace.ndjson"):
         data = lines_of(gen_lines(20000 + (500 if prefix else 0) + len(contents), 3))
-        (spool / name).write_bytes(data)
+        with daemon.exporter_open(spool / name) as f:
+            f.write(data)
         contents[name] = data
     d = spool / f"{prefix}directory.ndjson"
     d.mkdir()
+    daemon.priv.give_to_exporter(d)
     return contents, d
 
 
@@ -723,7 +725,7 @@ def test_without_a_parse_thread_it_parses_on_the_loop_and_says_so(optix):
     root = Path(tempfile.mkdtemp(prefix="dcsyncd-nproc-"))     # tmp_path is not open to nobody
     try:
         root.chmod(0o755)
-        d = Daemon(root)
+        d = Daemon(root, priv=Privileges("root"))       # as nobody, below, in either mode
         d.write_config([d.connection(optix, batch_records=1000)])
         d.drop_generated("products", "a.ndjson", n)
         nobody = pwd.getpwnam("nobody")

@@ -8,13 +8,15 @@ import time
 from harness import UUID1, UUID2
 
 
-def drop_small_files(spool, n_files, per_file):
-    """n_files files of per_file records each, written the exporter's way (dot-name, then rename)."""
-    spool.mkdir(parents=True, exist_ok=True)
+def drop_small_files(daemon, conn, n_files, per_file):
+    """n_files files of per_file records each, written the exporter's way (dot-name, then rename)
+    and owned by the exporter."""
+    spool = daemon.spool(conn)
     for k in range(n_files):
         tmp, final = spool / f".f{k:05d}.ndjson", spool / f"f{k:05d}.ndjson"
-        tmp.write_text("".join(json.dumps({"id": k * per_file + i, "v": k, "name": f"n{i}"}) + "\n"
-                               for i in range(per_file)))
+        with daemon.exporter_open(tmp, "w") as f:
+            f.write("".join(json.dumps({"id": k * per_file + i, "v": k, "name": f"n{i}"}) + "\n"
+                            for i in range(per_file)))
         os.rename(tmp, final)
 
 
@@ -32,7 +34,7 @@ def window_max(times, window):
 def test_ten_thousand_small_files_fill_requests_without_a_single_429(optix_factory, daemon):
     optix = optix_factory(rate_limit="50/10")
     daemon.write_config([daemon.connection(optix)], log_level="info")
-    drop_small_files(daemon.spool("products"), 10000, 10)
+    drop_small_files(daemon, "products", 10000, 10)
     started = time.monotonic()
     proc = daemon.run_once(timeout=300)
     took = time.monotonic() - started

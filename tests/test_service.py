@@ -45,6 +45,10 @@ class NotifySocket:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
+        # Anyone may send, as to systemd's own socket: the daemon may run as another user.
+        os.chmod(path, 0o666)
+        if self._tmpdir:
+            os.chmod(self._tmpdir, 0o711)
         self.sock.settimeout(0.05)
         self.entries = []
         self.datagrams = []
@@ -665,8 +669,7 @@ def metric(samples, name, **labels):
 
 
 def test_metrics_file_is_prometheus_text_with_the_counts(optix, daemon, notify):
-    path = daemon.dir / "metrics" / "dcsyncd.prom"
-    path.parent.mkdir()
+    path = daemon.make_daemon_dir(daemon.dir / "metrics") / "dcsyncd.prom"
     daemon.write_config([daemon.connection(optix, batch_records=1000)], metrics_file=path)
     daemon.drop_generated("products", "a.ndjson", 1500)
     daemon.drop("products", "b.ndjson", gen_ndjson_lines(1500, 300) + ["{broken"])
