@@ -203,3 +203,23 @@ int chunk_slice(struct chunk *dst, const struct chunk *src, const struct batch_p
 	finish(dst, p);
 	return 0;
 }
+
+void chunk_reseal(struct chunk *c, const struct batch_params *p, bool last)
+{
+	uint32_t n = c->n_records;
+
+	c->len = n ? c->rec_off[n - 1] + c->rec_len[n - 1] : sizeof(BODY_HEAD) - 1;
+	c->last = last;
+	finish(c, p);
+}
+
+int chunk_single(struct chunk *dst, const struct batch_params *p, const char *data, size_t len, bool last)
+{
+	int rc;
+
+	if ((rc = begin(dst)) < 0 || (rc = add_record(dst, data, len, 0)) < 0)
+		return rc;
+	dst->last = last;
+	finish(dst, p);
+	return 0;
+}

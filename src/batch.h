@@ -73,3 +73,7 @@ void chunk_finish(struct chunk *c, const struct batch_params *p, bool last);
  */
 int chunk_slice(struct chunk *dst, const struct chunk *src, const struct batch_params *p,
 		uint32_t from, uint32_t to, bool last);
+/* Seal @c's body again with @last as its batch_completed flag (a file that grew after its end). */
+void chunk_reseal(struct chunk *c, const struct batch_params *p, bool last);
+/* Build in @dst a request holding the one record @data, with @last as its batch_completed flag. */
+int chunk_single(struct chunk *dst, const struct batch_params *p, const char *data, size_t len, bool last);

@@ -66,6 +66,7 @@ _Static_assert(K__COUNT <= 32, "conn_parse.seen is a 32-bit mask");
 
 static const char *const daemon_keys[] = {
 	"spool_dir", "state_dir", "log_level", "after_upload", "metrics_file", "drain_timeout_seconds",
+	"settle_seconds",
 };
 
 static int fail(struct parse_state *ps, int line, const char *key, const char *fmt, ...)
@@ -304,6 +305,11 @@ static int handle_daemon(struct parse_state *ps, const char *name, const char *v
 		if (strlen(value) > CONFIG_MAX_DIR_PATH)
 			return fail(ps, ps->line, name, "longer than %d bytes", CONFIG_MAX_DIR_PATH);
 		return set_str(&cfg->metrics_file, value) < 0 ? -1 : 1;
+	}
+	if (!strcmp(name, "settle_seconds")) {
+		if (parse_double(value, 0, 3600, &cfg->settle_seconds) < 0)
+			return fail(ps, ps->line, name, "must be a number of seconds between 0 and 3600");
+		return 1;
 	}
 	if (parse_double(value, 0, 3600, &cfg->drain_timeout_seconds) < 0)
 		return fail(ps, ps->line, name, "must be a number of seconds between 0 and 3600");
@@ -744,6 +750,7 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	cfg->log_level = LOG_LVL_INFO;
 	cfg->after_upload = AFTER_UPLOAD_ARCHIVE;
 	cfg->drain_timeout_seconds = 60;
+	cfg->settle_seconds = 5;
 	if (!(cfg->path = strdup(path))) {
 		r = -ENOMEM;
 		goto out;

@@ -54,6 +54,7 @@ struct config {
 	enum after_upload after_upload;
 	char *metrics_file;     /* NULL: none */
 	double drain_timeout_seconds;
+	double settle_seconds;  /* a file found in place, with no one to say it is closed, is taken once still this long */
 	struct conn_config *conns;
 	size_t n_conns;
 };

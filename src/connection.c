@@ -22,6 +22,7 @@
 #include "crashpoint.h"
 #include "fileio.h"
 #include "jsonstr.h"
+#include "layout.h"
 #include "log.h"
 #include "ndjson.h"
 #include "spool.h"
@@ -37,12 +38,18 @@ enum conn_state {
 	CS_SYNC_WAIT,           /* the journal could not be made durable; the timer retries */
 	CS_AUTH_PAUSED,         /* 401/403: waiting for a reload or the slow timer */
 	CS_RATE_WAIT,           /* the API key's request budget is spent: the timer sends */
+	CS_SETTLE_WAIT,         /* the file is still being written: the timer looks again */
+	CS_RESUME_WAIT,         /* a journaled batch could not be opened for now (EMFILE, EIO...): the timer retries */
 };
 
 struct rejbuf {
 	char *buf;
 	size_t len, cap;
+	uint64_t first_line, last_line;  /* of the lines held, for the log */
 };
+
+/* Bytes kept of a rejected line that is not text (not valid UTF-8): enough to recognise it. */
+#define REJECT_BINARY_KEEP 256
 
 /* Field names kept per connection: a connection with a key per customer must not grow without bound. */
 #define CATALOG_FIELDS_MAX 1000
@@ -56,6 +63,9 @@ struct rejbuf {
 /* The catalog is saved at most this often (seconds), and at exit. */
 #define CATALOG_SAVE_INTERVAL 5.0
 
+/* How often a removed spool directory that cannot be made again is tried. */
+#define DIR_RETRY_SECONDS 5.0
+
 /* Files a multi-file batch may hold: bounds the journal and memory of one batch. */
 #define GROUP_FILES_MAX 1000
 
@@ -67,12 +77,13 @@ struct member {
 	uint64_t rejected_size;         /* its rejected file's size when the batch opened */
 	uint64_t rejected;              /* lines rejected locally */
 	struct rejbuf rej;              /* those lines, written once the batch is durable (last member) */
+	bool trusted;                   /* nobody had it open when taken (a lease or inotify said so) */
 };
 
 struct connection {
 	struct conn_env env;
 	const struct conn_config *cfg;
-	char *state_dir, *dir, *work_dir, *rejected_dir, *failed_dir, *done_dir;
+	char *state_dir, *dir, *done_dir;
 	struct spool_queue queue;
 	struct upload_client *client;
 	struct upload_limiter *limiter;
@@ -91,8 +102,14 @@ struct connection {
 	bool catalog_warned;
 	enum conn_state state;
 	bool draining;
-	bool work_dir_ready;
+	int dirfd, workfd;              /* <spool>/<conn> and its .work/, opened without following links */
+	struct spool_queue settling;    /* written in place, not yet still for settle_seconds (keyed by when to look) */
+	ev_timer settle_timer;
+	struct spool_watch *watch;      /* inotify on dir: names to look at, who has them open */
+	ev_timer dir_timer;             /* dir was removed and could not be made again: retry */
+	bool dir_error_logged;
 	bool stop_after_ack;            /* SIGTERM: leave the batch after the request in flight */
+	unsigned left_open;             /* batches a stop left to the journal, for the next start */
 	struct journal_batch *adopted;  /* live batches from the journal, resumed first */
 	size_t n_adopted;
 
@@ -125,6 +142,9 @@ struct connection {
 	struct chunk slice;
 	uint32_t lo, hi;                /* records [lo, hi) of the current chunk are in the request */
 	bool sent_completed;            /* a request with batch_completed:true was acknowledged */
+	bool resend_last;               /* completing by sending the last acknowledged record again */
+	struct rejbuf last_record;      /* the last acknowledged record's bytes (buf, len only) */
+	bool settle_logged;
 	bool sending_completed;
 	bool batch_answered;            /* some request of this batch got a 2xx (this run) */
 	uint32_t split_end[32];         /* ends of the right halves still to send after a split */
@@ -133,6 +153,7 @@ struct connection {
 	ev_timer timer;
 	ev_timer kick;          /* starts the next file from the loop, not from deep in a callback */
 	void (*after_sync)(struct connection *c);
+	void (*after_settle)(struct connection *c);  /* looks at the file again (CS_SETTLE_WAIT) */
 	unsigned attempt;
 	double first_failure;
 	bool journal_error_logged;
@@ -152,6 +173,7 @@ static void persist_rate(struct connection *c, bool waiting);
 static void process_current(struct connection *c);
 static void send_range(struct connection *c);
 static void durable(struct connection *c, void (*step)(struct connection *c));
+static int reader_at(struct connection *c, int fd, uint64_t offset, uint64_t lineno);
 
 double connection_backoff(double initial, double max, unsigned attempt, double rnd)
 {
@@ -208,8 +230,12 @@ const struct conn_stats *connection_stats(const struct connection *c)
 	mc->stats.oldest_queued_ns = spool_queue_oldest(&mc->queue);
 	return &c->stats;
 }
-size_t connection_queued(const struct connection *c) { return spool_queue_len(&c->queue) + c->n_adopted; }
+size_t connection_queued(const struct connection *c)
+{
+	return spool_queue_len(&c->queue) + spool_queue_len(&c->settling) + c->n_adopted + c->have_carry;
+}
 bool connection_blocked(const struct connection *c) { return c->state == CS_AUTH_PAUSED; }
+bool connection_busy(const struct connection *c) { return c->active || c->state != CS_IDLE || c->left_open; }
 bool connection_rate_waiting(const struct connection *c) { return c->state == CS_RATE_WAIT; }
 
 unsigned connection_rate_budget(const struct connection *c, unsigned *used)
@@ -222,7 +248,7 @@ bool connection_idle(const struct connection *c)
 {
 	if (c->active || c->state != CS_IDLE)
 		return false;
-	return c->draining || (spool_queue_len(&c->queue) == 0 && c->n_adopted == 0 && !c->have_carry);
+	return c->draining || connection_queued(c) == 0;
 }
 
 static void notify_changed(struct connection *c)
@@ -236,19 +262,31 @@ static void notify_changed(struct connection *c)
 static int rej_format(struct rejbuf *rb, uint64_t lineno, const char *reason, const char *data, size_t len)
 {
 	char head[64];
+	size_t keep = len;
 	int r;
 
+	/* A binary line would grow sixfold escaped: keep its start, and say how long it was. */
+	if (data && len > REJECT_BINARY_KEEP && !jsonstr_is_text(data, len))
+		keep = REJECT_BINARY_KEEP;
 	snprintf(head, sizeof(head), "{\"line\":%" PRIu64 ",\"error\":", lineno);
 	if ((r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, head, strlen(head))) < 0 ||
 	    (r = jsonstr_append(&rb->buf, &rb->len, &rb->cap, reason, strlen(reason))) < 0 ||
 	    (r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, ",\"record\":", 10)) < 0)
 		return r;
 	if (data)
-		r = jsonstr_append(&rb->buf, &rb->len, &rb->cap, data, len);
+		r = jsonstr_append(&rb->buf, &rb->len, &rb->cap, data, keep);
 	else
 		r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, "null", 4);
+	if (r == 0 && keep < len) {
+		snprintf(head, sizeof(head), ",\"truncated\":true,\"bytes\":%zu", len);
+		r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, head, strlen(head));
+	}
 	if (r < 0)
 		return r;
+	if (!rb->first_line || lineno < rb->first_line)
+		rb->first_line = lineno;
+	if (lineno > rb->last_line)
+		rb->last_line = lineno;
 	return jsonstr_raw(&rb->buf, &rb->len, &rb->cap, "}\n", 2);
 }
 
@@ -262,64 +300,146 @@ static int on_reject(void *userdata, uint64_t lineno, const char *reason, const 
 	return rb->len >= REJECT_BUFFER_MAX ? 1 : 0;
 }
 
-static void rej_path(const struct connection *c, const char *name, char *buf, size_t len)
+/* The connection's directory, opened once (again after it was removed and made anew). */
+static int conn_dirfd(struct connection *c)
 {
-	snprintf(buf, len, "%s/%s.rejected.ndjson", c->rejected_dir, name);
+	if (c->dirfd < 0)
+		c->dirfd = fileio_open_dir(c->dir);
+	return c->dirfd;
+}
+
+/*
+ * A sub-directory dcsyncd writes into (.work, rejected, failed), opened without following a
+ * link. With @create it is made if missing, and put right if it is not as dcsyncd makes it.
+ */
+static int conn_subdir(struct connection *c, const char *name, bool create)
+{
+	int dfd = conn_dirfd(c), fd;
+	bool fixed;
+
+	if (dfd < 0)
+		return dfd;
+	if (!create) {
+		fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		return fd < 0 ? -errno : fd;
+	}
+	fd = spool_subdir(dfd, name, 0750, &fixed);
+	if (fixed)
+		conn_log(c, LOG_LVL_WARNING, -1, "%s/%s was not as dcsyncd makes it (a link, or writable by exporters): "
+			 "made a private directory again (mode 0750)", c->dir, name);
+	return fd;
+}
+
+static int conn_workfd(struct connection *c)
+{
+	if (c->workfd < 0) {
+		c->workfd = conn_subdir(c, ".work", true);
+		if (c->workfd < 0) {
+			int r = c->workfd;
+
+			c->workfd = -1;
+			return r;
+		}
+	}
+	return c->workfd;
+}
+
+/* The connection's directory was removed: forget what was opened in it. */
+static void conn_forget_dirs(struct connection *c)
+{
+	if (c->workfd >= 0)
+		close(c->workfd);
+	if (c->dirfd >= 0)
+		close(c->dirfd);
+	c->workfd = c->dirfd = -1;
+}
+
+static void rej_name(const char *name, char *buf)
+{
+	layout_name(buf, "", name, ".rejected.ndjson");
 }
 
 /* The rejected file is created only when a line is rejected; a resume truncates to this size. */
-static uint64_t rej_size_of(const struct connection *c, const char *name)
+static uint64_t rej_size_of(struct connection *c, const char *name)
 {
-	char path[PATH_MAX];
+	char rn[LAYOUT_NAME_MAX + 1];
 	struct stat st;
+	int dfd = conn_subdir(c, "rejected", false);
+	uint64_t size = 0;
 
-	rej_path(c, name, path, sizeof(path));
-	return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+	if (dfd < 0)
+		return 0;
+	rej_name(name, rn);
+	if (fstatat(dfd, rn, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+		size = (uint64_t)st.st_size;
+	close(dfd);
+	return size;
 }
 
 /* Lines rejected after the last durable point are written again on the way: cut them, no duplicates. */
-static int rej_truncate(const struct connection *c, const char *name, uint64_t size)
+static int rej_truncate(struct connection *c, const char *name, uint64_t size)
 {
-	char path[PATH_MAX];
+	char rn[LAYOUT_NAME_MAX + 1];
+	int dfd, fd, r = 0;
 
 	if (rej_size_of(c, name) <= size)
 		return 0;
-	rej_path(c, name, path, sizeof(path));
-	return truncate(path, (off_t)size) < 0 ? -errno : 0;
+	if ((dfd = conn_subdir(c, "rejected", false)) < 0)
+		return dfd;
+	rej_name(name, rn);
+	fd = fileio_open_own(dfd, rn, O_WRONLY);
+	if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
+		r = fd < 0 ? fd : -errno;
+	if (fd >= 0)
+		close(fd);
+	close(dfd);
+	return r;
 }
 
 /* Append a buffer of rejected lines to <name>.rejected.ndjson, once the batch holding them is durable. */
 static int rej_flush(struct connection *c, const char *name, struct rejbuf *rb)
 {
-	char path[PATH_MAX];
-	int fd, r = 0;
+	char rn[LAYOUT_NAME_MAX + 1];
+	bool replaced = false;
+	int dfd, fd = -1, r = 0;
 
 	if (!rb->len)
 		return 0;
-	if ((r = spool_mkdirs(c->rejected_dir, 0770)) < 0)
-		goto out;
-	rej_path(c, name, path, sizeof(path));
-	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-	if (fd < 0) {
-		r = -errno;
+	rej_name(name, rn);
+	if ((dfd = conn_subdir(c, "rejected", true)) < 0) {
+		r = dfd;
 		goto out;
 	}
-	r = fileio_write_all(fd, rb->buf, rb->len);
-	close(fd);
+	fd = fileio_open_append(dfd, rn, 0640, &replaced);
+	if (replaced)
+		conn_log(c, LOG_LVL_WARNING, -1, "%s/rejected/%s was not a file dcsyncd made (a link or another user's "
+			 "file): removed, never written through", c->dir, rn);
+	r = fd < 0 ? fd : fileio_write_all(fd, rb->buf, rb->len);
+	if (fd >= 0)
+		close(fd);
+	close(dfd);
 out:
 	if (r < 0)
-		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot write rejected records to %s: %s", name,
-			 c->rejected_dir, strerror(-r));
+		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot write rejected records to %s/rejected/: %s", name, c->dir,
+			 strerror(-r));
 	rb->len = 0;
+	rb->first_line = rb->last_line = 0;
 	return r;
 }
 
-static void log_rejects(struct connection *c, const char *name, uint64_t n, uint64_t first, uint64_t last)
+static void log_rejects(struct connection *c, const char *name, uint64_t n, const struct rejbuf *rb)
 {
+	char rn[LAYOUT_NAME_MAX + 1];
+
 	/* One line per rejected record at warning level would drown a log on a bad export. */
-	if (n)
+	if (!n)
+		return;
+	rej_name(name, rn);
+	if (rb->first_line)
 		conn_log(c, LOG_LVL_WARNING, -1, "%s: %" PRIu64 " line(s) rejected between lines %" PRIu64 " and %" PRIu64
-			 ", see %s/%s.rejected.ndjson", name, n, first, last, c->rejected_dir, name);
+			 ", see %s/rejected/%s", name, n, rb->first_line, rb->last_line, c->dir, rn);
+	else
+		conn_log(c, LOG_LVL_WARNING, -1, "%s: %" PRIu64 " line(s) rejected, see %s/rejected/%s", name, n, c->dir, rn);
 }
 
 /* ---- batch lifecycle ---- */
@@ -336,9 +456,19 @@ static void format_uuid(char out[37])
 		 id.bytes[12], id.bytes[13], id.bytes[14], id.bytes[15]);
 }
 
-static void member_path(const struct connection *c, const struct member *m, char *buf, size_t len)
+/* A file's name in .work/: <id>-<name>, shortened if need be (every legal name has a place). */
+static void work_name(const struct member *m, char *buf)
 {
-	snprintf(buf, len, "%s/%" PRIu64 "-%s", c->work_dir, m->fid, m->name);
+	char prefix[32];
+
+	snprintf(prefix, sizeof(prefix), "%" PRIu64 "-", m->fid);
+	layout_name(buf, prefix, m->name, "");
+}
+
+static void rej_reset(struct rejbuf *rb)
+{
+	rb->len = 0;
+	rb->first_line = rb->last_line = 0;
 }
 
 static void end_batch(struct connection *c)
@@ -351,11 +481,14 @@ static void end_batch(struct connection *c)
 		close(c->fd);
 	c->fd = -1;
 	for (int i = 0; i < PIPELINE; i++)
-		c->rej[i].len = 0;
+		rej_reset(&c->rej[i]);
 	for (size_t i = 0; i < c->n_members; i++)
-		c->members[i].rej.len = 0;
+		rej_reset(&c->members[i].rej);
 	c->n_members = 0;
 	c->batch_answered = false;
+	c->resend_last = false;
+	c->last_record.len = 0;
+	c->settle_logged = false;
 	c->n_ahead = 0;
 	c->active = false;
 	c->state = CS_IDLE;
@@ -372,68 +505,69 @@ static void identity_of(const struct stat *st, struct file_identity *id)
 }
 
 /* Move a file of the batch to @dir under its own name, or <id>-<name> if that is taken. */
-static int move_member(struct connection *c, const struct member *m, const char *dir, char *dst, size_t dstlen)
+/*
+ * Move a file of the batch from .work/ to @dstfd under its own name, or <id>-<name> if that is
+ * taken; its final name in @dst.
+ */
+static int move_member(struct connection *c, const struct member *m, int dstfd, char *dst)
 {
-	char src[PATH_MAX];
-	int r;
+	char src[LAYOUT_NAME_MAX + 1];
+	int wfd = conn_workfd(c), r;
 
-	if ((r = spool_mkdirs(dir, 0770)) < 0)
-		return r;
-	member_path(c, m, src, sizeof(src));
-	snprintf(dst, dstlen, "%s/%s", dir, m->name);
-	r = spool_move(src, dst);
+	if (wfd < 0)
+		return wfd;
+	work_name(m, src);
+	layout_name(dst, "", m->name, "");
+	r = spool_move_at(wfd, src, dstfd, dst);
 	if (r == -EEXIST) {
 		/* A prefix keeps the .ndjson suffix: a file handed back to the spool stays eligible. */
-		snprintf(dst, dstlen, "%s/%" PRIu64 "-%s", dir, m->fid, m->name);
-		r = spool_move(src, dst);
+		snprintf(dst, LAYOUT_NAME_MAX + 1, "%s", src);
+		r = spool_move_at(wfd, src, dstfd, dst);
 	}
 	return r;
 }
 
 /* One fsync per directory per batch, however many files moved: what makes small files cheap. */
-static void sync_dirs(struct connection *c, const char *dir)
+/* One fsync per directory per batch, however many files moved: what makes small files cheap. */
+static void sync_dirs(struct connection *c, int dstfd)
 {
-	char path[PATH_MAX];
-
-	snprintf(path, sizeof(path), "%s/x", dir);
-	(void)spool_sync_parent(path);
-	snprintf(path, sizeof(path), "%s/x", c->work_dir);
-	(void)spool_sync_parent(path);
+	if (dstfd >= 0)
+		(void)fsync(dstfd);
+	if (c->workfd >= 0)
+		(void)fsync(c->workfd);
 }
 
-static void write_error_json(struct connection *c, const char *name, const char *failed_path, long status,
-			     const char *why, const char *response)
+/* failed/<name>.error.json beside the failed file: written atomically, never through a link. */
+static int write_error_json(struct connection *c, int failedfd, const char *name, const char *failed_name,
+			    long status, const char *why, const char *response)
 {
-	char *buf = NULL, head[1024], path[PATH_MAX + 16], when[32];
+	char *buf = NULL, head[1024], path[LAYOUT_NAME_MAX + 1], when[32];
 	size_t len = 0, cap = 0;
 	time_t now = time(NULL);
 	struct tm tm;
-	FILE *f;
+	int r;
 
 	gmtime_r(&now, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	snprintf(head, sizeof(head), "{\"connection\":\"%s\",\"batch_uuid\":\"%s\",\"status\":%ld,"
 		 "\"request\":%" PRIu32 ",\"records_sent\":%" PRIu64 ",\"time\":\"%s\",\"file\":",
 		 c->cfg->name, c->jb.uuid, status, c->jb.acks + 1, c->jb.records, when);
-	if (jsonstr_raw(&buf, &len, &cap, head, strlen(head)) < 0 ||
-	    jsonstr_append(&buf, &len, &cap, name, strlen(name)) < 0 ||
-	    jsonstr_raw(&buf, &len, &cap, ",\"error\":", 9) < 0 ||
-	    jsonstr_append(&buf, &len, &cap, why, strlen(why)) < 0 ||
-	    jsonstr_raw(&buf, &len, &cap, ",\"response\":", 12) < 0 ||
-	    jsonstr_append(&buf, &len, &cap, response ? response : "", response ? strlen(response) : 0) < 0 ||
-	    jsonstr_raw(&buf, &len, &cap, "}\n", 2) < 0) {
-		free(buf);
-		return;
-	}
-	snprintf(path, sizeof(path), "%s.error.json", failed_path);
-	f = fopen(path, "we");
-	if (f) {
-		fwrite(buf, 1, len, f);
-		fflush(f);
-		(void)fsync(fileno(f));
-		fclose(f);
-	}
+	if ((r = jsonstr_raw(&buf, &len, &cap, head, strlen(head))) < 0 ||
+	    (r = jsonstr_append(&buf, &len, &cap, name, strlen(name))) < 0 ||
+	    (r = jsonstr_raw(&buf, &len, &cap, ",\"error\":", 9)) < 0 ||
+	    (r = jsonstr_append(&buf, &len, &cap, why, strlen(why))) < 0 ||
+	    (r = jsonstr_raw(&buf, &len, &cap, ",\"response\":", 12)) < 0 ||
+	    (r = jsonstr_append(&buf, &len, &cap, response ? response : "", response ? strlen(response) : 0)) < 0 ||
+	    (r = jsonstr_raw(&buf, &len, &cap, "}\n", 2)) < 0)
+		goto out;
+	layout_name(path, "", failed_name, ".error.json");
+	r = fileio_replace_at(failedfd, path, buf, len, 0640);
+out:
+	if (r < 0)
+		conn_log(c, LOG_LVL_ERROR, status, "%s: cannot write %s/failed/%s.error.json: %s", name, c->dir,
+			 failed_name, strerror(-r));
 	free(buf);
+	return r;
 }
 
 static void next_soon(struct connection *c)
@@ -484,31 +618,34 @@ static void step_batch_ended(struct connection *c)
 /* The batch's files fail for good: failed/<name> beside <name>.error.json; the batch stays open at the server. */
 static void fail_file(struct connection *c, long status, const char *why, const char *response)
 {
-	char dst[PATH_MAX];
-	int r;
+	char dst[LAYOUT_NAME_MAX + 1];
+	size_t moved = 0;
+	int ffd, r;
 
 	/* No more parsing for this batch, even while the journal holds up its end. */
-	size_t moved = 0;
-
 	worker_cancel(c->worker);
 	c->want_next = false;
+	ffd = conn_subdir(c, "failed", true);
 	for (size_t i = 0; i < c->n_members; i++) {
-		r = move_member(c, &c->members[i], c->failed_dir, dst, sizeof(dst));
+		r = ffd < 0 ? ffd : move_member(c, &c->members[i], ffd, dst);
 		if (r < 0 && r != -ENOENT)
-			conn_log(c, LOG_LVL_ERROR, status, "%s: cannot move it to %s: %s", c->members[i].name,
-				 c->failed_dir, strerror(-r));
-		if (r == 0) {
-			write_error_json(c, c->members[i].name, dst, status, why, response);
-			moved++;
-		}
+			conn_log(c, LOG_LVL_ERROR, status, "%s: cannot move it to %s/failed/: %s", c->members[i].name,
+				 c->dir, strerror(-r));
+		moved += r == 0;
+		/* The error is written even for a file gone from .work/: the reason must be somewhere. */
+		if (ffd >= 0)
+			(void)write_error_json(c, ffd, c->members[i].name, r == 0 ? dst : c->members[i].name, status,
+					       why, response);
 	}
-	sync_dirs(c, c->failed_dir);
+	sync_dirs(c, ffd);
+	if (ffd >= 0)
+		close(ffd);
 	/* Never claim a move that did not happen: a file already gone from .work/ is not in failed/. */
 	if (moved)
-		conn_log(c, LOG_LVL_ERROR, status, "%s: failed for good: %s; moved to %s/", c->jb.name, why, c->failed_dir);
+		conn_log(c, LOG_LVL_ERROR, status, "%s: failed for good: %s; moved to %s/failed/", c->jb.name, why, c->dir);
 	else
-		conn_log(c, LOG_LVL_ERROR, status, "%s: failed for good: %s; nothing was moved to %s/ (no file of it is "
-			 "left in %s)", c->jb.name, why, c->failed_dir, c->work_dir);
+		conn_log(c, LOG_LVL_ERROR, status, "%s: failed for good: %s; nothing was moved to %s/failed/ (no file of "
+			 "it is left in .work/)", c->jb.name, why, c->dir);
 	c->stats.files_failed += c->n_members;
 	c->stats.last_error_time = ev_now(c->env.loop);
 	c->stats.last_error_status = status;
@@ -528,53 +665,107 @@ static void fail_file(struct connection *c, long status, const char *why, const 
 /* 401/403 before anything was acknowledged: hand the files back to the spool, untouched. */
 static void release_files(struct connection *c)
 {
-	char dst[PATH_MAX];
+	char dst[LAYOUT_NAME_MAX + 1];
+	int dfd = conn_dirfd(c);
 
 	worker_cancel(c->worker);       /* the files leave: nothing more to parse of them */
 	c->want_next = false;
 
 	for (size_t i = 0; i < c->n_members; i++) {
 		struct member *m = &c->members[i];
-		int r = move_member(c, m, c->dir, dst, sizeof(dst));
+		int r = dfd < 0 ? dfd : move_member(c, m, dfd, dst);
 
 		/* Its rejected lines are written again when it goes up: take back this attempt's. */
 		(void)rej_truncate(c, m->name, m->rejected_size);
 		if (r == 0)
-			(void)spool_queue_add(&c->queue, strrchr(dst, '/') + 1, m->ident.mtime_ns);
+			(void)spool_queue_add(&c->queue, dst, m->ident.mtime_ns);
 		else if (r != -ENOENT)
 			conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move it back to %s: %s", m->name, c->dir, strerror(-r));
 	}
-	sync_dirs(c, c->dir);
+	sync_dirs(c, dfd);
 	c->jb.state = BATCH_RELEASED;
 	if (journal_put(c->env.journal, &c->jb) == 0)
 		(void)journal_sync(c->env.journal);
 	end_batch(c);
 }
 
+/* <state_dir>/done/<conn>/, made if missing, private again if an older version left it group-writable. */
+static int open_done_dir(struct connection *c)
+{
+	char parent[PATH_MAX];
+	bool fixed;
+	int pfd, fd;
+
+	snprintf(parent, sizeof(parent), "%s/done", c->state_dir);
+	if ((fd = spool_mkdirs(parent, 0750)) < 0 || (pfd = fileio_open_dir(parent)) < 0)
+		return fd < 0 ? fd : pfd;
+	fd = spool_subdir(pfd, c->cfg->name, 0750, &fixed);
+	close(pfd);
+	if (fixed)
+		conn_log(c, LOG_LVL_WARNING, -1, "%s was not as dcsyncd makes it (a link, or writable by others): made "
+			 "a private directory again (mode 0750)", c->done_dir);
+	return fd;
+}
+
+/* A file that changed after its batch was completed: what was read went up, the rest did not. */
+static bool changed_since(struct connection *c, const struct member *m)
+{
+	char wn[LAYOUT_NAME_MAX + 1];
+	struct stat st;
+	int wfd = conn_workfd(c);
+
+	work_name(m, wn);
+	if (wfd < 0 || fstatat(wfd, wn, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return false;
+	return (uint64_t)st.st_size != m->ident.size ||
+	       (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != m->ident.mtime_ns;
+}
+
 static void step_archive(struct connection *c)
 {
-	char dst[PATH_MAX];
+	char dst[LAYOUT_NAME_MAX + 1];
 	double took = ev_now(c->env.loop) - c->file_started;
-	bool ok = true;
+	bool ok = true, del = c->env.after_upload == AFTER_UPLOAD_DELETE;
+	int dfd = -1, r;
 
 	crashpoint("before-archive");
+	if (!del && (r = dfd = open_done_dir(c)) < 0)
+		conn_log(c, LOG_LVL_ERROR, -1, "cannot open %s: %s", c->done_dir, strerror(-r));
 	for (size_t i = 0; i < c->n_members; i++) {
-		int r;
+		const struct member *m = &c->members[i];
 
-		if (c->env.after_upload == AFTER_UPLOAD_DELETE) {
-			member_path(c, &c->members[i], dst, sizeof(dst));
-			r = unlink(dst) < 0 ? -errno : 0;
+		if (changed_since(c, m)) {
+			int ffd = conn_subdir(c, "failed", true);
+			char why[512];
+
+			snprintf(why, sizeof(why), "the file changed after its batch was completed (it was %" PRIu64
+				 " bytes then): what was written after that was not sent; move it back into the spool "
+				 "to send it whole", m->ident.size);
+			conn_log(c, LOG_LVL_ERROR, -1, "%s: %s; moved to %s/failed/", m->name, why, c->dir);
+			r = ffd < 0 ? ffd : move_member(c, m, ffd, dst);
+			if (r == 0)
+				(void)write_error_json(c, ffd, m->name, dst, 0, why, NULL);
+			if (ffd >= 0)
+				close(ffd);
+			c->stats.files_failed++;
+			continue;
+		}
+		if (del) {
+			work_name(m, dst);
+			r = c->workfd < 0 ? -EBADF : unlinkat(c->workfd, dst, 0) < 0 ? -errno : 0;
 		} else {
-			r = move_member(c, &c->members[i], c->done_dir, dst, sizeof(dst));
+			r = dfd < 0 ? dfd : move_member(c, m, dfd, dst);
 		}
 		if (r < 0 && r != -ENOENT) {
 			/* Complete at the server; the file stays in .work/ and the next start retries the move. */
-			conn_log(c, LOG_LVL_ERROR, -1, "%s: uploaded, but cannot %s it: %s", c->members[i].name,
-				 c->env.after_upload == AFTER_UPLOAD_DELETE ? "delete" : "archive", strerror(-r));
+			conn_log(c, LOG_LVL_ERROR, -1, "%s: uploaded, but cannot %s it: %s", m->name,
+				 del ? "delete" : "archive", strerror(-r));
 			ok = false;
 		}
 	}
-	sync_dirs(c, c->env.after_upload == AFTER_UPLOAD_DELETE ? c->work_dir : c->done_dir);
+	sync_dirs(c, dfd);
+	if (dfd >= 0)
+		close(dfd);
 	if (ok) {
 		c->jb.state = BATCH_ARCHIVED;
 		/* Made durable with the next sync: replay of COMPLETED redoes an idempotent move. */
@@ -612,7 +803,7 @@ static int make_current(struct connection *c, int idx)
 	const struct chunk *ch = &c->chunk[idx];
 
 	c->cur = idx;
-	log_rejects(c, c->jb.name, ch->rejected, ch->start_line, ch->end_line - 1);
+	log_rejects(c, c->jb.name, ch->rejected, &c->rej[idx]);
 	c->stats.records_rejected += ch->rejected;
 	return rej_flush(c, c->jb.name, &c->rej[idx]);
 }
@@ -695,6 +886,7 @@ static void step_next_chunk(struct connection *c)
 		/* Stopping: the acknowledgement is durable, the next start resumes right here. */
 		conn_log(c, LOG_LVL_INFO, -1, "%s: stopping after request %" PRIu32 " of batch %s; it resumes at the next start",
 			 c->jb.name, c->jb.acks, c->jb.uuid);
+		c->left_open++;
 		end_batch(c);
 		notify_changed(c);
 		return;
@@ -725,17 +917,184 @@ static void take_next_chunk(struct connection *c)
 	process_current(c);
 }
 
+/* ---- is the file whole? ---- */
+
+enum { WHOLE_YES, WHOLE_WAIT, WHOLE_GREW, WHOLE_FAILED };
+
+static int64_t mtime_of(const struct stat *st)
+{
+	return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/* SIGTERM: nothing is in flight and the batch would wait: leave it to the journal and the next start. */
+static bool stopping_here(struct connection *c, const char *what)
+{
+	if (!c->stop_after_ack)
+		return false;
+	conn_log(c, LOG_LVL_INFO, -1, "%s: stopping (%s) at request %" PRIu32 " of batch %s; it resumes at the next start",
+		 c->jb.name, what, c->jb.acks + 1, c->jb.uuid);
+	c->left_open += c->active;
+	end_batch(c);
+	notify_changed(c);
+	return true;
+}
+
+static void wait_settle(struct connection *c, double delay, void (*again)(struct connection *c))
+{
+	if (stopping_here(c, "the file is still being written"))
+		return;
+	c->after_settle = again;
+	c->state = CS_SETTLE_WAIT;
+	ev_timer_stop(c->env.loop, &c->timer);
+	ev_timer_set(&c->timer, delay < 0.05 ? 0.05 : delay, 0.);
+	ev_timer_start(c->env.loop, &c->timer);
+}
+
+/* The file grew after its end was read: the current request is not the last, read on from its end. */
+static int read_on(struct connection *c)
+{
+	struct chunk *ch = &c->chunk[c->cur];
+
+	chunk_reseal(ch, &c->bp, false);
+	c->stats.file_size = c->jb.ident.size;
+	return reader_at(c, c->fd, (uint64_t)ndjson_reader_offset(c->reader), ndjson_reader_lineno(c->reader));
+}
+
+/*
+ * Before a batch is completed: is the file all there, all read, and done being written? A file
+ * written in place may have been taken while its writer paused: it is completed only once
+ * nobody has it open (a lease says so, or inotify did when it was taken and nobody can open it
+ * in .work/) or it has been still for settle_seconds; never with less than it holds. A file
+ * that grew is read on in the same batch. @again is called when it is time to look again.
+ */
+static int check_whole(struct connection *c, void (*again)(struct connection *c))
+{
+	struct timespec now;
+	struct stat st;
+	char why[512];
+	uint64_t read;
+	double age;
+	int lease;
+
+	if (c->jb.n_members || c->fd < 0) {
+		/* Small files read whole into one request: each must still be what was read. */
+		for (size_t i = 0; i < c->n_members; i++) {
+			if (changed_since(c, &c->members[i])) {
+				snprintf(why, sizeof(why), "%s changed after it was read (still being written in place?): "
+					 "its batch is not completed", c->members[i].name);
+				fail_file(c, 0, why, NULL);
+				return WHOLE_FAILED;
+			}
+		}
+		return WHOLE_YES;
+	}
+	if (fstat(c->fd, &st) < 0) {
+		snprintf(why, sizeof(why), "cannot look at the file: %s", strerror(errno));
+		fail_file(c, 0, why, NULL);
+		return WHOLE_FAILED;
+	}
+	if (st.st_nlink == 0) {
+		fail_file(c, 0, "the file was deleted from .work/ while its batch was open: the batch is not completed "
+			  "(the records sent so far stay in an open batch at the server)", NULL);
+		return WHOLE_FAILED;
+	}
+	/* The reader is at the end of what it read (blank lines after the last record included). */
+	read = (uint64_t)ndjson_reader_offset(c->reader);
+	if ((uint64_t)st.st_size < read || (uint64_t)st.st_size < c->jb.ident.size ||
+	    ((uint64_t)st.st_size == c->jb.ident.size && mtime_of(&st) != c->jb.ident.mtime_ns)) {
+		snprintf(why, sizeof(why), "the file was truncated or rewritten while its batch was open (%lld bytes now, "
+			 "%" PRIu64 " read): the batch is not completed with partial data", (long long)st.st_size, read);
+		fail_file(c, 0, why, NULL);
+		return WHOLE_FAILED;
+	}
+	if ((uint64_t)st.st_size > read) {
+		conn_log(c, LOG_LVL_INFO, -1, "%s: grew to %lld bytes after %" PRIu64 " were read: reading on in the same batch",
+			 c->jb.name, (long long)st.st_size, read);
+		identity_of(&st, &c->jb.ident);
+		c->members[0].ident = c->jb.ident;
+		c->members[0].trusted = false;  /* someone writes it: from now on only stillness tells */
+		if (read_on(c) < 0) {
+			fail_file(c, 0, "cannot read the file", NULL);
+			return WHOLE_FAILED;
+		}
+		return WHOLE_GREW;
+	}
+	lease = spool_lease_probe(c->fd);
+	clock_gettime(CLOCK_REALTIME, &now);
+	age = (double)((int64_t)now.tv_sec * 1000000000 + now.tv_nsec - mtime_of(&st)) / 1e9;
+	if (lease == 0 || (lease < 0 && !c->members[0].trusted && age < c->env.settle_seconds)) {
+		if (!c->settle_logged)
+			conn_log(c, LOG_LVL_INFO, -1, "%s: %s: its batch is completed once it has been still for %g s",
+				 c->jb.name, lease == 0 ? "still open for writing" : "changed moments ago",
+				 c->env.settle_seconds);
+		c->settle_logged = true;
+		wait_settle(c, lease == 0 ? 1.0 : c->env.settle_seconds - age, again);
+		return WHOLE_WAIT;
+	}
+	return WHOLE_YES;
+}
+
+
+/* After a restart the last acknowledged record is not in memory: find it before the resume point. */
+static int find_last_record(struct connection *c)
+{
+	struct ndjson_reader *r = NULL;
+	struct ndjson_line ln;
+	char reason[256];
+	int rc;
+
+	if (c->fd < 0)
+		return -ENOENT;
+	if ((rc = ndjson_reader_new(&r, c->fd, 0, 1, c->cfg->max_record_bytes)) < 0)
+		return rc;
+	record_validator_set_catalog(c->validator, NULL);
+	c->last_record.len = 0;
+	while ((rc = ndjson_reader_next(r, &ln)) == 1 && (uint64_t)ln.end_offset <= c->jb.offset) {
+		if (!ln.too_long && record_validator_check(c->validator, ln.data, ln.len, reason, sizeof(reason)) == 0) {
+			c->last_record.len = 0;
+			if ((rc = jsonstr_raw(&c->last_record.buf, &c->last_record.len, &c->last_record.cap, ln.data,
+					      ln.len)) < 0)
+				break;
+		}
+	}
+	ndjson_reader_free(r);
+	if (rc < 0)
+		return rc;
+	return c->last_record.len ? 0 : -ENOENT;
+}
+
 /* The current chunk is done at the server: record it, then go on or complete the batch. */
 static void chunk_done(struct connection *c)
 {
 	struct chunk *ch = &c->chunk[c->cur];
 
-	if (ch->last && !c->sent_completed && (c->jb.records > 0 || c->file_requests > 0)) {
-		/* Every record of the last request was refused: an empty request still completes the batch. */
-		c->lo = c->hi = ch->n_records;
-		c->sending_completed = true;
-		send_range(c);
-		return;
+	if (ch->last && !c->sent_completed) {
+		switch (check_whole(c, chunk_done)) {
+		case WHOLE_FAILED:
+		case WHOLE_WAIT:
+			return;
+		case WHOLE_GREW:
+			break;
+		default:
+			if (c->jb.records + ch->n_records - c->server_rejected == 0)
+				break;  /* nothing of the batch is at the server: nothing to complete */
+			/*
+			 * The last request's records were all refused: complete the batch by sending the last
+			 * acknowledged record again (it replaces itself), never with an empty "data".
+			 */
+			if (!c->last_record.len && find_last_record(c) < 0) {
+				fail_file(c, 0, "cannot find an acknowledged record to complete the batch with", NULL);
+				return;
+			}
+			if (chunk_single(&c->slice, &c->bp, c->last_record.buf, c->last_record.len, true) < 0) {
+				fail_file(c, 0, "out of memory", NULL);
+				return;
+			}
+			c->resend_last = true;
+			c->lo = c->hi = ch->n_records;
+			send_range(c);
+			return;
+		}
 	}
 	c->jb.acks++;
 	if (catalog_count(c->chunk_fields[c->cur]) || catalog_overflow(c->chunk_fields[c->cur])) {
@@ -776,6 +1135,7 @@ static void process_current(struct connection *c)
 	c->split_depth = 0;
 	c->sent_completed = false;
 	c->sending_completed = false;
+	c->resend_last = false;
 	c->lo = 0;
 	c->hi = ch->n_records;
 	if (ch->n_records == 0) {
@@ -791,11 +1151,26 @@ static void send_range(struct connection *c)
 	struct chunk *ch = &c->chunk[c->cur];
 	const char *body = ch->body;
 	size_t len = ch->len;
-	bool completes = ch->last && c->hi == ch->n_records;
+	bool completes = c->resend_last || (ch->last && c->hi == ch->n_records);
 	double wait;
 	int r;
 
-	if (c->lo != 0 || c->hi != ch->n_records || c->sending_completed) {
+	if (completes && !c->resend_last) {
+		switch (check_whole(c, send_range)) {
+		case WHOLE_FAILED:
+		case WHOLE_WAIT:
+			return;
+		case WHOLE_GREW:
+			completes = false;
+			break;
+		default:
+			break;
+		}
+	}
+	if (c->resend_last) {
+		body = c->slice.body;
+		len = c->slice.len;
+	} else if (c->lo != 0 || c->hi != ch->n_records) {
 		if ((r = chunk_slice(&c->slice, ch, &c->bp, c->lo, c->hi, completes)) < 0) {
 			fail_file(c, 0, "out of memory", NULL);
 			return;
@@ -807,6 +1182,8 @@ static void send_range(struct connection *c)
 	wait = upload_limiter_take(c->limiter, ev_now(c->env.loop));
 	persist_rate(c, wait > 0);
 	if (wait > 0) {
+		if (stopping_here(c, "waiting for the rate limit"))
+			return;
 		/* Wait for a slot rather than be refused with 429. */
 		c->state = CS_RATE_WAIT;
 		c->stats.rate_waits++;
@@ -826,7 +1203,8 @@ static void send_range(struct connection *c)
 	c->file_requests++;
 	conn_log(c, LOG_LVL_DEBUG, -1, "%s: request %" PRIu32 ": records %" PRIu32 "..%" PRIu32 " of lines %" PRIu64
 	     "..%" PRIu64 ", %zu bytes%s", c->jb.name, c->jb.acks + 1, c->lo, c->hi, ch->start_line,
-	     ch->end_line - 1, len, completes ? ", completes the batch" : "");
+	     ch->end_line - 1, len, c->resend_last ? ", the last acknowledged record again, completes the batch"
+	     : completes ? ", completes the batch" : "");
 	ahead_start(c);
 }
 
@@ -929,6 +1307,8 @@ static void retry_later(struct connection *c, const struct upload_result *res)
 	/* Retry-After is the server's wish; retry_max_seconds is the operator's bound on any wait. */
 	if (delay > c->cfg->retry_max_seconds)
 		delay = c->cfg->retry_max_seconds;
+	if (stopping_here(c, what))
+		return;
 	c->attempt++;
 	c->stats.retries++;
 	c->stats.last_error_time = now;
@@ -1029,6 +1409,14 @@ static void on_response(void *userdata, const struct upload_result *res)
 		}
 	}
 	if (res->status >= 200 && res->status <= 299) {
+		const struct chunk *ch = &c->chunk[c->cur];
+
+		if (c->hi > c->lo && !c->resend_last) {
+			/* Kept to complete the batch with, should every later record be refused. */
+			c->last_record.len = 0;
+			(void)jsonstr_raw(&c->last_record.buf, &c->last_record.len, &c->last_record.cap,
+					  ch->body + ch->rec_off[c->hi - 1], ch->rec_len[c->hi - 1]);
+		}
 		c->batch_answered = true;
 		upload_limiter_success(c->limiter);
 		c->attempt = 0;
@@ -1076,6 +1464,14 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	case CS_RETRY_WAIT:
 	case CS_RATE_WAIT:
 		send_range(c);
+		break;
+	case CS_SETTLE_WAIT:
+		c->state = CS_IDLE;
+		c->after_settle(c);
+		break;
+	case CS_RESUME_WAIT:
+		c->state = CS_IDLE;
+		begin_next(c);
 		break;
 	case CS_AUTH_PAUSED:
 		conn_log(c, LOG_LVL_INFO, -1, "trying the keys again");
@@ -1143,16 +1539,124 @@ static int grow_members(struct connection *c)
 }
 
 /* Take a file out of the exporters' way into .work/ and open it. Returns the fd or a negative errno. */
+/* ---- the spool: what is ready, what is refused ---- */
+
+static int64_t realtime_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_REALTIME, &t);
+	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static void arm_settle(struct connection *c)
+{
+	int64_t at = spool_queue_oldest(&c->settling);
+	double delay;
+
+	ev_timer_stop(c->env.loop, &c->settle_timer);
+	if (!at)
+		return;
+	delay = (double)(at - realtime_ns()) / 1e9 + 0.01;
+	ev_timer_set(&c->settle_timer, delay < 0.01 ? 0.01 : delay, 0.);
+	ev_timer_start(c->env.loop, &c->settle_timer);
+}
+
+/* Look at @name in the spool: queue it when ready, look again when it should be, say why not. */
+static int inspect(struct connection *c, const char *name, struct spool_look *look)
+{
+	int dfd = conn_dirfd(c), r;
+
+	if (dfd < 0)
+		return dfd;
+	r = spool_inspect(dfd, name, c->watch ? spool_watch_open_count(c->watch, name) : -1, c->env.settle_seconds,
+			  look);
+	if (r < 0) {
+		conn_log(c, LOG_LVL_WARNING, -1, "%s: cannot look at it: %s", name, strerror(-r));
+		return r;
+	}
+	switch (look->verdict) {
+	case SPOOL_WRITING:
+		conn_log(c, LOG_LVL_DEBUG, -1, "%s: still open: waiting for it to be closed", name);
+		break;
+	case SPOOL_SETTLING:
+		conn_log(c, LOG_LVL_DEBUG, -1, "%s: changed %.1f s ago: taken once still for %g s", name,
+			 c->env.settle_seconds - look->settle_left, c->env.settle_seconds);
+		if (spool_queue_add(&c->settling, name, realtime_ns() + (int64_t)(look->settle_left * 1e9)) == 0)
+			arm_settle(c);
+		break;
+	case SPOOL_REFUSED:
+		c->stats.files_refused++;
+		conn_log(c, LOG_LVL_WARNING, -1, "%s: refused: %s; left where it is", name, look->why);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+static void offer(struct connection *c, const char *name)
+{
+	struct spool_look look;
+
+	switch (spool_name_kind(name)) {
+	case SPOOL_NAME_DROP:
+		break;
+	case SPOOL_NAME_WRONG_CASE:
+		conn_log(c, LOG_LVL_WARNING, -1, "%s: ignored: only names ending in .ndjson or .jsonl (lower case) are "
+			 "taken; rename it", name);
+		return;
+	case SPOOL_NAME_OTHER:
+		conn_log(c, LOG_LVL_INFO, -1, "%s: ignored: not a *.ndjson or *.jsonl file", name);
+		return;
+	default:
+		return;
+	}
+	if (inspect(c, name, &look) == 0 && look.verdict == SPOOL_READY &&
+	    spool_queue_add(&c->queue, name, look.mtime_ns) < 0)
+		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot queue it: out of memory", name);
+}
+
+static void scan_cb(void *userdata, const char *name)
+{
+	offer(userdata, name);
+}
+
+/* A name written or renamed into the directory: look at it, and start work from the loop. */
+static void event_cb(void *userdata, const char *name)
+{
+	struct connection *c = userdata;
+
+	offer(c, name);
+	if (!c->active && c->state == CS_IDLE && spool_queue_len(&c->queue))
+		next_soon(c);
+}
+
+static void settle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct connection *c = w->data;
+	int64_t now = realtime_ns(), at;
+	struct spool_entry e;
+
+	(void)loop;
+	(void)revents;
+	while ((at = spool_queue_oldest(&c->settling)) && at <= now && spool_queue_pop(&c->settling, &e)) {
+		offer(c, e.name);
+		free(e.name);
+	}
+	arm_settle(c);
+	begin_next(c);
+}
+
+/* Take a file out of the exporters' way into .work/ and open it. Returns the fd or a negative errno. */
 static int take_file(struct connection *c, const char *name, struct member *m)
 {
-	char src[PATH_MAX], dst[PATH_MAX];
+	char wn[LAYOUT_NAME_MAX + 1];
+	struct spool_look look;
+	const char *why;
 	struct stat st;
-	int fd, r;
+	int dfd, wfd, fd;
 
-	if (strlen(name) >= sizeof(m->name)) {
-		conn_log(c, LOG_LVL_ERROR, -1, "%s: file name too long, left in the spool", name);
-		return -ENAMETOOLONG;
-	}
 	{
 		struct rejbuf keep = m->rej;
 
@@ -1161,71 +1665,91 @@ static int take_file(struct connection *c, const char *name, struct member *m)
 	}
 	snprintf(m->name, sizeof(m->name), "%s", name);
 	m->fid = journal_new_id(c->env.journal);
-	/* Once per run, not per file: ten thousand small files make this a hot path. */
-	if (!c->work_dir_ready) {
-		if ((r = spool_mkdirs(c->work_dir, 0770)) < 0) {
-			conn_log(c, LOG_LVL_ERROR, -1, "cannot create %s: %s", c->work_dir, strerror(-r));
-			return r;
-		}
-		c->work_dir_ready = true;
+	if ((dfd = conn_dirfd(c)) < 0 || (wfd = conn_workfd(c)) < 0) {
+		fd = dfd < 0 ? dfd : wfd;
+		conn_log(c, LOG_LVL_ERROR, -1, "cannot open %s/.work/: %s", c->dir, strerror(-fd));
+		return fd;
 	}
-	snprintf(src, sizeof(src), "%s/%s", c->dir, name);
-	member_path(c, m, dst, sizeof(dst));
+	/* Ready when queued; a writer may have opened it since. */
+	if ((fd = inspect(c, name, &look)) < 0)
+		return fd;
+	if (look.verdict != SPOOL_READY)
+		return -EAGAIN;
+	work_name(m, wn);
 	/* A new drop under the same name now waits its turn in the spool, it cannot change this batch. */
-	r = spool_move(src, dst);
-	if (r == -ENOENT && access(c->work_dir, F_OK) < 0) {
+	fd = spool_take(dfd, name, wfd, wn, &st, &why);
+	if (fd == -ENOENT && faccessat(dfd, ".work", F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
 		/* Someone removed .work/ while we ran: make it again. */
-		c->work_dir_ready = false;
-		if (spool_mkdirs(c->work_dir, 0770) == 0) {
-			c->work_dir_ready = true;
-			r = spool_move(src, dst);
-		}
+		conn_log(c, LOG_LVL_WARNING, -1, "%s/.work/ was removed: making it again", c->dir);
+		close(c->workfd);
+		c->workfd = -1;
+		if ((wfd = conn_workfd(c)) >= 0)
+			fd = spool_take(dfd, name, wfd, wn, &st, &why);
 	}
-	if (r < 0) {
-		if (r != -ENOENT)
-			conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move into %s: %s", name, c->work_dir, strerror(-r));
-		return r;
+	if (fd == -EINVAL && why) {
+		c->stats.files_refused++;
+		conn_log(c, LOG_LVL_WARNING, -1, "%s: refused: %s; left where it is", name, why);
 	}
+	else if (fd < 0 && fd != -ENOENT)
+		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move into %s/.work/: %s", name, c->dir, strerror(-fd));
+	if (fd < 0)
+		return fd;
 	crashpoint("after-rename");
-	fd = open(dst, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		r = -errno;
-		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot open: %s (left in %s; the next start puts it back)", name,
-			 strerror(-r), c->work_dir);
-		if (fd >= 0)
-			close(fd);
-		return r;
-	}
 	identity_of(&st, &m->ident);
+	m->trusted = look.trusted;
 	return fd;
 }
 
 /* Open a file of a journaled batch and check it is still the file the batch opened with. */
-static int reopen_member(struct connection *c, const struct member *m, char *why, size_t whylen)
+/*
+ * Open a file of a journaled batch and check it is still the file the batch opened with (or
+ * that file grown: what was appended is read on). A negative errno: -ENOENT gone, -ESTALE
+ * changed, anything else (EMFILE, EACCES, EIO) may pass.
+ */
+static int reopen_member(struct connection *c, struct member *m, char *why, size_t whylen)
 {
-	char path[PATH_MAX];
+	char wn[LAYOUT_NAME_MAX + 1];
 	struct file_identity now;
 	struct stat st;
-	int fd;
+	int wfd = conn_workfd(c), fd = -1, r = 0;
 
-	member_path(c, m, path, sizeof(path));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	work_name(m, wn);
+	if (wfd < 0) {
+		r = wfd;
+		goto fail;
+	}
+	fd = openat(wfd, wn, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &st) < 0) {
-		snprintf(why, whylen, "%s: the file of an open batch is gone from %s: %s", m->name, c->work_dir,
-			 strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -ENOENT;
+		r = -errno;
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = -ESTALE;
+		goto fail;
 	}
 	identity_of(&st, &now);
-	if (memcmp(&now, &m->ident, sizeof(now)) != 0) {
-		/* Never guess: resuming a changed file could send records the first requests did not. */
+	/* Never guess: resuming a changed file could send records the first requests did not. */
+	if (now.dev != m->ident.dev || now.ino != m->ident.ino || now.size < m->ident.size ||
+	    (now.size == m->ident.size && now.mtime_ns != m->ident.mtime_ns)) {
 		snprintf(why, whylen, "%s: the file changed since its batch opened (device, inode, size or mtime differ)",
 			 m->name);
 		close(fd);
 		return -ESTALE;
 	}
+	/* Unchanged since it was taken ready: still nobody's to write. Grown: someone writes it. */
+	m->trusted = now.size == m->ident.size;
 	return fd;
+fail:
+	if (r == -ESTALE)
+		snprintf(why, whylen, "%s: what is in %s/.work/ is not a regular file", m->name, c->dir);
+	else if (r == -ENOENT)
+		snprintf(why, whylen, "%s: the file of an open batch is gone from %s/.work/", m->name, c->dir);
+	else
+		snprintf(why, whylen, "%s: cannot open the file of an open batch in %s/.work/: %s", m->name, c->dir,
+			 strerror(-r));
+	if (fd >= 0)
+		close(fd);
+	return r;
 }
 
 /*
@@ -1239,8 +1763,8 @@ static void gather_small_files(struct connection *c)
 	struct spool_entry e;
 
 	while (c->n_members < GROUP_FILES_MAX && !c->have_carry && spool_queue_pop(&c->queue, &e)) {
-		size_t len = ch->len;
-		uint32_t n = ch->n_records;
+		/* What the request holds before this file: restored if the file does not fit. */
+		const struct chunk before = *ch;
 		struct member *m;
 		int fd, r;
 
@@ -1266,8 +1790,13 @@ static void gather_small_files(struct connection *c)
 			c->n_members++;
 			continue;
 		}
-		chunk_truncate(ch, len, n);
-		m->rej.len = 0;
+		chunk_truncate(ch, before.len, before.n_records);
+		ch->start_offset = before.start_offset;
+		ch->end_offset = before.end_offset;
+		ch->start_line = before.start_line;
+		ch->end_line = before.end_line;
+		ch->rejected = before.rejected;
+		rej_reset(&m->rej);
 		m->rejected = 0;
 		c->carry = *m;
 		c->carry.rej = (struct rejbuf){ 0 };
@@ -1285,7 +1814,7 @@ static void step_opened(struct connection *c)
 			struct member *m = &c->members[i];
 
 			c->chunk[0].rejected += m->rejected;
-			log_rejects(c, m->name, m->rejected, 1, 0);
+			log_rejects(c, m->name, m->rejected, &m->rej);
 			c->stats.records_rejected += m->rejected;
 			if (rej_flush(c, m->name, &m->rej) < 0) {
 				fail_file(c, 0, "cannot write rejected records", NULL);
@@ -1303,7 +1832,7 @@ static void step_opened(struct connection *c)
 static int start_batch(struct connection *c)
 {
 	struct chunk *ch = &c->chunk[0];
-	char path[PATH_MAX], why[PATH_MAX + 128];
+	char why[PATH_MAX + 128];
 	struct member *first;
 	int fd, r;
 
@@ -1353,8 +1882,15 @@ static int start_batch(struct connection *c)
 		goto fail;
 	first->rejected = ch->rejected;
 	if (r == BATCH_FILL_EOF) {
+		off_t end = ndjson_reader_offset(c->reader);
+		uint64_t lineno = ndjson_reader_lineno(c->reader);
+
 		gather_small_files(c);
 		first = &c->members[0];         /* gathering may have moved the array */
+		/* A file that did not fit was read with the same reader: point it back at the end of this one. */
+		if (c->n_members == 1 && (r = reader_at(c, c->fd, (uint64_t)end, lineno)) < 0)
+			goto fail;
+		r = BATCH_FILL_EOF;
 	}
 	if (c->n_members == 1) {
 		struct rejbuf t = c->rej[0];
@@ -1389,8 +1925,7 @@ static int start_batch(struct connection *c)
 	}
 	set_params(c);
 	/* The renames into .work/ must be durable before the batch that names them. */
-	member_path(c, first, path, sizeof(path));
-	(void)spool_sync_parent(path);
+	(void)fsync(c->workfd);
 	if ((r = journal_put(c->env.journal, &c->jb)) < 0)
 		goto fail;
 	conn_log(c, LOG_LVL_DEBUG, -1, "%s: batch %s opened (%zu file(s), %" PRIu32 " records in the first request)",
@@ -1406,19 +1941,21 @@ fail:
 /* Where a file of a journaled batch is now, when it is no longer in .work/. */
 enum whereabouts { IN_WORK, IN_DONE, IN_FAILED, IN_SPOOL, GONE };
 
-/* Whether @dir holds the member under its name or <id>-<name> as the file it was (see move_member). */
-static bool member_in(const struct member *m, const char *dir, bool copied_ok)
+/* Whether @dirfd holds the member under its name or <id>-<name> as the file it was (see move_member). */
+static bool member_in(const struct member *m, int dirfd, bool copied_ok)
 {
-	char path[PATH_MAX];
+	char name[LAYOUT_NAME_MAX + 1];
 	struct file_identity now;
 	struct stat st;
 
+	if (dirfd < 0)
+		return false;
 	for (int k = 0; k < 2; k++) {
 		if (k == 0)
-			snprintf(path, sizeof(path), "%s/%s", dir, m->name);
+			layout_name(name, "", m->name, "");
 		else
-			snprintf(path, sizeof(path), "%s/%" PRIu64 "-%s", dir, m->fid, m->name);
-		if (stat(path, &st) < 0)
+			work_name(m, name);
+		if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
 			continue;
 		identity_of(&st, &now);
 		/* A rename keeps the identity; a copy to another filesystem keeps only the size. */
@@ -1429,20 +1966,29 @@ static bool member_in(const struct member *m, const char *dir, bool copied_ok)
 	return false;
 }
 
-static enum whereabouts member_whereabouts(const struct connection *c, const struct member *m, bool doubt)
+static enum whereabouts member_whereabouts(struct connection *c, const struct member *m, bool doubt)
 {
-	char path[PATH_MAX];
+	char wn[LAYOUT_NAME_MAX + 1];
+	enum whereabouts w = GONE;
+	int wfd = conn_workfd(c), dfd, ffd;
+	struct stat st;
 
-	member_path(c, m, path, sizeof(path));
-	if (access(path, F_OK) == 0)
+	work_name(m, wn);
+	if (wfd >= 0 && fstatat(wfd, wn, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		return IN_WORK;
-	if (c->env.after_upload == AFTER_UPLOAD_ARCHIVE && member_in(m, c->done_dir, doubt))
-		return IN_DONE;
-	if (member_in(m, c->failed_dir, false))
-		return IN_FAILED;
-	if (member_in(m, c->dir, false))
-		return IN_SPOOL;
-	return GONE;
+	dfd = c->env.after_upload == AFTER_UPLOAD_ARCHIVE ? fileio_open_dir(c->done_dir) : -1;
+	ffd = conn_subdir(c, "failed", false);
+	if (member_in(m, dfd, doubt))
+		w = IN_DONE;
+	else if (member_in(m, ffd, false))
+		w = IN_FAILED;
+	else if (member_in(m, conn_dirfd(c), false))
+		w = IN_SPOOL;
+	if (dfd >= 0)
+		close(dfd);
+	if (ffd >= 0)
+		close(ffd);
+	return w;
 }
 
 /*
@@ -1454,9 +2000,9 @@ static enum whereabouts member_whereabouts(const struct connection *c, const str
  */
 static bool ended_before_restart(struct connection *c)
 {
-	bool doubt = journal_in_doubt(c->env.journal, c->jb.id);
+	bool doubt = journal_in_doubt(c->env.journal, c->jb.id), del = c->env.after_upload == AFTER_UPLOAD_DELETE;
 	size_t count[GONE + 1] = { 0 };
-	char where[1024], dst[PATH_MAX];
+	char where[1024], dst[LAYOUT_NAME_MAX + 1];
 	size_t len = 0;
 
 	for (size_t i = 0; i < c->n_members; i++) {
@@ -1469,26 +2015,31 @@ static bool ended_before_restart(struct connection *c)
 			len += (size_t)snprintf(where + len, sizeof(where) - len, "%s%s %s", i ? ", " : "",
 						c->members[i].name, what[w]);
 	}
-	if (count[IN_DONE] || (doubt && c->env.after_upload == AFTER_UPLOAD_DELETE && count[GONE] && !count[IN_FAILED] &&
-			       !count[IN_SPOOL])) {
+	if (count[IN_DONE] || (doubt && del && count[GONE] && !count[IN_FAILED] && !count[IN_SPOOL])) {
 		/* COMPLETED is durable before any file is archived or deleted: the server has it all. */
+		int dfd = -1;
+
+		if (!del)
+			dfd = open_done_dir(c);
 		for (size_t i = 0; i < c->n_members; i++) {
 			int r;
 
 			if (member_whereabouts(c, &c->members[i], doubt) != IN_WORK)
 				continue;
-			if (c->env.after_upload == AFTER_UPLOAD_DELETE) {
-				member_path(c, &c->members[i], dst, sizeof(dst));
-				r = unlink(dst) < 0 ? -errno : 0;
+			if (del) {
+				work_name(&c->members[i], dst);
+				r = unlinkat(c->workfd, dst, 0) < 0 ? -errno : 0;
 			} else {
-				r = move_member(c, &c->members[i], c->done_dir, dst, sizeof(dst));
+				r = dfd < 0 ? dfd : move_member(c, &c->members[i], dfd, dst);
 			}
 			if (r < 0 && r != -ENOENT)
 				conn_log(c, LOG_LVL_ERROR, -1, "%s: uploaded, but cannot %s it: %s", c->members[i].name,
-					 c->env.after_upload == AFTER_UPLOAD_DELETE ? "delete" : "archive", strerror(-r));
+					 del ? "delete" : "archive", strerror(-r));
 		}
 		if (count[IN_WORK])
-			sync_dirs(c, c->env.after_upload == AFTER_UPLOAD_DELETE ? c->work_dir : c->done_dir);
+			sync_dirs(c, dfd);
+		if (dfd >= 0)
+			close(dfd);
 		conn_log(c, LOG_LVL_INFO, -1, "%s: batch %s was completed before the restart (%s; the journal's records "
 			 "of its end were lost): nothing to resume", c->jb.name, c->jb.uuid, where);
 		c->jb.state = BATCH_ARCHIVED;
@@ -1504,6 +2055,34 @@ static bool ended_before_restart(struct connection *c)
 	else
 		durable(c, step_batch_ended);
 	return true;
+}
+
+/*
+ * A file of a journaled batch cannot be opened: gone or changed fails the batch for good; any
+ * other error (EMFILE, EACCES, EIO) may pass, so the batch waits and is tried again.
+ */
+static void resume_failed(struct connection *c, const struct journal_batch *b, int r, const char *why)
+{
+	struct journal_batch *n;
+
+	if (r == -ENOENT || r == -ESTALE) {
+		fail_file(c, 0, why, NULL);
+		return;
+	}
+	conn_log(c, LOG_LVL_ERROR, -1, "%s; trying again in %g s", why, c->cfg->retry_max_seconds);
+	end_batch(c);
+	n = realloc(c->adopted, (c->n_adopted + 1) * sizeof(*n));
+	if (!n) {
+		fail_file(c, 0, why, NULL);
+		return;
+	}
+	c->adopted = n;
+	memmove(c->adopted + 1, c->adopted, c->n_adopted++ * sizeof(*n));
+	c->adopted[0] = *b;
+	c->state = CS_RESUME_WAIT;
+	ev_timer_stop(c->env.loop, &c->timer);
+	ev_timer_set(&c->timer, c->cfg->retry_max_seconds, 0.);
+	ev_timer_start(c->env.loop, &c->timer);
 }
 
 static void resume_batch(struct connection *c, const struct journal_batch *b)
@@ -1569,7 +2148,7 @@ static void resume_batch(struct connection *c, const struct journal_batch *b)
 	if (!b->n_members) {
 		fd = reopen_member(c, &c->members[0], why, sizeof(why));
 		if (fd < 0) {
-			fail_file(c, 0, why, NULL);
+			resume_failed(c, b, fd, why);
 			return;
 		}
 		c->fd = fd;
@@ -1592,7 +2171,7 @@ static void resume_batch(struct connection *c, const struct journal_batch *b)
 
 		fd = reopen_member(c, m, why, sizeof(why));
 		if (fd < 0) {
-			fail_file(c, 0, why, NULL);
+			resume_failed(c, b, fd, why);
 			return;
 		}
 		c->chunk[0].member = (uint32_t)i;
@@ -1688,22 +2267,56 @@ void connection_drain(struct connection *c, bool stop_after_ack)
 {
 	c->draining = true;
 	c->stop_after_ack = stop_after_ack;
-	if (c->state == CS_AUTH_PAUSED || c->state == CS_RETRY_WAIT || c->state == CS_RATE_WAIT) {
+	if (c->state == CS_AUTH_PAUSED || c->state == CS_RETRY_WAIT || c->state == CS_RATE_WAIT ||
+	    c->state == CS_SETTLE_WAIT || c->state == CS_RESUME_WAIT) {
 		/* Nothing is in flight: the journal holds the batch, the restart resumes it. */
 		ev_timer_stop(c->env.loop, &c->timer);
+		c->left_open += c->active;
 		end_batch(c);
 	}
 	notify_changed(c);
 }
 
-int connection_enqueue(struct connection *c, const char *name, int64_t mtime_ns)
+static void rescan_cb(void *userdata)
 {
-	return spool_queue_add(&c->queue, name, mtime_ns);
+	struct connection *c = userdata;
+
+	connection_scan(c);
+	begin_next(c);
+}
+
+/* The connection's directory was removed or moved away: make it again, watch it, look in it. */
+static void gone_cb(void *userdata)
+{
+	struct connection *c = userdata;
+	int r;
+
+	conn_forget_dirs(c);
+	if ((r = spool_mkdirs(c->dir, 0770)) < 0 || (r = spool_watch_rewatch(c->watch)) < 0) {
+		if (!c->dir_error_logged)
+			conn_log(c, LOG_LVL_ERROR, -1, "%s was removed and cannot be made again (%s): trying every %g s",
+				 c->dir, strerror(-r), DIR_RETRY_SECONDS);
+		c->dir_error_logged = true;
+		ev_timer_stop(c->env.loop, &c->dir_timer);
+		ev_timer_set(&c->dir_timer, DIR_RETRY_SECONDS, 0.);
+		ev_timer_start(c->env.loop, &c->dir_timer);
+		return;
+	}
+	conn_log(c, LOG_LVL_WARNING, -1, "%s was removed or moved away: made again and watched", c->dir);
+	c->dir_error_logged = false;
+	rescan_cb(c);
+}
+
+static void dir_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	gone_cb(w->data);
 }
 
 int connection_scan(struct connection *c)
 {
-	int r = spool_scan(c->dir, &c->queue);
+	int r = spool_scan(c->dir, scan_cb, c);
 
 	if (r < 0)
 		conn_log(c, LOG_LVL_ERROR, -1, "cannot scan %s: %s", c->dir, strerror(-r));
@@ -1723,16 +2336,24 @@ int connection_adopt(struct connection *c, const struct journal_batch *b)
 
 int connection_release_orphans(struct connection *c)
 {
-	DIR *d = opendir(c->work_dir);
+	int wfd = conn_workfd(c), dfd = conn_dirfd(c), fd;
 	const struct journal_range *dmg;
 	bool damaged = journal_damage(c->env.journal, &dmg) > 0;
 	struct dirent *de;
+	DIR *d;
 
-	if (!d)
-		return errno == ENOENT ? 0 : -errno;
+	if (wfd < 0 || dfd < 0)
+		return wfd < 0 ? wfd : dfd;
+	if ((fd = dup(wfd)) < 0)
+		return -errno;
+	if (!(d = fdopendir(fd))) {
+		close(fd);
+		return -errno;
+	}
 	while ((de = readdir(d))) {
-		char *dash, *end, src[PATH_MAX], dst[PATH_MAX];
+		char *dash, *end, dst[LAYOUT_NAME_MAX + 1];
 		uint64_t id;
+		int r;
 
 		if (de->d_name[0] == '.')
 			continue;
@@ -1743,18 +2364,22 @@ int connection_release_orphans(struct connection *c)
 		if (journal_file_live(c->env.journal, id))
 			continue;
 		/* Renamed but never journaled: nothing of it was sent. Hand it back in its place. */
-		snprintf(src, sizeof(src), "%s/%s", c->work_dir, de->d_name);
-		snprintf(dst, sizeof(dst), "%s/%s", c->dir, dash + 1);
-		if (spool_move(src, dst) == -EEXIST) {
-			snprintf(dst, sizeof(dst), "%s/%s", c->dir, de->d_name);
-			(void)spool_move(src, dst);
+		snprintf(dst, sizeof(dst), "%s", dash + 1);
+		r = spool_move_at(wfd, de->d_name, dfd, dst);
+		if (r == -EEXIST) {
+			snprintf(dst, sizeof(dst), "%s", de->d_name);
+			r = spool_move_at(wfd, de->d_name, dfd, dst);
 		}
-		if (damaged)
-			conn_log(c, LOG_LVL_WARNING, -1, "%s: in %s, but no record of the damaged journal names it: back in the "
-				 "spool, to go up in a new batch (if a request of it left before, its batch stays open at "
-				 "the server: its batch_uuid was in the damaged bytes)", dash + 1, c->work_dir);
+		if (r < 0)
+			conn_log(c, LOG_LVL_ERROR, -1, "%s: in .work/ before a restart: cannot put it back: %s",
+				 dash + 1, strerror(-r));
+		else if (damaged)
+			conn_log(c, LOG_LVL_WARNING, -1, "%s: in %s/.work/, but no record of the damaged journal names it: back "
+				 "in the spool as %s, to go up in a new batch (if a request of it left before, its batch "
+				 "stays open at the server: its batch_uuid was in the damaged bytes)", dash + 1, c->dir, dst);
 		else
-			conn_log(c, LOG_LVL_INFO, -1, "%s: taken before a restart but never sent: back in the spool", dash + 1);
+			conn_log(c, LOG_LVL_INFO, -1, "%s: taken before a restart but never sent: back in the spool as %s",
+				 dash + 1, dst);
 	}
 	closedir(d);
 	return 0;
@@ -1775,14 +2400,13 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 	c->env = *env;
 	c->cfg = cfg;
 	c->fd = -1;
+	c->dirfd = c->workfd = -1;
 	c->queue.sorted = true;
+	c->settling.sorted = true;
 	/* Own copies: a reload frees the configuration the environment's strings came from. */
 	c->env.spool_dir = c->env.state_dir = NULL;
 	if (!(c->state_dir = strdup(env->state_dir)) ||
 	    asprintf(&c->dir, "%s/%s", env->spool_dir, cfg->name) < 0 ||
-	    asprintf(&c->work_dir, "%s/.work", c->dir) < 0 ||
-	    asprintf(&c->rejected_dir, "%s/rejected", c->dir) < 0 ||
-	    asprintf(&c->failed_dir, "%s/failed", c->dir) < 0 ||
 	    asprintf(&c->done_dir, "%s/done/%s", env->state_dir, cfg->name) < 0)
 		goto fail;
 	for (int i = 0; i < PIPELINE; i++)
@@ -1831,10 +2455,23 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		log_error("%s: cannot create %s: %s", cfg->name, c->dir, strerror(-r));
 		goto fail;
 	}
+	{
+		static const struct spool_watch_ops ops = { event_cb, rescan_cb, gone_cb };
+
+		/* Watched before the first scan, so a file dropped in between is not missed (the queue dedupes). */
+		if ((r = spool_watch_new(&c->watch, env->loop, c->dir, &ops, c)) < 0) {
+			log_error("%s: cannot watch %s: %s", cfg->name, c->dir, strerror(-r));
+			goto fail;
+		}
+	}
 	if ((r = worker_new(&c->worker, env->loop, ahead_done, c)) < 0)
 		goto fail;
 	ev_timer_init(&c->timer, timer_cb, 0., 0.);
 	c->timer.data = c;
+	ev_timer_init(&c->settle_timer, settle_cb, 0., 0.);
+	c->settle_timer.data = c;
+	ev_timer_init(&c->dir_timer, dir_timer_cb, 0., 0.);
+	c->dir_timer.data = c;
 	ev_timer_init(&c->kick, kick_cb, 0., 0.);
 	c->kick.data = c;
 	if (sd_id128_randomize(&seed) < 0)
@@ -1863,7 +2500,10 @@ void connection_free(struct connection *c)
 	if (c->env.loop) {
 		ev_timer_stop(c->env.loop, &c->timer);
 		ev_timer_stop(c->env.loop, &c->kick);
+		ev_timer_stop(c->env.loop, &c->settle_timer);
+		ev_timer_stop(c->env.loop, &c->dir_timer);
 	}
+	spool_watch_free(c->watch);
 	if (c->active)
 		end_batch(c);
 	if (c->catalog && c->env.loop)
@@ -1888,10 +2528,10 @@ void connection_free(struct connection *c)
 	spool_queue_release(&c->queue);
 	free(c->adopted);
 	free(c->state_dir);
+	spool_queue_release(&c->settling);
+	free(c->last_record.buf);
+	conn_forget_dirs(c);
 	free(c->dir);
-	free(c->work_dir);
-	free(c->rejected_dir);
-	free(c->failed_dir);
 	free(c->done_dir);
 	free(c);
 }

@@ -19,6 +19,7 @@ struct conn_env {
 	const char *spool_dir;          /* copied by connection_new */
 	const char *state_dir;
 	enum after_upload after_upload;
+	double settle_seconds;          /* a file found in place is taken once still this long */
 	bool once;
 	void (*changed)(void *userdata);   /* a file finished or the connection stopped or paused */
 	void *userdata;
@@ -27,6 +28,7 @@ struct conn_env {
 struct conn_stats {
 	uint64_t files_done;
 	uint64_t files_failed;
+	uint64_t files_refused;         /* not regular files under a drop's name, or unreadable */
 	uint64_t records_sent;
 	uint64_t records_rejected;
 	uint64_t requests;
@@ -53,9 +55,10 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 void connection_free(struct connection *c);
 const char *connection_name(const struct connection *c);
 
-/* Queue a file that appeared in the connection's spool directory. */
-int connection_enqueue(struct connection *c, const char *name, int64_t mtime_ns);
-/* Queue every ready file in the spool directory (start-up, inotify overflow). */
+/*
+ * The connection watches its spool directory itself (inotify) from connection_new on, and
+ * makes it again if it is removed. Queue every ready file in it (start-up, after a reload).
+ */
 int connection_scan(struct connection *c);
 /* Take over a live batch from the journal: it runs before any queued file. */
 int connection_adopt(struct connection *c, const struct journal_batch *b);
@@ -77,6 +80,7 @@ void connection_drain(struct connection *c, bool stop_after_ack);
 
 bool connection_idle(const struct connection *c);     /* nothing queued, nothing in flight */
 bool connection_blocked(const struct connection *c);  /* paused by the server (401/403) */
+bool connection_busy(const struct connection *c);     /* a batch is open (in flight, waiting, paused) */
 size_t connection_queued(const struct connection *c);
 bool connection_rate_waiting(const struct connection *c);  /* a request waits for its API key's budget */
 /* The API key's current request budget per window (0: unlimited) and how much of it is used. */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <curl/curl.h>
 #include <ev.h>
@@ -27,7 +28,6 @@ struct daemon {
 	struct config *cfg;
 	struct journal *journal;
 	struct upload *upload;
-	struct spool_watch *watch;
 	struct connection **conns;
 	size_t n_conns;
 	struct connection **retiring;   /* removed by a reload; freed once their batch is done */
@@ -56,6 +56,7 @@ static void totals(const struct daemon *d, struct conn_stats *t, size_t *queued)
 
 		t->files_done += s->files_done;
 		t->files_failed += s->files_failed;
+		t->files_refused += s->files_refused;
 		t->records_sent += s->records_sent;
 		t->records_rejected += s->records_rejected;
 		t->requests += s->requests;
@@ -203,27 +204,6 @@ static void on_changed(void *userdata)
 	maybe_finish(d);
 }
 
-static void on_file(void *userdata, size_t idx, const char *name, int64_t mtime_ns)
-{
-	struct daemon *d = userdata;
-
-	if (d->draining || idx >= d->n_conns)
-		return;
-	if (connection_enqueue(d->conns[idx], name, mtime_ns) < 0)
-		log_error("%s: cannot queue %s: out of memory", connection_name(d->conns[idx]), name);
-	connection_kick(d->conns[idx]);
-}
-
-static void on_overflow(void *userdata)
-{
-	struct daemon *d = userdata;
-
-	for (size_t i = 0; i < d->n_conns; i++) {
-		connection_scan(d->conns[i]);
-		connection_kick(d->conns[i]);
-	}
-}
-
 static void drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct daemon *d = w->data;
@@ -251,28 +231,6 @@ static void begin_drain(struct daemon *d, const char *why)
 	for (size_t i = 0; i < d->n_conns; i++)
 		connection_drain(d->conns[i], true);
 	maybe_finish(d);
-}
-
-static int watch_all(struct daemon *d)
-{
-	struct spool_watch *w;
-	int r;
-
-	if ((r = spool_watch_new(&w, d->loop, on_file, on_overflow, d)) < 0)
-		return r;
-	for (size_t i = 0; i < d->n_conns; i++) {
-		char dir[4096];
-
-		snprintf(dir, sizeof(dir), "%s/%s", d->cfg->spool_dir, connection_name(d->conns[i]));
-		if ((r = spool_watch_add(w, dir, i)) < 0) {
-			log_error("%s: cannot watch %s: %s", connection_name(d->conns[i]), dir, strerror(-r));
-			spool_watch_free(w);
-			return r;
-		}
-	}
-	spool_watch_free(d->watch);
-	d->watch = w;
-	return 0;
 }
 
 static struct conn_env conn_env_of(struct daemon *d, const struct config *cfg);
@@ -350,8 +308,6 @@ static void reload(struct daemon *d)
 	d->old_cfgs[d->n_old_cfgs++] = d->cfg;
 	d->cfg = ncfg;
 	log_set_level(ncfg->log_level);
-	if (watch_all(d) < 0)
-		log_error("reload: cannot watch the spool directories; relying on rescans");
 	for (size_t i = 0; i < d->n_conns; i++) {
 		connection_scan(d->conns[i]);
 		connection_kick(d->conns[i]);
@@ -385,6 +341,7 @@ static struct conn_env conn_env_of(struct daemon *d, const struct config *cfg)
 		.spool_dir = cfg->spool_dir,
 		.state_dir = cfg->state_dir,
 		.after_upload = cfg->after_upload,
+		.settle_seconds = cfg->settle_seconds,
 		.once = d->opts.once,
 		.changed = on_changed,
 		.userdata = d,
@@ -429,15 +386,29 @@ static int setup_connections(struct daemon *d)
 			log_warning("journal: batch %s of %s for connection '%s', which is no longer configured: "
 				    "kept with its file until the connection returns", b->uuid, b->name, b->connection);
 	}
-	/* Watch before scanning, so a file dropped in between is not missed (the queue dedupes). */
-	if ((r = watch_all(d)) < 0)
-		return r;
 	for (size_t i = 0; i < d->n_conns; i++) {
 		connection_release_orphans(d->conns[i]);
 		if ((r = connection_scan(d->conns[i])) < 0)
 			return r;
 	}
 	return 0;
+}
+
+/* Batches open (in flight, retrying, paused), removed connections' included. */
+static size_t in_flight(const struct daemon *d)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < d->n_conns; i++)
+		n += connection_busy(d->conns[i]);
+	for (size_t i = 0; i < d->n_retiring; i++)
+		n += connection_busy(d->retiring[i]) || connection_queued(d->retiring[i]);
+	return n;
+}
+
+static bool all_done(const struct daemon *d)
+{
+	return in_flight(d) == 0;
 }
 
 static void print_summary(struct daemon *d)
@@ -462,8 +433,14 @@ static void print_summary(struct daemon *d)
 		printf("total: %" PRIu64 " records in %.2f s (%.0f records/s), %" PRIu64 " file(s) failed, %" PRIu64
 		       " records rejected\n", t.records_sent, el, el > 0 ? t.records_sent / el : 0.0, t.files_failed,
 		       t.records_rejected);
-		if (d->opts.once && (t.files_failed || t.records_rejected))
+		if (d->opts.once && (t.files_failed || t.records_rejected || t.files_refused))
 			d->exit_status = 1;
+		if (d->opts.once && (queued || !all_done(d))) {
+			/* Stopped early (SIGTERM) or paused: the caller must not take "nothing left" for granted. */
+			printf("not finished: %zu file(s) still queued or in a batch; the next run resumes them\n", queued +
+			       in_flight(d));
+			d->exit_status = 1;
+		}
 	}
 	fflush(stdout);
 }
@@ -475,6 +452,8 @@ int daemon_run(const struct daemon_opts *opts)
 	uint64_t usec = 0;
 	int r;
 
+	/* What dcsyncd creates (error.json, metrics, archives copied across filesystems) is not world-readable. */
+	umask(umask(0) | 027);
 	r = config_load(opts->config_path, &d.cfg, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "%s\n", err);
@@ -540,6 +519,9 @@ int daemon_run(const struct daemon_opts *opts)
 		ev_run(d.loop, 0);
 	if (opts->once || d.draining)
 		print_summary(&d);
+	/* The last word for the collector: what was done up to the exit, not two seconds before. */
+	if (d.cfg->metrics_file && (r = metrics_write(d.cfg->metrics_file, d.conns, d.n_conns, ev_now(d.loop))) < 0)
+		log_error("cannot write metrics_file %s: %s", d.cfg->metrics_file, strerror(-r));
 out:
 	if (d.journal && (r = journal_sync(d.journal)) < 0)
 		log_error("journal: final sync failed: %s (the next start replays what is durable)", strerror(-r));
@@ -552,7 +534,6 @@ out:
 	for (size_t i = 0; i < d.n_old_cfgs; i++)
 		config_free(d.old_cfgs[i]);
 	free(d.old_cfgs);
-	spool_watch_free(d.watch);
 	upload_free(d.upload);
 	if (d.loop) {
 		ev_timer_stop(d.loop, &d.status_timer);

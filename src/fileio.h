@@ -1,7 +1,30 @@
-/* fileio: the write loop every module that writes files needs, in one place. */
+/* fileio: writing files safely where others can write too: whole writes, no links followed, atomic replace. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Write all @len bytes of @buf to @fd, resuming after short writes and EINTR. 0 or -errno. */
 int fileio_write_all(int fd, const void *buf, size_t len);
+
+/* Open the directory @path for *at() calls, refusing a symbolic link at its last component. */
+int fileio_open_dir(const char *path);
+
+/*
+ * Replace @name in @dirfd with @len bytes of @buf, atomically and durably: a temporary created
+ * exclusively beside it (never through a link), fsynced, renamed over @name (a link planted at
+ * @name is replaced, not followed), then the directory fsynced. 0 or -errno.
+ */
+int fileio_replace_at(int dirfd, const char *name, const void *buf, size_t len, mode_t mode);
+
+/*
+ * Open @name in @dirfd for appending (created with @mode). Only a regular file of this user
+ * with a single link is appended to: anything else found there (a link planted by someone who
+ * can write in the directory, a FIFO, another user's file) is removed first and *@replaced set,
+ * so the caller can say so. The fd, or -errno.
+ */
+int fileio_open_append(int dirfd, const char *name, mode_t mode, bool *replaced);
+
+/* Open @name in @dirfd read-write for truncation, on the same terms as fileio_open_append. */
+int fileio_open_own(int dirfd, const char *name, int flags);

@@ -102,3 +102,17 @@ int jsonstr_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n
 		return r;
 	return jsonstr_raw(buf, len, cap, "\"", 1);
 }
+
+bool jsonstr_is_text(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	for (size_t i = 0; i < n;) {
+		size_t l = utf8_len(p + i, n - i);
+
+		if (!l || (l == 1 && p[i] < 0x20 && p[i] != '\t'))
+			return false;
+		i += l;
+	}
+	return true;
+}

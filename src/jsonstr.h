@@ -1,9 +1,12 @@
 /* jsonstr: append text as a JSON string literal, escaping what JSON and terminals need. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Append "…" to *buf (grown with realloc). Bytes that are not valid UTF-8 become \u00XX. */
 int jsonstr_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
 /* Append raw bytes. */
 int jsonstr_raw(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
+/* True when @s is valid UTF-8 without control characters other than tab: text, not binary. */
+bool jsonstr_is_text(const char *s, size_t n);

@@ -45,7 +45,7 @@ void log_open(void)
 
 static void log_journal(enum log_level lvl, const struct log_ctx *c, const char *msg)
 {
-	char fields[7][2100];
+	char fields[7][4200];
 	struct iovec iov[7];
 	int n = 0;
 
@@ -66,16 +66,44 @@ static void log_journal(enum log_level lvl, const struct log_ctx *c, const char 
 	sd_journal_sendv(iov, n);
 }
 
+/*
+ * File names come from exporters: a control character in one must not reach a terminal or
+ * split a log line. They are shown as \xHH, as in the rest of the message.
+ */
+static void defang(char *out, size_t outlen, const char *in)
+{
+	size_t o = 0;
+
+	for (; *in && o + 5 < outlen; in++) {
+		unsigned char ch = (unsigned char)*in;
+
+		if (ch < 0x20 || ch == 0x7f)
+			o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", ch);
+		else
+			out[o++] = (char)ch;
+	}
+	out[o] = '\0';
+}
+
 void log_msg(enum log_level lvl, const struct log_ctx *ctx, const char *fmt, ...)
 {
-	char buf[2048];
+	char raw[2048], buf[2048 * 2];
+	struct log_ctx safe;
+	char file[1100];
 	va_list ap;
 
 	if (lvl > log_threshold)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
+	defang(buf, sizeof(buf), raw);
+	if (ctx && ctx->file) {
+		safe = *ctx;
+		defang(file, sizeof(file), ctx->file);
+		safe.file = file;
+		ctx = &safe;
+	}
 	if (log_to_journal) {
 		log_journal(lvl, ctx, buf);
 		return;

@@ -10,10 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <strings.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "fileio.h"
+#include "layout.h"
 #include "log.h"
 
 /* ---- queue ---- */
@@ -185,7 +188,7 @@ size_t spool_queue_len(const struct spool_queue *q)
 	return q->n - q->head;
 }
 
-/* ---- files ---- */
+/* ---- names ---- */
 
 static bool has_suffix(const char *s, const char *suffix)
 {
@@ -194,74 +197,180 @@ static bool has_suffix(const char *s, const char *suffix)
 	return n > m && !strcmp(s + n - m, suffix);
 }
 
+static bool has_suffix_nocase(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n > m && !strcasecmp(s + n - m, suffix);
+}
+
 bool spool_name_eligible(const char *name)
 {
 	return name[0] != '.' && (has_suffix(name, ".ndjson") || has_suffix(name, ".jsonl"));
 }
 
-int spool_file_ready(int dirfd, const char *name, int64_t *mtime_ns)
+enum spool_name_kind spool_name_kind(const char *name)
 {
-	struct stat st;
-	int fd, r = 1;
+	if (spool_name_eligible(name))
+		return SPOOL_NAME_DROP;
+	/* The drop protocol's temporaries: written under these names, then renamed into place. */
+	if (name[0] == '.' || has_suffix(name, ".tmp") || has_suffix(name, ".part"))
+		return SPOOL_NAME_TEMPORARY;
+	if (!strcmp(name, "rejected") || !strcmp(name, "failed"))
+		return SPOOL_NAME_OWN;
+	if (has_suffix_nocase(name, ".ndjson") || has_suffix_nocase(name, ".jsonl"))
+		return SPOOL_NAME_WRONG_CASE;
+	return SPOOL_NAME_OTHER;
+}
 
-	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-	if (fd < 0)
-		return errno == ENOENT || errno == ELOOP ? 0 : -errno;
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		goto out;
+/* ---- files ---- */
+
+static const char *kind_of(mode_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFLNK: return "a symbolic link (never followed)";
+	case S_IFDIR: return "a directory";
+	case S_IFIFO: return "a FIFO";
+	case S_IFSOCK: return "a socket";
+	case S_IFCHR: return "a character device";
+	case S_IFBLK: return "a block device";
+	default: return "not a regular file";
 	}
-	if (!S_ISREG(st.st_mode)) {
-		r = 0;
-		goto out;
-	}
+}
+
+static int64_t ns_of(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+int spool_lease_probe(int fd)
+{
 	/*
 	 * A read lease is granted only while no process has the file open for writing: the
-	 * kernel's own answer to "is the exporter done?". Without CAP_LEASE on another user's
-	 * file the lease is refused with EACCES; the drop protocol (rename) covers that case.
+	 * kernel's own answer to "is the exporter done?". It is granted only to the file's owner
+	 * or with CAP_LEASE, so for a daemon running as its own user it is usually unavailable.
 	 */
-	if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0) {
-		if (errno == EAGAIN || errno == EBUSY)
-			r = 0;
-	} else {
+	if (fcntl(fd, F_SETLEASE, F_RDLCK) == 0) {
 		(void)fcntl(fd, F_SETLEASE, F_UNLCK);
+		return 1;
 	}
-	*mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-out:
+	if (errno == EAGAIN || errno == EBUSY)
+		return 0;
+	return -errno;
+}
+
+int spool_inspect(int dirfd, const char *name, int opens, double settle_seconds, struct spool_look *look)
+{
+	struct stat lst, st;
+	struct timespec now;
+	int64_t changed;
+	int fd, lease;
+
+	memset(look, 0, sizeof(*look));
+	if (fstatat(dirfd, name, &lst, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno != ENOENT)
+			return -errno;
+		look->verdict = SPOOL_GONE;
+		return 0;
+	}
+	if (!S_ISREG(lst.st_mode)) {
+		/* Never opened: a FIFO would block, a device could act, a link leads anywhere. */
+		look->verdict = SPOOL_REFUSED;
+		look->why = kind_of(lst.st_mode);
+		return 0;
+	}
+	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		look->verdict = errno == ENOENT ? SPOOL_GONE : SPOOL_REFUSED;
+		look->why = errno == EACCES ? "not readable by dcsyncd (give its group read access)"
+					    : "replaced by something that is not a regular file";
+		return errno == ENOENT || errno == EACCES || errno == ELOOP || errno == ENXIO ? 0 : -errno;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_ino != lst.st_ino || st.st_dev != lst.st_dev) {
+		close(fd);
+		look->verdict = SPOOL_WRITING;  /* replaced while we looked: the next event decides */
+		return 0;
+	}
+	look->mtime_ns = ns_of(&st.st_mtim);
+	lease = spool_lease_probe(fd);
+	close(fd);
+	if (lease < 0)
+		lease = opens < 0 ? -1 : opens == 0;
+	if (lease >= 0) {
+		look->verdict = lease ? SPOOL_READY : SPOOL_WRITING;
+		look->trusted = lease;
+		return 0;
+	}
+	/* Nobody can tell us: a file found in place must have been still for settle_seconds. */
+	clock_gettime(CLOCK_REALTIME, &now);
+	changed = ns_of(&st.st_mtim);
+	look->settle_left = settle_seconds - (double)(ns_of(&now) - changed) / 1e9;
+	look->verdict = look->settle_left <= 0 ? SPOOL_READY : SPOOL_SETTLING;
+	return 0;
+}
+
+int spool_take(int srcdir, const char *name, int dstdir, const char *dstname, struct stat *st, const char **why)
+{
+	struct stat moved;
+	int fd, r;
+
+	*why = NULL;
+	fd = openat(srcdir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		if (r == -ELOOP || r == -ENXIO) {
+			*why = "replaced by something that is not a regular file";
+			r = -EINVAL;
+		}
+		return r;
+	}
+	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
+		*why = kind_of(st->st_mode);
+		r = -EINVAL;
+		goto fail;
+	}
+	if (renameat2(srcdir, name, dstdir, dstname, RENAME_NOREPLACE) < 0) {
+		r = -errno;
+		if (r != -EINVAL || fstatat(dstdir, dstname, &moved, AT_SYMLINK_NOFOLLOW) == 0)
+			goto fail;
+		/* A filesystem without RENAME_NOREPLACE (some overlays), and nothing at @dstname. */
+		if (renameat(srcdir, name, dstdir, dstname) < 0) {
+			r = -errno;
+			goto fail;
+		}
+	}
+	/* What was renamed must be what was opened: the name could have been swapped in between. */
+	if (fstatat(dstdir, dstname, &moved, AT_SYMLINK_NOFOLLOW) < 0 || moved.st_ino != st->st_ino ||
+	    moved.st_dev != st->st_dev) {
+		(void)renameat2(dstdir, dstname, srcdir, name, RENAME_NOREPLACE);
+		*why = "replaced while it was being taken";
+		r = -EINVAL;
+		goto fail;
+	}
+	return fd;
+fail:
 	close(fd);
 	return r;
 }
 
-int spool_scan(const char *dir, struct spool_queue *q)
+int spool_scan(const char *dir, spool_name_fn fn, void *userdata)
 {
-	DIR *d = opendir(dir);
 	struct dirent *de;
-	int r = 0;
+	DIR *d;
+	int fd = fileio_open_dir(dir);
 
-	if (!d)
+	if (fd < 0)
+		return fd;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
 		return -errno;
-	while ((de = readdir(d))) {
-		int64_t mtime;
-		int ready;
-
-		if (!spool_name_eligible(de->d_name))
-			continue;
-		if (de->d_type != DT_REG && de->d_type != DT_UNKNOWN)
-			continue;
-		ready = spool_file_ready(dirfd(d), de->d_name, &mtime);
-		if (ready < 0) {
-			log_warning("%s/%s: cannot inspect: %s", dir, de->d_name, strerror(-ready));
-			continue;
-		}
-		if (ready == 0) {
-			log_debug("%s/%s: still open for writing, waiting for it to be closed", dir, de->d_name);
-			continue;
-		}
-		if ((r = spool_queue_add(q, de->d_name, mtime)) < 0)
-			break;
 	}
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			fn(userdata, de->d_name);
 	closedir(d);
-	return r;
+	return 0;
 }
 
 static int mkdirs_masked(char *buf, const char *path, size_t n, unsigned mode);
@@ -301,6 +410,34 @@ static int mkdirs_masked(char *buf, const char *path, size_t n, unsigned mode)
 	return 0;
 }
 
+int spool_subdir(int parent, const char *name, unsigned mode, bool *fixed)
+{
+	struct stat st;
+	int fd, r;
+
+	*fixed = false;
+	for (int attempt = 0;; attempt++) {
+		if (mkdirat(parent, name, mode) < 0 && errno != EEXIST)
+			return -errno;
+		fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0)
+			break;
+		r = -errno;
+		if ((r != -ELOOP && r != -ENOTDIR) || attempt)
+			return r;
+		/* Something else holds the name (a link planted by an exporter): ours to remove. */
+		if (unlinkat(parent, name, 0) < 0)
+			return -errno;
+		*fixed = true;
+	}
+	/* A directory dcsyncd writes into is not writable by exporters (made so by older versions). */
+	if (fstat(fd, &st) == 0 && st.st_uid == geteuid() && (st.st_mode & 0022 & ~mode)) {
+		if (fchmod(fd, (st.st_mode & 07777) & ~(0022 & ~mode)) == 0)
+			*fixed = true;
+	}
+	return fd;
+}
+
 int spool_sync_parent(const char *path)
 {
 	char buf[PATH_MAX];
@@ -323,25 +460,15 @@ int spool_sync_parent(const char *path)
 	return r;
 }
 
-static int copy_file(const char *from, const char *to)
+static int copy_at(int in, int todir, const char *tmp)
 {
 	char buf[65536];
-	int in, out = -1, r = 0;
-	struct stat st;
+	int out, r = 0;
 	ssize_t n;
 
-	in = open(from, O_RDONLY | O_CLOEXEC);
-	if (in < 0)
+	out = openat(todir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+	if (out < 0)
 		return -errno;
-	if (fstat(in, &st) < 0) {
-		r = -errno;
-		goto out;
-	}
-	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 0777);
-	if (out < 0) {
-		r = -errno;
-		goto out;
-	}
 	while ((n = read(in, buf, sizeof(buf))) != 0) {
 		if (n < 0) {
 			if (errno == EINTR)
@@ -355,51 +482,38 @@ static int copy_file(const char *from, const char *to)
 	if (fsync(out) < 0)
 		r = -errno;
 out:
-	if (out >= 0)
-		close(out);
-	if (r < 0 && out >= 0)
-		(void)unlink(to);
-	close(in);
+	close(out);
+	if (r < 0)
+		(void)unlinkat(todir, tmp, 0);
 	return r;
 }
 
 /* Whether @a and @b hold the same bytes: a copy finished before a crash need not be made twice. */
-static bool same_content(const char *a, const char *b)
+static bool same_content(int fa, int fb)
 {
 	char ba[65536], bb[65536];
 	struct stat sa, sb;
-	int fa = -1, fb = -1;
-	bool same = false;
 	ssize_t n;
 
-	if (stat(a, &sa) < 0 || stat(b, &sb) < 0 || sa.st_size != sb.st_size)
+	if (fstat(fa, &sa) < 0 || fstat(fb, &sb) < 0 || sa.st_size != sb.st_size)
 		return false;
-	fa = open(a, O_RDONLY | O_CLOEXEC);
-	fb = open(b, O_RDONLY | O_CLOEXEC);
-	if (fa < 0 || fb < 0)
-		goto out;
 	while ((n = read(fa, ba, sizeof(ba))) > 0)
 		if (read(fb, bb, (size_t)n) != n || memcmp(ba, bb, (size_t)n))
-			goto out;
-	same = n == 0;
-out:
-	if (fa >= 0)
-		close(fa);
-	if (fb >= 0)
-		close(fb);
-	return same;
+			return false;
+	return n == 0;
 }
 
-int spool_move(const char *from, const char *to)
+int spool_move_at(int fromdir, const char *from, int todir, const char *to)
 {
-	int r;
+	char tmp[LAYOUT_NAME_MAX + 1];
+	int in = -1, have = -1, r;
 
-	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+	if (renameat2(fromdir, from, todir, to, RENAME_NOREPLACE) == 0)
 		return 0;
 	r = -errno;
-	if (r == -EINVAL && access(to, F_OK) != 0) {
+	if (r == -EINVAL && faccessat(todir, to, F_OK, AT_SYMLINK_NOFOLLOW) != 0) {
 		/* The filesystem has no RENAME_NOREPLACE (some overlays): nothing is at @to. */
-		if (rename(from, to) == 0)
+		if (renameat(fromdir, from, todir, to) == 0)
 			return 0;
 		r = -errno;
 	}
@@ -410,57 +524,181 @@ int spool_move(const char *from, const char *to)
 	 * without replacing anything, so a crash leaves no partial file under the real name. A redo
 	 * after a crash between the copy and the unlink finds the same bytes at @to.
 	 */
-	if (same_content(from, to))
-		return unlink(from) < 0 ? -errno : 0;
-	{
-		char tmp[PATH_MAX];
-		const char *slash = strrchr(to, '/');
-		int n = slash ? snprintf(tmp, sizeof(tmp), "%.*s/.%s.partial", (int)(slash - to), to, slash + 1)
-			      : snprintf(tmp, sizeof(tmp), ".%s.partial", to);
-
-		if (n < 0 || (size_t)n >= sizeof(tmp))
-			return -ENAMETOOLONG;
-		if ((r = copy_file(from, tmp)) < 0)
-			return r;
-		if (renameat2(AT_FDCWD, tmp, AT_FDCWD, to, RENAME_NOREPLACE) < 0) {
-			r = -errno;
-			(void)unlink(tmp);
-			return r;
-		}
+	in = openat(fromdir, from, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (in < 0)
+		return -errno;
+	have = openat(todir, to, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (have >= 0 && same_content(in, have))
+		goto unlink_source;
+	if (lseek(in, 0, SEEK_SET) < 0) {
+		r = -errno;
+		goto out;
 	}
-	if ((r = spool_sync_parent(to)) < 0)
-		return r;
-	return unlink(from) < 0 ? -errno : 0;
+	layout_name(tmp, ".", to, ".partial");
+	(void)unlinkat(todir, tmp, 0);          /* a copy a crash cut short */
+	if ((r = copy_at(in, todir, tmp)) < 0)
+		goto out;
+	if (renameat2(todir, tmp, todir, to, RENAME_NOREPLACE) < 0) {
+		r = -errno;
+		(void)unlinkat(todir, tmp, 0);
+		goto out;
+	}
+	if (fsync(todir) < 0) {
+		r = -errno;
+		goto out;
+	}
+unlink_source:
+	r = unlinkat(fromdir, from, 0) < 0 ? -errno : 0;
+out:
+	if (have >= 0)
+		close(have);
+	close(in);
+	return r;
 }
 
 /* ---- inotify ---- */
 
-struct watch_dir {
-	int wd;
-	size_t conn_index;
-	char *dir;
+/*
+ * Who has a file open, counted from inotify's own events: IN_OPEN adds one, IN_CLOSE_* takes
+ * one away. Exact for a file that appeared (IN_CREATE, IN_MOVED_TO) while we watched; a file
+ * that was there before, or whose events were lost to an overflow, is not in the map: unknown.
+ */
+struct opens_ent {
+	char *name;
+	int opens;
 };
 
 struct spool_watch {
 	struct ev_loop *loop;
 	ev_io io;
-	int fd;
-	struct watch_dir *dirs;
-	size_t n_dirs;
-	spool_file_fn on_file;
-	spool_rescan_fn on_overflow;
+	int fd, wd;
+	int parent_wd;          /* the spool root: its IN_DELETE of dir comes even while dir is held open */
+	char *dir;
+	const char *base;       /* dir's last component, in dir */
+	struct spool_watch_ops ops;
 	void *userdata;
+	struct opens_ent *map;
+	size_t map_cap, map_used;
+	uint32_t moved_cookie;  /* the last IN_MOVED_FROM, to carry its count to the IN_MOVED_TO */
+	int moved_opens;
+	char **later;           /* names read while counting opens, told to the owner from the loop */
+	size_t n_later;
+	bool gone_later, overflow_later;
 };
 
-static void watch_cb(struct ev_loop *loop, ev_io *io, int revents)
+static size_t map_slot(const struct spool_watch *w, const char *name)
 {
-	struct spool_watch *w = io->data;
+	size_t mask = w->map_cap - 1, i = name_hash(name) & mask;
+
+	while (w->map[i].name && strcmp(w->map[i].name, name))
+		i = (i + 1) & mask;
+	return i;
+}
+
+static struct opens_ent *map_find(struct spool_watch *w, const char *name)
+{
+	size_t i;
+
+	if (!w->map_cap)
+		return NULL;
+	i = map_slot(w, name);
+	return w->map[i].name ? &w->map[i] : NULL;
+}
+
+static void map_clear(struct spool_watch *w)
+{
+	for (size_t i = 0; i < w->map_cap; i++)
+		free(w->map[i].name);
+	free(w->map);
+	w->map = NULL;
+	w->map_cap = w->map_used = 0;
+}
+
+static int map_set(struct spool_watch *w, const char *name, int opens)
+{
+	struct opens_ent *e = map_find(w, name);
+
+	if (e) {
+		e->opens = opens;
+		return 0;
+	}
+	if ((w->map_used + 1) * 2 > w->map_cap) {
+		struct opens_ent *old = w->map;
+		size_t old_cap = w->map_cap, cap = old_cap ? old_cap * 2 : 64;
+
+		w->map = calloc(cap, sizeof(*w->map));
+		if (!w->map) {
+			w->map = old;
+			return -ENOMEM;
+		}
+		w->map_cap = cap;
+		for (size_t i = 0; i < old_cap; i++)
+			if (old[i].name)
+				w->map[map_slot(w, old[i].name)] = old[i];
+		free(old);
+	}
+	e = &w->map[map_slot(w, name)];
+	if (!(e->name = strdup(name)))
+		return -ENOMEM;
+	e->opens = opens;
+	w->map_used++;
+	return 0;
+}
+
+static void map_remove(struct spool_watch *w, const char *name)
+{
+	size_t mask = w->map_cap - 1, i, j;
+	struct opens_ent *e = map_find(w, name);
+
+	if (!e)
+		return;
+	free(e->name);
+	e->name = NULL;
+	w->map_used--;
+	/* Linear probing: pull the entries after the hole back so every lookup still finds them. */
+	for (i = (size_t)(e - w->map), j = (i + 1) & mask; w->map[j].name; j = (j + 1) & mask) {
+		size_t home = name_hash(w->map[j].name) & mask;
+
+		if (((j - home) & mask) >= ((j - i) & mask)) {
+			w->map[i] = w->map[j];
+			w->map[j].name = NULL;
+			i = j;
+		}
+	}
+}
+
+static void note_event(struct spool_watch *w, const struct inotify_event *ev)
+{
+	struct opens_ent *e = map_find(w, ev->name);
+
+	if (ev->mask & IN_CREATE) {
+		(void)map_set(w, ev->name, 0);
+	} else if (ev->mask & IN_OPEN) {
+		if (e)
+			e->opens++;
+	} else if (ev->mask & (IN_CLOSE_WRITE | IN_CLOSE_NOWRITE)) {
+		if (e && e->opens > 0)
+			e->opens--;
+		else if (!e && (ev->mask & IN_CLOSE_WRITE))
+			(void)map_set(w, ev->name, 0);  /* found open at start, now closed by its writer */
+	} else if (ev->mask & IN_MOVED_FROM) {
+		w->moved_cookie = ev->cookie;
+		w->moved_opens = e ? e->opens : 0;
+		map_remove(w, ev->name);
+	} else if (ev->mask & IN_MOVED_TO) {
+		(void)map_set(w, ev->name, ev->cookie && ev->cookie == w->moved_cookie ? w->moved_opens : 0);
+	} else if (ev->mask & IN_DELETE) {
+		map_remove(w, ev->name);
+	}
+}
+
+/* Read every pending event; with @deliver, tell the owner about names to look at. */
+static void drain(struct spool_watch *w, bool deliver)
+{
 	char buf[65536] __attribute__((aligned(__alignof__(struct inotify_event))));
-	bool overflow = false;
+	bool overflow = false, gone = false;
 	ssize_t n;
 
-	(void)loop;
-	(void)revents;
 	while ((n = read(w->fd, buf, sizeof(buf))) > 0) {
 		for (char *p = buf; p < buf + n;) {
 			const struct inotify_event *ev = (const struct inotify_event *)p;
@@ -468,58 +706,173 @@ static void watch_cb(struct ev_loop *loop, ev_io *io, int revents)
 			p += sizeof(*ev) + ev->len;
 			if (ev->mask & IN_Q_OVERFLOW) {
 				overflow = true;
+				map_clear(w);   /* every count is a guess now */
 				continue;
 			}
-			if (!ev->len || !spool_name_eligible(ev->name))
+			if (ev->wd == w->parent_wd && ev->wd >= 0) {
+				/* The directory itself removed or moved away (its own events wait while it is held open). */
+				if ((ev->mask & (IN_IGNORED | IN_MOVE_SELF | IN_DELETE_SELF | IN_UNMOUNT)) ||
+				    (ev->len && !strcmp(ev->name, w->base) && (ev->mask & (IN_DELETE | IN_MOVED_FROM))))
+					gone = true;
 				continue;
-			for (size_t i = 0; i < w->n_dirs; i++) {
-				int dfd, ready;
-				int64_t mtime;
+			}
+			if (ev->wd != w->wd || w->wd < 0)
+				continue;
+			if (ev->mask & (IN_IGNORED | IN_MOVE_SELF | IN_DELETE_SELF | IN_UNMOUNT)) {
+				gone = true;
+				continue;
+			}
+			if (!ev->len)
+				continue;
+			note_event(w, ev);
+			if (!(ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)))
+				continue;
+			if (deliver) {
+				w->ops.on_name(w->userdata, ev->name);
+			} else {
+				char **v = realloc(w->later, (w->n_later + 1) * sizeof(*v));
 
-				if (w->dirs[i].wd != ev->wd)
-					continue;
-				dfd = open(w->dirs[i].dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-				if (dfd < 0)
-					break;
-				ready = spool_file_ready(dfd, ev->name, &mtime);
-				close(dfd);
-				if (ready > 0)
-					w->on_file(w->userdata, w->dirs[i].conn_index, ev->name, mtime);
-				break;
+				if (v && (v[w->n_later] = strdup(ev->name))) {
+					w->later = v;
+					w->n_later++;
+				} else if (v) {
+					w->later = v;
+					overflow = true;        /* out of memory: a rescan finds it */
+				}
 			}
 		}
 	}
 	if (n < 0 && errno != EAGAIN && errno != EINTR)
-		log_error("inotify read: %s", strerror(errno));
+		log_error("%s: inotify read: %s", w->dir, strerror(errno));
+	if (gone) {
+		/* Both watches go; spool_watch_rewatch sets them again once the directory is back. */
+		if (w->wd >= 0)
+			(void)inotify_rm_watch(w->fd, w->wd);
+		if (w->parent_wd >= 0)
+			(void)inotify_rm_watch(w->fd, w->parent_wd);
+		w->wd = w->parent_wd = -1;
+	}
+	if (!deliver) {
+		/* Called from inside the owner: what it must hear is told from the loop, soon. */
+		if (gone || overflow || w->n_later) {
+			w->gone_later |= gone;
+			w->overflow_later |= overflow;
+			ev_feed_event(w->loop, &w->io, EV_CUSTOM);
+		}
+		if (gone || overflow)
+			map_clear(w);
+		return;
+	}
 	if (overflow) {
-		log_warning("inotify queue overflowed: rescanning the spool");
-		w->on_overflow(w->userdata);
+		log_warning("%s: inotify queue overflowed: rescanning", w->dir);
+		w->ops.on_overflow(w->userdata);
+	}
+	if (gone) {
+		map_clear(w);
+		w->ops.on_gone(w->userdata);
 	}
 }
 
-int spool_watch_new(struct spool_watch **out, struct ev_loop *loop, spool_file_fn on_file,
-		    spool_rescan_fn on_overflow, void *userdata)
+/* Tell the owner what a count of opens read on its behalf, then what is new. */
+static void deliver_later(struct spool_watch *w)
+{
+	bool gone = w->gone_later, overflow = w->overflow_later;
+	char **v = w->later;
+	size_t n = w->n_later;
+
+	/* Looking at a name counts opens again, which may note more names: a fresh list for them. */
+	w->later = NULL;
+	w->n_later = 0;
+	w->gone_later = w->overflow_later = false;
+	for (size_t i = 0; i < n; i++) {
+		w->ops.on_name(w->userdata, v[i]);
+		free(v[i]);
+	}
+	free(v);
+	if (overflow) {
+		log_warning("%s: inotify queue overflowed: rescanning", w->dir);
+		w->ops.on_overflow(w->userdata);
+	}
+	if (gone)
+		w->ops.on_gone(w->userdata);
+}
+
+static void watch_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	(void)loop;
+	(void)revents;
+	deliver_later(io->data);
+	drain(io->data, true);
+}
+
+int spool_watch_open_count(struct spool_watch *w, const char *name)
+{
+	struct opens_ent *e;
+
+	/* Events not yet read may say a writer opened it a moment ago: read them first, note only. */
+	drain(w, false);
+	e = map_find(w, name);
+	return e ? e->opens : -1;
+}
+
+int spool_watch_rewatch(struct spool_watch *w)
+{
+	char parent[PATH_MAX];
+	int wd, pwd;
+
+	snprintf(parent, sizeof(parent), "%.*s", (int)(w->base - w->dir > 1 ? w->base - w->dir - 1 : 1), w->dir);
+	pwd = inotify_add_watch(w->fd, parent, IN_DELETE | IN_MOVED_FROM | IN_MOVE_SELF | IN_DELETE_SELF | IN_ONLYDIR);
+	if (pwd < 0)
+		return -errno;
+	/* IN_DONT_FOLLOW: a connection directory swapped for a link is not watched through it. */
+	wd = inotify_add_watch(w->fd, w->dir, IN_CREATE | IN_OPEN | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE |
+			       IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_MOVE_SELF | IN_DELETE_SELF |
+			       IN_ONLYDIR | IN_DONT_FOLLOW);
+	if (wd < 0) {
+		int r = -errno;
+
+		(void)inotify_rm_watch(w->fd, pwd);
+		return r;
+	}
+	w->wd = wd;
+	w->parent_wd = pwd;
+	return 0;
+}
+
+int spool_watch_new(struct spool_watch **out, struct ev_loop *loop, const char *dir,
+		    const struct spool_watch_ops *ops, void *userdata)
 {
 	struct spool_watch *w = calloc(1, sizeof(*w));
+	int r = -ENOMEM;
 
 	if (!w)
 		return -ENOMEM;
+	w->fd = -1;
+	w->wd = w->parent_wd = -1;
+	if (!(w->dir = strdup(dir)))
+		goto fail;
+	w->base = strrchr(w->dir, '/') ? strrchr(w->dir, '/') + 1 : w->dir;
 	w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (w->fd < 0) {
-		int r = -errno;
-
-		free(w);
-		return r;
+		r = -errno;
+		goto fail;
 	}
+	if ((r = spool_watch_rewatch(w)) < 0)
+		goto fail;
 	w->loop = loop;
-	w->on_file = on_file;
-	w->on_overflow = on_overflow;
+	w->ops = *ops;
 	w->userdata = userdata;
 	ev_io_init(&w->io, watch_cb, w->fd, EV_READ);
 	w->io.data = w;
 	ev_io_start(loop, &w->io);
 	*out = w;
 	return 0;
+fail:
+	if (w->fd >= 0)
+		close(w->fd);
+	free(w->dir);
+	free(w);
+	return r;
 }
 
 void spool_watch_free(struct spool_watch *w)
@@ -527,27 +880,12 @@ void spool_watch_free(struct spool_watch *w)
 	if (!w)
 		return;
 	ev_io_stop(w->loop, &w->io);
+	ev_clear_pending(w->loop, &w->io);
 	close(w->fd);
-	for (size_t i = 0; i < w->n_dirs; i++)
-		free(w->dirs[i].dir);
-	free(w->dirs);
+	map_clear(w);
+	for (size_t i = 0; i < w->n_later; i++)
+		free(w->later[i]);
+	free(w->later);
+	free(w->dir);
 	free(w);
-}
-
-int spool_watch_add(struct spool_watch *w, const char *dir, size_t conn_index)
-{
-	struct watch_dir *d;
-	int wd = inotify_add_watch(w->fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_ONLYDIR);
-
-	if (wd < 0)
-		return -errno;
-	d = realloc(w->dirs, (w->n_dirs + 1) * sizeof(*d));
-	if (!d)
-		return -ENOMEM;
-	w->dirs = d;
-	d[w->n_dirs] = (struct watch_dir){ .wd = wd, .conn_index = conn_index, .dir = strdup(dir) };
-	if (!d[w->n_dirs].dir)
-		return -ENOMEM;
-	w->n_dirs++;
-	return 0;
 }

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <ev.h>
 
 struct spool_entry {
@@ -33,28 +34,90 @@ void spool_queue_clear(struct spool_queue *q);
 /* True for names exporters drop: *.ndjson or *.jsonl, not dot-files. */
 bool spool_name_eligible(const char *name);
 
+/* What a name in a connection's directory is to dcsyncd. */
+enum spool_name_kind {
+	SPOOL_NAME_DROP,        /* taken when ready */
+	SPOOL_NAME_TEMPORARY,   /* the drop protocol's .name / *.tmp / *.part: left alone, silently */
+	SPOOL_NAME_OWN,         /* rejected/, failed/ */
+	SPOOL_NAME_WRONG_CASE,  /* *.NDJSON and the like: ignored, with a word */
+	SPOOL_NAME_OTHER,       /* ignored, with a word */
+};
+enum spool_name_kind spool_name_kind(const char *name);
+
+enum spool_verdict {
+	SPOOL_READY,            /* take it */
+	SPOOL_WRITING,          /* a process holds it open: its IN_CLOSE_* brings it back */
+	SPOOL_SETTLING,         /* changed less than settle_seconds ago: look again in settle_left s */
+	SPOOL_REFUSED,          /* not a regular file, or unreadable: never opened, never taken */
+	SPOOL_GONE,
+};
+
+struct spool_look {
+	enum spool_verdict verdict;
+	int64_t mtime_ns;
+	double settle_left;
+	const char *why;        /* SPOOL_REFUSED: what it is (static text) */
+	bool trusted;           /* the kernel or inotify said nobody has it open (not a guess from its age) */
+};
+
 /*
- * Stat <dir>/<name> and decide whether it is ready: a regular file no process holds open
- * for writing. 1 ready (mtime in @mtime_ns), 0 not (yet), negative errno.
+ * Decide whether @name in @dirfd is ready to take, without following a link or blocking:
+ * a regular file that no process holds open for writing (a read lease says so) or, where the
+ * kernel will not say (another user's file without CAP_LEASE), one inotify saw every open and
+ * close of (@opens == 0; @opens > 0: open somewhere) or, when that is not known (@opens < 0),
+ * one unchanged for @settle_seconds. 0 with @look filled, or a negative errno.
  */
-int spool_file_ready(int dirfd, const char *name, int64_t *mtime_ns);
+int spool_inspect(int dirfd, const char *name, int opens, double settle_seconds, struct spool_look *look);
 
-/* Queue every ready eligible file of @dir. */
-int spool_scan(const char *dir, struct spool_queue *q);
+/* 1: no process holds @fd's file open for writing, 0: one does, negative errno: cannot tell. */
+int spool_lease_probe(int fd);
 
-/* Rename, falling back to copy + fsync + unlink across filesystems; never replaces @to. */
-int spool_move(const char *from, const char *to);
+/*
+ * Take @name out of @srcdir into @dstdir as @dstname: open it first (a regular file, no link,
+ * no blocking open), rename it without replacing anything, then check that what was renamed is
+ * what was opened. Returns the read-only fd and fills @st; -EINVAL with @why (static text) for
+ * something that is not a regular file, or another negative errno.
+ */
+int spool_take(int srcdir, const char *name, int dstdir, const char *dstname, struct stat *st, const char **why);
+
+/* Call @fn for every entry of @dir (start-up, inotify overflow). */
+typedef void (*spool_name_fn)(void *userdata, const char *name);
+int spool_scan(const char *dir, spool_name_fn fn, void *userdata);
+
+/*
+ * Move @from (in @fromdir) to @to (in @todir), falling back to copy + fsync + unlink across
+ * filesystems; never replaces @to, never follows a link.
+ */
+int spool_move_at(int fromdir, const char *from, int todir, const char *to);
 /* mkdir -p with @mode. */
 int spool_mkdirs(const char *path, unsigned mode);
+/*
+ * Open (made with @mode if missing) the directory @name in @parent for *at() calls, never
+ * through a link: a link or file planted at @name is removed; group/other write bits beyond
+ * @mode are dropped from a directory of ours. *@fixed says something was changed. fd or -errno.
+ */
+int spool_subdir(int parent, const char *name, unsigned mode, bool *fixed);
 /* fsync the directory holding @path. */
 int spool_sync_parent(const char *path);
 
-/* inotify on each connection directory; @on_file is called for each ready file that appears. */
+/*
+ * inotify on one connection directory. @on_name is called for each name written (closed after
+ * writing) or renamed into it; @on_overflow when events were lost (rescan); @on_gone when the
+ * directory was removed or moved away (make it again, then spool_watch_rewatch).
+ */
 struct spool_watch;
-typedef void (*spool_file_fn)(void *userdata, size_t conn_index, const char *name, int64_t mtime_ns);
-typedef void (*spool_rescan_fn)(void *userdata);
+struct spool_watch_ops {
+	void (*on_name)(void *userdata, const char *name);
+	void (*on_overflow)(void *userdata);
+	void (*on_gone)(void *userdata);
+};
 
-int spool_watch_new(struct spool_watch **out, struct ev_loop *loop, spool_file_fn on_file,
-		    spool_rescan_fn on_overflow, void *userdata);
+int spool_watch_new(struct spool_watch **out, struct ev_loop *loop, const char *dir,
+		    const struct spool_watch_ops *ops, void *userdata);
 void spool_watch_free(struct spool_watch *w);
-int spool_watch_add(struct spool_watch *w, const char *dir, size_t conn_index);
+int spool_watch_rewatch(struct spool_watch *w);
+/*
+ * How many opens of @name are not closed yet, as inotify told: 0 means nobody has it open, for
+ * a file that appeared while we watched. -1: not known (it was there before, or events were lost).
+ */
+int spool_watch_open_count(struct spool_watch *w, const char *name);

@@ -1,0 +1,184 @@
+/* test-spool: derived names, what the spool refuses, taking a file, and writing where others can write. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fileio.h"
+#include "layout.h"
+#include "spool.h"
+#include "tap.h"
+#include "testutil.h"
+
+static bool utf8_valid(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	while (*p) {
+		int n = *p < 0x80 ? 1 : (*p & 0xE0) == 0xC0 ? 2 : (*p & 0xF0) == 0xE0 ? 3 : (*p & 0xF8) == 0xF0 ? 4 : 0;
+
+		if (!n)
+			return false;
+		for (int i = 1; i < n; i++)
+			if ((p[i] & 0xC0) != 0x80)
+				return false;
+		p += n;
+	}
+	return true;
+}
+
+static void layout_names(void)
+{
+	char out[LAYOUT_NAME_MAX + 1], name[LAYOUT_NAME_MAX + 1], again[LAYOUT_NAME_MAX + 1];
+
+	layout_name(out, "12-", "a.ndjson", "");
+	is_str(out, "12-a.ndjson", "a short name is kept whole");
+	memset(name, 'n', 248);
+	strcpy(name + 248, ".ndjson");
+	layout_name(out, "18446744073709551615-", name, "");
+	ok(strlen(out) == LAYOUT_NAME_MAX, "a 255-byte name with a 21-byte prefix fits in 255 bytes (%zu)", strlen(out));
+	ok(!strncmp(out, "18446744073709551615-nnn", 24) && strstr(out, "~") &&
+	   !strcmp(out + strlen(out) - 7, ".ndjson"), "prefix, start, a ~ and the suffix are kept");
+	layout_name(again, "18446744073709551615-", name, "");
+	is_str(again, out, "the same inputs give the same name");
+	layout_name(out, "", name, ".rejected.ndjson");
+	ok(strlen(out) <= LAYOUT_NAME_MAX && !strcmp(out + strlen(out) - 23, ".ndjson.rejected.ndjson"),
+	   "a derived suffix fits too");
+	/* 84 three-byte characters then the suffix: a cut must not split one. */
+	name[0] = '\0';
+	for (int i = 0; i < 82; i++)
+		strcat(name, "\xe2\x82\xac");
+	strcat(name, ".ndjson");
+	layout_name(out, "123456-", name, ".error.json");
+	ok(strlen(out) <= LAYOUT_NAME_MAX && utf8_valid(out), "a long UTF-8 name is cut on character boundaries");
+}
+
+static void name_kinds(void)
+{
+	is_int(spool_name_kind("a.ndjson"), SPOOL_NAME_DROP, "a.ndjson is a drop");
+	is_int(spool_name_kind(".a.ndjson"), SPOOL_NAME_TEMPORARY, "a dot-file is a temporary");
+	is_int(spool_name_kind("a.ndjson.tmp"), SPOOL_NAME_TEMPORARY, "*.tmp is a temporary");
+	is_int(spool_name_kind("rejected"), SPOOL_NAME_OWN, "rejected is dcsyncd's");
+	is_int(spool_name_kind("A.NDJSON"), SPOOL_NAME_WRONG_CASE, "A.NDJSON is a drop in the wrong case");
+	is_int(spool_name_kind("readme.txt"), SPOOL_NAME_OTHER, "anything else is other");
+}
+
+static void inspect_refuses(void)
+{
+	char *dir = tmpdir_new("inspect"), *f = path_join(dir, "f.ndjson"), *l = path_join(dir, "l.ndjson"),
+	     *p = path_join(dir, "p.ndjson"), *d = path_join(dir, "d.ndjson");
+	struct spool_look look;
+	int dfd;
+
+	write_file(f, "{\"id\":1}\n", 9, 0640);
+	(void)symlink(f, l);
+	(void)mkfifo(p, 0640);
+	(void)mkdir(d, 0750);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	is_int(spool_inspect(dfd, "l.ndjson", 0, 0, &look), 0, "inspect a link");
+	ok(look.verdict == SPOOL_REFUSED && strstr(look.why, "symbolic link"), "a link is refused (%s)", look.why);
+	is_int(spool_inspect(dfd, "p.ndjson", 0, 0, &look), 0, "inspect a FIFO without blocking");
+	ok(look.verdict == SPOOL_REFUSED && strstr(look.why, "FIFO"), "a FIFO is refused (%s)", look.why);
+	spool_inspect(dfd, "d.ndjson", 0, 0, &look);
+	ok(look.verdict == SPOOL_REFUSED && strstr(look.why, "directory"), "a directory is refused");
+	spool_inspect(dfd, "gone.ndjson", 0, 0, &look);
+	is_int(look.verdict, SPOOL_GONE, "a missing name is gone");
+	/* Without a lease (another user's file) and unknown to inotify: its age decides. */
+	if (geteuid() == 0) {
+		spool_inspect(dfd, "f.ndjson", -1, 3600, &look);
+		is_int(look.verdict, SPOOL_READY, "as its owner the lease answers: nobody writes it");
+	} else {
+		skip("the lease check needs the file's owner");
+	}
+	close(dfd);
+	tmpdir_remove(dir);
+	free(f);
+	free(l);
+	free(p);
+	free(d);
+}
+
+static void take(void)
+{
+	char *dir = tmpdir_new("take"), *work = path_join(dir, ".work"), *f = path_join(dir, "f.ndjson"),
+	     *l = path_join(dir, "l.ndjson");
+	const char *why = NULL;
+	struct stat st;
+	int dfd, wfd, fd;
+
+	(void)mkdir(work, 0750);
+	write_file(f, "{\"id\":1}\n", 9, 0640);
+	(void)symlink(f, l);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	wfd = open(work, O_RDONLY | O_DIRECTORY);
+	fd = spool_take(dfd, "f.ndjson", wfd, "1-f.ndjson", &st, &why);
+	ok(fd >= 0 && S_ISREG(st.st_mode) && st.st_size == 9, "a regular file is taken, opened");
+	ok(faccessat(wfd, "1-f.ndjson", F_OK, 0) == 0 && faccessat(dfd, "f.ndjson", F_OK, 0) < 0,
+	   "and renamed into .work/");
+	if (fd >= 0)
+		close(fd);
+	is_int(spool_take(dfd, "l.ndjson", wfd, "2-l.ndjson", &st, &why), -EINVAL, "a link is not taken");
+	ok(why && faccessat(dfd, "l.ndjson", F_OK, AT_SYMLINK_NOFOLLOW) == 0, "and left where it is (%s)", why);
+	write_file(f, "x\n", 2, 0640);
+	is_int(spool_take(dfd, "f.ndjson", wfd, "1-f.ndjson", &st, &why), -EEXIST,
+	       "taking never replaces what is in .work/");
+	close(dfd);
+	close(wfd);
+	tmpdir_remove(dir);
+	free(work);
+	free(f);
+	free(l);
+}
+
+static void writes_never_follow_links(void)
+{
+	char *dir = tmpdir_new("fileio"), *victim = path_join(dir, "victim"), *link = path_join(dir, "x.error.json"),
+	     *rlink = path_join(dir, "x.rejected.ndjson"), *data;
+	bool replaced = false;
+	size_t len;
+	int dfd, fd;
+
+	write_file(victim, "precious\n", 9, 0640);
+	(void)symlink(victim, link);
+	(void)symlink(victim, rlink);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	is_int(fileio_replace_at(dfd, "x.error.json", "{}\n", 3, 0640), 0, "replace over a planted link");
+	data = read_whole(victim, &len);
+	ok(data && !strcmp(data, "precious\n"), "the link's target is untouched");
+	free(data);
+	data = read_whole(link, &len);
+	ok(data && !strcmp(data, "{}\n") && !faccessat(dfd, "x.error.json", F_OK, AT_SYMLINK_NOFOLLOW), "the new file is in place");
+	free(data);
+	fd = fileio_open_append(dfd, "x.rejected.ndjson", 0640, &replaced);
+	ok(fd >= 0 && replaced, "append: a planted link is removed, a file of ours made instead");
+	if (fd >= 0) {
+		(void)!write(fd, "line\n", 5);
+		close(fd);
+	}
+	data = read_whole(victim, &len);
+	ok(data && !strcmp(data, "precious\n"), "nothing written through it");
+	free(data);
+	fd = fileio_open_append(dfd, "x.rejected.ndjson", 0640, &replaced);
+	ok(fd >= 0 && !replaced, "a file of ours is appended to");
+	if (fd >= 0)
+		close(fd);
+	is_int(fileio_open_dir(link), -ENOTDIR, "open_dir refuses a link to a file");
+	close(dfd);
+	tmpdir_remove(dir);
+	free(victim);
+	free(link);
+	free(rlink);
+}
+
+int main(void)
+{
+	layout_names();
+	name_kinds();
+	inspect_refuses();
+	take();
+	writes_never_follow_links();
+	return done_testing();
+}
