@@ -28,7 +28,11 @@ DEFAULT_BINARY = REPO / "build" / "src" / "dcsyncd"
 UUID1 = "11111111-1111-4111-8111-111111111111"
 UUID2 = "22222222-2222-4222-8222-222222222222"
 
-DAEMON_DEFAULTS = {"log_level": "debug", "after_upload": "archive"}
+# settle_seconds: a file found at start-up that nobody can vouch for (unprivileged, another user's
+# file) waits this long after its last change; the tests drop files just before starting the
+# daemon, and must not wait out the production default (5 s) each time. Tests about files
+# written in place set it high, so that only a writer closing its file can make it ready.
+DAEMON_DEFAULTS = {"log_level": "debug", "after_upload": "archive", "settle_seconds": 0.2}
 CONNECTION_DEFAULTS = {
     "primary_key": "id",
     "batch_records": 5000,

@@ -448,7 +448,9 @@ def _assert_written_whole(optix, first_keys, second_keys):
 
 
 def test_file_open_for_writing_at_startup_is_not_read_until_closed(optix, daemon):
-    daemon.write_config([daemon.connection(optix)])
+    # Unprivileged, nobody can tell the daemon the file is open: only its writer closing it
+    # (inotify) may make it ready, not a pause (settle_seconds is long).
+    daemon.write_config([daemon.connection(optix)], settle_seconds=600)
     spool = daemon.spool("products")
     with daemon.exporter_open(spool / "slow.ndjson") as f:
         f.write(lines_of(gen_lines(0, 50)))
@@ -456,6 +458,7 @@ def test_file_open_for_writing_at_startup_is_not_read_until_closed(optix, daemon
         # The start-up scan finds the file open for writing; a file dropped after it shows when the
         # daemon has got past it.
         daemon.start()
+        daemon.wait_log(r"dcsyncd .*connection")
         daemon.drop("products", "marker.ndjson", gen_lines(1000, 10))
         wait_done(daemon, "products", "marker.ndjson")
         sent = {k for r in optix.requests(UUID1) for k in r["keys"]}

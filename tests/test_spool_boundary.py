@@ -1,0 +1,363 @@
+"""The spool is a trust boundary: files written in place, links, FIFOs, planted links in the
+directories dcsyncd writes into, a spool directory removed under it, odd names and odd lines.
+
+Run with:  DCSYNCD=build/src/dcsyncd /usr/bin/python3 -m pytest -q tests/test_spool_boundary.py
+
+Exporters are other users than the daemon: where the harness runs the daemon unprivileged
+(see tests/harness.py), the writers here run as the exporter user too, so the daemon cannot ask
+the kernel for a read lease on their files, as in the shipped unit. No test sleeps to
+synchronise: the fake server is stopped (SIGSTOP) to hold a request in flight, and the tests
+poll the log, the server or the file system.
+"""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import gen_ndjson
+from harness import UUID1, acked, wait_for
+
+WAIT = 30.0
+
+
+def store(start, n, value=0):
+    return {str(i): gen_ndjson.expected(i, value) for i in range(start, start + n)}
+
+
+def records_text(start, n, value=0):
+    return "".join(gen_ndjson.record(i, value) + "\n" for i in range(start, start + n))
+
+
+def wait_done(daemon, conn, name, timeout=WAIT):
+    done = daemon.state_dir / "done" / conn / name
+    wait_for(done.exists, f"{name} archived", daemon, timeout)
+    return done
+
+
+def batches_of(optix, uuid=UUID1):
+    """{batch_uuid: [requests...]} of the acknowledged requests."""
+    out = {}
+    for r in acked(optix, uuid):
+        out.setdefault(r["batch_uuid"], []).append(r)
+    return out
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    path, first, rest = sys.argv[1], sys.argv[2], sys.argv[3]
+    with open(path, "w") as f:
+        f.write(open(first).read())
+        f.flush()
+        print("half", flush=True)
+        sys.stdin.readline()
+        f.write(open(rest).read())
+    print("done", flush=True)
+""")
+
+
+class InPlaceWriter:
+    """An exporter writing a file in place in two halves, holding it open in between."""
+
+    def __init__(self, daemon, tmp_path, path, first, rest):
+        a, b = tmp_path / "first.part", tmp_path / "rest.part"
+        a.write_text(first)
+        b.write_text(rest)
+        for p in (a, b):
+            os.chmod(p, 0o644)
+        argv = [sys.executable, "-c", WRITER, str(path), str(a), str(b)]
+        popen = getattr(daemon, "exporter_popen", None)
+        kw = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = popen(argv, **kw) if popen else subprocess.Popen(argv, **kw)
+        assert self.proc.stdout.readline().strip() == "half"
+
+    def finish(self):
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "done"
+        assert self.proc.wait(WAIT) == 0
+
+
+# --- files written in place ----------------------------------------------------------------------
+
+def test_a_file_open_for_writing_at_start_is_uploaded_whole_once(optix, daemon, tmp_path):
+    """Found by the start-up scan while its writer still holds it open: not taken until closed
+    (settle_seconds is long here, so only the writer closing can make it ready)."""
+    daemon.write_config([daemon.connection(optix, batch_records=1000)], settle_seconds=600)
+    w = InPlaceWriter(daemon, tmp_path, daemon.spool("products") / "inplace.ndjson",
+                      records_text(0, 10000), records_text(10000, 10000))
+    daemon.start()
+    daemon.wait_log(r"dcsyncd .*connection")
+    # A file renamed into place after the start goes up; the in-place one, older, would go first.
+    daemon.drop_generated("products", "marker.ndjson", 10, start=50000)
+    wait_done(daemon, "products", "marker.ndjson")
+    w.finish()
+    wait_done(daemon, "products", "inplace.ndjson")
+    want = store(0, 20000)
+    want.update(store(50000, 10))
+    assert optix.records(UUID1) == want
+    sizes = [sum(r["n_records"] for r in reqs) for reqs in batches_of(optix).values()]
+    assert sorted(sizes) == [10, 20000], f"one batch of the whole file, once: {sizes}"
+    assert daemon.stop() == 0
+
+
+def test_a_file_written_in_place_while_running_is_uploaded_whole_once(optix, daemon, tmp_path):
+    daemon.write_config([daemon.connection(optix, batch_records=1000)], settle_seconds=600)
+    daemon.spool("products")
+    daemon.start()
+    daemon.wait_log(r"dcsyncd .*connection")
+    w = InPlaceWriter(daemon, tmp_path, daemon.spool("products") / "inplace.ndjson",
+                      records_text(0, 5000), records_text(5000, 5000))
+    daemon.drop_generated("products", "marker.ndjson", 10, start=50000)
+    wait_done(daemon, "products", "marker.ndjson")
+    w.finish()
+    wait_done(daemon, "products", "inplace.ndjson")
+    assert len(optix.records(UUID1)) == 10010
+    sizes = sorted(sum(r["n_records"] for r in reqs) for reqs in batches_of(optix).values())
+    assert sizes == [10, 10000]
+    assert daemon.stop() == 0
+
+
+def hold_mid_batch(optix, daemon, name, n=50000):
+    """Start a batch of n records in requests of 1000 and hold request 3 in flight (server stopped)."""
+    daemon.write_config([daemon.connection(optix, batch_records=1000)])
+    daemon.drop_generated("products", name, n)
+    daemon.start()
+    daemon.wait_log(rf"{name}: request 3:")
+    optix.suspend()
+    work = daemon.spool("products") / ".work"
+    return next(p for p in work.iterdir() if p.name.endswith(name))
+
+
+@pytest.mark.parametrize("how", ["truncated", "deleted"])
+def test_a_file_changed_in_work_mid_batch_is_never_completed(optix, daemon, how):
+    path = hold_mid_batch(optix, daemon, "big.ndjson")
+    try:
+        if how == "truncated":
+            os.truncate(path, path.stat().st_size // 2)
+        else:
+            os.unlink(path)
+    finally:
+        optix.resume()
+    m = daemon.wait_log(r"big\.ndjson: failed for good: (.*)", timeout=WAIT)
+    assert ("truncated" if how == "truncated" else "deleted") in m.group(1)
+    st = optix.state(UUID1)
+    assert st["completed_batches"] == [], "a batch with partial data was completed"
+    assert len(st["open_batches"]) == 1
+    error = daemon.spool("products") / "failed" / "big.ndjson.error.json"
+    wait_for(error.exists, "error.json", daemon)
+    assert how in json.loads(error.read_text())["error"]
+    assert daemon.stop() == 0
+
+
+# --- links and special files ---------------------------------------------------------------------
+
+def swap_queued(optix, daemon, tmp_path, make):
+    """a.ndjson is queued behind a batch in flight; make(path) puts something else in its place."""
+    daemon.write_config([daemon.connection(optix, batch_records=1000)])
+    big = daemon.drop_generated("products", "big.ndjson", 3000)
+    a = daemon.drop_generated("products", "a.ndjson", 5, start=100)
+    os.utime(big, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    os.utime(a, ns=(1_100_000_000_000_000_000, 1_100_000_000_000_000_000))
+    optix.suspend()
+    try:
+        daemon.start()
+        daemon.wait_log(r"big\.ndjson: request 1:")     # the start-up scan queued a.ndjson too
+        tmp = daemon.spool("products") / ".a.swap"
+        make(tmp)
+        os.rename(tmp, a)
+    finally:
+        optix.resume()
+
+
+def test_a_queued_file_replaced_by_a_symlink_is_refused_never_followed(optix, daemon, tmp_path):
+    outside = tmp_path / "outside.ndjson"
+    outside.write_text(records_text(900000, 3))
+    os.chmod(outside, 0o644)
+    swap_queued(optix, daemon, tmp_path, lambda p: os.symlink(outside, p))
+    daemon.wait_log(r"a\.ndjson: refused: a symbolic link")
+    wait_done(daemon, "products", "big.ndjson")
+    assert daemon.stop() == 0
+    assert optix.records(UUID1) == store(0, 3000), "nothing read through the link"
+    assert outside.read_text() == records_text(900000, 3)
+    assert os.path.islink(daemon.spool("products") / "a.ndjson"), "the link is left where it is"
+    assert not (daemon.spool("products") / "rejected").exists() or not any(
+        (daemon.spool("products") / "rejected").iterdir())
+
+
+def test_a_queued_file_replaced_by_a_fifo_does_not_block_the_daemon(optix, daemon, tmp_path):
+    swap_queued(optix, daemon, tmp_path, os.mkfifo)
+    daemon.wait_log(r"a\.ndjson: refused: a FIFO")
+    wait_done(daemon, "products", "big.ndjson")
+    daemon.drop_generated("products", "after.ndjson", 5, start=200)
+    wait_done(daemon, "products", "after.ndjson")
+    assert daemon.stop(timeout=10) == 0
+    assert stat.S_ISFIFO(os.lstat(daemon.spool("products") / "a.ndjson").st_mode)
+
+
+def test_what_is_not_a_drop_is_named_in_the_log_and_left_alone(optix, daemon, tmp_path):
+    spool = daemon.spool("products")
+    os.mkfifo(spool / "fifo.ndjson")
+    (spool / "dir.ndjson").mkdir()
+    (spool / "LOUD.NDJSON").write_text(records_text(0, 1))
+    os.symlink("/etc/passwd", spool / "passwd.ndjson")
+    daemon.write_config([daemon.connection(optix)])
+    daemon.drop_generated("products", "good.ndjson", 3)
+    proc = daemon.run_once(timeout=60)
+    log = daemon.log()
+    assert proc.returncode == 1, log[-3000:]        # --once says something in the spool was refused
+    assert "fifo.ndjson: refused: a FIFO" in log
+    assert "dir.ndjson: refused: a directory" in log
+    assert "passwd.ndjson: refused: a symbolic link" in log
+    assert "LOUD.NDJSON: ignored: only names ending in .ndjson or .jsonl (lower case)" in log
+    assert optix.records(UUID1) == store(0, 3)
+
+
+def test_links_planted_where_dcsyncd_writes_are_never_written_through(optix, daemon, tmp_path):
+    """An older version left rejected/ and failed/ group-writable: links planted there by an
+    exporter are removed, not followed; the directories are made private again."""
+    spool = daemon.spool("products")
+    victims = {}
+    for sub, name in (("failed", "f.ndjson.error.json"), ("rejected", "r.ndjson.rejected.ndjson")):
+        daemon.make_daemon_dir(spool / sub)
+        os.chmod(spool / sub, 0o770)
+        victim = tmp_path / f"victim-{sub}"
+        victim.write_text("precious\n")
+        os.symlink(victim, spool / sub / name)
+        victims[sub] = victim
+    daemon.write_config([daemon.connection(optix)])
+    optix.add_faults({"uuid": UUID1, "status": 400, "count": 1})
+    daemon.drop("products", "f.ndjson", records_text(0, 2))
+    proc = daemon.run_once()
+    assert proc.returncode == 1
+    daemon.drop("products", "r.ndjson", records_text(10, 2) + "not json\n")
+    daemon.run_once()
+    for sub, victim in victims.items():
+        assert victim.read_text() == "precious\n", f"written through a link in {sub}/"
+        assert stat.S_IMODE(os.stat(spool / sub).st_mode) & 0o022 == 0, f"{sub}/ still writable by others"
+    error = spool / "failed" / "f.ndjson.error.json"
+    assert not error.is_symlink() and json.loads(error.read_text())["status"] == 400
+    rejected = spool / "rejected" / "r.ndjson.rejected.ndjson"
+    assert not rejected.is_symlink() and json.loads(rejected.read_text())["line"] == 3
+    assert "was not a file dcsyncd made" in daemon.log()
+
+
+def test_what_dcsyncd_creates_is_private_whatever_the_umask(optix, daemon):
+    metrics = daemon.make_daemon_dir(daemon.dir / "metrics") / "dcsyncd.prom"
+    done = daemon.make_daemon_dir(daemon.state_dir / "done" / "products")
+    os.chmod(done, 0o770)           # as an older version made it
+    daemon.write_config([daemon.connection(optix)], metrics_file=metrics)
+    optix.add_faults({"uuid": UUID1, "status": 400, "count": 1})
+    daemon.drop("products", "f.ndjson", records_text(0, 2) + "bad\n")
+    old = os.umask(0o022)
+    try:
+        daemon.run_once()
+        daemon.drop("products", "g.ndjson", records_text(5, 2))
+        daemon.run_once()
+    finally:
+        os.umask(old)
+    spool = daemon.spool("products")
+    modes = {p: stat.S_IMODE(os.stat(p).st_mode) for p in (
+        spool / ".work", spool / "failed", spool / "rejected", daemon.state_dir / "done" / "products",
+        spool / "failed" / "f.ndjson.error.json", spool / "rejected" / "f.ndjson.rejected.ndjson", metrics)}
+    for p, mode in modes.items():
+        assert mode & 0o027 == 0 or (p.is_dir() and mode & 0o022 == 0 and mode & 0o005 == 0), \
+            f"{p}: {oct(mode)}"
+
+
+# --- the directory itself --------------------------------------------------------------------------
+
+def test_a_spool_directory_removed_and_made_again_is_watched_again(optix, daemon):
+    import shutil
+    daemon.write_config([daemon.connection(optix)])
+    daemon.spool("products")
+    daemon.start()
+    daemon.wait_log(r"dcsyncd .*connection")
+    mark = daemon.mark()
+    shutil.rmtree(daemon.spool("products"))
+    daemon.wait_log(r"products: .*products was removed or moved away: made again and watched", since=mark)
+    daemon.drop_generated("products", "after.ndjson", 7)
+    wait_done(daemon, "products", "after.ndjson")
+    assert optix.records(UUID1) == store(0, 7)
+    assert daemon.stop() == 0
+
+
+# --- --once and names ------------------------------------------------------------------------------
+
+def test_once_stopped_by_sigterm_while_retrying_exits_non_zero(optix, daemon):
+    daemon.write_config([daemon.connection(optix)])
+    optix.add_faults({"uuid": UUID1, "status": 503, "count": 100000})
+    daemon.drop_generated("products", "a.ndjson", 5)
+    daemon.start(args=["--once"])
+    daemon.wait_log(r"a\.ndjson: request 1 failed \(HTTP 503\), retry")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(WAIT) != 0
+    assert "not finished" in daemon.log()
+
+
+def test_a_255_byte_name_goes_up_and_is_archived_under_its_name(optix, daemon):
+    name = "n" * (255 - len(".ndjson")) + ".ndjson"
+    daemon.write_config([daemon.connection(optix)])
+    tmp = daemon.spool("products") / ".long.tmp"
+    with daemon.exporter_open(tmp) as f:
+        f.write(records_text(0, 4).encode())
+    os.rename(tmp, daemon.spool("products") / name)
+    proc = daemon.run_once()
+    assert proc.returncode == 0, daemon.log()[-3000:]
+    assert optix.records(UUID1) == store(0, 4)
+    assert (daemon.state_dir / "done" / "products" / name).exists()
+    assert list(daemon.spool("products").glob("n*")) == []
+
+
+# --- odd lines and odd names -----------------------------------------------------------------------
+
+def test_a_binary_bad_line_is_kept_bounded_in_rejected(optix, daemon):
+    junk = bytes(b for b in range(256) if b != 10) * 400
+    daemon.write_config([daemon.connection(optix, max_record_bytes=1 << 20)])
+    daemon.drop("products", "bin.ndjson", records_text(0, 2).encode() + junk + b"\n" + records_text(2, 2).encode())
+    proc = daemon.run_once()
+    assert proc.returncode == 1      # a line was rejected
+    assert optix.records(UUID1) == store(0, 4)
+    rejected = daemon.spool("products") / "rejected" / "bin.ndjson.rejected.ndjson"
+    entry = json.loads(rejected.read_text())
+    assert entry["line"] == 3 and entry["truncated"] is True and entry["bytes"] == len(junk)
+    assert rejected.stat().st_size < 4096, f"{rejected.stat().st_size} bytes kept of a {len(junk)}-byte line"
+
+
+def test_control_characters_in_a_file_name_never_reach_the_log_raw(optix, daemon):
+    name = "a\x1b[31mred\x07.ndjson"
+    daemon.write_config([daemon.connection(optix)])
+    daemon.drop("products", name, records_text(0, 2) + "bad\n")
+    daemon.run_once()
+    log = daemon.log()
+    assert "\x1b" not in log and "\x07" not in log
+    assert "a\\x1b[31mred\\x07.ndjson" in log
+
+
+def test_small_files_sharing_a_request_report_their_own_rejected_lines(optix, daemon):
+    daemon.write_config([daemon.connection(optix)])
+    for i in range(3):
+        daemon.drop("products", f"s{i}.ndjson", records_text(10 * i, 1) + "bad\n" + records_text(10 * i + 1, 1))
+    daemon.run_once()
+    log = daemon.log()
+    for i in range(3):
+        assert f"s{i}.ndjson: 1 line(s) rejected between lines 2 and 2" in log
+    assert "between lines 1 and 0" not in log
+
+
+def test_trailing_rejected_lines_never_make_a_request_with_empty_data(optix, daemon):
+    daemon.write_config([daemon.connection(optix, batch_records=2)])
+    daemon.drop("products", "t.ndjson", records_text(0, 4) + "bad\nworse\n")
+    proc = daemon.run_once()
+    assert proc.returncode == 1
+    reqs = optix.requests(UUID1)
+    assert all(r["n_records"] > 0 for r in reqs), [r["n_records"] for r in reqs]
+    st = optix.state(UUID1)
+    assert len(st["completed_batches"]) == 1 and st["open_batches"] == {}
+    assert optix.records(UUID1) == store(0, 4)
+    assert reqs[-1]["batch_completed"] is True and reqs[-1]["last_pk"] == 3
