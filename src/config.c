@@ -82,7 +82,8 @@ static int fail(struct parse_state *ps, int line, const char *key, const char *f
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
-	snprintf(ps->err, ps->errlen, "%s:%d: %s: %s", ps->cfg->path, line, key, reason);
+	/* An empty section name ([]) still gets a key to point at. */
+	snprintf(ps->err, ps->errlen, "%s:%d: %s: %s", ps->cfg->path, line, *key ? key : "[]", reason);
 	ps->failed = 1;
 	return 0;
 }
@@ -805,28 +806,75 @@ out:
 	return 0;
 }
 
+static void conn_config_release(struct conn_config *c)
+{
+	free(c->name);
+	free(c->uuid);
+	free(c->primary_key);
+	free(c->base_url);
+	if (c->api_key)
+		explicit_bzero(c->api_key, strlen(c->api_key));
+	if (c->brand_key)
+		explicit_bzero(c->brand_key, strlen(c->brand_key));
+	free(c->api_key);
+	free(c->brand_key);
+	for (size_t j = 0; c->required_fields && j < c->n_required_fields; j++)
+		free(c->required_fields[j]);
+	free(c->required_fields);
+	free(c->ca_file);
+}
+
+void config_conn_free(struct conn_config *c)
+{
+	if (!c)
+		return;
+	conn_config_release(c);
+	free(c);
+}
+
+static int dup_str(char **dst, const char *src)
+{
+	*dst = NULL;
+	return src && !(*dst = strdup(src)) ? -ENOMEM : 0;
+}
+
+int config_conn_dup(const struct conn_config *src, struct conn_config **out)
+{
+	struct conn_config *c = malloc(sizeof(*c));
+	int r = -ENOMEM;
+
+	if (!c)
+		return -ENOMEM;
+	*c = *src;
+	/* Every pointer is the copy's own from here on: a failure frees only what was copied. */
+	c->name = c->uuid = c->primary_key = c->base_url = c->api_key = c->brand_key = c->ca_file = NULL;
+	c->required_fields = NULL;
+	if (dup_str(&c->name, src->name) < 0 || dup_str(&c->uuid, src->uuid) < 0 ||
+	    dup_str(&c->primary_key, src->primary_key) < 0 || dup_str(&c->base_url, src->base_url) < 0 ||
+	    dup_str(&c->api_key, src->api_key) < 0 || dup_str(&c->brand_key, src->brand_key) < 0 ||
+	    dup_str(&c->ca_file, src->ca_file) < 0)
+		goto fail;
+	if (src->n_required_fields) {
+		c->required_fields = calloc(src->n_required_fields, sizeof(*c->required_fields));
+		if (!c->required_fields)
+			goto fail;
+		for (size_t i = 0; i < src->n_required_fields; i++)
+			if (dup_str(&c->required_fields[i], src->required_fields[i]) < 0)
+				goto fail;
+	}
+	*out = c;
+	return 0;
+fail:
+	config_conn_free(c);
+	return r;
+}
+
 void config_free(struct config *cfg)
 {
 	if (!cfg)
 		return;
-	for (size_t i = 0; i < cfg->n_conns; i++) {
-		struct conn_config *c = &cfg->conns[i];
-
-		free(c->name);
-		free(c->uuid);
-		free(c->primary_key);
-		free(c->base_url);
-		if (c->api_key)
-			explicit_bzero(c->api_key, strlen(c->api_key));
-		if (c->brand_key)
-			explicit_bzero(c->brand_key, strlen(c->brand_key));
-		free(c->api_key);
-		free(c->brand_key);
-		for (size_t j = 0; j < c->n_required_fields; j++)
-			free(c->required_fields[j]);
-		free(c->required_fields);
-		free(c->ca_file);
-	}
+	for (size_t i = 0; i < cfg->n_conns; i++)
+		conn_config_release(&cfg->conns[i]);
 	free(cfg->conns);
 	free(cfg->path);
 	free(cfg->spool_dir);

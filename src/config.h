@@ -65,4 +65,10 @@ struct config {
  */
 int config_load(const char *path, struct config **out, char *err, size_t errlen);
 void config_free(struct config *cfg);
+/*
+ * A connection's own copy of its section, independent of the struct config it came from (a
+ * reload frees that one while the connection's open batch still runs on the old values).
+ */
+int config_conn_dup(const struct conn_config *src, struct conn_config **out);
+void config_conn_free(struct conn_config *c);
 const struct conn_config *config_find_conn(const struct config *cfg, const char *name);

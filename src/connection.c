@@ -82,7 +82,13 @@ struct member {
 
 struct connection {
 	struct conn_env env;
-	const struct conn_config *cfg;
+	/*
+	 * Owned copies. cfg is what the open batch runs on (destination, cut, validator); a reload
+	 * that arrives during a batch waits in next_cfg, with its validator ready, for the batch's end.
+	 */
+	struct conn_config *cfg;
+	struct conn_config *next_cfg;
+	struct record_validator *next_validator;
 	char *state_dir, *dir, *done_dir;
 	struct spool_queue queue;
 	struct upload_client *client;
@@ -167,6 +173,7 @@ struct connection {
 
 static void begin_next(struct connection *c);
 static int grow_members(struct connection *c);
+static void apply_pending(struct connection *c);
 static void release_files(struct connection *c);
 static void persist_error(struct connection *c, long status, const char *what);
 static void persist_rate(struct connection *c, bool waiting);
@@ -494,6 +501,7 @@ static void end_batch(struct connection *c)
 	c->state = CS_IDLE;
 	c->attempt = 0;
 	c->stats.file[0] = '\0';
+	apply_pending(c);
 }
 
 static void identity_of(const struct stat *st, struct file_identity *id)
@@ -846,7 +854,7 @@ static void ahead_start(struct connection *c)
 	/* Only an open batch is worth parsing for: not one failing or being handed back. */
 	if (!c->active || c->jb.state != BATCH_OPEN || c->ahead_error || worker_busy(c->worker) ||
 	    c->n_ahead == PIPELINE - 1 ||
-	    c->chunk[(c->cur + c->n_ahead) % PIPELINE].last)
+	    c->chunk[((unsigned)c->cur + c->n_ahead) % PIPELINE].last)
 		return;
 	c->ahead_idx = (c->cur + 1 + (int)c->n_ahead) % PIPELINE;
 	note_fields_in(c, c->chunk_fields[c->ahead_idx]);
@@ -1264,21 +1272,47 @@ static void persist_error(struct connection *c, long status, const char *what)
 		(void)journal_sync(c->env.journal);
 }
 
+static bool same_destination(const struct conn_config *a, const struct conn_config *b)
+{
+	return !strcmp(a->base_url, b->base_url) && !strcmp(a->uuid, b->uuid);
+}
+
+/* The file taken for the next batch goes back to the spool: never journaled, nothing of it sent. */
+static void release_carry(struct connection *c)
+{
+	char dst[LAYOUT_NAME_MAX + 1];
+	int dfd = conn_dirfd(c), r;
+
+	if (!c->have_carry)
+		return;
+	c->have_carry = false;
+	r = dfd < 0 ? dfd : move_member(c, &c->carry, dfd, dst);
+	if (r == 0)
+		(void)spool_queue_add(&c->queue, dst, c->carry.ident.mtime_ns);
+	else if (r != -ENOENT)
+		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move it back to %s: %s (the next start does)", c->carry.name,
+			 c->dir, strerror(-r));
+}
+
 static void auth_pause(struct connection *c, long status)
 {
+	c->stats.last_error_time = ev_now(c->env.loop);
+	c->stats.last_error_status = status;
+	if (c->active && c->next_cfg && !same_destination(c->cfg, c->next_cfg)) {
+		/* The batch can only finish where it started, and those keys are refused there. */
+		char why[512];
+
+		snprintf(why, sizeof(why), "the API refused the keys (HTTP %ld) at the batch's destination (%s, connection "
+			 "%s), and a reload moved [connection %s] elsewhere: the batch cannot finish where it started",
+			 status, c->cfg->base_url, c->cfg->uuid, c->cfg->name);
+		fail_file(c, status, why, NULL);
+		return;
+	}
 	conn_log(c, LOG_LVL_ERROR, status,
 	     "the API refused the keys (HTTP %ld): fix api_key and brand_key of [connection %s], then reload "
 	     "(systemctl reload dcsyncd); files stay in %s", status, c->cfg->name, c->dir);
-	c->stats.last_error_time = ev_now(c->env.loop);
-	c->stats.last_error_status = status;
 	persist_error(c, status, "the API refused the keys");
-	if (c->have_carry) {
-		/* Taken for the next batch but never journaled: it goes back too. */
-		if (grow_members(c) == 0) {
-			c->members[c->n_members++] = c->carry;
-			c->have_carry = false;
-		}
-	}
+	release_carry(c);
 	if (c->active && c->jb.acks == 0 && c->jb.records == 0 && !c->batch_answered)
 		release_files(c);
 	c->state = CS_AUTH_PAUSED;
@@ -2227,12 +2261,10 @@ static void client_opts(const struct conn_config *cfg, char *url, struct upload_
 	};
 }
 
-int connection_reconfigure(struct connection *c, const struct conn_config *cfg, enum after_upload after)
+static int configure_client(struct connection *c, const struct conn_config *cfg)
 {
-	struct record_validator *v = NULL;
-	struct upload_limiter *l;
 	struct upload_client_opts uo;
-	char *url = NULL;
+	char *url;
 	int r;
 
 	if (asprintf(&url, "%s/connections/%s/upload_data", cfg->base_url, cfg->uuid) < 0)
@@ -2240,19 +2272,84 @@ int connection_reconfigure(struct connection *c, const struct conn_config *cfg, 
 	client_opts(cfg, url, &uo);
 	r = upload_client_configure(c->client, &uo);
 	free(url);
-	if (r < 0)
+	return r;
+}
+
+/* Make @cfg, with its ready validator @v, the connection's own: only between batches. Takes both. */
+static int apply_config(struct connection *c, struct conn_config *cfg, struct record_validator *v)
+{
+	struct upload_limiter *l;
+	int r;
+
+	if ((r = configure_client(c, cfg)) < 0)
 		return r;
-	if ((r = record_validator_new(&v, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
-		return r;
-	record_validator_set_max_depth(v, cfg->max_depth);
+	l = upload_limiter_get(c->env.upload, cfg->api_key, cfg->rate_limit_requests, cfg->rate_limit_window_seconds);
+	if (l)
+		c->limiter = l;
 	/* The parse-ahead uses the old validator, which points into the old configuration. */
 	worker_wait(c->worker);
 	record_validator_free(c->validator);
 	c->validator = v;               /* each cut points it at the catalog to note names in */
-	l = upload_limiter_get(c->env.upload, cfg->api_key, cfg->rate_limit_requests, cfg->rate_limit_window_seconds);
-	if (l)
-		c->limiter = l;
+	config_conn_free(c->cfg);
 	c->cfg = cfg;
+	return 0;
+}
+
+static void drop_pending(struct connection *c)
+{
+	config_conn_free(c->next_cfg);
+	record_validator_free(c->next_validator);
+	c->next_cfg = NULL;
+	c->next_validator = NULL;
+}
+
+/* A batch ended: a reload that waited for it applies now. */
+static void apply_pending(struct connection *c)
+{
+	int r;
+
+	if (!c->next_cfg || c->active)
+		return;
+	if ((r = apply_config(c, c->next_cfg, c->next_validator)) < 0) {
+		conn_log(c, LOG_LVL_ERROR, -1, "cannot apply the reloaded configuration: %s (tried again after the next "
+			 "batch)", strerror(-r));
+		return;
+	}
+	c->next_cfg = NULL;
+	c->next_validator = NULL;
+	conn_log(c, LOG_LVL_INFO, -1, "the reloaded configuration applies from the next batch on");
+}
+
+int connection_reconfigure(struct connection *c, const struct conn_config *src, enum after_upload after)
+{
+	struct conn_config *cfg = NULL;
+	struct record_validator *v = NULL;
+	int r;
+
+	/* Everything that can fail happens before anything changes: a refused reload changes nothing. */
+	if ((r = config_conn_dup(src, &cfg)) < 0 ||
+	    (r = record_validator_new(&v, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
+		goto fail;
+	record_validator_set_max_depth(v, cfg->max_depth);
+	if (!c->active) {
+		if ((r = apply_config(c, cfg, v)) < 0)
+			goto fail;
+		drop_pending(c);
+	} else {
+		/*
+		 * A batch's identity is fixed for its life: it finishes at its destination with its cut
+		 * and validator, and the rest waits for its end. Keys fixed for the same destination
+		 * reach it at once (that is how a 401 is cured).
+		 */
+		if (same_destination(c->cfg, cfg) && (r = configure_client(c, cfg)) < 0)
+			goto fail;
+		if (!same_destination(c->cfg, cfg))
+			conn_log(c, LOG_LVL_INFO, -1, "%s: batch %s finishes at %s (connection %s) before the reloaded "
+				 "destination applies", c->jb.name, c->jb.uuid, c->cfg->base_url, c->cfg->uuid);
+		drop_pending(c);
+		c->next_cfg = cfg;
+		c->next_validator = v;
+	}
 	c->env.after_upload = after;
 	if (c->state == CS_AUTH_PAUSED) {
 		conn_log(c, LOG_LVL_INFO, -1, "configuration reloaded: trying the keys again");
@@ -2261,6 +2358,10 @@ int connection_reconfigure(struct connection *c, const struct conn_config *cfg, 
 		ev_timer_start(c->env.loop, &c->timer);
 	}
 	return 0;
+fail:
+	record_validator_free(v);
+	config_conn_free(cfg);
+	return r;
 }
 
 void connection_drain(struct connection *c, bool stop_after_ack)
@@ -2312,6 +2413,13 @@ static void dir_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop;
 	(void)revents;
 	gone_cb(w->data);
+}
+
+void connection_revive(struct connection *c)
+{
+	c->draining = false;
+	c->stop_after_ack = false;
+	next_soon(c);
 }
 
 int connection_scan(struct connection *c)
@@ -2387,9 +2495,10 @@ int connection_release_orphans(struct connection *c)
 
 /* ---- construction ---- */
 
-int connection_new(struct connection **out, const struct conn_env *env, const struct conn_config *cfg)
+int connection_new(struct connection **out, const struct conn_env *env, const struct conn_config *src)
 {
 	struct connection *c = calloc(1, sizeof(*c));
+	const struct conn_config *cfg;
 	struct upload_client_opts uo;
 	char *url = NULL;
 	sd_id128_t seed;
@@ -2398,8 +2507,12 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 	if (!c)
 		return -ENOMEM;
 	c->env = *env;
-	c->cfg = cfg;
 	c->fd = -1;
+	if ((r = config_conn_dup(src, &c->cfg)) < 0) {
+		free(c);
+		return r;
+	}
+	cfg = c->cfg;
 	c->dirfd = c->workfd = -1;
 	c->queue.sorted = true;
 	c->settling.sorted = true;
@@ -2497,6 +2610,7 @@ void connection_free(struct connection *c)
 {
 	if (!c)
 		return;
+	drop_pending(c);
 	if (c->env.loop) {
 		ev_timer_stop(c->env.loop, &c->timer);
 		ev_timer_stop(c->env.loop, &c->kick);
@@ -2530,6 +2644,7 @@ void connection_free(struct connection *c)
 	free(c->state_dir);
 	spool_queue_release(&c->settling);
 	free(c->last_record.buf);
+	config_conn_free(c->cfg);
 	conn_forget_dirs(c);
 	free(c->dir);
 	free(c->done_dir);

@@ -51,6 +51,7 @@ struct conn_stats {
 	uint64_t file_offset;
 };
 
+/* The connection keeps its own copy of @cfg: the caller may free it at once. */
 int connection_new(struct connection **out, const struct conn_env *env, const struct conn_config *cfg);
 void connection_free(struct connection *c);
 const char *connection_name(const struct connection *c);
@@ -67,10 +68,15 @@ int connection_release_orphans(struct connection *c);
 /* Start work if there is some and nothing is in flight. */
 void connection_kick(struct connection *c);
 /*
- * A reloaded configuration for the same connection: keys, URL, TLS and limits apply to the
- * next request; a connection paused by 401/403 tries again at once.
+ * A reloaded configuration for the same connection (copied; the caller may free @cfg at once).
+ * All or nothing: on error nothing changed. Between batches it applies at once. During a
+ * batch, the batch keeps its identity (destination, cut, validator) to its end and the new
+ * configuration applies to the next batch; keys for the same destination apply at once. A
+ * connection paused by 401/403 tries again at once.
  */
 int connection_reconfigure(struct connection *c, const struct conn_config *cfg, enum after_upload after);
+/* A connection removed by a reload (draining) comes back in the next: it takes files again. */
+void connection_revive(struct connection *c);
 /*
  * Take no new file. With @stop_after_ack (SIGTERM) the batch in flight stops once its request
  * in flight is answered and recorded; the next start resumes it from the journal. Without it

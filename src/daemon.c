@@ -32,8 +32,6 @@ struct daemon {
 	size_t n_conns;
 	struct connection **retiring;   /* removed by a reload; freed once their batch is done */
 	size_t n_retiring;
-	struct config **old_cfgs;       /* configurations still referenced by retiring connections */
-	size_t n_old_cfgs;
 	ev_signal sig_term, sig_int, sig_hup;
 	ev_timer drain_timer, status_timer, watchdog_timer, prune_timer;
 	bool draining;
@@ -95,7 +93,7 @@ static void status_line(struct daemon *d, char *buf, size_t len)
 		}
 	}
 	if (n < len && el > 0.5)
-		n += (size_t)snprintf(buf + n, len - n, " · %.0f records/s", t.records_sent / el);
+		n += (size_t)snprintf(buf + n, len - n, " · %.0f records/s", (double)t.records_sent / el);
 	if (n < len && t.last_error_time > 0)
 		snprintf(buf + n, len - n, " · last error %.0f s ago: %s%ld", now - t.last_error_time,
 			 t.last_error_status ? "HTTP " : "network ", t.last_error_status);
@@ -152,11 +150,6 @@ static void prune_retiring(struct daemon *d)
 		}
 	}
 	d->n_retiring = k;
-	if (k == 0) {
-		for (size_t i = 0; i < d->n_old_cfgs; i++)
-			config_free(d->old_cfgs[i]);
-		d->n_old_cfgs = 0;
-	}
 }
 
 static void prune_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -187,6 +180,10 @@ static void maybe_finish(struct daemon *d)
 		else if (!connection_idle(d->conns[i]))
 			all_idle = false;
 	}
+	/* A removed connection still sending is waited for as much as any other. */
+	for (size_t i = 0; i < d->n_retiring; i++)
+		if (!connection_blocked(d->retiring[i]) && !connection_idle(d->retiring[i]))
+			all_idle = false;
 	if (d->draining ? all_idle : (d->opts.once && all_idle)) {
 		if (blocked && d->opts.once)
 			d->exit_status = 1;
@@ -230,6 +227,8 @@ static void begin_drain(struct daemon *d, const char *why)
 	ev_timer_start(d->loop, &d->drain_timer);
 	for (size_t i = 0; i < d->n_conns; i++)
 		connection_drain(d->conns[i], true);
+	for (size_t i = 0; i < d->n_retiring; i++)
+		connection_drain(d->retiring[i], true);
 	maybe_finish(d);
 }
 
@@ -240,13 +239,27 @@ static struct conn_env conn_env_of(struct daemon *d, const struct config *cfg);
  * that stay get the new keys for their next request; new ones start; removed ones finish
  * the batch in flight and stop.
  */
+/* Take the connection called @name out of @v (NULL where it was): the one object for that spool. */
+static struct connection *take_named(struct connection **v, size_t n, const char *name)
+{
+	for (size_t k = 0; k < n; k++) {
+		if (v[k] && !strcmp(connection_name(v[k]), name)) {
+			struct connection *c = v[k];
+
+			v[k] = NULL;
+			return c;
+		}
+	}
+	return NULL;
+}
+
 static void reload(struct daemon *d)
 {
+	struct connection **nconns, **retiring;
 	struct config *ncfg;
-	struct connection **nconns;
 	struct conn_env env;
 	char err[1024];
-	size_t n = 0, first_retiring;
+	size_t n = 0, n_retiring = 0;
 	int r;
 
 	sd_notify(0, "RELOADING=1");
@@ -262,50 +275,56 @@ static void reload(struct daemon *d)
 		goto out;
 	}
 	nconns = calloc(ncfg->n_conns, sizeof(*nconns));
-	if (!nconns || !(d->old_cfgs = reallocarray(d->old_cfgs, d->n_old_cfgs + 1, sizeof(*d->old_cfgs))) ||
-	    !(d->retiring = reallocarray(d->retiring, d->n_retiring + d->n_conns + 1, sizeof(*d->retiring)))) {
+	retiring = calloc(d->n_retiring + d->n_conns + 1, sizeof(*retiring));
+	if (!nconns || !retiring) {
 		log_error("reload refused: out of memory");
 		free(nconns);
+		free(retiring);
 		config_free(ncfg);
 		goto out;
 	}
 	env = conn_env_of(d, ncfg);
 	for (size_t i = 0; i < ncfg->n_conns; i++) {
-		struct connection *c = NULL;
+		const char *name = ncfg->conns[i].name;
+		struct connection *c = take_named(d->conns, d->n_conns, name);
 
-		for (size_t k = 0; k < d->n_conns; k++) {
-			if (d->conns[k] && !strcmp(connection_name(d->conns[k]), ncfg->conns[i].name)) {
-				c = d->conns[k];
-				d->conns[k] = NULL;
-				break;
-			}
+		if (!c && (c = take_named(d->retiring, d->n_retiring, name))) {
+			/* Removed by an earlier reload and still finishing: the same object takes up again. */
+			log_info("%s: back in the configuration: taking files again", name);
+			connection_revive(c);
 		}
-		if (c && connection_reconfigure(c, &ncfg->conns[i], ncfg->after_upload) < 0) {
-			log_error("%s: cannot apply the new configuration: keeping the old one", ncfg->conns[i].name);
+		if (c && (r = connection_reconfigure(c, &ncfg->conns[i], ncfg->after_upload)) < 0) {
+			log_error("%s: cannot apply the new configuration (%s): keeping the old one", name, strerror(-r));
 		} else if (!c) {
 			if ((r = connection_new(&c, &env, &ncfg->conns[i])) < 0) {
-				log_error("%s: cannot set up: %s", ncfg->conns[i].name, strerror(-r));
+				log_error("%s: cannot set up: %s", name, strerror(-r));
 				continue;
 			}
-			log_info("%s: new connection", ncfg->conns[i].name);
+			log_info("%s: new connection", name);
 		}
 		nconns[n++] = c;
 	}
-	first_retiring = d->n_retiring;
+	for (size_t k = 0; k < d->n_retiring; k++)
+		if (d->retiring[k])
+			retiring[n_retiring++] = d->retiring[k];
 	for (size_t k = 0; k < d->n_conns; k++) {
 		if (!d->conns[k])
 			continue;
 		log_info("%s: removed from the configuration: finishing its batch in flight, then stopping "
 			 "(its files stay in the spool and the journal)", connection_name(d->conns[k]));
-		d->retiring[d->n_retiring++] = d->conns[k];
+		retiring[n_retiring++] = d->conns[k];
 	}
 	free(d->conns);
 	d->conns = nconns;
 	d->n_conns = n;
-	/* Drained only now: draining calls back into the daemon, which must see the new list. */
-	for (size_t k = first_retiring; k < d->n_retiring; k++)
+	free(d->retiring);
+	d->retiring = retiring;
+	d->n_retiring = n_retiring;
+	/* Drained only now: draining calls back into the daemon, which must see the new lists. */
+	for (size_t k = 0; k < d->n_retiring; k++)
 		connection_drain(d->retiring[k], false);
-	d->old_cfgs[d->n_old_cfgs++] = d->cfg;
+	/* Every connection holds its own copy of its section: the old configuration can go. */
+	config_free(d->cfg);
 	d->cfg = ncfg;
 	log_set_level(ncfg->log_level);
 	for (size_t i = 0; i < d->n_conns; i++) {
@@ -431,7 +450,7 @@ static void print_summary(struct daemon *d)
 
 		totals(d, &t, &queued);
 		printf("total: %" PRIu64 " records in %.2f s (%.0f records/s), %" PRIu64 " file(s) failed, %" PRIu64
-		       " records rejected\n", t.records_sent, el, el > 0 ? t.records_sent / el : 0.0, t.files_failed,
+		       " records rejected\n", t.records_sent, el, el > 0 ? (double)t.records_sent / el : 0.0, t.files_failed,
 		       t.records_rejected);
 		if (d->opts.once && (t.files_failed || t.records_rejected || t.files_refused))
 			d->exit_status = 1;
@@ -452,12 +471,38 @@ int daemon_run(const struct daemon_opts *opts)
 	uint64_t usec = 0;
 	int r;
 
+	sigset_t stop_signals, old_mask;
+
+	/*
+	 * Signals are handled from the first instant: held back until the loop's handlers are in,
+	 * then handled from the loop once start-up is done (a SIGHUP during the replay is a reload
+	 * after it, not the default action's exit).
+	 */
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	sigaddset(&stop_signals, SIGHUP);
+	sigprocmask(SIG_BLOCK, &stop_signals, &old_mask);
 	/* What dcsyncd creates (error.json, metrics, archives copied across filesystems) is not world-readable. */
 	umask(umask(0) | 027);
+	d.loop = ev_default_loop(EVFLAG_AUTO);
+	if (!d.loop) {
+		fprintf(stderr, "cannot set up the event loop\n");
+		return 1;
+	}
+	ev_signal_init(&d.sig_term, signal_cb, SIGTERM);
+	ev_signal_init(&d.sig_int, signal_cb, SIGINT);
+	ev_signal_init(&d.sig_hup, signal_cb, SIGHUP);
+	d.sig_term.data = d.sig_int.data = d.sig_hup.data = &d;
+	ev_signal_start(d.loop, &d.sig_term);
+	ev_signal_start(d.loop, &d.sig_int);
+	ev_signal_start(d.loop, &d.sig_hup);
+	sigprocmask(SIG_SETMASK, &old_mask, NULL);
 	r = config_load(opts->config_path, &d.cfg, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "%s\n", err);
-		return 2;
+		d.exit_status = 2;
+		goto out;
 	}
 	log_set_level(d.cfg->log_level);
 	if ((r = spool_mkdirs(d.cfg->state_dir, 0750)) < 0 || (r = spool_mkdirs(d.cfg->spool_dir, 0770)) < 0) {
@@ -477,7 +522,6 @@ int daemon_run(const struct daemon_opts *opts)
 		d.exit_status = 1;
 		goto out;
 	}
-	d.loop = ev_default_loop(EVFLAG_AUTO);
 	d.started = ev_now(d.loop);
 	if ((r = upload_new(&d.upload, d.loop)) < 0) {
 		log_error("cannot set up the event loop: %s", strerror(-r));
@@ -488,13 +532,6 @@ int daemon_run(const struct daemon_opts *opts)
 		d.exit_status = 1;
 		goto out;
 	}
-	ev_signal_init(&d.sig_term, signal_cb, SIGTERM);
-	ev_signal_init(&d.sig_int, signal_cb, SIGINT);
-	ev_signal_init(&d.sig_hup, signal_cb, SIGHUP);
-	d.sig_term.data = d.sig_int.data = d.sig_hup.data = &d;
-	ev_signal_start(d.loop, &d.sig_term);
-	ev_signal_start(d.loop, &d.sig_int);
-	ev_signal_start(d.loop, &d.sig_hup);
 	ev_timer_init(&d.prune_timer, prune_cb, 0., 0.);
 	d.prune_timer.data = &d;
 	ev_timer_init(&d.drain_timer, drain_timer_cb, 0., 0.);
@@ -531,9 +568,6 @@ out:
 	for (size_t i = 0; i < d.n_retiring; i++)
 		connection_free(d.retiring[i]);
 	free(d.retiring);
-	for (size_t i = 0; i < d.n_old_cfgs; i++)
-		config_free(d.old_cfgs[i]);
-	free(d.old_cfgs);
 	upload_free(d.upload);
 	if (d.loop) {
 		ev_timer_stop(d.loop, &d.status_timer);

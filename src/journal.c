@@ -383,7 +383,7 @@ static bool record_at(const unsigned char *data, size_t n, size_t pos, bool exac
 
 	if (pos + 8 > n)
 		return false;
-	for (int i = 0; i < 4; i++) {
+	for (unsigned i = 0; i < 4; i++) {
 		len |= (uint32_t)data[pos + i] << (8 * i);
 		crc |= (uint32_t)data[pos + 4 + i] << (8 * i);
 	}

@@ -2,6 +2,7 @@
 #include "ndjson.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -279,9 +280,15 @@ struct record_validator {
 	size_t object_end;      /* offset just after the top-level object's '}' */
 };
 
-static int v_refuse(struct record_validator *v, const char *fmt, const char *arg)
+static int v_refuse(struct record_validator *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int v_refuse(struct record_validator *v, const char *fmt, ...)
 {
-	snprintf(v->reason, v->reason_len, fmt, arg);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(v->reason, v->reason_len, fmt, ap);
+	va_end(ap);
 	return 0;
 }
 

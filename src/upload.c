@@ -75,7 +75,7 @@ static void check_done(struct upload *u)
 		c = (struct upload_client *)priv;
 		curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &res.status);
 		curl_easy_getinfo(m->easy_handle, CURLINFO_TOTAL_TIME, &total);
-		res.curl_code = m->data.result;
+		res.curl_code = (int)m->data.result;
 		res.elapsed = total;
 		if (m->data.result != CURLE_OK) {
 			res.status = 0;

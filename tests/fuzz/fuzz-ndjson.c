@@ -57,8 +57,10 @@ static size_t split(const char *d, size_t n, size_t max_record, struct ref_line 
 {
 	size_t cap = max_record + READ_BLOCK + 1, k = 0;
 	uint64_t lineno = 1;
+	/* A UTF-8 byte order mark at offset 0 is not part of line 1. */
+	size_t first = n >= 3 && !memcmp(d, "\xEF\xBB\xBF", 3) ? 3 : 0;
 
-	for (size_t pos = 0; pos < n; lineno++) {
+	for (size_t pos = first; pos < n; lineno++) {
 		const char *nl = memchr(d + pos, '\n', n - pos);
 		size_t raw_end = nl ? (size_t)(nl - d) : n, next = nl ? raw_end + 1 : n;
 		size_t ls = pos, le = raw_end;

@@ -8,6 +8,7 @@
 
 static int tap_count, tap_failures;
 
+static inline void tap_vline(bool pass, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static inline void tap_vline(bool pass, const char *fmt, va_list ap)
 {
 	printf("%sok %d - ", pass ? "" : "not ", ++tap_count);

@@ -270,10 +270,10 @@ static void body_is_the_documented_envelope(void)
 		release_all(c, n);
 	}
 	{
-		const char *want = "{\"data\":[%s,%s],\"batch_uuid\":\"" UUID "\",\"batch_completed\":true}";
 		char exact[512];
 
-		snprintf(exact, sizeof(exact), want, rec1, rec2);
+		snprintf(exact, sizeof(exact), "{\"data\":[%s,%s],\"batch_uuid\":\"" UUID "\",\"batch_completed\":true}",
+			 rec1, rec2);
 		n = cut_all(path, &p, c, 2, NULL);
 		ok(c[0].len == strlen(exact) && !memcmp(c[0].body, exact, c[0].len), "the whole body, exactly");
 		release_all(c, n);
