@@ -133,7 +133,8 @@ def check_archived_only_when_acknowledged(daemon, name, expected_keys, value, de
         assert not missing, (f"{name} was archived in done/ but {len(missing)} of its {len(expected_keys)} "
                              f"records were never acknowledged in a completed batch at {label} "
                              f"(ids {missing[:5]}...); of those, completed elsewhere: "
-                             f"{ {l: n for l, n in elsewhere.items() if n} or 'nowhere'}")
+                             f"{ {l: n for l, n in elsewhere.items() if n} or 'nowhere'}; staged in a batch "
+                             f"never completed: { {l: n for l, (o, u) in dests.items() if (n := sum((k, value) in staged_pairs(o, u) for k in missing))} or 'nowhere'}")
     assert holders, (f"{name} was archived in done/ but none of its {len(expected_keys)} records "
                      f"(ids {min(expected_keys)}..{max(expected_keys)}, v={value}) was ever acknowledged "
                      f"in a completed batch at {sorted(dests)}")
