@@ -144,6 +144,7 @@ class State:
         self.max_body = max_body
         self.rate_limit = rate_limit
         self.delay = delay
+        self.track = None        # a field whose value each upload request records (see configure)
         self.reset()
 
     def reset(self):
@@ -240,6 +241,10 @@ class State:
         keys = [r[pk] for r in data]
         rec.update(n_records=len(data), keys=keys,
                    first_pk=keys[0] if keys else None, last_pk=keys[-1] if keys else None)
+        if self.track is not None:
+            # Which version of each record this request carried (e.g. gen_ndjson's "v"), so a test
+            # can tell which file a staged or completed record came from.
+            rec["tracked"] = [r.get(self.track) for r in data]
         poison = self.take_reject(uuid, keys)
         if poison:
             rec["fault"] = poison
@@ -319,7 +324,7 @@ class State:
             return counts
 
     def configure(self, cfg):
-        unknown = set(cfg) - {"api_key", "brand_key", "max_body", "rate_limit", "delay", "connections"}
+        unknown = set(cfg) - {"api_key", "brand_key", "max_body", "rate_limit", "delay", "connections", "track"}
         if unknown:
             raise Reply(400, {"error": f"unknown config keys {sorted(unknown)}"})
         with self.lock:
@@ -334,6 +339,8 @@ class State:
                 self.windows = {}
             if "delay" in cfg:
                 self.delay = float(cfg["delay"] or 0)
+            if "track" in cfg:
+                self.track = cfg["track"] or None
             for u, pk in (cfg.get("connections") or {}).items():
                 self.primary_keys[u] = pk
                 self.connections.setdefault(u, Connection(pk))
@@ -814,7 +821,9 @@ class FakeOptix:
         return json.loads(self._control("GET", "faults"))
 
     def configure(self, **cfg):
-        """api_key, brand_key, max_body (int|None), rate_limit ("N/W"|None), delay, connections {uuid: pk}."""
+        """api_key, brand_key, max_body (int|None), rate_limit ("N/W"|None), delay, connections {uuid: pk},
+        track (a field name|None: each upload request's record gets "tracked", that field's value of
+        each of its records, in order, e.g. gen_ndjson's "v" to tell which file a record came from)."""
         self._control("POST", "config", cfg)
 
     def reset(self):
