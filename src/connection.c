@@ -27,6 +27,7 @@
 #include "ndjson.h"
 #include "spool.h"
 #include "worker.h"
+#include "workfiles.h"
 
 /* Rejected lines a request's range may hold in memory before the range is ended early. */
 #define REJECT_BUFFER_MAX (256 * 1024)
@@ -89,7 +90,8 @@ struct connection {
 	struct conn_config *cfg;
 	struct conn_config *next_cfg;
 	struct record_validator *next_validator;
-	char *state_dir, *dir, *done_dir;
+	char *state_dir;
+	struct workfiles wf;            /* the files in its custody: .work/, rejected/, failed/, done/ */
 	struct spool_queue queue;
 	struct upload_client *client;
 	struct upload_limiter *limiter;
@@ -108,7 +110,6 @@ struct connection {
 	bool catalog_warned;
 	enum conn_state state;
 	bool draining;
-	int dirfd, workfd;              /* <spool>/<conn> and its .work/, opened without following links */
 	struct spool_queue settling;    /* written in place, not yet still for settle_seconds (keyed by when to look) */
 	ev_timer settle_timer;
 	struct spool_watch *watch;      /* inotify on dir: names to look at, who has them open */
@@ -307,127 +308,61 @@ static int on_reject(void *userdata, uint64_t lineno, const char *reason, const 
 	return rb->len >= REJECT_BUFFER_MAX ? 1 : 0;
 }
 
-/* The connection's directory, opened once (again after it was removed and made anew). */
-static int conn_dirfd(struct connection *c)
+/* The workfiles put a directory right (a link, or writable by exporters): say so. */
+static int said_fixed(struct connection *c, int fd, bool fixed, const char *what)
 {
-	if (c->dirfd < 0)
-		c->dirfd = fileio_open_dir(c->dir);
-	return c->dirfd;
+	if (fixed)
+		conn_log(c, LOG_LVL_WARNING, -1, "%s was not as dcsyncd makes it (a link, or writable by others): made a "
+			 "private directory again (mode 0750)", what);
+	return fd;
 }
 
-/*
- * A sub-directory dcsyncd writes into (.work, rejected, failed), opened without following a
- * link. With @create it is made if missing, and put right if it is not as dcsyncd makes it.
- */
-static int conn_subdir(struct connection *c, const char *name, bool create)
+static int conn_subdir(struct connection *c, const char *sub, bool create)
 {
-	int dfd = conn_dirfd(c), fd;
+	char what[PATH_MAX];
 	bool fixed;
+	int fd = workfiles_subdir(&c->wf, sub, create, &fixed);
 
-	if (dfd < 0)
-		return dfd;
-	if (!create) {
-		fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		return fd < 0 ? -errno : fd;
-	}
-	fd = spool_subdir(dfd, name, 0750, &fixed);
-	if (fixed)
-		conn_log(c, LOG_LVL_WARNING, -1, "%s/%s was not as dcsyncd makes it (a link, or writable by exporters): "
-			 "made a private directory again (mode 0750)", c->dir, name);
-	return fd;
+	snprintf(what, sizeof(what), "%s/%s", c->wf.dir, sub);
+	return said_fixed(c, fd, fixed, what);
 }
 
 static int conn_workfd(struct connection *c)
 {
-	if (c->workfd < 0) {
-		c->workfd = conn_subdir(c, ".work", true);
-		if (c->workfd < 0) {
-			int r = c->workfd;
+	char what[PATH_MAX];
+	bool fixed;
+	int fd = workfiles_work(&c->wf, &fixed);
 
-			c->workfd = -1;
-			return r;
-		}
-	}
-	return c->workfd;
+	snprintf(what, sizeof(what), "%s/.work", c->wf.dir);
+	return said_fixed(c, fd, fixed, what);
 }
 
-/* The connection's directory was removed: forget what was opened in it. */
-static void conn_forget_dirs(struct connection *c)
+static int open_done_dir(struct connection *c)
 {
-	if (c->workfd >= 0)
-		close(c->workfd);
-	if (c->dirfd >= 0)
-		close(c->dirfd);
-	c->workfd = c->dirfd = -1;
-}
+	bool fixed;
+	int fd = workfiles_done(&c->wf, &fixed);
 
-static void rej_name(const char *name, char *buf)
-{
-	layout_name(buf, "", name, ".rejected.ndjson");
-}
-
-/* The rejected file is created only when a line is rejected; a resume truncates to this size. */
-static uint64_t rej_size_of(struct connection *c, const char *name)
-{
-	char rn[LAYOUT_NAME_MAX + 1];
-	struct stat st;
-	int dfd = conn_subdir(c, "rejected", false);
-	uint64_t size = 0;
-
-	if (dfd < 0)
-		return 0;
-	rej_name(name, rn);
-	if (fstatat(dfd, rn, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
-		size = (uint64_t)st.st_size;
-	close(dfd);
-	return size;
-}
-
-/* Lines rejected after the last durable point are written again on the way: cut them, no duplicates. */
-static int rej_truncate(struct connection *c, const char *name, uint64_t size)
-{
-	char rn[LAYOUT_NAME_MAX + 1];
-	int dfd, fd, r = 0;
-
-	if (rej_size_of(c, name) <= size)
-		return 0;
-	if ((dfd = conn_subdir(c, "rejected", false)) < 0)
-		return dfd;
-	rej_name(name, rn);
-	fd = fileio_open_own(dfd, rn, O_WRONLY);
-	if (fd < 0 || ftruncate(fd, (off_t)size) < 0)
-		r = fd < 0 ? fd : -errno;
-	if (fd >= 0)
-		close(fd);
-	close(dfd);
-	return r;
+	return said_fixed(c, fd, fixed, c->wf.done_dir);
 }
 
 /* Append a buffer of rejected lines to <name>.rejected.ndjson, once the batch holding them is durable. */
 static int rej_flush(struct connection *c, const char *name, struct rejbuf *rb)
 {
-	char rn[LAYOUT_NAME_MAX + 1];
-	bool replaced = false;
-	int dfd, fd = -1, r = 0;
+	char rn[LAYOUT_NAME_MAX + 1], what[PATH_MAX];
+	bool fixed, replaced;
+	int r;
 
 	if (!rb->len)
 		return 0;
-	rej_name(name, rn);
-	if ((dfd = conn_subdir(c, "rejected", true)) < 0) {
-		r = dfd;
-		goto out;
-	}
-	fd = fileio_open_append(dfd, rn, 0640, &replaced);
+	r = workfiles_rejected_append(&c->wf, name, rb->buf, rb->len, &fixed, &replaced);
+	snprintf(what, sizeof(what), "%s/rejected", c->wf.dir);
+	(void)said_fixed(c, 0, fixed, what);
+	workfiles_rejected_name(name, rn);
 	if (replaced)
 		conn_log(c, LOG_LVL_WARNING, -1, "%s/rejected/%s was not a file dcsyncd made (a link or another user's "
-			 "file): removed, never written through", c->dir, rn);
-	r = fd < 0 ? fd : fileio_write_all(fd, rb->buf, rb->len);
-	if (fd >= 0)
-		close(fd);
-	close(dfd);
-out:
+			 "file): removed, never written through", c->wf.dir, rn);
 	if (r < 0)
-		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot write rejected records to %s/rejected/: %s", name, c->dir,
+		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot write rejected records to %s/rejected/: %s", name, c->wf.dir,
 			 strerror(-r));
 	rb->len = 0;
 	rb->first_line = rb->last_line = 0;
@@ -441,12 +376,12 @@ static void log_rejects(struct connection *c, const char *name, uint64_t n, cons
 	/* One line per rejected record at warning level would drown a log on a bad export. */
 	if (!n)
 		return;
-	rej_name(name, rn);
+	workfiles_rejected_name(name, rn);
 	if (rb->first_line)
 		conn_log(c, LOG_LVL_WARNING, -1, "%s: %" PRIu64 " line(s) rejected between lines %" PRIu64 " and %" PRIu64
-			 ", see %s/rejected/%s", name, n, rb->first_line, rb->last_line, c->dir, rn);
+			 ", see %s/rejected/%s", name, n, rb->first_line, rb->last_line, c->wf.dir, rn);
 	else
-		conn_log(c, LOG_LVL_WARNING, -1, "%s: %" PRIu64 " line(s) rejected, see %s/rejected/%s", name, n, c->dir, rn);
+		conn_log(c, LOG_LVL_WARNING, -1, "%s: %" PRIu64 " line(s) rejected, see %s/rejected/%s", name, n, c->wf.dir, rn);
 }
 
 /* ---- batch lifecycle ---- */
@@ -461,15 +396,6 @@ static void format_uuid(char out[37])
 		 id.bytes[0], id.bytes[1], id.bytes[2], id.bytes[3], id.bytes[4], id.bytes[5],
 		 id.bytes[6], id.bytes[7], id.bytes[8], id.bytes[9], id.bytes[10], id.bytes[11],
 		 id.bytes[12], id.bytes[13], id.bytes[14], id.bytes[15]);
-}
-
-/* A file's name in .work/: <id>-<name>, shortened if need be (every legal name has a place). */
-static void work_name(const struct member *m, char *buf)
-{
-	char prefix[32];
-
-	snprintf(prefix, sizeof(prefix), "%" PRIu64 "-", m->fid);
-	layout_name(buf, prefix, m->name, "");
 }
 
 static void rej_reset(struct rejbuf *rb)
@@ -504,52 +430,11 @@ static void end_batch(struct connection *c)
 	apply_pending(c);
 }
 
-static void identity_of(const struct stat *st, struct file_identity *id)
-{
-	id->dev = (uint64_t)st->st_dev;
-	id->ino = (uint64_t)st->st_ino;
-	id->size = (uint64_t)st->st_size;
-	id->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-}
-
-/* Move a file of the batch to @dir under its own name, or <id>-<name> if that is taken. */
-/*
- * Move a file of the batch from .work/ to @dstfd under its own name, or <id>-<name> if that is
- * taken; its final name in @dst.
- */
-static int move_member(struct connection *c, const struct member *m, int dstfd, char *dst)
-{
-	char src[LAYOUT_NAME_MAX + 1];
-	int wfd = conn_workfd(c), r;
-
-	if (wfd < 0)
-		return wfd;
-	work_name(m, src);
-	layout_name(dst, "", m->name, "");
-	r = spool_move_at(wfd, src, dstfd, dst);
-	if (r == -EEXIST) {
-		/* A prefix keeps the .ndjson suffix: a file handed back to the spool stays eligible. */
-		snprintf(dst, LAYOUT_NAME_MAX + 1, "%s", src);
-		r = spool_move_at(wfd, src, dstfd, dst);
-	}
-	return r;
-}
-
-/* One fsync per directory per batch, however many files moved: what makes small files cheap. */
-/* One fsync per directory per batch, however many files moved: what makes small files cheap. */
-static void sync_dirs(struct connection *c, int dstfd)
-{
-	if (dstfd >= 0)
-		(void)fsync(dstfd);
-	if (c->workfd >= 0)
-		(void)fsync(c->workfd);
-}
-
 /* failed/<name>.error.json beside the failed file: written atomically, never through a link. */
 static int write_error_json(struct connection *c, int failedfd, const char *name, const char *failed_name,
 			    long status, const char *why, const char *response)
 {
-	char *buf = NULL, head[1024], path[LAYOUT_NAME_MAX + 1], when[32];
+	char *buf = NULL, head[1024], when[32];
 	size_t len = 0, cap = 0;
 	time_t now = time(NULL);
 	struct tm tm;
@@ -568,11 +453,10 @@ static int write_error_json(struct connection *c, int failedfd, const char *name
 	    (r = jsonstr_append(&buf, &len, &cap, response ? response : "", response ? strlen(response) : 0)) < 0 ||
 	    (r = jsonstr_raw(&buf, &len, &cap, "}\n", 2)) < 0)
 		goto out;
-	layout_name(path, "", failed_name, ".error.json");
-	r = fileio_replace_at(failedfd, path, buf, len, 0640);
+	r = workfiles_error_json(failedfd, failed_name, buf, len);
 out:
 	if (r < 0)
-		conn_log(c, LOG_LVL_ERROR, status, "%s: cannot write %s/failed/%s.error.json: %s", name, c->dir,
+		conn_log(c, LOG_LVL_ERROR, status, "%s: cannot write %s/failed/%s.error.json: %s", name, c->wf.dir,
 			 failed_name, strerror(-r));
 	free(buf);
 	return r;
@@ -635,25 +519,25 @@ static void fail_file(struct connection *c, long status, const char *why, const 
 	c->want_next = false;
 	ffd = conn_subdir(c, "failed", true);
 	for (size_t i = 0; i < c->n_members; i++) {
-		r = ffd < 0 ? ffd : move_member(c, &c->members[i], ffd, dst);
+		r = ffd < 0 ? ffd : workfiles_move(&c->wf, c->members[i].fid, c->members[i].name, ffd, dst);
 		if (r < 0 && r != -ENOENT)
 			conn_log(c, LOG_LVL_ERROR, status, "%s: cannot move it to %s/failed/: %s", c->members[i].name,
-				 c->dir, strerror(-r));
+				 c->wf.dir, strerror(-r));
 		moved += r == 0;
 		/* The error is written even for a file gone from .work/: the reason must be somewhere. */
 		if (ffd >= 0)
 			(void)write_error_json(c, ffd, c->members[i].name, r == 0 ? dst : c->members[i].name, status,
 					       why, response);
 	}
-	sync_dirs(c, ffd);
+	workfiles_sync(&c->wf, ffd);
 	if (ffd >= 0)
 		close(ffd);
 	/* Never claim a move that did not happen: a file already gone from .work/ is not in failed/. */
 	if (moved)
-		conn_log(c, LOG_LVL_ERROR, status, "%s: failed for good: %s; moved to %s/failed/", c->jb.name, why, c->dir);
+		conn_log(c, LOG_LVL_ERROR, status, "%s: failed for good: %s; moved to %s/failed/", c->jb.name, why, c->wf.dir);
 	else
 		conn_log(c, LOG_LVL_ERROR, status, "%s: failed for good: %s; nothing was moved to %s/failed/ (no file of "
-			 "it is left in .work/)", c->jb.name, why, c->dir);
+			 "it is left in .work/)", c->jb.name, why, c->wf.dir);
 	c->stats.files_failed += c->n_members;
 	c->stats.last_error_time = ev_now(c->env.loop);
 	c->stats.last_error_status = status;
@@ -674,59 +558,33 @@ static void fail_file(struct connection *c, long status, const char *why, const 
 static void release_files(struct connection *c)
 {
 	char dst[LAYOUT_NAME_MAX + 1];
-	int dfd = conn_dirfd(c);
+	int dfd = workfiles_dir(&c->wf);
 
 	worker_cancel(c->worker);       /* the files leave: nothing more to parse of them */
 	c->want_next = false;
 
 	for (size_t i = 0; i < c->n_members; i++) {
 		struct member *m = &c->members[i];
-		int r = dfd < 0 ? dfd : move_member(c, m, dfd, dst);
+		int r = dfd < 0 ? dfd : workfiles_move(&c->wf, m->fid, m->name, dfd, dst);
 
 		/* Its rejected lines are written again when it goes up: take back this attempt's. */
-		(void)rej_truncate(c, m->name, m->rejected_size);
+		(void)workfiles_rejected_truncate(&c->wf, m->name, m->rejected_size);
 		if (r == 0)
 			(void)spool_queue_add(&c->queue, dst, m->ident.mtime_ns);
 		else if (r != -ENOENT)
-			conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move it back to %s: %s", m->name, c->dir, strerror(-r));
+			conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move it back to %s: %s", m->name, c->wf.dir, strerror(-r));
 	}
-	sync_dirs(c, dfd);
+	workfiles_sync(&c->wf, dfd);
 	c->jb.state = BATCH_RELEASED;
 	if (journal_put(c->env.journal, &c->jb) == 0)
 		(void)journal_sync(c->env.journal);
 	end_batch(c);
 }
 
-/* <state_dir>/done/<conn>/, made if missing, private again if an older version left it group-writable. */
-static int open_done_dir(struct connection *c)
-{
-	char parent[PATH_MAX];
-	bool fixed;
-	int pfd, fd;
-
-	snprintf(parent, sizeof(parent), "%s/done", c->state_dir);
-	if ((fd = spool_mkdirs(parent, 0750)) < 0 || (pfd = fileio_open_dir(parent)) < 0)
-		return fd < 0 ? fd : pfd;
-	fd = spool_subdir(pfd, c->cfg->name, 0750, &fixed);
-	close(pfd);
-	if (fixed)
-		conn_log(c, LOG_LVL_WARNING, -1, "%s was not as dcsyncd makes it (a link, or writable by others): made "
-			 "a private directory again (mode 0750)", c->done_dir);
-	return fd;
-}
-
 /* A file that changed after its batch was completed: what was read went up, the rest did not. */
 static bool changed_since(struct connection *c, const struct member *m)
 {
-	char wn[LAYOUT_NAME_MAX + 1];
-	struct stat st;
-	int wfd = conn_workfd(c);
-
-	work_name(m, wn);
-	if (wfd < 0 || fstatat(wfd, wn, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return false;
-	return (uint64_t)st.st_size != m->ident.size ||
-	       (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != m->ident.mtime_ns;
+	return workfiles_changed(&c->wf, m->fid, m->name, &m->ident);
 }
 
 static void step_archive(struct connection *c)
@@ -738,7 +596,7 @@ static void step_archive(struct connection *c)
 
 	crashpoint("before-archive");
 	if (!del && (r = dfd = open_done_dir(c)) < 0)
-		conn_log(c, LOG_LVL_ERROR, -1, "cannot open %s: %s", c->done_dir, strerror(-r));
+		conn_log(c, LOG_LVL_ERROR, -1, "cannot open %s: %s", c->wf.done_dir, strerror(-r));
 	for (size_t i = 0; i < c->n_members; i++) {
 		const struct member *m = &c->members[i];
 
@@ -749,8 +607,8 @@ static void step_archive(struct connection *c)
 			snprintf(why, sizeof(why), "the file changed after its batch was completed (it was %" PRIu64
 				 " bytes then): what was written after that was not sent; move it back into the spool "
 				 "to send it whole", m->ident.size);
-			conn_log(c, LOG_LVL_ERROR, -1, "%s: %s; moved to %s/failed/", m->name, why, c->dir);
-			r = ffd < 0 ? ffd : move_member(c, m, ffd, dst);
+			conn_log(c, LOG_LVL_ERROR, -1, "%s: %s; moved to %s/failed/", m->name, why, c->wf.dir);
+			r = ffd < 0 ? ffd : workfiles_move(&c->wf, m->fid, m->name, ffd, dst);
 			if (r == 0)
 				(void)write_error_json(c, ffd, m->name, dst, 0, why, NULL);
 			if (ffd >= 0)
@@ -759,10 +617,10 @@ static void step_archive(struct connection *c)
 			continue;
 		}
 		if (del) {
-			work_name(m, dst);
-			r = c->workfd < 0 ? -EBADF : unlinkat(c->workfd, dst, 0) < 0 ? -errno : 0;
+			workfiles_work_name(m->fid, m->name, dst);
+			r = c->wf.workfd < 0 ? -EBADF : unlinkat(c->wf.workfd, dst, 0) < 0 ? -errno : 0;
 		} else {
-			r = dfd < 0 ? dfd : move_member(c, m, dfd, dst);
+			r = dfd < 0 ? dfd : workfiles_move(&c->wf, m->fid, m->name, dfd, dst);
 		}
 		if (r < 0 && r != -ENOENT) {
 			/* Complete at the server; the file stays in .work/ and the next start retries the move. */
@@ -771,7 +629,7 @@ static void step_archive(struct connection *c)
 			ok = false;
 		}
 	}
-	sync_dirs(c, dfd);
+	workfiles_sync(&c->wf, dfd);
 	if (dfd >= 0)
 		close(dfd);
 	if (ok) {
@@ -1018,7 +876,7 @@ static int check_whole(struct connection *c, void (*again)(struct connection *c)
 	if ((uint64_t)st.st_size > read) {
 		conn_log(c, LOG_LVL_INFO, -1, "%s: grew to %lld bytes after %" PRIu64 " were read: reading on in the same batch",
 			 c->jb.name, (long long)st.st_size, read);
-		identity_of(&st, &c->jb.ident);
+		workfiles_identity(&st, &c->jb.ident);
 		c->members[0].ident = c->jb.ident;
 		c->members[0].trusted = false;  /* someone writes it: from now on only stillness tells */
 		if (read_on(c) < 0) {
@@ -1116,7 +974,7 @@ static void chunk_done(struct connection *c)
 	c->jb.records += ch->n_records - c->server_rejected;
 	c->jb.rejected += ch->rejected + c->server_rejected;
 	if (!c->jb.n_members)
-		c->jb.rejected_size = rej_size_of(c, c->jb.name);
+		c->jb.rejected_size = workfiles_rejected_size(&c->wf, c->jb.name);
 	c->stats.file_records = c->jb.records;
 	c->stats.file_offset = c->jb.offset;
 	if (ch->last) {
@@ -1281,17 +1139,17 @@ static bool same_destination(const struct conn_config *a, const struct conn_conf
 static void release_carry(struct connection *c)
 {
 	char dst[LAYOUT_NAME_MAX + 1];
-	int dfd = conn_dirfd(c), r;
+	int dfd = workfiles_dir(&c->wf), r;
 
 	if (!c->have_carry)
 		return;
 	c->have_carry = false;
-	r = dfd < 0 ? dfd : move_member(c, &c->carry, dfd, dst);
+	r = dfd < 0 ? dfd : workfiles_move(&c->wf, c->carry.fid, c->carry.name, dfd, dst);
 	if (r == 0)
 		(void)spool_queue_add(&c->queue, dst, c->carry.ident.mtime_ns);
 	else if (r != -ENOENT)
 		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move it back to %s: %s (the next start does)", c->carry.name,
-			 c->dir, strerror(-r));
+			 c->wf.dir, strerror(-r));
 }
 
 static void auth_pause(struct connection *c, long status)
@@ -1310,7 +1168,7 @@ static void auth_pause(struct connection *c, long status)
 	}
 	conn_log(c, LOG_LVL_ERROR, status,
 	     "the API refused the keys (HTTP %ld): fix api_key and brand_key of [connection %s], then reload "
-	     "(systemctl reload dcsyncd); files stay in %s", status, c->cfg->name, c->dir);
+	     "(systemctl reload dcsyncd); files stay in %s", status, c->cfg->name, c->wf.dir);
 	persist_error(c, status, "the API refused the keys");
 	release_carry(c);
 	if (c->active && c->jb.acks == 0 && c->jb.records == 0 && !c->batch_answered)
@@ -1599,7 +1457,7 @@ static void arm_settle(struct connection *c)
 /* Look at @name in the spool: queue it when ready, look again when it should be, say why not. */
 static int inspect(struct connection *c, const char *name, struct spool_look *look)
 {
-	int dfd = conn_dirfd(c), r;
+	int dfd = workfiles_dir(&c->wf), r;
 
 	if (dfd < 0)
 		return dfd;
@@ -1699,9 +1557,9 @@ static int take_file(struct connection *c, const char *name, struct member *m)
 	}
 	snprintf(m->name, sizeof(m->name), "%s", name);
 	m->fid = journal_new_id(c->env.journal);
-	if ((dfd = conn_dirfd(c)) < 0 || (wfd = conn_workfd(c)) < 0) {
+	if ((dfd = workfiles_dir(&c->wf)) < 0 || (wfd = conn_workfd(c)) < 0) {
 		fd = dfd < 0 ? dfd : wfd;
-		conn_log(c, LOG_LVL_ERROR, -1, "cannot open %s/.work/: %s", c->dir, strerror(-fd));
+		conn_log(c, LOG_LVL_ERROR, -1, "cannot open %s/.work/: %s", c->wf.dir, strerror(-fd));
 		return fd;
 	}
 	/* Ready when queued; a writer may have opened it since. */
@@ -1709,14 +1567,14 @@ static int take_file(struct connection *c, const char *name, struct member *m)
 		return fd;
 	if (look.verdict != SPOOL_READY)
 		return -EAGAIN;
-	work_name(m, wn);
+	workfiles_work_name(m->fid, m->name, wn);
 	/* A new drop under the same name now waits its turn in the spool, it cannot change this batch. */
 	fd = spool_take(dfd, name, wfd, wn, &st, &why);
 	if (fd == -ENOENT && faccessat(dfd, ".work", F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
 		/* Someone removed .work/ while we ran: make it again. */
-		conn_log(c, LOG_LVL_WARNING, -1, "%s/.work/ was removed: making it again", c->dir);
-		close(c->workfd);
-		c->workfd = -1;
+		conn_log(c, LOG_LVL_WARNING, -1, "%s/.work/ was removed: making it again", c->wf.dir);
+		close(c->wf.workfd);
+		c->wf.workfd = -1;
 		if ((wfd = conn_workfd(c)) >= 0)
 			fd = spool_take(dfd, name, wfd, wn, &st, &why);
 	}
@@ -1725,11 +1583,11 @@ static int take_file(struct connection *c, const char *name, struct member *m)
 		conn_log(c, LOG_LVL_WARNING, -1, "%s: refused: %s; left where it is", name, why);
 	}
 	else if (fd < 0 && fd != -ENOENT)
-		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move into %s/.work/: %s", name, c->dir, strerror(-fd));
+		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move into %s/.work/: %s", name, c->wf.dir, strerror(-fd));
 	if (fd < 0)
 		return fd;
 	crashpoint("after-rename");
-	identity_of(&st, &m->ident);
+	workfiles_identity(&st, &m->ident);
 	m->trusted = look.trusted;
 	return fd;
 }
@@ -1742,48 +1600,20 @@ static int take_file(struct connection *c, const char *name, struct member *m)
  */
 static int reopen_member(struct connection *c, struct member *m, char *why, size_t whylen)
 {
-	char wn[LAYOUT_NAME_MAX + 1];
-	struct file_identity now;
-	struct stat st;
-	int wfd = conn_workfd(c), fd = -1, r = 0;
+	bool grew = false;
+	int fd = workfiles_reopen(&c->wf, m->fid, m->name, &m->ident, &grew);
 
-	work_name(m, wn);
-	if (wfd < 0) {
-		r = wfd;
-		goto fail;
-	}
-	fd = openat(wfd, wn, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		r = -errno;
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		r = -ESTALE;
-		goto fail;
-	}
-	identity_of(&st, &now);
-	/* Never guess: resuming a changed file could send records the first requests did not. */
-	if (now.dev != m->ident.dev || now.ino != m->ident.ino || now.size < m->ident.size ||
-	    (now.size == m->ident.size && now.mtime_ns != m->ident.mtime_ns)) {
+	if (fd == -ESTALE)
 		snprintf(why, whylen, "%s: the file changed since its batch opened (device, inode, size or mtime differ)",
 			 m->name);
-		close(fd);
-		return -ESTALE;
-	}
+	else if (fd == -ENOENT)
+		snprintf(why, whylen, "%s: the file of an open batch is gone from %s/.work/", m->name, c->wf.dir);
+	else if (fd < 0)
+		snprintf(why, whylen, "%s: cannot open the file of an open batch in %s/.work/: %s", m->name, c->wf.dir,
+			 strerror(-fd));
 	/* Unchanged since it was taken ready: still nobody's to write. Grown: someone writes it. */
-	m->trusted = now.size == m->ident.size;
+	m->trusted = !grew;
 	return fd;
-fail:
-	if (r == -ESTALE)
-		snprintf(why, whylen, "%s: what is in %s/.work/ is not a regular file", m->name, c->dir);
-	else if (r == -ENOENT)
-		snprintf(why, whylen, "%s: the file of an open batch is gone from %s/.work/", m->name, c->dir);
-	else
-		snprintf(why, whylen, "%s: cannot open the file of an open batch in %s/.work/: %s", m->name, c->dir,
-			 strerror(-r));
-	if (fd >= 0)
-		close(fd);
-	return r;
 }
 
 /*
@@ -1934,7 +1764,7 @@ static int start_batch(struct connection *c)
 		c->members[0].rej = t;
 		c->jb.id = c->members[0].fid;
 		c->jb.ident = c->members[0].ident;
-		c->jb.rejected_size = c->members[0].rejected_size = rej_size_of(c, c->jb.name);
+		c->jb.rejected_size = c->members[0].rejected_size = workfiles_rejected_size(&c->wf, c->jb.name);
 		chunk_finish(ch, &c->bp, r == BATCH_FILL_EOF);
 	} else {
 		close(c->fd);
@@ -1947,7 +1777,7 @@ static int start_batch(struct connection *c)
 				.file_id = c->members[i].fid,
 				.index = (uint32_t)i,
 				.ident = c->members[i].ident,
-				.rejected_size = rej_size_of(c, c->members[i].name),
+				.rejected_size = workfiles_rejected_size(&c->wf, c->members[i].name),
 			};
 
 			c->members[i].rejected_size = jm.rejected_size;
@@ -1959,7 +1789,7 @@ static int start_batch(struct connection *c)
 	}
 	set_params(c);
 	/* The renames into .work/ must be durable before the batch that names them. */
-	(void)fsync(c->workfd);
+	(void)fsync(c->wf.workfd);
 	if ((r = journal_put(c->env.journal, &c->jb)) < 0)
 		goto fail;
 	conn_log(c, LOG_LVL_DEBUG, -1, "%s: batch %s opened (%zu file(s), %" PRIu32 " records in the first request)",
@@ -1975,31 +1805,6 @@ fail:
 /* Where a file of a journaled batch is now, when it is no longer in .work/. */
 enum whereabouts { IN_WORK, IN_DONE, IN_FAILED, IN_SPOOL, GONE };
 
-/* Whether @dirfd holds the member under its name or <id>-<name> as the file it was (see move_member). */
-static bool member_in(const struct member *m, int dirfd, bool copied_ok)
-{
-	char name[LAYOUT_NAME_MAX + 1];
-	struct file_identity now;
-	struct stat st;
-
-	if (dirfd < 0)
-		return false;
-	for (int k = 0; k < 2; k++) {
-		if (k == 0)
-			layout_name(name, "", m->name, "");
-		else
-			work_name(m, name);
-		if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
-			continue;
-		identity_of(&st, &now);
-		/* A rename keeps the identity; a copy to another filesystem keeps only the size. */
-		if (!memcmp(&now, &m->ident, sizeof(now)) ||
-		    (copied_ok && now.dev != m->ident.dev && now.size == m->ident.size))
-			return true;
-	}
-	return false;
-}
-
 static enum whereabouts member_whereabouts(struct connection *c, const struct member *m, bool doubt)
 {
 	char wn[LAYOUT_NAME_MAX + 1];
@@ -2007,16 +1812,16 @@ static enum whereabouts member_whereabouts(struct connection *c, const struct me
 	int wfd = conn_workfd(c), dfd, ffd;
 	struct stat st;
 
-	work_name(m, wn);
+	workfiles_work_name(m->fid, m->name, wn);
 	if (wfd >= 0 && fstatat(wfd, wn, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		return IN_WORK;
-	dfd = c->env.after_upload == AFTER_UPLOAD_ARCHIVE ? fileio_open_dir(c->done_dir) : -1;
+	dfd = c->env.after_upload == AFTER_UPLOAD_ARCHIVE ? fileio_open_dir(c->wf.done_dir) : -1;
 	ffd = conn_subdir(c, "failed", false);
-	if (member_in(m, dfd, doubt))
+	if (workfiles_holds(dfd, m->fid, m->name, &m->ident, doubt))
 		w = IN_DONE;
-	else if (member_in(m, ffd, false))
+	else if (workfiles_holds(ffd, m->fid, m->name, &m->ident, false))
 		w = IN_FAILED;
-	else if (member_in(m, conn_dirfd(c), false))
+	else if (workfiles_holds(workfiles_dir(&c->wf), m->fid, m->name, &m->ident, false))
 		w = IN_SPOOL;
 	if (dfd >= 0)
 		close(dfd);
@@ -2061,17 +1866,17 @@ static bool ended_before_restart(struct connection *c)
 			if (member_whereabouts(c, &c->members[i], doubt) != IN_WORK)
 				continue;
 			if (del) {
-				work_name(&c->members[i], dst);
-				r = unlinkat(c->workfd, dst, 0) < 0 ? -errno : 0;
+				workfiles_work_name(c->members[i].fid, c->members[i].name, dst);
+				r = unlinkat(c->wf.workfd, dst, 0) < 0 ? -errno : 0;
 			} else {
-				r = dfd < 0 ? dfd : move_member(c, &c->members[i], dfd, dst);
+				r = dfd < 0 ? dfd : workfiles_move(&c->wf, c->members[i].fid, c->members[i].name, dfd, dst);
 			}
 			if (r < 0 && r != -ENOENT)
 				conn_log(c, LOG_LVL_ERROR, -1, "%s: uploaded, but cannot %s it: %s", c->members[i].name,
 					 del ? "delete" : "archive", strerror(-r));
 		}
 		if (count[IN_WORK])
-			sync_dirs(c, dfd);
+			workfiles_sync(&c->wf, dfd);
 		if (dfd >= 0)
 			close(dfd);
 		conn_log(c, LOG_LVL_INFO, -1, "%s: batch %s was completed before the restart (%s; the journal's records "
@@ -2186,7 +1991,7 @@ static void resume_batch(struct connection *c, const struct journal_batch *b)
 			return;
 		}
 		c->fd = fd;
-		if (rej_truncate(c, b->name, b->rejected_size) < 0 || reader_at(c, fd, b->offset, b->lineno) < 0 ||
+		if (workfiles_rejected_truncate(&c->wf, b->name, b->rejected_size) < 0 || reader_at(c, fd, b->offset, b->lineno) < 0 ||
 		    cut(c, 0) < 0) {
 			fail_file(c, 0, "cannot read the file or its rejected file", NULL);
 			return;
@@ -2209,7 +2014,7 @@ static void resume_batch(struct connection *c, const struct journal_batch *b)
 			return;
 		}
 		c->chunk[0].member = (uint32_t)i;
-		r = rej_truncate(c, m->name, m->rejected_size);
+		r = workfiles_rejected_truncate(&c->wf, m->name, m->rejected_size);
 		if (r == 0)
 			r = reader_at(c, fd, 0, 1);
 		if (r == 0)
@@ -2368,8 +2173,12 @@ void connection_drain(struct connection *c, bool stop_after_ack)
 {
 	c->draining = true;
 	c->stop_after_ack = stop_after_ack;
-	if (c->state == CS_AUTH_PAUSED || c->state == CS_RETRY_WAIT || c->state == CS_RATE_WAIT ||
-	    c->state == CS_SETTLE_WAIT || c->state == CS_RESUME_WAIT) {
+	/*
+	 * Removed by a reload: the open batch goes on to its end (paused, it stays paused, and a
+	 * reload that adds the connection back cures it). Stopping: what waits ends here.
+	 */
+	if (stop_after_ack && (c->state == CS_AUTH_PAUSED || c->state == CS_RETRY_WAIT || c->state == CS_RATE_WAIT ||
+			       c->state == CS_SETTLE_WAIT || c->state == CS_RESUME_WAIT)) {
 		/* Nothing is in flight: the journal holds the batch, the restart resumes it. */
 		ev_timer_stop(c->env.loop, &c->timer);
 		c->left_open += c->active;
@@ -2392,18 +2201,18 @@ static void gone_cb(void *userdata)
 	struct connection *c = userdata;
 	int r;
 
-	conn_forget_dirs(c);
-	if ((r = spool_mkdirs(c->dir, 0770)) < 0 || (r = spool_watch_rewatch(c->watch)) < 0) {
+	workfiles_forget(&c->wf);
+	if ((r = spool_mkdirs(c->wf.dir, 0770)) < 0 || (r = spool_watch_rewatch(c->watch)) < 0) {
 		if (!c->dir_error_logged)
 			conn_log(c, LOG_LVL_ERROR, -1, "%s was removed and cannot be made again (%s): trying every %g s",
-				 c->dir, strerror(-r), DIR_RETRY_SECONDS);
+				 c->wf.dir, strerror(-r), DIR_RETRY_SECONDS);
 		c->dir_error_logged = true;
 		ev_timer_stop(c->env.loop, &c->dir_timer);
 		ev_timer_set(&c->dir_timer, DIR_RETRY_SECONDS, 0.);
 		ev_timer_start(c->env.loop, &c->dir_timer);
 		return;
 	}
-	conn_log(c, LOG_LVL_WARNING, -1, "%s was removed or moved away: made again and watched", c->dir);
+	conn_log(c, LOG_LVL_WARNING, -1, "%s was removed or moved away: made again and watched", c->wf.dir);
 	c->dir_error_logged = false;
 	rescan_cb(c);
 }
@@ -2424,10 +2233,10 @@ void connection_revive(struct connection *c)
 
 int connection_scan(struct connection *c)
 {
-	int r = spool_scan(c->dir, scan_cb, c);
+	int r = spool_scan(c->wf.dir, scan_cb, c);
 
 	if (r < 0)
-		conn_log(c, LOG_LVL_ERROR, -1, "cannot scan %s: %s", c->dir, strerror(-r));
+		conn_log(c, LOG_LVL_ERROR, -1, "cannot scan %s: %s", c->wf.dir, strerror(-r));
 	return r;
 }
 
@@ -2444,7 +2253,7 @@ int connection_adopt(struct connection *c, const struct journal_batch *b)
 
 int connection_release_orphans(struct connection *c)
 {
-	int wfd = conn_workfd(c), dfd = conn_dirfd(c), fd;
+	int wfd = conn_workfd(c), dfd = workfiles_dir(&c->wf), fd;
 	const struct journal_range *dmg;
 	bool damaged = journal_damage(c->env.journal, &dmg) > 0;
 	struct dirent *de;
@@ -2484,7 +2293,7 @@ int connection_release_orphans(struct connection *c)
 		else if (damaged)
 			conn_log(c, LOG_LVL_WARNING, -1, "%s: in %s/.work/, but no record of the damaged journal names it: back "
 				 "in the spool as %s, to go up in a new batch (if a request of it left before, its batch "
-				 "stays open at the server: its batch_uuid was in the damaged bytes)", dash + 1, c->dir, dst);
+				 "stays open at the server: its batch_uuid was in the damaged bytes)", dash + 1, c->wf.dir, dst);
 		else
 			conn_log(c, LOG_LVL_INFO, -1, "%s: taken before a restart but never sent: back in the spool as %s",
 				 dash + 1, dst);
@@ -2513,15 +2322,16 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		return r;
 	}
 	cfg = c->cfg;
-	c->dirfd = c->workfd = -1;
+	c->wf.dirfd = c->wf.workfd = -1;
 	c->queue.sorted = true;
 	c->settling.sorted = true;
 	/* Own copies: a reload frees the configuration the environment's strings came from. */
 	c->env.spool_dir = c->env.state_dir = NULL;
 	if (!(c->state_dir = strdup(env->state_dir)) ||
-	    asprintf(&c->dir, "%s/%s", env->spool_dir, cfg->name) < 0 ||
-	    asprintf(&c->done_dir, "%s/done/%s", env->state_dir, cfg->name) < 0)
+	    (r = workfiles_init(&c->wf, env->spool_dir, env->state_dir, cfg->name)) < 0) {
+		r = -ENOMEM;
 		goto fail;
+	}
 	for (int i = 0; i < PIPELINE; i++)
 		if (chunk_init(&c->chunk[i], CONFIG_MAX_BATCH_RECORDS) < 0)
 			goto fail;
@@ -2564,16 +2374,16 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		r = -ENOMEM;
 		goto fail;
 	}
-	if ((r = spool_mkdirs(c->dir, 0770)) < 0) {
-		log_error("%s: cannot create %s: %s", cfg->name, c->dir, strerror(-r));
+	if ((r = spool_mkdirs(c->wf.dir, 0770)) < 0) {
+		log_error("%s: cannot create %s: %s", cfg->name, c->wf.dir, strerror(-r));
 		goto fail;
 	}
 	{
 		static const struct spool_watch_ops ops = { event_cb, rescan_cb, gone_cb };
 
 		/* Watched before the first scan, so a file dropped in between is not missed (the queue dedupes). */
-		if ((r = spool_watch_new(&c->watch, env->loop, c->dir, &ops, c)) < 0) {
-			log_error("%s: cannot watch %s: %s", cfg->name, c->dir, strerror(-r));
+		if ((r = spool_watch_new(&c->watch, env->loop, c->wf.dir, &ops, c)) < 0) {
+			log_error("%s: cannot watch %s: %s", cfg->name, c->wf.dir, strerror(-r));
 			goto fail;
 		}
 	}
@@ -2645,8 +2455,6 @@ void connection_free(struct connection *c)
 	spool_queue_release(&c->settling);
 	free(c->last_record.buf);
 	config_conn_free(c->cfg);
-	conn_forget_dirs(c);
-	free(c->dir);
-	free(c->done_dir);
+	workfiles_release(&c->wf);
 	free(c);
 }

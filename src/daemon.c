@@ -136,6 +136,16 @@ static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- lifecycle ---- */
 
+/*
+ * Before main: from the first instant of dcsyncd's own code a SIGHUP (a reload asked for too
+ * early) must not take the default action, exit. The loop's handler replaces this in
+ * daemon_run; the commands (status, formula...) never reload and do not mind.
+ */
+__attribute__((constructor)) static void ignore_early_sighup(void)
+{
+	signal(SIGHUP, SIG_IGN);
+}
+
 static void prune_retiring(struct daemon *d)
 {
 	size_t k = 0;

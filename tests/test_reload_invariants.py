@@ -380,15 +380,29 @@ def test_connection_removed_while_busy_and_added_back_keeps_the_newest_value(opt
 
 # --- 5. signals --------------------------------------------------------------------------------
 
+def in_start_up(pid):
+    """dcsyncd is in its start-up: its own code runs and it has its journal open (the replay and
+    the scan of the spool come next, before READY). Before its code runs at all (the dynamic
+    loader; setpriv and sh in the unprivileged mode) no program can answer for a signal."""
+    with open(f"/proc/{pid}/comm") as f:
+        if f.read().strip() != "dcsyncd":
+            return False
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith("/journal"):
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def wait_exec(daemon, timeout=10.0):
-    """Spin (no sleep: the point is to be early) until the daemon's pid runs the dcsyncd binary
-    (in the unprivileged mode it starts as setpriv and sh, which a SIGHUP would kill)."""
+    """Spin (no sleep: the point is to be early) until dcsyncd is in its start-up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with open(f"/proc/{daemon.pid}/comm") as f:
-                if f.read().strip() == "dcsyncd":
-                    return
+            if in_start_up(daemon.pid):
+                return
         except OSError:
             pass
         if daemon.proc.poll() is not None:
