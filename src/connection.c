@@ -386,6 +386,24 @@ static void log_rejects(struct connection *c, const char *name, uint64_t n, cons
 
 /* ---- batch lifecycle ---- */
 
+static bool same_destination(const struct conn_config *a, const struct conn_config *b)
+{
+	return !strcmp(a->base_url, b->base_url) && !strcmp(a->uuid, b->uuid);
+}
+
+/* What a batch keeps in the journal of where it was opened: FNV-1a of base_url and uuid, never 0. */
+static uint64_t destination_of(const struct conn_config *cfg)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (const char *s = cfg->base_url; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	h = (h ^ 0xff) * 1099511628211ull;
+	for (const char *s = cfg->uuid; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h | 1;
+}
+
 static void format_uuid(char out[37])
 {
 	sd_id128_t id;
@@ -1130,10 +1148,6 @@ static void persist_error(struct connection *c, long status, const char *what)
 		(void)journal_sync(c->env.journal);
 }
 
-static bool same_destination(const struct conn_config *a, const struct conn_config *b)
-{
-	return !strcmp(a->base_url, b->base_url) && !strcmp(a->uuid, b->uuid);
-}
 
 /* The file taken for the next batch goes back to the spool: never journaled, nothing of it sent. */
 static void release_carry(struct connection *c)
@@ -1730,6 +1744,7 @@ static int start_batch(struct connection *c)
 	snprintf(c->jb.name, sizeof(c->jb.name), "%s", first->name);
 	format_uuid(c->jb.uuid);
 	c->jb.cut_records = c->cfg->batch_records;
+	c->jb.dest = destination_of(c->cfg);
 	c->jb.cut_bytes = c->cfg->batch_bytes;
 	c->jb.lineno = 1;
 	c->n_members = 1;
@@ -1971,6 +1986,12 @@ static void resume_batch(struct connection *c, const struct journal_batch *b)
 	}
 	if (r == 0 && b->state == BATCH_OPEN && ended_before_restart(c))
 		return;
+	if (r == 0 && b->state == BATCH_OPEN && b->dest && b->dest != destination_of(c->cfg)) {
+		/* Its requests went to one place; the rest must not go to another under its batch_uuid. */
+		fail_file(c, 0, "the batch was opened at another destination (base_url or uuid of the connection "
+			  "changed while dcsyncd was stopped): it cannot be finished there, and is not sent elsewhere", NULL);
+		return;
+	}
 	if (r < 0) {
 		fail_file(c, 0, "the journal does not list every file of this batch", NULL);
 		return;

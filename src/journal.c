@@ -145,6 +145,7 @@ static void encode_batch(struct wbuf *w, const struct journal_batch *b)
 	w_u64(w, b->rejected_size);
 	w_u64(w, (uint64_t)b->updated);
 	w_u64(w, b->n_members);
+	w_u64(w, b->dest);
 }
 
 static void encode_member(struct wbuf *w, const struct journal_member *m)
@@ -199,6 +200,9 @@ static int decode_batch(struct rbuf *r, struct journal_batch *b)
 	b->rejected_size = r_u64(r);
 	b->updated = (int64_t)r_u64(r);
 	b->n_members = (uint32_t)r_u64(r);
+	/* Records written before dcsyncd kept the destination end here. */
+	if (!r->bad && r->pos < r->n)
+		b->dest = r_u64(r);
 	if (r->bad || b->id > ID_MAX || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
 		return -EINVAL;
 	return 0;

@@ -37,6 +37,7 @@ struct journal_batch {
 	uint64_t rejected_size; /* size of the rejected file at offset: a resume truncates to it */
 	int64_t updated;        /* unix seconds */
 	uint32_t n_members;     /* 0: one file (name, ident above); else the files of a multi-file batch */
+	uint64_t dest;          /* hash of the base_url and uuid it was opened at; 0: not known (older journal) */
 };
 
 /* One file of a multi-file batch: several small files filling one request. */

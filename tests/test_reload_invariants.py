@@ -636,3 +636,36 @@ def test_random_reloads_pauses_and_faults_keep_every_invariant(optix_factory, da
             print(f"seed {seed}: done {len(done)}, failed {len(failed)}\n  " + "\n  ".join(actions))
     except AssertionError as e:
         raise AssertionError(f"seed {seed}: {e}\nactions:\n  " + "\n  ".join(actions)) from None
+
+
+# --- 6. a batch's identity across a crash ------------------------------------------------------
+
+@pytest.mark.parametrize("change", ["uuid", "base_url"])
+def test_destination_changed_while_stopped_fails_the_open_batch_never_sends_it_elsewhere(
+        optix_factory, daemon, change):
+    """kill -9 (a crash point) in the middle of a batch, then the connection's uuid or base_url
+    changes before the next start: the rest of the batch must not go to the new destination
+    under the old batch_uuid (a split batch, never completed anywhere); the file fails saying why."""
+    from test_crash import crashpoints_built
+    if not crashpoints_built(daemon):
+        pytest.skip("needs a build with -Dcrashpoints=true")
+    old, new = optix_factory(), optix_factory()
+    daemon.write_config([daemon.connection(old, batch_records=100)])
+    daemon.drop_generated("products", "a.ndjson", 1000, value=1)
+    proc = daemon.run_once(env={"DCSYNCD_CRASH_AT": "after-ack:3"})
+    assert proc.returncode == -9, f"expected the crash point to kill it, got {proc.returncode}"
+    batch = {r["batch_uuid"] for r in old.requests(UUID1)}
+    assert len(batch) == 1
+    moved = daemon.connection(new if change == "base_url" else old, batch_records=100,
+                              uuid=UUID2 if change == "uuid" else UUID1)
+    daemon.write_config([moved])
+    proc = daemon.run_once()
+    assert proc.returncode == 1
+    target = new if change == "base_url" else old
+    sent_elsewhere = [r for r in target.requests(UUID2 if change == "uuid" else UUID1)
+                      if r["batch_uuid"] in batch]
+    assert not sent_elsewhere, f"the open batch went on at the new destination: {len(sent_elsewhere)} request(s)"
+    error = daemon.spool("products") / "failed" / "a.ndjson.error.json"
+    assert error.exists(), daemon.log()[-3000:]
+    assert "another destination" in json.loads(error.read_text())["error"]
+    assert not (daemon.state_dir / "done" / "products" / "a.ndjson").exists()
