@@ -25,6 +25,7 @@
 #include "layout.h"
 #include "log.h"
 #include "ndjson.h"
+#include "retry.h"
 #include "spool.h"
 #include "worker.h"
 #include "workfiles.h"
@@ -183,15 +184,6 @@ static void send_range(struct connection *c);
 static void durable(struct connection *c, void (*step)(struct connection *c));
 static int reader_at(struct connection *c, int fd, uint64_t offset, uint64_t lineno);
 
-double connection_backoff(double initial, double max, unsigned attempt, double rnd)
-{
-	double cap = initial * ldexp(1.0, (int)(attempt > 60 ? 60 : attempt));
-
-	if (cap > max)
-		cap = max;
-	return rnd * cap;
-}
-
 static double rand01(struct connection *c)
 {
 	/* xorshift64*: jitter needs spread, not secrecy. */
@@ -257,6 +249,25 @@ bool connection_idle(const struct connection *c)
 	if (c->active || c->state != CS_IDLE)
 		return false;
 	return c->draining || connection_queued(c) == 0;
+}
+
+/*
+ * The one place the connection starts to wait: the state says for what, the one timer brings
+ * it back to timer_cb (a negative @delay: only a reload or a stop does).
+ */
+static void wait_in(struct connection *c, enum conn_state state, double delay)
+{
+	static const char *const names[] = { "idle", "sending", "retry wait", "journal wait", "paused",
+					     "rate wait", "settle wait", "resume wait" };
+
+	if (c->state != state)
+		conn_log(c, LOG_LVL_DEBUG, -1, "%s -> %s%s", names[c->state], names[state], delay < 0 ? "" : " (timer)");
+	c->state = state;
+	ev_timer_stop(c->env.loop, &c->timer);
+	if (delay < 0)
+		return;
+	ev_timer_set(&c->timer, delay, 0.);
+	ev_timer_start(c->env.loop, &c->timer);
 }
 
 static void notify_changed(struct connection *c)
@@ -828,10 +839,7 @@ static void wait_settle(struct connection *c, double delay, void (*again)(struct
 	if (stopping_here(c, "the file is still being written"))
 		return;
 	c->after_settle = again;
-	c->state = CS_SETTLE_WAIT;
-	ev_timer_stop(c->env.loop, &c->timer);
-	ev_timer_set(&c->timer, delay < 0.05 ? 0.05 : delay, 0.);
-	ev_timer_start(c->env.loop, &c->timer);
+	wait_in(c, CS_SETTLE_WAIT, delay < 0.05 ? 0.05 : delay);
 }
 
 /* The file grew after its end was read: the current request is not the last, read on from its end. */
@@ -1069,11 +1077,8 @@ static void send_range(struct connection *c)
 		if (stopping_here(c, "waiting for the rate limit"))
 			return;
 		/* Wait for a slot rather than be refused with 429. */
-		c->state = CS_RATE_WAIT;
 		c->stats.rate_waits++;
-		ev_timer_stop(c->env.loop, &c->timer);
-		ev_timer_set(&c->timer, wait, 0.);
-		ev_timer_start(c->env.loop, &c->timer);
+		wait_in(c, CS_RATE_WAIT, wait);
 		return;
 	}
 	r = upload_client_send(c->client, body, len);
@@ -1124,11 +1129,8 @@ static void durable(struct connection *c, void (*step)(struct connection *c))
 		     c->state_dir, strerror(-r));
 	c->journal_error_logged = true;
 	c->after_sync = step;
-	c->state = CS_SYNC_WAIT;
-	delay = connection_backoff(0.5, 30, c->attempt++, 0.5 + rand01(c) / 2);
-	ev_timer_stop(c->env.loop, &c->timer);
-	ev_timer_set(&c->timer, delay, 0.);
-	ev_timer_start(c->env.loop, &c->timer);
+	delay = retry_backoff(0.5, 30, c->attempt++, 0.5 + rand01(c) / 2);
+	wait_in(c, CS_SYNC_WAIT, delay);
 }
 
 /* ---- responses ---- */
@@ -1187,12 +1189,8 @@ static void auth_pause(struct connection *c, long status)
 	release_carry(c);
 	if (c->active && c->jb.acks == 0 && c->jb.records == 0 && !c->batch_answered)
 		release_files(c);
-	c->state = CS_AUTH_PAUSED;
-	if (!c->env.once) {
-		ev_timer_stop(c->env.loop, &c->timer);
-		ev_timer_set(&c->timer, c->cfg->retry_max_seconds, 0.);
-		ev_timer_start(c->env.loop, &c->timer);
-	}
+	/* --once does not wait for keys that may never be fixed. */
+	wait_in(c, CS_AUTH_PAUSED, c->env.once ? -1 : c->cfg->retry_max_seconds);
 	notify_changed(c);
 }
 
@@ -1207,7 +1205,7 @@ static void retry_later(struct connection *c, const struct upload_result *res)
 		snprintf(what, sizeof(what), "%s%s", res->tls_failure ? "TLS certificate problem: " : "", res->error);
 	if (c->attempt == 0)
 		c->first_failure = now;
-	delay = connection_backoff(c->cfg->retry_initial_seconds, c->cfg->retry_max_seconds, c->attempt, rand01(c));
+	delay = retry_backoff(c->cfg->retry_initial_seconds, c->cfg->retry_max_seconds, c->attempt, rand01(c));
 	if (res->retry_after >= 0 && res->retry_after > delay)
 		delay = res->retry_after;
 	/* Retry-After is the server's wish; retry_max_seconds is the operator's bound on any wait. */
@@ -1241,10 +1239,7 @@ static void retry_later(struct connection *c, const struct upload_result *res)
 	conn_log(c, c->attempt > 3 ? LOG_LVL_WARNING : LOG_LVL_INFO, res->status,
 	     "%s: request %" PRIu32 " failed (%s), retry %u in %.2f s", c->jb.name, c->jb.acks + 1, what,
 	     c->attempt, delay);
-	c->state = CS_RETRY_WAIT;
-	ev_timer_stop(c->env.loop, &c->timer);
-	ev_timer_set(&c->timer, delay, 0.);
-	ev_timer_start(c->env.loop, &c->timer);
+	wait_in(c, CS_RETRY_WAIT, delay);
 }
 
 /* Records [lo, hi) are done: send the next pending right half, or the rest, or finish the chunk. */
@@ -1933,10 +1928,7 @@ static void resume_failed(struct connection *c, const struct journal_batch *b, i
 	c->adopted = n;
 	memmove(c->adopted + 1, c->adopted, c->n_adopted++ * sizeof(*n));
 	c->adopted[0] = *b;
-	c->state = CS_RESUME_WAIT;
-	ev_timer_stop(c->env.loop, &c->timer);
-	ev_timer_set(&c->timer, c->cfg->retry_max_seconds, 0.);
-	ev_timer_start(c->env.loop, &c->timer);
+	wait_in(c, CS_RESUME_WAIT, c->cfg->retry_max_seconds);
 }
 
 static void resume_batch(struct connection *c, const struct journal_batch *b)
@@ -2179,9 +2171,7 @@ int connection_reconfigure(struct connection *c, const struct conn_config *src, 
 	c->env.after_upload = after;
 	if (c->state == CS_AUTH_PAUSED) {
 		conn_log(c, LOG_LVL_INFO, -1, "configuration reloaded: trying the keys again");
-		ev_timer_stop(c->env.loop, &c->timer);
-		ev_timer_set(&c->timer, 0., 0.);
-		ev_timer_start(c->env.loop, &c->timer);
+		wait_in(c, CS_AUTH_PAUSED, 0.);
 	}
 	return 0;
 fail:

@@ -93,5 +93,3 @@ bool connection_rate_waiting(const struct connection *c);  /* a request waits fo
 unsigned connection_rate_budget(const struct connection *c, unsigned *used);
 const struct conn_stats *connection_stats(const struct connection *c);
 
-/* Pure back-off: full jitter over min(max, initial * 2^attempt); @rnd in [0, 1). */
-double connection_backoff(double initial, double max, unsigned attempt, double rnd);

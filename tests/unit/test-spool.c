@@ -173,8 +173,177 @@ static void writes_never_follow_links(void)
 	free(rlink);
 }
 
+/* ---- the queue and the scan (from the old test-misc) ---- */
+
+static void pops_in_order(const char *what, struct spool_queue *q, const char *const *want, size_t n)
+{
+	struct spool_entry e;
+	char got[256] = "", exp[256] = "";
+	while (spool_queue_pop(q, &e) == 1) {
+		snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s ", e.name);
+		free(e.name);
+	}
+	for (size_t i = 0; i < n; i++)
+		snprintf(exp + strlen(exp), sizeof(exp) - strlen(exp), "%s ", want[i]);
+	is_str(got, exp, "%s", what);
+}
+
+static void spool_queue_order(void)
+{
+	struct spool_queue q = { 0 };
+	struct spool_entry e;
+	static const char *const order1[] = { "a", "b", "d", "c" };
+	static const char *const order2[] = { "c", "a", "b", "d" };
+
+	spool_queue_add(&q, "c", 300);
+	spool_queue_add(&q, "b", 100);
+	spool_queue_add(&q, "a", 100);
+	spool_queue_add(&q, "d", 200);
+	spool_queue_add(&q, "b", 100);
+	is_int(spool_queue_len(&q), 4, "a name queued twice is queued once");
+	is_int(spool_queue_oldest(&q), 100, "oldest mtime");
+	pops_in_order("popped by (mtime, name): a b d c", &q, order1, 4);
+	ok(spool_queue_pop(&q, &e) == 0 && spool_queue_len(&q) == 0 && spool_queue_oldest(&q) == 0,
+	   "empty queue: pop gives 0, oldest 0");
+
+	spool_queue_add(&q, "c", 300);
+	spool_queue_add(&q, "b", 100);
+	spool_queue_add(&q, "a", 100);
+	spool_queue_add(&q, "d", 200);
+	spool_queue_add(&q, "c", 50);   /* rewritten in place: ordered by its newest mtime */
+	is_int(spool_queue_len(&q), 4, "a re-added name with a new mtime is still queued once");
+	pops_in_order("re-added name takes its new mtime's place: c a b d", &q, order2, 4);
+
+	/* Interleaved adds and pops. */
+	spool_queue_add(&q, "m", 500);
+	spool_queue_add(&q, "n", 600);
+	ok(spool_queue_pop(&q, &e) == 1 && !strcmp(e.name, "m"), "interleaved: m first");
+	free(e.name);
+	spool_queue_add(&q, "z", 550);
+	spool_queue_add(&q, "y", 550);
+	ok(spool_queue_pop(&q, &e) == 1 && !strcmp(e.name, "y"), "interleaved: then y (550, before z by name)");
+	free(e.name);
+	spool_queue_add(&q, "m", 500);  /* taken already: a new drop under the same name queues again */
+	ok(spool_queue_pop(&q, &e) == 1 && !strcmp(e.name, "m"), "a name popped earlier can be queued again");
+	free(e.name);
+	pops_in_order("the rest: z n", &q, (const char *const[]){ "z", "n" }, 2);
+
+	for (int i = 0; i < 100; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "f%03d", 99 - i);
+		spool_queue_add(&q, name, 1000);
+	}
+	{
+		bool sorted = true;
+		char prev[16] = "";
+
+		for (int i = 0; i < 100; i++) {
+			if (spool_queue_pop(&q, &e) != 1 || strcmp(prev, e.name) >= 0)
+				sorted = false;
+			if (e.name)
+				snprintf(prev, sizeof(prev), "%s", e.name);
+			free(e.name);
+			e.name = NULL;
+		}
+		ok(sorted, "100 files with one mtime come out by name");
+	}
+	spool_queue_add(&q, "left", 1);
+	spool_queue_add(&q, "over", 2);
+	spool_queue_clear(&q);
+	is_int(spool_queue_len(&q), 0, "clear empties the queue");
+	spool_queue_add(&q, "left", 1);
+	spool_queue_release(&q);
+}
+
+static void spool_names(void)
+{
+	static const struct {
+		const char *name;
+		bool eligible;
+	} cases[] = {
+		{ "orders.ndjson", true },   { "orders.jsonl", true },       { "2024-01-01.part-3.ndjson", true },
+		{ ".orders.ndjson", false }, { ".hidden.jsonl", false },     { "orders.ndjson.tmp", false },
+		{ "orders.tmp", false },     { "orders.json", false },       { "orders.csv", false },
+		{ ".ndjson", false },        { "ndjson", false },            { "orders.ndjson~", false },
+		{ "orders.jsonl.part", false },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		ok(spool_name_eligible(cases[i].name) == cases[i].eligible, "spool_name_eligible(\"%s\") is %s",
+		   cases[i].name, cases[i].eligible ? "true" : "false");
+}
+
+/* What the connection does with each scanned name: queue it when it is a drop and ready. */
+static int scan_dir = -1;
+
+static void scan_ready(void *userdata, const char *name)
+{
+	struct spool_look look;
+
+	/* As root (the owner) the lease answers; unprivileged, the settle time of 0 lets old files in. */
+	if (spool_name_kind(name) == SPOOL_NAME_DROP && spool_inspect(scan_dir, name, -1, 0, &look) == 0 &&
+	    look.verdict == SPOOL_READY)
+		(void)spool_queue_add(userdata, name, look.mtime_ns);
+}
+
+static void spool_files(void)
+{
+	char *dir = tmpdir_new("spool");
+	char *a = path_join(dir, "a.ndjson"), *b = path_join(dir, "b.ndjson"), *c = path_join(dir, "c.jsonl"),
+	     *open_w = path_join(dir, "writing.ndjson"), *skip = path_join(dir, ".x.ndjson"), *moved;
+	struct timespec older[2] = { { 1700000000, 5 }, { 1700000000, 5 } };
+	struct timespec newer[2] = { { 1700000100, 0 }, { 1700000100, 0 } };
+	struct spool_queue q = { 0 };
+	struct spool_entry e;
+	char *data = NULL;
+	size_t len;
+	int wfd;
+
+	write_file(a, "{\"id\":1}\n", 9, 0640);
+	write_file(b, "{\"id\":2}\n", 9, 0640);
+	write_file(c, "{\"id\":3}\n", 9, 0640);
+	write_file(skip, "x\n", 2, 0640);
+	utimensat(AT_FDCWD, b, older, 0);   /* b oldest, then a and c by name (same mtime) */
+	utimensat(AT_FDCWD, a, newer, 0);
+	utimensat(AT_FDCWD, c, newer, 0);
+	wfd = open(open_w, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+	scan_dir = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	is_int(spool_scan(dir, scan_ready, &q), 0, "spool_scan");
+	close(scan_dir);
+	is_int(spool_queue_len(&q), 3, "scan queues the 3 eligible closed files (not a dot-file, not one open for writing)");
+	ok(spool_queue_pop(&q, &e) == 1 && !strcmp(e.name, "b.ndjson") && e.mtime_ns == 1700000000000000005,
+	   "oldest first, with its mtime in ns");
+	free(e.name);
+	pops_in_order("then a.ndjson and c.jsonl (same mtime) by name", &q,
+		      (const char *const[]){ "a.ndjson", "c.jsonl" }, 2);
+	spool_queue_release(&q);
+	close(wfd);
+
+	moved = path_join(dir, "moved.ndjson");
+	is_int(spool_move_at(AT_FDCWD, a, AT_FDCWD, moved), 0, "spool_move_at renames");
+	ok(access(a, F_OK) < 0 && (data = read_whole(moved, &len)) && len == 9 && !memcmp(data, "{\"id\":1}\n", 9),
+	   "the file is at its new name with its content");
+	free(data);
+	data = NULL;
+	is_int(spool_move_at(AT_FDCWD, b, AT_FDCWD, moved), -EEXIST, "spool_move_at never replaces an existing file");
+	ok((data = read_whole(moved, &len)) && !memcmp(data, "{\"id\":1}", 8) && access(b, F_OK) == 0,
+	   "both files untouched after the refusal");
+	free(data);
+	free(a);
+	free(b);
+	free(c);
+	free(open_w);
+	free(skip);
+	free(moved);
+	tmpdir_remove(dir);
+}
+
 int main(void)
 {
+	spool_queue_order();
+	spool_names();
+	spool_files();
 	layout_names();
 	name_kinds();
 	inspect_refuses();
