@@ -38,7 +38,7 @@ static size_t gzip_of(const char *in, size_t n, unsigned char *out, size_t cap)
 }
 
 struct got {
-	char text[16384];       /* lines as "N:json" or "N!error|text" joined by \n */
+	char text[1 << 17];       /* lines as "N:json" or "N!error|text" joined by \n */
 	int rc;
 	char err[512];
 };
@@ -54,7 +54,7 @@ static void read_all(const char *name, const void *data, size_t len, const struc
 
 	memset(g, 0, sizeof(*g));
 	g->rc = source_open(&s, fd, name, o, offset, lineno, MAX_RECORD);
-	while (g->rc == 0 && (g->rc = source_next(s, &ln)) == 1) {
+	while (g->rc == 0 && used < sizeof(g->text) - 1024 && (g->rc = source_next(s, &ln)) == 1) {
 		if (ln.too_long)
 			used += (size_t)snprintf(g->text + used, sizeof(g->text) - used, "%llu!too long\n",
 						  (unsigned long long)ln.lineno);
@@ -219,8 +219,8 @@ static void compressed(void)
 	struct got want, g;
 	size_t n = 0, gzn, zsn;
 
-	for (int i = 1; i <= 3000; i++)
-		n += (size_t)snprintf(plain + n, sizeof(plain) - n, "{\"id\":%d,\"v\":\"%050d\"}\n", i, i * 7);
+	for (int i = 1; i <= 1500; i++)
+		n += (size_t)snprintf(plain + n, sizeof(plain) - n, "{\"id\":%d,\"v\":\"%020d\"}\n", i, i * 7);
 	gzn = gzip_of(plain, n, gz, sizeof(gz));
 	zsn = ZSTD_compress(zs, sizeof(zs), plain, n, 3);
 	if (ZSTD_isError(zsn))
@@ -254,7 +254,7 @@ static void compressed(void)
 	read_all("p.ndjson.gz", gz2, gzn + 7, NULL, 0, 1, &g);
 	ok(g.rc == -EBADMSG && strstr(g.err, "corrupt"), "gzip followed by garbage: %s", g.err);
 	read_all("p.ndjson.gz", plain, n, NULL, 0, 1, &g);
-	ok(g.rc == -EBADMSG && strstr(g.err, "corrupt at byte 0"), "a plain file named .gz: %s", g.err);
+	ok(g.rc == -EBADMSG && strstr(g.err, "corrupt at byte") && strstr(g.err, "incorrect header check"), "a plain file named .gz: %s", g.err);
 	read_all("p.ndjson.zst", "", 0, NULL, 0, 1, &g);
 	ok(g.rc == -EBADMSG && strstr(g.err, "no compressed data"), "an empty .zst: %s", g.err);
 
