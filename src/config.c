@@ -447,12 +447,16 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 	case K_CSV_COLUMNS:
 		return append_columns(ps, c, name, value);
 	case K_CSV_DELIMITER:
-		if (!*value) {
-			c->csv.delimiter = 0;
-			return 1;
-		}
+		/* inih takes " ;" for the start of a comment: csv_delimiter = ; arrives empty. */
+		if (!*value)
+			return fail(ps, ps->line, name, "empty (leave the key out for ',' in .csv and tab in .tsv; "
+				    "';' starts a comment here: write semicolon)");
 		if (!strcmp(value, "tab") || !strcmp(value, "\\t")) {
 			c->csv.delimiter = '\t';
+			return 1;
+		}
+		if (!strcmp(value, "semicolon")) {
+			c->csv.delimiter = ';';
 			return 1;
 		}
 		if (strlen(value) != 1 || !isprint((unsigned char)value[0]) || value[0] == '"' || value[0] == ' ')

@@ -183,6 +183,7 @@ static ssize_t step(struct instream *s, void *buf, size_t n)
 			s->member_open = false;
 			s->any_member = true;
 		} else if (ret != Z_OK && ret != Z_BUF_ERROR) {
+			s->out_total += produced;       /* decompressed, though not handed out */
 			return fault(s, false, s->z.msg ? s->z.msg : zError(ret));
 		}
 	} else {
