@@ -20,6 +20,9 @@ struct source {
 	char err[512];
 };
 
+/* For a caller with no connection (tests): strings only, and a header needs no particular column. */
+static const struct csv_options no_csv_options = { .primary_key = "" };
+
 static bool ends_with(const char *s, size_t n, const char *suffix)
 {
 	size_t k = strlen(suffix);
@@ -71,8 +74,8 @@ static int make(struct source **sp, size_t max_record_bytes)
 		return -ENOMEM;
 	s->fd = -1;
 	s->max_record = max_record_bytes;
-	if ((r = instream_new(&s->in)) < 0 || (r = ndjson_reader_new(&s->nd, -1, 0, 1, max_record_bytes)) < 0 ||
-	    (r = csv_reader_new(&s->csv, max_record_bytes)) < 0) {
+	/* The CSV reader's buffer is made with the first CSV file: an NDJSON connection holds one buffer. */
+	if ((r = instream_new(&s->in)) < 0 || (r = ndjson_reader_new(&s->nd, -1, 0, 1, max_record_bytes)) < 0) {
 		source_free(s);
 		return r;
 	}
@@ -156,6 +159,10 @@ int source_open(struct source **sp, int fd, const char *name, const struct csv_o
 		ndjson_reader_reset_stream(s->nd, s->in, offset, lineno);
 		return 0;
 	}
+	if (!csv)
+		csv = &no_csv_options;
+	if (!s->csv && (r = csv_reader_new(&s->csv, max_record_bytes)) < 0)
+		return failed(s, r);
 	delim = csv && csv->delimiter ? csv->delimiter : kind.format == SOURCE_TSV ? '\t' : ',';
 	if ((r = csv_reader_open(s->csv, s->in, delim, csv, offset, lineno)) < 0)
 		return failed(s, r);
