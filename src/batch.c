@@ -116,18 +116,18 @@ void chunk_truncate(struct chunk *c, size_t len, uint32_t n_records)
 	c->n_records = n_records;
 }
 
-int batch_fill(struct chunk *c, const struct batch_params *p, struct ndjson_reader *r,
+int batch_fill(struct chunk *c, const struct batch_params *p, struct source *r,
 	       struct record_validator *v, batch_reject_fn reject, void *userdata)
 {
 	struct ndjson_line ln;
 	char reason[256];
 	int rc;
 
-	c->start_offset = c->end_offset = ndjson_reader_offset(r);
-	c->start_line = c->end_line = ndjson_reader_lineno(r);
+	c->start_offset = c->end_offset = source_offset(r);
+	c->start_line = c->end_line = source_lineno(r);
 	c->rejected = 0;
 	for (;;) {
-		rc = ndjson_reader_next(r, &ln);
+		rc = source_next(r, &ln);
 		if (rc < 0)
 			return rc;
 		if (rc == 0)
@@ -139,11 +139,14 @@ int batch_fill(struct chunk *c, const struct batch_params *p, struct ndjson_read
 		 */
 		if (c->n_records == p->max_records ||
 		    (c->n_records && !ln.too_long && c->len + 1 + ln.len + BODY_TAIL_MAX > p->max_bytes)) {
-			ndjson_reader_unget(r);
+			source_unget(r);
 			return BATCH_FILL_FULL;
 		}
 		if (ln.too_long) {
 			snprintf(reason, sizeof(reason), "record longer than max_record_bytes");
+			rc = -EINVAL;
+		} else if (ln.error) {
+			snprintf(reason, sizeof(reason), "%s", ln.error);
 			rc = -EINVAL;
 		} else {
 			rc = record_validator_check(v, ln.data, ln.len, reason, sizeof(reason));
@@ -168,7 +171,7 @@ int batch_fill(struct chunk *c, const struct batch_params *p, struct ndjson_read
 	}
 }
 
-int batch_cut(struct chunk *c, const struct batch_params *p, struct ndjson_reader *r,
+int batch_cut(struct chunk *c, const struct batch_params *p, struct source *r,
 	      struct record_validator *v, batch_reject_fn reject, void *userdata)
 {
 	int rc;

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "ndjson.h"
+#include "source.h"
 
 /* One request body of a batch: records copied byte for byte between the envelope. */
 struct chunk {
@@ -50,7 +51,7 @@ void chunk_release(struct chunk *c);
  * limit, or at end of file (then c->last is set). Deterministic: the same file, offset and
  * params always give the same cut, which is what lets a resumed batch repeat its requests.
  */
-int batch_cut(struct chunk *c, const struct batch_params *p, struct ndjson_reader *r,
+int batch_cut(struct chunk *c, const struct batch_params *p, struct source *r,
 	      struct record_validator *v, batch_reject_fn reject, void *userdata);
 
 /* The steps batch_cut is made of, for requests filled from several small files. */
@@ -61,7 +62,7 @@ enum {
 };
 int chunk_begin(struct chunk *c);
 /* Append records from @r, stamped with c->member. Returns BATCH_FILL_* or a negative errno. */
-int batch_fill(struct chunk *c, const struct batch_params *p, struct ndjson_reader *r,
+int batch_fill(struct chunk *c, const struct batch_params *p, struct source *r,
 	       struct record_validator *v, batch_reject_fn reject, void *userdata);
 /* Take back what was appended since the body had @len bytes and @n_records records. */
 void chunk_truncate(struct chunk *c, size_t len, uint32_t n_records);

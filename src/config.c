@@ -40,6 +40,8 @@ struct parse_state {
 	} headers[CONFIG_MAX_CONNECTIONS]; /* [connection NAME] headers seen: duplicates, sections without keys */
 	size_t n_headers;
 	int daemon_line;           /* line of the [daemon] header, 0 before it */
+	bool have_key;             /* a key was given in this section: an indented line continues it (inih) */
+	bool continued;            /* the line inih has is such a continuation */
 	FILE *f;
 	char *err;
 	size_t errlen;
@@ -51,6 +53,7 @@ enum {
 	K_UUID, K_PRIMARY_KEY, K_BASE_URL, K_TTL, K_BATCH_RECORDS, K_BATCH_BYTES, K_TIMEOUT,
 	K_REQUIRED, K_MAX_RECORD, K_RETRY_INIT, K_RETRY_MAX, K_RETRY_ELAPSED, K_CA_FILE,
 	K_TLS_OFF, K_RATE, K_CATALOG, K_MAX_DEPTH, K_API, K_API_FILE, K_API_CRED, K_BRAND, K_BRAND_FILE, K_BRAND_CRED,
+	K_CSV_COLUMNS, K_CSV_DELIMITER, K_CSV_EMPTY,
 	K__COUNT
 };
 
@@ -60,6 +63,7 @@ static const char *const conn_keys[K__COUNT] = {
 	"retry_max_seconds", "retry_max_elapsed_seconds", "ca_file", "tls_verify_insecure_disable",
 	"rate_limit", "field_catalog", "max_depth", "api_key", "api_key_file", "api_key_credential", "brand_key",
 	"brand_key_file", "brand_key_credential",
+	"csv_columns", "csv_delimiter", "csv_empty",
 };
 
 _Static_assert(K__COUNT <= 32, "conn_parse.seen is a 32-bit mask");
@@ -252,6 +256,41 @@ oom:
 	return -ENOMEM;
 }
 
+/* required_fields, on one line or continued on indented lines. */
+static int append_fields(struct parse_state *ps, struct conn_config *c, const char *name, const char *value)
+{
+	char **more, **grown;
+	size_t n;
+
+	if (split_fields(value, &more, &n) < 0)
+		return -1;
+	grown = n ? realloc(c->required_fields, (c->n_required_fields + n) * sizeof(*grown)) : c->required_fields;
+	if (n && !grown) {
+		while (n)
+			free(more[--n]);
+		free(more);
+		return -1;
+	}
+	c->required_fields = grown;
+	memcpy(c->required_fields + c->n_required_fields, more, n * sizeof(*more));
+	c->n_required_fields += n;
+	free(more);
+	if (c->n_required_fields > RECORD_MAX_REQUIRED)
+		return fail(ps, ps->line, name, "%zu fields: at most %d", c->n_required_fields, RECORD_MAX_REQUIRED);
+	return 1;
+}
+
+/* csv_columns, on one line or continued on indented lines. */
+static int append_columns(struct parse_state *ps, struct conn_config *c, const char *name, const char *value)
+{
+	char why[256];
+	int r = csv_columns_parse(&c->csv, value, why, sizeof(why));
+
+	if (r == -EINVAL)
+		return fail(ps, ps->line, name, "%s", why);
+	return r < 0 ? -1 : 1;
+}
+
 static int set_str(char **dst, const char *v)
 {
 	char *d = strdup(v);
@@ -348,6 +387,17 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 			break;
 	if (k == K__COUNT)
 		return fail(ps, ps->line, name, "unknown key in [connection %s]", c->name);
+	if (ps->continued) {
+		/* An indented line after a key: inih hands it over as more of that key's value. */
+		if (k != K_REQUIRED && k != K_CSV_COLUMNS)
+			return fail(ps, ps->line, name, "an indented line continues the key before it: only required_fields "
+				    "and csv_columns take more lines (or remove the indentation)");
+		if (strchr(value, '='))
+			return fail(ps, ps->line, name, "a continuation line holds '=' (an indented key? remove the indentation)");
+		if (k == K_CSV_COLUMNS)
+			return append_columns(ps, c, name, value);
+		return append_fields(ps, c, name, value);
+	}
 	if (cp->seen & (1u << k))
 		return fail(ps, ps->line, name, "given twice (first on line %d)", cp->seen_line[k]);
 	cp->seen |= 1u << k;
@@ -394,10 +444,36 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 		c->timeout_seconds = (long)ll;
 		return 1;
 	case K_REQUIRED:
-		if (split_fields(value, &c->required_fields, &c->n_required_fields) < 0)
-			return -1;
-		if (c->n_required_fields > RECORD_MAX_REQUIRED)
-			return fail(ps, ps->line, name, "%zu fields: at most %d", c->n_required_fields, RECORD_MAX_REQUIRED);
+		return append_fields(ps, c, name, value);
+	case K_CSV_COLUMNS:
+		return append_columns(ps, c, name, value);
+	case K_CSV_DELIMITER:
+		/* inih takes " ;" for the start of a comment: csv_delimiter = ; arrives empty. */
+		if (!*value)
+			return fail(ps, ps->line, name, "empty (leave the key out for ',' in .csv and tab in .tsv; "
+				    "';' starts a comment here: write semicolon)");
+		if (!strcmp(value, "tab") || !strcmp(value, "\\t")) {
+			c->csv.delimiter = '\t';
+			return 1;
+		}
+		if (!strcmp(value, "semicolon")) {
+			c->csv.delimiter = ';';
+			return 1;
+		}
+		if (strlen(value) != 1 || !isprint((unsigned char)value[0]) || value[0] == '"' || value[0] == ' ')
+			return fail(ps, ps->line, name, "must be one printable character other than '\"' and ' ', or tab "
+				    "(empty: ',' for .csv, tab for .tsv)");
+		c->csv.delimiter = value[0];
+		return 1;
+	case K_CSV_EMPTY:
+		if (!strcmp(value, "omit"))
+			c->csv.empty = CSV_EMPTY_OMIT;
+		else if (!strcmp(value, "null"))
+			c->csv.empty = CSV_EMPTY_NULL;
+		else if (!strcmp(value, "string"))
+			c->csv.empty = CSV_EMPTY_STRING;
+		else
+			return fail(ps, ps->line, name, "must be omit, null or string");
 		return 1;
 	case K_MAX_RECORD:
 		if (parse_ll(value, 16, 1LL << 30, &ll) < 0)
@@ -490,6 +566,9 @@ static int handler(void *user, const char *section, const char *name, const char
 	if (!*section)
 		return fail(ps, ps->line, name, "outside any section (put it under [daemon] or [connection NAME])");
 	if (!strcmp(section, "daemon")) {
+		if (ps->continued)
+			return fail(ps, ps->line, name, "an indented line continues the key before it: only required_fields "
+				    "and csv_columns take more lines (or remove the indentation)");
 		r = handle_daemon(ps, name, value);
 		return r < 0 ? (fail(ps, ps->line, name, "out of memory"), 0) : r;
 	}
@@ -618,6 +697,11 @@ static char *reader(char *str, int num, void *stream)
 	/* Blanks as inih skips them (isspace: a CR or form feed too), or a header is missed. */
 	for (p = r; isspace((unsigned char)*p); p++)
 		;
+	/* inih's multi-line values: an indented line after a key is more of its value. */
+	if (*p && *p != ';' && *p != '#') {
+		ps->continued = p > r && ps->have_key;
+		ps->have_key = *p != '[' || ps->continued;
+	}
 	if (*p == '[') {
 		note_section(ps, p);
 		if (ps->failed)
@@ -713,6 +797,7 @@ static void finish_conn(struct parse_state *ps, struct conn_config *c, struct co
 		fail(ps, c->line, "uuid", "missing in [connection %s]", c->name);
 		return;
 	}
+	c->csv.primary_key = c->primary_key;
 	if (!c->primary_key) {
 		fail(ps, c->line, "primary_key", "missing in [connection %s]", c->name);
 		return;
@@ -821,6 +906,7 @@ static void conn_config_release(struct conn_config *c)
 	for (size_t j = 0; c->required_fields && j < c->n_required_fields; j++)
 		free(c->required_fields[j]);
 	free(c->required_fields);
+	csv_options_release(&c->csv);
 	free(c->ca_file);
 }
 
@@ -849,6 +935,8 @@ int config_conn_dup(const struct conn_config *src, struct conn_config **out)
 	/* Every pointer is the copy's own from here on: a failure frees only what was copied. */
 	c->name = c->uuid = c->primary_key = c->base_url = c->api_key = c->brand_key = c->ca_file = NULL;
 	c->required_fields = NULL;
+	c->csv.columns = NULL;
+	c->csv.n_columns = 0;
 	if (dup_str(&c->name, src->name) < 0 || dup_str(&c->uuid, src->uuid) < 0 ||
 	    dup_str(&c->primary_key, src->primary_key) < 0 || dup_str(&c->base_url, src->base_url) < 0 ||
 	    dup_str(&c->api_key, src->api_key) < 0 || dup_str(&c->brand_key, src->brand_key) < 0 ||
@@ -862,6 +950,17 @@ int config_conn_dup(const struct conn_config *src, struct conn_config **out)
 			if (dup_str(&c->required_fields[i], src->required_fields[i]) < 0)
 				goto fail;
 	}
+	if (src->csv.n_columns) {
+		c->csv.columns = calloc(src->csv.n_columns, sizeof(*c->csv.columns));
+		if (!c->csv.columns)
+			goto fail;
+		for (size_t i = 0; i < src->csv.n_columns; i++, c->csv.n_columns++) {
+			c->csv.columns[i].type = src->csv.columns[i].type;
+			if (dup_str(&c->csv.columns[i].name, src->csv.columns[i].name) < 0)
+				goto fail;
+		}
+	}
+	c->csv.primary_key = c->primary_key;
 	*out = c;
 	return 0;
 fail:

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "csv.h"
 #include "log.h"
 
 #define CONFIG_MAX_BATCH_RECORDS 5000
@@ -43,6 +44,7 @@ struct conn_config {
 	unsigned rate_limit_requests;     /* 0: no client-side limit */
 	double rate_limit_window_seconds;
 	bool field_catalog;               /* note the uploaded field names for `dcsyncd formula` */
+	struct csv_options csv;           /* csv_columns, csv_delimiter, csv_empty (csv.primary_key: primary_key) */
 	int line;               /* line of the section header, for messages */
 };
 

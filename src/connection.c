@@ -26,6 +26,7 @@
 #include "log.h"
 #include "ndjson.h"
 #include "retry.h"
+#include "source.h"
 #include "spool.h"
 #include "worker.h"
 #include "workfiles.h"
@@ -129,8 +130,7 @@ struct connection {
 	struct member carry;            /* taken for a batch it did not fit: starts the next one */
 	bool have_carry;
 	int fd;                         /* the single file a multi-request batch reads on from */
-	struct ndjson_reader *reader;
-	size_t reader_max;
+	struct source *reader;          /* the batch's file, read as its name says */
 	struct batch_params bp;
 	struct chunk chunk[PIPELINE];   /* a ring: the current request, then those cut ahead */
 	struct rejbuf rej[PIPELINE];
@@ -182,7 +182,8 @@ static void persist_rate(struct connection *c, bool waiting);
 static void process_current(struct connection *c);
 static void send_range(struct connection *c);
 static void durable(struct connection *c, void (*step)(struct connection *c));
-static int reader_at(struct connection *c, int fd, uint64_t offset, uint64_t lineno);
+static int reader_at(struct connection *c, int fd, const char *name, uint64_t offset, uint64_t lineno);
+static const char *read_error(struct connection *c, const char *fallback);
 
 static double rand01(struct connection *c)
 {
@@ -720,7 +721,7 @@ static int cut(struct connection *c, int idx)
 
 	if (r < 0)
 		conn_log(c, LOG_LVL_ERROR, -1, "%s: read failed at offset %" PRIu64 ": %s", c->jb.name,
-			 (uint64_t)ndjson_reader_offset(c->reader), strerror(-r));
+			 (uint64_t)source_offset(c->reader), read_error(c, strerror(-r)));
 	return r;
 }
 
@@ -762,7 +763,7 @@ static void ahead_done(void *userdata, int r)
 
 	if (r < 0) {
 		conn_log(c, LOG_LVL_ERROR, -1, "%s: read failed at offset %" PRIu64 ": %s", c->jb.name,
-			 (uint64_t)ndjson_reader_offset(c->reader), strerror(-r));
+			 (uint64_t)source_offset(c->reader), read_error(c, strerror(-r)));
 		c->ahead_error = r;
 	} else {
 		c->n_ahead++;
@@ -801,7 +802,7 @@ static void take_next_chunk(struct connection *c)
 		return;
 	} else if (c->ahead_error || cut(c, next) < 0) {
 		/* A failed parse-ahead left the reader somewhere in the range: no second try from there. */
-		fail_file(c, 0, "cannot read the file", NULL);
+		fail_file(c, 0, read_error(c, "cannot read the file"), NULL);
 		return;
 	}
 	if (make_current(c, next) < 0) {
@@ -849,7 +850,7 @@ static int read_on(struct connection *c)
 
 	chunk_reseal(ch, &c->bp, false);
 	c->stats.file_size = c->jb.ident.size;
-	return reader_at(c, c->fd, (uint64_t)ndjson_reader_offset(c->reader), ndjson_reader_lineno(c->reader));
+	return reader_at(c, c->fd, c->jb.name, (uint64_t)source_offset(c->reader), source_lineno(c->reader));
 }
 
 /*
@@ -890,8 +891,8 @@ static int check_whole(struct connection *c, void (*again)(struct connection *c)
 			  "(the records sent so far stay in an open batch at the server)", NULL);
 		return WHOLE_FAILED;
 	}
-	/* The reader is at the end of what it read (blank lines after the last record included). */
-	read = (uint64_t)ndjson_reader_offset(c->reader);
+	/* The reader is at the end of what it read (blank lines after the last record included), in the file's bytes. */
+	read = source_file_offset(c->reader);
 	if ((uint64_t)st.st_size < read || (uint64_t)st.st_size < c->jb.ident.size ||
 	    ((uint64_t)st.st_size == c->jb.ident.size && mtime_of(&st) != c->jb.ident.mtime_ns)) {
 		snprintf(why, sizeof(why), "the file was truncated or rewritten while its batch was open (%lld bytes now, "
@@ -906,7 +907,7 @@ static int check_whole(struct connection *c, void (*again)(struct connection *c)
 		c->members[0].ident = c->jb.ident;
 		c->members[0].trusted = false;  /* someone writes it: from now on only stillness tells */
 		if (read_on(c) < 0) {
-			fail_file(c, 0, "cannot read the file", NULL);
+			fail_file(c, 0, read_error(c, "cannot read the file"), NULL);
 			return WHOLE_FAILED;
 		}
 		return WHOLE_GREW;
@@ -930,26 +931,28 @@ static int check_whole(struct connection *c, void (*again)(struct connection *c)
 /* After a restart the last acknowledged record is not in memory: find it before the resume point. */
 static int find_last_record(struct connection *c)
 {
-	struct ndjson_reader *r = NULL;
+	struct source *r = NULL;
 	struct ndjson_line ln;
 	char reason[256];
 	int rc;
 
 	if (c->fd < 0)
 		return -ENOENT;
-	if ((rc = ndjson_reader_new(&r, c->fd, 0, 1, c->cfg->max_record_bytes)) < 0)
+	if ((rc = source_open(&r, c->fd, c->jb.name, &c->cfg->csv, 0, 1, c->cfg->max_record_bytes)) < 0) {
+		source_free(r);
 		return rc;
+	}
 	record_validator_set_catalog(c->validator, NULL);
 	c->last_record.len = 0;
-	while ((rc = ndjson_reader_next(r, &ln)) == 1 && (uint64_t)ln.end_offset <= c->jb.offset) {
-		if (!ln.too_long && record_validator_check(c->validator, ln.data, ln.len, reason, sizeof(reason)) == 0) {
+	while ((rc = source_next(r, &ln)) == 1 && (uint64_t)ln.end_offset <= c->jb.offset) {
+		if (!ln.too_long && !ln.error && record_validator_check(c->validator, ln.data, ln.len, reason, sizeof(reason)) == 0) {
 			c->last_record.len = 0;
 			if ((rc = jsonstr_raw(&c->last_record.buf, &c->last_record.len, &c->last_record.cap, ln.data,
 					      ln.len)) < 0)
 				break;
 		}
 	}
-	ndjson_reader_free(r);
+	source_free(r);
 	if (rc < 0)
 		return rc;
 	return c->last_record.len ? 0 : -ENOENT;
@@ -1410,18 +1413,18 @@ static void set_params(struct connection *c)
 	c->stats.file_records = c->jb.records;
 }
 
-/* Point the reader at @fd; one buffer serves every file of the connection. */
-static int reader_at(struct connection *c, int fd, uint64_t offset, uint64_t lineno)
+/* Point the reader at @fd, read as @name says (NDJSON, CSV, TSV; compressed or not); one buffer serves every file. */
+static int reader_at(struct connection *c, int fd, const char *name, uint64_t offset, uint64_t lineno)
 {
-	if (c->reader && c->reader_max != c->cfg->max_record_bytes) {
-		ndjson_reader_free(c->reader);
-		c->reader = NULL;
-	}
-	if (!c->reader) {
-		c->reader_max = c->cfg->max_record_bytes;
-		return ndjson_reader_new(&c->reader, fd, (off_t)offset, lineno, c->reader_max);
-	}
-	return ndjson_reader_reset(c->reader, fd, (off_t)offset, lineno);
+	return source_open(&c->reader, fd, name, &c->cfg->csv, (off_t)offset, lineno, c->cfg->max_record_bytes);
+}
+
+/* What to say of a file that could not be read: the source's reason (a CSV header, compressed data) if it has one. */
+static const char *read_error(struct connection *c, const char *fallback)
+{
+	const char *why = c->reader ? source_error(c->reader) : NULL;
+
+	return why ? why : fallback;
 }
 
 static int grow_members(struct connection *c)
@@ -1504,8 +1507,8 @@ static void offer(struct connection *c, const char *name)
 	case SPOOL_NAME_DROP:
 		break;
 	case SPOOL_NAME_WRONG_CASE:
-		conn_log(c, LOG_LVL_WARNING, -1, "%s: ignored: only names ending in .ndjson or .jsonl (lower case) are "
-			 "taken; rename it", name);
+		conn_log(c, LOG_LVL_WARNING, -1, "%s: ignored: only names ending in .ndjson, .jsonl, .csv or .tsv (each maybe "
+			 "followed by .gz or .zst; lower case) are taken; rename it", name);
 		return;
 	case SPOOL_NAME_OTHER:
 		conn_log(c, LOG_LVL_INFO, -1, "%s: ignored: not a *.ndjson or *.jsonl file", name);
@@ -1653,7 +1656,7 @@ static void gather_small_files(struct connection *c)
 			continue;
 		ch->member = (uint32_t)c->n_members;
 		note_fields_in(c, c->member_fields);     /* its names count only if it stays in this request */
-		r = reader_at(c, fd, 0, 1);
+		r = reader_at(c, fd, m->name, 0, 1);
 		if (r == 0)
 			r = batch_fill(ch, &c->bp, c->reader, c->validator, on_reject, &m->rej);
 		close(fd);
@@ -1746,7 +1749,7 @@ static int start_batch(struct connection *c)
 	c->active = true;
 	c->fd = fd;
 	set_params(c);
-	if ((r = chunk_begin(ch)) < 0 || (r = reader_at(c, fd, 0, 1)) < 0)
+	if ((r = chunk_begin(ch)) < 0 || (r = reader_at(c, fd, first->name, 0, 1)) < 0)
 		goto fail;
 	ch->member = 0;
 	first->rej.len = 0;
@@ -1756,13 +1759,13 @@ static int start_batch(struct connection *c)
 		goto fail;
 	first->rejected = ch->rejected;
 	if (r == BATCH_FILL_EOF) {
-		off_t end = ndjson_reader_offset(c->reader);
-		uint64_t lineno = ndjson_reader_lineno(c->reader);
+		off_t end = source_offset(c->reader);
+		uint64_t lineno = source_lineno(c->reader);
 
 		gather_small_files(c);
 		first = &c->members[0];         /* gathering may have moved the array */
 		/* A file that did not fit was read with the same reader: point it back at the end of this one. */
-		if (c->n_members == 1 && (r = reader_at(c, c->fd, (uint64_t)end, lineno)) < 0)
+		if (c->n_members == 1 && (r = reader_at(c, c->fd, first->name, (uint64_t)end, lineno)) < 0)
 			goto fail;
 		r = BATCH_FILL_EOF;
 	}
@@ -1808,7 +1811,7 @@ static int start_batch(struct connection *c)
 	return 0;
 fail:
 	conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot start the batch: %s", first->name, strerror(-r));
-	fail_file(c, 0, "cannot read the file", NULL);
+	fail_file(c, 0, read_error(c, "cannot read the file"), NULL);
 	return 0;
 }
 
@@ -2004,9 +2007,9 @@ static void resume_batch(struct connection *c, const struct journal_batch *b)
 			return;
 		}
 		c->fd = fd;
-		if (workfiles_rejected_truncate(&c->wf, b->name, b->rejected_size) < 0 || reader_at(c, fd, b->offset, b->lineno) < 0 ||
+		if (workfiles_rejected_truncate(&c->wf, b->name, b->rejected_size) < 0 || reader_at(c, fd, b->name, b->offset, b->lineno) < 0 ||
 		    cut(c, 0) < 0) {
-			fail_file(c, 0, "cannot read the file or its rejected file", NULL);
+			fail_file(c, 0, read_error(c, "cannot read the file or its rejected file"), NULL);
 			return;
 		}
 		step_opened(c);
@@ -2029,13 +2032,13 @@ static void resume_batch(struct connection *c, const struct journal_batch *b)
 		c->chunk[0].member = (uint32_t)i;
 		r = workfiles_rejected_truncate(&c->wf, m->name, m->rejected_size);
 		if (r == 0)
-			r = reader_at(c, fd, 0, 1);
+			r = reader_at(c, fd, m->name, 0, 1);
 		if (r == 0)
 			r = batch_fill(&c->chunk[0], &c->bp, c->reader, c->validator, on_reject, &m->rej);
 		close(fd);
 		m->rejected = c->chunk[0].rejected;
 		if (r != BATCH_FILL_EOF) {
-			fail_file(c, 0, "cannot cut the batch's request again from its files", NULL);
+			fail_file(c, 0, read_error(c, "cannot cut the batch's request again from its files"), NULL);
 			return;
 		}
 	}
@@ -2459,7 +2462,7 @@ void connection_free(struct connection *c)
 	for (size_t i = 0; i < c->cap_members; i++)
 		free(c->members[i].rej.buf);
 	free(c->members);
-	ndjson_reader_free(c->reader);
+	source_free(c->reader);
 	spool_queue_release(&c->queue);
 	free(c->adopted);
 	free(c->state_dir);

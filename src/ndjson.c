@@ -13,11 +13,13 @@
 #include <yajl/yajl_parse.h>
 
 #include "catalog.h"
+#include "decompress.h"
 
 #define READ_BLOCK (256 * 1024)
 
 struct ndjson_reader {
 	int fd;
+	struct instream *in;    /* read from this when set, not from fd */
 	char *buf;
 	size_t cap;
 	size_t start;           /* first unconsumed byte */
@@ -45,14 +47,15 @@ int ndjson_reader_new(struct ndjson_reader **out, int fd, off_t offset, uint64_t
 		free(r);
 		return -ENOMEM;
 	}
-	if (lseek(fd, offset, SEEK_SET) < 0) {
+	if (fd >= 0 && lseek(fd, offset, SEEK_SET) < 0) {
 		int e = -errno;
 
 		free(r->buf);
 		free(r);
 		return e;
 	}
-	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	if (fd >= 0)
+		(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	r->fd = fd;
 	r->buf_offset = offset;
 	r->next_lineno = first_lineno;
@@ -67,6 +70,7 @@ int ndjson_reader_reset(struct ndjson_reader *r, int fd, off_t offset, uint64_t 
 	if (lseek(fd, offset, SEEK_SET) < 0)
 		return -errno;
 	r->fd = fd;
+	r->in = NULL;
 	r->start = r->end = 0;
 	r->buf_offset = offset;
 	r->next_lineno = first_lineno;
@@ -75,6 +79,19 @@ int ndjson_reader_reset(struct ndjson_reader *r, int fd, off_t offset, uint64_t 
 	r->have_last = false;
 	r->replay = false;
 	return 0;
+}
+
+void ndjson_reader_reset_stream(struct ndjson_reader *r, struct instream *in, off_t offset, uint64_t first_lineno)
+{
+	r->fd = -1;
+	r->in = in;
+	r->start = r->end = 0;
+	r->buf_offset = offset;
+	r->next_lineno = first_lineno;
+	r->eof = false;
+	r->at_file_start = offset == 0;
+	r->have_last = false;
+	r->replay = false;
 }
 
 void ndjson_reader_free(struct ndjson_reader *r)
@@ -96,11 +113,17 @@ static int fill(struct ndjson_reader *r)
 		r->end -= r->start;
 		r->start = 0;
 	}
-	do {
-		n = read(r->fd, r->buf + r->end, r->cap - r->end);
-	} while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return -errno;
+	if (r->in) {
+		n = instream_read(r->in, r->buf + r->end, r->cap - r->end);
+		if (n < 0)
+			return (int)n;
+	} else {
+		do {
+			n = read(r->fd, r->buf + r->end, r->cap - r->end);
+		} while (n < 0 && errno == EINTR);
+		if (n < 0)
+			return -errno;
+	}
 	if (n == 0) {
 		r->eof = true;
 		return 1;

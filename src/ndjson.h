@@ -15,10 +15,11 @@ struct ndjson_line {
 	off_t start_offset;     /* file offset of the line's first byte */
 	off_t end_offset;       /* file offset just after the line's newline */
 	bool too_long;          /* longer than max_record_bytes: data is NULL, the line was skipped */
+	const char *error;      /* not a record (a CSV row that cannot be one): why; data holds its text */
 };
 
 /*
- * Read @fd from @offset, numbering lines from @first_lineno. Memory is bounded by
+ * Read @fd from @offset (@fd -1: none yet, for a reader reset before use), numbering lines from @first_lineno. Memory is bounded by
  * @max_record_bytes plus one read block, whatever the file's size.
  */
 int ndjson_reader_new(struct ndjson_reader **out, int fd, off_t offset, uint64_t first_lineno,
@@ -26,6 +27,12 @@ int ndjson_reader_new(struct ndjson_reader **out, int fd, off_t offset, uint64_t
 void ndjson_reader_free(struct ndjson_reader *r);
 /* Point the reader at another file, keeping its buffer (small files in a row cost no allocation). */
 int ndjson_reader_reset(struct ndjson_reader *r, int fd, off_t offset, uint64_t first_lineno);
+struct instream;
+/*
+ * Read from @in instead of a file descriptor (decompressed data): @in's next byte is at
+ * stream offset @offset. A read error of the stream is returned by ndjson_reader_next.
+ */
+void ndjson_reader_reset_stream(struct ndjson_reader *r, struct instream *in, off_t offset, uint64_t first_lineno);
 /* 1: a non-blank line in @line; 0: end of file; negative errno on a read error. */
 int ndjson_reader_next(struct ndjson_reader *r, struct ndjson_line *line);
 /* Offset and number of the line the next call will return. */

@@ -18,6 +18,7 @@
 #include "fileio.h"
 #include "layout.h"
 #include "log.h"
+#include "source.h"
 
 /* ---- queue ---- */
 
@@ -206,7 +207,25 @@ static bool has_suffix_nocase(const char *s, const char *suffix)
 
 bool spool_name_eligible(const char *name)
 {
-	return name[0] != '.' && (has_suffix(name, ".ndjson") || has_suffix(name, ".jsonl"));
+	/* The name says the format: source_kind_of reads it the same way. */
+	return name[0] != '.' && source_kind_of(name, NULL) == 0;
+}
+
+/* Any case: *.NDJSON, *.Csv.GZ and the like are named in the log, not taken. */
+static bool drop_name_nocase(const char *name)
+{
+	static const char *const formats[] = { ".ndjson", ".jsonl", ".csv", ".tsv" };
+	static const char *const comps[] = { "", ".gz", ".zst" };
+	char suffix[16];
+
+	for (size_t f = 0; f < sizeof(formats) / sizeof(formats[0]); f++) {
+		for (size_t k = 0; k < sizeof(comps) / sizeof(comps[0]); k++) {
+			snprintf(suffix, sizeof(suffix), "%s%s", formats[f], comps[k]);
+			if (has_suffix_nocase(name, suffix))
+				return true;
+		}
+	}
+	return false;
 }
 
 enum spool_name_kind spool_name_kind(const char *name)
@@ -218,7 +237,7 @@ enum spool_name_kind spool_name_kind(const char *name)
 		return SPOOL_NAME_TEMPORARY;
 	if (!strcmp(name, "rejected") || !strcmp(name, "failed"))
 		return SPOOL_NAME_OWN;
-	if (has_suffix_nocase(name, ".ndjson") || has_suffix_nocase(name, ".jsonl"))
+	if (drop_name_nocase(name))
 		return SPOOL_NAME_WRONG_CASE;
 	return SPOOL_NAME_OTHER;
 }

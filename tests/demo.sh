@@ -37,6 +37,8 @@ primary_key = id
 base_url = http://127.0.0.1:$port/api/data-connections/v1
 api_key_file = $work/keys/api_key
 brand_key_file = $work/keys/brand_key
+; CSV drops: these columns are typed, the others are strings
+csv_columns = id:integer, price:number, in_stock:boolean
 CONF
 
 # The drop protocol: write under a dot-name, then rename into place.
@@ -47,6 +49,14 @@ $PY tests/gen_ndjson.py --records 1500 --start 5500 --value 2 --out "$work/spool
 printf '{"name":"a record without its id"}\n' >>"$work/spool/products/.update.ndjson"
 touch -d '+1 second' "$work/spool/products/.update.ndjson"
 mv "$work/spool/products/.update.ndjson" "$work/spool/products/update.ndjson"
+# A CSV export with a header (a quoted cell holding a comma and a line break), and a gzip file.
+printf 'id,name,price,in_stock\r\n8000,"Lamp, ""Aurora""\nwith shade",49.90,true\r\n8001,Chair,120,false\r\n' \
+	>"$work/spool/products/.prices.csv"
+touch -d '+2 seconds' "$work/spool/products/.prices.csv"
+mv "$work/spool/products/.prices.csv" "$work/spool/products/prices.csv"
+$PY tests/gen_ndjson.py --records 500 --start 9000 --out - | gzip -c >"$work/spool/products/.archive.ndjson.gz"
+touch -d '+3 seconds' "$work/spool/products/.archive.ndjson.gz"
+mv "$work/spool/products/.archive.ndjson.gz" "$work/spool/products/archive.ndjson.gz"
 
 echo "== dcsyncd -c $work/dcsyncd.conf --once"
 set +e
@@ -69,6 +79,8 @@ recs = state["records"]
 print(f"stored records: {len(recs)}; open batches: {len(state['open_batches'])}; "
       f"completed batches: {len(state['completed_batches'])}")
 print("record 5999:", json.dumps(recs.get("5999")))
+print("record 8000 (from prices.csv):", json.dumps(recs.get("8000")))
+print("record 9499 (from archive.ndjson.gz):", json.dumps(recs.get("9499")))
 PYEOF
 echo
 echo "== files"

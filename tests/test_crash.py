@@ -30,6 +30,7 @@ Environment:
   DCSYNCD_ONCE_TIMEOUT  seconds a --once run may take before it counts as hung (default 6)
 """
 import errno
+import gzip
 import json
 import os
 import random
@@ -66,7 +67,9 @@ def need_crashpoints(daemon):
 
 
 class SpoolFile:
-    """One NDJSON file of the test: its name, its keys in file order and the value it sets."""
+    """One file of the test: its name, its keys in file order and the value it sets. The name says
+    the format: NDJSON, or CSV/TSV with a header (id typed integer by configure), each gzip- or
+    zstd-compressed when it ends in .gz or .zst."""
 
     def __init__(self, name, keys, value, mtime_ns):
         self.name, self.keys, self.value, self.mtime_ns = name, list(keys), value, mtime_ns
@@ -76,8 +79,24 @@ class SpoolFile:
     def lines(self):
         return [json.dumps({PRIMARY: k, "v": self.value, "pad": PAD}) for k in self.keys]
 
+    def data(self):
+        base = re.sub(r"\.(gz|zst)$", "", self.name)
+        if base.endswith((".csv", ".tsv")):
+            d = "," if base.endswith(".csv") else "\t"
+            # A quoted cell over two lines, so offsets and line numbers of rows differ.
+            text = d.join([PRIMARY, "v", "pad"]) + "\r\n" + "".join(
+                f'{k}{d}{self.value}{d}"{PAD}\n"\r\n' for k in self.keys)
+        else:
+            text = "".join(l + "\n" for l in self.lines())
+        data = text.encode()
+        if self.name.endswith(".gz"):
+            data = gzip.compress(data, mtime=0)
+        elif self.name.endswith(".zst"):
+            data = subprocess.run(["zstd", "-q", "-c"], input=data, stdout=subprocess.PIPE, check=True).stdout
+        return data
+
     def drop(self, daemon):
-        path = daemon.drop(CONN, self.name, self.lines())
+        path = daemon.drop(CONN, self.name, self.data())
         # Spool order is mtime order: pin it so "newest file" is not left to the clock's grain.
         os.utime(path, ns=(self.mtime_ns, self.mtime_ns))
         return path
@@ -187,6 +206,7 @@ def check_final(daemon, optix, files, where=""):
 
 def configure(daemon, optix, **keys):
     keys.setdefault("batch_records", 1000)
+    keys.setdefault("csv_columns", "id:integer")
     keys.setdefault("rate_limit", "off")
     daemon.write_config([daemon.connection(optix, name=CONN, uuid=UUID1, **keys)])
 
@@ -243,7 +263,19 @@ def grouped_files():
     return small + [SpoolFile("b.ndjson", range(3499, 999, -1), "b", BASE_MTIME_NS + 10 * 10**9)]
 
 
-SCENARIOS = {"big": two_files, "grouped": grouped_files}
+# The same as two_files, in the other formats (issue 15): offsets are those of the decompressed
+# (CSV: the file's) bytes, a resume decompresses again from the start and re-reads the header.
+def formats_files():
+    return [SpoolFile("a.csv.gz", range(0, 3500), "a", BASE_MTIME_NS),
+            SpoolFile("b.ndjson.zst", range(4499, 1999, -1), "b", BASE_MTIME_NS + 10**9)]
+
+
+def csv_files():
+    return [SpoolFile("a.csv", range(0, 3500), "a", BASE_MTIME_NS),
+            SpoolFile("b.tsv.zst", range(4499, 1999, -1), "b", BASE_MTIME_NS + 10**9)]
+
+
+SCENARIOS = {"big": two_files, "grouped": grouped_files, "formats": formats_files, "csv": csv_files}
 
 # (scenario, point, N, pre-crash that leaves journal state to compact, True when the point is hit)
 CASES = (
@@ -270,6 +302,12 @@ CASES = (
        for n in (1, 2, 3, 4)]
     + [("grouped", "journal-before-fsync", 9, None, True), ("grouped", "after-response", 6, None, False)]
     + [("grouped", p, 1, "after-open:1", True) for p in ("compact-before-rename", "compact-after-rename")]
+    # Compressed and CSV files resume at the same cut (issue 15).
+    + [(sc, "after-open", n, None, True) for sc in ("formats", "csv") for n in (1, 2)]
+    + [(sc, "after-response", n, None, True) for sc in ("formats", "csv") for n in (2, 5)]
+    + [(sc, "after-ack", n, None, True) for sc in ("formats", "csv") for n in (1, 3, 4)]
+    + [(sc, "journal-after-fsync", n, None, True) for sc in ("formats", "csv") for n in (2, 6)]
+    + [(sc, "before-archive", 1, None, True) for sc in ("formats", "csv")]
 )
 
 

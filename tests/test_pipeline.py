@@ -496,7 +496,7 @@ def test_file_written_in_place_while_running_is_read_only_after_close(optix, dae
 
 
 IGNORED_NAMES = [".hidden.ndjson", ".hidden.jsonl", "export.ndjson.tmp", "export.tmp", "data.json",
-                 "data.csv", "data.ndjson.bak", "data.ndjson~", "README", "ndjson"]
+                 "data.csv.bz2", "data.ndjson.bak", "data.ndjson~", "README", "ndjson"]
 
 
 def _drop_ignored(daemon, spool, prefix=""):

@@ -214,7 +214,7 @@ def test_what_is_not_a_drop_is_named_in_the_log_and_left_alone(optix, daemon, tm
     assert "fifo.ndjson: refused: a FIFO" in log
     assert "dir.ndjson: refused: a directory" in log
     assert "passwd.ndjson: refused: a symbolic link" in log
-    assert "LOUD.NDJSON: ignored: only names ending in .ndjson or .jsonl (lower case)" in log
+    assert "LOUD.NDJSON: ignored: only names ending in .ndjson, .jsonl, .csv or .tsv (each maybe followed by .gz or .zst; lower case)" in log
     assert optix.records(UUID1) == store(0, 3)
 
 

@@ -49,6 +49,57 @@ def data_file(data_dir, name, records, start=0):
     return path
 
 
+def data_gzip(data_dir, src):
+    """src gzipped (gzip -6, the tool's default), made once."""
+    path = data_dir / (src.name + ".gz")
+    if not path.exists():
+        print(f"  compressing {src} -> {path}...", file=sys.stderr, flush=True)
+        tmp = path.with_name("." + path.name + ".tmp")
+        with open(tmp, "wb") as out:
+            subprocess.run(["gzip", "-6", "-c", str(src)], stdout=out, check=True)
+        os.replace(tmp, path)
+    return path
+
+
+CSV_COLUMNS = "id:integer, score:number, qty:integer, active:boolean"
+
+
+def data_csv(data_dir, name, rows):
+    """A 10-column CSV (header + rows), a quoted cell with a comma in every tenth row, made once."""
+    path = data_dir / name
+    if not path.exists():
+        t = time.monotonic()
+        print(f"  generating {path} ({rows:,} rows)...", file=sys.stderr, flush=True)
+        tmp = path.with_name("." + path.name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write("id,name,email,city,score,qty,active,created,country,note\n")
+            cities = ["Berlin", "Lisbon", "Oslo", "Tel Aviv", "Austin", "Kyoto", "Lima", "Accra"]
+            buf = []
+            for i in range(rows):
+                note = '"late, again"' if i % 10 == 0 else "ok"
+                buf.append(f"{i},Customer {i},c{i}@example.com,{cities[i % 8]},{i % 1000}.{i % 100:02d},"
+                           f"{i % 17},{'true' if i % 3 else 'false'},2024-0{1 + i % 9}-1{i % 10},DE,{note}\n")
+                if len(buf) == 10000:
+                    f.write("".join(buf))
+                    buf = []
+            f.write("".join(buf))
+        os.replace(tmp, path)
+        print(f"  ... {path.stat().st_size / MiB:.0f} MiB in {time.monotonic() - t:.1f} s", file=sys.stderr)
+    return path
+
+
+def gzip_dc_cpu(path):
+    """CPU seconds of `gzip -dc path > /dev/null` (the best of 3)."""
+    best = None
+    for _ in range(3):
+        before = os.times()
+        subprocess.run(["gzip", "-dc", str(path)], stdout=subprocess.DEVNULL, check=True)
+        after = os.times()
+        cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+        best = cpu if best is None else min(best, cpu)
+    return best
+
+
 def data_many(data_dir, name, files, records_each):
     """A directory of `files` files of `records_each` records, made once (a done-marker seals it)."""
     d = data_dir / name
@@ -233,7 +284,7 @@ def run_workload(a, wl, run_dir, perf_out=None):
         problems.append(f"dcsyncd reports {done} file(s) done, {failed} failed; expected {wl['files']} done")
     if stats.get("bad"):
         problems.append(f"sink refused {stats['bad']} malformed bodies")
-    left = [p for p in (run_dir / "spool").rglob("*.ndjson")]
+    left = [p for p in (run_dir / "spool").rglob("*") if p.is_file() and "/." not in str(p)]
     if left and not m["timed_out"]:
         problems.append(f"{len(left)} file(s) left in the spool")
     if problems:
@@ -273,7 +324,7 @@ def main(argv=None):
     p.add_argument("--yajl-parse", type=Path, required=True)
     p.add_argument("--data-dir", type=Path, required=True, help="generated data, kept between runs")
     p.add_argument("--run-dir", type=Path, required=True, help="spool and state (wiped per run)")
-    p.add_argument("--only", default="W1,W1C,W2,W3,W4", help="comma-separated workloads")
+    p.add_argument("--only", default="W1,W1C,W2,W3,W4,W5,W6,W7", help="comma-separated workloads")
     p.add_argument("--repeat", type=int, default=5, help="runs per workload (W2: at most 1 unless --repeat-w2)")
     p.add_argument("--repeat-w2", action="store_true", help="repeat W2 as often as the others")
     p.add_argument("--timeout", type=float, default=600, help="seconds before a daemon run is killed")
@@ -316,7 +367,21 @@ def main(argv=None):
 
     # W1 and W1C measure the catalog's cost as a difference of a few per cent: their runs
     # alternate, so a drift of the machine (frequency, other load) touches both alike.
-    groups = [[w] for w in ["W1", "W1C", "W2", "W3", "W4"] if w in only]
+    # Issue 15's formats: W1 gzipped; a 10-column CSV of 1M and of 10M rows.
+    if "W5" in wanted:
+        w5 = data_gzip(a.data_dir, data_file(a.data_dir, "w1-1M.ndjson", 1_000_000))
+        workloads["W5"] = {"title": "W5: W1 as .ndjson.gz", "conns": {"bench": [w5]},
+                           "records": 1_000_000, "files": 1}
+    if "W6" in wanted:
+        w6 = data_csv(a.data_dir, "w6-1M.csv", 1_000_000)
+        workloads["W6"] = {"title": "W6: 1 CSV × 1,000,000 rows × 10 columns", "conns": {"bench": [w6]},
+                           "records": 1_000_000, "files": 1, "conn_keys": [f"csv_columns = {CSV_COLUMNS}"]}
+    if "W7" in wanted:
+        w7 = data_csv(a.data_dir, "w7-10M.csv", 10_000_000)
+        workloads["W7"] = {"title": "W7: 1 CSV × 10,000,000 rows × 10 columns", "conns": {"bench": [w7]},
+                           "records": 10_000_000, "files": 1, "conn_keys": [f"csv_columns = {CSV_COLUMNS}"]}
+
+    groups = [[w] for w in ["W1", "W1C", "W2", "W3", "W4", "W5", "W6", "W7"] if w in only]
     if ["W1"] in groups and ["W1C"] in groups:
         groups.remove(["W1C"])
         groups[groups.index(["W1"])] = ["W1", "W1C"]
@@ -324,7 +389,7 @@ def main(argv=None):
     for group in groups:
         for name in group:
             warm([f for fs in workloads[name]["conns"].values() for f in fs])
-        n = 1 if group == ["W2"] and not a.repeat_w2 else max(1, a.repeat)
+        n = 1 if group in (["W2"], ["W7"]) and not a.repeat_w2 else max(1, a.repeat)
         runs = {name: [] for name in group}
         for i in range(n):
             for name in group:
@@ -349,6 +414,12 @@ def main(argv=None):
                 res["bare_cpu"], lines = bare_parse(a.yajl_parse, first)
                 if lines != wl["records"]:
                     res["problems"].append(f"yajl_parse saw {lines} lines")
+            if name == "W5":
+                print("  W5 gzip -dc and bare yajl parse...", file=sys.stderr, flush=True)
+                gz = next(iter(wl["conns"].values()))[0]
+                res["gzip_cpu"] = gzip_dc_cpu(gz)
+                res["bare_cpu"], _ = bare_parse(a.yajl_parse, gz.with_suffix(""))
+                res["bare_cpu"] += res["gzip_cpu"]
             results[name] = res
             shutil.rmtree(a.run_dir / name, ignore_errors=True)
 
@@ -482,6 +553,16 @@ def print_table(results):
         elif name == "W3":
             target = "≥ 5,000 files/s"
             checks = [r["files"] / r["wall"] >= 5000]
+        elif name == "W5":
+            target = f"CPU ≤ 1.3× gzip -dc ({r['gzip_cpu']:.2f} s) + bare parse"
+            checks = [r["cpu"] <= 1.3 * r["bare_cpu"]]
+        elif name == "W6":
+            target = "≥ 1,000,000 rows/s"
+            checks = [rps >= 1_000_000]
+        elif name == "W7":
+            w6 = results.get("W6")
+            target = "peak RSS flat: within 2 MiB of W6's" + (f" {w6['rss_mib']:.1f}" if w6 else " (W6 not run)")
+            checks = [abs(r["rss_mib"] - w6["rss_mib"]) <= 2] if w6 else []
         else:
             target = f"rec/s ≥ W1's {fmt_int(w1_rps)}" if w1 else "rec/s ≥ W1's (W1 not run)"
             checks = [rps >= w1_rps] if w1 else []

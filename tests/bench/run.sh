@@ -3,13 +3,16 @@
 # generates the data once (cached in build-bench/data/), runs the workloads against the loopback
 # sink and prints a markdown table with the targets.
 #
-#   tests/bench/run.sh [--only W1,W1C,W2,W3,W4] [--repeat N] [--timeout SECONDS] [--profile [W]] [--json FILE] [--strict]
+#   tests/bench/run.sh [--only W1,W1C,W2,W3,W4,W5,W6,W7] [--repeat N] [--timeout SECONDS] [--profile [W]] [--json FILE] [--strict]
 #
 #   W1  1 file of 1,000,000 records        target: CPU <= 2x yajl bare parse, >= 1,000,000 records/s
 #   W1C W1 with field_catalog = no         target: W1's CPU <= 1.05x this (the field catalog's cost)
 #   W2  1 file of 10,000,000 records       target: peak RSS <= 32 MiB and within 2 MiB of W1
 #   W3  10,000 files of 10 records         target: >= 5,000 files/s
 #   W4  4 connections x 250,000 records    target: total records/s >= W1's
+#   W5  W1 as .ndjson.gz                   target: CPU <= 1.3x (gzip -dc + yajl bare parse)
+#   W6  1 CSV of 1,000,000 rows, 10 cols   target: >= 1,000,000 rows/s
+#   W7  1 CSV of 10,000,000 rows           target: peak RSS within 2 MiB of W6's (flat)
 #
 # --profile [W] also runs workload W (default W1) under `perf record` and prints the daemon's
 # top symbols and how its threads (the loop, the parse workers) share the time.

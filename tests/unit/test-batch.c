@@ -90,11 +90,11 @@ static size_t cut_all(const char *path, const struct batch_params *p, struct chu
 		      struct rejects *rj)
 {
 	struct record_validator *v;
-	struct ndjson_reader *r;
+	struct source *r = NULL;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	size_t n = 0;
 
-	if (fd < 0 || ndjson_reader_new(&r, fd, 0, 1, MAX_RECORD) < 0 || record_validator_new(&v, "id", NULL, 0) < 0)
+	if (fd < 0 || source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 || record_validator_new(&v, "id", NULL, 0) < 0)
 		abort();
 	while (n < max) {
 		if (chunk_init(&out[n], p->max_records) < 0 ||
@@ -104,7 +104,7 @@ static size_t cut_all(const char *path, const struct batch_params *p, struct chu
 			break;
 	}
 	record_validator_free(v);
-	ndjson_reader_free(r);
+	source_free(r);
 	close(fd);
 	return n;
 }
@@ -171,11 +171,11 @@ static void exact_multiples_end_without_empty_chunk(void)
 	/* Asked again after the last chunk: an empty, last chunk. */
 	{
 		struct record_validator *v;
-		struct ndjson_reader *r;
+		struct source *r = NULL;
 		struct chunk a, b;
 		int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-		if (ndjson_reader_new(&r, fd, 0, 1, MAX_RECORD) < 0 || record_validator_new(&v, "id", NULL, 0) < 0 ||
+		if (source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 || record_validator_new(&v, "id", NULL, 0) < 0 ||
 		    chunk_init(&a, 5000) < 0 || chunk_init(&b, 5000) < 0)
 			abort();
 		ok(batch_cut(&a, &p, r, v, NULL, NULL) == 0 && batch_cut(&b, &p, r, v, NULL, NULL) == 0 &&
@@ -184,7 +184,7 @@ static void exact_multiples_end_without_empty_chunk(void)
 		chunk_release(&a);
 		chunk_release(&b);
 		record_validator_free(v);
-		ndjson_reader_free(r);
+		source_free(r);
 		close(fd);
 	}
 	free(path);
@@ -354,10 +354,10 @@ static void cutting_again_gives_the_same_body(void)
 	if (record_validator_new(&v, "id", NULL, 0) < 0)
 		abort();
 	for (size_t i = 0; i < n; i++) {
-		struct ndjson_reader *r;
+		struct source *r = NULL;
 		struct chunk again;
 
-		if (ndjson_reader_new(&r, fd, c[i].start_offset, c[i].start_line, MAX_RECORD) < 0 ||
+		if (source_open(&r, fd, "t.ndjson", NULL, c[i].start_offset, c[i].start_line, MAX_RECORD) < 0 ||
 		    chunk_init(&again, p.max_records) < 0 || batch_cut(&again, &p, r, v, NULL, NULL) < 0)
 			abort();
 		if (again.len != c[i].len || memcmp(again.body, c[i].body, again.len) ||
@@ -367,7 +367,7 @@ static void cutting_again_gives_the_same_body(void)
 			differ++;
 		}
 		chunk_release(&again);
-		ndjson_reader_free(r);
+		source_free(r);
 	}
 	ok(n > 20 && c[n - 1].last, "2000 mixed lines cut into %zu chunks", n);
 	is_int(differ, 0, "cutting again from each chunk's start offset and line gives the identical chunk");
@@ -431,19 +431,19 @@ static void fill_from_two_files(void)
 	char *pa = write_temp(&ta), *pb = write_temp(&tb);
 	int fa = open(pa, O_RDONLY | O_CLOEXEC), fb = open(pb, O_RDONLY | O_CLOEXEC);
 	struct record_validator *v;
-	struct ndjson_reader *r;
+	struct source *r = NULL;
 	struct chunk c;
 	size_t len_a;
 	yajl_val root;
 	const char *dpath[] = { "data", NULL };
 
-	if (record_validator_new(&v, "id", NULL, 0) < 0 || ndjson_reader_new(&r, fa, 0, 1, MAX_RECORD) < 0 ||
+	if (record_validator_new(&v, "id", NULL, 0) < 0 || source_open(&r, fa, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 ||
 	    chunk_init(&c, 5000) < 0 || chunk_begin(&c) < 0)
 		abort();
 	c.member = 0;
 	is_int(batch_fill(&c, &p, r, v, NULL, NULL), BATCH_FILL_EOF, "first file: filled to its end");
 	len_a = c.len;
-	ndjson_reader_reset(r, fb, 0, 1);
+	source_open(&r, fb, "t.ndjson", NULL, 0, 1, MAX_RECORD);
 	c.member = 1;
 	is_int(batch_fill(&c, &p, r, v, NULL, NULL), BATCH_FILL_EOF, "second file: filled to its end");
 	ok(c.n_records == 5 && c.rec_member[2] == 0 && c.rec_member[3] == 1 && c.rec_line[3] == 1,
@@ -456,7 +456,7 @@ static void fill_from_two_files(void)
 	   "chunk_truncate takes the second file back; the finished body is valid with 3 records");
 	yajl_tree_free(root);
 	chunk_release(&c);
-	ndjson_reader_free(r);
+	source_free(r);
 	record_validator_free(v);
 	close(fa);
 	close(fb);

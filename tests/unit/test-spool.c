@@ -264,14 +264,23 @@ static void spool_names(void)
 	} cases[] = {
 		{ "orders.ndjson", true },   { "orders.jsonl", true },       { "2024-01-01.part-3.ndjson", true },
 		{ ".orders.ndjson", false }, { ".hidden.jsonl", false },     { "orders.ndjson.tmp", false },
-		{ "orders.tmp", false },     { "orders.json", false },       { "orders.csv", false },
+		{ "orders.tmp", false },     { "orders.json", false },       { "orders.csv", true },
 		{ ".ndjson", false },        { "ndjson", false },            { "orders.ndjson~", false },
 		{ "orders.jsonl.part", false },
+		/* the formats of issue 15: the name says the format, compression last */
+		{ "orders.tsv", true },      { "orders.csv.gz", true },      { "feed.ndjson.zst", true },
+		{ "feed.jsonl.gz", true },   { "orders.tsv.zst", true },     { "orders.gz", false },
+		{ "orders.csv.gz.tmp", false }, { ".orders.csv.gz", false }, { "orders.gz.csv", true },
+		{ "orders.csv.bz2", false }, { "orders.zst", false },        { "orders.CSV", false },
+		{ "orders.csv.GZ", false },  { ".csv", false },              { "csv.gz", false },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		ok(spool_name_eligible(cases[i].name) == cases[i].eligible, "spool_name_eligible(\"%s\") is %s",
 		   cases[i].name, cases[i].eligible ? "true" : "false");
+	ok(spool_name_kind("orders.CSV.gz") == SPOOL_NAME_WRONG_CASE, "orders.CSV.gz: a name in the wrong case");
+	ok(spool_name_kind("orders.tsv.ZST") == SPOOL_NAME_WRONG_CASE, "orders.tsv.ZST: a name in the wrong case");
+	ok(spool_name_kind("orders.csv.bz2") == SPOOL_NAME_OTHER, "orders.csv.bz2: another name");
 }
 
 /* What the connection does with each scanned name: queue it when it is a drop and ready. */

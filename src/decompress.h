@@ -1,0 +1,39 @@
+/* decompress: a file read as a byte stream, plain or through zlib (gzip) or libzstd, in bounded memory. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum compression {
+	COMPRESSION_NONE,
+	COMPRESSION_GZIP,
+	COMPRESSION_ZSTD,
+};
+
+struct instream;
+
+int instream_new(struct instream **out);
+void instream_free(struct instream *s);
+/* Read @fd from its start (0) through @comp; the stream's bytes are numbered from 0. */
+int instream_open(struct instream *s, int fd, enum compression comp);
+/* Read @fd as is from file offset @offset: a plain file can be entered anywhere. */
+int instream_open_plain_at(struct instream *s, int fd, off_t offset);
+/*
+ * Up to @n bytes of the (decompressed) stream into @buf: the count, 0 at its clean end, or a
+ * negative errno: -EBADMSG when the compressed data is corrupt or ends early (then
+ * instream_error says where and what the decompressor said), another on a read error.
+ * A gzip file may hold several members and a zstd file several frames, as their tools write.
+ */
+ssize_t instream_read(struct instream *s, void *buf, size_t n);
+/* After the clean end: look at the file again (it grew), reading on where the stream stood. */
+void instream_read_on(struct instream *s);
+/* Read and drop @n bytes: how a compressed stream is entered in the middle. */
+int instream_skip(struct instream *s, uint64_t n);
+/* Bytes of the file consumed so far (for a plain file: its offset). */
+uint64_t instream_file_offset(const struct instream *s);
+/* Bytes of the stream handed out so far, from 0 (or the plain offset opened at). */
+uint64_t instream_offset(const struct instream *s);
+/* The last -EBADMSG, e.g. "compressed data corrupt at byte 4096 of the file: gzip: invalid block type". */
+const char *instream_error(const struct instream *s);
+const char *compression_name(enum compression comp);

@@ -1,0 +1,47 @@
+/* source: the records of a drop, whatever its format: NDJSON or CSV/TSV, plain, gzip or zstd. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "csv.h"
+#include "decompress.h"
+#include "ndjson.h"
+
+enum source_format {
+	SOURCE_NDJSON,
+	SOURCE_CSV,
+	SOURCE_TSV,
+};
+
+struct source_kind {
+	enum source_format format;
+	enum compression comp;
+};
+
+/* What a drop's name says it is: 0, or -EINVAL for a name that is no drop (lower case only). */
+int source_kind_of(const char *name, struct source_kind *out);
+
+struct source;
+
+/*
+ * Point *@sp (made when NULL, or made anew for another @max_record_bytes) at @fd, read as its
+ * @name says, at @offset with line @lineno. Offsets are those of the file's decompressed bytes:
+ * a compressed file is entered in the middle by decompressing it from its start again; a CSV
+ * file's header is read again first. -EBADMSG with source_error when the file cannot be read as
+ * its name says (a header without the primary key, corrupt compressed data...).
+ */
+int source_open(struct source **sp, int fd, const char *name, const struct csv_options *csv, off_t offset,
+		uint64_t lineno, size_t max_record_bytes);
+void source_free(struct source *s);
+/* As ndjson_reader_next; a CSV row that cannot be a record comes with line->error set. */
+int source_next(struct source *s, struct ndjson_line *line);
+off_t source_offset(const struct source *s);
+uint64_t source_lineno(const struct source *s);
+void source_unget(struct source *s);
+/* Bytes of the file itself read to reach source_offset (the same but for a compressed file). */
+uint64_t source_file_offset(const struct source *s);
+/* Why the last call returned -EBADMSG, or NULL. */
+const char *source_error(const struct source *s);

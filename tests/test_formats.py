@@ -1,0 +1,228 @@
+"""Drops in the formats legacy exporters write (issue 15): CSV/TSV with a header, each format
+gzip- or zstd-compressed, streamed like NDJSON and held to the same rules.
+
+Run with:  DCSYNCD=build/src/dcsyncd /usr/bin/python3 -m pytest -q tests/test_formats.py
+
+Every run waits for its outcome (the exit of --once) with a timeout; nothing is timed.
+"""
+
+import gzip
+import json
+import re
+import subprocess
+
+import pytest
+
+from harness import UUID1
+
+TIMEOUT = 60
+
+
+def zstd(data):
+    return subprocess.run(["zstd", "-q", "-c"], input=data, stdout=subprocess.PIPE, check=True).stdout
+
+
+def run_once(daemon, expect, timeout=TIMEOUT):
+    proc = daemon.run_once(timeout=timeout)
+    assert proc.returncode == expect, (f"exit {proc.returncode}, want {expect}\nstdout:\n{proc.stdout}\n"
+                                       f"log tail:\n{daemon.log()[-4000:]}")
+    return proc
+
+
+def rejected(daemon, name):
+    path = daemon.spool("products") / "rejected" / f"{name}.rejected.ndjson"
+    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+
+
+def failed(daemon, name):
+    d = daemon.spool("products") / "failed"
+    return (d / name).exists(), json.loads((d / f"{name}.error.json").read_text())
+
+
+def csv_text(n, start=0, sep=","):
+    rows = [sep.join(["id", "name", "score", "active", "tags", "note"])]
+    for i in range(start, start + n):
+        rows.append(sep.join([str(i), f"name {i}", f"{i}.50", "true" if i % 2 else "false",
+                              '"[1,""x""]"' if sep == "," else '[1,"x"]', f'"said ""hi""{sep} twice"' if sep == "," else "plain"]))
+    return "\r\n".join(rows) + "\r\n"
+
+
+def want_csv(i, sep=","):
+    return {"id": i, "name": f"name {i}", "score": float(f"{i}.50"), "active": bool(i % 2), "tags": [1, "x"],
+            "note": f'said "hi"{sep} twice' if sep == "," else "plain"}
+
+
+CSV_KEYS = {"csv_columns": "id:integer, score:number, active:boolean, tags:json", "rate_limit": "off"}
+
+
+def test_every_format_goes_up(optix, daemon):
+    daemon.write_config([daemon.connection(optix, batch_records=1000, **CSV_KEYS)])
+    nd = "".join(json.dumps({"id": i, "v": i}) + "\n" for i in range(20000, 20500)).encode()
+    daemon.drop("products", "a.csv", csv_text(2500, 0))
+    daemon.drop("products", "b.tsv", csv_text(300, 3000, "\t"))
+    daemon.drop("products", "c.csv.gz", gzip.compress(csv_text(1200, 5000).encode()))
+    daemon.drop("products", "d.csv.zst", zstd(csv_text(700, 7000).encode()))
+    daemon.drop("products", "e.ndjson.gz", gzip.compress(nd))
+    daemon.drop("products", "f.jsonl.zst", zstd(nd.replace(b'"v"', b'"w"')))
+    daemon.drop("products", "g.tsv.gz", gzip.compress(csv_text(10, 9000, "\t").encode()))
+
+    run_once(daemon, 0)
+
+    recs = optix.records(UUID1)
+    for lo, n, sep in ((0, 2500, ","), (3000, 300, "\t"), (5000, 1200, ","), (7000, 700, ","), (9000, 10, "\t")):
+        for i in (lo, lo + n // 2, lo + n - 1):
+            assert recs[json.dumps(i)] == want_csv(i, sep), (i, recs.get(json.dumps(i)))
+    assert sum(1 for k in recs if int(k) < 10000) == 2500 + 300 + 1200 + 700 + 10
+    assert recs[json.dumps(20001)] == {"id": 20001, "w": 20001}      # the newer file wins
+    done = sorted(p.name for p in (daemon.state_dir / "done" / "products").iterdir())
+    assert done == ["a.csv", "b.tsv", "c.csv.gz", "d.csv.zst", "e.ndjson.gz", "f.jsonl.zst", "g.tsv.gz"]
+
+
+def test_csv_records_are_compact_json_sent_as_written(optix, daemon):
+    daemon.write_config([daemon.connection(optix, csv_columns="id:integer,price:number,raw:json")])
+    daemon.drop("products", "a.csv",
+                "\ufeffid,price,raw,name\n12345678901234567890123,1.10e+2,\"{\"\"a\"\": [1, 2.50]}\",\"x\ny\"\n")
+    run_once(daemon, 0)
+    raw = optix.state(UUID1, raw=True)["records"]
+    # (the fake stores the record without the blanks the json cell held)
+    assert list(raw.values()) == ['{"id":12345678901234567890123,"price":1.10e+2,"raw":{"a":[1,2.50]},"name":"x\\ny"}']
+    body = [r for r in optix.requests(UUID1) if r["status"] == 200]
+    assert body and body[0]["n_records"] == 1
+
+
+def test_bad_rows_are_rejected_with_the_line_they_start_on(optix, daemon):
+    daemon.write_config([daemon.connection(optix, required_fields="name", **CSV_KEYS)])
+    text = ("id,name,score,active,tags,note\n"
+            "1,a,1,true,[],\"two\nlines\"\n"        # lines 2-3
+            "2,b,x,true,[],n\n"                       # 4: score not a number
+            "3,c,1,true\n"                            # 5: too few cells
+            "4,,1,true,[],n\n"                        # 6: empty name omitted: required_fields
+            "5,\xe9,1,yes,[],n\n"                     # 7: boolean
+            "6,f,1,false,[],\"never closed\n"         # 8: unterminated quote (to the end)
+            "7,g,1,true,[],n\n")
+    daemon.drop("products", "a.csv", text.encode("latin-1"))
+    run_once(daemon, 1)
+    assert set(optix.records(UUID1)) == {"1"}
+    rej = rejected(daemon, "a.csv")
+    assert [(r["line"], r["error"]) for r in rej] == [
+        (4, "cell 3 (score): 'x' is not a number"),
+        (5, "4 cell(s), the header has 6"),
+        (6, "required field 'name' missing"),
+        (7, "cell 2 (name): invalid UTF-8"),
+        (8, "unterminated quote: the cell runs to the end of the file"),
+    ], rej
+    assert rej[1]["record"] == "3,c,1,true"
+    assert rej[2]["record"] == '{"id":4,"score":1,"active":true,"tags":[],"note":"n"}'
+
+
+@pytest.mark.parametrize("empty,want", [("omit", {"id": "1"}), ("null", {"id": "1", "a": None, "b": None}),
+                                        ("string", {"id": "1", "a": "", "b": None})])
+def test_csv_empty(optix, daemon, empty, want):
+    daemon.write_config([daemon.connection(optix, csv_empty=empty, csv_columns="b:integer")])
+    daemon.drop("products", "a.csv", "id,a,b\n1,,\n")
+    run_once(daemon, 0)
+    assert optix.records(UUID1) == {'"1"': want}
+
+
+def test_csv_delimiter(optix, daemon):
+    # ';' starts a comment in the configuration file: the word says it
+    daemon.write_config([daemon.connection(optix, csv_delimiter="semicolon")])
+    daemon.drop("products", "a.csv", "id;v\n1;a,b\n")
+    run_once(daemon, 0)
+    assert optix.records(UUID1) == {'"1"': {"id": "1", "v": "a,b"}}
+
+
+@pytest.mark.parametrize("header,why", [
+    ("name,v", "header: no column 'id' (the connection's primary_key)"),
+    ("id,,v", "header: column 2 has an empty name"),
+    ("id,v,v", "header: column 'v' appears twice"),
+])
+def test_a_bad_header_fails_the_file(optix, daemon, header, why):
+    daemon.write_config([daemon.connection(optix)])
+    daemon.drop("products", "ok.ndjson", '{"id":1}\n')
+    daemon.drop("products", "a.csv", header + "\n1,2,3\n")
+    run_once(daemon, 1)
+    moved, err = failed(daemon, "a.csv")
+    assert moved and err["error"] == why, err
+    assert optix.records(UUID1) == {"1": {"id": 1}}
+    assert f"a.csv: failed for good: {why}" in daemon.log()
+
+
+@pytest.mark.parametrize("name,cut", [("a.ndjson.gz", "truncate"), ("a.ndjson.zst", "truncate"),
+                                      ("a.ndjson.gz", "corrupt"), ("a.csv.gz", "truncate")])
+def test_a_broken_compressed_file_is_never_completed(optix, daemon, name, cut):
+    """Requests go up and are acknowledged; the fault lies further on: the batch stays open."""
+    daemon.write_config([daemon.connection(optix, batch_records=1000, rate_limit="off")])
+    if name.startswith("a.csv"):
+        plain = ("id,v\n" + "".join(f"{i},{i * 7:030d}\n" for i in range(60000))).encode()
+    else:
+        plain = "".join(json.dumps({"id": i, "v": f"{i * 7:030d}"}) + "\n" for i in range(60000)).encode()
+    data = gzip.compress(plain) if name.endswith(".gz") else zstd(plain)
+    if cut == "truncate":
+        data = data[:len(data) * 9 // 10]
+    else:
+        data = bytearray(data)
+        for i in range(len(data) * 8 // 10, len(data) * 8 // 10 + 64):
+            data[i] ^= 0x5A
+        data = bytes(data)
+    daemon.drop("products", name, data)
+
+    run_once(daemon, 1)
+
+    moved, err = failed(daemon, name)
+    assert moved
+    comp = "gzip" if name.endswith(".gz") else "zstd"
+    word = "ends early" if cut == "truncate" else "is corrupt"
+    assert re.match(rf"the {comp} data {word} at byte \d+ of the file", err["error"]), err
+    st = optix.state(UUID1)
+    assert not st["completed_batches"] and len(st["open_batches"]) == 1, daemon.log()[-3000:]
+    reqs = optix.requests(UUID1)
+    assert reqs and all(not r["batch_completed"] for r in reqs)
+
+
+def test_a_refused_csv_row_is_found_by_bisection(optix, daemon):
+    daemon.write_config([daemon.connection(optix, csv_columns="id:integer")])
+    daemon.drop("products", "a.csv", "id,v\n" + "".join(f"{i},\"x\ny\"\n" for i in range(100)))
+    optix.add_faults({"uuid": UUID1, "reject_pk": 37, "count": 10**6})
+    run_once(daemon, 1)
+    rej = rejected(daemon, "a.csv")
+    assert [r["line"] for r in rej] == [2 + 2 * 37], rej
+    assert len(optix.records(UUID1)) == 99
+
+
+def test_names_in_the_wrong_case_are_named_and_left(optix, daemon):
+    daemon.write_config([daemon.connection(optix)])
+    daemon.drop("products", "a.CSV.gz", b"x")
+    daemon.drop("products", "b.csv.bz2", b"x")
+    run_once(daemon, 0)
+    assert "a.CSV.gz: ignored: only names ending in .ndjson, .jsonl, .csv or .tsv" in daemon.log()
+    assert (daemon.spool("products") / "a.CSV.gz").exists() and (daemon.spool("products") / "b.csv.bz2").exists()
+
+
+def test_long_lists_continue_on_indented_lines(optix, daemon):
+    path = daemon.write_config([daemon.connection(optix, csv_columns="a:integer,", required_fields="a")])
+    text = path.read_text()
+    text = text.replace("csv_columns = a:integer,", "csv_columns = a:integer,\n    b:number,\n\tc:boolean")
+    text = text.replace("required_fields = a", "required_fields = a\n    b, c")
+    path.write_text(text)
+    daemon.drop("products", "a.csv", "id,a,b,c\n1,2,3.5,true\n2,2,,true\n")
+    run_once(daemon, 1)
+    assert optix.records(UUID1) == {'"1"': {"id": "1", "a": 2, "b": 3.5, "c": True}}
+    assert [r["error"] for r in rejected(daemon, "a.csv")] == ["required field 'b' missing"]
+
+
+@pytest.mark.parametrize("line,why", [
+    ("csv_columns = id:float", "csv_columns: id: unknown type 'float'"),
+    ("csv_columns = id", "csv_columns: 'id': want NAME:TYPE"),
+    ("csv_empty = nothing", "csv_empty: must be omit, null or string"),
+    ("csv_delimiter = ab", "csv_delimiter: must be one printable character"),
+    ("csv_delimiter = \"", "csv_delimiter: must be one printable character"),
+    ("csv_delimiter = ;", "csv_delimiter: empty"),
+    ("max_depth = 10\n    20", "max_depth: an indented line continues the key before it"),
+])
+def test_bad_csv_keys_are_refused(optix, daemon, line, why):
+    path = daemon.write_config([daemon.connection(optix)])
+    path.write_text(path.read_text() + line + "\n")
+    proc = subprocess.run(daemon.command("--check-config"), capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 2 and why in proc.stderr, proc.stderr
+    assert re.search(rf"{re.escape(str(path))}:\d+: ", proc.stderr)

@@ -1,0 +1,311 @@
+/* Unit tests for the drop formats: the CSV/TSV reader, gzip and zstd streams, the record source over them. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "source.h"
+#include "tap.h"
+
+#define MAX_RECORD 4096
+
+static int memfile(const void *data, size_t len)
+{
+	int fd = memfd_create("t", MFD_CLOEXEC);
+
+	if (fd < 0 || write(fd, data, len) != (ssize_t)len)
+		abort();
+	return fd;
+}
+
+static size_t gzip_of(const char *in, size_t n, unsigned char *out, size_t cap)
+{
+	z_stream z = { 0 };
+
+	if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		abort();
+	z.next_in = (unsigned char *)in;
+	z.avail_in = (uInt)n;
+	z.next_out = out;
+	z.avail_out = (uInt)cap;
+	if (deflate(&z, Z_FINISH) != Z_STREAM_END)
+		abort();
+	deflateEnd(&z);
+	return cap - z.avail_out;
+}
+
+struct got {
+	char text[1 << 17];       /* lines as "N:json" or "N!error|text" joined by \n */
+	int rc;
+	char err[512];
+};
+
+/* Read everything @name holds as the source does. */
+static void read_all(const char *name, const void *data, size_t len, const struct csv_options *o, off_t offset,
+		     uint64_t lineno, struct got *g)
+{
+	struct source *s = NULL;
+	struct ndjson_line ln;
+	size_t used = 0;
+	int fd = memfile(data, len);
+
+	memset(g, 0, sizeof(*g));
+	g->rc = source_open(&s, fd, name, o, offset, lineno, MAX_RECORD);
+	while (g->rc == 0 && used < sizeof(g->text) - 1024 && (g->rc = source_next(s, &ln)) == 1) {
+		if (ln.too_long)
+			used += (size_t)snprintf(g->text + used, sizeof(g->text) - used, "%llu!too long\n",
+						  (unsigned long long)ln.lineno);
+		else if (ln.error)
+			used += (size_t)snprintf(g->text + used, sizeof(g->text) - used, "%llu!%s|%.*s\n",
+						  (unsigned long long)ln.lineno, ln.error, (int)ln.len, ln.data ? ln.data : "");
+		else
+			used += (size_t)snprintf(g->text + used, sizeof(g->text) - used, "%llu:%.*s\n",
+						  (unsigned long long)ln.lineno, (int)ln.len, ln.data);
+		g->rc = 0;
+	}
+	if (s && source_error(s))
+		snprintf(g->err, sizeof(g->err), "%s", source_error(s));
+	source_free(s);
+	close(fd);
+}
+
+static struct csv_options opts(const char *columns, enum csv_empty empty)
+{
+	struct csv_options o = { .primary_key = "id", .empty = empty };
+	char err[256];
+
+	if (columns && csv_columns_parse(&o, columns, err, sizeof(err)) < 0)
+		abort();
+	return o;
+}
+
+static void expect(const char *what, const char *name, const char *csv, struct csv_options *o, const char *want)
+{
+	struct got g;
+
+	read_all(name, csv, strlen(csv), o, 0, 1, &g);
+	if (!ok(g.rc == 0 && !strcmp(g.text, want), "%s", what))
+		diag("rc %d, err '%s', got:\n%swant:\n%s", g.rc, g.err, g.text, want);
+}
+
+static void csv_rows(void)
+{
+	struct csv_options o = opts(NULL, CSV_EMPTY_OMIT);
+
+	expect("a header and rows: one compact JSON object per row, strings escaped", "a.csv",
+	       "id,name\n1,Ann\n2,\"Bob \\\\ \"\"B\"\"\"\n", &o,
+	       "2:{\"id\":\"1\",\"name\":\"Ann\"}\n3:{\"id\":\"2\",\"name\":\"Bob \\\\\\\\ \\\"B\\\"\"}\n");
+	expect("delimiters, LF and CRLF inside quoted cells; a row's number is the line it starts on", "a.csv",
+	       "id,note\r\n1,\"a,b\nc\"\r\n2,\"x\r\ny\"\r\n3,z\r\n", &o,
+	       "2:{\"id\":\"1\",\"note\":\"a,b\\nc\"}\n4:{\"id\":\"2\",\"note\":\"x\\r\\ny\"}\n6:{\"id\":\"3\",\"note\":\"z\"}\n");
+	expect("a byte order mark is skipped; the last row needs no line break; blank lines count", "a.csv",
+	       "\xEF\xBB\xBFid,v\n\n1,a\n\n2,b", &o, "3:{\"id\":\"1\",\"v\":\"a\"}\n5:{\"id\":\"2\",\"v\":\"b\"}\n");
+	expect("TSV: tab-separated, commas are text", "a.tsv", "id\tv\n1\ta,b\n", &o, "2:{\"id\":\"1\",\"v\":\"a,b\"}\n");
+	expect("a wrong number of cells is rejected with the row's text; the rest goes on", "a.csv",
+	       "id,v\n1,a,x\n2\n3,c\n", &o,
+	       "2!3 cell(s), the header has 2|1,a,x\n3!1 cell(s), the header has 2|2\n4:{\"id\":\"3\",\"v\":\"c\"}\n");
+	expect("text after a closing quote is rejected; the next row is read as usual", "a.csv",
+	       "id,v\n1,\"a\"b\n2,c\n", &o,
+	       "2!text after a closing quote (a quote inside a quoted cell must be doubled)|1,\"a\"b\n"
+	       "3:{\"id\":\"2\",\"v\":\"c\"}\n");
+	expect("an unterminated quote is rejected at the line the row starts on", "a.csv",
+	       "id,v\n1,a\n2,\"never closed\n3,c\n", &o,
+	       "2:{\"id\":\"1\",\"v\":\"a\"}\n3!unterminated quote: the cell runs to the end of the file|2,\"never closed\n3,c\n");
+	expect("invalid UTF-8 in a string cell is rejected; control characters are escaped", "a.csv",
+	       "id,v\n1,\xC3\x28\n2,\x01\t\n", &o, "2!cell 2 (v): invalid UTF-8|1,\xC3\x28\n3:{\"id\":\"2\",\"v\":\"\\u0001\\t\"}\n");
+	expect("a quote inside an unquoted cell is a character", "a.csv", "id,v\n1,5\"7\n", &o,
+	       "2:{\"id\":\"1\",\"v\":\"5\\\"7\"}\n");
+	csv_options_release(&o);
+}
+
+static void csv_types(void)
+{
+	struct csv_options o = opts("id:integer, score:number,ok:boolean tags:json", CSV_EMPTY_OMIT);
+
+	expect("typed cells are sent as written: big integers, exponents, booleans, JSON values", "a.csv",
+	       "id,score,ok,tags\n123456789012345678901234567890,-1.50e+3,true,\"[1,{\"\"a\"\":null}]\"\n", &o,
+	       "2:{\"id\":123456789012345678901234567890,\"score\":-1.50e+3,\"ok\":true,\"tags\":[1,{\"a\":null}]}\n");
+	expect("a cell not of its column's type is rejected, naming the cell", "a.csv",
+	       "id,score,ok,tags\n01,1,true,1\n1,1.,true,1\n1,1,yes,1\n1,1,true,\"1,\"\"x\"\":2\"\n2,0,false,{}\n", &o,
+	       "2!cell 1 (id): '01' is not an integer|01,1,true,1\n"
+	       "3!cell 2 (score): '1.' is not a number|1,1.,true,1\n"
+	       "4!cell 3 (ok): 'yes' is not true or false|1,1,yes,1\n"
+	       "5!cell 4 (tags): '1,\"x\":2' is not a JSON value|1,1,true,\"1,\"\"x\"\":2\"\n"
+	       "6:{\"id\":2,\"score\":0,\"ok\":false,\"tags\":{}}\n");
+	expect("csv_empty = omit leaves empty cells out", "a.csv", "id,score,ok,tags\n1,,,\n", &o, "2:{\"id\":1}\n");
+	o.empty = CSV_EMPTY_NULL;
+	expect("csv_empty = null", "a.csv", "id,score,ok,tags,s\n1,,,,\n", &o,
+	       "2:{\"id\":1,\"score\":null,\"ok\":null,\"tags\":null,\"s\":null}\n");
+	o.empty = CSV_EMPTY_STRING;
+	expect("csv_empty = string: \"\" for strings, null for typed columns", "a.csv", "id,score,s\n1,,\n", &o,
+	       "2:{\"id\":1,\"score\":null,\"s\":\"\"}\n");
+	o.empty = CSV_EMPTY_OMIT;
+	expect("a quoted \"\" is an empty string, whatever csv_empty says", "a.csv", "id,s\n1,\"\"\n", &o,
+	       "2:{\"id\":1,\"s\":\"\"}\n");
+	csv_options_release(&o);
+}
+
+static void csv_header_errors(void)
+{
+	struct csv_options o = opts(NULL, CSV_EMPTY_OMIT);
+	static const struct {
+		const char *csv, *err;
+	} cases[] = {
+		{ "name,v\n1,2\n", "header: no column 'id' (the connection's primary_key)" },
+		{ "id,,v\n1,2,3\n", "header: column 2 has an empty name" },
+		{ "id,v,v\n1,2,3\n", "header: column 'v' appears twice" },
+		{ "id,\"v\nx\"\"\n", "header: unterminated quote: the cell runs to the end of the file" },
+	};
+	struct got g;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		read_all("h.csv", cases[i].csv, strlen(cases[i].csv), &o, 0, 1, &g);
+		if (!ok(g.rc == -EBADMSG && !strcmp(g.err, cases[i].err), "refused header: %s", cases[i].err))
+			diag("rc %d err '%s'", g.rc, g.err);
+	}
+	read_all("e.csv", "", 0, &o, 0, 1, &g);
+	ok(g.rc == 0 && !g.text[0], "an empty CSV file holds no records (and no header is needed)");
+	read_all("e.csv", "id\n", 3, &o, 0, 1, &g);
+	ok(g.rc == 0 && !g.text[0], "a header alone holds no records");
+	csv_options_release(&o);
+}
+
+static void csv_resume_unget_long(void)
+{
+	struct csv_options o = opts(NULL, CSV_EMPTY_OMIT);
+	const char *csv = "id,v\n1,a\n2,\"b\nb\"\n3,c\n";
+	struct source *s = NULL;
+	struct ndjson_line ln, again;
+	char big[MAX_RECORD * 3];
+	struct got g;
+	int fd = memfile(csv, strlen(csv));
+	off_t off3;
+
+	ok(source_open(&s, fd, "r.csv", &o, 0, 1, MAX_RECORD) == 0 && source_next(s, &ln) == 1 && ln.start_offset == 5 &&
+	   ln.end_offset == 9, "offsets are the file's: row 1 at 5..9");
+	ok(source_next(s, &ln) == 1 && ln.lineno == 3 && source_offset(s) == 17 && source_lineno(s) == 5,
+	   "after a row over two lines, the next starts at line 5, offset 17");
+	off3 = source_offset(s);
+	ok(source_next(s, &ln) == 1, "row 3");
+	source_unget(s);
+	ok(source_offset(s) == off3 && source_lineno(s) == 5 && source_next(s, &again) == 1 && again.data == ln.data &&
+	   again.len == ln.len, "unget hands the last row back, offset and line with it");
+	source_free(s);
+	close(fd);
+	read_all("r.csv", csv, strlen(csv), &o, off3, 5, &g);
+	ok(g.rc == 0 && !strcmp(g.text, "5:{\"id\":\"3\",\"v\":\"c\"}\n"), "opened at a row's offset: the header is read "
+	   "again, then the rows from there");
+	read_all("r.csv", csv, strlen(csv), &o, 2, 1, &g);
+	ok(g.rc == -EBADMSG && strstr(g.err, "inside the header"), "an offset inside the header is refused");
+
+	memset(big, 'x', sizeof(big));
+	memcpy(big, "id,v\n1,\"", 8);
+	memcpy(big + sizeof(big) - 11, "\"\n2,\"ok\"\n\n\n", 11);
+	read_all("l.csv", big, sizeof(big), &o, 0, 1, &g);
+	if (!ok(g.rc == 0 && !strcmp(g.text, "2!too long\n3:{\"id\":\"2\",\"v\":\"ok\"}\n"),
+	   "a row longer than max_record_bytes is reported, without its text, and the next is read"))
+		diag("rc %d err %s got %.200s", g.rc, g.err, g.text);
+	csv_options_release(&o);
+}
+
+static void compressed(void)
+{
+	static char plain[200000];
+	static unsigned char gz[300000], gz2[600000], zs[300000];
+	struct csv_options o = opts("id:integer", CSV_EMPTY_OMIT);
+	struct got want, g;
+	size_t n = 0, gzn, zsn;
+
+	for (int i = 1; i <= 1500; i++)
+		n += (size_t)snprintf(plain + n, sizeof(plain) - n, "{\"id\":%d,\"v\":\"%020d\"}\n", i, i * 7);
+	gzn = gzip_of(plain, n, gz, sizeof(gz));
+	zsn = ZSTD_compress(zs, sizeof(zs), plain, n, 3);
+	if (ZSTD_isError(zsn))
+		abort();
+
+	read_all("p.ndjson", plain, n, NULL, 0, 1, &want);
+	read_all("p.ndjson.gz", gz, gzn, NULL, 0, 1, &g);
+	ok(g.rc == 0 && !strcmp(g.text, want.text), "gzip: the same lines as the plain file");
+	read_all("p.ndjson.zst", zs, zsn, NULL, 0, 1, &g);
+	ok(g.rc == 0 && !strcmp(g.text, want.text), "zstd: the same lines as the plain file");
+
+	/* Two members (cat a.gz b.gz), as gzip -d reads them. */
+	memcpy(gz2, gz, gzn);
+	memcpy(gz2 + gzn, gz, gzn);
+	read_all("p.ndjson.gz", gz2, 2 * gzn, NULL, 0, 1, &g);
+	ok(g.rc == 0 && strlen(g.text) > strlen(want.text) && !strncmp(g.text, want.text, strlen(want.text)),
+	   "gzip: a second member is read on");
+
+	read_all("p.ndjson.gz", gz, gzn - 9, NULL, 0, 1, &g);
+	ok(g.rc == -EBADMSG && strstr(g.err, "gzip data ends early at byte") && strstr(g.err, "truncated"),
+	   "gzip cut short: an error naming the offset, never a clean end (%s)", g.err);
+	read_all("p.ndjson.zst", zs, zsn - 5, NULL, 0, 1, &g);
+	ok(g.rc == -EBADMSG && strstr(g.err, "zstd data ends early at byte"), "zstd cut short: %s", g.err);
+	memcpy(gz2, gz, gzn);
+	for (size_t i = gzn / 2; i < gzn / 2 + 16; i++)
+		gz2[i] ^= 0x55;
+	read_all("p.ndjson.gz", gz2, gzn, NULL, 0, 1, &g);
+	ok(g.rc == -EBADMSG && strstr(g.err, "gzip data is corrupt at byte"), "gzip corrupt: %s", g.err);
+	memcpy(gz2, gz, gzn);
+	memcpy(gz2 + gzn, "garbage", 7);
+	read_all("p.ndjson.gz", gz2, gzn + 7, NULL, 0, 1, &g);
+	ok(g.rc == -EBADMSG && strstr(g.err, "corrupt"), "gzip followed by garbage: %s", g.err);
+	read_all("p.ndjson.gz", plain, n, NULL, 0, 1, &g);
+	ok(g.rc == -EBADMSG && strstr(g.err, "corrupt at byte") && strstr(g.err, "incorrect header check"), "a plain file named .gz: %s", g.err);
+	read_all("p.ndjson.zst", "", 0, NULL, 0, 1, &g);
+	ok(g.rc == -EBADMSG && strstr(g.err, "no compressed data"), "an empty .zst: %s", g.err);
+
+	/* Entered in the middle: offsets are those of the decompressed bytes. */
+	{
+		const char *line1001 = strstr(plain, "{\"id\":1001,");
+		off_t off = line1001 - plain;
+
+		read_all("p.ndjson.gz", gz, gzn, NULL, off, 1001, &g);
+		ok(g.rc == 0 && !strcmp(g.text, strstr(want.text, "\n1001:") + 1),
+		   "gzip opened at a decompressed offset: the lines from there");
+		read_all("p.ndjson.zst", zs, zsn, NULL, off, 1001, &g);
+		ok(g.rc == 0 && !strcmp(g.text, strstr(want.text, "\n1001:") + 1), "zstd the same");
+		read_all("p.ndjson.gz", gz, gzn, NULL, (off_t)n + 10, 1, &g);
+		ok(g.rc == -EBADMSG, "an offset beyond the decompressed end is refused (%s)", g.err);
+	}
+
+	/* CSV, gzipped */
+	n = (size_t)snprintf(plain, sizeof(plain), "id,v\n1,a\n2,b\n");
+	gzn = gzip_of(plain, n, gz, sizeof(gz));
+	read_all("c.csv.gz", gz, gzn, &o, 0, 1, &g);
+	ok(g.rc == 0 && !strcmp(g.text, "2:{\"id\":1,\"v\":\"a\"}\n3:{\"id\":2,\"v\":\"b\"}\n"), "csv.gz");
+	read_all("c.csv.gz", gz, gzn, &o, 9, 3, &g);
+	ok(g.rc == 0 && !strcmp(g.text, "3:{\"id\":2,\"v\":\"b\"}\n"), "csv.gz opened at a row's offset");
+	read_all("c.csv.gz", gz, gzn - 4, &o, 0, 1, &g);
+	ok(g.rc == -EBADMSG && strstr(g.err, "ends early"), "csv.gz cut short: %s", g.err);
+	csv_options_release(&o);
+}
+
+static void columns_spec(void)
+{
+	struct csv_options o = { 0 };
+	char err[256];
+
+	ok(csv_columns_parse(&o, "a:integer,b:number  c:boolean,\td:json , e:string", err, sizeof(err)) == 0 &&
+	   o.n_columns == 5 && o.columns[3].type == CSV_JSON, "csv_columns: commas or blanks between items");
+	ok(csv_columns_parse(&o, "f:float", err, sizeof(err)) == -EINVAL && strstr(err, "unknown type 'float'"),
+	   "an unknown type: %s", err);
+	ok(csv_columns_parse(&o, "a:integer", err, sizeof(err)) == -EINVAL && strstr(err, "given twice"),
+	   "a column given twice: %s", err);
+	ok(csv_columns_parse(&o, "g", err, sizeof(err)) == -EINVAL && strstr(err, "NAME:TYPE"), "no type: %s", err);
+	csv_options_release(&o);
+}
+
+int main(void)
+{
+	csv_rows();
+	csv_types();
+	csv_header_errors();
+	csv_resume_unget_long();
+	compressed();
+	columns_spec();
+	return done_testing();
+}
