@@ -20,6 +20,7 @@
 #include "batch.h"
 #include "catalog.h"
 #include "crashpoint.h"
+#include "intake.h"
 #include "fileio.h"
 #include "jsonstr.h"
 #include "layout.h"
@@ -66,9 +67,6 @@ struct rejbuf {
 /* The catalog is saved at most this often (seconds), and at exit. */
 #define CATALOG_SAVE_INTERVAL 5.0
 
-/* How often a removed spool directory that cannot be made again is tried. */
-#define DIR_RETRY_SECONDS 5.0
-
 /* Files a multi-file batch may hold: bounds the journal and memory of one batch. */
 #define GROUP_FILES_MAX 1000
 
@@ -94,7 +92,7 @@ struct connection {
 	struct record_validator *next_validator;
 	char *state_dir;
 	struct workfiles wf;            /* the files in its custody: .work/, rejected/, failed/, done/ */
-	struct spool_queue queue;
+	struct intake in;               /* its spool directory: the queue of ready files, the watch */
 	struct upload_client *client;
 	struct upload_limiter *limiter;
 	struct record_validator *validator;
@@ -112,11 +110,6 @@ struct connection {
 	bool catalog_warned;
 	enum conn_state state;
 	bool draining;
-	struct spool_queue settling;    /* written in place, not yet still for settle_seconds (keyed by when to look) */
-	ev_timer settle_timer;
-	struct spool_watch *watch;      /* inotify on dir: names to look at, who has them open */
-	ev_timer dir_timer;             /* dir was removed and could not be made again: retry */
-	bool dir_error_logged;
 	bool stop_after_ack;            /* SIGTERM: leave the batch after the request in flight */
 	unsigned left_open;             /* batches a stop left to the journal, for the next start */
 	struct journal_batch *adopted;  /* live batches from the journal, resumed first */
@@ -228,12 +221,13 @@ const struct conn_stats *connection_stats(const struct connection *c)
 {
 	struct connection *mc = (struct connection *)c;
 
-	mc->stats.oldest_queued_ns = spool_queue_oldest(&mc->queue);
+	mc->stats.oldest_queued_ns = spool_queue_oldest(&mc->in.queue);
+	mc->stats.files_refused = c->in.refused;
 	return &c->stats;
 }
 size_t connection_queued(const struct connection *c)
 {
-	return spool_queue_len(&c->queue) + spool_queue_len(&c->settling) + c->n_adopted + c->have_carry;
+	return intake_pending(&c->in) + c->n_adopted + c->have_carry;
 }
 bool connection_blocked(const struct connection *c) { return c->state == CS_AUTH_PAUSED; }
 bool connection_busy(const struct connection *c) { return c->active || c->state != CS_IDLE || c->left_open; }
@@ -600,7 +594,7 @@ static void release_files(struct connection *c)
 		/* Its rejected lines are written again when it goes up: take back this attempt's. */
 		(void)workfiles_rejected_truncate(&c->wf, m->name, m->rejected_size);
 		if (r == 0)
-			(void)spool_queue_add(&c->queue, dst, m->ident.mtime_ns);
+			(void)spool_queue_add(&c->in.queue, dst, m->ident.mtime_ns);
 		else if (r != -ENOENT)
 			conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move it back to %s: %s", m->name, c->wf.dir, strerror(-r));
 	}
@@ -1165,7 +1159,7 @@ static void release_carry(struct connection *c)
 	c->have_carry = false;
 	r = dfd < 0 ? dfd : workfiles_move(&c->wf, c->carry.fid, c->carry.name, dfd, dst);
 	if (r == 0)
-		(void)spool_queue_add(&c->queue, dst, c->carry.ident.mtime_ns);
+		(void)spool_queue_add(&c->in.queue, dst, c->carry.ident.mtime_ns);
 	else if (r != -ENOENT)
 		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move it back to %s: %s (the next start does)", c->carry.name,
 			 c->wf.dir, strerror(-r));
@@ -1443,123 +1437,11 @@ static int grow_members(struct connection *c)
 }
 
 /* Take a file out of the exporters' way into .work/ and open it. Returns the fd or a negative errno. */
-/* ---- the spool: what is ready, what is refused ---- */
-
-static int64_t realtime_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_REALTIME, &t);
-	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
-static void arm_settle(struct connection *c)
-{
-	int64_t at = spool_queue_oldest(&c->settling);
-	double delay;
-
-	ev_timer_stop(c->env.loop, &c->settle_timer);
-	if (!at)
-		return;
-	delay = (double)(at - realtime_ns()) / 1e9 + 0.01;
-	ev_timer_set(&c->settle_timer, delay < 0.01 ? 0.01 : delay, 0.);
-	ev_timer_start(c->env.loop, &c->settle_timer);
-}
-
-/* Look at @name in the spool: queue it when ready, look again when it should be, say why not. */
-static int inspect(struct connection *c, const char *name, struct spool_look *look)
-{
-	int dfd = workfiles_dir(&c->wf), r;
-
-	if (dfd < 0)
-		return dfd;
-	r = spool_inspect(dfd, name, c->watch ? spool_watch_open_count(c->watch, name) : -1, c->env.settle_seconds,
-			  look);
-	if (r < 0) {
-		conn_log(c, LOG_LVL_WARNING, -1, "%s: cannot look at it: %s", name, strerror(-r));
-		return r;
-	}
-	switch (look->verdict) {
-	case SPOOL_WRITING:
-		conn_log(c, LOG_LVL_DEBUG, -1, "%s: still open: waiting for it to be closed", name);
-		break;
-	case SPOOL_SETTLING:
-		conn_log(c, LOG_LVL_DEBUG, -1, "%s: changed %.1f s ago: taken once still for %g s", name,
-			 c->env.settle_seconds - look->settle_left, c->env.settle_seconds);
-		if (spool_queue_add(&c->settling, name, realtime_ns() + (int64_t)(look->settle_left * 1e9)) == 0)
-			arm_settle(c);
-		break;
-	case SPOOL_REFUSED:
-		c->stats.files_refused++;
-		conn_log(c, LOG_LVL_WARNING, -1, "%s: refused: %s; left where it is", name, look->why);
-		break;
-	default:
-		break;
-	}
-	return 0;
-}
-
-static void offer(struct connection *c, const char *name)
-{
-	struct spool_look look;
-
-	switch (spool_name_kind(name)) {
-	case SPOOL_NAME_DROP:
-		break;
-	case SPOOL_NAME_WRONG_CASE:
-		conn_log(c, LOG_LVL_WARNING, -1, "%s: ignored: only names ending in .ndjson, .jsonl, .csv or .tsv (each maybe "
-			 "followed by .gz or .zst; lower case) are taken; rename it", name);
-		return;
-	case SPOOL_NAME_OTHER:
-		conn_log(c, LOG_LVL_INFO, -1, "%s: ignored: not a *.ndjson or *.jsonl file", name);
-		return;
-	default:
-		return;
-	}
-	if (inspect(c, name, &look) == 0 && look.verdict == SPOOL_READY &&
-	    spool_queue_add(&c->queue, name, look.mtime_ns) < 0)
-		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot queue it: out of memory", name);
-}
-
-static void scan_cb(void *userdata, const char *name)
-{
-	offer(userdata, name);
-}
-
-/* A name written or renamed into the directory: look at it, and start work from the loop. */
-static void event_cb(void *userdata, const char *name)
-{
-	struct connection *c = userdata;
-
-	offer(c, name);
-	if (!c->active && c->state == CS_IDLE && spool_queue_len(&c->queue))
-		next_soon(c);
-}
-
-static void settle_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct connection *c = w->data;
-	int64_t now = realtime_ns(), at;
-	struct spool_entry e;
-
-	(void)loop;
-	(void)revents;
-	while ((at = spool_queue_oldest(&c->settling)) && at <= now && spool_queue_pop(&c->settling, &e)) {
-		offer(c, e.name);
-		free(e.name);
-	}
-	arm_settle(c);
-	begin_next(c);
-}
-
-/* Take a file out of the exporters' way into .work/ and open it. Returns the fd or a negative errno. */
 static int take_file(struct connection *c, const char *name, struct member *m)
 {
 	char wn[LAYOUT_NAME_MAX + 1];
-	struct spool_look look;
-	const char *why;
 	struct stat st;
-	int dfd, wfd, fd;
+	int fd;
 
 	{
 		struct rejbuf keep = m->rej;
@@ -1569,38 +1451,11 @@ static int take_file(struct connection *c, const char *name, struct member *m)
 	}
 	snprintf(m->name, sizeof(m->name), "%s", name);
 	m->fid = journal_new_id(c->env.journal);
-	if ((dfd = workfiles_dir(&c->wf)) < 0 || (wfd = conn_workfd(c)) < 0) {
-		fd = dfd < 0 ? dfd : wfd;
-		conn_log(c, LOG_LVL_ERROR, -1, "cannot open %s/.work/: %s", c->wf.dir, strerror(-fd));
-		return fd;
-	}
-	/* Ready when queued; a writer may have opened it since. */
-	if ((fd = inspect(c, name, &look)) < 0)
-		return fd;
-	if (look.verdict != SPOOL_READY)
-		return -EAGAIN;
 	workfiles_work_name(m->fid, m->name, wn);
-	/* A new drop under the same name now waits its turn in the spool, it cannot change this batch. */
-	fd = spool_take(dfd, name, wfd, wn, &st, &why);
-	if (fd == -ENOENT && faccessat(dfd, ".work", F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
-		/* Someone removed .work/ while we ran: make it again. */
-		conn_log(c, LOG_LVL_WARNING, -1, "%s/.work/ was removed: making it again", c->wf.dir);
-		close(c->wf.workfd);
-		c->wf.workfd = -1;
-		if ((wfd = conn_workfd(c)) >= 0)
-			fd = spool_take(dfd, name, wfd, wn, &st, &why);
-	}
-	if (fd == -EINVAL && why) {
-		c->stats.files_refused++;
-		conn_log(c, LOG_LVL_WARNING, -1, "%s: refused: %s; left where it is", name, why);
-	}
-	else if (fd < 0 && fd != -ENOENT)
-		conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot move into %s/.work/: %s", name, c->wf.dir, strerror(-fd));
-	if (fd < 0)
+	if ((fd = intake_take(&c->in, name, wn, &st, &m->trusted)) < 0)
 		return fd;
 	crashpoint("after-rename");
 	workfiles_identity(&st, &m->ident);
-	m->trusted = look.trusted;
 	return fd;
 }
 
@@ -1638,14 +1493,14 @@ static void gather_small_files(struct connection *c)
 	struct chunk *ch = &c->chunk[0];
 	struct spool_entry e;
 
-	while (c->n_members < GROUP_FILES_MAX && !c->have_carry && spool_queue_pop(&c->queue, &e)) {
+	while (c->n_members < GROUP_FILES_MAX && !c->have_carry && spool_queue_pop(&c->in.queue, &e)) {
 		/* What the request holds before this file: restored if the file does not fit. */
 		const struct chunk before = *ch;
 		struct member *m;
 		int fd, r;
 
 		if (grow_members(c) < 0) {
-			(void)spool_queue_add(&c->queue, e.name, e.mtime_ns);
+			(void)spool_queue_add(&c->in.queue, e.name, e.mtime_ns);
 			free(e.name);
 			break;
 		}
@@ -1730,7 +1585,7 @@ static int start_batch(struct connection *c)
 		struct spool_entry e;
 
 		do {
-			if (!spool_queue_pop(&c->queue, &e))
+			if (!spool_queue_pop(&c->in.queue, &e))
 				return -ENOENT;
 			fd = take_file(c, e.name, first);
 			free(e.name);
@@ -2056,7 +1911,7 @@ static void begin_next(struct connection *c)
 			resume_batch(c, &b);
 			continue;
 		}
-		if (!c->have_carry && spool_queue_len(&c->queue) == 0)
+		if (!c->have_carry && spool_queue_len(&c->in.queue) == 0)
 			break;
 		if (start_batch(c) < 0 && !c->active)
 			continue;
@@ -2201,43 +2056,6 @@ void connection_drain(struct connection *c, bool stop_after_ack)
 	notify_changed(c);
 }
 
-static void rescan_cb(void *userdata)
-{
-	struct connection *c = userdata;
-
-	connection_scan(c);
-	begin_next(c);
-}
-
-/* The connection's directory was removed or moved away: make it again, watch it, look in it. */
-static void gone_cb(void *userdata)
-{
-	struct connection *c = userdata;
-	int r;
-
-	workfiles_forget(&c->wf);
-	if ((r = spool_mkdirs(c->wf.dir, 0770)) < 0 || (r = spool_watch_rewatch(c->watch)) < 0) {
-		if (!c->dir_error_logged)
-			conn_log(c, LOG_LVL_ERROR, -1, "%s was removed and cannot be made again (%s): trying every %g s",
-				 c->wf.dir, strerror(-r), DIR_RETRY_SECONDS);
-		c->dir_error_logged = true;
-		ev_timer_stop(c->env.loop, &c->dir_timer);
-		ev_timer_set(&c->dir_timer, DIR_RETRY_SECONDS, 0.);
-		ev_timer_start(c->env.loop, &c->dir_timer);
-		return;
-	}
-	conn_log(c, LOG_LVL_WARNING, -1, "%s was removed or moved away: made again and watched", c->wf.dir);
-	c->dir_error_logged = false;
-	rescan_cb(c);
-}
-
-static void dir_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	(void)loop;
-	(void)revents;
-	gone_cb(w->data);
-}
-
 void connection_revive(struct connection *c)
 {
 	c->draining = false;
@@ -2247,11 +2065,16 @@ void connection_revive(struct connection *c)
 
 int connection_scan(struct connection *c)
 {
-	int r = spool_scan(c->wf.dir, scan_cb, c);
+	return intake_scan(&c->in);
+}
 
-	if (r < 0)
-		conn_log(c, LOG_LVL_ERROR, -1, "cannot scan %s: %s", c->wf.dir, strerror(-r));
-	return r;
+/* The intake queued files: start work from the loop, not from inside its callback. */
+static void intake_ready(void *userdata)
+{
+	struct connection *c = userdata;
+
+	if (!c->active && c->state == CS_IDLE)
+		next_soon(c);
 }
 
 int connection_adopt(struct connection *c, const struct journal_batch *b)
@@ -2337,8 +2160,6 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 	}
 	cfg = c->cfg;
 	c->wf.dirfd = c->wf.workfd = -1;
-	c->queue.sorted = true;
-	c->settling.sorted = true;
 	/* Own copies: a reload frees the configuration the environment's strings came from. */
 	c->env.spool_dir = c->env.state_dir = NULL;
 	if (!(c->state_dir = strdup(env->state_dir)) ||
@@ -2392,23 +2213,14 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		log_error("%s: cannot create %s: %s", cfg->name, c->wf.dir, strerror(-r));
 		goto fail;
 	}
-	{
-		static const struct spool_watch_ops ops = { event_cb, rescan_cb, gone_cb };
-
-		/* Watched before the first scan, so a file dropped in between is not missed (the queue dedupes). */
-		if ((r = spool_watch_new(&c->watch, env->loop, c->wf.dir, &ops, c)) < 0) {
-			log_error("%s: cannot watch %s: %s", cfg->name, c->wf.dir, strerror(-r));
-			goto fail;
-		}
+	if ((r = intake_init(&c->in, env->loop, &c->wf, cfg->name, env->settle_seconds, intake_ready, c)) < 0) {
+		log_error("%s: cannot watch %s: %s", cfg->name, c->wf.dir, strerror(-r));
+		goto fail;
 	}
 	if ((r = worker_new(&c->worker, env->loop, ahead_done, c)) < 0)
 		goto fail;
 	ev_timer_init(&c->timer, timer_cb, 0., 0.);
 	c->timer.data = c;
-	ev_timer_init(&c->settle_timer, settle_cb, 0., 0.);
-	c->settle_timer.data = c;
-	ev_timer_init(&c->dir_timer, dir_timer_cb, 0., 0.);
-	c->dir_timer.data = c;
 	ev_timer_init(&c->kick, kick_cb, 0., 0.);
 	c->kick.data = c;
 	if (sd_id128_randomize(&seed) < 0)
@@ -2438,10 +2250,8 @@ void connection_free(struct connection *c)
 	if (c->env.loop) {
 		ev_timer_stop(c->env.loop, &c->timer);
 		ev_timer_stop(c->env.loop, &c->kick);
-		ev_timer_stop(c->env.loop, &c->settle_timer);
-		ev_timer_stop(c->env.loop, &c->dir_timer);
 	}
-	spool_watch_free(c->watch);
+	intake_release(&c->in);
 	if (c->active)
 		end_batch(c);
 	if (c->catalog && c->env.loop)
@@ -2463,10 +2273,8 @@ void connection_free(struct connection *c)
 		free(c->members[i].rej.buf);
 	free(c->members);
 	source_free(c->reader);
-	spool_queue_release(&c->queue);
 	free(c->adopted);
 	free(c->state_dir);
-	spool_queue_release(&c->settling);
 	free(c->last_record.buf);
 	config_conn_free(c->cfg);
 	workfiles_release(&c->wf);

@@ -809,7 +809,8 @@ class FakeOptix:
         """Upload requests in arrival order: seq, time, path, uuid, batch_uuid, batch_completed,
         ttl_seconds, n_records, bytes, status (None if dropped), keys, first_pk, last_pk, fault, error;
         sent: {batch_uuid, batch_completed, keys} of the body as received, also for faulted requests."""
-        return json.loads(self._control("GET", "requests", uuid=uuid, since=since))
+        # Recorded once answered: a quick next request can be recorded first; seq is arrival order.
+        return sorted(json.loads(self._control("GET", "requests", uuid=uuid, since=since)), key=lambda r: r["seq"])
 
     def add_faults(self, faults):
         """Append faults (a dict or a list) to the FIFO; returns how many are pending.
