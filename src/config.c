@@ -31,6 +31,9 @@ struct conn_parse {
 
 struct parse_state {
 	struct config *cfg;
+	unsigned flags;            /* CONFIG_LOAD_* */
+	bool indented;             /* the line handed to inih last starts with a blank: a continuation */
+	int last_key;              /* K_* of the last key of the current [connection] section, or -1 */
 	struct conn_parse *cp;     /* parallel to cfg->conns */
 	int line;                  /* line the reader handed to inih last */
 	int section_line;          /* line of the last [section] header */
@@ -51,6 +54,7 @@ enum {
 	K_UUID, K_PRIMARY_KEY, K_BASE_URL, K_TTL, K_BATCH_RECORDS, K_BATCH_BYTES, K_TIMEOUT,
 	K_REQUIRED, K_MAX_RECORD, K_RETRY_INIT, K_RETRY_MAX, K_RETRY_ELAPSED, K_CA_FILE,
 	K_TLS_OFF, K_RATE, K_CATALOG, K_MAX_DEPTH, K_API, K_API_FILE, K_API_CRED, K_BRAND, K_BRAND_FILE, K_BRAND_CRED,
+	K_PROXY, K_PROXY_CRED,
 	K__COUNT
 };
 
@@ -59,7 +63,7 @@ static const char *const conn_keys[K__COUNT] = {
 	"timeout_seconds", "required_fields", "max_record_bytes", "retry_initial_seconds",
 	"retry_max_seconds", "retry_max_elapsed_seconds", "ca_file", "tls_verify_insecure_disable",
 	"rate_limit", "field_catalog", "max_depth", "api_key", "api_key_file", "api_key_credential", "brand_key",
-	"brand_key_file", "brand_key_credential",
+	"brand_key_file", "brand_key_credential", "proxy", "proxy_credentials_file",
 };
 
 _Static_assert(K__COUNT <= 32, "conn_parse.seen is a 32-bit mask");
@@ -222,11 +226,12 @@ static int parse_rate(const char *v, unsigned *n, double *window)
 	return 0;
 }
 
+/* Append the names of a comma- or blank-separated list to *out (of *n). */
 static int split_fields(const char *v, char ***out, size_t *n)
 {
 	char *dup = strdup(v), *save = NULL, *tok;
-	char **arr = NULL;
-	size_t cnt = 0;
+	char **arr = *out;
+	size_t cnt = *n, had = *n;
 
 	if (!dup)
 		return -ENOMEM;
@@ -244,9 +249,10 @@ static int split_fields(const char *v, char ***out, size_t *n)
 	*n = cnt;
 	return 0;
 oom:
-	while (cnt)
+	while (cnt > had)
 		free(arr[--cnt]);
-	free(arr);
+	*out = arr;
+	*n = had;
 	free(dup);
 	return -ENOMEM;
 }
@@ -335,6 +341,45 @@ static int set_secret(struct parse_state *ps, struct secret_src *s, int kind, co
 	return s->value ? 1 : -1;
 }
 
+/* Keys whose value is a list, which may go on over indented lines (long lines are refused). */
+static bool list_key(int k)
+{
+	return k == K_REQUIRED;
+}
+
+static int append_list(struct parse_state *ps, struct conn_config *c, int k, const char *name, const char *value)
+{
+	(void)k;
+	if (split_fields(value, &c->required_fields, &c->n_required_fields) < 0)
+		return -1;
+	if (c->n_required_fields > RECORD_MAX_REQUIRED)
+		return fail(ps, ps->line, name, "%zu fields: at most %d", c->n_required_fields, RECORD_MAX_REQUIRED);
+	return 1;
+}
+
+/* "" or "none", "env", or http(s)://host:port with no credentials in it (a URL may reach a log). */
+static int set_proxy(struct parse_state *ps, struct conn_config *c, const char *name, const char *value)
+{
+	const char *why, *host;
+
+	if (!*value || !strcmp(value, "none")) {
+		c->proxy_mode = CONN_PROXY_NONE;
+		return 1;
+	}
+	if (!strcmp(value, "env")) {
+		c->proxy_mode = CONN_PROXY_ENV;
+		return 1;
+	}
+	why = url_problem(value);
+	if (why)
+		return fail(ps, ps->line, name, "%s (want none, env or http://HOST:PORT)", why);
+	host = strstr(value, "://") + 3;
+	if (memchr(host, '@', strcspn(host, "/")))
+		return fail(ps, ps->line, name, "holds credentials ('@'): put USER:PASSWORD in proxy_credentials_file");
+	c->proxy_mode = CONN_PROXY_URL;
+	return set_str(&c->proxy, value) < 0 ? -1 : 1;
+}
+
 static int handle_conn(struct parse_state *ps, struct conn_config *c, struct conn_parse *cp,
 		       const char *name, const char *value)
 {
@@ -347,6 +392,20 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 			break;
 	if (k == K__COUNT)
 		return fail(ps, ps->line, name, "unknown key in [connection %s]", c->name);
+	/*
+	 * inih hands an indented line over as more of the key above (INI_ALLOW_MULTILINE, on in
+	 * Debian's build): a list goes on; any other key given so was an indented key line.
+	 */
+	if (ps->indented && k == ps->last_key) {
+		if (!list_key(k))
+			return fail(ps, ps->line, name, "an indented line continues the value of the key above, and only "
+				    "lists (required_fields) continue: unindent '%s'", value);
+		if (strchr(value, '='))
+			return fail(ps, ps->line, name, "an indented line continues the list above and holds '=': "
+				    "unindent it if it is a key of its own");
+		return append_list(ps, c, k, name, value);
+	}
+	ps->last_key = k;
 	if (cp->seen & (1u << k))
 		return fail(ps, ps->line, name, "given twice (first on line %d)", cp->seen_line[k]);
 	cp->seen |= 1u << k;
@@ -393,11 +452,7 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 		c->timeout_seconds = (long)ll;
 		return 1;
 	case K_REQUIRED:
-		if (split_fields(value, &c->required_fields, &c->n_required_fields) < 0)
-			return -1;
-		if (c->n_required_fields > RECORD_MAX_REQUIRED)
-			return fail(ps, ps->line, name, "%zu fields: at most %d", c->n_required_fields, RECORD_MAX_REQUIRED);
-		return 1;
+		return append_list(ps, c, k, name, value);
 	case K_MAX_RECORD:
 		if (parse_ll(value, 16, 1LL << 30, &ll) < 0)
 			return fail(ps, ps->line, name, "must be between 16 and 1073741824");
@@ -427,6 +482,8 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 	case K_CA_FILE:
 		if (value[0] != '/')
 			return fail(ps, ps->line, name, "must be an absolute path");
+		if (ps->flags & CONFIG_LOAD_NO_SECRETS)
+			return set_str(&c->ca_file, value) < 0 ? -1 : 1;
 		/* Else every request would fail as a TLS problem and be retried forever. */
 		if (access(value, R_OK) < 0)
 			return fail(ps, ps->line, name, "cannot read %s: %s", value, strerror(errno));
@@ -455,8 +512,14 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 		return set_secret(ps, &cp->brand, 1, conn_keys[K_BRAND], value);
 	case K_BRAND_FILE:
 		return set_secret(ps, &cp->brand, 2, conn_keys[K_BRAND_FILE], value);
-	default:
+	case K_BRAND_CRED:
 		return set_secret(ps, &cp->brand, 3, conn_keys[K_BRAND_CRED], value);
+	case K_PROXY:
+		return set_proxy(ps, c, name, value);
+	default:
+		if (value[0] != '/')
+			return fail(ps, ps->line, name, "must be an absolute path (a file holding USER:PASSWORD)");
+		return set_str(&c->proxy_credentials_file, value) < 0 ? -1 : 1;
 	}
 }
 
@@ -556,6 +619,7 @@ static void note_section(struct parse_state *ps, const char *p)
 	size_t n;
 
 	ps->section_line = ps->line;
+	ps->last_key = -1;
 	if (!end)
 		return;   /* inih calls it a syntax error */
 	n = (size_t)(end - p - 1);
@@ -610,13 +674,14 @@ static char *reader(char *str, int num, void *stream)
 		return NULL;
 	}
 	if (len && r[len - 1] != '\n' && !feof(ps->f) && !at_line_end(ps->f)) {
-		fail(ps, ps->line, "-", "line longer than %d bytes (put long keys in api_key_file / brand_key_file)",
-		     num - 1);
+		fail(ps, ps->line, "-", "line longer than %d bytes (put long keys in api_key_file / brand_key_file; "
+		     "a list such as required_fields goes on over indented lines)", num - 1);
 		return NULL;
 	}
 	/* Blanks as inih skips them (isspace: a CR or form feed too), or a header is missed. */
 	for (p = r; isspace((unsigned char)*p); p++)
 		;
+	ps->indented = p > r && *p && *p != ';' && *p != '#';
 	if (*p == '[') {
 		note_section(ps, p);
 		if (ps->failed)
@@ -665,7 +730,7 @@ out:
 }
 
 static int resolve_secret(struct parse_state *ps, struct conn_config *c, struct secret_src *s,
-			  const char *what, char **out, const struct secret_src **inline_secret)
+			  const char *what, char **out, char **source, const struct secret_src **inline_secret)
 {
 	char path[4096];
 	const char *credir;
@@ -680,6 +745,11 @@ static int resolve_secret(struct parse_state *ps, struct conn_config *c, struct 
 		*out = s->value;
 		s->value = NULL;
 		return 1;
+	}
+	/* For `dcsyncd connection create --like`: where this key comes from, never the key. */
+	if (asprintf(source, "%s = %s", s->key, s->value) < 0) {
+		*source = NULL;
+		return fail(ps, s->line, s->key, "out of memory");
 	}
 	if (s->kind == 3) {
 		credir = getenv("CREDENTIALS_DIRECTORY");
@@ -703,6 +773,24 @@ static int resolve_secret(struct parse_state *ps, struct conn_config *c, struct 
 	if (r < 0)
 		return fail(ps, s->line, s->key, "cannot read %s: %s", path, strerror(-r));
 	return 1;
+}
+
+/* USER:PASSWORD for the proxy (Basic or whatever it offers), kept like a key: never logged. */
+static void read_proxy_credentials(struct parse_state *ps, struct conn_config *c, int line)
+{
+	const char *key = "proxy_credentials_file", *path = c->proxy_credentials_file;
+	int r = read_secret(path, &c->proxy_credentials);
+
+	if (r == -ENODATA)
+		fail(ps, line, key, "%s is empty", path);
+	else if (r == -EILSEQ)
+		fail(ps, line, key, "%s holds a line break or another control character (USER:PASSWORD on one line)", path);
+	else if (r == -EFBIG)
+		fail(ps, line, key, "%s is larger than 4095 bytes", path);
+	else if (r < 0)
+		fail(ps, line, key, "cannot read %s: %s", path, strerror(-r));
+	else if (!strchr(c->proxy_credentials, ':'))
+		fail(ps, line, key, "%s holds no ':' (want USER:PASSWORD on one line)", path);
 }
 
 static void finish_conn(struct parse_state *ps, struct conn_config *c, struct conn_parse *cp,
@@ -731,14 +819,37 @@ static void finish_conn(struct parse_state *ps, struct conn_config *c, struct co
 		     c->batch_bytes);
 		return;
 	}
-	if (resolve_secret(ps, c, &cp->api, "api_key", &c->api_key, inline_secret) <= 0)
+	if (c->proxy_credentials_file && c->proxy_mode == CONN_PROXY_NONE) {
+		fail(ps, cp->seen_line[K_PROXY_CRED], "proxy_credentials_file", "given without a proxy (set proxy)");
 		return;
-	resolve_secret(ps, c, &cp->brand, "brand_key", &c->brand_key, inline_secret);
+	}
+	if (ps->flags & CONFIG_LOAD_NO_SECRETS) {
+		/* Check that a source is given, read none of them: the caller may not, and need not. */
+		struct secret_src none = { 0 };
+		const struct secret_src *unused = NULL;
+
+		if (!cp->api.kind)
+			resolve_secret(ps, c, &none, "api_key", &c->api_key, &c->api_key_source, &unused);
+		else if (!cp->brand.kind)
+			resolve_secret(ps, c, &none, "brand_key", &c->brand_key, &c->brand_key_source, &unused);
+		return;
+	}
+	if (resolve_secret(ps, c, &cp->api, "api_key", &c->api_key, &c->api_key_source, inline_secret) <= 0)
+		return;
+	if (resolve_secret(ps, c, &cp->brand, "brand_key", &c->brand_key, &c->brand_key_source, inline_secret) <= 0)
+		return;
+	if (c->proxy_credentials_file)
+		read_proxy_credentials(ps, c, cp->seen_line[K_PROXY_CRED]);
 }
 
 int config_load(const char *path, struct config **out, char *err, size_t errlen)
 {
-	struct parse_state ps = { .err = err, .errlen = errlen };
+	return config_load_flags(path, 0, out, err, errlen);
+}
+
+int config_load_flags(const char *path, unsigned flags, struct config **out, char *err, size_t errlen)
+{
+	struct parse_state ps = { .err = err, .errlen = errlen, .flags = flags, .last_key = -1 };
 	struct config *cfg = calloc(1, sizeof(*cfg));
 	const struct secret_src *inline_secret = NULL;
 	struct stat st;
@@ -822,6 +933,13 @@ void config_free(struct config *cfg)
 			explicit_bzero(c->brand_key, strlen(c->brand_key));
 		free(c->api_key);
 		free(c->brand_key);
+		if (c->proxy_credentials)
+			explicit_bzero(c->proxy_credentials, strlen(c->proxy_credentials));
+		free(c->proxy_credentials);
+		free(c->proxy_credentials_file);
+		free(c->proxy);
+		free(c->api_key_source);
+		free(c->brand_key_source);
 		for (size_t j = 0; j < c->n_required_fields; j++)
 			free(c->required_fields[j]);
 		free(c->required_fields);

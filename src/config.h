@@ -15,6 +15,13 @@
 /* Spool and state paths: files under them carry a connection and a file name within PATH_MAX. */
 #define CONFIG_MAX_DIR_PATH 1024
 
+/* Where requests go: straight to base_url, through the environment's https_proxy, or a given proxy. */
+enum conn_proxy {
+	CONN_PROXY_NONE,        /* the default: https_proxy / no_proxy in the environment are ignored */
+	CONN_PROXY_ENV,         /* proxy = env: libcurl's https_proxy, all_proxy, no_proxy */
+	CONN_PROXY_URL,         /* proxy = http://host:port */
+};
+
 enum after_upload {
 	AFTER_UPLOAD_ARCHIVE,
 	AFTER_UPLOAD_DELETE,
@@ -43,6 +50,12 @@ struct conn_config {
 	unsigned rate_limit_requests;     /* 0: no client-side limit */
 	double rate_limit_window_seconds;
 	bool field_catalog;               /* note the uploaded field names for `dcsyncd formula` */
+	enum conn_proxy proxy_mode;
+	char *proxy;                      /* CONN_PROXY_URL: the proxy's URL (no credentials in it) */
+	char *proxy_credentials_file;     /* NULL: the proxy needs none */
+	char *proxy_credentials;          /* USER:PASSWORD loaded from it, never logged */
+	char *api_key_source;             /* "api_key_file = PATH" or "api_key_credential = NAME"; NULL inline */
+	char *brand_key_source;
 	int line;               /* line of the section header, for messages */
 };
 
@@ -64,5 +77,13 @@ struct config {
  * "FILE:LINE: key: reason" into @err.
  */
 int config_load(const char *path, struct config **out, char *err, size_t errlen);
+
+/*
+ * config_load without reading any secret (key files, credentials, proxy credentials; inline keys
+ * are dropped) nor ca_file: for commands run by exporters, to whom the keys are unreadable.
+ * api_key, brand_key and proxy_credentials stay NULL.
+ */
+#define CONFIG_LOAD_NO_SECRETS 1u
+int config_load_flags(const char *path, unsigned flags, struct config **out, char *err, size_t errlen);
 void config_free(struct config *cfg);
 const struct conn_config *config_find_conn(const struct config *cfg, const char *name);
