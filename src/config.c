@@ -13,7 +13,7 @@
 
 #include "ndjson.h"
 
-#define DEFAULT_BASE_URL "https://api.opti-x.optimove.net/api/data-connections/v1"
+#define DEFAULT_BASE_URL CONFIG_DEFAULT_BASE_URL
 
 /* Which source a secret came from, so two sources for one key can be refused. */
 struct secret_src {
@@ -727,6 +727,11 @@ static int read_secret(const char *path, char **out)
 out:
 	explicit_bzero(buf, sizeof(buf));
 	return r;
+}
+
+int config_read_secret(const char *path, char **out)
+{
+	return read_secret(path, out);
 }
 
 static int resolve_secret(struct parse_state *ps, struct conn_config *c, struct secret_src *s,

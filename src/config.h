@@ -7,6 +7,7 @@
 #include "log.h"
 
 #define CONFIG_MAX_BATCH_RECORDS 5000
+#define CONFIG_DEFAULT_BASE_URL "https://api.opti-x.optimove.net/api/data-connections/v1"
 /*
  * Each connection has a parse thread, an inotify watch, a read buffer of max_record_bytes and two
  * request bodies of up to batch_bytes: a bound keeps one daemon's memory and threads in sight.
@@ -87,3 +88,8 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 int config_load_flags(const char *path, unsigned flags, struct config **out, char *err, size_t errlen);
 void config_free(struct config *cfg);
 const struct conn_config *config_find_conn(const struct config *cfg, const char *name);
+/*
+ * One key from a file, as api_key_file is read: blanks around it dropped; -ENODATA when empty,
+ * -EILSEQ when a control character is left inside, -EFBIG over 4095 bytes, else -errno.
+ */
+int config_read_secret(const char *path, char **out);
