@@ -88,9 +88,12 @@ static void check_done(struct upload *u)
 			res.status = 0;
 			res.error = c->errbuf[0] ? c->errbuf : curl_easy_strerror(m->data.result);
 			curl_easy_getinfo(m->easy_handle, CURLINFO_HTTP_CONNECTCODE, &connect_code);
-			if (connect_code == 407)
-				res.error = "the proxy wants credentials (HTTP 407): set proxy_credentials_file, or fix the one given";
-			else if (connect_code && (connect_code < 200 || connect_code > 299)) {
+			/* tinyproxy answers 401 where RFC 9110 says 407. */
+			if (connect_code == 407 || connect_code == 401) {
+				snprintf(c->errbuf, sizeof(c->errbuf), "the proxy wants credentials (HTTP %ld): set "
+					 "proxy_credentials_file, or fix the one given", connect_code);
+				res.error = c->errbuf;
+			} else if (connect_code && (connect_code < 200 || connect_code > 299)) {
 				snprintf(c->errbuf, sizeof(c->errbuf), "the proxy refused the tunnel to the API (HTTP %ld)",
 					 connect_code);
 				res.error = c->errbuf;
