@@ -661,7 +661,8 @@ double upload_limiter_take(struct upload_limiter *l, double now)
 /*
  * Other hosts may share the key: the server's window is full of their requests too, and this host
  * cannot see them. Like TCP's congestion window: a 429 cuts the budget to 0.7 x what this host
- * sent in the window (not x the budget: it may have sent far less), so the sends already in the
+ * sent in the window (not x the budget: it may have sent far less; never below a tenth of the
+ * configured requests), so the sends already in the
  * window hold the next ones back until enough of them age out; the 429s of that same window come
  * from requests sent before the cut and cut nothing more. A whole window without a 429 adds a
  * tenth of the configured budget. Hosts that meet 429s shrink, the others grow into the room:
@@ -682,6 +683,9 @@ void upload_limiter_penalize(struct upload_limiter *l)
 		return;
 	used = upload_limiter_used(l, now);
 	budget = (unsigned)(used * LIMITER_DECREASE);
+	/* Not below a step: a lone 429 after a quiet spell must not hold a host to 1 a window. */
+	if (budget < LIMITER_INCREASE(l))
+		budget = LIMITER_INCREASE(l);
 	if (budget > l->budget)
 		budget = l->budget;
 	l->budget = budget ? budget : 1;

@@ -61,7 +61,8 @@ struct upload_limiter *upload_limiter_get(struct upload *u, const char *api_key,
 double upload_limiter_take(struct upload_limiter *l, double now);
 /*
  * The budget adapts (AIMD), so that hosts sharing a key without talking to each other share its
- * server-side budget: a 429 cuts it to 0.7 x the sends of the current window (once per window),
+ * server-side budget: a 429 cuts it to 0.7 x the sends of the current window (once per window,
+ * not below a tenth of the configured requests),
  * a window without 429 raises it by a tenth of the configured requests, up to them.
  */
 void upload_limiter_penalize(struct upload_limiter *l);
