@@ -13,7 +13,7 @@
 
 #include "ndjson.h"
 
-#define DEFAULT_BASE_URL "https://api.opti-x.optimove.net/api/data-connections/v1"
+#define DEFAULT_BASE_URL CONFIG_DEFAULT_BASE_URL
 
 /* Which source a secret came from, so two sources for one key can be refused. */
 struct secret_src {
@@ -31,6 +31,7 @@ struct conn_parse {
 
 struct parse_state {
 	struct config *cfg;
+	unsigned flags;            /* CONFIG_LOAD_* */
 	struct conn_parse *cp;     /* parallel to cfg->conns */
 	int line;                  /* line the reader handed to inih last */
 	int section_line;          /* line of the last [section] header */
@@ -54,6 +55,7 @@ enum {
 	K_REQUIRED, K_MAX_RECORD, K_RETRY_INIT, K_RETRY_MAX, K_RETRY_ELAPSED, K_CA_FILE,
 	K_TLS_OFF, K_RATE, K_CATALOG, K_MAX_DEPTH, K_API, K_API_FILE, K_API_CRED, K_BRAND, K_BRAND_FILE, K_BRAND_CRED,
 	K_CSV_COLUMNS, K_CSV_DELIMITER, K_CSV_EMPTY,
+	K_PROXY, K_PROXY_CRED,
 	K__COUNT
 };
 
@@ -62,7 +64,7 @@ static const char *const conn_keys[K__COUNT] = {
 	"timeout_seconds", "required_fields", "max_record_bytes", "retry_initial_seconds",
 	"retry_max_seconds", "retry_max_elapsed_seconds", "ca_file", "tls_verify_insecure_disable",
 	"rate_limit", "field_catalog", "max_depth", "api_key", "api_key_file", "api_key_credential", "brand_key",
-	"brand_key_file", "brand_key_credential",
+	"brand_key_file", "brand_key_credential", "proxy", "proxy_credentials_file",
 	"csv_columns", "csv_delimiter", "csv_empty",
 };
 
@@ -227,11 +229,12 @@ static int parse_rate(const char *v, unsigned *n, double *window)
 	return 0;
 }
 
+/* Append the names of a comma- or blank-separated list to *out (of *n). */
 static int split_fields(const char *v, char ***out, size_t *n)
 {
 	char *dup = strdup(v), *save = NULL, *tok;
-	char **arr = NULL;
-	size_t cnt = 0;
+	char **arr = *out;
+	size_t cnt = *n, had = *n;
 
 	if (!dup)
 		return -ENOMEM;
@@ -249,9 +252,10 @@ static int split_fields(const char *v, char ***out, size_t *n)
 	*n = cnt;
 	return 0;
 oom:
-	while (cnt)
+	while (cnt > had)
 		free(arr[--cnt]);
-	free(arr);
+	*out = arr;
+	*n = had;
 	free(dup);
 	return -ENOMEM;
 }
@@ -259,22 +263,8 @@ oom:
 /* required_fields, on one line or continued on indented lines. */
 static int append_fields(struct parse_state *ps, struct conn_config *c, const char *name, const char *value)
 {
-	char **more, **grown;
-	size_t n;
-
-	if (split_fields(value, &more, &n) < 0)
+	if (split_fields(value, &c->required_fields, &c->n_required_fields) < 0)
 		return -1;
-	grown = n ? realloc(c->required_fields, (c->n_required_fields + n) * sizeof(*grown)) : c->required_fields;
-	if (n && !grown) {
-		while (n)
-			free(more[--n]);
-		free(more);
-		return -1;
-	}
-	c->required_fields = grown;
-	memcpy(c->required_fields + c->n_required_fields, more, n * sizeof(*more));
-	c->n_required_fields += n;
-	free(more);
 	if (c->n_required_fields > RECORD_MAX_REQUIRED)
 		return fail(ps, ps->line, name, "%zu fields: at most %d", c->n_required_fields, RECORD_MAX_REQUIRED);
 	return 1;
@@ -373,6 +363,29 @@ static int set_secret(struct parse_state *ps, struct secret_src *s, int kind, co
 	s->key = key;
 	s->value = strdup(value);
 	return s->value ? 1 : -1;
+}
+
+/* "" or "none", "env", or http(s)://host:port with no credentials in it (a URL may reach a log). */
+static int set_proxy(struct parse_state *ps, struct conn_config *c, const char *name, const char *value)
+{
+	const char *why, *host;
+
+	if (!*value || !strcmp(value, "none")) {
+		c->proxy_mode = CONN_PROXY_NONE;
+		return 1;
+	}
+	if (!strcmp(value, "env")) {
+		c->proxy_mode = CONN_PROXY_ENV;
+		return 1;
+	}
+	why = url_problem(value);
+	if (why)
+		return fail(ps, ps->line, name, "%s (want none, env or http://HOST:PORT)", why);
+	host = strstr(value, "://") + 3;
+	if (memchr(host, '@', strcspn(host, "/")))
+		return fail(ps, ps->line, name, "holds credentials ('@'): put USER:PASSWORD in proxy_credentials_file");
+	c->proxy_mode = CONN_PROXY_URL;
+	return set_str(&c->proxy, value) < 0 ? -1 : 1;
 }
 
 static int handle_conn(struct parse_state *ps, struct conn_config *c, struct conn_parse *cp,
@@ -504,6 +517,8 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 	case K_CA_FILE:
 		if (value[0] != '/')
 			return fail(ps, ps->line, name, "must be an absolute path");
+		if (ps->flags & CONFIG_LOAD_NO_SECRETS)
+			return set_str(&c->ca_file, value) < 0 ? -1 : 1;
 		/* Else every request would fail as a TLS problem and be retried forever. */
 		if (access(value, R_OK) < 0)
 			return fail(ps, ps->line, name, "cannot read %s: %s", value, strerror(errno));
@@ -532,8 +547,14 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 		return set_secret(ps, &cp->brand, 1, conn_keys[K_BRAND], value);
 	case K_BRAND_FILE:
 		return set_secret(ps, &cp->brand, 2, conn_keys[K_BRAND_FILE], value);
-	default:
+	case K_BRAND_CRED:
 		return set_secret(ps, &cp->brand, 3, conn_keys[K_BRAND_CRED], value);
+	case K_PROXY:
+		return set_proxy(ps, c, name, value);
+	default:
+		if (value[0] != '/')
+			return fail(ps, ps->line, name, "must be an absolute path (a file holding USER:PASSWORD)");
+		return set_str(&c->proxy_credentials_file, value) < 0 ? -1 : 1;
 	}
 }
 
@@ -690,8 +711,8 @@ static char *reader(char *str, int num, void *stream)
 		return NULL;
 	}
 	if (len && r[len - 1] != '\n' && !feof(ps->f) && !at_line_end(ps->f)) {
-		fail(ps, ps->line, "-", "line longer than %d bytes (put long keys in api_key_file / brand_key_file)",
-		     num - 1);
+		fail(ps, ps->line, "-", "line longer than %d bytes (put long keys in api_key_file / brand_key_file; "
+		     "a list such as required_fields goes on over indented lines)", num - 1);
 		return NULL;
 	}
 	/* Blanks as inih skips them (isspace: a CR or form feed too), or a header is missed. */
@@ -749,8 +770,13 @@ out:
 	return r;
 }
 
+int config_read_secret(const char *path, char **out)
+{
+	return read_secret(path, out);
+}
+
 static int resolve_secret(struct parse_state *ps, struct conn_config *c, struct secret_src *s,
-			  const char *what, char **out, const struct secret_src **inline_secret)
+			  const char *what, char **out, char **source, const struct secret_src **inline_secret)
 {
 	char path[4096];
 	const char *credir;
@@ -765,6 +791,11 @@ static int resolve_secret(struct parse_state *ps, struct conn_config *c, struct 
 		*out = s->value;
 		s->value = NULL;
 		return 1;
+	}
+	/* For `dcsyncd connection create --like`: where this key comes from, never the key. */
+	if (asprintf(source, "%s = %s", s->key, s->value) < 0) {
+		*source = NULL;
+		return fail(ps, s->line, s->key, "out of memory");
 	}
 	if (s->kind == 3) {
 		credir = getenv("CREDENTIALS_DIRECTORY");
@@ -788,6 +819,24 @@ static int resolve_secret(struct parse_state *ps, struct conn_config *c, struct 
 	if (r < 0)
 		return fail(ps, s->line, s->key, "cannot read %s: %s", path, strerror(-r));
 	return 1;
+}
+
+/* USER:PASSWORD for the proxy (Basic or whatever it offers), kept like a key: never logged. */
+static void read_proxy_credentials(struct parse_state *ps, struct conn_config *c, int line)
+{
+	const char *key = "proxy_credentials_file", *path = c->proxy_credentials_file;
+	int r = read_secret(path, &c->proxy_credentials);
+
+	if (r == -ENODATA)
+		fail(ps, line, key, "%s is empty", path);
+	else if (r == -EILSEQ)
+		fail(ps, line, key, "%s holds a line break or another control character (USER:PASSWORD on one line)", path);
+	else if (r == -EFBIG)
+		fail(ps, line, key, "%s is larger than 4095 bytes", path);
+	else if (r < 0)
+		fail(ps, line, key, "cannot read %s: %s", path, strerror(-r));
+	else if (!strchr(c->proxy_credentials, ':'))
+		fail(ps, line, key, "%s holds no ':' (want USER:PASSWORD on one line)", path);
 }
 
 static void finish_conn(struct parse_state *ps, struct conn_config *c, struct conn_parse *cp,
@@ -817,14 +866,37 @@ static void finish_conn(struct parse_state *ps, struct conn_config *c, struct co
 		     c->batch_bytes);
 		return;
 	}
-	if (resolve_secret(ps, c, &cp->api, "api_key", &c->api_key, inline_secret) <= 0)
+	if (c->proxy_credentials_file && c->proxy_mode == CONN_PROXY_NONE) {
+		fail(ps, cp->seen_line[K_PROXY_CRED], "proxy_credentials_file", "given without a proxy (set proxy)");
 		return;
-	resolve_secret(ps, c, &cp->brand, "brand_key", &c->brand_key, inline_secret);
+	}
+	if (ps->flags & CONFIG_LOAD_NO_SECRETS) {
+		/* Check that a source is given, read none of them: the caller may not, and need not. */
+		struct secret_src none = { 0 };
+		const struct secret_src *unused = NULL;
+
+		if (!cp->api.kind)
+			resolve_secret(ps, c, &none, "api_key", &c->api_key, &c->api_key_source, &unused);
+		else if (!cp->brand.kind)
+			resolve_secret(ps, c, &none, "brand_key", &c->brand_key, &c->brand_key_source, &unused);
+		return;
+	}
+	if (resolve_secret(ps, c, &cp->api, "api_key", &c->api_key, &c->api_key_source, inline_secret) <= 0)
+		return;
+	if (resolve_secret(ps, c, &cp->brand, "brand_key", &c->brand_key, &c->brand_key_source, inline_secret) <= 0)
+		return;
+	if (c->proxy_credentials_file)
+		read_proxy_credentials(ps, c, cp->seen_line[K_PROXY_CRED]);
 }
 
 int config_load(const char *path, struct config **out, char *err, size_t errlen)
 {
-	struct parse_state ps = { .err = err, .errlen = errlen };
+	return config_load_flags(path, 0, out, err, errlen);
+}
+
+int config_load_flags(const char *path, unsigned flags, struct config **out, char *err, size_t errlen)
+{
+	struct parse_state ps = { .err = err, .errlen = errlen, .flags = flags };
 	struct config *cfg = calloc(1, sizeof(*cfg));
 	const struct secret_src *inline_secret = NULL;
 	struct stat st;
@@ -903,6 +975,13 @@ static void conn_config_release(struct conn_config *c)
 		explicit_bzero(c->brand_key, strlen(c->brand_key));
 	free(c->api_key);
 	free(c->brand_key);
+	if (c->proxy_credentials)
+		explicit_bzero(c->proxy_credentials, strlen(c->proxy_credentials));
+	free(c->proxy_credentials);
+	free(c->proxy_credentials_file);
+	free(c->proxy);
+	free(c->api_key_source);
+	free(c->brand_key_source);
 	for (size_t j = 0; c->required_fields && j < c->n_required_fields; j++)
 		free(c->required_fields[j]);
 	free(c->required_fields);
@@ -934,13 +1013,18 @@ int config_conn_dup(const struct conn_config *src, struct conn_config **out)
 	*c = *src;
 	/* Every pointer is the copy's own from here on: a failure frees only what was copied. */
 	c->name = c->uuid = c->primary_key = c->base_url = c->api_key = c->brand_key = c->ca_file = NULL;
+	c->proxy = c->proxy_credentials_file = c->proxy_credentials = c->api_key_source = c->brand_key_source = NULL;
 	c->required_fields = NULL;
 	c->csv.columns = NULL;
 	c->csv.n_columns = 0;
 	if (dup_str(&c->name, src->name) < 0 || dup_str(&c->uuid, src->uuid) < 0 ||
 	    dup_str(&c->primary_key, src->primary_key) < 0 || dup_str(&c->base_url, src->base_url) < 0 ||
 	    dup_str(&c->api_key, src->api_key) < 0 || dup_str(&c->brand_key, src->brand_key) < 0 ||
-	    dup_str(&c->ca_file, src->ca_file) < 0)
+	    dup_str(&c->ca_file, src->ca_file) < 0 || dup_str(&c->proxy, src->proxy) < 0 ||
+	    dup_str(&c->proxy_credentials_file, src->proxy_credentials_file) < 0 ||
+	    dup_str(&c->proxy_credentials, src->proxy_credentials) < 0 ||
+	    dup_str(&c->api_key_source, src->api_key_source) < 0 ||
+	    dup_str(&c->brand_key_source, src->brand_key_source) < 0)
 		goto fail;
 	if (src->n_required_fields) {
 		c->required_fields = calloc(src->n_required_fields, sizeof(*c->required_fields));

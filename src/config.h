@@ -8,6 +8,7 @@
 #include "log.h"
 
 #define CONFIG_MAX_BATCH_RECORDS 5000
+#define CONFIG_DEFAULT_BASE_URL "https://api.opti-x.optimove.net/api/data-connections/v1"
 /*
  * Each connection has a parse thread, an inotify watch, a read buffer of max_record_bytes and two
  * request bodies of up to batch_bytes: a bound keeps one daemon's memory and threads in sight.
@@ -15,6 +16,13 @@
 #define CONFIG_MAX_CONNECTIONS 64
 /* Spool and state paths: files under them carry a connection and a file name within PATH_MAX. */
 #define CONFIG_MAX_DIR_PATH 1024
+
+/* Where requests go: straight to base_url, through the environment's https_proxy, or a given proxy. */
+enum conn_proxy {
+	CONN_PROXY_NONE,        /* the default: https_proxy / no_proxy in the environment are ignored */
+	CONN_PROXY_ENV,         /* proxy = env: libcurl's https_proxy, all_proxy, no_proxy */
+	CONN_PROXY_URL,         /* proxy = http://host:port */
+};
 
 enum after_upload {
 	AFTER_UPLOAD_ARCHIVE,
@@ -45,6 +53,12 @@ struct conn_config {
 	double rate_limit_window_seconds;
 	bool field_catalog;               /* note the uploaded field names for `dcsyncd formula` */
 	struct csv_options csv;           /* csv_columns, csv_delimiter, csv_empty (csv.primary_key: primary_key) */
+	enum conn_proxy proxy_mode;
+	char *proxy;                      /* CONN_PROXY_URL: the proxy's URL (no credentials in it) */
+	char *proxy_credentials_file;     /* NULL: the proxy needs none */
+	char *proxy_credentials;          /* USER:PASSWORD loaded from it, never logged */
+	char *api_key_source;             /* "api_key_file = PATH" or "api_key_credential = NAME"; NULL inline */
+	char *brand_key_source;
 	int line;               /* line of the section header, for messages */
 };
 
@@ -66,6 +80,14 @@ struct config {
  * "FILE:LINE: key: reason" into @err.
  */
 int config_load(const char *path, struct config **out, char *err, size_t errlen);
+
+/*
+ * config_load without reading any secret (key files, credentials, proxy credentials; inline keys
+ * are dropped) nor ca_file: for commands run by exporters, to whom the keys are unreadable.
+ * api_key, brand_key and proxy_credentials stay NULL.
+ */
+#define CONFIG_LOAD_NO_SECRETS 1u
+int config_load_flags(const char *path, unsigned flags, struct config **out, char *err, size_t errlen);
 void config_free(struct config *cfg);
 /*
  * A connection's own copy of its section, independent of the struct config it came from (a
@@ -74,3 +96,8 @@ void config_free(struct config *cfg);
 int config_conn_dup(const struct conn_config *src, struct conn_config **out);
 void config_conn_free(struct conn_config *c);
 const struct conn_config *config_find_conn(const struct config *cfg, const char *name);
+/*
+ * One key from a file, as api_key_file is read: blanks around it dropped; -ENODATA when empty,
+ * -EILSEQ when a control character is left inside, -EFBIG over 4095 bytes, else -errno.
+ */
+int config_read_secret(const char *path, char **out);

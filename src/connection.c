@@ -1934,6 +1934,8 @@ static void client_opts(const struct conn_config *cfg, char *url, struct upload_
 		.timeout_seconds = cfg->timeout_seconds,
 		.ca_file = cfg->ca_file,
 		.tls_verify_disabled = cfg->tls_verify_disabled,
+		.proxy = cfg->proxy_mode == CONN_PROXY_ENV ? "env" : cfg->proxy_mode == CONN_PROXY_URL ? cfg->proxy : NULL,
+		.proxy_credentials = cfg->proxy_credentials,
 	};
 }
 

@@ -1,4 +1,4 @@
-/* main: command line of dcsyncd: run, --once, --check-config, --version, --help. */
+/* main: command line of dcsyncd: run, --once, --check-config, the commands, --version, --help. */
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cmds.h"
 #include "config.h"
 #include "build-config.h"
 #include "daemon.h"
@@ -17,7 +18,10 @@ static void usage(FILE *f)
 {
 	fputs("Usage: dcsyncd -c FILE [--once]\n"
 	      "       dcsyncd -c FILE --check-config\n"
-	      "       dcsyncd -c FILE status\n"
+	      "       dcsyncd -c FILE status [--json]\n"
+	      "       dcsyncd -c FILE drop CONNECTION FILE... | drop CONNECTION - --name NAME.ndjson\n"
+	      "       dcsyncd -c FILE retry CONNECTION FILE... | --all\n"
+	      "       dcsyncd -c FILE connection create NAME --primary-key FIELD [--description TEXT] --like CONNECTION\n"
 	      "       dcsyncd -c FILE formula CONNECTION FIELD [--key TAG] [--fallback TEXT] [--params P]\n"
 	      "       dcsyncd -c FILE formula --check 'DC_...' | --list CONNECTION\n"
 	      "       dcsyncd --version | --help\n"
@@ -32,7 +36,13 @@ static void usage(FILE *f)
 	      "\n"
 	      "Commands:\n"
 	      "  status              per connection: files queued, the batch in flight, failed files,\n"
-	      "                      rejected records, last success and last error (from the journal)\n"
+	      "                      rejected records, last success and last error (from the journal);\n"
+	      "                      --json: one JSON object, field names in dcsyncd(8)\n"
+	      "  drop                for exporters: copy files (or standard input) into the connection's\n"
+	      "                      spool under a hidden name, fsync, rename into place; prints the name\n"
+	      "  retry               put failed files back into the spool, their error.json kept in\n"
+	      "                      failed/.retried/ (as root or the daemon's user)\n"
+	      "  connection create   create a Data Connection at the API, print its [connection] section\n"
 	      "  formula             print the Data Connection formula for a field that was uploaded\n"
 	      "                      (--key default [%CUSTOMER_ID%]); --check explains a formula;\n"
 	      "                      --list shows the fields uploaded to a connection\n"
@@ -76,26 +86,40 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	/* Its base URL and keys may all be given as options. */
+	if (optind < argc && !strcmp(argv[optind], "connection"))
+		return connection_cmd(opts.config_path, argc - optind, argv + optind, stdout);
 	if (!opts.config_path) {
 		usage(stderr);
 		return 2;
 	}
 	log_open();
-	if (optind < argc && (!strcmp(argv[optind], "status") || !strcmp(argv[optind], "formula"))) {
+	if (optind < argc && (!strcmp(argv[optind], "status") || !strcmp(argv[optind], "formula") ||
+			      !strcmp(argv[optind], "drop") || !strcmp(argv[optind], "retry"))) {
+		const char *cmd = argv[optind];
+		bool json = false;
 		struct config *cfg;
 		char err[1024];
 		int r;
 
-		if (!strcmp(argv[optind], "status") && optind + 1 != argc) {
-			usage(stderr);
-			return 2;
+		if (!strcmp(cmd, "status")) {
+			json = optind + 2 == argc && !strcmp(argv[optind + 1], "--json");
+			if (optind + 1 != argc && !json) {
+				usage(stderr);
+				return 2;
+			}
 		}
-		if (config_load(opts.config_path, &cfg, err, sizeof(err)) < 0) {
+		/* None of these sends a request: the keys stay unread (exporters cannot read them). */
+		if (config_load_flags(opts.config_path, CONFIG_LOAD_NO_SECRETS, &cfg, err, sizeof(err)) < 0) {
 			fprintf(stderr, "%s\n", err);
 			return 2;
 		}
-		if (!strcmp(argv[optind], "status"))
-			r = status_print(cfg, stdout) < 0 ? 1 : 0;
+		if (!strcmp(cmd, "status"))
+			r = status_print(cfg, json, stdout) < 0 ? 1 : 0;
+		else if (!strcmp(cmd, "drop"))
+			r = drop_cmd(cfg, argc - optind, argv + optind, stdout);
+		else if (!strcmp(cmd, "retry"))
+			r = retry_cmd(cfg, argc - optind, argv + optind, stdout);
 		else
 			r = formula_cmd(cfg, argc - optind, argv + optind, stdout);
 		config_free(cfg);

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "journal.h"
+#include "jsonstr.h"
 #include "spool.h"
 
 struct dir_count {
@@ -72,7 +73,132 @@ static void when(char *buf, size_t len, int64_t t, time_t now)
 	snprintf(buf, len, "%s (%lld s ago)", ts, (long long)(now - t));
 }
 
-int status_print(const struct config *cfg, FILE *out)
+/* A JSON string of @s on @out: names and texts come from files and servers. */
+static void json_str(FILE *out, const char *s)
+{
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+
+	if (jsonstr_append(&buf, &len, &cap, s, strlen(s)) < 0)
+		fputs("null", out);
+	else
+		fwrite(buf, 1, len, out);
+	free(buf);
+}
+
+static void json_time(FILE *out, int64_t t)
+{
+	if (t)
+		fprintf(out, "%" PRId64, t);
+	else
+		fputs("null", out);
+}
+
+/*
+ * `dcsyncd status --json`: the same facts as the text, one object; the field names are stable
+ * (documented in dcsyncd(8)); times are Unix seconds, null for never.
+ */
+static int status_json(const struct config *cfg, struct journal *j, time_t now, FILE *out)
+{
+	bool first_batch = true;
+
+	fprintf(out, "{\"format\":1,\"time\":%lld,\"config\":", (long long)now);
+	json_str(out, cfg->path);
+	fputs(",\"state_dir\":", out);
+	json_str(out, cfg->state_dir);
+	fprintf(out, ",\"journal\":%s,\"connections\":[", j ? "true" : "false");
+	for (size_t i = 0; i < cfg->n_conns; i++) {
+		const struct conn_config *c = &cfg->conns[i];
+		const struct journal_conn_stats *st = j ? journal_find_stats(j, c->name) : NULL;
+		char dir[4096], faildir[4200], sub[4200];
+		struct dir_count q, failed, rej;
+		bool first = true;
+
+		snprintf(dir, sizeof(dir), "%s/%s", cfg->spool_dir, c->name);
+		q = count_dir(dir, 0);
+		snprintf(faildir, sizeof(faildir), "%s/failed", dir);
+		failed = count_dir(faildir, 1);
+		snprintf(sub, sizeof(sub), "%s/rejected", dir);
+		rej = count_dir(sub, 2);
+		fputs(i ? ",{\"name\":" : "{\"name\":", out);
+		json_str(out, c->name);
+		fputs(",\"uuid\":", out);
+		json_str(out, c->uuid);
+		fputs(",\"spool\":", out);
+		json_str(out, dir);
+		fprintf(out, ",\"queued_files\":%zu,\"oldest_queued_seconds\":", q.files);
+		if (q.files)
+			fprintf(out, "%lld", (long long)(now - q.oldest));
+		else
+			fputs("null", out);
+		fputs(",\"in_flight\":[", out);
+		for (size_t k = 0; j && k < journal_count(j); k++) {
+			const struct journal_batch *b = journal_at(j, k);
+
+			if (strcmp(b->connection, c->name))
+				continue;
+			fputs(first ? "{\"file\":" : ",{\"file\":", out);
+			first = false;
+			json_str(out, b->name);
+			fputs(",\"batch_uuid\":", out);
+			json_str(out, b->uuid);
+			fprintf(out, ",\"state\":\"%s\",\"requests_acknowledged\":%" PRIu32 ",\"records\":%" PRIu64
+				",\"bytes_read\":%" PRIu64 ",\"bytes\":%" PRIu64 "}",
+				b->state == BATCH_OPEN ? "open" : "completed", b->acks, b->records, b->offset, b->ident.size);
+		}
+		fprintf(out, "],\"failed_files\":%zu,\"rejected_records\":%" PRIu64 ",\"rejected_files\":%zu",
+			failed.files, rej.lines, rej.files);
+		fputs(",\"last_success\":", out);
+		json_time(out, st ? st->last_success : 0);
+		fputs(",\"last_error\":", out);
+		if (st && st->last_error) {
+			fprintf(out, "{\"time\":%" PRId64 ",\"http_status\":", st->last_error);
+			if (st->last_error_status)
+				fprintf(out, "%" PRId64, st->last_error_status);
+			else
+				fputs("null", out);
+			fputs(",\"text\":", out);
+			json_str(out, st->last_error_text);
+			fputc('}', out);
+		} else {
+			fputs("null", out);
+		}
+		fputs(",\"rate_limit\":", out);
+		if (c->rate_limit_requests)
+			fprintf(out, "{\"requests\":%u,\"window_seconds\":%g,\"budget\":%" PRIu64 ",\"waiting\":%s}",
+				c->rate_limit_requests, c->rate_limit_window_seconds,
+				st && st->rate_budget ? st->rate_budget : c->rate_limit_requests,
+				st && st->rate_waiting ? "true" : "false");
+		else
+			fputs("null", out);
+		fputs(",\"totals\":", out);
+		if (st)
+			fprintf(out, "{\"files_uploaded\":%" PRIu64 ",\"files_failed\":%" PRIu64 ",\"records_sent\":%" PRIu64
+				",\"records_rejected\":%" PRIu64 ",\"requests\":%" PRIu64 "}}", st->files_done,
+				st->files_failed, st->records_sent, st->records_rejected, st->requests);
+		else
+			fputs("null}", out);
+	}
+	fputs("],\"unconfigured\":[", out);
+	for (size_t k = 0; j && k < journal_count(j); k++) {
+		const struct journal_batch *b = journal_at(j, k);
+
+		if (config_find_conn(cfg, b->connection))
+			continue;
+		fputs(first_batch ? "{\"connection\":" : ",{\"connection\":", out);
+		first_batch = false;
+		json_str(out, b->connection);
+		fputs(",\"batch_uuid\":", out);
+		json_str(out, b->uuid);
+		fputs(",\"file\":", out);
+		json_str(out, b->name);
+		fputc('}', out);
+	}
+	fputs("]}\n", out);
+	return ferror(out) ? -EIO : 0;
+}
+
+int status_print(const struct config *cfg, bool json, FILE *out)
 {
 	struct journal *j = NULL;
 	time_t now = time(NULL);
@@ -80,6 +206,11 @@ int status_print(const struct config *cfg, FILE *out)
 
 	if (r < 0 && r != -ENOENT) {
 		fprintf(stderr, "cannot read the journal in %s: %s\n", cfg->state_dir, strerror(-r));
+		return r;
+	}
+	if (json) {
+		r = status_json(cfg, j, now, out);
+		journal_free(j);
 		return r;
 	}
 	if (!j)

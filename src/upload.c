@@ -16,9 +16,12 @@
 
 struct upload_limiter {
 	struct upload_limiter *next;
+	struct upload *u;       /* for the loop's clock */
 	char *key;              /* the API key it limits: compared, never logged */
 	unsigned requests;      /* configured budget per window */
-	unsigned budget;        /* current budget: shrinks on 429 */
+	unsigned budget;        /* current budget: shrinks on 429, grows back a window after */
+	double changed;         /* when the budget last changed (0: never) */
+	double cut;             /* when a 429 last cut it (0: never) */
 	double window;
 	double *sent;           /* ring of send times, capacity requests */
 	unsigned head, n;
@@ -42,6 +45,8 @@ struct upload_client {
 	struct curl_slist *headers;
 	struct curl_slist *pending_headers;     /* configured while a request was in flight */
 	char *url, *ca_file, *pending_url, *pending_ca_file;
+	char *proxy, *pending_proxy, *proxy_cred, *pending_proxy_cred;
+	bool proxy_env, pending_proxy_env;
 	long timeout, pending_timeout;
 	bool tls_off, pending_tls_off, pending;
 	upload_done_fn done;
@@ -78,8 +83,21 @@ static void check_done(struct upload *u)
 		res.curl_code = (int)m->data.result;
 		res.elapsed = total;
 		if (m->data.result != CURLE_OK) {
+			long connect_code = 0;
+
 			res.status = 0;
 			res.error = c->errbuf[0] ? c->errbuf : curl_easy_strerror(m->data.result);
+			curl_easy_getinfo(m->easy_handle, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+			/* tinyproxy answers 401 where RFC 9110 says 407. */
+			if (connect_code == 407 || connect_code == 401) {
+				snprintf(c->errbuf, sizeof(c->errbuf), "the proxy wants credentials (HTTP %ld): set "
+					 "proxy_credentials_file, or fix the one given", connect_code);
+				res.error = c->errbuf;
+			} else if (connect_code && (connect_code < 200 || connect_code > 299)) {
+				snprintf(c->errbuf, sizeof(c->errbuf), "the proxy refused the tunnel to the API (HTTP %ld)",
+					 connect_code);
+				res.error = c->errbuf;
+			}
 			switch (m->data.result) {
 			case CURLE_PEER_FAILED_VERIFICATION:
 			case CURLE_SSL_CONNECT_ERROR:
@@ -370,6 +388,44 @@ static struct curl_slist *make_headers(const struct upload_client_opts *o)
 	return n;
 }
 
+static void free_secret(char *s)
+{
+	if (s)
+		explicit_bzero(s, strlen(s));
+	free(s);
+}
+
+/* Proxy or not, never the environment unless asked: a daemon's route is its configuration's. */
+static void apply_proxy(struct upload_client *c)
+{
+	char *colon;
+
+	if (c->proxy_env)
+		curl_easy_setopt(c->easy, CURLOPT_PROXY, NULL);        /* libcurl reads *_proxy, no_proxy */
+	else
+		curl_easy_setopt(c->easy, CURLOPT_PROXY, c->proxy ? c->proxy : "");
+	if (c->proxy)
+		curl_easy_setopt(c->easy, CURLOPT_NOPROXY, "");         /* the environment's no_proxy too */
+	else
+		curl_easy_setopt(c->easy, CURLOPT_NOPROXY, NULL);
+	/* Always a tunnel, even to an http:// base_url: the proxy relays bytes, never reads the keys. */
+	curl_easy_setopt(c->easy, CURLOPT_HTTPPROXYTUNNEL, c->proxy || c->proxy_env ? 1L : 0L);
+	curl_easy_setopt(c->easy, CURLOPT_PROXY_CAINFO, c->ca_file);
+	curl_easy_setopt(c->easy, CURLOPT_PROXY_SSL_VERIFYPEER, c->tls_off ? 0L : 1L);
+	curl_easy_setopt(c->easy, CURLOPT_PROXY_SSL_VERIFYHOST, c->tls_off ? 0L : 2L);
+	colon = c->proxy_cred ? strchr(c->proxy_cred, ':') : NULL;
+	if (colon) {
+		*colon = '\0';
+		curl_easy_setopt(c->easy, CURLOPT_PROXYUSERNAME, c->proxy_cred);
+		curl_easy_setopt(c->easy, CURLOPT_PROXYPASSWORD, colon + 1);
+		*colon = ':';
+		curl_easy_setopt(c->easy, CURLOPT_PROXYAUTH, (long)CURLAUTH_ANY);
+	} else {
+		curl_easy_setopt(c->easy, CURLOPT_PROXYUSERNAME, NULL);
+		curl_easy_setopt(c->easy, CURLOPT_PROXYPASSWORD, NULL);
+	}
+}
+
 static void apply_pending(struct upload_client *c)
 {
 	if (!c->pending)
@@ -377,14 +433,21 @@ static void apply_pending(struct upload_client *c)
 	curl_slist_free_all(c->headers);
 	free(c->url);
 	free(c->ca_file);
+	free(c->proxy);
+	free_secret(c->proxy_cred);
 	c->headers = c->pending_headers;
 	c->url = c->pending_url;
 	c->ca_file = c->pending_ca_file;
 	c->timeout = c->pending_timeout;
 	c->tls_off = c->pending_tls_off;
+	c->proxy = c->pending_proxy;
+	c->proxy_cred = c->pending_proxy_cred;
+	c->proxy_env = c->pending_proxy_env;
 	c->pending_headers = NULL;
 	c->pending_url = c->pending_ca_file = NULL;
+	c->pending_proxy = c->pending_proxy_cred = NULL;
 	c->pending = false;
+	apply_proxy(c);
 	/* Keys go only into these headers; CURLOPT_VERBOSE stays off so they never reach a log. */
 	curl_easy_setopt(c->easy, CURLOPT_URL, c->url);
 	curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);
@@ -402,19 +465,29 @@ int upload_client_configure(struct upload_client *c, const struct upload_client_
 {
 	struct curl_slist *h = make_headers(o);
 	char *url = strdup(o->url), *ca = o->ca_file ? strdup(o->ca_file) : NULL;
+	bool env = o->proxy && !strcmp(o->proxy, "env");
+	char *proxy = o->proxy && !env ? strdup(o->proxy) : NULL;
+	char *cred = o->proxy_credentials ? strdup(o->proxy_credentials) : NULL;
 
-	if (!h || !url || (o->ca_file && !ca)) {
+	if (!h || !url || (o->ca_file && !ca) || (o->proxy && !env && !proxy) || (o->proxy_credentials && !cred)) {
 		curl_slist_free_all(h);
 		free(url);
 		free(ca);
+		free(proxy);
+		free_secret(cred);
 		return -ENOMEM;
 	}
 	curl_slist_free_all(c->pending_headers);
 	free(c->pending_url);
 	free(c->pending_ca_file);
+	free(c->pending_proxy);
+	free_secret(c->pending_proxy_cred);
 	c->pending_headers = h;
 	c->pending_url = url;
 	c->pending_ca_file = ca;
+	c->pending_proxy = proxy;
+	c->pending_proxy_cred = cred;
+	c->pending_proxy_env = env;
 	c->pending_timeout = o->timeout_seconds;
 	c->pending_tls_off = o->tls_verify_disabled;
 	c->pending = true;
@@ -470,6 +543,10 @@ void upload_client_free(struct upload_client *c)
 	free(c->ca_file);
 	free(c->pending_url);
 	free(c->pending_ca_file);
+	free(c->proxy);
+	free(c->pending_proxy);
+	free_secret(c->proxy_cred);
+	free_secret(c->pending_proxy_cred);
 	free(c);
 }
 
@@ -541,6 +618,7 @@ struct upload_limiter *upload_limiter_get(struct upload *u, const char *api_key,
 		l->requests = l->budget = requests;
 		l->window = window;
 		l->head = l->n = 0;
+		l->changed = l->cut = 0;
 	}
 	if (l)
 		return l;
@@ -557,6 +635,7 @@ struct upload_limiter *upload_limiter_get(struct upload *u, const char *api_key,
 	}
 	l->requests = l->budget = requests;
 	l->window = window;
+	l->u = u;
 	l->next = u->limiters;
 	u->limiters = l;
 	return l;
@@ -579,16 +658,51 @@ double upload_limiter_take(struct upload_limiter *l, double now)
 	return 0;
 }
 
+/*
+ * Other hosts may share the key: the server's window is full of their requests too, and this host
+ * cannot see them. Like TCP's congestion window: a 429 cuts the budget to 0.7 x what this host
+ * sent in the window (not x the budget: it may have sent far less; never below a tenth of the
+ * configured requests), so the sends already in the
+ * window hold the next ones back until enough of them age out; the 429s of that same window come
+ * from requests sent before the cut and cut nothing more. A whole window without a 429 adds a
+ * tenth of the configured budget. Hosts that meet 429s shrink, the others grow into the room:
+ * together they stay near the key's ceiling with a 429 or two per window at most.
+ */
+#define LIMITER_DECREASE 0.7
+#define LIMITER_INCREASE(l) ((l)->requests / 10 ? (l)->requests / 10 : 1)
+
 void upload_limiter_penalize(struct upload_limiter *l)
 {
-	if (l && l->requests && l->budget > 1)
-		l->budget /= 2;
+	double now;
+	unsigned used, budget;
+
+	if (!l || !l->requests)
+		return;
+	now = ev_now(l->u->loop);
+	if (l->cut && now - l->cut < l->window)
+		return;
+	used = upload_limiter_used(l, now);
+	budget = (unsigned)(used * LIMITER_DECREASE);
+	/* Not below a step: a lone 429 after a quiet spell must not hold a host to 1 a window. */
+	if (budget < LIMITER_INCREASE(l))
+		budget = LIMITER_INCREASE(l);
+	if (budget > l->budget)
+		budget = l->budget;
+	l->budget = budget ? budget : 1;
+	l->cut = l->changed = now;
 }
 
 void upload_limiter_success(struct upload_limiter *l)
 {
-	if (l)
-		l->budget = l->requests;
+	double now;
+
+	if (!l || !l->requests || l->budget >= l->requests)
+		return;
+	now = ev_now(l->u->loop);
+	if (now - l->changed < l->window)
+		return;
+	l->budget = l->budget + LIMITER_INCREASE(l) < l->requests ? l->budget + LIMITER_INCREASE(l) : l->requests;
+	l->changed = now;
 }
 
 unsigned upload_limiter_budget(const struct upload_limiter *l)

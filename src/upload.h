@@ -26,6 +26,13 @@ struct upload_client_opts {
 	long timeout_seconds;
 	const char *ca_file;    /* NULL: system store */
 	bool tls_verify_disabled;
+	/*
+	 * Proxy: NULL goes direct, whatever the environment says; "env" takes libcurl's https_proxy,
+	 * all_proxy and no_proxy; else the proxy's URL (environment ignored). Through a proxy every
+	 * request goes by CONNECT, so the proxy sees only the host and port.
+	 */
+	const char *proxy;
+	const char *proxy_credentials;  /* USER:PASSWORD or NULL; never logged */
 };
 
 typedef void (*upload_done_fn)(void *userdata, const struct upload_result *res);
@@ -52,7 +59,12 @@ struct upload_limiter;
 struct upload_limiter *upload_limiter_get(struct upload *u, const char *api_key, unsigned requests, double window);
 /* 0 when a request may leave now (it is counted), else the seconds to wait for a slot. */
 double upload_limiter_take(struct upload_limiter *l, double now);
-/* A 429 halves the budget until the next success restores it. */
+/*
+ * The budget adapts (AIMD), so that hosts sharing a key without talking to each other share its
+ * server-side budget: a 429 cuts it to 0.7 x the sends of the current window (once per window,
+ * not below a tenth of the configured requests),
+ * a window without 429 raises it by a tenth of the configured requests, up to them.
+ */
 void upload_limiter_penalize(struct upload_limiter *l);
 void upload_limiter_success(struct upload_limiter *l);
 unsigned upload_limiter_budget(const struct upload_limiter *l);

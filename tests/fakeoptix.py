@@ -32,6 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 MAX_RECORDS = 5000
 API_PATH = "/api/data-connections/v1"
 UPLOAD_RE = re.compile(r"^.*/connections/([^/]+)/upload_data/?$")
+CREATE_RE = re.compile(r"^.*/connections/?$")
 # Only the canonical hyphenated form: a daemon sending anything else is a bug worth a 400.
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 NUMBER_RE = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$")
@@ -145,6 +146,8 @@ class State:
         self.rate_limit = rate_limit
         self.delay = delay
         self.track = None        # a field whose value each upload request records (see configure)
+        self.created = {}        # uuid -> name of connections made through POST /connections
+        self.descriptions = {}
         self.reset()
 
     def reset(self):
@@ -461,7 +464,43 @@ class Handler(BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         if path.startswith("/_control/"):
             return self.control("POST", path)
+        if CREATE_RE.match(path):
+            return self.create_connection()
         return self.upload(path)
+
+    def create_connection(self):
+        """POST {base_url}/connections {"name", "primary_key", "description"} -> {"data_connection_uuid"}.
+        Assumed: the same keys and rate limit as uploads; 422 for a missing name or primary key;
+        409 for a name already used. The new connection takes uploads at once."""
+        st = self.server.state
+        try:
+            body = self.read_body()
+            st.admit(self.headers.get("x-api-key"))
+            if self.headers.get("x-api-key") != st.api_key or self.headers.get("x-brand-key") != st.brand_key:
+                raise Reply(401, {"status": 401, "error": "Unauthorized",
+                                  "message": "invalid or expired x-api-key / x-brand-key"})
+            try:
+                doc = json.loads(body)
+            except ValueError as e:
+                raise Reply(422, {"error": f"invalid JSON: {e}"}) from None
+            if not isinstance(doc, dict):
+                raise Reply(422, {"error": "body must be a JSON object"})
+            for k in ("name", "primary_key"):
+                if not isinstance(doc.get(k), str) or not doc[k]:
+                    raise Reply(422, {"error": f"'{k}' must be a non-empty string"})
+            if not isinstance(doc.get("description", ""), str):
+                raise Reply(422, {"error": "'description' must be a string"})
+            with st.lock:
+                if doc["name"] in st.created.values():
+                    raise Reply(409, {"error": f"a data connection named {doc['name']!r} exists"})
+                new = str(uuidlib.uuid4())
+                st.created[new] = doc["name"]
+                st.descriptions[new] = doc.get("description")
+                st.primary_keys[new] = doc["primary_key"]
+                st.connections[new] = Connection(doc["primary_key"])
+            self.send_json(200, {"data_connection_uuid": new})
+        except Reply as r:
+            self.send_json(r.status, r.body, r.headers)
 
     def do_PUT(self):
         self.discard_body()
@@ -568,6 +607,11 @@ class Handler(BaseHTTPRequestHandler):
                 with st.lock:
                     st.reset()
                 return self.send_json(200, {"ok": True})
+            if method == "GET" and name == "created":
+                with st.lock:
+                    return self.send_json(200, {u: {"name": n, "description": st.descriptions.get(u),
+                                                    "primary_key": st.primary_keys.get(u)}
+                                                for u, n in st.created.items()})
             if method == "GET" and name == "stats":
                 return self.send_json(200, st.stats())
             if method == "GET" and name == "formula":
@@ -830,6 +874,10 @@ class FakeOptix:
     def reset(self):
         """Forget records, batches, requests, faults and rate windows; config stays."""
         self._control("POST", "reset", {})
+
+    def created(self):
+        """Connections made through POST /connections: {uuid: {"name", "description", "primary_key"}}."""
+        return json.loads(self._control("GET", "created"))
 
     def stats(self):
         """Request counts by status: {200: n, 429: n, ..., "dropped": n} (dropped = reset/closed)."""

@@ -8,7 +8,7 @@ pkgs=(
 	gzip zstd
 	python3 python3-pytest curl openssl valgrind systemd groff-base man-db
 	debhelper dpkg-dev fakeroot procps passwd util-linux
-	clang-14 libclang-rt-14-dev
+	clang-14 libclang-rt-14-dev tinyproxy-bin
 )
 missing=()
 for p in "${pkgs[@]}"; do
