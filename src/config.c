@@ -64,8 +64,8 @@ static const char *const conn_keys[K__COUNT] = {
 	"timeout_seconds", "required_fields", "max_record_bytes", "retry_initial_seconds",
 	"retry_max_seconds", "retry_max_elapsed_seconds", "ca_file", "tls_verify_insecure_disable",
 	"rate_limit", "field_catalog", "max_depth", "api_key", "api_key_file", "api_key_credential", "brand_key",
-	"brand_key_file", "brand_key_credential", "proxy", "proxy_credentials_file",
-	"csv_columns", "csv_delimiter", "csv_empty",
+	"brand_key_file", "brand_key_credential", "csv_columns", "csv_delimiter", "csv_empty",
+	"proxy", "proxy_credentials_file",
 };
 
 _Static_assert(K__COUNT <= 32, "conn_parse.seen is a 32-bit mask");
@@ -403,8 +403,8 @@ static int handle_conn(struct parse_state *ps, struct conn_config *c, struct con
 	if (ps->continued) {
 		/* An indented line after a key: inih hands it over as more of that key's value. */
 		if (k != K_REQUIRED && k != K_CSV_COLUMNS)
-			return fail(ps, ps->line, name, "an indented line continues the key before it: only required_fields "
-				    "and csv_columns take more lines (or remove the indentation)");
+			return fail(ps, ps->line, name, "an indented line continues the value of the key above, and only "
+				    "lists (required_fields, csv_columns) continue: unindent '%s'", value);
 		if (strchr(value, '='))
 			return fail(ps, ps->line, name, "a continuation line holds '=' (an indented key? remove the indentation)");
 		if (k == K_CSV_COLUMNS)
@@ -588,8 +588,8 @@ static int handler(void *user, const char *section, const char *name, const char
 		return fail(ps, ps->line, name, "outside any section (put it under [daemon] or [connection NAME])");
 	if (!strcmp(section, "daemon")) {
 		if (ps->continued)
-			return fail(ps, ps->line, name, "an indented line continues the key before it: only required_fields "
-				    "and csv_columns take more lines (or remove the indentation)");
+			return fail(ps, ps->line, name, "an indented line continues the value of the key above, and only "
+				    "lists (required_fields, csv_columns) continue: unindent '%s'", value);
 		r = handle_daemon(ps, name, value);
 		return r < 0 ? (fail(ps, ps->line, name, "out of memory"), 0) : r;
 	}

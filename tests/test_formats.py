@@ -218,7 +218,7 @@ def test_long_lists_continue_on_indented_lines(optix, daemon):
     ("csv_delimiter = ab", "csv_delimiter: must be one printable character"),
     ("csv_delimiter = \"", "csv_delimiter: must be one printable character"),
     ("csv_delimiter = ;", "csv_delimiter: empty"),
-    ("max_depth = 10\n    20", "max_depth: an indented line continues the key before it"),
+    ("max_depth = 10\n    20", "max_depth: an indented line continues the value of the key above"),
 ])
 def test_bad_csv_keys_are_refused(optix, daemon, line, why):
     path = daemon.write_config([daemon.connection(optix)])
