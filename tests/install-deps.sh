@@ -8,6 +8,10 @@ pkgs=(
 	gzip zstd
 	python3 python3-pytest curl openssl valgrind systemd groff-base man-db
 	debhelper dpkg-dev fakeroot procps passwd util-linux
+	# dpkg-checkbuilddeps (packaging/build-deb.sh) requires build-essential itself.
+	build-essential
+	# tests/test_systemd.py: a booted Debian 12 container
+	systemd-container debootstrap
 	clang-14 libclang-rt-14-dev tinyproxy-bin
 )
 missing=()

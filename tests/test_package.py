@@ -97,7 +97,10 @@ def find_one(root, candidates):
 
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory):
-    """Path of the dcsyncd .deb built by packaging/build-deb.sh (once per module)."""
+    """Path of the dcsyncd .deb built by packaging/build-deb.sh (once per module), or the one
+    $DCSYNCD_DEB names (tests/run-tests.sh builds it once for this and tests/test_systemd.py)."""
+    if os.environ.get("DCSYNCD_DEB"):
+        return Path(os.environ["DCSYNCD_DEB"])
     work = tmp_path_factory.mktemp("deb")
     out, tmp = work / "out", work / "tmp"
     tmp.mkdir()
