@@ -205,15 +205,11 @@ static void conn_log(const struct connection *c, enum log_level lvl, long status
 static void conn_log(const struct connection *c, enum log_level lvl, long status, const char *fmt, ...)
 {
 	struct log_ctx ctx = ctx_of(c, status);
-	char msg[1536];
 	va_list ap;
 
-	if (lvl > log_get_level())
-		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	log_vconn(lvl, &ctx, fmt, ap);
 	va_end(ap);
-	log_msg(lvl, &ctx, "%s: %s", c->cfg->name, msg);
 }
 
 const char *connection_name(const struct connection *c) { return c->cfg->name; }

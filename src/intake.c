@@ -21,15 +21,11 @@ static void in_log(const struct intake *in, enum log_level lvl, const char *fmt,
 static void in_log(const struct intake *in, enum log_level lvl, const char *fmt, ...)
 {
 	struct log_ctx ctx = { .connection = in->name, .http_status = -1, .records = -1 };
-	char msg[1536];
 	va_list ap;
 
-	if (lvl > log_get_level())
-		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	log_vconn(lvl, &ctx, fmt, ap);
 	va_end(ap);
-	log_msg(lvl, &ctx, "%s: %s", in->name, msg);
 }
 
 static int64_t realtime_ns(void)

@@ -110,3 +110,13 @@ void log_msg(enum log_level lvl, const struct log_ctx *ctx, const char *fmt, ...
 	}
 	fprintf(stderr, "%s: %s\n", level_names[lvl], buf);
 }
+
+void log_vconn(enum log_level lvl, const struct log_ctx *ctx, const char *fmt, va_list ap)
+{
+	char msg[1536];
+
+	if (lvl > log_threshold)
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	log_msg(lvl, ctx, "%s: %s", ctx->connection, msg);
+}

@@ -27,6 +27,9 @@ enum log_level log_get_level(void);
 /* Route messages to journald when stderr is the journal stream (JOURNAL_STREAM). */
 void log_open(void);
 
+/* "CONNECTION: message": what a connection (ctx->connection) logs, with its journald fields. */
+void log_vconn(enum log_level lvl, const struct log_ctx *ctx, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
 void log_msg(enum log_level lvl, const struct log_ctx *ctx, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

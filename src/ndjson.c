@@ -65,22 +65,6 @@ int ndjson_reader_new(struct ndjson_reader **out, int fd, off_t offset, uint64_t
 	return 0;
 }
 
-int ndjson_reader_reset(struct ndjson_reader *r, int fd, off_t offset, uint64_t first_lineno)
-{
-	if (lseek(fd, offset, SEEK_SET) < 0)
-		return -errno;
-	r->fd = fd;
-	r->in = NULL;
-	r->start = r->end = 0;
-	r->buf_offset = offset;
-	r->next_lineno = first_lineno;
-	r->eof = false;
-	r->at_file_start = offset == 0;
-	r->have_last = false;
-	r->replay = false;
-	return 0;
-}
-
 void ndjson_reader_reset_stream(struct ndjson_reader *r, struct instream *in, off_t offset, uint64_t first_lineno)
 {
 	r->fd = -1;
@@ -92,6 +76,15 @@ void ndjson_reader_reset_stream(struct ndjson_reader *r, struct instream *in, of
 	r->at_file_start = offset == 0;
 	r->have_last = false;
 	r->replay = false;
+}
+
+int ndjson_reader_reset(struct ndjson_reader *r, int fd, off_t offset, uint64_t first_lineno)
+{
+	if (lseek(fd, offset, SEEK_SET) < 0)
+		return -errno;
+	ndjson_reader_reset_stream(r, NULL, offset, first_lineno);
+	r->fd = fd;
+	return 0;
 }
 
 void ndjson_reader_free(struct ndjson_reader *r)
