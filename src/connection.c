@@ -17,7 +17,7 @@
 #include <unistd.h>
 #include <systemd/sd-id128.h>
 
-#include "batch.h"
+#include "cut.h"
 #include "catalog.h"
 #include "crashpoint.h"
 #include "intake.h"
@@ -124,8 +124,8 @@ struct connection {
 	bool have_carry;
 	int fd;                         /* the single file a multi-request batch reads on from */
 	struct source *reader;          /* the batch's file, read as its name says */
-	struct batch_params bp;
-	struct chunk chunk[PIPELINE];   /* a ring: the current request, then those cut ahead */
+	struct cut_params bp;
+	struct request_body chunk[PIPELINE];   /* a ring: the current request, then those cut ahead */
 	struct rejbuf rej[PIPELINE];
 	int cur;
 	unsigned n_ahead;               /* chunks cut ahead of cur: cur+1, cur+2 (mod PIPELINE) */
@@ -140,7 +140,7 @@ struct connection {
 	int ahead_error;                /* the parse-ahead failed (negative errno): the file fails there */
 	bool worker_warned;
 	bool want_next;                 /* step_next_chunk waits for the parse-ahead to finish */
-	struct chunk slice;
+	struct request_body slice;
 	uint32_t lo, hi;                /* records [lo, hi) of the current chunk are in the request */
 	bool sent_completed;            /* a request with batch_completed:true was acknowledged */
 	bool resend_last;               /* completing by sending the last acknowledged record again */
@@ -686,7 +686,7 @@ static void step_archive(struct connection *c)
 /* Make the chunk that was just cut current: its rejected lines go to disk now. */
 static int make_current(struct connection *c, int idx)
 {
-	const struct chunk *ch = &c->chunk[idx];
+	const struct request_body *ch = &c->chunk[idx];
 
 	c->cur = idx;
 	log_rejects(c, c->jb.name, ch->rejected, &c->rej[idx]);
@@ -707,7 +707,7 @@ static int cut(struct connection *c, int idx)
 	int r;
 
 	note_fields_in(c, c->chunk_fields[idx]);
-	r = batch_cut(&c->chunk[idx], &c->bp, c->reader, c->validator, on_reject, &c->rej[idx]);
+	r = cut_next(&c->chunk[idx], &c->bp, c->reader, c->validator, on_reject, &c->rej[idx]);
 
 	if (r < 0)
 		conn_log(c, LOG_LVL_ERROR, -1, "%s: read failed at offset %" PRIu64 ": %s", c->jb.name,
@@ -721,7 +721,7 @@ static int ahead_job(void *arg)
 	struct connection *c = arg;
 	int i = c->ahead_idx;
 
-	return batch_cut(&c->chunk[i], &c->bp, c->reader, c->validator, on_reject, &c->rej[i]);
+	return cut_next(&c->chunk[i], &c->bp, c->reader, c->validator, on_reject, &c->rej[i]);
 }
 
 /* Parse the next requests while the server works on this one: CPU and network overlap. */
@@ -836,9 +836,9 @@ static void wait_settle(struct connection *c, double delay, void (*again)(struct
 /* The file grew after its end was read: the current request is not the last, read on from its end. */
 static int read_on(struct connection *c)
 {
-	struct chunk *ch = &c->chunk[c->cur];
+	struct request_body *ch = &c->chunk[c->cur];
 
-	chunk_reseal(ch, &c->bp, false);
+	body_reseal(ch, &c->bp, false);
 	c->stats.file_size = c->jb.ident.size;
 	return reader_at(c, c->fd, c->jb.name, (uint64_t)source_offset(c->reader), source_lineno(c->reader));
 }
@@ -951,7 +951,7 @@ static int find_last_record(struct connection *c)
 /* The current chunk is done at the server: record it, then go on or complete the batch. */
 static void chunk_done(struct connection *c)
 {
-	struct chunk *ch = &c->chunk[c->cur];
+	struct request_body *ch = &c->chunk[c->cur];
 
 	if (ch->last && !c->sent_completed) {
 		switch (check_whole(c, chunk_done)) {
@@ -971,7 +971,7 @@ static void chunk_done(struct connection *c)
 				fail_file(c, 0, "cannot find an acknowledged record to complete the batch with", NULL);
 				return;
 			}
-			if (chunk_single(&c->slice, &c->bp, c->last_record.buf, c->last_record.len, true) < 0) {
+			if (body_single(&c->slice, &c->bp, c->last_record.buf, c->last_record.len, true) < 0) {
 				fail_file(c, 0, "out of memory", NULL);
 				return;
 			}
@@ -1014,7 +1014,7 @@ static void chunk_done(struct connection *c)
 
 static void process_current(struct connection *c)
 {
-	struct chunk *ch = &c->chunk[c->cur];
+	struct request_body *ch = &c->chunk[c->cur];
 
 	c->server_rejected = 0;
 	c->split_depth = 0;
@@ -1033,7 +1033,7 @@ static void process_current(struct connection *c)
 
 static void send_range(struct connection *c)
 {
-	struct chunk *ch = &c->chunk[c->cur];
+	struct request_body *ch = &c->chunk[c->cur];
 	const char *body = ch->body;
 	size_t len = ch->len;
 	bool completes = c->resend_last || (ch->last && c->hi == ch->n_records);
@@ -1056,7 +1056,7 @@ static void send_range(struct connection *c)
 		body = c->slice.body;
 		len = c->slice.len;
 	} else if (c->lo != 0 || c->hi != ch->n_records) {
-		if ((r = chunk_slice(&c->slice, ch, &c->bp, c->lo, c->hi, completes)) < 0) {
+		if ((r = body_slice(&c->slice, ch, &c->bp, c->lo, c->hi, completes)) < 0) {
 			fail_file(c, 0, "out of memory", NULL);
 			return;
 		}
@@ -1238,7 +1238,7 @@ static void retry_later(struct connection *c, const struct upload_result *res)
 /* Records [lo, hi) are done: send the next pending right half, or the rest, or finish the chunk. */
 static void next_range(struct connection *c)
 {
-	struct chunk *ch = &c->chunk[c->cur];
+	struct request_body *ch = &c->chunk[c->cur];
 
 	c->lo = c->hi;
 	c->hi = c->split_depth ? c->split_end[--c->split_depth] : ch->n_records;
@@ -1251,7 +1251,7 @@ static void next_range(struct connection *c)
 /* 413 and 422: halve the request; a single record the server refuses is rejected with its answer. */
 static void split_or_reject(struct connection *c, const struct upload_result *res)
 {
-	struct chunk *ch = &c->chunk[c->cur];
+	struct request_body *ch = &c->chunk[c->cur];
 	char reason[600];
 	struct rejbuf rb = { 0 };
 
@@ -1303,7 +1303,7 @@ static void on_response(void *userdata, const struct upload_result *res)
 		}
 	}
 	if (res->status >= 200 && res->status <= 299) {
-		const struct chunk *ch = &c->chunk[c->cur];
+		const struct request_body *ch = &c->chunk[c->cur];
 
 		if (c->hi > c->lo && !c->resend_last) {
 			/* Kept to complete the batch with, should every later record be refused. */
@@ -1384,7 +1384,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void set_params(struct connection *c)
 {
-	c->bp = (struct batch_params){
+	c->bp = (struct cut_params){
 		.batch_uuid = c->jb.uuid,
 		.ttl_seconds = c->cfg->ttl_seconds,
 		.max_records = c->jb.cut_records,
@@ -1486,12 +1486,12 @@ static int reopen_member(struct connection *c, struct member *m, char *why, size
  */
 static void gather_small_files(struct connection *c)
 {
-	struct chunk *ch = &c->chunk[0];
+	struct request_body *ch = &c->chunk[0];
 	struct spool_entry e;
 
 	while (c->n_members < GROUP_FILES_MAX && !c->have_carry && spool_queue_pop(&c->in.queue, &e)) {
 		/* What the request holds before this file: restored if the file does not fit. */
-		const struct chunk before = *ch;
+		const struct request_body before = *ch;
 		struct member *m;
 		int fd, r;
 
@@ -1509,15 +1509,15 @@ static void gather_small_files(struct connection *c)
 		note_fields_in(c, c->member_fields);     /* its names count only if it stays in this request */
 		r = reader_at(c, fd, m->name, 0, 1);
 		if (r == 0)
-			r = batch_fill(ch, &c->bp, c->reader, c->validator, on_reject, &m->rej);
+			r = cut_fill(ch, &c->bp, c->reader, c->validator, on_reject, &m->rej);
 		close(fd);
 		m->rejected = ch->rejected;
-		if (r == BATCH_FILL_EOF) {
+		if (r == CUT_FILL_EOF) {
 			(void)catalog_merge(c->chunk_fields[0], c->member_fields);
 			c->n_members++;
 			continue;
 		}
-		chunk_truncate(ch, before.len, before.n_records);
+		body_truncate(ch, before.len, before.n_records);
 		ch->start_offset = before.start_offset;
 		ch->end_offset = before.end_offset;
 		ch->start_line = before.start_line;
@@ -1558,7 +1558,7 @@ static void step_opened(struct connection *c)
 /* Start the next batch: the carried-over file or the oldest queued one, plus small files after it. */
 static int start_batch(struct connection *c)
 {
-	struct chunk *ch = &c->chunk[0];
+	struct request_body *ch = &c->chunk[0];
 	char why[PATH_MAX + 128];
 	struct member *first;
 	int fd, r;
@@ -1600,16 +1600,16 @@ static int start_batch(struct connection *c)
 	c->active = true;
 	c->fd = fd;
 	set_params(c);
-	if ((r = chunk_begin(ch)) < 0 || (r = reader_at(c, fd, first->name, 0, 1)) < 0)
+	if ((r = body_begin(ch)) < 0 || (r = reader_at(c, fd, first->name, 0, 1)) < 0)
 		goto fail;
 	ch->member = 0;
 	first->rej.len = 0;
 	note_fields_in(c, c->chunk_fields[0]);
-	r = batch_fill(ch, &c->bp, c->reader, c->validator, on_reject, &first->rej);
+	r = cut_fill(ch, &c->bp, c->reader, c->validator, on_reject, &first->rej);
 	if (r < 0)
 		goto fail;
 	first->rejected = ch->rejected;
-	if (r == BATCH_FILL_EOF) {
+	if (r == CUT_FILL_EOF) {
 		off_t end = source_offset(c->reader);
 		uint64_t lineno = source_lineno(c->reader);
 
@@ -1618,7 +1618,7 @@ static int start_batch(struct connection *c)
 		/* A file that did not fit was read with the same reader: point it back at the end of this one. */
 		if (c->n_members == 1 && (r = reader_at(c, c->fd, first->name, (uint64_t)end, lineno)) < 0)
 			goto fail;
-		r = BATCH_FILL_EOF;
+		r = CUT_FILL_EOF;
 	}
 	if (c->n_members == 1) {
 		struct rejbuf t = c->rej[0];
@@ -1629,7 +1629,7 @@ static int start_batch(struct connection *c)
 		c->jb.id = c->members[0].fid;
 		c->jb.ident = c->members[0].ident;
 		c->jb.rejected_size = c->members[0].rejected_size = workfiles_rejected_size(&c->wf, c->jb.name);
-		chunk_finish(ch, &c->bp, r == BATCH_FILL_EOF);
+		body_finish(ch, &c->bp, r == CUT_FILL_EOF);
 	} else {
 		close(c->fd);
 		c->fd = -1;
@@ -1649,7 +1649,7 @@ static int start_batch(struct connection *c)
 			if ((r = journal_put_member(c->env.journal, &jm)) < 0)
 				goto fail;
 		}
-		chunk_finish(ch, &c->bp, true);
+		body_finish(ch, &c->bp, true);
 	}
 	set_params(c);
 	/* The renames into .work/ must be durable before the batch that names them. */
@@ -1867,7 +1867,7 @@ static void resume_batch(struct connection *c, const struct journal_batch *b)
 		return;
 	}
 	/* A multi-file batch is one request: cut it again, the same files in the same order. */
-	if (chunk_begin(&c->chunk[0]) < 0) {
+	if (body_begin(&c->chunk[0]) < 0) {
 		fail_file(c, 0, "out of memory", NULL);
 		return;
 	}
@@ -1885,15 +1885,15 @@ static void resume_batch(struct connection *c, const struct journal_batch *b)
 		if (r == 0)
 			r = reader_at(c, fd, m->name, 0, 1);
 		if (r == 0)
-			r = batch_fill(&c->chunk[0], &c->bp, c->reader, c->validator, on_reject, &m->rej);
+			r = cut_fill(&c->chunk[0], &c->bp, c->reader, c->validator, on_reject, &m->rej);
 		close(fd);
 		m->rejected = c->chunk[0].rejected;
-		if (r != BATCH_FILL_EOF) {
+		if (r != CUT_FILL_EOF) {
 			fail_file(c, 0, read_error(c, "cannot cut the batch's request again from its files"), NULL);
 			return;
 		}
 	}
-	chunk_finish(&c->chunk[0], &c->bp, true);
+	body_finish(&c->chunk[0], &c->bp, true);
 	step_opened(c);
 }
 
@@ -2166,9 +2166,9 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		goto fail;
 	}
 	for (int i = 0; i < PIPELINE; i++)
-		if (chunk_init(&c->chunk[i], CONFIG_MAX_BATCH_RECORDS) < 0)
+		if (body_init(&c->chunk[i], CONFIG_MAX_BATCH_RECORDS) < 0)
 			goto fail;
-	if (chunk_init(&c->slice, CONFIG_MAX_BATCH_RECORDS) < 0)
+	if (body_init(&c->slice, CONFIG_MAX_BATCH_RECORDS) < 0)
 		goto fail;
 	if ((r = record_validator_new(&c->validator, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
 		goto fail;
@@ -2263,10 +2263,10 @@ void connection_free(struct connection *c)
 	upload_client_free(c->client);
 	record_validator_free(c->validator);
 	for (int i = 0; i < PIPELINE; i++) {
-		chunk_release(&c->chunk[i]);
+		body_release(&c->chunk[i]);
 		free(c->rej[i].buf);
 	}
-	chunk_release(&c->slice);
+	body_release(&c->slice);
 	for (size_t i = 0; i < c->cap_members; i++)
 		free(c->members[i].rej.buf);
 	free(c->members);

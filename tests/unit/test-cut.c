@@ -1,4 +1,4 @@
-/* test-batch: batch_cut's request bodies: record and byte caps, envelope, rejects, determinism, slices. */
+/* test-cut: cut_next's request bodies: record and byte caps, envelope, rejects, determinism, slices. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -6,14 +6,14 @@
 #include <unistd.h>
 #include <yajl/yajl_tree.h>
 
-#include "batch.h"
+#include "cut.h"
 #include "ndjson.h"
 #include "tap.h"
 #include "testutil.h"
 
 #define UUID "5f0c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
 #define MAX_RECORD 4096
-#define TAIL_RESERVE 128        /* batch.c keeps this much room for the body's closing envelope */
+#define TAIL_RESERVE 128        /* cut.c keeps this much room for the body's closing envelope */
 
 static char *dir;
 
@@ -85,8 +85,8 @@ static int on_reject(void *userdata, uint64_t lineno, const char *reason, const 
 	return rj->stop_after && rj->n == (size_t)rj->stop_after;
 }
 
-/* Cut all of @path into at most @max chunks (each chunk_init'ed here); returns how many. */
-static size_t cut_all(const char *path, const struct batch_params *p, struct chunk *out, size_t max,
+/* Cut all of @path into at most @max request bodies (each body_init'ed here); returns how many. */
+static size_t cut_all(const char *path, const struct cut_params *p, struct request_body *out, size_t max,
 		      struct rejects *rj)
 {
 	struct record_validator *v;
@@ -97,8 +97,8 @@ static size_t cut_all(const char *path, const struct batch_params *p, struct chu
 	if (fd < 0 || source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 || record_validator_new(&v, "id", NULL, 0) < 0)
 		abort();
 	while (n < max) {
-		if (chunk_init(&out[n], p->max_records) < 0 ||
-		    batch_cut(&out[n], p, r, v, rj ? on_reject : NULL, rj) < 0)
+		if (body_init(&out[n], p->max_records) < 0 ||
+		    cut_next(&out[n], p, r, v, rj ? on_reject : NULL, rj) < 0)
 			abort();
 		if (out[n++].last)
 			break;
@@ -109,14 +109,14 @@ static size_t cut_all(const char *path, const struct batch_params *p, struct chu
 	return n;
 }
 
-static void release_all(struct chunk *c, size_t n)
+static void release_all(struct request_body *c, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		chunk_release(&c[i]);
+		body_release(&c[i]);
 }
 
 /* The body parsed as JSON (NULL if it is not). */
-static yajl_val parse_body(const struct chunk *c)
+static yajl_val parse_body(const struct request_body *c)
 {
 	char *s = malloc(c->len + 1), err[256];
 	yajl_val v;
@@ -130,22 +130,22 @@ static yajl_val parse_body(const struct chunk *c)
 
 static void cuts_at_max_records(void)
 {
-	const struct batch_params p = { UUID, -1, 5000, 64u << 20 };
-	struct chunk c[8];
+	const struct cut_params p = { UUID, -1, 5000, 64u << 20 };
+	struct request_body c[8];
 	struct text t = records(12345);
 	char *path = write_temp(&t);
 	size_t n = cut_all(path, &p, c, 8, NULL);
 
-	if (is_int(n, 3, "12,345 records, batch_records 5000: three chunks")) {
+	if (is_int(n, 3, "12,345 records, batch_records 5000: three request bodies")) {
 		ok(c[0].n_records == 5000 && c[1].n_records == 5000 && c[2].n_records == 2345,
-		   "batch_cuts_at_5000: 5000, 5000, 2345 records (got %u, %u, %u)", c[0].n_records, c[1].n_records,
+		   "cut_at_5000: 5000, 5000, 2345 records (got %u, %u, %u)", c[0].n_records, c[1].n_records,
 		   c[2].n_records);
 		ok(!c[0].last && !c[1].last && c[2].last, "last flags false, false, true");
 		ok(c[0].start_offset == 0 && c[0].end_offset == c[1].start_offset &&
 			   c[1].end_offset == c[2].start_offset && c[2].end_offset == (off_t)t.len,
-		   "chunk file ranges are contiguous and cover the file");
+		   "request body file ranges are contiguous and cover the file");
 		ok(c[0].start_line == 1 && c[1].start_line == 5001 && c[2].start_line == 10001 && c[2].end_line == 12346,
-		   "chunk line ranges: 1, 5001, 10001, ending before 12346");
+		   "request body line ranges: 1, 5001, 10001, ending before 12346");
 		ok(c[1].rec_line[0] == 5001 && c[2].rec_line[2344] == 12345, "records keep their line numbers");
 	}
 	release_all(c, n);
@@ -153,36 +153,36 @@ static void cuts_at_max_records(void)
 	free(t.s);
 }
 
-static void exact_multiples_end_without_empty_chunk(void)
+static void exact_multiples_end_without_empty_body(void)
 {
-	const struct batch_params p = { UUID, -1, 5000, 64u << 20 };
-	struct chunk c[4];
+	const struct cut_params p = { UUID, -1, 5000, 64u << 20 };
+	struct request_body c[4];
 	struct text t = records(5000), t2 = records(10000);
 	char *path = write_temp(&t), *path2 = write_temp(&t2);
 	size_t n = cut_all(path, &p, c, 4, NULL);
 
-	ok(n == 1 && c[0].n_records == 5000 && c[0].last, "exactly 5000 records: one chunk, last");
+	ok(n == 1 && c[0].n_records == 5000 && c[0].last, "exactly 5000 records: one request body, last");
 	release_all(c, n);
 	n = cut_all(path2, &p, c, 4, NULL);
 	ok(n == 2 && c[0].n_records == 5000 && !c[0].last && c[1].n_records == 5000 && c[1].last,
-	   "exactly 10,000 records: two chunks of 5000, the second last, no third");
+	   "exactly 10,000 records: two request bodies of 5000, the second last, no third");
 	release_all(c, n);
 
-	/* Asked again after the last chunk: an empty, last chunk. */
+	/* Asked again after the last request body: an empty, last request body. */
 	{
 		struct record_validator *v;
 		struct source *r = NULL;
-		struct chunk a, b;
+		struct request_body a, b;
 		int fd = open(path, O_RDONLY | O_CLOEXEC);
 
 		if (source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 || record_validator_new(&v, "id", NULL, 0) < 0 ||
-		    chunk_init(&a, 5000) < 0 || chunk_init(&b, 5000) < 0)
+		    body_init(&a, 5000) < 0 || body_init(&b, 5000) < 0)
 			abort();
-		ok(batch_cut(&a, &p, r, v, NULL, NULL) == 0 && batch_cut(&b, &p, r, v, NULL, NULL) == 0 &&
+		ok(cut_next(&a, &p, r, v, NULL, NULL) == 0 && cut_next(&b, &p, r, v, NULL, NULL) == 0 &&
 			   b.n_records == 0 && b.last && b.start_offset == (off_t)t.len,
 		   "a cut past the end: no records, last, at the end of the file");
-		chunk_release(&a);
-		chunk_release(&b);
+		body_release(&a);
+		body_release(&b);
 		record_validator_free(v);
 		source_free(r);
 		close(fd);
@@ -196,9 +196,9 @@ static void exact_multiples_end_without_empty_chunk(void)
 static void byte_cap_is_respected_and_filled(void)
 {
 	const size_t max_bytes = 20000;
-	const struct batch_params p = { UUID, 86400, 5000, max_bytes };
+	const struct cut_params p = { UUID, 86400, 5000, max_bytes };
 	struct text t = { 0 };
-	struct chunk c[64];
+	struct request_body c[64];
 	uint32_t seed = 7;
 	size_t n, over = 0, underfull = 0, total = 0;
 	char *path;
@@ -215,16 +215,16 @@ static void byte_cap_is_respected_and_filled(void)
 		if (c[i].len > max_bytes)
 			over++;
 		if (i + 1 < n) {
-			/* The next chunk's first record did not fit (within the tail reserve). */
+			/* The next request body's first record did not fit (within the tail reserve). */
 			size_t used = c[i].rec_off[c[i].n_records - 1] + c[i].rec_len[c[i].n_records - 1];
 
 			if (used + 1 + c[i + 1].rec_len[0] + TAIL_RESERVE <= max_bytes)
 				underfull++;
 		}
 	}
-	ok(n > 10 && total == 300, "300 records of 40..3000 bytes in %zu chunks, none lost", n);
+	ok(n > 10 && total == 300, "300 records of 40..3000 bytes in %zu request bodies, none lost", n);
 	is_int(over, 0, "no body is longer than batch_bytes (%zu)", max_bytes);
-	is_int(underfull, 0, "every chunk is as full as possible: the next record would not have fit");
+	is_int(underfull, 0, "every request body is as full as possible: the next record would not have fit");
 	release_all(c, n);
 	free(path);
 	free(t.s);
@@ -235,8 +235,8 @@ static void body_is_the_documented_envelope(void)
 	const char *rec1 = "{\"id\":\"a\",\"big\":123456789012345678901234567890,\"price\":1.10,\"e\":1E+2}";
 	const char *rec2 = "{ \"id\" : 2 , \"s\" : \"\\u00e9t\\u00e9 \xc3\xa9\" }";
 	struct text t = { 0 };
-	struct batch_params p = { UUID, 3600, 5000, 1u << 20 };
-	struct chunk c[2];
+	struct cut_params p = { UUID, 3600, 5000, 1u << 20 };
+	struct request_body c[2];
 	char *path;
 	size_t n;
 
@@ -257,7 +257,7 @@ static void body_is_the_documented_envelope(void)
 		ok(n == 1 && root && YAJL_IS_OBJECT(root), "ttl %lld: the body is valid JSON", p.ttl_seconds);
 		ok(data && data->u.array.len == 2, "ttl %lld: data holds the 2 records", p.ttl_seconds);
 		ok(YAJL_IS_STRING(uuid) && !strcmp(uuid->u.string, UUID), "ttl %lld: batch_uuid", p.ttl_seconds);
-		ok(YAJL_IS_TRUE(done), "ttl %lld: batch_completed true on the last chunk", p.ttl_seconds);
+		ok(YAJL_IS_TRUE(done), "ttl %lld: batch_completed true on the last request body", p.ttl_seconds);
 		if (pass == 0)
 			ok(YAJL_IS_INTEGER(ttl) && YAJL_GET_INTEGER(ttl) == 3600, "ttl_seconds 3600 is sent");
 		else
@@ -285,9 +285,9 @@ static void body_is_the_documented_envelope(void)
 static void rejected_lines_go_to_the_callback(void)
 {
 	struct text t = { 0 };
-	const struct batch_params p = { UUID, -1, 5000, 1u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 1u << 20 };
 	struct rejects rj = { 0 };
-	struct chunk c[2];
+	struct request_body c[2];
 	char *path, big[MAX_RECORD + 100];
 	size_t n;
 
@@ -309,7 +309,7 @@ static void rejected_lines_go_to_the_callback(void)
 		   "each with its reason");
 		ok(rj.had_data[0] && rj.had_data[1] && !rj.had_data[2], "the too-long line comes without data");
 	}
-	ok(n == 1 && c[0].n_records == 3 && c[0].rejected == 3 && c[0].last, "one chunk: 3 records, 3 rejected");
+	ok(n == 1 && c[0].n_records == 3 && c[0].rejected == 3 && c[0].last, "one request body: 3 records, 3 rejected");
 	ok(c[0].rec_line[0] == 1 && c[0].rec_line[1] == 4 && c[0].rec_line[2] == 7, "records of lines 1, 4, 7");
 	ok(!memmem(c[0].body, c[0].len, "no key", 6) && !memmem(c[0].body, c[0].len, "xxxx", 4) &&
 		   !memmem(c[0].body, c[0].len, "\"id\":2", 6),
@@ -330,9 +330,9 @@ static void rejected_lines_go_to_the_callback(void)
 
 static void cutting_again_gives_the_same_body(void)
 {
-	const struct batch_params p = { UUID, 600, 50, 6000 };
+	const struct cut_params p = { UUID, 600, 50, 6000 };
 	struct text t = { 0 };
-	struct chunk c[256];
+	struct request_body c[256];
 	uint32_t seed = 99;
 	size_t n, differ = 0;
 	char *path;
@@ -355,22 +355,22 @@ static void cutting_again_gives_the_same_body(void)
 		abort();
 	for (size_t i = 0; i < n; i++) {
 		struct source *r = NULL;
-		struct chunk again;
+		struct request_body again;
 
 		if (source_open(&r, fd, "t.ndjson", NULL, c[i].start_offset, c[i].start_line, MAX_RECORD) < 0 ||
-		    chunk_init(&again, p.max_records) < 0 || batch_cut(&again, &p, r, v, NULL, NULL) < 0)
+		    body_init(&again, p.max_records) < 0 || cut_next(&again, &p, r, v, NULL, NULL) < 0)
 			abort();
 		if (again.len != c[i].len || memcmp(again.body, c[i].body, again.len) ||
 		    again.end_offset != c[i].end_offset || again.end_line != c[i].end_line || again.last != c[i].last ||
 		    again.rejected != c[i].rejected) {
-			diag("  chunk %zu differs when cut again from offset %lld", i, (long long)c[i].start_offset);
+			diag("  request body %zu differs when cut again from offset %lld", i, (long long)c[i].start_offset);
 			differ++;
 		}
-		chunk_release(&again);
+		body_release(&again);
 		source_free(r);
 	}
-	ok(n > 20 && c[n - 1].last, "2000 mixed lines cut into %zu chunks", n);
-	is_int(differ, 0, "cutting again from each chunk's start offset and line gives the identical chunk");
+	ok(n > 20 && c[n - 1].last, "2000 mixed lines cut into %zu request bodies", n);
+	is_int(differ, 0, "cutting again from each request body's start offset and line gives the identical request body");
 	record_validator_free(v);
 	close(fd);
 	release_all(c, n);
@@ -378,21 +378,21 @@ static void cutting_again_gives_the_same_body(void)
 	free(t.s);
 }
 
-static void slices_halve_a_chunk(void)
+static void slices_halve_a_body(void)
 {
-	const struct batch_params p = { UUID, -1, 5000, 1u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 1u << 20 };
 	struct text t = records(9);
-	struct chunk c[1], lo, hi;
+	struct request_body c[1], lo, hi;
 	char *path = write_temp(&t);
 	size_t n = cut_all(path, &p, c, 1, NULL);
 	yajl_val a, b;
 	const char *dpath[] = { "data", NULL }, *cpath[] = { "batch_completed", NULL };
 	bool same = true;
 
-	if (chunk_init(&lo, 5000) < 0 || chunk_init(&hi, 5000) < 0)
+	if (body_init(&lo, 5000) < 0 || body_init(&hi, 5000) < 0)
 		abort();
-	ok(chunk_slice(&lo, &c[0], &p, 0, 4, false) == 0 && chunk_slice(&hi, &c[0], &p, 4, 9, true) == 0,
-	   "chunk_slice: two halves of 9 records");
+	ok(body_slice(&lo, &c[0], &p, 0, 4, false) == 0 && body_slice(&hi, &c[0], &p, 4, 9, true) == 0,
+	   "body_slice: two halves of 9 records");
 	a = parse_body(&lo);
 	b = parse_body(&hi);
 	ok(a && b, "both halves are valid JSON");
@@ -403,7 +403,7 @@ static void slices_halve_a_chunk(void)
 	ok(YAJL_IS_FALSE(yajl_tree_get(a, cpath, yajl_t_any)) && YAJL_IS_TRUE(yajl_tree_get(b, cpath, yajl_t_any)),
 	   "batch_completed as asked: false, then true");
 	for (uint32_t i = 0; i < 9; i++) {
-		const struct chunk *h = i < 4 ? &lo : &hi;
+		const struct request_body *h = i < 4 ? &lo : &hi;
 		uint32_t k = i < 4 ? i : i - 4;
 
 		if (h->rec_len[k] != c[0].rec_len[i] ||
@@ -411,13 +411,13 @@ static void slices_halve_a_chunk(void)
 		    h->rec_line[k] != c[0].rec_line[i])
 			same = false;
 	}
-	ok(same, "the halves' records, in order, are the chunk's, byte for byte, with their lines");
+	ok(same, "the halves' records, in order, are the request body's, byte for byte, with their lines");
 	ok(lo.start_offset == c[0].start_offset && hi.end_offset == c[0].end_offset,
-	   "the halves keep the chunk's file range");
+	   "the halves keep the request body's file range");
 	yajl_tree_free(a);
 	yajl_tree_free(b);
-	chunk_release(&lo);
-	chunk_release(&hi);
+	body_release(&lo);
+	body_release(&hi);
 	release_all(c, n);
 	free(path);
 	free(t.s);
@@ -426,36 +426,36 @@ static void slices_halve_a_chunk(void)
 /* The steps of a multi-file request: fill from two files, stamp members, take the second back. */
 static void fill_from_two_files(void)
 {
-	const struct batch_params p = { UUID, -1, 5000, 1u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 1u << 20 };
 	struct text ta = records(3), tb = records(2);
 	char *pa = write_temp(&ta), *pb = write_temp(&tb);
 	int fa = open(pa, O_RDONLY | O_CLOEXEC), fb = open(pb, O_RDONLY | O_CLOEXEC);
 	struct record_validator *v;
 	struct source *r = NULL;
-	struct chunk c;
+	struct request_body c;
 	size_t len_a;
 	yajl_val root;
 	const char *dpath[] = { "data", NULL };
 
 	if (record_validator_new(&v, "id", NULL, 0) < 0 || source_open(&r, fa, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 ||
-	    chunk_init(&c, 5000) < 0 || chunk_begin(&c) < 0)
+	    body_init(&c, 5000) < 0 || body_begin(&c) < 0)
 		abort();
 	c.member = 0;
-	is_int(batch_fill(&c, &p, r, v, NULL, NULL), BATCH_FILL_EOF, "first file: filled to its end");
+	is_int(cut_fill(&c, &p, r, v, NULL, NULL), CUT_FILL_EOF, "first file: filled to its end");
 	len_a = c.len;
 	source_open(&r, fb, "t.ndjson", NULL, 0, 1, MAX_RECORD);
 	c.member = 1;
-	is_int(batch_fill(&c, &p, r, v, NULL, NULL), BATCH_FILL_EOF, "second file: filled to its end");
+	is_int(cut_fill(&c, &p, r, v, NULL, NULL), CUT_FILL_EOF, "second file: filled to its end");
 	ok(c.n_records == 5 && c.rec_member[2] == 0 && c.rec_member[3] == 1 && c.rec_line[3] == 1,
 	   "records stamped with their file and line");
-	chunk_truncate(&c, len_a, 3);
-	chunk_finish(&c, &p, true);
+	body_truncate(&c, len_a, 3);
+	body_finish(&c, &p, true);
 	root = parse_body(&c);
 	ok(c.n_records == 3 && YAJL_IS_ARRAY(yajl_tree_get(root, dpath, yajl_t_array)) &&
 		   yajl_tree_get(root, dpath, yajl_t_array)->u.array.len == 3 && c.last,
-	   "chunk_truncate takes the second file back; the finished body is valid with 3 records");
+	   "body_truncate takes the second file back; the finished body is valid with 3 records");
 	yajl_tree_free(root);
-	chunk_release(&c);
+	body_release(&c);
 	source_free(r);
 	record_validator_free(v);
 	close(fa);
@@ -470,12 +470,12 @@ int main(void)
 {
 	dir = tmpdir_new("batch");
 	cuts_at_max_records();
-	exact_multiples_end_without_empty_chunk();
+	exact_multiples_end_without_empty_body();
 	byte_cap_is_respected_and_filled();
 	body_is_the_documented_envelope();
 	rejected_lines_go_to_the_callback();
 	cutting_again_gives_the_same_body();
-	slices_halve_a_chunk();
+	slices_halve_a_body();
 	fill_from_two_files();
 	tmpdir_remove(dir);
 	return done_testing();

@@ -1,4 +1,4 @@
-/* batch: cut a file's valid records into request bodies of at most N records and B bytes. */
+/* cut: cut a file's valid records into request bodies of at most N records and B bytes. */
 #pragma once
 
 #include <stdbool.h>
@@ -10,7 +10,7 @@
 #include "source.h"
 
 /* One request body of a batch: records copied byte for byte between the envelope. */
-struct chunk {
+struct request_body {
 	char *body;
 	size_t len;
 	size_t cap;
@@ -28,7 +28,7 @@ struct chunk {
 	bool last;              /* batch_completed: true */
 };
 
-struct batch_params {
+struct cut_params {
 	const char *batch_uuid;
 	long long ttl_seconds;  /* < 0: not sent */
 	unsigned max_records;
@@ -40,41 +40,41 @@ struct batch_params {
  * to keep). Returns <0 on error, 1 to end the request's range after this line (the caller
  * holds no more rejected lines), 0 to go on.
  */
-typedef int (*batch_reject_fn)(void *userdata, uint64_t lineno, const char *reason,
+typedef int (*cut_reject_fn)(void *userdata, uint64_t lineno, const char *reason,
 			       const char *data, size_t len);
 
-int chunk_init(struct chunk *c, unsigned max_records);
-void chunk_release(struct chunk *c);
+int body_init(struct request_body *c, unsigned max_records);
+void body_release(struct request_body *c);
 
 /*
  * Fill @c with the next records from @r. Stops before a record that would break either
  * limit, or at end of file (then c->last is set). Deterministic: the same file, offset and
  * params always give the same cut, which is what lets a resumed batch repeat its requests.
  */
-int batch_cut(struct chunk *c, const struct batch_params *p, struct source *r,
-	      struct record_validator *v, batch_reject_fn reject, void *userdata);
+int cut_next(struct request_body *c, const struct cut_params *p, struct source *r,
+	      struct record_validator *v, cut_reject_fn reject, void *userdata);
 
-/* The steps batch_cut is made of, for requests filled from several small files. */
+/* The steps cut_next is made of, for requests filled from several small files. */
 enum {
-	BATCH_FILL_FULL = 0,    /* a record did not fit: it is handed back to the reader */
-	BATCH_FILL_EOF = 1,     /* the reader is exhausted */
-	BATCH_FILL_REJECTS = 2, /* the reject callback asked to stop */
+	CUT_FILL_FULL = 0,    /* a record did not fit: it is handed back to the reader */
+	CUT_FILL_EOF = 1,     /* the reader is exhausted */
+	CUT_FILL_REJECTS = 2, /* the reject callback asked to stop */
 };
-int chunk_begin(struct chunk *c);
-/* Append records from @r, stamped with c->member. Returns BATCH_FILL_* or a negative errno. */
-int batch_fill(struct chunk *c, const struct batch_params *p, struct source *r,
-	       struct record_validator *v, batch_reject_fn reject, void *userdata);
+int body_begin(struct request_body *c);
+/* Append records from @r, stamped with c->member. Returns CUT_FILL_* or a negative errno. */
+int cut_fill(struct request_body *c, const struct cut_params *p, struct source *r,
+	       struct record_validator *v, cut_reject_fn reject, void *userdata);
 /* Take back what was appended since the body had @len bytes and @n_records records. */
-void chunk_truncate(struct chunk *c, size_t len, uint32_t n_records);
-void chunk_finish(struct chunk *c, const struct batch_params *p, bool last);
+void body_truncate(struct request_body *c, size_t len, uint32_t n_records);
+void body_finish(struct request_body *c, const struct cut_params *p, bool last);
 
 /*
  * Build in @dst a request holding records [from, to) of @src, with @last as its
  * batch_completed flag: how a refused request is split in halves.
  */
-int chunk_slice(struct chunk *dst, const struct chunk *src, const struct batch_params *p,
+int body_slice(struct request_body *dst, const struct request_body *src, const struct cut_params *p,
 		uint32_t from, uint32_t to, bool last);
 /* Seal @c's body again with @last as its batch_completed flag (a file that grew after its end). */
-void chunk_reseal(struct chunk *c, const struct batch_params *p, bool last);
+void body_reseal(struct request_body *c, const struct cut_params *p, bool last);
 /* Build in @dst a request holding the one record @data, with @last as its batch_completed flag. */
-int chunk_single(struct chunk *dst, const struct batch_params *p, const char *data, size_t len, bool last);
+int body_single(struct request_body *dst, const struct cut_params *p, const char *data, size_t len, bool last);

@@ -1,5 +1,5 @@
-/* batch: cut a file's valid records into request bodies of at most N records and B bytes. */
-#include "batch.h"
+/* cut: cut a file's valid records into request bodies of at most N records and B bytes. */
+#include "cut.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -11,7 +11,7 @@
 /* ],"batch_uuid":"<36>","batch_completed":false,"ttl_seconds":<20>} */
 #define BODY_TAIL_MAX 128
 
-int chunk_init(struct chunk *c, unsigned max_records)
+int body_init(struct request_body *c, unsigned max_records)
 {
 	memset(c, 0, sizeof(*c));
 	c->rec_off = malloc(max_records * sizeof(*c->rec_off));
@@ -19,13 +19,13 @@ int chunk_init(struct chunk *c, unsigned max_records)
 	c->rec_line = malloc(max_records * sizeof(*c->rec_line));
 	c->rec_member = malloc(max_records * sizeof(*c->rec_member));
 	if (!c->rec_off || !c->rec_len || !c->rec_line || !c->rec_member) {
-		chunk_release(c);
+		body_release(c);
 		return -ENOMEM;
 	}
 	return 0;
 }
 
-void chunk_release(struct chunk *c)
+void body_release(struct request_body *c)
 {
 	free(c->body);
 	free(c->rec_off);
@@ -35,7 +35,7 @@ void chunk_release(struct chunk *c)
 	memset(c, 0, sizeof(*c));
 }
 
-static int reserve(struct chunk *c, size_t need)
+static int reserve(struct request_body *c, size_t need)
 {
 	size_t cap = c->cap ? c->cap : 64 * 1024;
 	char *b;
@@ -52,13 +52,13 @@ static int reserve(struct chunk *c, size_t need)
 	return 0;
 }
 
-static void put(struct chunk *c, const char *s, size_t n)
+static void put(struct request_body *c, const char *s, size_t n)
 {
 	memcpy(c->body + c->len, s, n);
 	c->len += n;
 }
 
-static int begin(struct chunk *c)
+static int begin(struct request_body *c)
 {
 	c->len = 0;
 	c->n_records = 0;
@@ -70,7 +70,7 @@ static int begin(struct chunk *c)
 	return 0;
 }
 
-static int add_record(struct chunk *c, const char *data, size_t len, uint64_t lineno)
+static int add_record(struct request_body *c, const char *data, size_t len, uint64_t lineno)
 {
 	if (reserve(c, len + 1 + BODY_TAIL_MAX) < 0)
 		return -ENOMEM;
@@ -85,7 +85,7 @@ static int add_record(struct chunk *c, const char *data, size_t len, uint64_t li
 	return 0;
 }
 
-static void finish(struct chunk *c, const struct batch_params *p)
+static void finish(struct request_body *c, const struct cut_params *p)
 {
 	char tail[BODY_TAIL_MAX];
 	int n;
@@ -99,25 +99,25 @@ static void finish(struct chunk *c, const struct batch_params *p)
 	put(c, tail, (size_t)n);
 }
 
-int chunk_begin(struct chunk *c)
+int body_begin(struct request_body *c)
 {
 	return begin(c);
 }
 
-void chunk_finish(struct chunk *c, const struct batch_params *p, bool last)
+void body_finish(struct request_body *c, const struct cut_params *p, bool last)
 {
 	c->last = last;
 	finish(c, p);
 }
 
-void chunk_truncate(struct chunk *c, size_t len, uint32_t n_records)
+void body_truncate(struct request_body *c, size_t len, uint32_t n_records)
 {
 	c->len = len;
 	c->n_records = n_records;
 }
 
-int batch_fill(struct chunk *c, const struct batch_params *p, struct source *r,
-	       struct record_validator *v, batch_reject_fn reject, void *userdata)
+int cut_fill(struct request_body *c, const struct cut_params *p, struct source *r,
+	       struct record_validator *v, cut_reject_fn reject, void *userdata)
 {
 	struct ndjson_line ln;
 	char reason[256];
@@ -131,7 +131,7 @@ int batch_fill(struct chunk *c, const struct batch_params *p, struct source *r,
 		if (rc < 0)
 			return rc;
 		if (rc == 0)
-			return BATCH_FILL_EOF;
+			return CUT_FILL_EOF;
 		/*
 		 * Decide on room before validating (the byte cap counts the whole body, envelope
 		 * included): a line that cannot fit starts the next request whatever it holds, so no
@@ -140,7 +140,7 @@ int batch_fill(struct chunk *c, const struct batch_params *p, struct source *r,
 		if (c->n_records == p->max_records ||
 		    (c->n_records && !ln.too_long && c->len + 1 + ln.len + BODY_TAIL_MAX > p->max_bytes)) {
 			source_unget(r);
-			return BATCH_FILL_FULL;
+			return CUT_FILL_FULL;
 		}
 		if (ln.too_long) {
 			snprintf(reason, sizeof(reason), "record longer than max_record_bytes");
@@ -159,7 +159,7 @@ int batch_fill(struct chunk *c, const struct batch_params *p, struct source *r,
 			if (rc < 0)
 				return rc;
 			if (rc > 0)
-				return BATCH_FILL_REJECTS;  /* the caller holds no more rejected lines */
+				return CUT_FILL_REJECTS;  /* the caller holds no more rejected lines */
 			continue;
 		}
 		if (rc < 0)
@@ -171,22 +171,22 @@ int batch_fill(struct chunk *c, const struct batch_params *p, struct source *r,
 	}
 }
 
-int batch_cut(struct chunk *c, const struct batch_params *p, struct source *r,
-	      struct record_validator *v, batch_reject_fn reject, void *userdata)
+int cut_next(struct request_body *c, const struct cut_params *p, struct source *r,
+	      struct record_validator *v, cut_reject_fn reject, void *userdata)
 {
 	int rc;
 
 	if ((rc = begin(c)) < 0)
 		return rc;
 	c->member = 0;
-	rc = batch_fill(c, p, r, v, reject, userdata);
+	rc = cut_fill(c, p, r, v, reject, userdata);
 	if (rc < 0)
 		return rc;
-	chunk_finish(c, p, rc == BATCH_FILL_EOF);
+	body_finish(c, p, rc == CUT_FILL_EOF);
 	return 0;
 }
 
-int chunk_slice(struct chunk *dst, const struct chunk *src, const struct batch_params *p,
+int body_slice(struct request_body *dst, const struct request_body *src, const struct cut_params *p,
 		uint32_t from, uint32_t to, bool last)
 {
 	int rc;
@@ -207,7 +207,7 @@ int chunk_slice(struct chunk *dst, const struct chunk *src, const struct batch_p
 	return 0;
 }
 
-void chunk_reseal(struct chunk *c, const struct batch_params *p, bool last)
+void body_reseal(struct request_body *c, const struct cut_params *p, bool last)
 {
 	uint32_t n = c->n_records;
 
@@ -216,7 +216,7 @@ void chunk_reseal(struct chunk *c, const struct batch_params *p, bool last)
 	finish(c, p);
 }
 
-int chunk_single(struct chunk *dst, const struct batch_params *p, const char *data, size_t len, bool last)
+int body_single(struct request_body *dst, const struct cut_params *p, const char *data, size_t len, bool last)
 {
 	int rc;
 
