@@ -26,14 +26,12 @@
 #include "layout.h"
 #include "log.h"
 #include "ndjson.h"
+#include "pipeline.h"
+#include "reject.h"
 #include "retry.h"
 #include "source.h"
 #include "spool.h"
-#include "worker.h"
 #include "workfiles.h"
-
-/* Rejected lines a request's range may hold in memory before the range is ended early. */
-#define REJECT_BUFFER_MAX (256 * 1024)
 
 enum conn_state {
 	CS_IDLE,
@@ -46,24 +44,8 @@ enum conn_state {
 	CS_RESUME_WAIT,         /* a journaled batch could not be opened for now (EMFILE, EIO...): the timer retries */
 };
 
-struct rejbuf {
-	char *buf;
-	size_t len, cap;
-	uint64_t first_line, last_line;  /* of the lines held, for the log */
-};
-
-/* Bytes kept of a rejected line that is not text (not valid UTF-8): enough to recognise it. */
-#define REJECT_BINARY_KEEP 256
-
 /* Field names kept per connection: a connection with a key per customer must not grow without bound. */
 #define CATALOG_FIELDS_MAX 1000
-/*
- * Requests held per connection: the one in flight and two cut ahead. Two, not one, so that the
- * worker keeps parsing while an acknowledgement is on its way: with several connections on few
- * cores, each one's parse then fills the time the others wait for the network.
- */
-#define PIPELINE 3
-
 /* The catalog is saved at most this often (seconds), and at exit. */
 #define CATALOG_SAVE_INTERVAL 5.0
 
@@ -98,11 +80,10 @@ struct connection {
 	struct record_validator *validator;
 	struct catalog *catalog;        /* top-level field names uploaded, for `dcsyncd formula` */
 	/*
-	 * Names are noted where records are parsed, in the catalog of the request they go into, and
-	 * counted into the connection's when that request is acknowledged: a request cut again after
-	 * a restart, or parsed ahead and never sent, counts once or not at all.
+	 * Names are noted where records are parsed, in the catalog of the request they go into
+	 * (the pipeline's), and counted into the connection's when that request is acknowledged: a
+	 * request cut again after a restart, or parsed ahead and never sent, counts once or not at all.
 	 */
-	struct catalog *chunk_fields[PIPELINE];
 	struct catalog *member_fields;  /* a small file's, until it is sure to fit the request */
 	char *catalog_path;
 	double catalog_saved;
@@ -123,23 +104,7 @@ struct connection {
 	struct member carry;            /* taken for a batch it did not fit: starts the next one */
 	bool have_carry;
 	int fd;                         /* the single file a multi-request batch reads on from */
-	struct source *reader;          /* the batch's file, read as its name says */
-	struct cut_params bp;
-	struct request_body chunk[PIPELINE];   /* a ring: the current request, then those cut ahead */
-	struct rejbuf rej[PIPELINE];
-	int cur;
-	unsigned n_ahead;               /* chunks cut ahead of cur: cur+1, cur+2 (mod PIPELINE) */
-	/*
-	 * Parse-ahead: while request N is on the wire, the worker cuts N+1 and N+2 into the next
-	 * chunks. Until its done callback the worker owns the chunk it fills, its rejbuf and field
-	 * catalog, the reader and the validator; the loop thread leaves them alone (worker_cancel
-	 * to take them back).
-	 */
-	struct worker *worker;
-	int ahead_idx;
-	int ahead_error;                /* the parse-ahead failed (negative errno): the file fails there */
-	bool worker_warned;
-	bool want_next;                 /* step_next_chunk waits for the parse-ahead to finish */
+	struct pipeline pl;             /* its request bodies: the current one and those cut ahead */
 	struct request_body slice;
 	uint32_t lo, hi;                /* records [lo, hi) of the current chunk are in the request */
 	bool sent_completed;            /* a request with batch_completed:true was acknowledged */
@@ -175,8 +140,6 @@ static void persist_rate(struct connection *c, bool waiting);
 static void process_current(struct connection *c);
 static void send_range(struct connection *c);
 static void durable(struct connection *c, void (*step)(struct connection *c));
-static int reader_at(struct connection *c, int fd, const char *name, uint64_t offset, uint64_t lineno);
-static const char *read_error(struct connection *c, const char *fallback);
 
 static double rand01(struct connection *c)
 {
@@ -268,47 +231,6 @@ static void notify_changed(struct connection *c)
 }
 
 /* ---- rejected records ---- */
-
-static int rej_format(struct rejbuf *rb, uint64_t lineno, const char *reason, const char *data, size_t len)
-{
-	char head[64];
-	size_t keep = len;
-	int r;
-
-	/* A binary line would grow sixfold escaped: keep its start, and say how long it was. */
-	if (data && len > REJECT_BINARY_KEEP && !jsonstr_is_text(data, len))
-		keep = REJECT_BINARY_KEEP;
-	snprintf(head, sizeof(head), "{\"line\":%" PRIu64 ",\"error\":", lineno);
-	if ((r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, head, strlen(head))) < 0 ||
-	    (r = jsonstr_append(&rb->buf, &rb->len, &rb->cap, reason, strlen(reason))) < 0 ||
-	    (r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, ",\"record\":", 10)) < 0)
-		return r;
-	if (data)
-		r = jsonstr_append(&rb->buf, &rb->len, &rb->cap, data, keep);
-	else
-		r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, "null", 4);
-	if (r == 0 && keep < len) {
-		snprintf(head, sizeof(head), ",\"truncated\":true,\"bytes\":%zu", len);
-		r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, head, strlen(head));
-	}
-	if (r < 0)
-		return r;
-	if (!rb->first_line || lineno < rb->first_line)
-		rb->first_line = lineno;
-	if (lineno > rb->last_line)
-		rb->last_line = lineno;
-	return jsonstr_raw(&rb->buf, &rb->len, &rb->cap, "}\n", 2);
-}
-
-static int on_reject(void *userdata, uint64_t lineno, const char *reason, const char *data, size_t len)
-{
-	struct rejbuf *rb = userdata;
-	int r = rej_format(rb, lineno, reason, data, len);
-
-	if (r < 0)
-		return r;
-	return rb->len >= REJECT_BUFFER_MAX ? 1 : 0;
-}
 
 /* The workfiles put a directory right (a link, or writable by exporters): say so. */
 static int said_fixed(struct connection *c, int fd, bool fixed, const char *what)
@@ -418,31 +340,20 @@ static void format_uuid(char out[37])
 		 id.bytes[12], id.bytes[13], id.bytes[14], id.bytes[15]);
 }
 
-static void rej_reset(struct rejbuf *rb)
-{
-	rb->len = 0;
-	rb->first_line = rb->last_line = 0;
-}
-
 static void end_batch(struct connection *c)
 {
-	/* A parse-ahead of this batch is of no use any more, and it reads the fd closed below. */
-	worker_cancel(c->worker);
-	c->want_next = false;
-	c->ahead_error = 0;
+	/* A cut ahead of this batch is of no use any more, and it reads the fd closed below. */
+	pipeline_reset(&c->pl);
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
-	for (int i = 0; i < PIPELINE; i++)
-		rej_reset(&c->rej[i]);
 	for (size_t i = 0; i < c->n_members; i++)
-		rej_reset(&c->members[i].rej);
+		rejbuf_reset(&c->members[i].rej);
 	c->n_members = 0;
 	c->batch_answered = false;
 	c->resend_last = false;
 	c->last_record.len = 0;
 	c->settle_logged = false;
-	c->n_ahead = 0;
 	c->active = false;
 	c->state = CS_IDLE;
 	c->attempt = 0;
@@ -535,8 +446,7 @@ static void fail_file(struct connection *c, long status, const char *why, const 
 	int ffd, r;
 
 	/* No more parsing for this batch, even while the journal holds up its end. */
-	worker_cancel(c->worker);
-	c->want_next = false;
+	pipeline_cancel(&c->pl);
 	ffd = conn_subdir(c, "failed", true);
 	for (size_t i = 0; i < c->n_members; i++) {
 		r = ffd < 0 ? ffd : workfiles_move(&c->wf, c->members[i].fid, c->members[i].name, ffd, dst);
@@ -580,8 +490,7 @@ static void release_files(struct connection *c)
 	char dst[LAYOUT_NAME_MAX + 1];
 	int dfd = workfiles_dir(&c->wf);
 
-	worker_cancel(c->worker);       /* the files leave: nothing more to parse of them */
-	c->want_next = false;
+	pipeline_cancel(&c->pl);       /* the files leave: nothing more to cut of them */
 
 	for (size_t i = 0; i < c->n_members; i++) {
 		struct member *m = &c->members[i];
@@ -683,86 +592,41 @@ static void step_archive(struct connection *c)
 	step_batch_ended(c);
 }
 
-/* Make the chunk that was just cut current: its rejected lines go to disk now. */
-static int make_current(struct connection *c, int idx)
+/* The request body just made current: its rejected lines go to disk now. */
+static int flush_current(struct connection *c)
 {
-	const struct request_body *ch = &c->chunk[idx];
+	const struct request_body *body = pipeline_current(&c->pl);
+	struct rejbuf *rb = &c->pl.rej[c->pl.cur];
 
-	c->cur = idx;
-	log_rejects(c, c->jb.name, ch->rejected, &c->rej[idx]);
-	c->stats.records_rejected += ch->rejected;
-	return rej_flush(c, c->jb.name, &c->rej[idx]);
+	log_rejects(c, c->jb.name, body->rejected, rb);
+	c->stats.records_rejected += body->rejected;
+	return rej_flush(c, c->jb.name, rb);
 }
 
-/* Note the names of the records about to be parsed in @fields, emptied first. */
-static void note_fields_in(struct connection *c, struct catalog *fields)
+static void take_next_body(struct connection *c);
+
+/* The pipeline cut the body take_next_body waited for. */
+static void pipeline_ready(void *userdata)
 {
-	catalog_clear(fields);
-	record_validator_set_catalog(c->validator, c->cfg->field_catalog ? fields : NULL);
+	take_next_body(userdata);
 }
 
-
-static int cut(struct connection *c, int idx)
-{
-	int r;
-
-	note_fields_in(c, c->chunk_fields[idx]);
-	r = cut_next(&c->chunk[idx], &c->bp, c->reader, c->validator, on_reject, &c->rej[idx]);
-
-	if (r < 0)
-		conn_log(c, LOG_LVL_ERROR, -1, "%s: read failed at offset %" PRIu64 ": %s", c->jb.name,
-			 (uint64_t)source_offset(c->reader), read_error(c, strerror(-r)));
-	return r;
-}
-
-/* On the worker thread: touches only what the worker owns (see struct connection). */
-static int ahead_job(void *arg)
-{
-	struct connection *c = arg;
-	int i = c->ahead_idx;
-
-	return cut_next(&c->chunk[i], &c->bp, c->reader, c->validator, on_reject, &c->rej[i]);
-}
-
-/* Parse the next requests while the server works on this one: CPU and network overlap. */
-static void ahead_start(struct connection *c)
-{
-	int r;
-
-	/* Only an open batch is worth parsing for: not one failing or being handed back. */
-	if (!c->active || c->jb.state != BATCH_OPEN || c->ahead_error || worker_busy(c->worker) ||
-	    c->n_ahead == PIPELINE - 1 ||
-	    c->chunk[((unsigned)c->cur + c->n_ahead) % PIPELINE].last)
-		return;
-	c->ahead_idx = (c->cur + 1 + (int)c->n_ahead) % PIPELINE;
-	note_fields_in(c, c->chunk_fields[c->ahead_idx]);
-	r = worker_submit(c->worker, ahead_job, c);
-	if (r < 0 && !c->worker_warned) {
-		/* Without a thread the next request is simply cut on the loop when it is due. */
-		conn_log(c, LOG_LVL_WARNING, -1, "cannot start a parse thread (%s): parsing on the main loop",
-			 strerror(-r));
-		c->worker_warned = true;
-	}
-}
-
-static void take_next_chunk(struct connection *c);
-
-static void ahead_done(void *userdata, int r)
+static void cut_failed(void *userdata, int r)
 {
 	struct connection *c = userdata;
 
-	if (r < 0) {
-		conn_log(c, LOG_LVL_ERROR, -1, "%s: read failed at offset %" PRIu64 ": %s", c->jb.name,
-			 (uint64_t)source_offset(c->reader), read_error(c, strerror(-r)));
-		c->ahead_error = r;
-	} else {
-		c->n_ahead++;
-	}
-	if (c->want_next) {
-		c->want_next = false;
-		take_next_chunk(c);
-	}
-	ahead_start(c);
+	conn_log(c, LOG_LVL_ERROR, -1, "%s: read failed at offset %" PRIu64 ": %s", c->jb.name,
+		 (uint64_t)source_offset(c->pl.reader), pipeline_read_error(&c->pl, strerror(-r)));
+}
+
+/* Cut the next requests while the server works on this one. */
+static void cut_ahead(struct connection *c)
+{
+	int r = pipeline_ahead(&c->pl);
+
+	/* Without a thread the next request is simply cut on the loop when it is due. */
+	if (r < 0)
+		conn_log(c, LOG_LVL_WARNING, -1, "cannot start a parse thread (%s): parsing on the main loop", strerror(-r));
 }
 
 static void step_next_chunk(struct connection *c)
@@ -777,25 +641,22 @@ static void step_next_chunk(struct connection *c)
 		notify_changed(c);
 		return;
 	}
-	take_next_chunk(c);
+	take_next_body(c);
 }
 
 /* Make the next request current: cut ahead already, being cut (then wait for it), or cut now. */
-static void take_next_chunk(struct connection *c)
+static void take_next_body(struct connection *c)
 {
-	int next = (c->cur + 1) % PIPELINE;
+	int r = pipeline_next(&c->pl);
 
-	if (c->n_ahead) {
-		c->n_ahead--;
-	} else if (worker_busy(c->worker)) {
-		c->want_next = true;    /* ahead_done comes back to take_next_chunk */
-		return;
-	} else if (c->ahead_error || cut(c, next) < 0) {
-		/* A failed parse-ahead left the reader somewhere in the range: no second try from there. */
-		fail_file(c, 0, read_error(c, "cannot read the file"), NULL);
+	if (r == PIPELINE_PENDING)
+		return;         /* pipeline_ready comes back here */
+	if (r < 0) {
+		/* A failed cut left the reader somewhere in the range: no second try from there. */
+		fail_file(c, 0, pipeline_read_error(&c->pl, "cannot read the file"), NULL);
 		return;
 	}
-	if (make_current(c, next) < 0) {
+	if (flush_current(c) < 0) {
 		/* Rejected records could not be written: keep them safe by not moving on. */
 		fail_file(c, 0, "cannot write rejected records", NULL);
 		return;
@@ -836,11 +697,11 @@ static void wait_settle(struct connection *c, double delay, void (*again)(struct
 /* The file grew after its end was read: the current request is not the last, read on from its end. */
 static int read_on(struct connection *c)
 {
-	struct request_body *ch = &c->chunk[c->cur];
+	struct request_body *ch = pipeline_current(&c->pl);
 
-	body_reseal(ch, &c->bp, false);
+	body_reseal(ch, &c->pl.params, false);
 	c->stats.file_size = c->jb.ident.size;
-	return reader_at(c, c->fd, c->jb.name, (uint64_t)source_offset(c->reader), source_lineno(c->reader));
+	return pipeline_read_at(&c->pl, c->fd, c->jb.name, (uint64_t)source_offset(c->pl.reader), source_lineno(c->pl.reader));
 }
 
 /*
@@ -882,7 +743,7 @@ static int check_whole(struct connection *c, void (*again)(struct connection *c)
 		return WHOLE_FAILED;
 	}
 	/* The reader is at the end of what it read (blank lines after the last record included), in the file's bytes. */
-	read = source_file_offset(c->reader);
+	read = source_file_offset(c->pl.reader);
 	if ((uint64_t)st.st_size < read || (uint64_t)st.st_size < c->jb.ident.size ||
 	    ((uint64_t)st.st_size == c->jb.ident.size && mtime_of(&st) != c->jb.ident.mtime_ns)) {
 		snprintf(why, sizeof(why), "the file was truncated or rewritten while its batch was open (%lld bytes now, "
@@ -897,7 +758,7 @@ static int check_whole(struct connection *c, void (*again)(struct connection *c)
 		c->members[0].ident = c->jb.ident;
 		c->members[0].trusted = false;  /* someone writes it: from now on only stillness tells */
 		if (read_on(c) < 0) {
-			fail_file(c, 0, read_error(c, "cannot read the file"), NULL);
+			fail_file(c, 0, pipeline_read_error(&c->pl, "cannot read the file"), NULL);
 			return WHOLE_FAILED;
 		}
 		return WHOLE_GREW;
@@ -951,7 +812,7 @@ static int find_last_record(struct connection *c)
 /* The current chunk is done at the server: record it, then go on or complete the batch. */
 static void chunk_done(struct connection *c)
 {
-	struct request_body *ch = &c->chunk[c->cur];
+	struct request_body *ch = pipeline_current(&c->pl);
 
 	if (ch->last && !c->sent_completed) {
 		switch (check_whole(c, chunk_done)) {
@@ -971,7 +832,7 @@ static void chunk_done(struct connection *c)
 				fail_file(c, 0, "cannot find an acknowledged record to complete the batch with", NULL);
 				return;
 			}
-			if (body_single(&c->slice, &c->bp, c->last_record.buf, c->last_record.len, true) < 0) {
+			if (body_single(&c->slice, &c->pl.params, c->last_record.buf, c->last_record.len, true) < 0) {
 				fail_file(c, 0, "out of memory", NULL);
 				return;
 			}
@@ -982,9 +843,9 @@ static void chunk_done(struct connection *c)
 		}
 	}
 	c->jb.acks++;
-	if (catalog_count(c->chunk_fields[c->cur]) || catalog_overflow(c->chunk_fields[c->cur])) {
-		(void)catalog_merge(c->catalog, c->chunk_fields[c->cur]);
-		catalog_clear(c->chunk_fields[c->cur]);
+	if (catalog_count(c->pl.fields[c->pl.cur]) || catalog_overflow(c->pl.fields[c->pl.cur])) {
+		(void)catalog_merge(c->catalog, c->pl.fields[c->pl.cur]);
+		catalog_clear(c->pl.fields[c->pl.cur]);
 		c->catalog_dirty = true;
 		save_catalog(c, false);
 	}
@@ -1014,7 +875,7 @@ static void chunk_done(struct connection *c)
 
 static void process_current(struct connection *c)
 {
-	struct request_body *ch = &c->chunk[c->cur];
+	struct request_body *ch = pipeline_current(&c->pl);
 
 	c->server_rejected = 0;
 	c->split_depth = 0;
@@ -1033,7 +894,7 @@ static void process_current(struct connection *c)
 
 static void send_range(struct connection *c)
 {
-	struct request_body *ch = &c->chunk[c->cur];
+	struct request_body *ch = pipeline_current(&c->pl);
 	const char *body = ch->body;
 	size_t len = ch->len;
 	bool completes = c->resend_last || (ch->last && c->hi == ch->n_records);
@@ -1056,7 +917,7 @@ static void send_range(struct connection *c)
 		body = c->slice.body;
 		len = c->slice.len;
 	} else if (c->lo != 0 || c->hi != ch->n_records) {
-		if ((r = body_slice(&c->slice, ch, &c->bp, c->lo, c->hi, completes)) < 0) {
+		if ((r = body_slice(&c->slice, ch, &c->pl.params, c->lo, c->hi, completes)) < 0) {
 			fail_file(c, 0, "out of memory", NULL);
 			return;
 		}
@@ -1087,7 +948,7 @@ static void send_range(struct connection *c)
 	     "..%" PRIu64 ", %zu bytes%s", c->jb.name, c->jb.acks + 1, c->lo, c->hi, ch->start_line,
 	     ch->end_line - 1, len, c->resend_last ? ", the last acknowledged record again, completes the batch"
 	     : completes ? ", completes the batch" : "");
-	ahead_start(c);
+	cut_ahead(c);
 }
 
 /* The limiter's state for `dcsyncd status`, recorded when it changes (synced by the daemon's tick). */
@@ -1238,7 +1099,7 @@ static void retry_later(struct connection *c, const struct upload_result *res)
 /* Records [lo, hi) are done: send the next pending right half, or the rest, or finish the chunk. */
 static void next_range(struct connection *c)
 {
-	struct request_body *ch = &c->chunk[c->cur];
+	struct request_body *ch = pipeline_current(&c->pl);
 
 	c->lo = c->hi;
 	c->hi = c->split_depth ? c->split_end[--c->split_depth] : ch->n_records;
@@ -1251,7 +1112,7 @@ static void next_range(struct connection *c)
 /* 413 and 422: halve the request; a single record the server refuses is rejected with its answer. */
 static void split_or_reject(struct connection *c, const struct upload_result *res)
 {
-	struct request_body *ch = &c->chunk[c->cur];
+	struct request_body *ch = pipeline_current(&c->pl);
 	char reason[600];
 	struct rejbuf rb = { 0 };
 
@@ -1274,7 +1135,7 @@ static void split_or_reject(struct connection *c, const struct upload_result *re
 	snprintf(reason, sizeof(reason), "HTTP %ld: %s", res->status, res->body && *res->body ? res->body : "refused by the server");
 	conn_log(c, LOG_LVL_WARNING, res->status, "%s: line %" PRIu64 " refused by the server: %s",
 		 c->members[ch->rec_member[c->lo]].name, ch->rec_line[c->lo], reason);
-	if (rej_format(&rb, ch->rec_line[c->lo], reason, ch->body + ch->rec_off[c->lo], ch->rec_len[c->lo]) < 0 ||
+	if (rejbuf_add(&rb, ch->rec_line[c->lo], reason, ch->body + ch->rec_off[c->lo], ch->rec_len[c->lo]) < 0 ||
 	    rej_flush(c, c->members[ch->rec_member[c->lo]].name, &rb) < 0) {
 		free(rb.buf);
 		fail_file(c, 0, "cannot write rejected records", NULL);
@@ -1303,7 +1164,7 @@ static void on_response(void *userdata, const struct upload_result *res)
 		}
 	}
 	if (res->status >= 200 && res->status <= 299) {
-		const struct request_body *ch = &c->chunk[c->cur];
+		const struct request_body *ch = pipeline_current(&c->pl);
 
 		if (c->hi > c->lo && !c->resend_last) {
 			/* Kept to complete the batch with, should every later record be refused. */
@@ -1384,16 +1245,16 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void set_params(struct connection *c)
 {
-	c->bp = (struct cut_params){
+	const struct cut_params params = {
 		.batch_uuid = c->jb.uuid,
 		.ttl_seconds = c->cfg->ttl_seconds,
 		.max_records = c->jb.cut_records,
 		.max_bytes = c->jb.cut_bytes,
 	};
+
+	pipeline_start(&c->pl, &params, c->validator, c->cfg);
 	c->file_started = ev_now(c->env.loop);
 	c->file_requests = 0;
-	c->n_ahead = 0;
-	c->ahead_error = 0;
 	if (c->n_members > 1)
 		snprintf(c->stats.file, sizeof(c->stats.file), "%zu files", c->n_members);
 	else
@@ -1401,20 +1262,6 @@ static void set_params(struct connection *c)
 	c->stats.file_size = c->jb.ident.size;
 	c->stats.file_offset = c->jb.offset;
 	c->stats.file_records = c->jb.records;
-}
-
-/* Point the reader at @fd, read as @name says (NDJSON, CSV, TSV; compressed or not); one buffer serves every file. */
-static int reader_at(struct connection *c, int fd, const char *name, uint64_t offset, uint64_t lineno)
-{
-	return source_open(&c->reader, fd, name, &c->cfg->csv, (off_t)offset, lineno, c->cfg->max_record_bytes);
-}
-
-/* What to say of a file that could not be read: the source's reason (a CSV header, compressed data) if it has one. */
-static const char *read_error(struct connection *c, const char *fallback)
-{
-	const char *why = c->reader ? source_error(c->reader) : NULL;
-
-	return why ? why : fallback;
 }
 
 static int grow_members(struct connection *c)
@@ -1486,7 +1333,7 @@ static int reopen_member(struct connection *c, struct member *m, char *why, size
  */
 static void gather_small_files(struct connection *c)
 {
-	struct request_body *ch = &c->chunk[0];
+	struct request_body *ch = &c->pl.body[0];
 	struct spool_entry e;
 
 	while (c->n_members < GROUP_FILES_MAX && !c->have_carry && spool_queue_pop(&c->in.queue, &e)) {
@@ -1506,14 +1353,14 @@ static void gather_small_files(struct connection *c)
 		if (fd < 0)
 			continue;
 		ch->member = (uint32_t)c->n_members;
-		note_fields_in(c, c->member_fields);     /* its names count only if it stays in this request */
-		r = reader_at(c, fd, m->name, 0, 1);
+		pipeline_note_fields(&c->pl, c->member_fields);     /* its names count only if it stays in this request */
+		r = pipeline_read_at(&c->pl, fd, m->name, 0, 1);
 		if (r == 0)
-			r = cut_fill(ch, &c->bp, c->reader, c->validator, on_reject, &m->rej);
+			r = cut_fill(ch, &c->pl.params, c->pl.reader, c->validator, rejbuf_on_reject, &m->rej);
 		close(fd);
 		m->rejected = ch->rejected;
 		if (r == CUT_FILL_EOF) {
-			(void)catalog_merge(c->chunk_fields[0], c->member_fields);
+			(void)catalog_merge(c->pl.fields[0], c->member_fields);
 			c->n_members++;
 			continue;
 		}
@@ -1523,7 +1370,7 @@ static void gather_small_files(struct connection *c)
 		ch->start_line = before.start_line;
 		ch->end_line = before.end_line;
 		ch->rejected = before.rejected;
-		rej_reset(&m->rej);
+		rejbuf_reset(&m->rej);
 		m->rejected = 0;
 		c->carry = *m;
 		c->carry.rej = (struct rejbuf){ 0 };
@@ -1535,12 +1382,12 @@ static void step_opened(struct connection *c)
 {
 	crashpoint("after-open");
 	if (c->n_members > 1) {
-		c->cur = 0;
-		c->chunk[0].rejected = 0;
+		c->pl.cur = 0;
+		c->pl.body[0].rejected = 0;
 		for (size_t i = 0; i < c->n_members; i++) {
 			struct member *m = &c->members[i];
 
-			c->chunk[0].rejected += m->rejected;
+			c->pl.body[0].rejected += m->rejected;
 			log_rejects(c, m->name, m->rejected, &m->rej);
 			c->stats.records_rejected += m->rejected;
 			if (rej_flush(c, m->name, &m->rej) < 0) {
@@ -1548,7 +1395,7 @@ static void step_opened(struct connection *c)
 				return;
 			}
 		}
-	} else if (make_current(c, 0) < 0) {
+	} else if ((c->pl.cur = 0, flush_current(c)) < 0) {
 		fail_file(c, 0, "cannot write rejected records", NULL);
 		return;
 	}
@@ -1558,7 +1405,7 @@ static void step_opened(struct connection *c)
 /* Start the next batch: the carried-over file or the oldest queued one, plus small files after it. */
 static int start_batch(struct connection *c)
 {
-	struct request_body *ch = &c->chunk[0];
+	struct request_body *ch = &c->pl.body[0];
 	char why[PATH_MAX + 128];
 	struct member *first;
 	int fd, r;
@@ -1600,36 +1447,36 @@ static int start_batch(struct connection *c)
 	c->active = true;
 	c->fd = fd;
 	set_params(c);
-	if ((r = body_begin(ch)) < 0 || (r = reader_at(c, fd, first->name, 0, 1)) < 0)
+	if ((r = body_begin(ch)) < 0 || (r = pipeline_read_at(&c->pl, fd, first->name, 0, 1)) < 0)
 		goto fail;
 	ch->member = 0;
 	first->rej.len = 0;
-	note_fields_in(c, c->chunk_fields[0]);
-	r = cut_fill(ch, &c->bp, c->reader, c->validator, on_reject, &first->rej);
+	pipeline_note_fields(&c->pl, c->pl.fields[0]);
+	r = cut_fill(ch, &c->pl.params, c->pl.reader, c->validator, rejbuf_on_reject, &first->rej);
 	if (r < 0)
 		goto fail;
 	first->rejected = ch->rejected;
 	if (r == CUT_FILL_EOF) {
-		off_t end = source_offset(c->reader);
-		uint64_t lineno = source_lineno(c->reader);
+		off_t end = source_offset(c->pl.reader);
+		uint64_t lineno = source_lineno(c->pl.reader);
 
 		gather_small_files(c);
 		first = &c->members[0];         /* gathering may have moved the array */
 		/* A file that did not fit was read with the same reader: point it back at the end of this one. */
-		if (c->n_members == 1 && (r = reader_at(c, c->fd, first->name, (uint64_t)end, lineno)) < 0)
+		if (c->n_members == 1 && (r = pipeline_read_at(&c->pl, c->fd, first->name, (uint64_t)end, lineno)) < 0)
 			goto fail;
 		r = CUT_FILL_EOF;
 	}
 	if (c->n_members == 1) {
-		struct rejbuf t = c->rej[0];
+		struct rejbuf t = c->pl.rej[0];
 
 		/* One file: the batch id names it in .work/, and later requests read on from c->fd. */
-		c->rej[0] = c->members[0].rej;
+		c->pl.rej[0] = c->members[0].rej;
 		c->members[0].rej = t;
 		c->jb.id = c->members[0].fid;
 		c->jb.ident = c->members[0].ident;
 		c->jb.rejected_size = c->members[0].rejected_size = workfiles_rejected_size(&c->wf, c->jb.name);
-		body_finish(ch, &c->bp, r == CUT_FILL_EOF);
+		body_finish(ch, &c->pl.params, r == CUT_FILL_EOF);
 	} else {
 		close(c->fd);
 		c->fd = -1;
@@ -1649,7 +1496,7 @@ static int start_batch(struct connection *c)
 			if ((r = journal_put_member(c->env.journal, &jm)) < 0)
 				goto fail;
 		}
-		body_finish(ch, &c->bp, true);
+		body_finish(ch, &c->pl.params, true);
 	}
 	set_params(c);
 	/* The renames into .work/ must be durable before the batch that names them. */
@@ -1662,7 +1509,7 @@ static int start_batch(struct connection *c)
 	return 0;
 fail:
 	conn_log(c, LOG_LVL_ERROR, -1, "%s: cannot start the batch: %s", first->name, strerror(-r));
-	fail_file(c, 0, read_error(c, "cannot read the file"), NULL);
+	fail_file(c, 0, pipeline_read_error(&c->pl, "cannot read the file"), NULL);
 	return 0;
 }
 
@@ -1858,20 +1705,20 @@ static void resume_batch(struct connection *c, const struct journal_batch *b)
 			return;
 		}
 		c->fd = fd;
-		if (workfiles_rejected_truncate(&c->wf, b->name, b->rejected_size) < 0 || reader_at(c, fd, b->name, b->offset, b->lineno) < 0 ||
-		    cut(c, 0) < 0) {
-			fail_file(c, 0, read_error(c, "cannot read the file or its rejected file"), NULL);
+		if (workfiles_rejected_truncate(&c->wf, b->name, b->rejected_size) < 0 || pipeline_read_at(&c->pl, fd, b->name, b->offset, b->lineno) < 0 ||
+		    pipeline_cut(&c->pl, 0) < 0) {
+			fail_file(c, 0, pipeline_read_error(&c->pl, "cannot read the file or its rejected file"), NULL);
 			return;
 		}
 		step_opened(c);
 		return;
 	}
 	/* A multi-file batch is one request: cut it again, the same files in the same order. */
-	if (body_begin(&c->chunk[0]) < 0) {
+	if (body_begin(&c->pl.body[0]) < 0) {
 		fail_file(c, 0, "out of memory", NULL);
 		return;
 	}
-	note_fields_in(c, c->chunk_fields[0]);
+	pipeline_note_fields(&c->pl, c->pl.fields[0]);
 	for (size_t i = 0; i < c->n_members; i++) {
 		struct member *m = &c->members[i];
 
@@ -1880,20 +1727,20 @@ static void resume_batch(struct connection *c, const struct journal_batch *b)
 			resume_failed(c, b, fd, why);
 			return;
 		}
-		c->chunk[0].member = (uint32_t)i;
+		c->pl.body[0].member = (uint32_t)i;
 		r = workfiles_rejected_truncate(&c->wf, m->name, m->rejected_size);
 		if (r == 0)
-			r = reader_at(c, fd, m->name, 0, 1);
+			r = pipeline_read_at(&c->pl, fd, m->name, 0, 1);
 		if (r == 0)
-			r = cut_fill(&c->chunk[0], &c->bp, c->reader, c->validator, on_reject, &m->rej);
+			r = cut_fill(&c->pl.body[0], &c->pl.params, c->pl.reader, c->validator, rejbuf_on_reject, &m->rej);
 		close(fd);
-		m->rejected = c->chunk[0].rejected;
+		m->rejected = c->pl.body[0].rejected;
 		if (r != CUT_FILL_EOF) {
-			fail_file(c, 0, read_error(c, "cannot cut the batch's request again from its files"), NULL);
+			fail_file(c, 0, pipeline_read_error(&c->pl, "cannot cut the batch's request again from its files"), NULL);
 			return;
 		}
 	}
-	body_finish(&c->chunk[0], &c->bp, true);
+	body_finish(&c->pl.body[0], &c->pl.params, true);
 	step_opened(c);
 }
 
@@ -1960,8 +1807,8 @@ static int apply_config(struct connection *c, struct conn_config *cfg, struct re
 	l = upload_limiter_get(c->env.upload, cfg->api_key, cfg->rate_limit_requests, cfg->rate_limit_window_seconds);
 	if (l)
 		c->limiter = l;
-	/* The parse-ahead uses the old validator, which points into the old configuration. */
-	worker_wait(c->worker);
+	/* A cut ahead uses the old validator, which points into the old configuration. */
+	pipeline_wait(&c->pl);
 	record_validator_free(c->validator);
 	c->validator = v;               /* each cut points it at the catalog to note names in */
 	config_conn_free(c->cfg);
@@ -2139,6 +1986,8 @@ int connection_release_orphans(struct connection *c)
 
 /* ---- construction ---- */
 
+static const struct pipeline_ops pipeline_ops = { .ready = pipeline_ready, .cut_failed = cut_failed };
+
 int connection_new(struct connection **out, const struct conn_env *env, const struct conn_config *src)
 {
 	struct connection *c = calloc(1, sizeof(*c));
@@ -2165,9 +2014,8 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		r = -ENOMEM;
 		goto fail;
 	}
-	for (int i = 0; i < PIPELINE; i++)
-		if (body_init(&c->chunk[i], CONFIG_MAX_BATCH_RECORDS) < 0)
-			goto fail;
+	if ((r = pipeline_init(&c->pl, env->loop, CATALOG_FIELDS_MAX, &pipeline_ops, c)) < 0)
+		goto fail;
 	if (body_init(&c->slice, CONFIG_MAX_BATCH_RECORDS) < 0)
 		goto fail;
 	if ((r = record_validator_new(&c->validator, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
@@ -2188,9 +2036,6 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 			log_warning("%s: field catalog %s unreadable (line %zu: %s): starting a new one", cfg->name,
 				    c->catalog_path, bad, strerror(-lr));
 	}
-	for (int i = 0; i < PIPELINE; i++)
-		if ((r = catalog_new(&c->chunk_fields[i], CATALOG_FIELDS_MAX)) < 0)
-			goto fail;
 	if ((r = catalog_new(&c->member_fields, CATALOG_FIELDS_MAX)) < 0)
 		goto fail;
 	if (asprintf(&url, "%s/connections/%s/upload_data", cfg->base_url, cfg->uuid) < 0) {
@@ -2215,8 +2060,6 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		log_error("%s: cannot watch %s: %s", cfg->name, c->wf.dir, strerror(-r));
 		goto fail;
 	}
-	if ((r = worker_new(&c->worker, env->loop, ahead_done, c)) < 0)
-		goto fail;
 	ev_timer_init(&c->timer, timer_cb, 0., 0.);
 	c->timer.data = c;
 	ev_timer_init(&c->kick, kick_cb, 0., 0.);
@@ -2254,23 +2097,16 @@ void connection_free(struct connection *c)
 		end_batch(c);
 	if (c->catalog && c->env.loop)
 		save_catalog(c, true);
-	worker_free(c->worker);
+	pipeline_release(&c->pl);
 	catalog_free(c->catalog);
-	for (int i = 0; i < PIPELINE; i++)
-		catalog_free(c->chunk_fields[i]);
 	catalog_free(c->member_fields);
 	free(c->catalog_path);
 	upload_client_free(c->client);
 	record_validator_free(c->validator);
-	for (int i = 0; i < PIPELINE; i++) {
-		body_release(&c->chunk[i]);
-		free(c->rej[i].buf);
-	}
 	body_release(&c->slice);
 	for (size_t i = 0; i < c->cap_members; i++)
 		free(c->members[i].rej.buf);
 	free(c->members);
-	source_free(c->reader);
 	free(c->adopted);
 	free(c->state_dir);
 	free(c->last_record.buf);

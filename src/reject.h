@@ -1,0 +1,22 @@
+/* reject: lines refused locally or by the server, held as the JSON lines of a rejected file until their batch is durable. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One line per rejected record: {"line":N,"error":"...","record":"..."}. The owner frees buf. */
+struct rejbuf {
+	char *buf;
+	size_t len, cap;
+	uint64_t first_line, last_line;  /* of the lines held, for the log */
+};
+
+/* Rejected lines a request's range may hold in memory before the range is ended early. */
+#define REJECT_BUFFER_MAX (256 * 1024)
+
+/* Add line @lineno, refused for @reason (@data NULL: a line too long to keep). 0 or -ENOMEM. */
+int rejbuf_add(struct rejbuf *rb, uint64_t lineno, const char *reason, const char *data, size_t len);
+/* A cut_reject_fn over a struct rejbuf: asks the cut to end its range once REJECT_BUFFER_MAX is held. */
+int rejbuf_on_reject(void *rejbuf, uint64_t lineno, const char *reason, const char *data, size_t len);
+/* Forget the lines held; the buffer is kept for the next ones. */
+void rejbuf_reset(struct rejbuf *rb);
