@@ -28,6 +28,7 @@
 #include "ndjson.h"
 #include "pipeline.h"
 #include "reject.h"
+#include "request.h"
 #include "retry.h"
 #include "source.h"
 #include "spool.h"
@@ -35,11 +36,8 @@
 
 enum conn_state {
 	CS_IDLE,
-	CS_SENDING,             /* a request is in flight */
-	CS_RETRY_WAIT,          /* a transient failure; the timer re-sends */
 	CS_SYNC_WAIT,           /* the journal could not be made durable; the timer retries */
 	CS_AUTH_PAUSED,         /* 401/403: waiting for a reload or the slow timer */
-	CS_RATE_WAIT,           /* the API key's request budget is spent: the timer sends */
 	CS_SETTLE_WAIT,         /* the file is still being written: the timer looks again */
 	CS_RESUME_WAIT,         /* a journaled batch could not be opened for now (EMFILE, EIO...): the timer retries */
 };
@@ -105,27 +103,16 @@ struct connection {
 	bool have_carry;
 	int fd;                         /* the single file a multi-request batch reads on from */
 	struct pipeline pl;             /* its request bodies: the current one and those cut ahead */
-	struct request_body slice;
-	uint32_t lo, hi;                /* records [lo, hi) of the current chunk are in the request */
-	bool sent_completed;            /* a request with batch_completed:true was acknowledged */
-	bool resend_last;               /* completing by sending the last acknowledged record again */
-	struct rejbuf last_record;      /* the last acknowledged record's bytes (buf, len only) */
+	struct request req;             /* the request of the batch on the wire */
 	bool settle_logged;
-	bool sending_completed;
-	bool batch_answered;            /* some request of this batch got a 2xx (this run) */
-	uint32_t split_end[32];         /* ends of the right halves still to send after a split */
-	unsigned split_depth;
-	uint32_t server_rejected;       /* records of the current chunk refused by the server */
 	ev_timer timer;
 	ev_timer kick;          /* starts the next file from the loop, not from deep in a callback */
 	void (*after_sync)(struct connection *c);
 	void (*after_settle)(struct connection *c);  /* looks at the file again (CS_SETTLE_WAIT) */
-	unsigned attempt;
-	double first_failure;
+	unsigned sync_attempt;
 	bool journal_error_logged;
 	uint64_t rng;
 	double file_started;
-	uint64_t file_requests;
 	uint64_t file_rejected_before;
 	struct conn_stats stats;
 	struct journal_conn_stats persist;  /* totals across restarts, for `dcsyncd status` */
@@ -136,9 +123,7 @@ static int grow_members(struct connection *c);
 static void apply_pending(struct connection *c);
 static void release_files(struct connection *c);
 static void persist_error(struct connection *c, long status, const char *what);
-static void persist_rate(struct connection *c, bool waiting);
 static void process_current(struct connection *c);
-static void send_range(struct connection *c);
 static void durable(struct connection *c, void (*step)(struct connection *c));
 
 static double rand01(struct connection *c)
@@ -190,7 +175,7 @@ size_t connection_queued(const struct connection *c)
 }
 bool connection_blocked(const struct connection *c) { return c->state == CS_AUTH_PAUSED; }
 bool connection_busy(const struct connection *c) { return c->active || c->state != CS_IDLE || c->left_open; }
-bool connection_rate_waiting(const struct connection *c) { return c->state == CS_RATE_WAIT; }
+bool connection_rate_waiting(const struct connection *c) { return c->req.state == REQ_RATE_WAIT; }
 
 unsigned connection_rate_budget(const struct connection *c, unsigned *used)
 {
@@ -211,8 +196,7 @@ bool connection_idle(const struct connection *c)
  */
 static void wait_in(struct connection *c, enum conn_state state, double delay)
 {
-	static const char *const names[] = { "idle", "sending", "retry wait", "journal wait", "paused",
-					     "rate wait", "settle wait", "resume wait" };
+	static const char *const names[] = { "idle", "journal wait", "paused", "settle wait", "resume wait" };
 
 	if (c->state != state)
 		conn_log(c, LOG_LVL_DEBUG, -1, "%s -> %s%s", names[c->state], names[state], delay < 0 ? "" : " (timer)");
@@ -350,13 +334,10 @@ static void end_batch(struct connection *c)
 	for (size_t i = 0; i < c->n_members; i++)
 		rejbuf_reset(&c->members[i].rej);
 	c->n_members = 0;
-	c->batch_answered = false;
-	c->resend_last = false;
-	c->last_record.len = 0;
+	request_reset(&c->req);
 	c->settle_logged = false;
 	c->active = false;
 	c->state = CS_IDLE;
-	c->attempt = 0;
 	c->stats.file[0] = '\0';
 	apply_pending(c);
 }
@@ -472,7 +453,7 @@ static void fail_file(struct connection *c, long status, const char *why, const 
 	c->stats.last_error_time = ev_now(c->env.loop);
 	c->stats.last_error_status = status;
 	c->persist.files_failed += c->n_members;
-	c->persist.requests += c->file_requests;
+	c->persist.requests += c->req.sent;
 	c->persist.records_sent += c->jb.records;
 	c->persist.records_rejected += c->jb.rejected;
 	persist_error(c, status, why);
@@ -575,17 +556,17 @@ static void step_archive(struct connection *c)
 			log_msg(LOG_LVL_INFO, &ctx, "%s: %zu files (%s ... %s) in one batch: %" PRIu64 " records sent, %"
 				PRIu64 " rejected, %" PRIu64 " requests, %.2f s", c->cfg->name, c->n_members,
 				c->members[0].name, c->members[c->n_members - 1].name, c->jb.records, c->jb.rejected,
-				c->file_requests, took);
+				c->req.sent, took);
 		else
 			log_msg(LOG_LVL_INFO, &ctx, "%s: %s: %" PRIu64 " records sent, %" PRIu64 " rejected, %" PRIu64
 				" requests, %.2f s", c->cfg->name, c->jb.name, c->jb.records, c->jb.rejected,
-				c->file_requests, took);
+				c->req.sent, took);
 	}
 	c->stats.files_done += c->n_members;
 	c->persist.files_done += c->n_members;
 	c->persist.records_sent += c->jb.records;
 	c->persist.records_rejected += c->jb.rejected;
-	c->persist.requests += c->file_requests;
+	c->persist.requests += c->req.sent;
 	c->persist.last_success = (int64_t)time(NULL);
 	(void)journal_put_stats(c->env.journal, &c->persist);
 	save_catalog(c, false);
@@ -794,11 +775,11 @@ static int find_last_record(struct connection *c)
 		return rc;
 	}
 	record_validator_set_catalog(c->validator, NULL);
-	c->last_record.len = 0;
+	c->req.last_record.len = 0;
 	while ((rc = source_next(r, &ln)) == 1 && (uint64_t)ln.end_offset <= c->jb.offset) {
 		if (!ln.too_long && !ln.error && record_validator_check(c->validator, ln.data, ln.len, reason, sizeof(reason)) == 0) {
-			c->last_record.len = 0;
-			if ((rc = jsonstr_raw(&c->last_record.buf, &c->last_record.len, &c->last_record.cap, ln.data,
+			c->req.last_record.len = 0;
+			if ((rc = jsonstr_raw(&c->req.last_record.buf, &c->req.last_record.len, &c->req.last_record.cap, ln.data,
 					      ln.len)) < 0)
 				break;
 		}
@@ -806,39 +787,34 @@ static int find_last_record(struct connection *c)
 	source_free(r);
 	if (rc < 0)
 		return rc;
-	return c->last_record.len ? 0 : -ENOENT;
+	return c->req.last_record.len ? 0 : -ENOENT;
 }
 
 /* The current chunk is done at the server: record it, then go on or complete the batch. */
-static void chunk_done(struct connection *c)
+static void body_done(struct connection *c)
 {
 	struct request_body *ch = pipeline_current(&c->pl);
 
-	if (ch->last && !c->sent_completed) {
-		switch (check_whole(c, chunk_done)) {
+	if (ch->last && !c->req.completed) {
+		switch (check_whole(c, body_done)) {
 		case WHOLE_FAILED:
 		case WHOLE_WAIT:
 			return;
 		case WHOLE_GREW:
 			break;
 		default:
-			if (c->jb.records + ch->n_records - c->server_rejected == 0)
+			if (c->jb.records + ch->n_records - c->req.server_rejected == 0)
 				break;  /* nothing of the batch is at the server: nothing to complete */
 			/*
 			 * The last request's records were all refused: complete the batch by sending the last
 			 * acknowledged record again (it replaces itself), never with an empty "data".
 			 */
-			if (!c->last_record.len && find_last_record(c) < 0) {
+			if (!c->req.last_record.len && find_last_record(c) < 0) {
 				fail_file(c, 0, "cannot find an acknowledged record to complete the batch with", NULL);
 				return;
 			}
-			if (body_single(&c->slice, &c->pl.params, c->last_record.buf, c->last_record.len, true) < 0) {
+			if (request_resend_last(&c->req) < 0)
 				fail_file(c, 0, "out of memory", NULL);
-				return;
-			}
-			c->resend_last = true;
-			c->lo = c->hi = ch->n_records;
-			send_range(c);
 			return;
 		}
 	}
@@ -851,8 +827,8 @@ static void chunk_done(struct connection *c)
 	}
 	c->jb.offset = (uint64_t)ch->end_offset;
 	c->jb.lineno = ch->end_line;
-	c->jb.records += ch->n_records - c->server_rejected;
-	c->jb.rejected += ch->rejected + c->server_rejected;
+	c->jb.records += ch->n_records - c->req.server_rejected;
+	c->jb.rejected += ch->rejected + c->req.server_rejected;
 	if (!c->jb.n_members)
 		c->jb.rejected_size = workfiles_rejected_size(&c->wf, c->jb.name);
 	c->stats.file_records = c->jb.records;
@@ -875,85 +851,22 @@ static void chunk_done(struct connection *c)
 
 static void process_current(struct connection *c)
 {
-	struct request_body *ch = pipeline_current(&c->pl);
+	struct request_body *body = pipeline_current(&c->pl);
 
-	c->server_rejected = 0;
-	c->split_depth = 0;
-	c->sent_completed = false;
-	c->sending_completed = false;
-	c->resend_last = false;
-	c->lo = 0;
-	c->hi = ch->n_records;
-	if (ch->n_records == 0) {
+	request_begin(&c->req, body, c->jb.acks + 1);
+	if (body->n_records == 0) {
 		/* Nothing valid in this range: a file with no valid record sends nothing at all. */
-		chunk_done(c);
+		body_done(c);
 		return;
 	}
-	send_range(c);
-}
-
-static void send_range(struct connection *c)
-{
-	struct request_body *ch = pipeline_current(&c->pl);
-	const char *body = ch->body;
-	size_t len = ch->len;
-	bool completes = c->resend_last || (ch->last && c->hi == ch->n_records);
-	double wait;
-	int r;
-
-	if (completes && !c->resend_last) {
-		switch (check_whole(c, send_range)) {
-		case WHOLE_FAILED:
-		case WHOLE_WAIT:
-			return;
-		case WHOLE_GREW:
-			completes = false;
-			break;
-		default:
-			break;
-		}
-	}
-	if (c->resend_last) {
-		body = c->slice.body;
-		len = c->slice.len;
-	} else if (c->lo != 0 || c->hi != ch->n_records) {
-		if ((r = body_slice(&c->slice, ch, &c->pl.params, c->lo, c->hi, completes)) < 0) {
-			fail_file(c, 0, "out of memory", NULL);
-			return;
-		}
-		body = c->slice.body;
-		len = c->slice.len;
-	}
-	c->sending_completed = completes;
-	wait = upload_limiter_take(c->limiter, ev_now(c->env.loop));
-	persist_rate(c, wait > 0);
-	if (wait > 0) {
-		if (stopping_here(c, "waiting for the rate limit"))
-			return;
-		/* Wait for a slot rather than be refused with 429. */
-		c->stats.rate_waits++;
-		wait_in(c, CS_RATE_WAIT, wait);
-		return;
-	}
-	r = upload_client_send(c->client, body, len);
-	if (r < 0) {
-		fail_file(c, 0, "cannot start the request", NULL);
-		return;
-	}
-	c->state = CS_SENDING;
-	c->stats.requests++;
-	c->stats.bytes_sent += len;
-	c->file_requests++;
-	conn_log(c, LOG_LVL_DEBUG, -1, "%s: request %" PRIu32 ": records %" PRIu32 "..%" PRIu32 " of lines %" PRIu64
-	     "..%" PRIu64 ", %zu bytes%s", c->jb.name, c->jb.acks + 1, c->lo, c->hi, ch->start_line,
-	     ch->end_line - 1, len, c->resend_last ? ", the last acknowledged record again, completes the batch"
-	     : completes ? ", completes the batch" : "");
+	request_send(&c->req);
 	cut_ahead(c);
 }
 
 /* The limiter's state for `dcsyncd status`, recorded when it changes (synced by the daemon's tick). */
-static void persist_rate(struct connection *c, bool waiting)
+static void persist_rate(void *userdata, bool waiting)
 {
+	struct connection *c = userdata;
 	uint64_t budget = upload_limiter_budget(c->limiter);
 
 	if (c->persist.rate_budget == budget && c->persist.rate_waiting == waiting)
@@ -974,6 +887,7 @@ static void durable(struct connection *c, void (*step)(struct connection *c))
 		if (c->journal_error_logged)
 			conn_log(c, LOG_LVL_INFO, -1, "journal is writable again: resuming uploads");
 		c->journal_error_logged = false;
+		c->sync_attempt = 0;
 		c->state = CS_IDLE;
 		step(c);
 		return;
@@ -983,7 +897,7 @@ static void durable(struct connection *c, void (*step)(struct connection *c))
 		     c->state_dir, strerror(-r));
 	c->journal_error_logged = true;
 	c->after_sync = step;
-	delay = retry_backoff(0.5, 30, c->attempt++, 0.5 + rand01(c) / 2);
+	delay = retry_backoff(0.5, 30, c->sync_attempt++, 0.5 + rand01(c) / 2);
 	wait_in(c, CS_SYNC_WAIT, delay);
 }
 
@@ -1022,10 +936,10 @@ static void release_carry(struct connection *c)
 			 c->wf.dir, strerror(-r));
 }
 
-static void auth_pause(struct connection *c, long status)
+static void auth_pause(void *userdata, long status)
 {
-	c->stats.last_error_time = ev_now(c->env.loop);
-	c->stats.last_error_status = status;
+	struct connection *c = userdata;
+
 	if (c->active && c->next_cfg && !same_destination(c->cfg, c->next_cfg)) {
 		/* The batch can only finish where it started, and those keys are refused there. */
 		char why[512];
@@ -1041,169 +955,64 @@ static void auth_pause(struct connection *c, long status)
 	     "(systemctl reload dcsyncd); files stay in %s", status, c->cfg->name, c->wf.dir);
 	persist_error(c, status, "the API refused the keys");
 	release_carry(c);
-	if (c->active && c->jb.acks == 0 && c->jb.records == 0 && !c->batch_answered)
+	if (c->active && c->jb.acks == 0 && c->jb.records == 0 && !c->req.answered)
 		release_files(c);
 	/* --once does not wait for keys that may never be fixed. */
 	wait_in(c, CS_AUTH_PAUSED, c->env.once ? -1 : c->cfg->retry_max_seconds);
 	notify_changed(c);
 }
 
-static void retry_later(struct connection *c, const struct upload_result *res)
-{
-	double now = ev_now(c->env.loop), delay;
-	char what[300];
-
-	if (res->status)
-		snprintf(what, sizeof(what), "HTTP %ld", res->status);
-	else
-		snprintf(what, sizeof(what), "%s%s", res->tls_failure ? "TLS certificate problem: " : "", res->error);
-	if (c->attempt == 0)
-		c->first_failure = now;
-	delay = retry_backoff(c->cfg->retry_initial_seconds, c->cfg->retry_max_seconds, c->attempt, rand01(c));
-	if (res->retry_after >= 0 && res->retry_after > delay)
-		delay = res->retry_after;
-	/* Retry-After is the server's wish; retry_max_seconds is the operator's bound on any wait. */
-	if (delay > c->cfg->retry_max_seconds)
-		delay = c->cfg->retry_max_seconds;
-	if (stopping_here(c, what))
-		return;
-	c->attempt++;
-	c->stats.retries++;
-	c->stats.last_error_time = now;
-	c->stats.last_error_status = res->status;
-	persist_error(c, res->status, what);
-	if (c->cfg->retry_max_elapsed_seconds > 0) {
-		/*
-		 * Only time spent retrying counts: give up once it is over the limit, and never skip a
-		 * try because the next wait would cross it (the last try is made at the limit).
-		 */
-		double left = c->first_failure + c->cfg->retry_max_elapsed_seconds - now;
-
-		if (left <= 0) {
-			char why[400];
-
-			snprintf(why, sizeof(why), "gave up after %.0f s of retries (retry_max_elapsed_seconds): %s",
-				 now - c->first_failure, what);
-			fail_file(c, res->status, why, res->body);
-			return;
-		}
-		if (delay > left)
-			delay = left;
-	}
-	conn_log(c, c->attempt > 3 ? LOG_LVL_WARNING : LOG_LVL_INFO, res->status,
-	     "%s: request %" PRIu32 " failed (%s), retry %u in %.2f s", c->jb.name, c->jb.acks + 1, what,
-	     c->attempt, delay);
-	wait_in(c, CS_RETRY_WAIT, delay);
-}
-
-/* Records [lo, hi) are done: send the next pending right half, or the rest, or finish the chunk. */
-static void next_range(struct connection *c)
-{
-	struct request_body *ch = pipeline_current(&c->pl);
-
-	c->lo = c->hi;
-	c->hi = c->split_depth ? c->split_end[--c->split_depth] : ch->n_records;
-	if (c->lo >= ch->n_records)
-		chunk_done(c);
-	else
-		send_range(c);
-}
-
-/* 413 and 422: halve the request; a single record the server refuses is rejected with its answer. */
-static void split_or_reject(struct connection *c, const struct upload_result *res)
-{
-	struct request_body *ch = pipeline_current(&c->pl);
-	char reason[600];
-	struct rejbuf rb = { 0 };
-
-	if (c->hi - c->lo > 1) {
-		conn_log(c, LOG_LVL_INFO, res->status, "%s: HTTP %ld for %" PRIu32 " records: splitting the request",
-		     c->jb.name, res->status, c->hi - c->lo);
-		/* Bisect: the right half waits on a stack, so a refused record costs O(log n) requests. */
-		/* Halving a range of at most 5000 records nests at most 13 deep: 32 slots cannot run out. */
-		assert(c->split_depth < sizeof(c->split_end) / sizeof(c->split_end[0]));
-		c->split_end[c->split_depth++] = c->hi;
-		c->hi = c->lo + (c->hi - c->lo) / 2;
-		send_range(c);
-		return;
-	}
-	if (c->hi == c->lo) {
-		/* The empty completing request itself was refused. */
-		fail_file(c, res->status, "the server refused the request that completes the batch", res->body);
-		return;
-	}
-	snprintf(reason, sizeof(reason), "HTTP %ld: %s", res->status, res->body && *res->body ? res->body : "refused by the server");
-	conn_log(c, LOG_LVL_WARNING, res->status, "%s: line %" PRIu64 " refused by the server: %s",
-		 c->members[ch->rec_member[c->lo]].name, ch->rec_line[c->lo], reason);
-	if (rejbuf_add(&rb, ch->rec_line[c->lo], reason, ch->body + ch->rec_off[c->lo], ch->rec_len[c->lo]) < 0 ||
-	    rej_flush(c, c->members[ch->rec_member[c->lo]].name, &rb) < 0) {
-		free(rb.buf);
-		fail_file(c, 0, "cannot write rejected records", NULL);
-		return;
-	}
-	free(rb.buf);
-	c->server_rejected++;
-	c->stats.records_rejected++;
-	next_range(c);
-}
-
-static void on_response(void *userdata, const struct upload_result *res)
+/* The server refused one record: it goes to the rejected file of the file it came from. */
+static int server_refused(void *userdata, uint32_t member, uint64_t line, const char *reason, const char *data,
+			  size_t len)
 {
 	struct connection *c = userdata;
+	const char *name = c->members[member].name;
+	struct rejbuf rb = { 0 };
+	int r;
 
-	crashpoint("after-response");
-	c->state = CS_IDLE;
-	for (size_t i = 0; i < sizeof(c->stats.by_status) / sizeof(c->stats.by_status[0]); i++) {
-		/* A handful of distinct statuses in practice; the last slot takes any overflow. */
-		if (c->stats.by_status[i].status == res->status || c->stats.by_status[i].requests == 0 ||
-		    i == sizeof(c->stats.by_status) / sizeof(c->stats.by_status[0]) - 1) {
-			c->stats.by_status[i].status = res->status;
-			c->stats.by_status[i].requests++;
-			c->stats.by_status[i].records += c->hi - c->lo;
-			break;
-		}
-	}
-	if (res->status >= 200 && res->status <= 299) {
-		const struct request_body *ch = pipeline_current(&c->pl);
+	conn_log(c, LOG_LVL_WARNING, -1, "%s: line %" PRIu64 " refused by the server: %s", name, line, reason);
+	if ((r = rejbuf_add(&rb, line, reason, data, len)) == 0)
+		r = rej_flush(c, name, &rb);
+	free(rb.buf);
+	return r;
+}
 
-		if (c->hi > c->lo && !c->resend_last) {
-			/* Kept to complete the batch with, should every later record be refused. */
-			c->last_record.len = 0;
-			(void)jsonstr_raw(&c->last_record.buf, &c->last_record.len, &c->last_record.cap,
-					  ch->body + ch->rec_off[c->hi - 1], ch->rec_len[c->hi - 1]);
-		}
-		c->batch_answered = true;
-		upload_limiter_success(c->limiter);
-		c->attempt = 0;
-		c->stats.last_success = ev_now(c->env.loop);
-		c->stats.records_sent += c->hi - c->lo;
-		if (c->sending_completed)
-			c->sent_completed = true;
-		next_range(c);
-		return;
-	}
-	if (res->status == 401 || res->status == 403) {
-		auth_pause(c, res->status);
-		return;
-	}
-	if (res->status == 413 || res->status == 422) {
-		c->stats.last_error_time = ev_now(c->env.loop);
-		c->stats.last_error_status = res->status;
-		split_or_reject(c, res);
-		return;
-	}
-	if (upload_status_transient(res->status)) {
-		if (res->status == 429)
-			upload_limiter_penalize(c->limiter);
-		retry_later(c, res);
-		return;
-	}
-	{
-		char why[64];
+static void request_failed(void *userdata, long status, const char *why, const char *response)
+{
+	fail_file(userdata, status, why, response);
+}
 
-		snprintf(why, sizeof(why), "the server answered HTTP %ld", res->status);
-		fail_file(c, res->status, why, res->body);
+static bool request_stopping(void *userdata, const char *what)
+{
+	return stopping_here(userdata, what);
+}
+
+static void request_error(void *userdata, long status, const char *what)
+{
+	persist_error(userdata, status, what);
+}
+
+static void send_again(struct connection *c)
+{
+	request_send(&c->req);
+}
+
+static int may_complete(void *userdata)
+{
+	switch (check_whole(userdata, send_again)) {
+	case WHOLE_YES:
+		return REQUEST_WHOLE;
+	case WHOLE_GREW:
+		return REQUEST_GREW;
+	default:
+		return REQUEST_NOT_NOW;
 	}
+}
+
+static void request_done(void *userdata)
+{
+	body_done(userdata);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1215,10 +1024,6 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	switch (c->state) {
 	case CS_SYNC_WAIT:
 		durable(c, c->after_sync);
-		break;
-	case CS_RETRY_WAIT:
-	case CS_RATE_WAIT:
-		send_range(c);
 		break;
 	case CS_SETTLE_WAIT:
 		c->state = CS_IDLE;
@@ -1232,7 +1037,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		conn_log(c, LOG_LVL_INFO, -1, "trying the keys again");
 		c->state = CS_IDLE;
 		if (c->active)
-			send_range(c);
+			request_send(&c->req);
 		else
 			begin_next(c);
 		break;
@@ -1252,9 +1057,12 @@ static void set_params(struct connection *c)
 		.max_bytes = c->jb.cut_bytes,
 	};
 
+	const struct log_ctx ctx = ctx_of(c, -1);
+
 	pipeline_start(&c->pl, &params, c->validator, c->cfg);
+	request_bind(&c->req, c->cfg, c->client, c->limiter, &c->stats, &ctx, &params);
 	c->file_started = ev_now(c->env.loop);
-	c->file_requests = 0;
+	c->req.sent = 0;
 	if (c->n_members > 1)
 		snprintf(c->stats.file, sizeof(c->stats.file), "%zu files", c->n_members);
 	else
@@ -1891,8 +1699,8 @@ void connection_drain(struct connection *c, bool stop_after_ack)
 	 * Removed by a reload: the open batch goes on to its end (paused, it stays paused, and a
 	 * reload that adds the connection back cures it). Stopping: what waits ends here.
 	 */
-	if (stop_after_ack && (c->state == CS_AUTH_PAUSED || c->state == CS_RETRY_WAIT || c->state == CS_RATE_WAIT ||
-			       c->state == CS_SETTLE_WAIT || c->state == CS_RESUME_WAIT)) {
+	if (stop_after_ack && (c->state == CS_AUTH_PAUSED || request_waiting(&c->req) || c->state == CS_SETTLE_WAIT ||
+			       c->state == CS_RESUME_WAIT)) {
 		/* Nothing is in flight: the journal holds the batch, the restart resumes it. */
 		ev_timer_stop(c->env.loop, &c->timer);
 		c->left_open += c->active;
@@ -1987,6 +1795,16 @@ int connection_release_orphans(struct connection *c)
 /* ---- construction ---- */
 
 static const struct pipeline_ops pipeline_ops = { .ready = pipeline_ready, .cut_failed = cut_failed };
+static const struct request_ops request_ops = {
+	.may_complete = may_complete,
+	.done = request_done,
+	.refused = server_refused,
+	.failed = request_failed,
+	.auth_refused = auth_pause,
+	.stopping = request_stopping,
+	.error = request_error,
+	.rate = persist_rate,
+};
 
 int connection_new(struct connection **out, const struct conn_env *env, const struct conn_config *src)
 {
@@ -2016,7 +1834,7 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 	}
 	if ((r = pipeline_init(&c->pl, env->loop, CATALOG_FIELDS_MAX, &pipeline_ops, c)) < 0)
 		goto fail;
-	if (body_init(&c->slice, CONFIG_MAX_BATCH_RECORDS) < 0)
+	if ((r = request_init(&c->req, env->loop, &request_ops, c)) < 0)
 		goto fail;
 	if ((r = record_validator_new(&c->validator, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
 		goto fail;
@@ -2044,7 +1862,7 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		goto fail;
 	}
 	client_opts(cfg, url, &uo);
-	if ((r = upload_client_new(&c->client, env->upload, &uo, on_response, c)) < 0)
+	if ((r = upload_client_new(&c->client, env->upload, &uo, request_on_response, &c->req)) < 0)
 		goto fail;
 	c->limiter = upload_limiter_get(env->upload, cfg->api_key, cfg->rate_limit_requests,
 					cfg->rate_limit_window_seconds);
@@ -2103,13 +1921,12 @@ void connection_free(struct connection *c)
 	free(c->catalog_path);
 	upload_client_free(c->client);
 	record_validator_free(c->validator);
-	body_release(&c->slice);
+	request_release(&c->req);
 	for (size_t i = 0; i < c->cap_members; i++)
 		free(c->members[i].rej.buf);
 	free(c->members);
 	free(c->adopted);
 	free(c->state_dir);
-	free(c->last_record.buf);
 	config_conn_free(c->cfg);
 	workfiles_release(&c->wf);
 	free(c);
