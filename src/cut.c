@@ -186,7 +186,7 @@ int cut_next(struct request_body *c, const struct cut_params *p, struct source *
 	return 0;
 }
 
-int body_slice(struct request_body *dst, const struct request_body *src, const struct cut_params *p,
+int body_part(struct request_body *dst, const struct request_body *src, const struct cut_params *p,
 		uint32_t from, uint32_t to, bool last)
 {
 	int rc;

@@ -72,7 +72,7 @@ void body_finish(struct request_body *c, const struct cut_params *p, bool last);
  * Build in @dst a request holding records [from, to) of @src, with @last as its
  * batch_completed flag: how a refused request is split in halves.
  */
-int body_slice(struct request_body *dst, const struct request_body *src, const struct cut_params *p,
+int body_part(struct request_body *dst, const struct request_body *src, const struct cut_params *p,
 		uint32_t from, uint32_t to, bool last);
 /* Seal @c's body again with @last as its batch_completed flag (a file that grew after its end). */
 void body_reseal(struct request_body *c, const struct cut_params *p, bool last);

@@ -154,7 +154,7 @@ void request_send(struct request *q)
 		data = q->part.body;
 		len = q->part.len;
 	} else if (q->lo != 0 || q->hi != b->n_records) {
-		if (body_slice(&q->part, b, &q->params, q->lo, q->hi, completes) < 0) {
+		if (body_part(&q->part, b, &q->params, q->lo, q->hi, completes) < 0) {
 			q->ops.failed(q->userdata, 0, "out of memory", NULL);
 			return;
 		}

@@ -391,8 +391,8 @@ static void slices_halve_a_body(void)
 
 	if (body_init(&lo, 5000) < 0 || body_init(&hi, 5000) < 0)
 		abort();
-	ok(body_slice(&lo, &c[0], &p, 0, 4, false) == 0 && body_slice(&hi, &c[0], &p, 4, 9, true) == 0,
-	   "body_slice: two halves of 9 records");
+	ok(body_part(&lo, &c[0], &p, 0, 4, false) == 0 && body_part(&hi, &c[0], &p, 4, 9, true) == 0,
+	   "body_part: two halves of 9 records");
 	a = parse_body(&lo);
 	b = parse_body(&hi);
 	ok(a && b, "both halves are valid JSON");

@@ -1,0 +1,44 @@
+/* batch_priv: the steps of a batch that batch.c, batch_files.c and batch_resume.c share; nothing else includes it. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "batch.h"
+#include "log.h"
+
+void batch_log(const struct batch *b, enum log_level lvl, long status, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Make the journal durable, then take @step; until it can be, hold everything and try again. */
+void batch_durable(struct batch *b, void (*step)(struct batch *b));
+/* The batch is over here: its fd, pipeline, request and waits; the journal says where it stands. */
+void batch_end_here(struct batch *b);
+/* Ended for good (archived or failed): compact the journal, tell the connection to go on. */
+void batch_ended(struct batch *b);
+/* The batch is durable: its first request (multi-file: its only one) goes out. */
+void batch_opened(struct batch *b);
+/* COMPLETED is durable: archive (or delete) its files. */
+void batch_archive(struct batch *b);
+/* The cut params, pipeline and request of the batch in b->jb, and its line of `status`. */
+void batch_set_params(struct batch *b);
+int batch_grow_members(struct batch *b);
+/* A file of the batch is no longer what was read (size, mtime, inode). */
+bool batch_changed(struct batch *b, const struct member *m);
+/* After a restart the last acknowledged record is not in memory: find it before the resume point. */
+int batch_find_last_record(struct batch *b);
+/* Open a file of a journaled batch: -ENOENT gone, -ESTALE changed, other errors may pass; @why says which. */
+int batch_reopen_member(struct batch *b, struct member *m, char *why, size_t whylen);
+/* What the batch runs on to its end: the connection changes none of it before then. */
+void batch_use(struct batch *b, const struct conn_config *cfg, struct record_validator *v,
+	       struct upload_client *client, struct upload_limiter *limiter);
+/* FNV-1a of base_url and uuid, never 0: what the journal keeps of where a batch was opened. */
+uint64_t batch_destination(const struct conn_config *cfg);
+
+/* The connection's directories, made private again (and said so) when an exporter changed them. */
+int batch_subdir(struct batch *b, const char *sub, bool create);
+int batch_workdir(struct batch *b);
+int batch_done_dir(struct batch *b);
+/* Rejected lines: logged once per range, appended to rejected/<name>.rejected.ndjson once durable. */
+void batch_rejects_log(struct batch *b, const char *name, uint64_t n, const struct rejbuf *rb);
+int batch_rejects_flush(struct batch *b, const char *name, struct rejbuf *rb);
