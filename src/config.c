@@ -1,4 +1,4 @@
-/* config: load dcsyncd.conf into an immutable struct config: the checks of a whole file, the secrets, copies and frees. */
+/* config: load dcsyncd.conf into an immutable struct config: whole-file checks, secrets, copy, free. */
 #include "config.h"
 
 #include <ctype.h>

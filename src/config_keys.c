@@ -212,36 +212,30 @@ oom:
 
 /* The custom setters: each refuses with config_fail at ps->line, or returns 1 (-ENOMEM). */
 
-static int set_uuid(struct parse_state *ps, const struct key *k, void *section, struct conn_parse *cp,
-		    const char *value)
+static int set_uuid(struct parse_state *ps, const struct key *k, void *section, const char *value)
 {
 	struct conn_config *c = section;
 
-	(void)cp;
 	if (!uuid_valid(value))
 		return config_fail(ps, ps->line, k->name, "not a UUID (want 8-4-4-4-12 hex digits): '%s'", value);
 	return config_set_str(&c->uuid, value) < 0 ? -ENOMEM : 1;
 }
 
-static int set_base_url(struct parse_state *ps, const struct key *k, void *section, struct conn_parse *cp,
-			const char *value)
+static int set_base_url(struct parse_state *ps, const struct key *k, void *section, const char *value)
 {
 	struct conn_config *c = section;
 	const char *why = url_problem(value);
 
-	(void)cp;
 	if (why)
 		return config_fail(ps, ps->line, k->name, "%s", why);
 	return config_set_str(&c->base_url, value) < 0 ? -ENOMEM : 1;
 }
 
 /* required_fields, on one line or continued on indented lines. */
-static int append_fields(struct parse_state *ps, const struct key *k, void *section, struct conn_parse *cp,
-			 const char *value)
+static int append_fields(struct parse_state *ps, const struct key *k, void *section, const char *value)
 {
 	struct conn_config *c = section;
 
-	(void)cp;
 	if (split_fields(value, &c->required_fields, &c->n_required_fields) < 0)
 		return -ENOMEM;
 	/* The validator tracks this many: more would load here and fail at start or on reload. */
@@ -252,25 +246,21 @@ static int append_fields(struct parse_state *ps, const struct key *k, void *sect
 }
 
 /* csv_columns, on one line or continued on indented lines. */
-static int append_columns(struct parse_state *ps, const struct key *k, void *section, struct conn_parse *cp,
-			  const char *value)
+static int append_columns(struct parse_state *ps, const struct key *k, void *section, const char *value)
 {
 	struct conn_config *c = section;
 	char why[256];
 	int r = csv_columns_parse(&c->csv, value, why, sizeof(why));
 
-	(void)cp;
 	if (r == -EINVAL)
 		return config_fail(ps, ps->line, k->name, "%s", why);
 	return r < 0 ? r : 1;
 }
 
-static int set_delimiter(struct parse_state *ps, const struct key *k, void *section, struct conn_parse *cp,
-			 const char *value)
+static int set_delimiter(struct parse_state *ps, const struct key *k, void *section, const char *value)
 {
 	struct conn_config *c = section;
 
-	(void)cp;
 	/* inih takes " ;" for the start of a comment: csv_delimiter = ; arrives empty. */
 	if (!*value)
 		return config_fail(ps, ps->line, k->name, "empty (leave the key out for ',' in .csv and tab in .tsv; "
@@ -290,13 +280,11 @@ static int set_delimiter(struct parse_state *ps, const struct key *k, void *sect
 	return 1;
 }
 
-static int set_ca_file(struct parse_state *ps, const struct key *k, void *section, struct conn_parse *cp,
-		       const char *value)
+static int set_ca_file(struct parse_state *ps, const struct key *k, void *section, const char *value)
 {
 	struct conn_config *c = section;
 	struct stat st;
 
-	(void)cp;
 	if (value[0] != '/')
 		return config_fail(ps, ps->line, k->name, "must be an absolute path");
 	/* Else every request would fail as a TLS problem and be retried forever. */
@@ -310,25 +298,21 @@ static int set_ca_file(struct parse_state *ps, const struct key *k, void *sectio
 	return config_set_str(&c->ca_file, value) < 0 ? -ENOMEM : 1;
 }
 
-static int set_rate(struct parse_state *ps, const struct key *k, void *section, struct conn_parse *cp,
-		    const char *value)
+static int set_rate(struct parse_state *ps, const struct key *k, void *section, const char *value)
 {
 	struct conn_config *c = section;
 
-	(void)cp;
 	if (parse_rate(value, &c->rate_limit_requests, &c->rate_limit_window_seconds) < 0)
 		return config_fail(ps, ps->line, k->name, "must be REQUESTS/SECONDSs (e.g. 50/10s) or off");
 	return 1;
 }
 
 /* "" or "none", "env", or http(s)://host:port with no credentials in it (a URL may reach a log). */
-static int set_proxy(struct parse_state *ps, const struct key *k, void *section, struct conn_parse *cp,
-		     const char *value)
+static int set_proxy(struct parse_state *ps, const struct key *k, void *section, const char *value)
 {
 	struct conn_config *c = section;
 	const char *why, *host;
 
-	(void)cp;
 	if (!*value || !strcmp(value, "none")) {
 		c->proxy_mode = CONN_PROXY_NONE;
 		return 1;
@@ -348,12 +332,10 @@ static int set_proxy(struct parse_state *ps, const struct key *k, void *section,
 	return config_set_str(&c->proxy, value) < 0 ? -ENOMEM : 1;
 }
 
-static int set_log_level(struct parse_state *ps, const struct key *k, void *section, struct conn_parse *cp,
-			 const char *value)
+static int set_log_level(struct parse_state *ps, const struct key *k, void *section, const char *value)
 {
 	struct config *cfg = section;
 
-	(void)cp;
 	if (log_level_parse(value, &cfg->log_level) < 0)
 		return config_fail(ps, ps->line, k->name, "must be one of error, warning, info, debug");
 	return 1;
@@ -522,7 +504,7 @@ static int set_value(struct parse_state *ps, const struct key *k, void *section,
 	case KEY_SECRET:
 		return set_secret(ps, k, (struct secret_src *)(void *)((char *)cp + k->off), value);
 	case KEY_CUSTOM:
-		return k->set(ps, k, section, cp, value);
+		return k->set(ps, k, section, value);
 	}
 	return config_fail(ps, ps->line, k->name, "unknown kind of key");
 }

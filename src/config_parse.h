@@ -75,8 +75,7 @@ struct key_choice {
 };
 
 struct key;
-typedef int key_setter(struct parse_state *ps, const struct key *k, void *section, struct conn_parse *cp,
-		       const char *value);
+typedef int key_setter(struct parse_state *ps, const struct key *k, void *section, const char *value);
 
 #define KEY_REQUIRED   1u   /* a connection without it is refused: "missing in [connection NAME]" */
 #define KEY_LIST       2u   /* a list: it goes on over indented lines, each line appended */
