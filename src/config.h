@@ -1,4 +1,4 @@
-/* config: parse and validate dcsyncd.conf (inih) into an immutable struct config. */
+/* config: dcsyncd.conf (inih) into an immutable struct config; the key table is in config_keys.c. */
 #pragma once
 
 #include <stdbool.h>

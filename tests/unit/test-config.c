@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "config_parse.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -443,6 +444,138 @@ static void long_lines_keep_line_numbers(void)
 	free(text);
 }
 
+/* Every default of the key table, as dcsyncd.conf(5) gives it: a wrong row's default fails here. */
+static void every_default_is_the_documented_one(void)
+{
+	struct config *cfg = load_ok("only the required keys", CONN("shop", UUID1), 0600);
+	const struct conn_config *c;
+
+	if (!cfg)
+		return;
+	c = &cfg->conns[0];
+	is_str(cfg->spool_dir, "/var/spool/dcsyncd", "default spool_dir");
+	is_str(cfg->state_dir, "/var/lib/dcsyncd", "default state_dir");
+	is_int(cfg->log_level, LOG_LVL_INFO, "default log_level info");
+	is_int(cfg->after_upload, AFTER_UPLOAD_ARCHIVE, "default after_upload archive");
+	ok(cfg->metrics_file == NULL, "no metrics_file by default");
+	ok(cfg->drain_timeout_seconds == 60, "default drain_timeout_seconds 60");
+	ok(cfg->settle_seconds == 5, "default settle_seconds 5");
+	is_str(c->base_url, CONFIG_DEFAULT_BASE_URL, "default base_url");
+	is_int(c->ttl_seconds, -1, "default ttl_seconds: no expiry");
+	is_int(c->batch_records, CONFIG_MAX_BATCH_RECORDS, "default batch_records");
+	is_int(c->batch_bytes, 8 << 20, "default batch_bytes 8 MiB");
+	is_int(c->timeout_seconds, 60, "default timeout_seconds 60");
+	is_int(c->max_record_bytes, 1 << 20, "default max_record_bytes 1 MiB");
+	is_int(c->max_depth, RECORD_DEFAULT_MAX_DEPTH, "default max_depth");
+	ok(c->retry_initial_seconds == 1 && c->retry_max_seconds == 300 && c->retry_max_elapsed_seconds == 0,
+	   "default retry: 1 s, at most 300 s, forever");
+	ok(c->rate_limit_requests == 50 && c->rate_limit_window_seconds == 10, "default rate_limit 50/10s");
+	ok(c->field_catalog && !c->tls_verify_disabled, "default field_catalog yes, TLS verified");
+	ok(c->proxy_mode == CONN_PROXY_NONE && !c->proxy && !c->proxy_credentials_file, "no proxy by default");
+	ok(c->csv.empty == CSV_EMPTY_OMIT && c->csv.delimiter == 0 && c->csv.n_columns == 0, "default csv options");
+	ok(!c->ca_file && c->n_required_fields == 0, "no ca_file, no required_fields by default");
+	config_free(cfg);
+}
+
+/* One key of @section's table set to @value, as at line 7 of t.conf: 1 taken, 0 refused (reason in @err). */
+static int set_one(int section, const struct key *k, const char *value, double *got, char *err, size_t errlen)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	struct conn_config *c = calloc(1, sizeof(*c));
+	struct conn_parse cp = { 0 };
+	struct parse_state ps = { .cfg = cfg, .err = err, .errlen = errlen, .line = 7 };
+	void *base = section ? (void *)c : (void *)cfg;
+	char *field;
+	int r;
+
+	if (!cfg || !c || !(cfg->path = strdup("t.conf")) || !(c->name = strdup("shop")))
+		abort();
+	err[0] = '\0';
+	r = section ? config_conn_defaults(&ps, c, &cp) : config_daemon_defaults(&ps);
+	if (r == 0)
+		r = section ? config_set_conn_key(&ps, c, &cp, k->name, value) : config_set_daemon_key(&ps, k->name, value);
+	field = (char *)base + k->off;
+	if (k->kind == KEY_NUMBER)
+		*got = *(double *)(void *)field;
+	else if (k->int_type == INT_T_UINT)
+		*got = *(unsigned *)(void *)field;
+	else if (k->int_type == INT_T_INT)
+		*got = *(int *)(void *)field;
+	else if (k->int_type == INT_T_LONG)
+		*got = (double)*(long *)(void *)field;
+	else if (k->int_type == INT_T_ULONG)
+		*got = (double)*(unsigned long *)(void *)field;
+	else if (k->int_type == INT_T_LLONG)
+		*got = (double)*(long long *)(void *)field;
+	free(cp.api.value);
+	free(cp.brand.value);
+	config_conn_free(c);
+	config_free(cfg);
+	return r;
+}
+
+static void print_limit(char *buf, size_t len, const struct key *k, double v)
+{
+	if (k->kind == KEY_INT)
+		snprintf(buf, len, "%lld", (long long)v);
+	else
+		snprintf(buf, len, "%.17g", v);
+}
+
+/*
+ * Every number key of the table takes its two limits (stored as given) and refuses one step
+ * beyond each at parse time, with its row's reason, or "must be between MIN and MAX" naming
+ * exactly the limits checked.
+ */
+static void every_limit_of_the_table_is_checked_as_read(void)
+{
+	for (int section = 0; section < 2; section++) {
+		size_t n;
+		const struct key *keys = config_keys(section, &n);
+
+		for (size_t i = 0; i < n; i++) {
+			const struct key *k = &keys[i];
+			double at[2] = { k->min, k->max }, beyond[2], got = 0;
+			char err[1024], want[512], value[64];
+
+			size_t first = 0;
+
+			while (strcmp(keys[first].name, k->name))
+				first++;
+			ok(first == i, "%s: one row", k->name);
+			if (k->kind == KEY_INT || k->kind == KEY_CHOICE)
+				ok(k->int_type != INT_T_NONE, "%s: its field is an integer", k->name);
+			if (k->kind != KEY_INT && k->kind != KEY_NUMBER)
+				continue;
+			beyond[0] = k->min > 0 && k->min < 1 ? k->min / 2 : k->min - 1;
+			beyond[1] = k->max + 1;
+			if (k->why && strstr(k->why, "between")) {
+				/* a reason of its own that names the range names the one checked */
+				snprintf(want, sizeof(want), "between %g and %g", k->min, k->max);
+				ok(strstr(k->why, want) != NULL, "%s: its reason names its limits (%s)", k->name, want);
+			}
+			if (k->why)
+				snprintf(want, sizeof(want), "t.conf:7: %s: %s", k->name, k->why);
+			else if (k->kind == KEY_INT)
+				snprintf(want, sizeof(want), "t.conf:7: %s: must be between %lld and %lld%s", k->name,
+					 (long long)k->min, (long long)k->max, k->unit ? k->unit : "");
+			else
+				snprintf(want, sizeof(want), "t.conf:7: %s: must be between %g and %g%s", k->name,
+					 k->min, k->max, k->unit ? k->unit : "");
+			for (int m = 0; m < 2; m++) {
+				print_limit(value, sizeof(value), k, at[m]);
+				if (!ok(set_one(section, k, value, &got, err, sizeof(err)) == 1 && got == at[m],
+					"%s = %s (its %s) taken", k->name, value, m ? "maximum" : "minimum"))
+					diag("  got %.17g, '%s'", got, err);
+				print_limit(value, sizeof(value), k, beyond[m]);
+				if (!ok(set_one(section, k, value, &got, err, sizeof(err)) == 0 && !strcmp(err, want),
+					"%s = %s refused as '%s'", k->name, value, want))
+					diag("  got '%s'", err);
+			}
+		}
+	}
+}
+
 int main(void)
 {
 	dir = tmpdir_new("config");
@@ -463,6 +596,8 @@ int main(void)
 	key_files_are_checked();
 	max_depth_is_loaded();
 	long_lines_keep_line_numbers();
+	every_default_is_the_documented_one();
+	every_limit_of_the_table_is_checked_as_read();
 	tmpdir_remove(dir);
 	return done_testing();
 }
