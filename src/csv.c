@@ -1,4 +1,4 @@
-/* csv: read CSV/TSV with a header (RFC 4180 quoting) row by row, each row made one compact JSON object. */
+/* csv: CSV/TSV rows (cut by csv_scan) made compact JSON objects named by the header and typed by csv_columns. */
 #include "csv.h"
 
 #include <errno.h>
@@ -8,18 +8,8 @@
 #include <string.h>
 #include <yajl/yajl_parse.h>
 
+#include "csv_scan.h"
 #include "decompress.h"
-
-#define READ_BLOCK (256 * 1024)
-
-enum scan_state { FIELD_START, UNQUOTED, QUOTED, QUOTE_SEEN };
-
-struct cell {
-	uint32_t off;           /* from the row's first byte */
-	uint32_t len;
-	bool quoted;
-	bool dq;                /* holds doubled quotes to undo */
-};
 
 struct col {
 	uint32_t key_off;       /* "name": in keys */
@@ -33,26 +23,9 @@ struct out {
 };
 
 struct csv_reader {
-	struct instream *in;
-	char delim;
+	struct csv_scan s;      /* the rows' cells */
 	const struct csv_options *opt;
-	size_t max_record;
-	char *buf;
-	size_t cap, start, end;
-	off_t buf_offset;       /* stream offset of buf[0] */
-	bool eof;
 	uint64_t next_lineno;
-	/* the row being scanned */
-	enum scan_state st;
-	size_t pos;             /* next byte to scan */
-	size_t cell_start, cell_end;
-	bool cell_quoted, cell_dq;
-	bool skipping;          /* longer than max_record_bytes: scanned on, not kept */
-	off_t row_offset;
-	uint64_t row_nl;        /* line breaks inside quoted cells */
-	const char *bad;
-	struct cell *cells;
-	size_t n_cells, cap_cells;
 	/* the header */
 	struct col *cols;
 	size_t n_cols;
@@ -140,9 +113,7 @@ int csv_reader_new(struct csv_reader **out, size_t max_record_bytes)
 
 	if (!r)
 		return -ENOMEM;
-	r->max_record = max_record_bytes;
-	r->cap = max_record_bytes + READ_BLOCK + 1;
-	if (!(r->buf = malloc(r->cap))) {
+	if (csv_scan_init(&r->s, max_record_bytes) < 0) {
 		free(r);
 		return -ENOMEM;
 	}
@@ -154,8 +125,7 @@ void csv_reader_free(struct csv_reader *r)
 {
 	if (!r)
 		return;
-	free(r->buf);
-	free(r->cells);
+	csv_scan_release(&r->s);
 	free(r->cols);
 	free(r->keys);
 	free(r->json.buf);
@@ -191,216 +161,6 @@ static int out_put(struct out *o, const char *s, size_t n)
 	memcpy(o->buf + o->len, s, n);
 	o->len += n;
 	return 0;
-}
-
-/* Move what is unconsumed to the front and read more: 0, 1 at the end, negative errno. */
-static int fill(struct csv_reader *r)
-{
-	ssize_t n;
-
-	if (r->start > 0) {
-		size_t shift = r->start;
-
-		memmove(r->buf, r->buf + shift, r->end - shift);
-		r->buf_offset += (off_t)shift;
-		r->end -= shift;
-		r->pos -= shift;
-		r->cell_start -= shift;
-		r->cell_end -= shift;
-		r->start = 0;
-	}
-	n = instream_read(r->in, r->buf + r->end, r->cap - r->end);
-	if (n < 0)
-		return (int)n;
-	if (n == 0) {
-		r->eof = true;
-		return 1;
-	}
-	r->end += (size_t)n;
-	return 0;
-}
-
-static int push_cell(struct csv_reader *r, size_t from, size_t to)
-{
-	struct cell *c;
-
-	if (r->skipping)
-		return 0;
-	if (r->n_cells == r->cap_cells) {
-		size_t cap = r->cap_cells ? r->cap_cells * 2 : 64;
-
-		if (!(c = realloc(r->cells, cap * sizeof(*c))))
-			return -ENOMEM;
-		r->cells = c;
-		r->cap_cells = cap;
-	}
-	r->cells[r->n_cells++] = (struct cell){ .off = (uint32_t)(from - r->start), .len = (uint32_t)(to - from),
-						.quoted = r->cell_quoted, .dq = r->cell_dq };
-	return 0;
-}
-
-static void begin_row(struct csv_reader *r)
-{
-	r->st = FIELD_START;
-	r->pos = r->start;
-	r->n_cells = 0;
-	r->row_nl = 0;
-	r->bad = NULL;
-	r->skipping = false;
-	r->row_offset = r->buf_offset + (off_t)r->start;
-}
-
-static uint64_t count_nl(const char *p, size_t n)
-{
-	uint64_t k = 0;
-	const char *e = p + n;
-
-	while ((p = memchr(p, '\n', (size_t)(e - p)))) {
-		k++;
-		p++;
-	}
-	return k;
-}
-
-/*
- * Scan on from r->pos: 1 when the row ended (r->pos just after it), 0 when more bytes are
- * needed, negative errno. RFC 4180: a cell starting with a quote runs to the quote not doubled;
- * a quote inside an unquoted cell is just a character (as most readers take it); text between a
- * closing quote and the delimiter spoils the row.
- */
-static int scan(struct csv_reader *r)
-{
-	const char *b = r->buf;
-	const char d = r->delim;
-	size_t p = r->pos, e = r->end;
-
-	while (p < e) {
-		switch (r->st) {
-		case FIELD_START:
-			r->cell_dq = false;
-			if (b[p] == '"') {
-				r->st = QUOTED;
-				r->cell_quoted = true;
-				r->cell_start = ++p;
-				continue;
-			}
-			r->cell_quoted = false;
-			r->cell_start = p;
-			r->st = UNQUOTED;
-			/* fallthrough */
-		case UNQUOTED:
-			while (p < e && b[p] != d && b[p] != '\n')
-				p++;
-			if (p == e)
-				goto more;
-			if (b[p] == d) {
-				if (push_cell(r, r->cell_start, p) < 0)
-					return -ENOMEM;
-				r->st = FIELD_START;
-				p++;
-				continue;
-			}
-			if (push_cell(r, r->cell_start, p > r->cell_start && b[p - 1] == '\r' ? p - 1 : p) < 0)
-				return -ENOMEM;
-			r->pos = p + 1;
-			return 1;
-		case QUOTED: {
-			const char *q = memchr(b + p, '"', e - p);
-			size_t stop = q ? (size_t)(q - b) : e;
-
-			r->row_nl += count_nl(b + p, stop - p);
-			p = stop;
-			if (!q)
-				goto more;
-			r->cell_end = p++;
-			r->st = QUOTE_SEEN;
-			continue;
-		}
-		case QUOTE_SEEN:
-			if (b[p] == '"') {
-				r->cell_dq = true;
-				r->st = QUOTED;
-				p++;
-				continue;
-			}
-			if (b[p] == '\r' && p + 1 == e && !r->eof)
-				goto more;
-			if (b[p] == d || b[p] == '\n' || (b[p] == '\r' && (p + 1 == e || b[p + 1] == '\n'))) {
-				if (push_cell(r, r->cell_start, r->cell_end) < 0)
-					return -ENOMEM;
-				if (b[p] == d) {
-					r->st = FIELD_START;
-					p++;
-					continue;
-				}
-				r->pos = p + (b[p] == '\r' ? (p + 1 == e ? 1 : 2) : 1);
-				return 1;
-			}
-			if (!r->bad)
-				r->bad = "text after a closing quote (a quote inside a quoted cell must be doubled)";
-			/* Read on to the delimiter as an unquoted cell does: the row's end is found as before. */
-			r->st = UNQUOTED;
-			continue;
-		}
-	}
-more:
-	r->pos = p;
-	if (!r->eof)
-		return 0;
-	/* The end of the file ends the row. */
-	switch (r->st) {
-	case QUOTED:
-		r->bad = "unterminated quote: the cell runs to the end of the file";
-		r->cell_end = p;
-		break;
-	case UNQUOTED:
-		r->cell_end = p > r->cell_start && r->buf[p - 1] == '\r' ? p - 1 : p;
-		break;
-	case QUOTE_SEEN:
-		break;
-	case FIELD_START:
-		if (!r->n_cells && p == r->start)
-			return 1;       /* nothing after the last line break */
-		r->cell_start = r->cell_end = p;
-		r->cell_quoted = false;
-		break;
-	}
-	if (push_cell(r, r->cell_start, r->cell_end) < 0)
-		return -ENOMEM;
-	return 1;
-}
-
-/* The next row's cells: 1, 0 at the end, negative errno. */
-static int next_row(struct csv_reader *r)
-{
-	int f;
-
-	begin_row(r);
-	for (;;) {
-		f = scan(r);
-		if (f < 0)
-			return f;
-		if (f == 1) {
-			if (r->pos == r->start && r->eof && !r->n_cells)
-				return 0;
-			/* Whole in the buffer, yet longer than allowed: the same as one scanned on. */
-			if (r->pos - r->start > r->max_record + 2)
-				r->skipping = true;
-			return 1;
-		}
-		if (!r->skipping && r->pos - r->start > r->max_record) {
-			/* Too long to keep: scan on without it, then report it. */
-			r->skipping = true;
-		}
-		if (r->skipping) {
-			/* Nothing scanned so far is kept: only the state of the scan goes on. */
-			r->start = r->pos;
-			r->cell_start = r->cell_end = r->pos;
-		}
-		f = fill(r);
-		if (f < 0)
-			return f;
-	}
 }
 
 static bool utf8_valid(const unsigned char *s, size_t n)
@@ -558,9 +318,9 @@ static bool is_json_value(const char *s, size_t n)
 }
 
 /* The cell's text with doubled quotes undone (in tmp when it had any). */
-static int cell_text(struct csv_reader *r, const struct cell *c, const char **s, size_t *n)
+static int cell_text(struct csv_reader *r, const struct csv_cell *c, const char **s, size_t *n)
 {
-	const char *p = r->buf + r->start + c->off;
+	const char *p = r->s.buf + r->s.start + c->off;
 
 	if (!c->dq) {
 		*s = p;
@@ -588,14 +348,14 @@ static int convert(struct csv_reader *r)
 	int rc;
 
 	o->len = 0;
-	if (r->n_cells != r->n_cols) {
-		snprintf(r->reason, sizeof(r->reason), "%zu cell(s), the header has %zu", r->n_cells, r->n_cols);
+	if (r->s.n_cells != r->n_cols) {
+		snprintf(r->reason, sizeof(r->reason), "%zu cell(s), the header has %zu", r->s.n_cells, r->n_cols);
 		return -EINVAL;
 	}
 	if (out_put(o, "{", 1) < 0)
 		return -ENOMEM;
 	for (size_t i = 0; i < r->n_cols; i++) {
-		const struct cell *c = &r->cells[i];
+		const struct csv_cell *c = &r->s.cells[i];
 		const struct col *col = &r->cols[i];
 		const char *s;
 		size_t n;
@@ -656,7 +416,7 @@ bad_type:
 	}
 	if (out_put(o, "}", 1) < 0)
 		return -ENOMEM;
-	if (o->len > r->max_record) {
+	if (o->len > r->s.max_record) {
 		snprintf(r->reason, sizeof(r->reason), "record longer than max_record_bytes (%zu bytes as JSON)", o->len);
 		return -EINVAL;
 	}
@@ -682,27 +442,27 @@ static int read_header(struct csv_reader *r)
 
 	r->n_cols = 0;
 	for (;;) {
-		rc = next_row(r);
+		rc = csv_scan_row(&r->s);
 		if (rc <= 0)
 			return rc;      /* an empty file: no rows either */
-		r->next_lineno += 1 + r->row_nl;
-		if (!(r->n_cells == 1 && r->cells[0].len == 0 && !r->cells[0].quoted && !r->skipping))
+		r->next_lineno += 1 + r->s.row_nl;
+		if (!csv_scan_blank(&r->s))
 			break;
-		r->start = r->pos;      /* blank lines before the header */
+		r->s.start = r->s.pos;      /* blank lines before the header */
 	}
-	if (r->skipping)
+	if (r->s.skipping)
 		return header_fail(r, "header: line 1 is longer than max_record_bytes");
-	if (r->bad)
-		return header_fail(r, "header: %s", r->bad);
+	if (r->s.bad)
+		return header_fail(r, "header: %s", r->s.bad);
 	free(r->cols);
-	if (!(r->cols = calloc(r->n_cells, sizeof(*r->cols))))
+	if (!(r->cols = calloc(r->s.n_cells, sizeof(*r->cols))))
 		return -ENOMEM;
-	for (size_t i = 0; i < r->n_cells; i++) {
+	for (size_t i = 0; i < r->s.n_cells; i++) {
 		struct col *c = &r->cols[i];
 		const char *s;
 		size_t n, name_len;
 
-		if ((rc = cell_text(r, &r->cells[i], &s, &n)) < 0)
+		if ((rc = cell_text(r, &r->s.cells[i], &s, &n)) < 0)
 			goto out;
 		if (!n) {
 			char no[32];
@@ -755,7 +515,7 @@ out:
 	r->keys = keys.buf;
 	r->keys_len = keys.len;
 	if (rc == 0)
-		r->start = r->pos;
+		r->s.start = r->s.pos;
 	else
 		r->n_cols = 0;
 	return rc;
@@ -766,44 +526,26 @@ int csv_reader_open(struct csv_reader *r, struct instream *in, char delim, const
 {
 	int rc;
 
-	r->in = in;
-	r->delim = delim;
+	csv_scan_reset(&r->s, in, delim);
 	r->opt = o;
-	r->start = r->end = r->pos = 0;
-	r->cell_start = r->cell_end = 0;
-	r->buf_offset = 0;
-	r->eof = false;
 	r->next_lineno = 1;
 	r->have_last = r->replay = false;
 	r->err[0] = '\0';
 	r->n_cols = 0;
-	/* A byte order mark, as Excel writes one: not part of the first column's name. */
-	while (r->end < 3 && !r->eof)
-		if ((rc = fill(r)) < 0)
-			goto fail;
-	if (r->end >= 3 && !memcmp(r->buf, "\xEF\xBB\xBF", 3))
-		r->start = r->pos = 3;
+	if ((rc = csv_scan_skip_bom(&r->s)) < 0)
+		goto fail;
 	if ((rc = read_header(r)) < 0)
 		goto fail;
 	if (offset > 0) {
-		off_t here = r->buf_offset + (off_t)r->start;
+		off_t here = r->s.buf_offset + (off_t)r->s.start;
 
 		if (offset < here) {
 			snprintf(r->err, sizeof(r->err), "resume offset %lld lies inside the header (%lld bytes)",
 				 (long long)offset, (long long)here);
 			return -EBADMSG;
 		}
-		/* Drop what is buffered up to @offset, then skip the rest in the stream. */
-		if (offset <= r->buf_offset + (off_t)r->end) {
-			r->start = r->pos = (size_t)(offset - r->buf_offset);
-		} else {
-			uint64_t skip = (uint64_t)(offset - r->buf_offset - (off_t)r->end);
-
-			if ((rc = instream_skip(in, skip)) < 0)
-				goto fail;
-			r->buf_offset = offset;
-			r->start = r->end = r->pos = 0;
-		}
+		if ((rc = csv_scan_seek(&r->s, offset)) < 0)
+			goto fail;
 		r->next_lineno = lineno;
 	}
 	return 0;
@@ -835,45 +577,45 @@ int csv_reader_next(struct csv_reader *r, struct ndjson_line *line)
 	for (;;) {
 		uint64_t no = r->next_lineno;
 
-		rc = next_row(r);
+		rc = csv_scan_row(&r->s);
 		if (rc < 0) {
-			if (rc == -EBADMSG && instream_error(r->in))
-				snprintf(r->err, sizeof(r->err), "%s", instream_error(r->in));
+			if (rc == -EBADMSG && instream_error(r->s.in))
+				snprintf(r->err, sizeof(r->err), "%s", instream_error(r->s.in));
 			return rc;
 		}
 		if (rc == 0)
 			return 0;
-		r->next_lineno += 1 + r->row_nl;
-		if (!r->skipping && r->n_cells == 1 && r->cells[0].len == 0 && !r->cells[0].quoted && !r->bad) {
-			r->start = r->pos;
+		r->next_lineno += 1 + r->s.row_nl;
+		if (csv_scan_blank(&r->s) && !r->s.bad) {
+			r->s.start = r->s.pos;
 			continue;       /* blank lines count for numbering only */
 		}
-		*line = (struct ndjson_line){ .lineno = no, .start_offset = r->row_offset,
-					      .end_offset = r->buf_offset + (off_t)r->pos };
-		if (r->skipping) {
-			line->too_long = !r->bad;
-			line->error = r->bad;
-		} else if (r->bad) {
-			line->error = r->bad;
+		*line = (struct ndjson_line){ .lineno = no, .start_offset = r->s.row_offset,
+					      .end_offset = r->s.buf_offset + (off_t)r->s.pos };
+		if (r->s.skipping) {
+			line->too_long = !r->s.bad;
+			line->error = r->s.bad;
+		} else if (r->s.bad) {
+			line->error = r->s.bad;
 		} else if ((rc = convert(r)) == -EINVAL) {
 			line->error = r->reason;
 		} else if (rc < 0) {
 			return rc;
 		}
-		if (!r->skipping && line->error) {
+		if (!r->s.skipping && line->error) {
 			/* The row as written, without its line break. */
-			size_t n = r->pos - r->start;
+			size_t n = r->s.pos - r->s.start;
 
-			while (n && (r->buf[r->start + n - 1] == '\n' || r->buf[r->start + n - 1] == '\r'))
+			while (n && (r->s.buf[r->s.start + n - 1] == '\n' || r->s.buf[r->s.start + n - 1] == '\r'))
 				n--;
-			line->data = r->buf + r->start;
+			line->data = r->s.buf + r->s.start;
 			line->len = n;
 		} else if (!line->error && !line->too_long) {
 			line->data = r->json.buf;
 			line->len = r->json.len;
 		}
 		/* The row's bytes stay in the buffer until the next call: fill moves only before start. */
-		r->start = r->pos;
+		r->s.start = r->s.pos;
 		r->last = *line;
 		r->have_last = true;
 		return 1;
@@ -882,12 +624,12 @@ int csv_reader_next(struct csv_reader *r, struct ndjson_line *line)
 
 void csv_reader_read_on(struct csv_reader *r)
 {
-	r->eof = false;
+	r->s.eof = false;
 }
 
 off_t csv_reader_offset(const struct csv_reader *r)
 {
-	return r->replay ? r->last.start_offset : r->buf_offset + (off_t)r->start;
+	return r->replay ? r->last.start_offset : r->s.buf_offset + (off_t)r->s.start;
 }
 
 uint64_t csv_reader_lineno(const struct csv_reader *r)

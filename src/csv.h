@@ -46,6 +46,13 @@ int csv_columns_parse(struct csv_options *o, const char *spec, char *err, size_t
 void csv_options_release(struct csv_options *o);
 const char *csv_type_name(enum csv_type t);
 
+/*
+ * A csv_reader owns its csv_scan (the buffer and the row's cells), the header's column names
+ * (escaped, as JSON keys) and the JSON of the row last read; a line it returns points into those
+ * and holds until the next csv_reader_next/open/free. It borrows the instream and the options
+ * from csv_reader_open until the next open or free. It calls csv_scan (cutting rows into
+ * cells), instream (errors) and yajl (checking json cells); it logs nothing.
+ */
 struct csv_reader;
 
 int csv_reader_new(struct csv_reader **out, size_t max_record_bytes);

@@ -94,114 +94,165 @@ static void json_time(FILE *out, int64_t t)
 		fputs("null", out);
 }
 
+/* What `status` tells of one configured connection: gathered once, printed as text or JSON. */
+struct conn_status {
+	const struct conn_config *c;
+	const struct journal_conn_stats *st;    /* in the journal (NULL: none yet), valid while it is open */
+	char dir[4096];                         /* its spool directory */
+	char faildir[4200];
+	struct dir_count queued, failed, rejected;
+	uint64_t rate_budget;
+	bool rate_waiting;
+};
+
+static void gather_conn(const struct config *cfg, const struct conn_config *c, struct journal *j,
+			struct conn_status *cs)
+{
+	char sub[4200];
+
+	cs->c = c;
+	cs->st = j ? journal_find_stats(j, c->name) : NULL;
+	snprintf(cs->dir, sizeof(cs->dir), "%s/%s", cfg->spool_dir, c->name);
+	cs->queued = count_dir(cs->dir, 0);
+	snprintf(cs->faildir, sizeof(cs->faildir), "%s/failed", cs->dir);
+	cs->failed = count_dir(cs->faildir, 1);
+	snprintf(sub, sizeof(sub), "%s/rejected", cs->dir);
+	cs->rejected = count_dir(sub, 2);
+	cs->rate_budget = cs->st && cs->st->rate_budget ? cs->st->rate_budget : c->rate_limit_requests;
+	cs->rate_waiting = cs->st && cs->st->rate_waiting;
+}
+
+/* The journal's next batch from *k on that belongs to @conn (configured: true) or to no
+ * configured connection (false); NULL after the last. */
+static const struct journal_batch *next_batch(const struct config *cfg, struct journal *j, const char *conn,
+					      size_t *k)
+{
+	while (j && *k < journal_count(j)) {
+		const struct journal_batch *b = journal_at(j, (*k)++);
+
+		if (conn ? !strcmp(b->connection, conn) : !config_find_conn(cfg, b->connection))
+			return b;
+	}
+	return NULL;
+}
+
 /*
  * `dcsyncd status --json`: the same facts as the text, one object; the field names are stable
  * (documented in dcsyncd(8)); times are Unix seconds, null for never.
  */
-static int status_json(const struct config *cfg, struct journal *j, time_t now, FILE *out)
+static void json_conn(const struct conn_status *cs, const struct config *cfg, struct journal *j, time_t now,
+		      bool first_conn, FILE *out)
 {
-	bool first_batch = true;
+	const struct conn_config *c = cs->c;
+	const struct journal_conn_stats *st = cs->st;
+	const struct journal_batch *b;
+	size_t k = 0;
+	bool first = true;
 
-	fprintf(out, "{\"format\":1,\"time\":%lld,\"config\":", (long long)now);
-	json_str(out, cfg->path);
-	fputs(",\"state_dir\":", out);
-	json_str(out, cfg->state_dir);
-	fprintf(out, ",\"journal\":%s,\"connections\":[", j ? "true" : "false");
-	for (size_t i = 0; i < cfg->n_conns; i++) {
-		const struct conn_config *c = &cfg->conns[i];
-		const struct journal_conn_stats *st = j ? journal_find_stats(j, c->name) : NULL;
-		char dir[4096], faildir[4200], sub[4200];
-		struct dir_count q, failed, rej;
-		bool first = true;
-
-		snprintf(dir, sizeof(dir), "%s/%s", cfg->spool_dir, c->name);
-		q = count_dir(dir, 0);
-		snprintf(faildir, sizeof(faildir), "%s/failed", dir);
-		failed = count_dir(faildir, 1);
-		snprintf(sub, sizeof(sub), "%s/rejected", dir);
-		rej = count_dir(sub, 2);
-		fputs(i ? ",{\"name\":" : "{\"name\":", out);
-		json_str(out, c->name);
-		fputs(",\"uuid\":", out);
-		json_str(out, c->uuid);
-		fputs(",\"spool\":", out);
-		json_str(out, dir);
-		fprintf(out, ",\"queued_files\":%zu,\"oldest_queued_seconds\":", q.files);
-		if (q.files)
-			fprintf(out, "%lld", (long long)(now - q.oldest));
-		else
-			fputs("null", out);
-		fputs(",\"in_flight\":[", out);
-		for (size_t k = 0; j && k < journal_count(j); k++) {
-			const struct journal_batch *b = journal_at(j, k);
-
-			if (strcmp(b->connection, c->name))
-				continue;
-			fputs(first ? "{\"file\":" : ",{\"file\":", out);
-			first = false;
-			json_str(out, b->name);
-			fputs(",\"batch_uuid\":", out);
-			json_str(out, b->uuid);
-			fprintf(out, ",\"state\":\"%s\",\"requests_acknowledged\":%" PRIu32 ",\"records\":%" PRIu64
-				",\"bytes_read\":%" PRIu64 ",\"bytes\":%" PRIu64 "}",
-				b->state == BATCH_OPEN ? "open" : "completed", b->acks, b->records, b->offset, b->ident.size);
-		}
-		fprintf(out, "],\"failed_files\":%zu,\"rejected_records\":%" PRIu64 ",\"rejected_files\":%zu",
-			failed.files, rej.lines, rej.files);
-		fputs(",\"last_success\":", out);
-		json_time(out, st ? st->last_success : 0);
-		fputs(",\"last_error\":", out);
-		if (st && st->last_error) {
-			fprintf(out, "{\"time\":%" PRId64 ",\"http_status\":", st->last_error);
-			if (st->last_error_status)
-				fprintf(out, "%" PRId64, st->last_error_status);
-			else
-				fputs("null", out);
-			fputs(",\"text\":", out);
-			json_str(out, st->last_error_text);
-			fputc('}', out);
-		} else {
-			fputs("null", out);
-		}
-		fputs(",\"rate_limit\":", out);
-		if (c->rate_limit_requests)
-			fprintf(out, "{\"requests\":%u,\"window_seconds\":%g,\"budget\":%" PRIu64 ",\"waiting\":%s}",
-				c->rate_limit_requests, c->rate_limit_window_seconds,
-				st && st->rate_budget ? st->rate_budget : c->rate_limit_requests,
-				st && st->rate_waiting ? "true" : "false");
-		else
-			fputs("null", out);
-		fputs(",\"totals\":", out);
-		if (st)
-			fprintf(out, "{\"files_uploaded\":%" PRIu64 ",\"files_failed\":%" PRIu64 ",\"records_sent\":%" PRIu64
-				",\"records_rejected\":%" PRIu64 ",\"requests\":%" PRIu64 "}}", st->files_done,
-				st->files_failed, st->records_sent, st->records_rejected, st->requests);
-		else
-			fputs("null}", out);
-	}
-	fputs("],\"unconfigured\":[", out);
-	for (size_t k = 0; j && k < journal_count(j); k++) {
-		const struct journal_batch *b = journal_at(j, k);
-
-		if (config_find_conn(cfg, b->connection))
-			continue;
-		fputs(first_batch ? "{\"connection\":" : ",{\"connection\":", out);
-		first_batch = false;
-		json_str(out, b->connection);
+	fputs(first_conn ? "{\"name\":" : ",{\"name\":", out);
+	json_str(out, c->name);
+	fputs(",\"uuid\":", out);
+	json_str(out, c->uuid);
+	fputs(",\"spool\":", out);
+	json_str(out, cs->dir);
+	fprintf(out, ",\"queued_files\":%zu,\"oldest_queued_seconds\":", cs->queued.files);
+	if (cs->queued.files)
+		fprintf(out, "%lld", (long long)(now - cs->queued.oldest));
+	else
+		fputs("null", out);
+	fputs(",\"in_flight\":[", out);
+	while ((b = next_batch(cfg, j, c->name, &k))) {
+		fputs(first ? "{\"file\":" : ",{\"file\":", out);
+		first = false;
+		json_str(out, b->name);
 		fputs(",\"batch_uuid\":", out);
 		json_str(out, b->uuid);
-		fputs(",\"file\":", out);
-		json_str(out, b->name);
-		fputc('}', out);
+		fprintf(out, ",\"state\":\"%s\",\"requests_acknowledged\":%" PRIu32 ",\"records\":%" PRIu64
+			",\"bytes_read\":%" PRIu64 ",\"bytes\":%" PRIu64 "}",
+			b->state == BATCH_OPEN ? "open" : "completed", b->acks, b->records, b->offset, b->ident.size);
 	}
-	fputs("]}\n", out);
-	return ferror(out) ? -EIO : 0;
+	fprintf(out, "],\"failed_files\":%zu,\"rejected_records\":%" PRIu64 ",\"rejected_files\":%zu",
+		cs->failed.files, cs->rejected.lines, cs->rejected.files);
+	fputs(",\"last_success\":", out);
+	json_time(out, st ? st->last_success : 0);
+	fputs(",\"last_error\":", out);
+	if (st && st->last_error) {
+		fprintf(out, "{\"time\":%" PRId64 ",\"http_status\":", st->last_error);
+		if (st->last_error_status)
+			fprintf(out, "%" PRId64, st->last_error_status);
+		else
+			fputs("null", out);
+		fputs(",\"text\":", out);
+		json_str(out, st->last_error_text);
+		fputc('}', out);
+	} else {
+		fputs("null", out);
+	}
+	fputs(",\"rate_limit\":", out);
+	if (c->rate_limit_requests)
+		fprintf(out, "{\"requests\":%u,\"window_seconds\":%g,\"budget\":%" PRIu64 ",\"waiting\":%s}",
+			c->rate_limit_requests, c->rate_limit_window_seconds, cs->rate_budget,
+			cs->rate_waiting ? "true" : "false");
+	else
+		fputs("null", out);
+	fputs(",\"totals\":", out);
+	if (st)
+		fprintf(out, "{\"files_uploaded\":%" PRIu64 ",\"files_failed\":%" PRIu64 ",\"records_sent\":%" PRIu64
+			",\"records_rejected\":%" PRIu64 ",\"requests\":%" PRIu64 "}}", st->files_done,
+			st->files_failed, st->records_sent, st->records_rejected, st->requests);
+	else
+		fputs("null}", out);
+}
+
+static void text_conn(const struct conn_status *cs, const struct config *cfg, struct journal *j, time_t now,
+		      FILE *out)
+{
+	const struct conn_config *c = cs->c;
+	const struct journal_conn_stats *st = cs->st;
+	const struct journal_batch *b;
+	size_t k = 0;
+	char buf[128];
+
+	fprintf(out, "%s (%s)\n", c->name, c->uuid);
+	if (cs->queued.files)
+		fprintf(out, "  queued:       %zu file(s), oldest %lld s old\n", cs->queued.files,
+			(long long)(now - cs->queued.oldest));
+	else
+		fprintf(out, "  queued:       none\n");
+	while ((b = next_batch(cfg, j, c->name, &k)))
+		fprintf(out, "  in flight:    %s, batch %s, %s: %" PRIu32 " request(s) acknowledged, %" PRIu64
+			" records, %" PRIu64 "%% of %" PRIu64 " bytes\n", b->name, b->uuid,
+			b->state == BATCH_OPEN ? "open" : "completed, archiving", b->acks, b->records,
+			b->ident.size ? b->offset * 100 / b->ident.size : 100, b->ident.size);
+	fprintf(out, "  failed:       %zu file(s)%s%s\n", cs->failed.files, cs->failed.files ? " in " : "",
+		cs->failed.files ? cs->faildir : "");
+	fprintf(out, "  rejected:     %" PRIu64 " record(s) in %zu file(s)\n", cs->rejected.lines, cs->rejected.files);
+	when(buf, sizeof(buf), st ? st->last_success : 0, now);
+	fprintf(out, "  last success: %s\n", buf);
+	when(buf, sizeof(buf), st ? st->last_error : 0, now);
+	if (st && st->last_error)
+		fprintf(out, "  last error:   %s: %s%s%" PRId64 ", %s\n", buf, st->last_error_status ? "HTTP " : "",
+			st->last_error_status ? "" : "no answer", st->last_error_status, st->last_error_text);
+	else
+		fprintf(out, "  last error:   none\n");
+	if (c->rate_limit_requests)
+		fprintf(out, "  rate limit:   %u requests / %g s per API key; budget now %" PRIu64 "%s\n",
+			c->rate_limit_requests, c->rate_limit_window_seconds, cs->rate_budget,
+			cs->rate_waiting ? ", a request is waiting for a slot" : ", no request waiting");
+	else
+		fprintf(out, "  rate limit:   off\n");
+	if (st)
+		fprintf(out, "  totals:       %" PRIu64 " file(s) uploaded, %" PRIu64 " failed, %" PRIu64
+			" records sent, %" PRIu64 " rejected, %" PRIu64 " requests\n", st->files_done,
+			st->files_failed, st->records_sent, st->records_rejected, st->requests);
 }
 
 int status_print(const struct config *cfg, bool json, FILE *out)
 {
 	struct journal *j = NULL;
 	time_t now = time(NULL);
+	const struct journal_batch *b;
+	size_t k = 0;
 	int r = journal_open_readonly(&j, cfg->state_dir);
 
 	if (r < 0 && r != -ENOENT) {
@@ -209,69 +260,45 @@ int status_print(const struct config *cfg, bool json, FILE *out)
 		return r;
 	}
 	if (json) {
-		r = status_json(cfg, j, now, out);
-		journal_free(j);
-		return r;
-	}
-	if (!j)
+		fprintf(out, "{\"format\":1,\"time\":%lld,\"config\":", (long long)now);
+		json_str(out, cfg->path);
+		fputs(",\"state_dir\":", out);
+		json_str(out, cfg->state_dir);
+		fprintf(out, ",\"journal\":%s,\"connections\":[", j ? "true" : "false");
+	} else if (!j) {
 		fprintf(out, "no journal in %s yet: dcsyncd has not run with this state_dir\n", cfg->state_dir);
-	for (size_t i = 0; i < cfg->n_conns; i++) {
-		const struct conn_config *c = &cfg->conns[i];
-		const struct journal_conn_stats *st = j ? journal_find_stats(j, c->name) : NULL;
-		char dir[4096], faildir[4200], sub[4200], buf[128];
-		struct dir_count q, failed, rej;
-
-		snprintf(dir, sizeof(dir), "%s/%s", cfg->spool_dir, c->name);
-		q = count_dir(dir, 0);
-		snprintf(faildir, sizeof(faildir), "%s/failed", dir);
-		failed = count_dir(faildir, 1);
-		snprintf(sub, sizeof(sub), "%s/rejected", dir);
-		rej = count_dir(sub, 2);
-		fprintf(out, "%s (%s)\n", c->name, c->uuid);
-		if (q.files)
-			fprintf(out, "  queued:       %zu file(s), oldest %lld s old\n", q.files, (long long)(now - q.oldest));
-		else
-			fprintf(out, "  queued:       none\n");
-		for (size_t k = 0; j && k < journal_count(j); k++) {
-			const struct journal_batch *b = journal_at(j, k);
-
-			if (strcmp(b->connection, c->name))
-				continue;
-			fprintf(out, "  in flight:    %s, batch %s, %s: %" PRIu32 " request(s) acknowledged, %" PRIu64
-				" records, %" PRIu64 "%% of %" PRIu64 " bytes\n", b->name, b->uuid,
-				b->state == BATCH_OPEN ? "open" : "completed, archiving", b->acks, b->records,
-				b->ident.size ? b->offset * 100 / b->ident.size : 100, b->ident.size);
-		}
-		fprintf(out, "  failed:       %zu file(s)%s%s\n", failed.files, failed.files ? " in " : "",
-			failed.files ? faildir : "");
-		fprintf(out, "  rejected:     %" PRIu64 " record(s) in %zu file(s)\n", rej.lines, rej.files);
-		when(buf, sizeof(buf), st ? st->last_success : 0, now);
-		fprintf(out, "  last success: %s\n", buf);
-		when(buf, sizeof(buf), st ? st->last_error : 0, now);
-		if (st && st->last_error)
-			fprintf(out, "  last error:   %s: %s%s%" PRId64 ", %s\n", buf, st->last_error_status ? "HTTP " : "",
-				st->last_error_status ? "" : "no answer", st->last_error_status, st->last_error_text);
-		else
-			fprintf(out, "  last error:   none\n");
-		if (c->rate_limit_requests)
-			fprintf(out, "  rate limit:   %u requests / %g s per API key; budget now %" PRIu64 "%s\n",
-				c->rate_limit_requests, c->rate_limit_window_seconds,
-				st && st->rate_budget ? st->rate_budget : c->rate_limit_requests,
-				st && st->rate_waiting ? ", a request is waiting for a slot" : ", no request waiting");
-		else
-			fprintf(out, "  rate limit:   off\n");
-		if (st)
-			fprintf(out, "  totals:       %" PRIu64 " file(s) uploaded, %" PRIu64 " failed, %" PRIu64
-				" records sent, %" PRIu64 " rejected, %" PRIu64 " requests\n", st->files_done,
-				st->files_failed, st->records_sent, st->records_rejected, st->requests);
 	}
-	for (size_t k = 0; j && k < journal_count(j); k++) {
-		const struct journal_batch *b = journal_at(j, k);
+	for (size_t i = 0; i < cfg->n_conns; i++) {
+		struct conn_status cs;
 
-		if (!config_find_conn(cfg, b->connection))
+		gather_conn(cfg, &cfg->conns[i], j, &cs);
+		if (json)
+			json_conn(&cs, cfg, j, now, i == 0, out);
+		else
+			text_conn(&cs, cfg, j, now, out);
+	}
+	if (json)
+		fputs("],\"unconfigured\":[", out);
+	/* Batches the journal keeps for a connection no longer in the configuration. */
+	for (bool first = true; (b = next_batch(cfg, j, NULL, &k)); first = false) {
+		if (!json) {
 			fprintf(out, "%s (no longer configured): batch %s of %s kept with its file\n", b->connection,
 				b->uuid, b->name);
+			continue;
+		}
+		fputs(first ? "{\"connection\":" : ",{\"connection\":", out);
+		json_str(out, b->connection);
+		fputs(",\"batch_uuid\":", out);
+		json_str(out, b->uuid);
+		fputs(",\"file\":", out);
+		json_str(out, b->name);
+		fputc('}', out);
+	}
+	r = 0;
+	if (json) {
+		fputs("]}\n", out);
+		r = ferror(out) ? -EIO : 0;
 	}
 	journal_free(j);
-	return 0;
+	return r;
 }

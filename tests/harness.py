@@ -509,3 +509,13 @@ def wait_for(predicate, what="condition", daemon=None, timeout=30.0, interval=0.
 def acked(optix, uuid=UUID1):
     """The upload requests the fake answered 200."""
     return [r for r in optix.requests(uuid) if r["status"] == 200]
+
+
+def gen_lines(start, n, value=0):
+    """gen_ndjson's records start..start+n-1 as NDJSON text lines (for Daemon.drop)."""
+    return [gen_ndjson.record(i, value) for i in range(start, start + n)]
+
+
+def gen_store(start, n, value=0):
+    """What the fake should hold for records start..start+n-1 of gen_ndjson: {pk_json: record}."""
+    return {str(i): gen_ndjson.expected(i, value) for i in range(start, start + n)}

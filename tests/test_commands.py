@@ -10,9 +10,10 @@ import re
 import signal
 import stat
 import subprocess
+import time
 
 import gen_ndjson
-from harness import UUID1, acked, wait_for
+from harness import UUID1, UUID2, acked, wait_for
 
 TIMEOUT = 30
 
@@ -216,6 +217,87 @@ def test_status_json_has_the_same_facts_as_status(daemon, optix):
     text = as_daemon_user(daemon, "status").stdout
     assert "queued:       1 file(s)" in text and "failed:       1 file(s)" in text
     assert doc["unconfigured"] == []
+
+
+def status_text_of_json(c, now):
+    """The text `status` prints for a connection's --json object (times as seen at @now)."""
+    def when(t):
+        return "never" if t is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+    lines = [f"{c['name']} ({c['uuid']})"]
+    if c["queued_files"]:
+        lines.append(f"  queued:       {c['queued_files']} file(s), oldest {c['oldest_queued_seconds']} s old")
+    else:
+        lines.append("  queued:       none")
+    for b in c["in_flight"]:
+        state = "open" if b["state"] == "open" else "completed, archiving"
+        pct = b["bytes_read"] * 100 // b["bytes"] if b["bytes"] else 100
+        lines.append(f"  in flight:    {b['file']}, batch {b['batch_uuid']}, {state}: {b['requests_acknowledged']} "
+                     f"request(s) acknowledged, {b['records']} records, {pct}% of {b['bytes']} bytes")
+    n = c["failed_files"]
+    lines.append(f"  failed:       {n} file(s)" + (f" in {c['spool']}/failed" if n else ""))
+    lines.append(f"  rejected:     {c['rejected_records']} record(s) in {c['rejected_files']} file(s)")
+    t = c["last_success"]
+    lines.append(f"  last success: {when(t)}" + ("" if t is None else f" ({now - t} s ago)"))
+    e = c["last_error"]
+    if e is None:
+        lines.append("  last error:   none")
+    else:
+        lines.append(f"  last error:   {when(e['time'])} ({now - e['time']} s ago): "
+                     + (f"HTTP {e['http_status']}" if e["http_status"] else "no answer") + f", {e['text']}")
+    rl = c["rate_limit"]
+    if rl is None:
+        lines.append("  rate limit:   off")
+    else:
+        lines.append(f"  rate limit:   {rl['requests']} requests / {rl['window_seconds']:g} s per API key; budget now "
+                     f"{rl['budget']}" + (", a request is waiting for a slot" if rl["waiting"] else ", no request waiting"))
+    tt = c["totals"]
+    if tt is not None:
+        lines.append(f"  totals:       {tt['files_uploaded']} file(s) uploaded, {tt['files_failed']} failed, "
+                     f"{tt['records_sent']} records sent, {tt['records_rejected']} rejected, {tt['requests']} requests")
+    return lines
+
+
+def test_status_text_and_json_say_the_same_of_every_field_for_the_same_state(daemon, optix):
+    """Queued, in flight, failed, rejected, last success and error, rate limit, totals and a batch
+    of a connection no longer configured: each text line is what the --json object says."""
+    products = daemon.connection(optix, batch_records=100)
+    orders = daemon.connection(optix, name="orders", uuid=UUID2, batch_records=100)
+    daemon.write_config([products, orders])
+    fail_one(daemon, optix, "f.ndjson", 4)
+    daemon.drop("products", "mixed.ndjson", [gen_ndjson.record(i) for i in range(20, 25)] + ["{broken"])
+    assert daemon.run_once().returncode == 1       # the rejected line
+    # A crash with both connections' batches open: the journal keeps them.
+    optix.configure(delay=0.3)
+    daemon.drop_generated("products", "big.ndjson", 1000, start=1000)
+    daemon.drop_generated("orders", "big-orders.ndjson", 1000, start=5000)
+    daemon.start()
+    wait_for(lambda: acked(optix, UUID1) and acked(optix, UUID2), "a request of each batch acknowledged", daemon)
+    daemon.kill9()
+    daemon.write_config([products])                 # orders' batch: no longer configured
+    daemon.drop_generated("products", "waiting.ndjson", 2, start=90)
+
+    t0 = int(time.time())
+    text = as_daemon_user(daemon, "status")
+    js = as_daemon_user(daemon, "status", "--json")
+    t1 = int(time.time())
+    assert text.returncode == 0 and js.returncode == 0, text.stderr + js.stderr
+    doc = json.loads(js.stdout)
+    (c,) = doc["connections"]
+    assert c["in_flight"] and c["failed_files"] and c["rejected_records"] and c["last_error"] and c["totals"]
+    assert c["queued_files"] and c["rate_limit"] and c["last_success"]
+    # The "N s old" / "N s ago" figures: the two commands ran within [t0, t1], so each may be off
+    # by that much; everything else is compared to the letter.
+    ago = re.compile(r"\d+(?= s (?:old|ago))")
+    want = status_text_of_json(c, doc["time"])
+    got = text.stdout.splitlines()
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert ago.sub("N", g) == ago.sub("N", w), f"line {i + 1} of status:\n  text: {g!r}\n  json: {w!r}"
+        for gn, wn in zip(ago.findall(g), ago.findall(w)):
+            assert abs(int(gn) - int(wn)) <= t1 - t0 + 1, f"line {i + 1}: {g!r} against {w!r}"
+    assert doc["unconfigured"] and all(u["connection"] == "orders" for u in doc["unconfigured"])
+    assert got[len(want):] == [f"{u['connection']} (no longer configured): batch {u['batch_uuid']} of {u['file']} "
+                               "kept with its file" for u in doc["unconfigured"]]
 
 
 # --- connection create -------------------------------------------------------------------------

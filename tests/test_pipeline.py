@@ -23,7 +23,7 @@ import pytest
 
 import gen_ndjson
 from fakeoptix import loads_raw, pk_key
-from harness import UUID1, UUID2, Daemon, Privileges
+from harness import UUID1, UUID2, Daemon, Privileges, gen_lines, gen_store, wait_for
 
 WAIT = 30.0     # generous bound for anything the daemon does with a few small files
 
@@ -33,15 +33,6 @@ WAIT = 30.0     # generous bound for anything the daemon does with a few small f
 def lines_of(records):
     """NDJSON bytes of records given as JSON text or dicts."""
     return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records).encode()
-
-
-def gen_lines(start, n, value=0):
-    return [gen_ndjson.record(i, value) for i in range(start, start + n)]
-
-
-def gen_store(start, n, value=0):
-    """What the fake should hold for records start..start+n-1 of gen_ndjson: {pk_json: record}."""
-    return {str(i): gen_ndjson.expected(i, value) for i in range(start, start + n)}
 
 
 def store_of_lines(lines):
@@ -56,8 +47,6 @@ def store_of_lines(lines):
 def raw_store_of_lines(lines):
     """{pk_text: the line itself}: what state(raw=True) must show for canonical lines."""
     return {pk_key(loads_raw(line)["id"]): line for line in lines}
-
-
 
 
 def set_mtime(path, epoch_ns):
@@ -108,16 +97,8 @@ def wait_done(daemon, conn, *names, timeout=WAIT):
     """Wait until each file is archived in <state_dir>/done/<conn>/ (after_upload=archive): the
     daemon's own word that the file's batch is complete at the server."""
     done = daemon.state_dir / "done" / conn
-    deadline = time.monotonic() + timeout
-    while True:
-        missing = [n for n in names if not (done / n).exists()]
-        if not missing:
-            return
-        exited = daemon.proc is not None and daemon.proc.poll() is not None
-        if exited or time.monotonic() > deadline:
-            why = f"daemon exited with {daemon.proc.returncode}" if exited else f"timed out after {timeout}s"
-            raise AssertionError(f"{why} waiting for {missing} in {done}; log tail:\n{daemon.log()[-4000:]}")
-        time.sleep(0.05)
+    wait_for(lambda: all((done / n).exists() for n in names), what=f"{list(names)} in {done}",
+             daemon=daemon, timeout=timeout)
 
 
 def run_once_ok(daemon, expect_status=0):
@@ -183,40 +164,32 @@ def capture():
 
 # --- batching ------------------------------------------------------------------------------------
 
-def test_12345_records_go_as_one_batch_of_three_requests_5000_5000_2345(optix, daemon):
-    daemon.write_config([daemon.connection(optix)])
-    daemon.drop_generated("products", "big.ndjson", 12345)
+@pytest.mark.parametrize("n, batch_records, sizes", [
+    (12345, 5000, [5000, 5000, 2345]),
+    (10, 5, [5, 5]),
+], ids=["12345-records-in-requests-5000-5000-2345", "exact-multiple-sends-no-empty-trailing-request"])
+def test_a_file_goes_as_one_batch_of_requests_cut_at_batch_records(optix, daemon, n, batch_records, sizes):
+    daemon.write_config([daemon.connection(optix, batch_records=batch_records)])
+    daemon.drop_generated("products", "big.ndjson", n)
 
     proc = run_once_ok(daemon)
 
     reqs = optix.requests(UUID1)
-    assert [r["status"] for r in reqs] == [200, 200, 200]
-    assert [r["n_records"] for r in reqs] == [5000, 5000, 2345]
+    assert [r["status"] for r in reqs] == [200] * len(sizes)
+    assert [r["n_records"] for r in reqs] == sizes
     assert len({r["batch_uuid"] for r in reqs}) == 1
-    assert [r["batch_completed"] for r in reqs] == [False, False, True]
+    assert [r["batch_completed"] for r in reqs] == [False] * (len(sizes) - 1) + [True]
     # In file order: the requests are consecutive slices of the file.
-    assert [r["keys"] for r in reqs] == [list(range(0, 5000)), list(range(5000, 10000)),
-                                         list(range(10000, 12345))]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    assert [r["keys"] for r in reqs] == [list(range(s, s + k)) for s, k in zip(starts, sizes)]
     state = optix.state(UUID1)
     assert state["open_batches"] == {}
-    assert state["records"] == gen_store(0, 12345)
+    assert state["records"] == gen_store(0, n)
     assert (daemon.state_dir / "done" / "products" / "big.ndjson").is_file()
     assert spool_leftovers(daemon, "products") == []
-    assert summary_counts(proc.stdout, "products") == (1, 0, 12345, 0, 3, 0)
-    assert re.search(r"^info: products: big\.ndjson: 12345 records sent, 0 rejected, 3 requests, [\d.]+ s$",
+    assert summary_counts(proc.stdout, "products") == (1, 0, n, 0, len(sizes), 0)
+    assert re.search(rf"^info: products: big\.ndjson: {n} records sent, 0 rejected, {len(sizes)} requests, [\d.]+ s$",
                      daemon.log(), re.MULTILINE)
-
-
-def test_exact_multiple_of_batch_records_sends_no_empty_trailing_request(optix, daemon):
-    daemon.write_config([daemon.connection(optix, batch_records=5)])
-    daemon.drop("products", "ten.ndjson", gen_lines(0, 10))
-
-    run_once_ok(daemon)
-
-    reqs = optix.requests(UUID1)
-    assert [r["n_records"] for r in reqs] == [5, 5]
-    assert [r["batch_completed"] for r in reqs] == [False, True]
-    assert optix.records(UUID1) == gen_store(0, 10)
 
 
 def test_small_batch_bytes_cuts_requests_by_size_and_none_exceeds_it(optix, daemon):
@@ -447,19 +420,29 @@ def _assert_written_whole(optix, first_keys, second_keys):
     assert sorted(k for r in reqs for k in r["keys"] if k in all_keys) == sorted(all_keys)
 
 
-def test_file_open_for_writing_at_startup_is_not_read_until_closed(optix, daemon):
-    # Unprivileged, nobody can tell the daemon the file is open: only its writer closing it
-    # (inotify) may make it ready, not a pause (settle_seconds is long).
-    daemon.write_config([daemon.connection(optix)], settle_seconds=600)
+@pytest.mark.parametrize("at_startup", [True, False], ids=["open-at-startup", "written-in-place-while-running"])
+def test_file_open_for_writing_is_read_only_after_close(optix, daemon, at_startup):
     spool = daemon.spool("products")
+    if at_startup:
+        # Unprivileged, nobody can tell the daemon the file is open: only its writer closing it
+        # (inotify) may make it ready, not a pause (settle_seconds is long).
+        daemon.write_config([daemon.connection(optix)], settle_seconds=600)
+        before = {}
+    else:
+        daemon.write_config([daemon.connection(optix)])
+        daemon.start()
+        daemon.drop("products", "first.ndjson", gen_lines(1000, 10))
+        wait_done(daemon, "products", "first.ndjson")
+        before = gen_store(1000, 10)
     with daemon.exporter_open(spool / "slow.ndjson") as f:
         f.write(lines_of(gen_lines(0, 50)))
         f.flush()
-        # The start-up scan finds the file open for writing; a file dropped after it shows when the
-        # daemon has got past it.
-        daemon.start()
-        daemon.wait_log(r"dcsyncd .*connection")
-        daemon.drop("products", "marker.ndjson", gen_lines(1000, 10))
+        if at_startup:
+            # The start-up scan finds the file open for writing; a file dropped after it shows
+            # when the daemon has got past it.
+            daemon.start()
+            daemon.wait_log(r"dcsyncd .*connection")
+        daemon.drop("products", "marker.ndjson", gen_lines(2000, 10))
         wait_done(daemon, "products", "marker.ndjson")
         sent = {k for r in optix.requests(UUID1) for k in r["keys"]}
         assert not sent & set(range(0, 50)), "the half-written file was uploaded before it was closed"
@@ -468,30 +451,7 @@ def test_file_open_for_writing_at_startup_is_not_read_until_closed(optix, daemon
     wait_done(daemon, "products", "slow.ndjson")
 
     assert daemon.stop() == 0
-    assert optix.records(UUID1) == {**gen_store(0, 100), **gen_store(1000, 10)}
-    _assert_written_whole(optix, range(0, 50), range(50, 100))
-
-
-def test_file_written_in_place_while_running_is_read_only_after_close(optix, daemon):
-    daemon.write_config([daemon.connection(optix)])
-    daemon.start()
-    daemon.drop("products", "first.ndjson", gen_lines(1000, 10))
-    wait_done(daemon, "products", "first.ndjson")
-
-    spool = daemon.spool("products")
-    with daemon.exporter_open(spool / "inplace.ndjson") as f:
-        f.write(lines_of(gen_lines(0, 50)))
-        f.flush()
-        daemon.drop("products", "marker.ndjson", gen_lines(2000, 10))
-        wait_done(daemon, "products", "marker.ndjson")
-        sent = {k for r in optix.requests(UUID1) for k in r["keys"]}
-        assert not sent & set(range(0, 50)), "the half-written file was uploaded before it was closed"
-        assert (spool / "inplace.ndjson").is_file(), "the half-written file was taken before it was closed"
-        f.write(lines_of(gen_lines(50, 50)))
-    wait_done(daemon, "products", "inplace.ndjson")
-
-    assert daemon.stop() == 0
-    assert optix.records(UUID1) == {**gen_store(0, 100), **gen_store(1000, 10), **gen_store(2000, 10)}
+    assert optix.records(UUID1) == {**gen_store(0, 100), **before, **gen_store(2000, 10)}
     _assert_written_whole(optix, range(0, 50), range(50, 100))
 
 
@@ -587,30 +547,23 @@ def test_files_with_equal_mtime_are_sent_in_name_order(optix, daemon):
 
 # --- after the upload ------------------------------------------------------------------------------------
 
-def test_after_upload_delete_removes_the_file_and_archives_nothing(optix, daemon):
-    daemon.write_config([daemon.connection(optix)], after_upload="delete")
-    daemon.drop("products", "gone.ndjson", gen_lines(0, 20))
-
-    run_once_ok(daemon)
-
-    assert optix.records(UUID1) == gen_store(0, 20)
-    assert spool_leftovers(daemon, "products") == []
-    done = daemon.state_dir / "done" / "products"
-    assert not (done / "gone.ndjson").exists()
-    assert not any(p.name.startswith("gone") for p in daemon.state_dir.rglob("*")), \
-        "a copy of the deleted file was kept in the state directory"
-
-
-def test_after_upload_archive_moves_the_file_to_state_done(optix, daemon):
-    daemon.write_config([daemon.connection(optix)], after_upload="archive")
+@pytest.mark.parametrize("after_upload", ["delete", "archive"])
+def test_after_upload_empties_the_spool_and_deletes_or_archives_to_state_done(optix, daemon, after_upload):
+    daemon.write_config([daemon.connection(optix)], after_upload=after_upload)
     data = lines_of(gen_lines(0, 20))
-    daemon.drop("products", "kept.ndjson", data)
+    daemon.drop("products", "up.ndjson", data)
 
     run_once_ok(daemon)
 
     assert optix.records(UUID1) == gen_store(0, 20)
-    assert (daemon.state_dir / "done" / "products" / "kept.ndjson").read_bytes() == data
     assert spool_leftovers(daemon, "products") == []
+    archived = daemon.state_dir / "done" / "products" / "up.ndjson"
+    if after_upload == "archive":
+        assert archived.read_bytes() == data
+    else:
+        assert not archived.exists()
+        assert not any(p.name.startswith("up") for p in daemon.state_dir.rglob("*")), \
+            "a copy of the deleted file was kept in the state directory"
 
 
 # --- exact bytes -------------------------------------------------------------------------------------
@@ -676,8 +629,10 @@ def test_records_are_sent_byte_for_byte_on_the_wire(capture, daemon):
     _assert_lines_in_bodies(bodies, WIRE_LINES)
 
 
-def test_ttl_seconds_is_sent_when_set(optix, daemon):
-    daemon.write_config([daemon.connection(optix, ttl_seconds=3600, batch_records=4)])
+@pytest.mark.parametrize("ttl, expiry", [(3600, 3600), ("", None)],
+                         ids=["ttl_seconds-set-is-sent", "ttl_seconds-empty-stores-no-expiry"])
+def test_ttl_seconds_is_sent_when_set_and_the_fake_stores_its_expiry(optix, daemon, ttl, expiry):
+    daemon.write_config([daemon.connection(optix, ttl_seconds=ttl, batch_records=4)])
     daemon.drop("products", "ttl.ndjson", gen_lines(0, 10))
     before = time.time()
 
@@ -685,12 +640,15 @@ def test_ttl_seconds_is_sent_when_set(optix, daemon):
 
     reqs = optix.requests(UUID1)
     assert len(reqs) == 3
-    assert [r["ttl_seconds"] for r in reqs] == [3600, 3600, 3600]
+    assert [r["ttl_seconds"] for r in reqs] == [expiry] * 3
     state = optix.state(UUID1)
     assert state["records"] == gen_store(0, 10)
+    if expiry is None:
+        assert state["expires"] == {}
+        return
     assert set(state["expires"]) == set(state["records"])
     for exp in state["expires"].values():
-        assert before + 3600 - 5 <= exp <= time.time() + 3600 + 5
+        assert before + expiry - 5 <= exp <= time.time() + expiry + 5
 
 
 @pytest.mark.parametrize("ttl", ["", None], ids=["ttl_seconds-empty", "ttl_seconds-not-given"])
@@ -706,18 +664,6 @@ def test_ttl_seconds_is_absent_from_the_request_when_not_set(capture, daemon, tt
         assert "ttl_seconds" not in doc, f"ttl_seconds sent although not configured: {doc['ttl_seconds']!r}"
     assert [doc["batch_completed"] for doc in docs] == [False, False, True]
     assert sum(len(doc["data"]) for doc in docs) == 10
-
-
-def test_ttl_seconds_is_absent_so_the_fake_stores_no_expiry(optix, daemon):
-    daemon.write_config([daemon.connection(optix, ttl_seconds="")])
-    daemon.drop("products", "nottl.ndjson", gen_lines(0, 10))
-
-    run_once_ok(daemon)
-
-    state = optix.state(UUID1)
-    assert state["records"] == gen_store(0, 10)
-    assert state["expires"] == {}
-    assert [r["ttl_seconds"] for r in optix.requests(UUID1)] == [None]
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not (shutil.which("setpriv") and shutil.which("prlimit")),

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-import gen_ndjson
-from harness import UUID1, UUID2, _write_secret, acked, wait_for
+from harness import UUID1, UUID2, _write_secret, acked, gen_lines, gen_store, wait_for
 
 WAIT = 30.0
 WATCHDOG_USEC = 400000
@@ -133,25 +132,11 @@ def notify(tmp_path):
 
 # --- helpers -------------------------------------------------------------------------------------
 
-
-
-def gen_ndjson_lines(start, n, value=0):
-    return [gen_ndjson.record(i, value) for i in range(start, start + n)]
-
-
-def gen_store(start, n, value=0):
-    return {str(i): gen_ndjson.expected(i, value) for i in range(start, start + n)}
-
-
 def start_ready(daemon, notify, watchdog_usec=None):
     """Start the daemon on our notify socket and wait for READY=1; returns READY's entry index."""
     daemon.start(env=notify.env(watchdog_usec))
     idx, _ = notify.wait("READY", "^1$", daemon=daemon)
     return idx
-
-
-
-
 
 
 def run_status(daemon):
@@ -258,27 +243,38 @@ def start_big_batch(optix, daemon, notify, n, per_request, delay, drain):
     wait_for(lambda: len(acked(optix)) >= 1, what="the first request acknowledged")
 
 
-def test_sigterm_mid_batch_stops_after_the_request_in_flight_and_restart_resumes_the_batch(
-        optix, daemon, notify):
-    n, per_request, drain = 8000, 1000, 10
-    start_big_batch(optix, daemon, notify, n, per_request, delay=0.4, drain=drain)
-    before = len(optix.requests(UUID1))
+def sigterm_and_wait_exit(daemon, notify, drain):
+    """SIGTERM: STOPPING=1, then exit 0 within drain + 10 s. Returns the seconds it took to exit."""
     since = notify.mark()
-    mark = daemon.mark()
     t0 = time.monotonic()
     daemon.signal(signal.SIGTERM)
     notify.wait("STOPPING", "^1$", since=since, timeout=10)
     rc = daemon.wait_exit(timeout=drain + 10)
     took = time.monotonic() - t0
     assert rc == 0, daemon.log()[-3000:]
+    return took
+
+
+def the_one_batch(reqs):
+    """The batch_uuid every request carried: there must be exactly one."""
+    uuids = {r["batch_uuid"] for r in reqs}
+    assert len(uuids) == 1, uuids
+    return uuids.pop()
+
+
+def test_sigterm_mid_batch_stops_after_the_request_in_flight_and_restart_resumes_the_batch(
+        optix, daemon, notify):
+    n, per_request, drain = 8000, 1000, 10
+    start_big_batch(optix, daemon, notify, n, per_request, delay=0.4, drain=drain)
+    before = len(optix.requests(UUID1))
+    mark = daemon.mark()
+    took = sigterm_and_wait_exit(daemon, notify, drain)
     assert took < drain, f"took {took:.1f}s to stop, drain_timeout_seconds={drain}"
     assert "drain timeout reached" not in daemon.log(mark)
 
     reqs = optix.requests(UUID1)
     assert all(r["status"] == 200 for r in reqs), reqs
-    uuids = {r["batch_uuid"] for r in reqs}
-    assert len(uuids) == 1
-    batch = uuids.pop()
+    batch = the_one_batch(reqs)
     # Documented (dcsyncd(8) SIGTERM, dcsyncd.conf(5) drain_timeout_seconds): the requests in
     # flight are acknowledged, progress recorded, and the unfinished file resumes at the next
     # start. Requests sent after SIGTERM: the one in flight (and at most one begun as the
@@ -300,13 +296,7 @@ def test_sigterm_drain_timeout_cuts_the_batch_and_restart_resumes_it(optix, daem
     n, per_request, drain = 6000, 1000, 1
     # Each request takes longer than the whole drain.
     start_big_batch(optix, daemon, notify, n, per_request, delay=2.0, drain=drain)
-    since = notify.mark()
-    t0 = time.monotonic()
-    daemon.signal(signal.SIGTERM)
-    notify.wait("STOPPING", "^1$", since=since, timeout=10)
-    rc = daemon.wait_exit(timeout=drain + 10)
-    took = time.monotonic() - t0
-    assert rc == 0, daemon.log()[-3000:]
+    took = sigterm_and_wait_exit(daemon, notify, drain)
     assert took < drain + 2, f"took {took:.1f}s to stop, drain_timeout_seconds={drain}"
     daemon.wait_log(r"drain timeout reached")
 
@@ -315,9 +305,7 @@ def test_sigterm_drain_timeout_cuts_the_batch_and_restart_resumes_it(optix, daem
              what="the server done with the abandoned request")
     reqs = optix.requests(UUID1)
     assert len(reqs) < n // per_request
-    uuids = {r["batch_uuid"] for r in reqs}
-    assert len(uuids) == 1
-    batch = uuids.pop()
+    batch = the_one_batch(reqs)
     state = optix.state(UUID1)
     assert list(state["open_batches"]) == [batch]
     assert state["records"] == {}
@@ -376,10 +364,20 @@ def check_resumed(optix, daemon, batch, n):
 
 # --- 3. SIGHUP: new keys, broken file ------------------------------------------------------------
 
+def reload_and_wait(daemon, notify):
+    """SIGHUP; wait for RELOADING=1 then READY=1 after it. Returns (notify mark, log mark) taken
+    before the signal."""
+    since, mark = notify.mark(), daemon.mark()
+    daemon.reload()
+    i, _ = notify.wait("RELOADING", "^1$", since=since, daemon=daemon)
+    notify.wait("READY", "^1$", since=i + 1, daemon=daemon)
+    return since, mark
+
+
 def test_sighup_with_fixed_key_file_resumes_a_connection_paused_by_401(optix, daemon, notify):
     metrics = daemon.dir / "dcsyncd.prom"
     daemon.write_config([daemon.connection(optix, api_key="wrong-api-key-xyz")], metrics_file=metrics)
-    daemon.drop("products", "a.ndjson", gen_ndjson_lines(0, 10))
+    daemon.drop("products", "a.ndjson", gen_lines(0, 10))
     start_ready(daemon, notify)
 
     daemon.wait_log(r"^error: products: the API refused the keys \(HTTP 401\)")
@@ -401,10 +399,7 @@ def test_sighup_with_fixed_key_file_resumes_a_connection_paused_by_401(optix, da
 
     # Fix the key file only, then reload.
     _write_secret(daemon.keys_dir / "products.api_key", optix.api_key)
-    since, mark = notify.mark(), daemon.mark()
-    daemon.reload()
-    i, _ = notify.wait("RELOADING", "^1$", since=since, daemon=daemon)
-    notify.wait("READY", "^1$", since=i + 1, daemon=daemon)
+    since, mark = reload_and_wait(daemon, notify)
     daemon.wait_log(r"products: configuration reloaded: trying the keys again", since=mark)
     optix.wait_records(UUID1, 10)
     assert optix.records(UUID1) == gen_store(0, 10)
@@ -419,20 +414,17 @@ def test_sighup_with_fixed_key_file_resumes_a_connection_paused_by_401(optix, da
 def test_sighup_with_a_broken_config_is_refused_and_the_old_one_keeps_running(optix, daemon, notify):
     daemon.write_config([daemon.connection(optix)])
     start_ready(daemon, notify)
-    daemon.drop("products", "a.ndjson", gen_ndjson_lines(0, 5))
+    daemon.drop("products", "a.ndjson", gen_lines(0, 5))
     optix.wait_records(UUID1, 5)
 
     line = set_config_key(daemon.conf_path, "connection products", "batch_records", 0)
-    since, mark = notify.mark(), daemon.mark()
-    daemon.reload()
-    i, _ = notify.wait("RELOADING", "^1$", since=since, daemon=daemon)
-    notify.wait("READY", "^1$", since=i + 1, daemon=daemon)
+    since, mark = reload_and_wait(daemon, notify)
     m = daemon.wait_log(r"^error: reload refused.*$", since=mark)
     assert re.search(rf"{re.escape(str(daemon.conf_path))}:{line}: batch_records: \S.*", m.group(0)), m.group(0)
     assert daemon.running()
 
     # Still uploading, with the old configuration.
-    daemon.drop("products", "b.ndjson", gen_ndjson_lines(5, 7))
+    daemon.drop("products", "b.ndjson", gen_lines(5, 7))
     optix.wait_records(UUID1, 12)
     assert optix.records(UUID1) == gen_store(0, 12)
     assert daemon.stop() == 0
@@ -440,29 +432,20 @@ def test_sighup_with_a_broken_config_is_refused_and_the_old_one_keeps_running(op
 
 # --- 4. SIGHUP: adding and removing a connection -------------------------------------------------
 
-def reload_and_wait(daemon, notify):
-    """SIGHUP; wait for RELOADING=1 then READY=1 after it. Returns the log mark before the signal."""
-    since, mark = notify.mark(), daemon.mark()
-    daemon.reload()
-    i, _ = notify.wait("RELOADING", "^1$", since=since, daemon=daemon)
-    notify.wait("READY", "^1$", since=i + 1, daemon=daemon)
-    return mark
-
-
 def test_sighup_adding_a_connection_starts_it(optix, daemon, notify):
     products = daemon.connection(optix)
     orders = daemon.connection(optix, name="orders", uuid=UUID2)
     daemon.write_config([products])
     start_ready(daemon, notify)
     # Dropped before the reload: the new connection's scan finds it.
-    daemon.drop("orders", "o0.ndjson", gen_ndjson_lines(90, 2))
+    daemon.drop("orders", "o0.ndjson", gen_lines(90, 2))
 
     daemon.write_config([products, orders])
-    mark = reload_and_wait(daemon, notify)
+    _, mark = reload_and_wait(daemon, notify)
     daemon.wait_log(r"^info: orders: new connection$", since=mark)
     daemon.wait_log(r"configuration reloaded: 2 connection\(s\)", since=mark)
-    daemon.drop("orders", "o1.ndjson", gen_ndjson_lines(100, 8))
-    daemon.drop("products", "p1.ndjson", gen_ndjson_lines(0, 4))
+    daemon.drop("orders", "o1.ndjson", gen_lines(100, 8))
+    daemon.drop("products", "p1.ndjson", gen_lines(0, 4))
     optix.wait_records(UUID2, 10)
     optix.wait_records(UUID1, 4)
     assert optix.records(UUID2) == {**gen_store(90, 2), **gen_store(100, 8)}
@@ -476,15 +459,15 @@ def test_sighup_removing_a_connection_leaves_its_files_in_the_spool(optix, daemo
     orders = daemon.connection(optix, name="orders", uuid=UUID2)
     daemon.write_config([products, orders])
     start_ready(daemon, notify)
-    daemon.drop("products", "p1.ndjson", gen_ndjson_lines(0, 4))
+    daemon.drop("products", "p1.ndjson", gen_lines(0, 4))
     optix.wait_records(UUID1, 4)
 
     daemon.write_config([orders])
-    mark = reload_and_wait(daemon, notify)
+    _, mark = reload_and_wait(daemon, notify)
     daemon.wait_log(r"configuration reloaded: 1 connection\(s\)", since=mark)
     daemon.wait_log(r"products: removed from the configuration", since=mark)
-    p2 = daemon.drop("products", "p2.ndjson", gen_ndjson_lines(50, 3))
-    daemon.drop("orders", "o2.ndjson", gen_ndjson_lines(200, 2))
+    p2 = daemon.drop("products", "p2.ndjson", gen_lines(50, 3))
+    daemon.drop("orders", "o2.ndjson", gen_lines(200, 2))
     optix.wait_records(UUID2, 2)
     # One more STATUS round after that: the loop has long seen p2's inotify event by then.
     _, st = notify.wait("STATUS", r"records sent", since=notify.mark(), daemon=daemon)
@@ -508,7 +491,7 @@ def test_sighup_removing_a_connection_mid_batch_finishes_that_batch_then_stops_i
     wait_for(lambda: len(acked(optix)) >= 1, what="the first request acknowledged")
 
     daemon.write_config([orders])
-    mark = reload_and_wait(daemon, notify)
+    _, mark = reload_and_wait(daemon, notify)
     daemon.wait_log(r"products: removed from the configuration, its batch in flight is done: stopped",
                     since=mark, timeout=WAIT)
     state = optix.state(UUID1)
@@ -516,7 +499,7 @@ def test_sighup_removing_a_connection_mid_batch_finishes_that_batch_then_stops_i
     assert state["records"] == gen_store(0, n)
     assert (daemon.state_dir / "done" / "products" / "big.ndjson").is_file()
     optix.configure(delay=0)
-    daemon.drop("orders", "o.ndjson", gen_ndjson_lines(0, 2))
+    daemon.drop("orders", "o.ndjson", gen_lines(0, 2))
     optix.wait_records(UUID2, 2)
     assert daemon.stop() == 0
 
@@ -531,7 +514,7 @@ def status_ok(daemon):
 
 def test_status_before_any_run_says_there_is_no_journal(optix, daemon):
     daemon.write_config([daemon.connection(optix)])
-    daemon.drop("products", "a.ndjson", gen_ndjson_lines(0, 3))
+    daemon.drop("products", "a.ndjson", gen_lines(0, 3))
 
     out = status_ok(daemon)
     assert f"no journal in {daemon.state_dir} yet" in out
@@ -597,10 +580,10 @@ def test_status_counts_failed_files_and_rejected_records(optix, daemon):
     daemon.write_config([daemon.connection(optix)])
     # Two runs: small files could share one batch (and so one fate).
     optix.add_faults({"uuid": UUID1, "status": 400, "body": {"error": "injected bad request"}})
-    daemon.drop("products", "bad.ndjson", gen_ndjson_lines(9000, 3))
+    daemon.drop("products", "bad.ndjson", gen_lines(9000, 3))
     proc = daemon.run_once()
     assert proc.returncode == 1, proc.stdout
-    daemon.drop("products", "mixed.ndjson", gen_ndjson_lines(7000, 3) + ["{not json", '{"no_id": 1}'])
+    daemon.drop("products", "mixed.ndjson", gen_lines(7000, 3) + ["{not json", '{"no_id": 1}'])
     proc = daemon.run_once()
     assert proc.returncode == 1, proc.stdout      # rejected lines make --once exit 1
     assert (daemon.spool("products") / "failed" / "bad.ndjson").is_file()
@@ -672,7 +655,7 @@ def test_metrics_file_is_prometheus_text_with_the_counts(optix, daemon, notify):
     path = daemon.make_daemon_dir(daemon.dir / "metrics") / "dcsyncd.prom"
     daemon.write_config([daemon.connection(optix, batch_records=1000)], metrics_file=path)
     daemon.drop_generated("products", "a.ndjson", 1500)
-    daemon.drop("products", "b.ndjson", gen_ndjson_lines(1500, 300) + ["{broken"])
+    daemon.drop("products", "b.ndjson", gen_lines(1500, 300) + ["{broken"])
     start_ready(daemon, notify)
     optix.wait_records(UUID1, 1800)
 

@@ -7,6 +7,8 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include "csv_scan.h"
+#include "decompress.h"
 #include "source.h"
 #include "tap.h"
 
@@ -299,8 +301,63 @@ static void columns_spec(void)
 	csv_options_release(&o);
 }
 
+/* The cell of row @s at @i is @want (its bytes as written, doubled quotes kept) with these flags. */
+static bool cell_is(const struct csv_scan *s, size_t i, const char *want, bool quoted, bool dq)
+{
+	const struct csv_cell *c = &s->cells[i];
+
+	return i < s->n_cells && c->len == strlen(want) && !memcmp(s->buf + s->start + c->off, want, c->len) &&
+	       c->quoted == quoted && c->dq == dq;
+}
+
+/* csv_scan alone: cells as offsets into its buffer, quoting, CRLF, blank and bad rows, seek, too long. */
+static void scan_rows(void)
+{
+	static const char text[] = "a,\"b\"\"c\",\r\n\n\"x\ny\",z\n\"q\"w,1";
+	struct instream *in = NULL;
+	struct csv_scan s;
+	off_t third;
+	int fd = memfile(text, sizeof(text) - 1);
+
+	if (instream_new(&in) < 0 || instream_open(in, fd, COMPRESSION_NONE) < 0 || csv_scan_init(&s, 64) < 0)
+		abort();
+	csv_scan_reset(&s, in, ',');
+	ok(csv_scan_row(&s) == 1 && s.n_cells == 3 && cell_is(&s, 0, "a", false, false) &&
+	   cell_is(&s, 1, "b\"\"c", true, true) && cell_is(&s, 2, "", false, false) && !s.bad && s.row_offset == 0,
+	   "scan: a row of three cells, a doubled quote kept for the reader to undo, CR before LF not in the cell");
+	s.start = s.pos;
+	ok(csv_scan_row(&s) == 1 && csv_scan_blank(&s) && s.row_offset == 11, "scan: a blank line is one empty cell");
+	s.start = s.pos;
+	third = s.buf_offset + (off_t)s.start;
+	ok(csv_scan_row(&s) == 1 && s.n_cells == 2 && cell_is(&s, 0, "x\ny", true, false) && s.row_nl == 1 &&
+	   cell_is(&s, 1, "z", false, false), "scan: a line break inside quotes, counted in row_nl");
+	s.start = s.pos;
+	ok(csv_scan_row(&s) == 1 && s.n_cells == 2 && s.bad && strstr(s.bad, "text after a closing quote") &&
+	   cell_is(&s, 1, "1", false, false), "scan: text after a closing quote spoils the row; the end ends it");
+	s.start = s.pos;
+	ok(csv_scan_row(&s) == 0, "scan: 0 at the end");
+	csv_scan_reset(&s, in, ',');
+	ok(lseek(fd, 0, SEEK_SET) == 0 && instream_open(in, fd, COMPRESSION_NONE) == 0 && csv_scan_seek(&s, third) == 0 &&
+	   csv_scan_row(&s) == 1 && cell_is(&s, 0, "x\ny", true, false) && s.row_offset == third,
+	   "scan: seek goes on at a row's offset");
+	csv_scan_release(&s);
+	close(fd);
+
+	fd = memfile("0123456789,0123456789\nok\n", 25);
+	if (csv_scan_init(&s, 8) < 0 || lseek(fd, 0, SEEK_SET) != 0 || instream_open(in, fd, COMPRESSION_NONE) < 0)
+		abort();
+	csv_scan_reset(&s, in, ',');
+	ok(csv_scan_row(&s) == 1 && s.skipping, "scan: a row longer than max_record_bytes is scanned on, not kept");
+	s.start = s.pos;
+	ok(csv_scan_row(&s) == 1 && !s.skipping && cell_is(&s, 0, "ok", false, false), "scan: the next row is whole");
+	csv_scan_release(&s);
+	instream_free(in);
+	close(fd);
+}
+
 int main(void)
 {
+	scan_rows();
 	csv_rows();
 	csv_types();
 	csv_header_errors();

@@ -1,0 +1,71 @@
+/* csv_scan: the RFC 4180 tokenizer: cuts a stream's bytes into rows of cells (offsets into its buffer). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/*
+ * Owns its buffer (max_record_bytes plus one read block) and the cells of the row last scanned;
+ * borrows the instream from csv_scan_reset() until the next reset. Calls instream only: it knows
+ * nothing of headers, types or JSON (csv.c makes the rows records).
+ *
+ * The row last scanned lies in buf[start, pos): its cells are offsets from buf + start. It stays
+ * there until the caller consumes it by setting start = pos; only then may a later call move it
+ * (the buffer slides only bytes before start).
+ */
+
+struct instream;
+
+enum csv_scan_state { CSV_FIELD_START, CSV_UNQUOTED, CSV_QUOTED, CSV_QUOTE_SEEN };
+
+struct csv_cell {
+	uint32_t off;           /* from the row's first byte */
+	uint32_t len;
+	bool quoted;
+	bool dq;                /* holds doubled quotes to undo */
+};
+
+struct csv_scan {
+	struct instream *in;
+	char delim;
+	size_t max_record;
+	char *buf;
+	size_t cap, start, end;
+	off_t buf_offset;       /* stream offset of buf[0] */
+	bool eof;
+	/* the row being scanned */
+	enum csv_scan_state st;
+	size_t pos;             /* next byte to scan */
+	size_t cell_start, cell_end;
+	bool cell_quoted, cell_dq;
+	bool skipping;          /* longer than max_record_bytes: scanned on, not kept (cells: none) */
+	off_t row_offset;       /* stream offset of the row's first byte */
+	uint64_t row_nl;        /* line breaks inside quoted cells */
+	const char *bad;        /* why the row is malformed (a static string), or NULL */
+	struct csv_cell *cells;
+	size_t n_cells, cap_cells;
+};
+
+/* 0 or -ENOMEM. */
+int csv_scan_init(struct csv_scan *s, size_t max_record_bytes);
+void csv_scan_release(struct csv_scan *s);
+/* Scan @in from its start, cells split by @delim. */
+void csv_scan_reset(struct csv_scan *s, struct instream *in, char delim);
+/* Before the first row: pass over a UTF-8 byte order mark (as Excel writes one). 0, negative errno. */
+int csv_scan_skip_bom(struct csv_scan *s);
+/* Go on at stream offset @offset (not before the row consumed last): 0, -ENODATA past the end, negative errno. */
+int csv_scan_seek(struct csv_scan *s, off_t offset);
+/*
+ * The next row's cells: 1, 0 at the end of the stream, negative errno. A row longer than
+ * max_record_bytes comes back with skipping set; a malformed one with bad set. The end of the
+ * stream ends a row; to look again at a file that grew, clear eof and call again.
+ */
+int csv_scan_row(struct csv_scan *s);
+
+/* The row is a blank line (one empty unquoted cell): skipped by readers, counted for numbering. */
+static inline bool csv_scan_blank(const struct csv_scan *s)
+{
+	return !s->skipping && s->n_cells == 1 && s->cells[0].len == 0 && !s->cells[0].quoted;
+}
