@@ -26,6 +26,7 @@
 #include "layout.h"
 #include "log.h"
 #include "ndjson.h"
+#include "ratelimit.h"
 #include "retry.h"
 #include "source.h"
 #include "spool.h"
@@ -94,7 +95,7 @@ struct connection {
 	struct workfiles wf;            /* the files in its custody: .work/, rejected/, failed/, done/ */
 	struct intake in;               /* its spool directory: the queue of ready files, the watch */
 	struct upload_client *client;
-	struct upload_limiter *limiter;
+	struct ratelimit *limiter;
 	struct record_validator *validator;
 	struct catalog *catalog;        /* top-level field names uploaded, for `dcsyncd formula` */
 	/*
@@ -231,8 +232,8 @@ bool connection_rate_waiting(const struct connection *c) { return c->state == CS
 
 unsigned connection_rate_budget(const struct connection *c, unsigned *used)
 {
-	*used = upload_limiter_used(c->limiter, ev_now(c->env.loop));
-	return upload_limiter_budget(c->limiter);
+	*used = ratelimit_used(c->limiter, ev_now(c->env.loop));
+	return ratelimit_budget(c->limiter);
 }
 
 bool connection_idle(const struct connection *c)
@@ -1064,7 +1065,7 @@ static void send_range(struct connection *c)
 		len = c->slice.len;
 	}
 	c->sending_completed = completes;
-	wait = upload_limiter_take(c->limiter, ev_now(c->env.loop));
+	wait = ratelimit_take(c->limiter, ev_now(c->env.loop));
 	persist_rate(c, wait > 0);
 	if (wait > 0) {
 		if (stopping_here(c, "waiting for the rate limit"))
@@ -1093,7 +1094,7 @@ static void send_range(struct connection *c)
 /* The limiter's state for `dcsyncd status`, recorded when it changes (synced by the daemon's tick). */
 static void persist_rate(struct connection *c, bool waiting)
 {
-	uint64_t budget = upload_limiter_budget(c->limiter);
+	uint64_t budget = ratelimit_budget(c->limiter);
 
 	if (c->persist.rate_budget == budget && c->persist.rate_waiting == waiting)
 		return;
@@ -1312,7 +1313,7 @@ static void on_response(void *userdata, const struct upload_result *res)
 					  ch->body + ch->rec_off[c->hi - 1], ch->rec_len[c->hi - 1]);
 		}
 		c->batch_answered = true;
-		upload_limiter_success(c->limiter);
+		ratelimit_success(c->limiter, ev_now(c->env.loop));
 		c->attempt = 0;
 		c->stats.last_success = ev_now(c->env.loop);
 		c->stats.records_sent += c->hi - c->lo;
@@ -1333,7 +1334,7 @@ static void on_response(void *userdata, const struct upload_result *res)
 	}
 	if (upload_status_transient(res->status)) {
 		if (res->status == 429)
-			upload_limiter_penalize(c->limiter);
+			ratelimit_penalize(c->limiter, ev_now(c->env.loop));
 		retry_later(c, res);
 		return;
 	}
@@ -1952,12 +1953,13 @@ static int configure_client(struct connection *c, const struct conn_config *cfg)
 /* Make @cfg, with its ready validator @v, the connection's own: only between batches. Takes both. */
 static int apply_config(struct connection *c, struct conn_config *cfg, struct record_validator *v)
 {
-	struct upload_limiter *l;
+	struct ratelimit *l;
 	int r;
 
 	if ((r = configure_client(c, cfg)) < 0)
 		return r;
-	l = upload_limiter_get(c->env.upload, cfg->api_key, cfg->rate_limit_requests, cfg->rate_limit_window_seconds);
+	l = ratelimit_get(upload_ratelimits(c->env.upload), cfg->api_key, cfg->rate_limit_requests,
+			  cfg->rate_limit_window_seconds);
 	if (l)
 		c->limiter = l;
 	/* The parse-ahead uses the old validator, which points into the old configuration. */
@@ -2201,8 +2203,8 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 	client_opts(cfg, url, &uo);
 	if ((r = upload_client_new(&c->client, env->upload, &uo, on_response, c)) < 0)
 		goto fail;
-	c->limiter = upload_limiter_get(env->upload, cfg->api_key, cfg->rate_limit_requests,
-					cfg->rate_limit_window_seconds);
+	c->limiter = ratelimit_get(upload_ratelimits(env->upload), cfg->api_key, cfg->rate_limit_requests,
+				   cfg->rate_limit_window_seconds);
 	if (!c->limiter) {
 		r = -ENOMEM;
 		goto fail;
