@@ -19,6 +19,7 @@
 
 #include "batch.h"
 #include "catalog.h"
+#include "catalog_file.h"
 #include "crashpoint.h"
 #include "intake.h"
 #include "fileio.h"
