@@ -85,7 +85,7 @@ static double rand01(struct batch *b)
 }
 
 void batch_use(struct batch *b, const struct conn_config *cfg, struct record_validator *v,
-		struct upload_client *client, struct upload_limiter *limiter)
+		struct upload_client *client, struct ratelimit *limiter)
 {
 	b->cfg = cfg;
 	b->validator = v;
@@ -606,7 +606,7 @@ void batch_opened(struct batch *b)
 
 /* Start the next batch: the carried-over file or the oldest queued one, plus small files after it. */
 int batch_start(struct batch *b, const struct conn_config *cfg, struct record_validator *v,
-		struct upload_client *client, struct upload_limiter *limiter)
+		struct upload_client *client, struct ratelimit *limiter)
 {
 	struct request_body *ch = &b->pl.body[0];
 	char why[PATH_MAX + 128];

@@ -182,7 +182,7 @@ static int resume_failed(struct batch *b, int r, const char *why)
 }
 
 int batch_resume(struct batch *b, const struct journal_batch *from, const struct conn_config *cfg,
-		 struct record_validator *v, struct upload_client *client, struct upload_limiter *limiter)
+		 struct record_validator *v, struct upload_client *client, struct ratelimit *limiter)
 {
 	const struct journal_member *jm;
 	const struct journal_range *dmg;

@@ -1,4 +1,4 @@
-/* catalog: the top-level field names a connection's uploaded records carried, bounded, persisted. */
+/* catalog: the top-level field names a connection's uploaded records carried, counted in memory, bounded. */
 /*
  * catalog_note() runs for every top-level key of every record (about ten million calls a second
  * at full speed), so its common case is one FNV-1a hash, one probe of an open-addressing table
@@ -14,23 +14,16 @@
  * records of that shape not yet added to its fields. The first key off the shape makes the
  * record's prefix explicit (marks and noted[]) and takes the hashed path; the run is folded into
  * the fields before any read and before another shape is committed.
- * The module does not log: callers log once, with context.
+ * The module does not log: callers log once, with context. Its text file is catalog_file.c.
  */
 #include "catalog.h"
-#include "fileio.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define SLOT_EMPTY 0u            /* slots hold field index + 1 */
 #define MIN_SLOTS 64u
-#define FILE_HEADER "# dcsyncd field catalog 1\n"
 
 struct catalog {
 	struct catalog_field *fields;
@@ -332,6 +325,11 @@ void catalog_drop(struct catalog *c)
 	c->serial++;
 }
 
+bool catalog_busy(const struct catalog *c)
+{
+	return c->n_noted || c->pending_overflow;
+}
+
 bool catalog_truncated(const struct catalog *c)
 {
 	return c->overflow > 0;
@@ -347,15 +345,21 @@ size_t catalog_count(const struct catalog *c)
 	return c->n_committed;
 }
 
+const struct catalog_field *catalog_field_at(struct catalog *c, size_t i)
+{
+	if (i >= c->n_committed)
+		return NULL;
+	fold_run(c);
+	return &c->fields[i];
+}
+
 int catalog_get(struct catalog *c, size_t i, const char **name, uint64_t *records,
 		int64_t *last_seen)
 {
-	const struct catalog_field *f;
+	const struct catalog_field *f = catalog_field_at(c, i);
 
-	if (i >= c->n_committed)
+	if (!f)
 		return -ERANGE;
-	fold_run(c);
-	f = &c->fields[i];
 	if (name)
 		*name = f->name;
 	if (records)
@@ -377,350 +381,62 @@ const struct catalog_field *catalog_find(struct catalog *c, const char *name)
 	return &c->fields[v - 1];
 }
 
-/* ---- file ---- */
-
-struct sbuf {
-	char *b;
-	size_t n, cap;
-	bool oom;
-};
-
-static void put(struct sbuf *s, const char *p, size_t n)
-{
-	if (s->oom)
-		return;
-	if (s->n + n > s->cap) {
-		size_t cap = s->cap ? s->cap : 4096;
-		char *b;
-
-		while (cap < s->n + n)
-			cap *= 2;
-		b = realloc(s->b, cap);
-		if (!b) {
-			s->oom = true;
-			return;
-		}
-		s->b = b;
-		s->cap = cap;
-	}
-	memcpy(s->b + s->n, p, n);
-	s->n += n;
-}
-
-static void put_str(struct sbuf *s, const char *p)
-{
-	put(s, p, strlen(p));
-}
-
-static void put_escaped(struct sbuf *s, const char *p, size_t n)
-{
-	static const char hex[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)p[i];
-		char e[4] = { '\\', 0, 0, 0 };
-
-		switch (ch) {
-		case '\\': e[1] = '\\'; put(s, e, 2); break;
-		case '\t': e[1] = 't'; put(s, e, 2); break;
-		case '\n': e[1] = 'n'; put(s, e, 2); break;
-		case '\r': e[1] = 'r'; put(s, e, 2); break;
-		default:
-			if (ch < 0x20 || ch == 0x7f) {
-				e[1] = 'x';
-				e[2] = hex[ch >> 4];
-				e[3] = hex[ch & 15];
-				put(s, e, 4);
-			} else {
-				put(s, &p[i], 1);
-			}
-		}
-	}
-}
-
-static char *dir_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash)
-		return strdup(".");
-	if (slash == path)
-		return strdup("/");
-	return strndup(path, (size_t)(slash - path));
-}
-
-int catalog_save(struct catalog *c, const char *path)
-{
-	struct sbuf s = { 0 };
-	char *tmp = NULL, *dir = NULL;
-	int fd = -1, dirfd = -1, r;
-	char num[64];
-
-	if (c->n_noted || c->pending_overflow)
-		return -EBUSY;
-	fold_run(c);
-	put_str(&s, FILE_HEADER);
-	snprintf(num, sizeof(num), "overflow\t%" PRIu64 "\n", c->overflow);
-	put_str(&s, num);
-	for (size_t i = 0; i < c->n_committed; i++) {
-		const struct catalog_field *f = &c->fields[i];
-
-		snprintf(num, sizeof(num), "field\t%" PRIu64 "\t%" PRId64 "\t", f->records, f->last_seen);
-		put_str(&s, num);
-		put_escaped(&s, f->name, f->name_len);
-		put(&s, "\n", 1);
-	}
-	if (s.oom || asprintf(&tmp, "%s.tmp", path) < 0 || !(dir = dir_of(path))) {
-		tmp = NULL;
-		r = -ENOMEM;
-		goto out;
-	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	if (fd < 0) {
-		r = -errno;
-		goto out;
-	}
-	if ((r = fileio_write_all(fd, s.b, s.n)) < 0)
-		goto out;
-	/* Durable before the rename, or a crash could leave an empty file under the real name. */
-	if (fsync(fd) < 0) {
-		r = -errno;
-		goto out;
-	}
-	if (rename(tmp, path) < 0) {
-		r = -errno;
-		goto out;
-	}
-	close(fd);
-	fd = -1;
-	/* The rename itself is durable only once the directory is. */
-	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0 || fsync(dirfd) < 0) {
-		r = -errno;
-		goto out;
-	}
-	r = 0;
-out:
-	if (fd >= 0) {
-		close(fd);
-		(void)unlink(tmp);
-	}
-	if (dirfd >= 0)
-		close(dirfd);
-	free(tmp);
-	free(dir);
-	free(s.b);
-	return r;
-}
-
-struct entry {
-	bool is_field;
-	uint64_t records;        /* the overflow count for an overflow line */
-	int64_t last_seen;
-	char *name;              /* decoded in place in the file buffer */
-	size_t name_len;
-};
-
-static int read_file(const char *path, char **out, size_t *len)
-{
-	struct stat st;
-	char *b = NULL;
-	size_t n = 0, cap;
-	int fd, r;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		goto out;
-	}
-	cap = st.st_size > 0 ? (size_t)st.st_size : 4096;
-	for (;;) {
-		ssize_t got;
-
-		/* Full buffer: the file grew since fstat (or is exactly that long: read to EOF). */
-		if (!b || n == cap) {
-			size_t ncap = b ? cap * 2 : cap;
-			char *nb = realloc(b, ncap);
-
-			if (!nb) {
-				r = -ENOMEM;
-				goto out;
-			}
-			b = nb;
-			cap = ncap;
-		}
-		got = read(fd, b + n, cap - n);
-		if (got < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
-			goto out;
-		}
-		if (got == 0)
-			break;
-		n += (size_t)got;
-	}
-	*out = b;
-	*len = n;
-	b = NULL;
-	r = 0;
-out:
-	free(b);
-	close(fd);
-	return r;
-}
-
-/* Digits only: strtoull would take a sign, leading blanks, and wrap "-1" to a huge count. */
-static int parse_u64(const char *p, const char *end, uint64_t *v)
-{
-	uint64_t x = 0;
-
-	if (p == end)
-		return -EBADMSG;
-	for (; p < end; p++) {
-		if (*p < '0' || *p > '9' || x > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
-			return -EBADMSG;
-		x = x * 10 + (uint64_t)(*p - '0');
-	}
-	*v = x;
-	return 0;
-}
-
-static int parse_i64(const char *p, const char *end, int64_t *v)
-{
-	bool neg = p < end && *p == '-';
-	uint64_t x;
-
-	if (parse_u64(p + neg, end, &x) < 0 || x > (uint64_t)INT64_MAX + neg)
-		return -EBADMSG;
-	*v = neg ? (x == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)x) : (int64_t)x;
-	return 0;
-}
-
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-/* Undo put_escaped() in place; the result is never longer than the input. */
-static int unescape(char *p, char *end, size_t *len)
-{
-	char *start = p, *w = p;
-
-	while (p < end) {
-		if (*p != '\\') {
-			*w++ = *p++;
-			continue;
-		}
-		if (++p == end)
-			return -EBADMSG;
-		switch (*p) {
-		case '\\': *w++ = '\\'; p++; break;
-		case 't': *w++ = '\t'; p++; break;
-		case 'n': *w++ = '\n'; p++; break;
-		case 'r': *w++ = '\r'; p++; break;
-		case 'x': {
-			int hi = end - p > 2 ? hexval(p[1]) : -1, lo = hi >= 0 ? hexval(p[2]) : -1;
-
-			if (lo < 0)
-				return -EBADMSG;
-			*w++ = (char)(hi << 4 | lo);
-			p += 3;
-			break;
-		}
-		default:
-			return -EBADMSG;
-		}
-	}
-	*len = (size_t)(w - start);
-	return 0;
-}
-
-static char *next_tab(char *p, char *end)
-{
-	char *t = memchr(p, '\t', (size_t)(end - p));
-
-	return t ? t : end;
-}
-
-static int parse_line(char *p, char *end, struct entry *e)
-{
-	char *t = next_tab(p, end), *t2, *t3;
-
-	*e = (struct entry){ 0 };
-	if ((size_t)(t - p) == 8 && memcmp(p, "overflow", 8) == 0)
-		return t == end ? -EBADMSG : parse_u64(t + 1, end, &e->records);
-	if ((size_t)(t - p) != 5 || memcmp(p, "field", 5) != 0 || t == end)
-		return -EBADMSG;
-	t2 = next_tab(t + 1, end);
-	if (t2 == end)
-		return -EBADMSG;
-	t3 = next_tab(t2 + 1, end);
-	if (t3 == end)
-		return -EBADMSG;
-	if (parse_u64(t + 1, t2, &e->records) < 0 || parse_i64(t2 + 1, t3, &e->last_seen) < 0)
-		return -EBADMSG;
-	e->is_field = true;
-	e->name = t3 + 1;
-	return unescape(e->name, end, &e->name_len);
-}
-
 static uint64_t add_sat(uint64_t a, uint64_t b)
 {
 	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
-static void merge(struct catalog *c, const struct entry *e)
+static void add_field(struct catalog *c, const char *name, size_t len, uint64_t records, int64_t last_seen)
 {
 	uint32_t h, v;
 	struct catalog_field *f;
 
-	if (!e->is_field) {
-		c->overflow = add_sat(c->overflow, e->records);
-		return;
-	}
-	h = hash_name(e->name, e->name_len);
-	v = c->slots[probe(c, e->name, e->name_len, h)];
+	h = hash_name(name, len);
+	v = c->slots[probe(c, name, len, h)];
 	if (v == SLOT_EMPTY) {
-		f = insert(c, e->name, e->name_len, h);
+		f = insert(c, name, len, h);
 		if (!f) {
-			c->overflow = add_sat(c->overflow, e->records);
+			c->overflow = add_sat(c->overflow, records);
 			return;
 		}
-		f->last_seen = e->last_seen;
+		f->last_seen = last_seen;
 		c->n_committed = c->n_fields;
 	} else {
 		f = &c->fields[v - 1];
 	}
-	f->records = add_sat(f->records, e->records);
-	if (e->last_seen > f->last_seen)
-		f->last_seen = e->last_seen;
+	f->records = add_sat(f->records, records);
+	if (last_seen > f->last_seen)
+		f->last_seen = last_seen;
+}
+
+int catalog_add(struct catalog *c, const char *name, size_t len, uint64_t records, int64_t last_seen)
+{
+	if (catalog_busy(c))
+		return -EBUSY;
+	fold_run(c);
+	add_field(c, name, len, records, last_seen);
+	return 0;
+}
+
+int catalog_add_overflow(struct catalog *c, uint64_t n)
+{
+	if (catalog_busy(c))
+		return -EBUSY;
+	c->overflow = add_sat(c->overflow, n);
+	return 0;
 }
 
 int catalog_merge(struct catalog *dst, struct catalog *src)
 {
-	struct entry e = { .is_field = false };
-
-	if (dst->n_noted || dst->pending_overflow || src->n_noted || src->pending_overflow)
+	if (catalog_busy(dst) || catalog_busy(src))
 		return -EBUSY;
 	fold_run(dst);
 	fold_run(src);
-	e.records = src->overflow;
-	merge(dst, &e);
+	dst->overflow = add_sat(dst->overflow, src->overflow);
 	for (size_t i = 0; i < src->n_committed; i++) {
 		const struct catalog_field *f = &src->fields[i];
 
-		e = (struct entry){ .is_field = true, .records = f->records, .last_seen = f->last_seen,
-				    .name = f->name, .name_len = f->name_len };
-		merge(dst, &e);
+		add_field(dst, f->name, f->name_len, f->records, f->last_seen);
 	}
 	return 0;
 }
@@ -735,51 +451,4 @@ void catalog_clear(struct catalog *c)
 	c->run = 0;
 	c->overflow = c->pending_overflow = 0;
 	c->serial++;
-}
-
-int catalog_load(struct catalog *c, const char *path, size_t *bad_line)
-{
-	struct entry *entries = NULL;
-	size_t len = 0, n_lines = 0, n = 0, lineno = 0;
-	char *buf = NULL, *p, *end;
-	int r;
-
-	if (c->n_noted || c->pending_overflow)
-		return -EBUSY;
-	fold_run(c);
-	if ((r = read_file(path, &buf, &len)) < 0)
-		return r;
-	end = buf + len;
-	for (p = buf; p < end; p++)
-		n_lines += *p == '\n';
-	entries = calloc(n_lines + 1, sizeof(*entries));
-	if (!entries) {
-		r = -ENOMEM;
-		goto out;
-	}
-	/* Parse every line before merging any, so a damaged file changes nothing. */
-	for (p = buf; p < end;) {
-		char *eol = memchr(p, '\n', (size_t)(end - p));
-
-		if (!eol)
-			eol = end;
-		lineno++;
-		if (p < eol && *p != '#') {
-			if (parse_line(p, eol, &entries[n]) < 0) {
-				if (bad_line)
-					*bad_line = lineno;
-				r = -EBADMSG;
-				goto out;
-			}
-			n++;
-		}
-		p = eol + 1;
-	}
-	for (size_t i = 0; i < n; i++)
-		merge(c, &entries[i]);
-	r = 0;
-out:
-	free(entries);
-	free(buf);
-	return r;
 }

@@ -1,5 +1,14 @@
-/* catalog: the top-level field names a connection's uploaded records carried, bounded, persisted. */
+/* catalog: the top-level field names a connection's uploaded records carried, counted in memory, bounded. */
 #pragma once
+
+/*
+ * Contract.
+ * Owns: the listed fields (names copied), their hash table, the current record's notes.
+ * Borrows: a key passed to catalog_note() or catalog_add() only for the call; catalog_merge()'s
+ * @src for the call.
+ * May call: libc only. No I/O, no logging: catalog_file.h reads and writes its text file.
+ * Not thread-safe: one thread at a time.
+ */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -46,13 +55,16 @@ uint64_t catalog_overflow(const struct catalog *c);
 
 /*
  * Listed fields, in first-seen order. Pointers into the catalog stay valid until the next
- * catalog_note(), catalog_drop() or catalog_load(); a catalog_field's counts are current as
- * returned (get, find and save first count in the records that are only tallied as a run).
+ * catalog_note(), catalog_drop(), catalog_add() or catalog_merge() (so catalog_load()); a
+ * catalog_field's counts are current as returned (field_at, get and find first count in the
+ * records that are only tallied as a run).
  */
 size_t catalog_count(const struct catalog *c);
 /* Any out-pointer may be NULL. -ERANGE when @i ≥ catalog_count(). */
 int catalog_get(struct catalog *c, size_t i, const char **name, uint64_t *records,
 		int64_t *last_seen);
+/* The @i-th listed field, name_len included; NULL when @i ≥ catalog_count(). */
+const struct catalog_field *catalog_field_at(struct catalog *c, size_t i);
 /* A listed name; NULL when absent. A name with a NUL inside is reachable only by catalog_get(). */
 const struct catalog_field *catalog_find(struct catalog *c, const char *name);
 
@@ -62,24 +74,14 @@ const struct catalog_field *catalog_find(struct catalog *c, const char *name);
  * committed. What lets records be noted where they are parsed and counted once uploaded.
  */
 int catalog_merge(struct catalog *dst, struct catalog *src);
+/*
+ * Add one name's counts (@len bytes, not NUL-terminated), or an overflow count, as catalog_merge()
+ * adds a catalog's: what catalog_load() adds each line of a file with. -EBUSY while a record is
+ * noted but not committed.
+ */
+int catalog_add(struct catalog *c, const char *name, size_t len, uint64_t records, int64_t last_seen);
+int catalog_add_overflow(struct catalog *c, uint64_t n);
+/* A record is noted but not committed or dropped: merge, add, save and load refuse (-EBUSY). */
+bool catalog_busy(const struct catalog *c);
 /* Forget every name and count, keeping the memory: the catalog is as new. */
 void catalog_clear(struct catalog *c);
-
-/*
- * Text file, one line each, fields tab-separated:
- *     # dcsyncd field catalog 1
- *     overflow	<count>
- *     field	<records>	<last_seen>	<name>
- * In the name, '\\' '\t' '\n' '\r' are escaped as \\ \t \n \r and other control bytes as \xHH;
- * other bytes (UTF-8) are written as they are.
- * catalog_save() writes <path>.tmp, fsyncs it, renames it over <path> and fsyncs the directory,
- * so a crash leaves the old file or the new one. -EBUSY while a record is noted but not committed.
- */
-int catalog_save(struct catalog *c, const char *path);
-/*
- * Merge @path into @c: records add up, last_seen keeps the later, names that do not fit count as
- * overflow. -ENOENT when the file is absent (a new connection: fine). -EBADMSG when a line is
- * malformed, and then @c is unchanged; @bad_line (may be NULL) receives its number.
- * -EBUSY while a record is noted but not committed.
- */
-int catalog_load(struct catalog *c, const char *path, size_t *bad_line);

@@ -12,9 +12,11 @@
 
 #include "batch.h"
 #include "catalog.h"
+#include "catalog_file.h"
 #include "intake.h"
 #include "log.h"
 #include "ndjson.h"
+#include "ratelimit.h"
 #include "spool.h"
 #include "workfiles.h"
 
@@ -44,7 +46,7 @@ struct connection {
 	struct workfiles wf;            /* the files in its custody: .work/, rejected/, failed/, done/ */
 	struct intake in;               /* its spool directory: the queue of ready files, the watch */
 	struct upload_client *client;
-	struct upload_limiter *limiter;
+	struct ratelimit *limiter;
 	struct record_validator *validator;
 	struct batch batch;             /* the batch in flight, if batch.active */
 	/*
@@ -105,8 +107,8 @@ bool connection_rate_waiting(const struct connection *c) { return c->batch.req.s
 
 unsigned connection_rate_budget(const struct connection *c, unsigned *used)
 {
-	*used = upload_limiter_used(c->limiter, ev_now(c->env.loop));
-	return upload_limiter_budget(c->limiter);
+	*used = ratelimit_used(c->limiter, ev_now(c->env.loop));
+	return ratelimit_budget(c->limiter);
 }
 
 bool connection_idle(const struct connection *c)
@@ -182,7 +184,7 @@ static void save_catalog(struct connection *c, bool force)
 static void persist_rate(void *userdata, bool waiting)
 {
 	struct connection *c = userdata;
-	uint64_t budget = upload_limiter_budget(c->limiter);
+	uint64_t budget = ratelimit_budget(c->limiter);
 
 	if (c->persist.rate_budget == budget && c->persist.rate_waiting == waiting)
 		return;
@@ -317,12 +319,12 @@ static int configure_client(struct connection *c, const struct conn_config *cfg)
 /* Make @cfg, with its ready validator @v, the connection's own: only between batches. Takes both. */
 static int apply_config(struct connection *c, struct conn_config *cfg, struct record_validator *v)
 {
-	struct upload_limiter *l;
+	struct ratelimit *l;
 	int r;
 
 	if ((r = configure_client(c, cfg)) < 0)
 		return r;
-	l = upload_limiter_get(c->env.upload, cfg->api_key, cfg->rate_limit_requests, cfg->rate_limit_window_seconds);
+	l = ratelimit_get(upload_ratelimits(c->env.upload), cfg->api_key, cfg->rate_limit_requests, cfg->rate_limit_window_seconds);
 	if (l)
 		c->limiter = l;
 	/* A cut ahead uses the old validator, which points into the old configuration. */
@@ -565,7 +567,7 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 	client_opts(cfg, url, &uo);
 	if ((r = upload_client_new(&c->client, env->upload, &uo, request_on_response, &c->batch.req)) < 0)
 		goto fail;
-	c->limiter = upload_limiter_get(env->upload, cfg->api_key, cfg->rate_limit_requests,
+	c->limiter = ratelimit_get(upload_ratelimits(env->upload), cfg->api_key, cfg->rate_limit_requests,
 					cfg->rate_limit_window_seconds);
 	if (!c->limiter) {
 		r = -ENOMEM;

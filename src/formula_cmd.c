@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "catalog.h"
+#include "catalog_file.h"
 #include "formula.h"
 
 #define DEFAULT_KEY "[%CUSTOMER_ID%]"

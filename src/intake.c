@@ -56,7 +56,7 @@ static int inspect(struct intake *in, const char *name, struct spool_look *look)
 
 	if (dfd < 0)
 		return dfd;
-	r = spool_inspect(dfd, name, in->watch ? spool_watch_open_count(in->watch, name) : -1, in->settle_seconds, look);
+	r = spool_inspect(dfd, name, in->watch ? watch_open_count(in->watch, name) : -1, in->settle_seconds, look);
 	if (r < 0) {
 		in_log(in, LOG_LVL_WARNING, "%s: cannot look at it: %s", name, strerror(-r));
 		return r;
@@ -160,7 +160,7 @@ static void gone_cb(void *userdata)
 	int r;
 
 	workfiles_forget(in->wf);
-	if ((r = spool_mkdirs(in->wf->dir, 0770)) < 0 || (r = spool_watch_rewatch(in->watch)) < 0) {
+	if ((r = spool_mkdirs(in->wf->dir, 0770)) < 0 || (r = watch_rewatch(in->watch)) < 0) {
 		if (!in->dir_error_logged)
 			in_log(in, LOG_LVL_ERROR, "%s was removed and cannot be made again (%s): trying every %g s",
 			       in->wf->dir, strerror(-r), DIR_RETRY_SECONDS);
@@ -185,7 +185,7 @@ static void dir_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 int intake_init(struct intake *in, struct ev_loop *loop, struct workfiles *wf, const char *name,
 		double settle_seconds, void (*ready)(void *userdata), void *userdata)
 {
-	static const struct spool_watch_ops ops = { event_cb, rescan_cb, gone_cb };
+	static const struct watch_ops ops = { event_cb, rescan_cb, gone_cb };
 
 	memset(in, 0, sizeof(*in));
 	if (!(in->name = strdup(name)))
@@ -201,7 +201,7 @@ int intake_init(struct intake *in, struct ev_loop *loop, struct workfiles *wf, c
 	ev_timer_init(&in->dir_timer, dir_timer_cb, 0., 0.);
 	in->dir_timer.data = in;
 	/* Watched before the first scan, so a file dropped in between is not missed (the queue dedupes). */
-	return spool_watch_new(&in->watch, loop, wf->dir, &ops, in);
+	return watch_new(&in->watch, loop, wf->dir, &ops, in);
 }
 
 void intake_release(struct intake *in)
@@ -210,7 +210,7 @@ void intake_release(struct intake *in)
 		ev_timer_stop(in->loop, &in->settle_timer);
 		ev_timer_stop(in->loop, &in->dir_timer);
 	}
-	spool_watch_free(in->watch);
+	watch_free(in->watch);
 	in->watch = NULL;
 	spool_queue_release(&in->queue);
 	spool_queue_release(&in->settling);

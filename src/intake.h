@@ -7,6 +7,7 @@
 #include <ev.h>
 
 #include "spool.h"
+#include "watch.h"
 #include "workfiles.h"
 
 /*
@@ -22,7 +23,7 @@ struct intake {
 	double settle_seconds;
 	struct spool_queue queue;       /* ready, handed out in (mtime, name) order */
 	struct spool_queue settling;    /* written in place, keyed by when to look again */
-	struct spool_watch *watch;
+	struct watch *watch;
 	ev_timer settle_timer;
 	ev_timer dir_timer;             /* the directory was removed and could not be made again */
 	bool dir_error_logged;

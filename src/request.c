@@ -89,7 +89,7 @@ void request_release(struct request *q)
 }
 
 void request_bind(struct request *q, const struct conn_config *cfg, struct upload_client *client,
-		  struct upload_limiter *limiter, struct conn_stats *stats, const struct log_ctx *ctx,
+		  struct ratelimit *limiter, struct conn_stats *stats, const struct log_ctx *ctx,
 		  const struct cut_params *params)
 {
 	q->cfg = cfg;
@@ -162,7 +162,7 @@ void request_send(struct request *q)
 		len = q->part.len;
 	}
 	q->completes = completes;
-	wait = upload_limiter_take(q->limiter, ev_now(q->loop));
+	wait = ratelimit_take(q->limiter, ev_now(q->loop));
 	q->ops.rate(q->userdata, wait > 0);
 	if (wait > 0) {
 		if (q->ops.stopping(q->userdata, "waiting for the rate limit"))
@@ -324,7 +324,7 @@ void request_on_response(void *request, const struct upload_result *res)
 					  b->body + b->rec_off[q->hi - 1], b->rec_len[q->hi - 1]);
 		}
 		q->answered = true;
-		upload_limiter_success(q->limiter);
+		ratelimit_success(q->limiter, ev_now(q->loop));
 		q->attempt = 0;
 		q->stats->last_success = ev_now(q->loop);
 		q->stats->records_sent += q->hi - q->lo;
@@ -347,7 +347,7 @@ void request_on_response(void *request, const struct upload_result *res)
 	}
 	if (upload_status_transient(res->status)) {
 		if (res->status == 429)
-			upload_limiter_penalize(q->limiter);
+			ratelimit_penalize(q->limiter, ev_now(q->loop));
 		retry_later(q, res);
 		return;
 	}

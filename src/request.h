@@ -14,6 +14,7 @@
 #include "config.h"
 #include "cut.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "reject.h"
 #include "upload.h"
 
@@ -55,7 +56,7 @@ struct request {
 	/* borrowed for the batch's life */
 	const struct conn_config *cfg;
 	struct upload_client *client;
-	struct upload_limiter *limiter;
+	struct ratelimit *limiter;
 	struct conn_stats *stats;
 	struct log_ctx ctx;
 	struct cut_params params;
@@ -83,7 +84,7 @@ int request_init(struct request *q, struct ev_loop *loop, const struct request_o
 void request_release(struct request *q);
 /* A batch starts: send with these (borrowed until request_reset); @ctx names it in the log. */
 void request_bind(struct request *q, const struct conn_config *cfg, struct upload_client *client,
-		  struct upload_limiter *limiter, struct conn_stats *stats, const struct log_ctx *ctx,
+		  struct ratelimit *limiter, struct conn_stats *stats, const struct log_ctx *ctx,
 		  const struct cut_params *params);
 /* The batch ended: nothing waits, nothing is remembered of it. */
 void request_reset(struct request *q);

@@ -1,11 +1,10 @@
-/* spool: find files dropped into <spool_dir>/<connection>/ (scan + inotify) and queue them in order. */
+/* spool: the spool's primitives: drop names, whether a file is ready, taking it, the (mtime, name) queue. */
 #pragma once
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
-#include <ev.h>
 
 struct spool_entry {
 	char *name;
@@ -99,25 +98,3 @@ int spool_mkdirs(const char *path, unsigned mode);
 int spool_subdir(int parent, const char *name, unsigned mode, bool *fixed);
 /* fsync the directory holding @path. */
 int spool_sync_parent(const char *path);
-
-/*
- * inotify on one connection directory. @on_name is called for each name written (closed after
- * writing) or renamed into it; @on_overflow when events were lost (rescan); @on_gone when the
- * directory was removed or moved away (make it again, then spool_watch_rewatch).
- */
-struct spool_watch;
-struct spool_watch_ops {
-	void (*on_name)(void *userdata, const char *name);
-	void (*on_overflow)(void *userdata);
-	void (*on_gone)(void *userdata);
-};
-
-int spool_watch_new(struct spool_watch **out, struct ev_loop *loop, const char *dir,
-		    const struct spool_watch_ops *ops, void *userdata);
-void spool_watch_free(struct spool_watch *w);
-int spool_watch_rewatch(struct spool_watch *w);
-/*
- * How many opens of @name are not closed yet, as inotify told: 0 means nobody has it open, for
- * a file that appeared while we watched. -1: not known (it was there before, or events were lost).
- */
-int spool_watch_open_count(struct spool_watch *w, const char *name);

@@ -6,7 +6,17 @@
 #include <time.h>
 #include <ev.h>
 
+/*
+ * Contract.
+ * Owns: the multi handle, its socket and timer watchers, each client's easy handle, headers and
+ * copies of URL, keys and proxy credentials (wiped when freed), and the rate limiters' set.
+ * Borrows: the loop, for as long as the struct upload lives; a request's body from
+ * upload_client_send() until done is called or the request is cancelled.
+ * May call: libcurl, libev, log. Decides nothing about retries: it reports what happened.
+ */
+
 struct upload;          /* the shared multi handle and its watchers */
+struct ratelimits;
 struct upload_client;   /* one connection's easy handle: one request at a time, kept alive */
 
 struct upload_result {
@@ -52,23 +62,10 @@ bool upload_client_busy(const struct upload_client *c);
 void upload_client_cancel(struct upload_client *c);
 
 /*
- * Client-side rate limit, one per API key (connections sharing a key share it): a sliding
- * window of @requests per @window seconds. @requests 0: unlimited.
+ * The per-API-key rate limiters (ratelimit.h), owned by @u and freed with it: @u is the one
+ * object every connection shares, so connections with the same key find the same limiter.
  */
-struct upload_limiter;
-struct upload_limiter *upload_limiter_get(struct upload *u, const char *api_key, unsigned requests, double window);
-/* 0 when a request may leave now (it is counted), else the seconds to wait for a slot. */
-double upload_limiter_take(struct upload_limiter *l, double now);
-/*
- * The budget adapts (AIMD), so that hosts sharing a key without talking to each other share its
- * server-side budget: a 429 cuts it to 0.7 x the sends of the current window (once per window,
- * not below a tenth of the configured requests),
- * a window without 429 raises it by a tenth of the configured requests, up to them.
- */
-void upload_limiter_penalize(struct upload_limiter *l);
-void upload_limiter_success(struct upload_limiter *l);
-unsigned upload_limiter_budget(const struct upload_limiter *l);
-unsigned upload_limiter_used(const struct upload_limiter *l, double now);
+struct ratelimits *upload_ratelimits(struct upload *u);
 
 /* Longest Retry-After taken, in seconds (about 317 years): bigger numbers mean the same. */
 #define UPLOAD_RETRY_AFTER_MAX 1e10

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "catalog.h"
+#include "catalog_file.h"
 #include "fuzz-util.h"
 
 static const char *const files[] = { "catalog", "saved", "saved.tmp", NULL };

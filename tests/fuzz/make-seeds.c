@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "catalog.h"
+#include "catalog_file.h"
 #include "journal.h"
 #include "log.h"
 

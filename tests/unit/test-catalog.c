@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "catalog.h"
+#include "catalog_file.h"
 #include "tap.h"
 
 static char tmpdir[] = "/tmp/test-catalog.XXXXXX";
