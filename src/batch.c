@@ -215,15 +215,10 @@ static void take_next_body(struct batch *b)
 	process_current(b);
 }
 
-enum { WHOLE_YES, WHOLE_WAIT, WHOLE_GREW, WHOLE_FAILED };
 
-static int64_t mtime_of(const struct stat *st)
-{
-	return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-}
 
 /* SIGTERM: nothing is in flight and the batch would wait: leave it to the journal and the next start. */
-static bool stopping_here(struct batch *b, const char *what)
+bool batch_stopping_here(struct batch *b, const char *what)
 {
 	if (!b->stop_after_ack)
 		return false;
@@ -234,88 +229,14 @@ static bool stopping_here(struct batch *b, const char *what)
 	return true;
 }
 
-static void wait_settle(struct batch *b, double delay, void (*again)(struct batch *b))
+void batch_wait_settle(struct batch *b, double delay, void (*again)(struct batch *b))
 {
-	if (stopping_here(b, "the file is still being written"))
+	if (batch_stopping_here(b, "the file is still being written"))
 		return;
 	b->after_settle = again;
 	enter(b, BW_SETTLE, delay < 0.05 ? 0.05 : delay);
 }
 
-/*
- * Before a batch is completed: is the file all there, all read, and done being written? A file
- * written in place may have been taken while its writer paused: it is completed only once
- * nobody has it open (a lease says so, or inotify did when it was taken and nobody can open it
- * in .work/) or it has been still for settle_seconds; never with less than it holds. A file
- * that grew is read on in the same batch. @again is called when it is time to look again.
- */
-static int check_whole(struct batch *b, void (*again)(struct batch *b))
-{
-	struct timespec now;
-	struct stat st;
-	char why[512];
-	uint64_t read;
-	double age;
-	int lease;
-
-	if (b->jb.n_members || b->fd < 0) {
-		/* Small files read whole into one request: each must still be what was read. */
-		for (size_t i = 0; i < b->n_members; i++) {
-			if (batch_changed(b, &b->members[i])) {
-				snprintf(why, sizeof(why), "%s changed after it was read (still being written in place?): "
-					 "its batch is not completed", b->members[i].name);
-				batch_fail(b, 0, why, NULL);
-				return WHOLE_FAILED;
-			}
-		}
-		return WHOLE_YES;
-	}
-	if (fstat(b->fd, &st) < 0) {
-		snprintf(why, sizeof(why), "cannot look at the file: %s", strerror(errno));
-		batch_fail(b, 0, why, NULL);
-		return WHOLE_FAILED;
-	}
-	if (st.st_nlink == 0) {
-		batch_fail(b, 0, "the file was deleted from .work/ while its batch was open: the batch is not completed "
-			  "(the records sent so far stay in an open batch at the server)", NULL);
-		return WHOLE_FAILED;
-	}
-	/* The reader is at the end of what it read (blank lines after the last record included), in the file's bytes. */
-	read = source_file_offset(b->pl.reader);
-	if ((uint64_t)st.st_size < read || (uint64_t)st.st_size < b->jb.ident.size ||
-	    ((uint64_t)st.st_size == b->jb.ident.size && mtime_of(&st) != b->jb.ident.mtime_ns)) {
-		snprintf(why, sizeof(why), "the file was truncated or rewritten while its batch was open (%lld bytes now, "
-			 "%" PRIu64 " read): the batch is not completed with partial data", (long long)st.st_size, read);
-		batch_fail(b, 0, why, NULL);
-		return WHOLE_FAILED;
-	}
-	if ((uint64_t)st.st_size > read) {
-		batch_log(b, LOG_LVL_INFO, -1, "%s: grew to %lld bytes after %" PRIu64 " were read: reading on in the same batch",
-			 b->jb.name, (long long)st.st_size, read);
-		workfiles_identity(&st, &b->jb.ident);
-		b->members[0].ident = b->jb.ident;
-		b->members[0].trusted = false;  /* someone writes it: from now on only stillness tells */
-		b->env.stats->file_size = b->jb.ident.size;
-		if (pipeline_read_on(&b->pl, b->fd, b->jb.name) < 0) {
-			batch_fail(b, 0, pipeline_read_error(&b->pl, "cannot read the file"), NULL);
-			return WHOLE_FAILED;
-		}
-		return WHOLE_GREW;
-	}
-	lease = spool_lease_probe(b->fd);
-	clock_gettime(CLOCK_REALTIME, &now);
-	age = (double)((int64_t)now.tv_sec * 1000000000 + now.tv_nsec - mtime_of(&st)) / 1e9;
-	if (lease == 0 || (lease < 0 && !b->members[0].trusted && age < b->env.settle_seconds)) {
-		if (!b->settle_logged)
-			batch_log(b, LOG_LVL_INFO, -1, "%s: %s: its batch is completed once it has been still for %g s",
-				 b->jb.name, lease == 0 ? "still open for writing" : "changed moments ago",
-				 b->env.settle_seconds);
-		b->settle_logged = true;
-		wait_settle(b, lease == 0 ? 1.0 : b->env.settle_seconds - age, again);
-		return WHOLE_WAIT;
-	}
-	return WHOLE_YES;
-}
 
 /* The current request body is done at the server: record it, then go on or complete the batch. */
 static void body_done(struct batch *b)
@@ -323,11 +244,11 @@ static void body_done(struct batch *b)
 	struct request_body *ch = pipeline_current(&b->pl);
 
 	if (ch->last && !b->req.completed) {
-		switch (check_whole(b, body_done)) {
-		case WHOLE_FAILED:
-		case WHOLE_WAIT:
+		switch (batch_check_whole(b, body_done)) {
+		case BATCH_WHOLE_FAILED:
+		case BATCH_WHOLE_WAIT:
 			return;
-		case WHOLE_GREW:
+		case BATCH_WHOLE_GREW:
 			break;
 		default:
 			if (b->jb.records + ch->n_records - b->req.server_rejected == 0)
@@ -435,7 +356,7 @@ static void request_failed(void *userdata, long status, const char *why, const c
 
 static bool request_stopping(void *userdata, const char *what)
 {
-	return stopping_here(userdata, what);
+	return batch_stopping_here(userdata, what);
 }
 
 static void request_error(void *userdata, long status, const char *what)
@@ -452,10 +373,10 @@ static void send_again(struct batch *b)
 
 static int may_complete(void *userdata)
 {
-	switch (check_whole(userdata, send_again)) {
-	case WHOLE_YES:
+	switch (batch_check_whole(userdata, send_again)) {
+	case BATCH_WHOLE_YES:
 		return REQUEST_WHOLE;
-	case WHOLE_GREW:
+	case BATCH_WHOLE_GREW:
 		return REQUEST_GREW;
 	default:
 		return REQUEST_NOT_NOW;
@@ -505,28 +426,6 @@ int batch_grow_members(struct batch *b)
 	return 0;
 }
 
-/* Take a file out of the exporters' way into .work/ and open it. Returns the fd or a negative errno. */
-static int take_file(struct batch *b, const char *name, struct member *m)
-{
-	char wn[LAYOUT_NAME_MAX + 1];
-	struct stat st;
-	int fd;
-
-	{
-		struct rejbuf keep = m->rej;
-
-		memset(m, 0, sizeof(*m));
-		m->rej = keep;
-	}
-	snprintf(m->name, sizeof(m->name), "%s", name);
-	m->fid = journal_new_id(b->env.journal);
-	workfiles_work_name(m->fid, m->name, wn);
-	if ((fd = intake_take(b->env.in, name, wn, &st, &m->trusted)) < 0)
-		return fd;
-	crashpoint("after-rename");
-	workfiles_identity(&st, &m->ident);
-	return fd;
-}
 
 /*
  * Small files queued together fill one request: append whole files after the first while
@@ -550,7 +449,7 @@ static void gather_small_files(struct batch *b)
 			break;
 		}
 		m = &b->members[b->n_members];
-		fd = take_file(b, e.name, m);
+		fd = batch_take_file(b, e.name, m);
 		free(e.name);
 		if (fd < 0)
 			continue;
@@ -634,7 +533,7 @@ int batch_start(struct batch *b, const struct conn_config *cfg, struct record_va
 		do {
 			if (!spool_queue_pop(&b->env.in->queue, &e))
 				return -ENOENT;
-			fd = take_file(b, e.name, first);
+			fd = batch_take_file(b, e.name, first);
 			free(e.name);
 		} while (fd < 0);
 	}

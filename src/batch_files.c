@@ -1,4 +1,4 @@
-/* batch_files: a batch's files as the operator sees them: rejected lines, done/, failed/ with error.json, back to the spool. */
+/* batch_files: a batch's files: taken into .work/, checked whole, their rejected lines, done/, failed/ with error.json, back to the spool. */
 #include "batch_priv.h"
 
 #include <errno.h>
@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include "crashpoint.h"
 #include "jsonstr.h"
 #include "layout.h"
+#include "spool.h"
 
 /* The workfiles put a directory right (a link, or writable by exporters): say so. */
 static int batch_said_fixed(struct batch *b, int fd, bool fixed, const char *what)
@@ -283,4 +285,107 @@ void batch_archive(struct batch *b)
 	b->env.stats->files_done += b->n_members;
 	b->ops.finished(b->userdata, true, 0, NULL);
 	batch_ended(b);
+}
+
+/* Take a file out of the exporters' way into .work/ and open it. Returns the fd or a negative errno. */
+int batch_take_file(struct batch *b, const char *name, struct member *m)
+{
+	char wn[LAYOUT_NAME_MAX + 1];
+	struct stat st;
+	int fd;
+
+	{
+		struct rejbuf keep = m->rej;
+
+		memset(m, 0, sizeof(*m));
+		m->rej = keep;
+	}
+	snprintf(m->name, sizeof(m->name), "%s", name);
+	m->fid = journal_new_id(b->env.journal);
+	workfiles_work_name(m->fid, m->name, wn);
+	if ((fd = intake_take(b->env.in, name, wn, &st, &m->trusted)) < 0)
+		return fd;
+	crashpoint("after-rename");
+	workfiles_identity(&st, &m->ident);
+	return fd;
+}
+
+static int64_t mtime_of(const struct stat *st)
+{
+	return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/*
+ * Before a batch is completed: is the file all there, all read, and done being written? A file
+ * written in place may have been taken while its writer paused: it is completed only once
+ * nobody has it open (a lease says so, or inotify did when it was taken and nobody can open it
+ * in .work/) or it has been still for settle_seconds; never with less than it holds. A file
+ * that grew is read on in the same batch. @again is called when it is time to look again.
+ */
+int batch_check_whole(struct batch *b, void (*again)(struct batch *b))
+{
+	struct timespec now;
+	struct stat st;
+	char why[512];
+	uint64_t read;
+	double age;
+	int lease;
+
+	if (b->jb.n_members || b->fd < 0) {
+		/* Small files read whole into one request: each must still be what was read. */
+		for (size_t i = 0; i < b->n_members; i++) {
+			if (batch_changed(b, &b->members[i])) {
+				snprintf(why, sizeof(why), "%s changed after it was read (still being written in place?): "
+					 "its batch is not completed", b->members[i].name);
+				batch_fail(b, 0, why, NULL);
+				return BATCH_WHOLE_FAILED;
+			}
+		}
+		return BATCH_WHOLE_YES;
+	}
+	if (fstat(b->fd, &st) < 0) {
+		snprintf(why, sizeof(why), "cannot look at the file: %s", strerror(errno));
+		batch_fail(b, 0, why, NULL);
+		return BATCH_WHOLE_FAILED;
+	}
+	if (st.st_nlink == 0) {
+		batch_fail(b, 0, "the file was deleted from .work/ while its batch was open: the batch is not completed "
+			  "(the records sent so far stay in an open batch at the server)", NULL);
+		return BATCH_WHOLE_FAILED;
+	}
+	/* The reader is at the end of what it read (blank lines after the last record included), in the file's bytes. */
+	read = source_file_offset(b->pl.reader);
+	if ((uint64_t)st.st_size < read || (uint64_t)st.st_size < b->jb.ident.size ||
+	    ((uint64_t)st.st_size == b->jb.ident.size && mtime_of(&st) != b->jb.ident.mtime_ns)) {
+		snprintf(why, sizeof(why), "the file was truncated or rewritten while its batch was open (%lld bytes now, "
+			 "%" PRIu64 " read): the batch is not completed with partial data", (long long)st.st_size, read);
+		batch_fail(b, 0, why, NULL);
+		return BATCH_WHOLE_FAILED;
+	}
+	if ((uint64_t)st.st_size > read) {
+		batch_log(b, LOG_LVL_INFO, -1, "%s: grew to %lld bytes after %" PRIu64 " were read: reading on in the same batch",
+			 b->jb.name, (long long)st.st_size, read);
+		workfiles_identity(&st, &b->jb.ident);
+		b->members[0].ident = b->jb.ident;
+		b->members[0].trusted = false;  /* someone writes it: from now on only stillness tells */
+		b->env.stats->file_size = b->jb.ident.size;
+		if (pipeline_read_on(&b->pl, b->fd, b->jb.name) < 0) {
+			batch_fail(b, 0, pipeline_read_error(&b->pl, "cannot read the file"), NULL);
+			return BATCH_WHOLE_FAILED;
+		}
+		return BATCH_WHOLE_GREW;
+	}
+	lease = spool_lease_probe(b->fd);
+	clock_gettime(CLOCK_REALTIME, &now);
+	age = (double)((int64_t)now.tv_sec * 1000000000 + now.tv_nsec - mtime_of(&st)) / 1e9;
+	if (lease == 0 || (lease < 0 && !b->members[0].trusted && age < b->env.settle_seconds)) {
+		if (!b->settle_logged)
+			batch_log(b, LOG_LVL_INFO, -1, "%s: %s: its batch is completed once it has been still for %g s",
+				 b->jb.name, lease == 0 ? "still open for writing" : "changed moments ago",
+				 b->env.settle_seconds);
+		b->settle_logged = true;
+		batch_wait_settle(b, lease == 0 ? 1.0 : b->env.settle_seconds - age, again);
+		return BATCH_WHOLE_WAIT;
+	}
+	return BATCH_WHOLE_YES;
 }

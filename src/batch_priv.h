@@ -35,6 +35,21 @@ void batch_use(struct batch *b, const struct conn_config *cfg, struct record_val
 /* FNV-1a of base_url and uuid, never 0: what the journal keeps of where a batch was opened. */
 uint64_t batch_destination(const struct conn_config *cfg);
 
+/* SIGTERM while nothing is in flight and the batch would wait: it ends here, left to the journal. */
+bool batch_stopping_here(struct batch *b, const char *what);
+/* The file is still being written: look again (@again) in @delay seconds. */
+void batch_wait_settle(struct batch *b, double delay, void (*again)(struct batch *b));
+/* Take @name from the spool into .work/ as member @m and open it: the fd, or a negative errno. */
+int batch_take_file(struct batch *b, const char *name, struct member *m);
+
+enum { BATCH_WHOLE_YES, BATCH_WHOLE_WAIT, BATCH_WHOLE_GREW, BATCH_WHOLE_FAILED };
+/*
+ * Before a batch is completed: is the file all there, all read, and done being written?
+ * BATCH_WHOLE_GREW: it grew and is read on; _WAIT: @again is called when it is time to look
+ * again; _FAILED: the batch failed here.
+ */
+int batch_check_whole(struct batch *b, void (*again)(struct batch *b));
+
 /* The connection's directories, made private again (and said so) when an exporter changed them. */
 int batch_subdir(struct batch *b, const char *sub, bool create);
 int batch_workdir(struct batch *b);
