@@ -74,23 +74,11 @@ static void put_escaped(struct sbuf *s, const char *p, size_t n)
 	}
 }
 
-static char *dir_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash)
-		return strdup(".");
-	if (slash == path)
-		return strdup("/");
-	return strndup(path, (size_t)(slash - path));
-}
-
 int catalog_save(struct catalog *c, const char *path)
 {
 	struct sbuf s = { 0 };
-	char *tmp = NULL, *dir = NULL;
-	int fd = -1, dirfd = -1, r;
 	char num[64];
+	int r;
 
 	if (catalog_busy(c))
 		return -EBUSY;
@@ -105,45 +93,7 @@ int catalog_save(struct catalog *c, const char *path)
 		put_escaped(&s, f->name, f->name_len);
 		put(&s, "\n", 1);
 	}
-	if (s.oom || asprintf(&tmp, "%s.tmp", path) < 0 || !(dir = dir_of(path))) {
-		tmp = NULL;
-		r = -ENOMEM;
-		goto out;
-	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	if (fd < 0) {
-		r = -errno;
-		goto out;
-	}
-	if ((r = fileio_write_all(fd, s.b, s.n)) < 0)
-		goto out;
-	/* Durable before the rename, or a crash could leave an empty file under the real name. */
-	if (fsync(fd) < 0) {
-		r = -errno;
-		goto out;
-	}
-	if (rename(tmp, path) < 0) {
-		r = -errno;
-		goto out;
-	}
-	close(fd);
-	fd = -1;
-	/* The rename itself is durable only once the directory is. */
-	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0 || fsync(dirfd) < 0) {
-		r = -errno;
-		goto out;
-	}
-	r = 0;
-out:
-	if (fd >= 0) {
-		close(fd);
-		(void)unlink(tmp);
-	}
-	if (dirfd >= 0)
-		close(dirfd);
-	free(tmp);
-	free(dir);
+	r = s.oom ? -ENOMEM : fileio_replace(path, s.b, s.n, 0640, true);
 	free(s.b);
 	return r;
 }

@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,7 +38,7 @@ int fileio_open_dir(const char *path)
 	return fd < 0 ? -errno : fd;
 }
 
-int fileio_replace_at(int dirfd, const char *name, const void *buf, size_t len, mode_t mode)
+int fileio_replace_at(int dirfd, const char *name, const void *buf, size_t len, mode_t mode, bool durable)
 {
 	char tmp[LAYOUT_NAME_MAX + 1];
 	int fd = -1, r;
@@ -55,15 +57,34 @@ int fileio_replace_at(int dirfd, const char *name, const void *buf, size_t len, 
 	if ((r = fileio_write_all(fd, buf, len)) < 0)
 		goto fail;
 	/* Durable before the rename, or a crash could leave an empty file under the real name. */
-	if (fsync(fd) < 0 || renameat(dirfd, tmp, dirfd, name) < 0) {
+	if ((durable && fsync(fd) < 0) || renameat(dirfd, tmp, dirfd, name) < 0) {
 		r = -errno;
 		goto fail;
 	}
 	close(fd);
-	return fsync(dirfd) < 0 ? -errno : 0;
+	return durable && fsync(dirfd) < 0 ? -errno : 0;
 fail:
 	close(fd);
 	(void)unlinkat(dirfd, tmp, 0);
+	return r;
+}
+
+int fileio_replace(const char *path, const void *buf, size_t len, mode_t mode, bool durable)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[PATH_MAX];
+	int dirfd, r;
+
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if ((size_t)snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path) >= sizeof(dir))
+		return -ENAMETOOLONG;
+	if (slash == path)
+		snprintf(dir, sizeof(dir), "/");
+	if ((dirfd = fileio_open_dir(dir)) < 0)
+		return dirfd;
+	r = fileio_replace_at(dirfd, slash ? slash + 1 : path, buf, len, mode, durable);
+	close(dirfd);
 	return r;
 }
 

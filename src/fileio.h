@@ -12,11 +12,14 @@ int fileio_write_all(int fd, const void *buf, size_t len);
 int fileio_open_dir(const char *path);
 
 /*
- * Replace @name in @dirfd with @len bytes of @buf, atomically and durably: a temporary created
- * exclusively beside it (never through a link), fsynced, renamed over @name (a link planted at
- * @name is replaced, not followed), then the directory fsynced. 0 or -errno.
+ * Replace @name in @dirfd with @len bytes of @buf, atomically: a temporary created exclusively
+ * beside it (never through a link), renamed over @name (a link planted at @name is replaced,
+ * not followed). With @durable the temporary is fsynced before the rename and the directory
+ * after it: a crash leaves the old file or the new one, never an empty one. 0 or -errno.
  */
-int fileio_replace_at(int dirfd, const char *name, const void *buf, size_t len, mode_t mode);
+int fileio_replace_at(int dirfd, const char *name, const void *buf, size_t len, mode_t mode, bool durable);
+/* fileio_replace_at for a path: its directory opened without following a link at its end. */
+int fileio_replace(const char *path, const void *buf, size_t len, mode_t mode, bool durable);
 
 /*
  * Open @name in @dirfd for appending (created with @mode). Only a regular file of this user

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "connection.h"
+#include "fileio.h"
 
 struct family {
 	const char *name, *type, *help;
@@ -67,13 +68,11 @@ static void emit(FILE *f, size_t fam, struct connection *const *conns, size_t n,
 
 int metrics_write(const char *path, struct connection *const *conns, size_t n_conns, double now)
 {
-	char tmp[4096];
-	FILE *f;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
 	int r = 0;
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	f = fopen(tmp, "we");
 	if (!f)
 		return -errno;
 	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
@@ -81,14 +80,15 @@ int metrics_write(const char *path, struct connection *const *conns, size_t n_co
 			families[i].type);
 		emit(f, i, conns, n_conns, now);
 	}
-	if (fflush(f) != 0 || ferror(f))
-		r = -EIO;
-	if (fclose(f) != 0 && r == 0)
-		r = -errno;
-	/* The collector reads whole files: rename makes the new one appear at once. */
-	if (r == 0 && rename(tmp, path) < 0)
-		r = -errno;
-	if (r < 0)
-		(void)unlink(tmp);
+	if (fclose(f) != 0)
+		r = -ENOMEM;
+	/*
+	 * The collector reads whole files: the rename makes the new one appear at once. Not made
+	 * durable: it is written again every few seconds, and a crash loses nothing of it. The
+	 * directory is often the collector's, writable by others: never written through a link.
+	 */
+	if (r == 0)
+		r = fileio_replace(path, buf, len, 0644, false);
+	free(buf);
 	return r;
 }

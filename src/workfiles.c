@@ -274,5 +274,5 @@ int workfiles_error_json(int failedfd, const char *failed_name, const void *buf,
 	char path[LAYOUT_NAME_MAX + 1];
 
 	layout_name(path, "", failed_name, ".error.json");
-	return fileio_replace_at(failedfd, path, buf, len, 0640);
+	return fileio_replace_at(failedfd, path, buf, len, 0640, true);
 }

@@ -708,3 +708,23 @@ def test_metrics_file_is_replaced_every_2_seconds(optix, daemon, notify):
     assert len(changes) == 5, f"only {len(changes)} versions of the metrics file in 10 s (gaps {gaps})"
     assert max(gaps) < 3.0, f"metrics_file replaced at intervals {gaps} s, want every 2 s"
     assert daemon.stop() == 0
+
+
+def test_metrics_file_is_never_written_through_a_link_planted_beside_it(optix, daemon, notify):
+    """The collector's directory is often writable by others (node_exporter's textfile directory):
+    a link planted where the daemon writes its temporary must be replaced, never written through."""
+    mdir = daemon.make_daemon_dir(daemon.dir / "textfile")
+    daemon.priv.give_to_daemon(mdir, 0o770)      # writable by the group, as a shared directory is
+    path = mdir / "dcsyncd.prom"
+    victim = daemon.dir / "victim"
+    victim.write_text("precious\n")
+    daemon.priv.give_to_daemon(victim, 0o640)    # a file the daemon's user could write
+    for tmp in ("dcsyncd.prom.tmp", ".dcsyncd.prom.tmp"):
+        os.symlink(victim, mdir / tmp)
+    daemon.write_config([daemon.connection(optix)], metrics_file=path)
+    start_ready(daemon, notify)
+    wait_for(lambda: path.exists() and not path.is_symlink() and "dcsyncd_" in path.read_text(),
+             timeout=10, what="a metrics file of its own")
+    assert victim.read_text() == "precious\n", "the metrics were written through a planted link"
+    assert daemon.stop() == 0
+    assert victim.read_text() == "precious\n"

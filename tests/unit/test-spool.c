@@ -145,7 +145,7 @@ static void writes_never_follow_links(void)
 	(void)symlink(victim, link);
 	(void)symlink(victim, rlink);
 	dfd = open(dir, O_RDONLY | O_DIRECTORY);
-	is_int(fileio_replace_at(dfd, "x.error.json", "{}\n", 3, 0640), 0, "replace over a planted link");
+	is_int(fileio_replace_at(dfd, "x.error.json", "{}\n", 3, 0640, true), 0, "replace over a planted link");
 	data = read_whole(victim, &len);
 	ok(data && !strcmp(data, "precious\n"), "the link's target is untouched");
 	free(data);
