@@ -163,7 +163,7 @@ struct connection {
 	uint64_t file_requests;
 	uint64_t file_rejected_before;
 	struct conn_stats stats;
-	struct journal_conn_stats persist;  /* totals across restarts, for `dcsyncd status` */
+	struct conn_totals persist;  /* totals across restarts, for `dcsyncd status` */
 };
 
 static void begin_next(struct connection *c);
@@ -678,7 +678,7 @@ static void step_archive(struct connection *c)
 	c->persist.records_rejected += c->jb.rejected;
 	c->persist.requests += c->file_requests;
 	c->persist.last_success = (int64_t)time(NULL);
-	(void)journal_put_stats(c->env.journal, &c->persist);
+	(void)totals_put(c->env.totals, &c->persist);
 	save_catalog(c, false);
 	step_batch_ended(c);
 }
@@ -1099,7 +1099,7 @@ static void persist_rate(struct connection *c, bool waiting)
 		return;
 	c->persist.rate_budget = budget;
 	c->persist.rate_waiting = waiting;
-	(void)journal_put_stats(c->env.journal, &c->persist);
+	(void)totals_put(c->env.totals, &c->persist);
 }
 
 /* ---- journal durability ---- */
@@ -1139,8 +1139,7 @@ static void persist_error(struct connection *c, long status, const char *what)
 	snprintf(text, sizeof(text), "%s%s%s", c->active ? c->jb.name : "", c->active ? ": " : "", what);
 	snprintf(c->persist.last_error_text, sizeof(c->persist.last_error_text), "%.*s",
 		 (int)sizeof(c->persist.last_error_text) - 1, text);
-	if (journal_put_stats(c->env.journal, &c->persist) == 0)
-		(void)journal_sync(c->env.journal);
+	(void)totals_put(c->env.totals, &c->persist);
 }
 
 
@@ -2225,7 +2224,7 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		seed.qwords[0] = (uint64_t)time(NULL);
 	c->rng = seed.qwords[0] | 1;
 	{
-		const struct journal_conn_stats *js = journal_find_stats(env->journal, cfg->name);
+		const struct conn_totals *js = totals_find(env->totals, cfg->name);
 
 		if (js)
 			c->persist = *js;

@@ -1,4 +1,4 @@
-/* status: the `dcsyncd status` report, read from the journal and the spool (daemon running or not). */
+/* status: the `dcsyncd status` report, read from the journal, the totals and the spool (daemon running or not). */
 #include "status.h"
 
 #include <dirent.h>
@@ -12,6 +12,7 @@
 #include "journal.h"
 #include "jsonstr.h"
 #include "spool.h"
+#include "totals.h"
 
 struct dir_count {
 	size_t files;
@@ -94,11 +95,27 @@ static void json_time(FILE *out, int64_t t)
 		fputs("null", out);
 }
 
+/* A connection's totals: from <state_dir>/totals, or, before the daemon has carried them over, an older journal's. */
+static const struct conn_totals *totals_of(const struct totals *t, const struct journal *j, const char *name)
+{
+	const struct conn_totals *legacy;
+	size_t n;
+
+	if (t)
+		return totals_find(t, name);
+	n = j ? journal_legacy_totals(j, &legacy) : 0;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(legacy[i].connection, name))
+			return &legacy[i];
+	return NULL;
+}
+
 /*
  * `dcsyncd status --json`: the same facts as the text, one object; the field names are stable
  * (documented in dcsyncd(8)); times are Unix seconds, null for never.
  */
-static int status_json(const struct config *cfg, struct journal *j, time_t now, FILE *out)
+static int status_json(const struct config *cfg, const struct journal *j, const struct totals *t, time_t now,
+		       FILE *out)
 {
 	bool first_batch = true;
 
@@ -109,7 +126,7 @@ static int status_json(const struct config *cfg, struct journal *j, time_t now, 
 	fprintf(out, ",\"journal\":%s,\"connections\":[", j ? "true" : "false");
 	for (size_t i = 0; i < cfg->n_conns; i++) {
 		const struct conn_config *c = &cfg->conns[i];
-		const struct journal_conn_stats *st = j ? journal_find_stats(j, c->name) : NULL;
+		const struct conn_totals *st = totals_of(t, j, c->name);
 		char dir[4096], faildir[4200], sub[4200];
 		struct dir_count q, failed, rej;
 		bool first = true;
@@ -201,6 +218,7 @@ static int status_json(const struct config *cfg, struct journal *j, time_t now, 
 int status_print(const struct config *cfg, bool json, FILE *out)
 {
 	struct journal *j = NULL;
+	struct totals *t = NULL;
 	time_t now = time(NULL);
 	int r = journal_open_readonly(&j, cfg->state_dir);
 
@@ -208,16 +226,24 @@ int status_print(const struct config *cfg, bool json, FILE *out)
 		fprintf(stderr, "cannot read the journal in %s: %s\n", cfg->state_dir, strerror(-r));
 		return r;
 	}
-	if (json) {
-		r = status_json(cfg, j, now, out);
+	/* None yet, or damaged (said on stderr, and set aside by the daemon's next start): no totals. */
+	r = totals_open_readonly(&t, cfg->state_dir);
+	if (r < 0 && r != -ENOENT && r != -EBADMSG) {
+		fprintf(stderr, "cannot read the totals in %s: %s\n", cfg->state_dir, strerror(-r));
 		journal_free(j);
+		return r;
+	}
+	if (json) {
+		r = status_json(cfg, j, t, now, out);
+		journal_free(j);
+		totals_free(t);
 		return r;
 	}
 	if (!j)
 		fprintf(out, "no journal in %s yet: dcsyncd has not run with this state_dir\n", cfg->state_dir);
 	for (size_t i = 0; i < cfg->n_conns; i++) {
 		const struct conn_config *c = &cfg->conns[i];
-		const struct journal_conn_stats *st = j ? journal_find_stats(j, c->name) : NULL;
+		const struct conn_totals *st = totals_of(t, j, c->name);
 		char dir[4096], faildir[4200], sub[4200], buf[128];
 		struct dir_count q, failed, rej;
 
@@ -273,5 +299,6 @@ int status_print(const struct config *cfg, bool json, FILE *out)
 				b->uuid, b->name);
 	}
 	journal_free(j);
+	totals_free(t);
 	return 0;
 }
