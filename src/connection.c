@@ -1099,7 +1099,7 @@ static void persist_rate(struct connection *c, bool waiting)
 		return;
 	c->persist.rate_budget = budget;
 	c->persist.rate_waiting = waiting;
-	(void)totals_put(c->env.totals, &c->persist);
+	totals_put_live(c->env.totals, &c->persist);
 }
 
 /* ---- journal durability ---- */

@@ -376,18 +376,29 @@ static int add(struct totals *t, const struct conn_totals *s)
 	return 0;
 }
 
-int totals_put(struct totals *t, const struct conn_totals *s)
+/* Keep @s as its connection's totals, to be written. */
+static int keep(struct totals *t, const struct conn_totals *s)
 {
 	size_t i = index_of(t, s->connection);
-	int r;
 
-	if (i < t->n) {
-		t->v[i] = *s;
-		t->dirty = true;
-	} else if ((r = add(t, s)) < 0) {
-		return r;
-	}
-	return totals_flush(t, false);
+	if (i == t->n)
+		return add(t, s);
+	t->v[i] = *s;
+	t->dirty = true;
+	return 0;
+}
+
+int totals_put(struct totals *t, const struct conn_totals *s)
+{
+	int r = keep(t, s);
+
+	return r < 0 ? r : totals_flush(t, false);
+}
+
+void totals_put_live(struct totals *t, const struct conn_totals *s)
+{
+	/* Out of memory: the next put of this connection carries the same state. */
+	(void)keep(t, s);
 }
 
 int totals_flush(struct totals *t, bool force)

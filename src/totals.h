@@ -32,7 +32,9 @@ struct conn_totals {
 
 /*
  * The daemon's cadence: at most one write of the file per second, whatever the rate of
- * requests, batches and errors (a write is two fsyncs: the temporary and the directory).
+ * requests, batches and errors (a write is two fsyncs: the temporary and the directory); what
+ * waits is written by the daemon's 2-s tick, and at stop. A crash loses at most the changes of
+ * the last two seconds or so: counters, never what a resume needs.
  */
 #define TOTALS_INTERVAL 1.0
 
@@ -54,12 +56,17 @@ void totals_free(struct totals *t);
 const struct conn_totals *totals_find(const struct totals *t, const char *connection);
 
 /*
- * Record @s as its connection's totals. The file is written at once when the last write is
- * @interval old (an isolated event, a batch's end or an error, is on disk when `status` looks);
- * otherwise the change waits for the next totals_flush. 0, or -errno of a failed write (the
- * change is kept and written by the next flush).
+ * Record @s as its connection's totals after an event (a batch's end, an error). The file is
+ * written at once when the last write is @interval old, so that an isolated event is on disk
+ * when `status` looks; otherwise the change waits for the next totals_flush. 0, or -errno of a
+ * failed write (the change is kept and written by the next flush).
  */
 int totals_put(struct totals *t, const struct conn_totals *s);
+/*
+ * Record @s after a change of live state that may come with every request (the rate limiter's
+ * budget, waiting or not): kept, and written with the next write or flush, never by itself.
+ */
+void totals_put_live(struct totals *t, const struct conn_totals *s);
 /* Write what is pending if the last write is @interval old, or now with @force (at stop). */
 int totals_flush(struct totals *t, bool force);
 bool totals_pending(const struct totals *t);

@@ -1,4 +1,4 @@
-/* test-totals: the connections' totals file: round trip, cadence of writes, damaged files, carrying over old totals. */
+/* test-totals: the connections' totals file: round trip, cadence of writes, live state, damaged files, carrying over old totals. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -114,6 +114,26 @@ static void writes_are_spaced(void)
 	ok(on_disk(dir, "products", &got) && got.files_done == 1, "writes nothing");
 	is_int(totals_flush(t, true), 0, "a forced flush (at stop)");
 	ok(on_disk(dir, "products", &got) && got.files_done == 2 && !totals_pending(t), "writes the change");
+	totals_free(t);
+	tmpdir_remove(dir);
+}
+
+/* The limiter's state may change with every request: it never causes a write of its own. */
+static void live_state_rides_with_the_next_write(void)
+{
+	char *dir = tmpdir_new("totals");
+	struct totals *t = open_ok(dir, 0);
+	struct conn_totals a = sample("products", 1), b = sample("customers", 2), got;
+
+	a.rate_waiting = 1;
+	totals_put_live(t, &a);
+	ok(!on_disk(dir, "products", &got) && totals_pending(t), "a live change is kept, not written, even with no interval");
+	is_int(totals_put(t, &b), 0, "an event of another connection");
+	ok(on_disk(dir, "products", &got) && same(&got, &a), "writes the live change with it");
+	a.rate_waiting = 0;
+	totals_put_live(t, &a);
+	is_int(totals_flush(t, false), 0, "the daemon's tick");
+	ok(on_disk(dir, "products", &got) && got.rate_waiting == 0 && !totals_pending(t), "writes it too");
 	totals_free(t);
 	tmpdir_remove(dir);
 }
@@ -237,6 +257,7 @@ int main(void)
 	log_set_level(LOG_LVL_ERROR);
 	round_trip();
 	writes_are_spaced();
+	live_state_rides_with_the_next_write();
 	failed_write_stays_pending();
 	damaged_file_is_kept_aside();
 	merge_takes_only_unknown_connections();
