@@ -54,6 +54,23 @@ static void r_str(struct rbuf *r, char *dst, size_t cap)
 	r->pos += n;
 }
 
+/* A file's identity: device, inode, size, mtime (ns). */
+static void w_ident(struct jrec_buf *w, const struct file_identity *id)
+{
+	w_u64(w, id->dev);
+	w_u64(w, id->ino);
+	w_u64(w, id->size);
+	w_u64(w, (uint64_t)id->mtime_ns);
+}
+
+static void r_ident(struct rbuf *r, struct file_identity *id)
+{
+	id->dev = r_u64(r);
+	id->ino = r_u64(r);
+	id->size = r_u64(r);
+	id->mtime_ns = (int64_t)r_u64(r);
+}
+
 void jrec_batch(struct jrec_buf *w, const struct journal_batch *b)
 {
 	w->n = 0;
@@ -63,10 +80,7 @@ void jrec_batch(struct jrec_buf *w, const struct journal_batch *b)
 	w_str(w, b->uuid);
 	w_str(w, b->connection);
 	w_str(w, b->name);
-	w_u64(w, b->ident.dev);
-	w_u64(w, b->ident.ino);
-	w_u64(w, b->ident.size);
-	w_u64(w, (uint64_t)b->ident.mtime_ns);
+	w_ident(w, &b->ident);
 	w_u64(w, b->cut_records);
 	w_u64(w, b->cut_bytes);
 	w_u64(w, b->acks);
@@ -88,10 +102,7 @@ void jrec_member(struct jrec_buf *w, const struct journal_member *m)
 	w_u64(w, m->file_id);
 	w_u64(w, m->index);
 	w_str(w, m->name);
-	w_u64(w, m->ident.dev);
-	w_u64(w, m->ident.ino);
-	w_u64(w, m->ident.size);
-	w_u64(w, (uint64_t)m->ident.mtime_ns);
+	w_ident(w, &m->ident);
 	w_u64(w, m->rejected_size);
 }
 
@@ -102,10 +113,7 @@ static int decode_member(struct rbuf *r, struct journal_member *m)
 	m->file_id = r_u64(r);
 	m->index = (uint32_t)r_u64(r);
 	r_str(r, m->name, sizeof(m->name));
-	m->ident.dev = r_u64(r);
-	m->ident.ino = r_u64(r);
-	m->ident.size = r_u64(r);
-	m->ident.mtime_ns = (int64_t)r_u64(r);
+	r_ident(r, &m->ident);
 	m->rejected_size = r_u64(r);
 	return r->bad || m->file_id > JREC_ID_MAX ? -EINVAL : 0;
 }
@@ -118,10 +126,7 @@ static int decode_batch(struct rbuf *r, struct journal_batch *b)
 	r_str(r, b->uuid, sizeof(b->uuid));
 	r_str(r, b->connection, sizeof(b->connection));
 	r_str(r, b->name, sizeof(b->name));
-	b->ident.dev = r_u64(r);
-	b->ident.ino = r_u64(r);
-	b->ident.size = r_u64(r);
-	b->ident.mtime_ns = (int64_t)r_u64(r);
+	r_ident(r, &b->ident);
 	b->cut_records = (uint32_t)r_u64(r);
 	b->cut_bytes = r_u64(r);
 	b->acks = (uint32_t)r_u64(r);
