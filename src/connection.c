@@ -67,7 +67,7 @@ struct connection {
 	ev_timer timer;
 	ev_timer kick;                  /* starts the next batch from the loop, not from deep in a callback */
 	struct conn_stats stats;
-	struct journal_conn_stats persist;  /* totals across restarts, for `dcsyncd status` */
+	struct conn_totals persist;     /* totals across restarts, for `dcsyncd status` */
 };
 
 static void begin_next(struct connection *c);
@@ -190,7 +190,7 @@ static void persist_rate(void *userdata, bool waiting)
 		return;
 	c->persist.rate_budget = budget;
 	c->persist.rate_waiting = waiting;
-	(void)journal_put_stats(c->env.journal, &c->persist);
+	totals_put_live(c->env.totals, &c->persist);
 }
 
 /* Record the last error for `status`; made durable now if the journal can be written at all. */
@@ -204,8 +204,7 @@ static void persist_error(struct connection *c, long status, const char *what)
 	snprintf(text, sizeof(text), "%s%s%s", c->batch.active ? c->batch.jb.name : "", c->batch.active ? ": " : "", what);
 	snprintf(c->persist.last_error_text, sizeof(c->persist.last_error_text), "%.*s",
 		 (int)sizeof(c->persist.last_error_text) - 1, text);
-	if (journal_put_stats(c->env.journal, &c->persist) == 0)
-		(void)journal_sync(c->env.journal);
+	(void)totals_put(c->env.totals, &c->persist);
 }
 
 
@@ -482,7 +481,7 @@ static void batch_finished(void *userdata, bool ok, long status, const char *why
 	}
 	c->persist.files_done += b->n_members;
 	c->persist.last_success = (int64_t)time(NULL);
-	(void)journal_put_stats(c->env.journal, &c->persist);
+	(void)totals_put(c->env.totals, &c->persist);
 	save_catalog(c, false);
 }
 
@@ -602,7 +601,7 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 	ev_timer_init(&c->kick, kick_cb, 0., 0.);
 	c->kick.data = c;
 	{
-		const struct journal_conn_stats *js = journal_find_stats(env->journal, cfg->name);
+		const struct conn_totals *js = totals_find(env->totals, cfg->name);
 
 		if (js)
 			c->persist = *js;

@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "journal.h"
+#include "totals.h"
 #include "upload.h"
 
 struct connection;
@@ -15,6 +16,7 @@ struct connection;
 struct conn_env {
 	struct ev_loop *loop;
 	struct journal *journal;
+	struct totals *totals;          /* the connections' totals for `dcsyncd status` (the daemon's) */
 	struct upload *upload;
 	const char *spool_dir;          /* copied by connection_new */
 	const char *state_dir;

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "spool.h"
+#include "totals.h"
 #include "upload.h"
 
 struct daemon {
@@ -27,6 +28,7 @@ struct daemon {
 	struct ev_loop *loop;
 	struct config *cfg;
 	struct journal *journal;
+	struct totals *totals;
 	struct upload *upload;
 	struct connection **conns;
 	size_t n_conns;
@@ -40,6 +42,7 @@ struct daemon {
 	double started;
 	double metrics_written;
 	bool metrics_error_logged;
+	bool totals_error_logged;
 	int exit_status;
 };
 
@@ -109,6 +112,13 @@ static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	/* What `dcsyncd status` reads must not lag while the daemon idles (ARCHIVED, totals). */
 	if (journal_dirty(d->journal))
 		(void)journal_sync(d->journal);
+	{
+		int r = totals_flush(d->totals, false);
+
+		if (r < 0 && !d->totals_error_logged)
+			log_error("cannot write the totals in %s: %s", d->cfg->state_dir, strerror(-r));
+		d->totals_error_logged = r < 0;
+	}
 	/* 1.9: the timer's own 2 s period jitters; --once ticks every 0.25 s and is throttled here. */
 	if (d->cfg->metrics_file && ev_now(d->loop) - d->metrics_written >= 1.9) {
 		int r = metrics_write(d->cfg->metrics_file, d->conns, d->n_conns, ev_now(d->loop));
@@ -366,6 +376,7 @@ static struct conn_env conn_env_of(struct daemon *d, const struct config *cfg)
 	return (struct conn_env){
 		.loop = d->loop,
 		.journal = d->journal,
+		.totals = d->totals,
 		.upload = d->upload,
 		.spool_dir = cfg->spool_dir,
 		.state_dir = cfg->state_dir,
@@ -525,7 +536,21 @@ int daemon_run(const struct daemon_opts *opts)
 		d.exit_status = 1;
 		goto out;
 	}
-	if ((r = journal_compact(d.journal, true)) < 0)
+	if ((r = totals_open(&d.totals, d.cfg->state_dir, TOTALS_INTERVAL)) < 0) {
+		log_error("cannot open the totals in %s: %s", d.cfg->state_dir, strerror(-r));
+		d.exit_status = 1;
+		goto out;
+	}
+	{
+		/* Totals an older version kept in the journal move to their file before compaction drops them. */
+		const struct conn_totals *old;
+		size_t n_old = journal_legacy_totals(d.journal, &old);
+
+		if (n_old && ((r = totals_merge(d.totals, old, n_old)) < 0 || (r = totals_flush(d.totals, true)) < 0))
+			log_error("cannot write the totals in %s: %s (the journal keeps them until they can be)",
+				  d.cfg->state_dir, strerror(-r));
+	}
+	if (r >= 0 && (r = journal_compact(d.journal, true)) < 0)
 		log_warning("journal compaction failed: %s (continuing with the journal as it is)", strerror(-r));
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		log_error("curl_global_init failed");
@@ -578,6 +603,9 @@ out:
 	for (size_t i = 0; i < d.n_retiring; i++)
 		connection_free(d.retiring[i]);
 	free(d.retiring);
+	if (d.totals && (r = totals_flush(d.totals, true)) < 0)
+		log_error("cannot write the totals in %s: %s", d.cfg->state_dir, strerror(-r));
+	totals_free(d.totals);
 	upload_free(d.upload);
 	if (d.loop) {
 		ev_timer_stop(d.loop, &d.status_timer);

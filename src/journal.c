@@ -11,9 +11,11 @@
  *  4. COMPLETED is durable before the file is archived or deleted.
  *  5. The archive/delete is recorded (ARCHIVED) once it is done; a crash before that finds a
  *     COMPLETED batch and finishes the move, which is idempotent.
- * Each record is [u32 length][u32 CRC-32C of payload][payload], little-endian. Replay keeps
- * the last state of each batch (and the last totals of each connection, for `status`); compaction writes only live batches to a temporary file,
- * fsyncs it, renames it over the journal and fsyncs the directory.
+ * Records are framed and checked by journal_record.c. Replay keeps the last state of each batch;
+ * compaction writes only live batches to a temporary file, fsyncs it, renames it over the
+ * journal and fsyncs the directory. The journal holds what recovery needs and nothing else: the
+ * connections' totals live in <state_dir>/totals (totals.c); those an older version kept here
+ * are read for carrying over once, and compaction drops them.
  */
 #include "journal.h"
 
@@ -28,19 +30,11 @@
 #include <unistd.h>
 
 #include "crashpoint.h"
-#include "crc32c.h"
 #include "fileio.h"
+#include "journal_record.h"
 #include "log.h"
 
-#define REC_BATCH 'B'
-#define REC_META 'M'
-#define REC_STATS 'S'
-#define REC_MEMBER 'F'
-#define REC_MAX 4096
-#define REC_MIN 9               /* a type byte and one u64: the smallest record (META) */
 #define COMPACT_BYTES (1u << 20)
-/* Far beyond any real journal: a larger id is corrupt, and would let next_id++ wrap to live ids. */
-#define ID_MAX (UINT64_MAX / 2)
 
 struct journal {
 	int fd;
@@ -51,8 +45,8 @@ struct journal {
 	uint64_t size;          /* durable, well-formed length of the file */
 	struct journal_batch *live;
 	size_t n_live;
-	struct journal_conn_stats *stats;
-	size_t n_stats;
+	struct conn_totals *legacy;     /* totals older versions kept here: read for carrying over, never written */
+	size_t n_legacy;
 	struct journal_member *members;  /* of live batches, grouped by batch in index order */
 	size_t n_members;
 	bool readonly;
@@ -66,183 +60,6 @@ struct journal {
 	size_t pending_len;
 	size_t pending_cap;
 };
-
-/* ---- encoding ---- */
-
-struct wbuf {
-	unsigned char b[REC_MAX];
-	size_t n;
-};
-
-static void w_u64(struct wbuf *w, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		w->b[w->n++] = (unsigned char)(v >> (8 * i));
-}
-
-static void w_str(struct wbuf *w, const char *s)
-{
-	size_t n = strlen(s);
-
-	w_u64(w, n);
-	memcpy(w->b + w->n, s, n);
-	w->n += n;
-}
-
-struct rbuf {
-	const unsigned char *b;
-	size_t n, pos;
-	bool bad;
-};
-
-static uint64_t r_u64(struct rbuf *r)
-{
-	uint64_t v = 0;
-
-	if (r->pos + 8 > r->n) {
-		r->bad = true;
-		return 0;
-	}
-	for (int i = 0; i < 8; i++)
-		v |= (uint64_t)r->b[r->pos++] << (8 * i);
-	return v;
-}
-
-static void r_str(struct rbuf *r, char *dst, size_t cap)
-{
-	uint64_t n = r_u64(r);
-
-	if (r->bad || n >= cap || r->pos + n > r->n) {
-		r->bad = true;
-		dst[0] = '\0';
-		return;
-	}
-	memcpy(dst, r->b + r->pos, n);
-	dst[n] = '\0';
-	r->pos += n;
-}
-
-static void encode_batch(struct wbuf *w, const struct journal_batch *b)
-{
-	w->n = 0;
-	w->b[w->n++] = REC_BATCH;
-	w_u64(w, b->id);
-	w_u64(w, (uint64_t)b->state);
-	w_str(w, b->uuid);
-	w_str(w, b->connection);
-	w_str(w, b->name);
-	w_u64(w, b->ident.dev);
-	w_u64(w, b->ident.ino);
-	w_u64(w, b->ident.size);
-	w_u64(w, (uint64_t)b->ident.mtime_ns);
-	w_u64(w, b->cut_records);
-	w_u64(w, b->cut_bytes);
-	w_u64(w, b->acks);
-	w_u64(w, b->offset);
-	w_u64(w, b->lineno);
-	w_u64(w, b->records);
-	w_u64(w, b->rejected);
-	w_u64(w, b->rejected_size);
-	w_u64(w, (uint64_t)b->updated);
-	w_u64(w, b->n_members);
-	w_u64(w, b->dest);
-}
-
-static void encode_member(struct wbuf *w, const struct journal_member *m)
-{
-	w->n = 0;
-	w->b[w->n++] = REC_MEMBER;
-	w_u64(w, m->batch_id);
-	w_u64(w, m->file_id);
-	w_u64(w, m->index);
-	w_str(w, m->name);
-	w_u64(w, m->ident.dev);
-	w_u64(w, m->ident.ino);
-	w_u64(w, m->ident.size);
-	w_u64(w, (uint64_t)m->ident.mtime_ns);
-	w_u64(w, m->rejected_size);
-}
-
-static int decode_member(struct rbuf *r, struct journal_member *m)
-{
-	memset(m, 0, sizeof(*m));
-	m->batch_id = r_u64(r);
-	m->file_id = r_u64(r);
-	m->index = (uint32_t)r_u64(r);
-	r_str(r, m->name, sizeof(m->name));
-	m->ident.dev = r_u64(r);
-	m->ident.ino = r_u64(r);
-	m->ident.size = r_u64(r);
-	m->ident.mtime_ns = (int64_t)r_u64(r);
-	m->rejected_size = r_u64(r);
-	return r->bad || m->file_id > ID_MAX ? -EINVAL : 0;
-}
-
-static int decode_batch(struct rbuf *r, struct journal_batch *b)
-{
-	memset(b, 0, sizeof(*b));
-	b->id = r_u64(r);
-	b->state = (enum batch_state)r_u64(r);
-	r_str(r, b->uuid, sizeof(b->uuid));
-	r_str(r, b->connection, sizeof(b->connection));
-	r_str(r, b->name, sizeof(b->name));
-	b->ident.dev = r_u64(r);
-	b->ident.ino = r_u64(r);
-	b->ident.size = r_u64(r);
-	b->ident.mtime_ns = (int64_t)r_u64(r);
-	b->cut_records = (uint32_t)r_u64(r);
-	b->cut_bytes = r_u64(r);
-	b->acks = (uint32_t)r_u64(r);
-	b->offset = r_u64(r);
-	b->lineno = r_u64(r);
-	b->records = r_u64(r);
-	b->rejected = r_u64(r);
-	b->rejected_size = r_u64(r);
-	b->updated = (int64_t)r_u64(r);
-	b->n_members = (uint32_t)r_u64(r);
-	/* Records written before dcsyncd kept the destination end here. */
-	if (!r->bad && r->pos < r->n)
-		b->dest = r_u64(r);
-	if (r->bad || b->id > ID_MAX || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
-		return -EINVAL;
-	return 0;
-}
-
-static void encode_stats(struct wbuf *w, const struct journal_conn_stats *s)
-{
-	w->n = 0;
-	w->b[w->n++] = REC_STATS;
-	w_str(w, s->connection);
-	w_u64(w, s->files_done);
-	w_u64(w, s->files_failed);
-	w_u64(w, s->records_sent);
-	w_u64(w, s->records_rejected);
-	w_u64(w, s->requests);
-	w_u64(w, (uint64_t)s->last_success);
-	w_u64(w, (uint64_t)s->last_error);
-	w_u64(w, (uint64_t)s->last_error_status);
-	w_str(w, s->last_error_text);
-	w_u64(w, s->rate_budget);
-	w_u64(w, s->rate_waiting);
-}
-
-static int decode_stats(struct rbuf *r, struct journal_conn_stats *s)
-{
-	memset(s, 0, sizeof(*s));
-	r_str(r, s->connection, sizeof(s->connection));
-	s->files_done = r_u64(r);
-	s->files_failed = r_u64(r);
-	s->records_sent = r_u64(r);
-	s->records_rejected = r_u64(r);
-	s->requests = r_u64(r);
-	s->last_success = (int64_t)r_u64(r);
-	s->last_error = (int64_t)r_u64(r);
-	s->last_error_status = (int64_t)r_u64(r);
-	r_str(r, s->last_error_text, sizeof(s->last_error_text));
-	s->rate_budget = r_u64(r);
-	s->rate_waiting = r_u64(r);
-	return r->bad ? -EINVAL : 0;
-}
 
 static int apply_member(struct journal *j, const struct journal_member *m)
 {
@@ -265,36 +82,26 @@ static int apply_member(struct journal *j, const struct journal_member *m)
 	return 0;
 }
 
-static int apply_stats(struct journal *j, const struct journal_conn_stats *s)
+static int apply_legacy(struct journal *j, const struct conn_totals *s)
 {
 	size_t i;
 
-	for (i = 0; i < j->n_stats; i++)
-		if (!strcmp(j->stats[i].connection, s->connection))
+	for (i = 0; i < j->n_legacy; i++)
+		if (!strcmp(j->legacy[i].connection, s->connection))
 			break;
-	if (i == j->n_stats) {
-		struct journal_conn_stats *n = realloc(j->stats, (j->n_stats + 1) * sizeof(*n));
+	if (i == j->n_legacy) {
+		struct conn_totals *n = realloc(j->legacy, (j->n_legacy + 1) * sizeof(*n));
 
 		if (!n)
 			return -ENOMEM;
-		j->stats = n;
-		j->n_stats++;
+		j->legacy = n;
+		j->n_legacy++;
 	}
-	j->stats[i] = *s;
+	j->legacy[i] = *s;
 	return 0;
 }
 
-static void frame(unsigned char *hdr, const struct wbuf *w)
-{
-	uint32_t len = (uint32_t)w->n, crc = crc32c(0, w->b, w->n);
-
-	for (int i = 0; i < 4; i++) {
-		hdr[i] = (unsigned char)(len >> (8 * i));
-		hdr[4 + i] = (unsigned char)(crc >> (8 * i));
-	}
-}
-
-static int queue(struct journal *j, const struct wbuf *w)
+static int queue(struct journal *j, const struct jrec_buf *w)
 {
 	if (j->pending_len + 8 + w->n > j->pending_cap) {
 		size_t cap = j->pending_cap ? j->pending_cap * 2 : 16384;
@@ -308,7 +115,7 @@ static int queue(struct journal *j, const struct wbuf *w)
 		j->pending = p;
 		j->pending_cap = cap;
 	}
-	frame((unsigned char *)j->pending + j->pending_len, w);
+	jrec_frame((unsigned char *)j->pending + j->pending_len, w);
 	memcpy(j->pending + j->pending_len + 8, w->b, w->n);
 	j->pending_len += 8 + w->n;
 	return 0;
@@ -362,61 +169,6 @@ int journal_compact(struct journal *j, bool force);
 
 /* ---- replay ---- */
 
-/* A decoded record, checked but not yet applied. */
-struct record {
-	unsigned char type;
-	union {
-		uint64_t next_id;
-		struct journal_member m;
-		struct journal_conn_stats s;
-		struct journal_batch b;
-	} u;
-};
-
-/*
- * Whether a well-formed record starts at @pos: its length within bounds and inside the file,
- * its CRC-32C right, a known type whose fields decode. @exact also wants the fields to fill
- * the payload to its last byte: what a resync point must do, so that bytes inside a damaged
- * record (which may hold a file name or an error text) are not taken for a record.
- */
-static bool record_at(const unsigned char *data, size_t n, size_t pos, bool exact, struct record *rec, uint32_t *len_out)
-{
-	uint32_t len = 0, crc = 0;
-	struct rbuf rb;
-	int r;
-
-	if (pos + 8 > n)
-		return false;
-	for (unsigned i = 0; i < 4; i++) {
-		len |= (uint32_t)data[pos + i] << (8 * i);
-		crc |= (uint32_t)data[pos + 4 + i] << (8 * i);
-	}
-	if (len < REC_MIN || len > REC_MAX || len > n - pos - 8 || crc32c(0, data + pos + 8, len) != crc)
-		return false;
-	rb = (struct rbuf){ .b = data + pos + 9, .n = len - 1 };
-	rec->type = data[pos + 8];
-	switch (rec->type) {
-	case REC_META:
-		rec->u.next_id = r_u64(&rb);
-		r = rb.bad || rec->u.next_id > ID_MAX + 1 ? -EINVAL : 0;
-		break;
-	case REC_MEMBER:
-		r = decode_member(&rb, &rec->u.m);
-		break;
-	case REC_STATS:
-		r = decode_stats(&rb, &rec->u.s);
-		break;
-	case REC_BATCH:
-		r = decode_batch(&rb, &rec->u.b);
-		break;
-	default:
-		return false;
-	}
-	if (r < 0 || (exact && rb.pos != rb.n))
-		return false;
-	*len_out = len;
-	return true;
-}
 
 /* Where the last surviving record of each live batch lies: what says if later ones may be lost. */
 struct last_seen {
@@ -491,13 +243,13 @@ static int replay(struct journal *j, unsigned char **image, size_t *image_len, s
 		}
 	}
 	while (pos < n) {
-		struct record rec;
+		struct jrec rec;
 		uint32_t len;
 
-		if (!record_at(data, n, pos, false, &rec, &len)) {
+		if (!jrec_at(data, n, pos, false, &rec, &len)) {
 			size_t next = pos + 1;
 
-			while (next < n && !record_at(data, n, next, true, &rec, &len))
+			while (next < n && !jrec_at(data, n, next, true, &rec, &len))
 				next++;
 			if (next >= n)
 				break;          /* nothing checks out after pos: a torn tail */
@@ -505,13 +257,13 @@ static int replay(struct journal *j, unsigned char **image, size_t *image_len, s
 				goto out;
 			pos = next;
 		}
-		if (rec.type == REC_META) {
+		if (rec.type == JREC_META) {
 			if (rec.u.next_id > j->next_id)
 				j->next_id = rec.u.next_id;
-		} else if (rec.type == REC_MEMBER) {
+		} else if (rec.type == JREC_MEMBER) {
 			r = apply_member(j, &rec.u.m);
-		} else if (rec.type == REC_STATS) {
-			r = apply_stats(j, &rec.u.s);
+		} else if (rec.type == JREC_LEGACY_TOTALS) {
+			r = apply_legacy(j, &rec.u.s);
 		} else {
 			if ((r = apply(j, &rec.u.b)) == 0)
 				r = note_seen(&seen, &n_seen, &rec.u.b, pos);
@@ -641,8 +393,7 @@ static void report_damage(const struct journal *j, size_t n, size_t tail_at)
 				    b->acks, b->records, b->lineno);
 	}
 	log_warning("journal: a batch all of whose records were in the damaged bytes is unknown: a file of it left "
-		    "in .work/ goes back to the spool (named below); the per-connection totals of `dcsyncd status` may "
-		    "miss what the damaged bytes held");
+		    "in .work/ goes back to the spool (named below)");
 }
 
 int journal_open(struct journal **out, const char *dir, uint64_t *torn_bytes)
@@ -757,7 +508,7 @@ void journal_free(struct journal *j)
 	free(j->path);
 	free(j->tmp_path);
 	free(j->live);
-	free(j->stats);
+	free(j->legacy);
 	free(j->members);
 	free(j->pending);
 	free(j->damage);
@@ -796,10 +547,10 @@ bool journal_dirty(const struct journal *j) { return j->pending_len > 0; }
 
 int journal_put_member(struct journal *j, const struct journal_member *m)
 {
-	struct wbuf w;
+	struct jrec_buf w;
 	int r;
 
-	encode_member(&w, m);
+	jrec_member(&w, m);
 	if ((r = queue(j, &w)) < 0)
 		return r;
 	return apply_member(j, m);
@@ -830,33 +581,20 @@ bool journal_file_live(const struct journal *j, uint64_t file_id)
 	return false;
 }
 
-int journal_put_stats(struct journal *j, const struct journal_conn_stats *st)
+size_t journal_legacy_totals(const struct journal *j, const struct conn_totals **out)
 {
-	struct wbuf w;
-	int r;
-
-	encode_stats(&w, st);
-	if ((r = queue(j, &w)) < 0)
-		return r;
-	return apply_stats(j, st);
-}
-
-const struct journal_conn_stats *journal_find_stats(const struct journal *j, const char *connection)
-{
-	for (size_t i = 0; i < j->n_stats; i++)
-		if (!strcmp(j->stats[i].connection, connection))
-			return &j->stats[i];
-	return NULL;
+	*out = j->legacy;
+	return j->n_legacy;
 }
 
 int journal_put(struct journal *j, const struct journal_batch *b)
 {
-	struct wbuf w;
+	struct jrec_buf w;
 	struct journal_batch copy = *b;
 	int r;
 
 	copy.updated = (int64_t)time(NULL);
-	encode_batch(&w, &copy);
+	jrec_batch(&w, &copy);
 	if ((r = queue(j, &w)) < 0)
 		return r;
 	return apply(j, &copy);
@@ -890,7 +628,7 @@ int journal_sync(struct journal *j)
 
 int journal_compact(struct journal *j, bool force)
 {
-	struct wbuf w;
+	struct jrec_buf w;
 	char *saved;
 	size_t saved_len, saved_cap;
 	int fd = -1, r;
@@ -905,21 +643,15 @@ int journal_compact(struct journal *j, bool force)
 	saved_cap = j->pending_cap;
 	j->pending = NULL;
 	j->pending_len = j->pending_cap = 0;
-	w.n = 0;
-	w.b[w.n++] = REC_META;
-	w_u64(&w, j->next_id);
+	jrec_meta(&w, j->next_id);
 	r = queue(j, &w);
 	/* Members first: a batch's OPEN state always follows its members, as when written live. */
 	for (size_t i = 0; r == 0 && i < j->n_members; i++) {
-		encode_member(&w, &j->members[i]);
+		jrec_member(&w, &j->members[i]);
 		r = queue(j, &w);
 	}
 	for (size_t i = 0; r == 0 && i < j->n_live; i++) {
-		encode_batch(&w, &j->live[i]);
-		r = queue(j, &w);
-	}
-	for (size_t i = 0; r == 0 && i < j->n_stats; i++) {
-		encode_stats(&w, &j->stats[i]);
+		jrec_batch(&w, &j->live[i]);
 		r = queue(j, &w);
 	}
 	if (r < 0)

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "totals.h"
+
 enum batch_state {
 	BATCH_OPEN = 1,         /* file owned (in .work/), requests may be in flight */
 	BATCH_COMPLETED = 2,    /* last request acknowledged; file not yet archived/deleted */
@@ -50,22 +52,6 @@ struct journal_member {
 	uint64_t rejected_size; /* size of the file's rejected file when the batch opened */
 };
 
-/* A connection's running totals and last outcomes, kept for `dcsyncd status` and restarts. */
-struct journal_conn_stats {
-	char connection[128];
-	uint64_t files_done;
-	uint64_t files_failed;
-	uint64_t records_sent;
-	uint64_t records_rejected;
-	uint64_t requests;
-	int64_t last_success;   /* unix seconds, 0: never */
-	int64_t last_error;     /* unix seconds, 0: never */
-	int64_t last_error_status;
-	char last_error_text[256];
-	uint64_t rate_budget;   /* the API key's request budget per window now (0: no limit) */
-	uint64_t rate_waiting;  /* 1 while a request waits for the client-side rate limit */
-};
-
 struct journal;
 
 /* A stretch of the journal replay could not read: bytes [start, end). */
@@ -109,9 +95,13 @@ size_t journal_members(const struct journal *j, uint64_t batch_id, const struct 
 /* Whether @file_id names a file of a live batch (single-file batches use the batch id). */
 bool journal_file_live(const struct journal *j, uint64_t file_id);
 
-/* Queue a connection's totals (made durable by the next sync, like any record). */
-int journal_put_stats(struct journal *j, const struct journal_conn_stats *s);
-const struct journal_conn_stats *journal_find_stats(const struct journal *j, const char *connection);
+/*
+ * The totals of each connection an older version kept in the journal (the last of each), as
+ * replay found them, for carrying over to <state_dir>/totals. Compaction does not write them
+ * (a compacted journal has none when opened again), even the one journal_open makes of a
+ * damaged journal: carry them over before compacting. Valid until journal_free.
+ */
+size_t journal_legacy_totals(const struct journal *j, const struct conn_totals **out);
 
-/* Rewrite the journal with only live state, when it has grown (or @force). */
+/* Rewrite the journal with only live state (no legacy totals), when it has grown (or @force). */
 int journal_compact(struct journal *j, bool force);

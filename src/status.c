@@ -1,4 +1,4 @@
-/* status: the `dcsyncd status` report, read from the journal and the spool (daemon running or not). */
+/* status: the `dcsyncd status` report, read from the journal, the totals and the spool (daemon running or not). */
 #include "status.h"
 
 #include <dirent.h>
@@ -12,6 +12,7 @@
 #include "journal.h"
 #include "jsonstr.h"
 #include "spool.h"
+#include "totals.h"
 
 struct dir_count {
 	size_t files;
@@ -94,10 +95,25 @@ static void json_time(FILE *out, int64_t t)
 		fputs("null", out);
 }
 
+/* A connection's totals: from <state_dir>/totals, or, before the daemon has carried them over, an older journal's. */
+static const struct conn_totals *totals_of(const struct totals *t, const struct journal *j, const char *name)
+{
+	const struct conn_totals *legacy;
+	size_t n;
+
+	if (t)
+		return totals_find(t, name);
+	n = j ? journal_legacy_totals(j, &legacy) : 0;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(legacy[i].connection, name))
+			return &legacy[i];
+	return NULL;
+}
+
 /* What `status` tells of one configured connection: gathered once, printed as text or JSON. */
 struct conn_status {
 	const struct conn_config *c;
-	const struct journal_conn_stats *st;    /* in the journal (NULL: none yet), valid while it is open */
+	const struct conn_totals *st;           /* NULL: none yet; valid while the totals (or journal) are open */
 	char dir[4096];                         /* its spool directory */
 	char faildir[4200];
 	struct dir_count queued, failed, rejected;
@@ -105,13 +121,13 @@ struct conn_status {
 	bool rate_waiting;
 };
 
-static void gather_conn(const struct config *cfg, const struct conn_config *c, struct journal *j,
-			struct conn_status *cs)
+static void gather_conn(const struct config *cfg, const struct conn_config *c, const struct journal *j,
+			const struct totals *t, struct conn_status *cs)
 {
 	char sub[4200];
 
 	cs->c = c;
-	cs->st = j ? journal_find_stats(j, c->name) : NULL;
+	cs->st = totals_of(t, j, c->name);
 	snprintf(cs->dir, sizeof(cs->dir), "%s/%s", cfg->spool_dir, c->name);
 	cs->queued = count_dir(cs->dir, 0);
 	snprintf(cs->faildir, sizeof(cs->faildir), "%s/failed", cs->dir);
@@ -144,7 +160,7 @@ static void json_conn(const struct conn_status *cs, const struct config *cfg, st
 		      bool first_conn, FILE *out)
 {
 	const struct conn_config *c = cs->c;
-	const struct journal_conn_stats *st = cs->st;
+	const struct conn_totals *st = cs->st;
 	const struct journal_batch *b;
 	size_t k = 0;
 	bool first = true;
@@ -208,7 +224,7 @@ static void text_conn(const struct conn_status *cs, const struct config *cfg, st
 		      FILE *out)
 {
 	const struct conn_config *c = cs->c;
-	const struct journal_conn_stats *st = cs->st;
+	const struct conn_totals *st = cs->st;
 	const struct journal_batch *b;
 	size_t k = 0;
 	char buf[128];
@@ -250,6 +266,7 @@ static void text_conn(const struct conn_status *cs, const struct config *cfg, st
 int status_print(const struct config *cfg, bool json, FILE *out)
 {
 	struct journal *j = NULL;
+	struct totals *t = NULL;
 	time_t now = time(NULL);
 	const struct journal_batch *b;
 	size_t k = 0;
@@ -257,6 +274,13 @@ int status_print(const struct config *cfg, bool json, FILE *out)
 
 	if (r < 0 && r != -ENOENT) {
 		fprintf(stderr, "cannot read the journal in %s: %s\n", cfg->state_dir, strerror(-r));
+		return r;
+	}
+	/* None yet, or damaged (said on stderr, and set aside by the daemon's next start): no totals. */
+	r = totals_open_readonly(&t, cfg->state_dir);
+	if (r < 0 && r != -ENOENT && r != -EBADMSG) {
+		fprintf(stderr, "cannot read the totals in %s: %s\n", cfg->state_dir, strerror(-r));
+		journal_free(j);
 		return r;
 	}
 	if (json) {
@@ -271,7 +295,7 @@ int status_print(const struct config *cfg, bool json, FILE *out)
 	for (size_t i = 0; i < cfg->n_conns; i++) {
 		struct conn_status cs;
 
-		gather_conn(cfg, &cfg->conns[i], j, &cs);
+		gather_conn(cfg, &cfg->conns[i], j, t, &cs);
 		if (json)
 			json_conn(&cs, cfg, j, now, i == 0, out);
 		else
@@ -300,5 +324,6 @@ int status_print(const struct config *cfg, bool json, FILE *out)
 		r = ferror(out) ? -EIO : 0;
 	}
 	journal_free(j);
+	totals_free(t);
 	return r;
 }

@@ -1,4 +1,4 @@
-/* test-journal: replay of the last state per batch, terminal states, ids, torn tails, damage in the middle, compaction. */
+/* test-journal: replay of the last state per batch, terminal states, ids, torn tails, damage in the middle, compaction, old journals. */
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "journal.h"
+#include "journal_record.h"
 #include "log.h"
 #include "tap.h"
 #include "testutil.h"
@@ -60,6 +61,30 @@ static void put_sync(struct journal *j, const struct journal_batch *b)
 {
 	if (journal_put(j, b) < 0 || journal_sync(j) < 0)
 		abort();
+}
+
+/* Append a connection's totals to the closed journal at @path as older versions wrote them. */
+static void append_legacy_totals(const char *path, const struct conn_totals *s)
+{
+	struct jrec_buf w;
+	unsigned char hdr[8];
+	int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+
+	jrec_legacy_totals(&w, s);
+	jrec_frame(hdr, &w);
+	if (fd < 0 || write(fd, hdr, 8) != 8 || write(fd, w.b, w.n) != (ssize_t)w.n || close(fd) < 0)
+		abort();
+}
+
+static const struct conn_totals *legacy_find(const struct journal *j, const char *name)
+{
+	const struct conn_totals *v;
+	size_t n = journal_legacy_totals(j, &v);
+
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(v[i].connection, name))
+			return &v[i];
+	return NULL;
 }
 
 static void replay_keeps_last_state_per_batch(void)
@@ -316,12 +341,12 @@ struct rec_model {
 	size_t off, len;
 	bool is_stats;
 	struct journal_batch b;
-	struct journal_conn_stats s;
+	struct conn_totals s;
 };
 
 /*
  * A journal of many records (batches opened, acknowledged, completed, archived or failed, some
- * left open; connection totals between them), damaged by 4 flipped bytes at 10%, 50% and 90%
+ * left open; connection totals between them, as older versions wrote them), damaged by 4 flipped bytes at 10%, 50% and 90%
  * of its length, one at a time and all three together. Replay must lose exactly the records
  * the flips hit: every other record is applied (live batches in their last surviving state,
  * the last surviving totals), the skipped stretches are reported exactly, the batches whose
@@ -365,8 +390,9 @@ static void damage_in_the_middle_loses_only_what_it_hits(void)
 			snprintf(r->s.connection, sizeof(r->s.connection), "conn-%llu", (unsigned long long)(id % 2));
 			r->s.files_done = id;
 			r->s.records_sent = id * 1000;
-			if (journal_put_stats(j, &r->s) < 0 || journal_sync(j) < 0)
-				abort();
+			journal_free(j);
+			append_legacy_totals(path, &r->s);
+			j = open_ok(dir, NULL);
 			r->len = (size_t)file_size(path) - r->off;
 		}
 	}
@@ -433,8 +459,8 @@ static void damage_in_the_middle_loses_only_what_it_hits(void)
 		is_int(journal_count(j), live, "%s: no other batch is live", label);
 		is_int(bad_doubt, 0, "%s: exactly the live batches whose later records were hit are in doubt", label);
 		{
-			const struct journal_conn_stats *s0 = journal_find_stats(j, "conn-0"), *s1 = journal_find_stats(j, "conn-1");
-			const struct journal_conn_stats *w0 = NULL, *w1 = NULL;
+			const struct conn_totals *s0 = legacy_find(j, "conn-0"), *s1 = legacy_find(j, "conn-1");
+			const struct conn_totals *w0 = NULL, *w1 = NULL;
 
 			for (size_t r = 0; r < n_recs; r++)
 				if (recs[r].is_stats && !hit[r])
@@ -497,30 +523,23 @@ static void torn_tail_makes_no_copy(void)
 	tmpdir_remove(dir);
 }
 
-static void stats_and_members_replay(void)
+static void members_replay(void)
 {
 	char *dir = tmpdir_new("journal");
 	struct journal *j = open_ok(dir, NULL);
-	struct journal_conn_stats s = { .connection = "shop", .files_done = 3, .records_sent = 12345,
-					.last_error_status = 429, .last_error_text = "rate limited" };
 	struct journal_member m[2] = {
 		{ .batch_id = 5, .file_id = 6, .index = 0, .name = "a.ndjson" },
 		{ .batch_id = 5, .file_id = 7, .index = 1, .name = "b.ndjson" },
 	};
 	struct journal_batch b = batch(5, BATCH_OPEN, 0);
 	const struct journal_member *got;
-	const struct journal_conn_stats *gs;
 
 	b.n_members = 2;
-	journal_put_stats(j, &s);
 	journal_put_member(j, &m[0]);
 	journal_put_member(j, &m[1]);
 	put_sync(j, &b);
 	journal_free(j);
 	j = open_ok(dir, NULL);
-	gs = journal_find_stats(j, "shop");
-	ok(gs && gs->records_sent == 12345 && gs->last_error_status == 429 && !strcmp(gs->last_error_text, "rate limited"),
-	   "connection totals replay");
 	ok(journal_members(j, 5, &got) == 2 && got[0].file_id == 6 && got[1].file_id == 7 &&
 		   !strcmp(got[1].name, "b.ndjson"),
 	   "members of a live batch replay in order");
@@ -534,6 +553,68 @@ static void stats_and_members_replay(void)
 }
 
 /* A journal.tmp left by a compaction that died before its rename is dropped; the journal stands. */
+/*
+ * A journal written by an older version, with connection totals among the records of an open
+ * batch and a finished one: it replays without damage, the open batch is live in its last state
+ * (so it resumes), the last totals of each connection are offered for carrying over, the journal
+ * writes no totals of its own, and compaction drops them while keeping the batch.
+ */
+static void old_journal_with_totals_replays_and_compacts_them_away(void)
+{
+	char *dir = tmpdir_new("journal");
+	char *path = path_join(dir, "journal");
+	struct journal *j = open_ok(dir, NULL);
+	struct conn_totals shop1 = { .connection = "shop", .files_done = 3, .records_sent = 12345,
+				     .last_error_status = 429, .last_error_text = "rate limited" };
+	struct conn_totals shop2 = shop1, other = { .connection = "other", .files_failed = 2, .rate_budget = 7,
+						     .rate_waiting = 1, .last_success = 1700000000 };
+	struct journal_batch open_b = batch(4, BATCH_OPEN, 0), done_b = batch(5, BATCH_OPEN, 0);
+	const struct journal_range *dmg;
+	const struct conn_totals *g1, *g2;
+	uint64_t torn = 1;
+	off_t before;
+
+	put_sync(j, &open_b);
+	put_sync(j, &done_b);
+	journal_free(j);
+	append_legacy_totals(path, &shop1);
+	j = open_ok(dir, NULL);
+	open_b = batch(4, BATCH_OPEN, 300);
+	put_sync(j, &open_b);
+	done_b.state = BATCH_ARCHIVED;
+	put_sync(j, &done_b);
+	journal_free(j);
+	shop2.files_done = 4;
+	shop2.records_sent = 20000;
+	append_legacy_totals(path, &other);
+	append_legacy_totals(path, &shop2);
+
+	before = file_size(path);
+	j = open_ok(dir, &torn);
+	g1 = legacy_find(j, "shop");
+	g2 = legacy_find(j, "other");
+	ok(torn == 0 && journal_damage(j, &dmg) == 0, "an old journal with totals replays clean (torn %llu)",
+	   (unsigned long long)torn);
+	ok(journal_count(j) == 1 && same_batch(journal_find(j, 4), &open_b),
+	   "its open batch is live in its last state, ready to resume");
+	ok(g1 && g1->files_done == 4 && g1->records_sent == 20000 && g1->last_error_status == 429 &&
+		   !strcmp(g1->last_error_text, "rate limited"),
+	   "the last totals of a connection are offered for carrying over");
+	ok(g2 && g2->files_failed == 2 && g2->rate_budget == 7 && g2->rate_waiting == 1 && g2->last_success == 1700000000,
+	   "every field of the old record is read");
+	is_int(file_size(path), before, "replay leaves the old journal as it is");
+	open_b = batch(4, BATCH_OPEN, 400);
+	put_sync(j, &open_b);
+	is_int(journal_compact(j, true), 0, "compaction of the old journal");
+	journal_free(j);
+	j = open_ok(dir, &torn);
+	ok(journal_legacy_totals(j, &g1) == 0 && journal_count(j) == 1 && same_batch(journal_find(j, 4), &open_b),
+	   "compaction drops the totals and keeps the batch");
+	journal_free(j);
+	free(path);
+	tmpdir_remove(dir);
+}
+
 static void leftover_temporary_is_ignored(void)
 {
 	char *dir = tmpdir_new("journal");
@@ -630,7 +711,8 @@ int main(void)
 	torn_tail_is_cut_at_every_offset();
 	damage_in_the_middle_loses_only_what_it_hits();
 	torn_tail_makes_no_copy();
-	stats_and_members_replay();
+	members_replay();
+	old_journal_with_totals_replays_and_compacts_them_away();
 	leftover_temporary_is_ignored();
 	readonly_view_does_not_cut();
 	signal(SIGXFSZ, SIG_IGN);  /* writes past RLIMIT_FSIZE fail with EFBIG instead */
