@@ -1,6 +1,7 @@
 /* batch: one Opti-X batch: its files taken from the spool, opened durably, sent request by request, completed. */
 #include "batch_priv.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -51,6 +52,8 @@ static void enter(struct batch *b, enum batch_wait wait, double delay)
 {
 	static const char *const names[] = { "no wait", "journal wait", "settle wait" };
 
+	/* Only an open batch waits. */
+	assert(wait == BW_NONE || b->active);
 	if (b->wait != wait)
 		batch_log(b, LOG_LVL_DEBUG, -1, "batch %s -> %s", names[b->wait], names[wait]);
 	b->wait = wait;

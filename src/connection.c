@@ -14,6 +14,7 @@
 #include "catalog.h"
 #include "catalog_file.h"
 #include "intake.h"
+#include "layout.h"
 #include "log.h"
 #include "ndjson.h"
 #include "ratelimit.h"
@@ -168,7 +169,7 @@ static void save_catalog(struct connection *c, bool force)
 
 	if (!c->catalog_dirty || (!force && ev_now(c->env.loop) - c->catalog_saved < CATALOG_SAVE_INTERVAL))
 		return;
-	snprintf(dir, sizeof(dir), "%s/fields", c->state_dir);
+	(void)layout_path(dir, sizeof(dir), LAYOUT_FIELDS, NULL, c->state_dir, NULL);
 	if ((r = spool_mkdirs(dir, 0750)) < 0 || (r = catalog_save(c->catalog, c->catalog_path)) < 0)
 		conn_log(c, LOG_LVL_WARNING, -1, "cannot save the field catalog %s: %s", c->catalog_path, strerror(-r));
 	c->catalog_saved = ev_now(c->env.loop);
@@ -545,10 +546,15 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 	record_validator_set_max_depth(c->validator, cfg->max_depth);
 	if ((r = catalog_new(&c->catalog, CATALOG_FIELDS_MAX)) < 0)
 		goto fail;
-	if (asprintf(&c->catalog_path, "%s/fields/%s.catalog", env->state_dir, cfg->name) < 0) {
-		c->catalog_path = NULL;
-		r = -ENOMEM;
-		goto fail;
+	{
+		char path[PATH_MAX];
+
+		if ((r = layout_path(path, sizeof(path), LAYOUT_CATALOG, env->spool_dir, env->state_dir, cfg->name)) < 0)
+			goto fail;
+		if (!(c->catalog_path = strdup(path))) {
+			r = -ENOMEM;
+			goto fail;
+		}
 	}
 	{
 		size_t bad = 0;

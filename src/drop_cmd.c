@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "layout.h"
 #include "spool.h"
 
 /*
@@ -202,7 +203,7 @@ int drop_cmd(const struct config *cfg, int argc, char **argv, FILE *out)
 		if (!name_ok(name ? name : base_name(argv[i]), name ? name : argv[i]))
 			return 1;
 	}
-	snprintf(dir, sizeof(dir), "%s/%s", cfg->spool_dir, cc->name);
+	(void)layout_path(dir, sizeof(dir), LAYOUT_SPOOL, cfg->spool_dir, cfg->state_dir, cc->name);
 	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dirfd < 0) {
 		fprintf(stderr, "cannot open %s: %s%s\n", dir, strerror(errno),

@@ -12,6 +12,7 @@
 #include "catalog.h"
 #include "catalog_file.h"
 #include "formula.h"
+#include "layout.h"
 
 #define DEFAULT_KEY "[%CUSTOMER_ID%]"
 
@@ -30,7 +31,7 @@ static int load_catalog(const struct config *cfg, const struct conn_config *cc, 
 
 	if ((r = catalog_new(out, 100000)) < 0)
 		return r;
-	snprintf(path, sizeof(path), "%s/fields/%s.catalog", cfg->state_dir, cc->name);
+	(void)layout_path(path, sizeof(path), LAYOUT_CATALOG, cfg->spool_dir, cfg->state_dir, cc->name);
 	r = catalog_load(*out, path, &bad);
 	if (r == -EBADMSG)
 		fprintf(stderr, "%s:%zu: the field catalog is damaged\n", path, bad);

@@ -1,6 +1,8 @@
-/* layout: the names dcsyncd derives from a dropped file's name, each a legal name (<= NAME_MAX). */
+/* layout: where dcsyncd keeps things: the paths of a connection's directories, and names derived from a dropped file's (<= NAME_MAX). */
 #include "layout.h"
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -32,4 +34,23 @@ void layout_name(char *out, const char *prefix, const char *name, const char *su
 		head = tail_at;
 	head = utf8_back(name, head);
 	snprintf(out, LAYOUT_NAME_MAX + 1, "%s%.*s~%s%s", prefix, (int)head, name, name + tail_at, suffix);
+}
+
+int layout_path(char *out, size_t n, enum layout_place place, const char *spool_dir, const char *state_dir,
+		const char *conn)
+{
+	/* <base><before><conn><after>, the connection's name left out where it is NULL. */
+	static const struct { bool in_state; const char *before, *after; bool named; } p[] = {
+		[LAYOUT_SPOOL] = { false, "/", "", true },
+		[LAYOUT_FAILED] = { false, "/", "/failed", true },
+		[LAYOUT_REJECTED] = { false, "/", "/rejected", true },
+		[LAYOUT_DONE_ALL] = { true, "/done", "", false },
+		[LAYOUT_DONE] = { true, "/done/", "", true },
+		[LAYOUT_FIELDS] = { true, "/fields", "", false },
+		[LAYOUT_CATALOG] = { true, "/fields/", ".catalog", true },
+	};
+	int len = snprintf(out, n, "%s%s%s%s", p[place].in_state ? state_dir : spool_dir, p[place].before,
+			   p[place].named ? conn : "", p[place].after);
+
+	return len < 0 || (size_t)len >= n ? -ENAMETOOLONG : 0;
 }

@@ -1,4 +1,4 @@
-/* layout: the names dcsyncd derives from a dropped file's name, each a legal name (<= NAME_MAX). */
+/* layout: where dcsyncd keeps things: the paths of a connection's directories, and names derived from a dropped file's (<= NAME_MAX). */
 #pragma once
 
 #include <stddef.h>
@@ -12,3 +12,18 @@
  * place in .work/, done/, failed/ and rejected/. The same inputs always give the same name.
  */
 void layout_name(char *out, const char *prefix, const char *name, const char *suffix);
+
+/* A connection's places; the one place their paths are spelled. */
+enum layout_place {
+	LAYOUT_SPOOL,           /* <spool_dir>/<conn>: where its files are dropped */
+	LAYOUT_FAILED,          /* <spool_dir>/<conn>/failed */
+	LAYOUT_REJECTED,        /* <spool_dir>/<conn>/rejected */
+	LAYOUT_DONE_ALL,        /* <state_dir>/done: above every connection's done/ */
+	LAYOUT_DONE,            /* <state_dir>/done/<conn> */
+	LAYOUT_FIELDS,          /* <state_dir>/fields: above every connection's field catalog */
+	LAYOUT_CATALOG,         /* <state_dir>/fields/<conn>.catalog */
+};
+
+/* Write the path of @place into @out (@n bytes). 0, or -ENAMETOOLONG (then @out holds a prefix of it). */
+int layout_path(char *out, size_t n, enum layout_place place, const char *spool_dir, const char *state_dir,
+		const char *conn);

@@ -109,7 +109,7 @@ static int open_dirs(struct retry_dirs *d, const struct config *cfg, const char 
 	d->dirfd = d->failedfd = d->retriedfd = -1;
 	gmtime_r(&now, &tm);
 	strftime(d->stamp, sizeof(d->stamp), "%Y%m%dT%H%M%SZ", &tm);
-	snprintf(d->dir, sizeof(d->dir), "%s/%s", cfg->spool_dir, conn);
+	(void)layout_path(d->dir, sizeof(d->dir), LAYOUT_SPOOL, cfg->spool_dir, cfg->state_dir, conn);
 	d->dirfd = open(d->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (d->dirfd >= 0) {
 		what = "failed/";

@@ -11,6 +11,7 @@
 
 #include "journal.h"
 #include "jsonstr.h"
+#include "layout.h"
 #include "spool.h"
 #include "totals.h"
 
@@ -128,11 +129,11 @@ static void gather_conn(const struct config *cfg, const struct conn_config *c, c
 
 	cs->c = c;
 	cs->st = totals_of(t, j, c->name);
-	snprintf(cs->dir, sizeof(cs->dir), "%s/%s", cfg->spool_dir, c->name);
+	(void)layout_path(cs->dir, sizeof(cs->dir), LAYOUT_SPOOL, cfg->spool_dir, cfg->state_dir, c->name);
 	cs->queued = count_dir(cs->dir, 0);
-	snprintf(cs->faildir, sizeof(cs->faildir), "%s/failed", cs->dir);
+	(void)layout_path(cs->faildir, sizeof(cs->faildir), LAYOUT_FAILED, cfg->spool_dir, cfg->state_dir, c->name);
 	cs->failed = count_dir(cs->faildir, 1);
-	snprintf(sub, sizeof(sub), "%s/rejected", cs->dir);
+	(void)layout_path(sub, sizeof(sub), LAYOUT_REJECTED, cfg->spool_dir, cfg->state_dir, c->name);
 	cs->rejected = count_dir(sub, 2);
 	cs->rate_budget = cs->st && cs->st->rate_budget ? cs->st->rate_budget : c->rate_limit_requests;
 	cs->rate_waiting = cs->st && cs->st->rate_waiting;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,19 +13,28 @@
 #include "fileio.h"
 #include "spool.h"
 
+static int path_dup(char **out, enum layout_place place, const char *spool_dir, const char *state_dir,
+		    const char *conn)
+{
+	char path[PATH_MAX];
+	int r = layout_path(path, sizeof(path), place, spool_dir, state_dir, conn);
+
+	if (r < 0)
+		return r;
+	return (*out = strdup(path)) ? 0 : -ENOMEM;
+}
+
 int workfiles_init(struct workfiles *w, const char *spool_dir, const char *state_dir, const char *conn)
 {
+	int r;
+
 	memset(w, 0, sizeof(*w));
 	w->dirfd = w->workfd = -1;
-	if (asprintf(&w->dir, "%s/%s", spool_dir, conn) < 0)
-		w->dir = NULL;
-	if (asprintf(&w->done_parent, "%s/done", state_dir) < 0)
-		w->done_parent = NULL;
-	if (asprintf(&w->done_dir, "%s/done/%s", state_dir, conn) < 0)
-		w->done_dir = NULL;
-	if (!w->dir || !w->done_parent || !w->done_dir) {
+	if ((r = path_dup(&w->dir, LAYOUT_SPOOL, spool_dir, state_dir, conn)) < 0 ||
+	    (r = path_dup(&w->done_parent, LAYOUT_DONE_ALL, spool_dir, state_dir, conn)) < 0 ||
+	    (r = path_dup(&w->done_dir, LAYOUT_DONE, spool_dir, state_dir, conn)) < 0) {
 		workfiles_release(w);
-		return -ENOMEM;
+		return r;
 	}
 	w->name = w->done_dir + strlen(w->done_parent) + 1;
 	return 0;

@@ -56,6 +56,28 @@ static void layout_names(void)
 	ok(strlen(out) <= LAYOUT_NAME_MAX && utf8_valid(out), "a long UTF-8 name is cut on character boundaries");
 }
 
+/* Every place of a connection, spelled once: a change here changes what the daemon, status and the commands read. */
+static void layout_paths(void)
+{
+	static const struct { enum layout_place place; const char *want; } cases[] = {
+		{ LAYOUT_SPOOL, "/sp/products" },
+		{ LAYOUT_FAILED, "/sp/products/failed" },
+		{ LAYOUT_REJECTED, "/sp/products/rejected" },
+		{ LAYOUT_DONE_ALL, "/st/done" },
+		{ LAYOUT_DONE, "/st/done/products" },
+		{ LAYOUT_FIELDS, "/st/fields" },
+		{ LAYOUT_CATALOG, "/st/fields/products.catalog" },
+	};
+	char out[64], tiny[12];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		is_int(layout_path(out, sizeof(out), cases[i].place, "/sp", "/st", "products"), 0, "layout_path %s", cases[i].want);
+		is_str(out, cases[i].want, "layout_path place %zu", i);
+	}
+	is_int(layout_path(tiny, sizeof(tiny), LAYOUT_CATALOG, "/sp", "/st", "products"), -ENAMETOOLONG,
+	       "a path longer than the buffer is refused, not cut short silently");
+}
+
 static void name_kinds(void)
 {
 	is_int(spool_name_kind("a.ndjson"), SPOOL_NAME_DROP, "a.ndjson is a drop");
@@ -354,6 +376,7 @@ int main(void)
 	spool_names();
 	spool_files();
 	layout_names();
+	layout_paths();
 	name_kinds();
 	inspect_refuses();
 	take();
