@@ -90,12 +90,10 @@ static void conn_log(const struct connection *c, enum log_level lvl, long status
 }
 
 const char *connection_name(const struct connection *c) { return c->name; }
-const struct conn_stats *connection_stats(const struct connection *c)
+const struct conn_stats *connection_stats(struct connection *c)
 {
-	struct connection *mc = (struct connection *)c;
-
-	mc->stats.oldest_queued_ns = spool_queue_oldest(&mc->in.queue);
-	mc->stats.files_refused = c->in.refused;
+	c->stats.oldest_queued_ns = spool_queue_oldest(&c->in.queue);
+	c->stats.files_refused = c->in.refused;
 	return &c->stats;
 }
 size_t connection_queued(const struct connection *c)

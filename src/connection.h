@@ -93,5 +93,6 @@ size_t connection_queued(const struct connection *c);
 bool connection_rate_waiting(const struct connection *c);  /* a request waits for its API key's budget */
 /* The API key's current request budget per window (0: unlimited) and how much of it is used. */
 unsigned connection_rate_budget(const struct connection *c, unsigned *used);
-const struct conn_stats *connection_stats(const struct connection *c);
+/* The counters, the queue's figures brought up to date first (so not const). */
+const struct conn_stats *connection_stats(struct connection *c);
 
