@@ -14,7 +14,7 @@
 #include <unistd.h>
 #include <systemd/sd-id128.h>
 
-#include "connection.h"
+#include "counters.h"
 #include "crashpoint.h"
 #include "layout.h"
 #include "retry.h"
@@ -25,67 +25,6 @@
 
 static void take_next_body(struct batch *b);
 static void process_current(struct batch *b);
-
-struct log_ctx batch_log_ctx(const struct batch *b, long status)
-{
-	return (struct log_ctx){
-		.connection = b->env.name,
-		.file = b->active ? b->jb.name : NULL,
-		.batch_uuid = b->active ? b->jb.uuid : NULL,
-		.http_status = status,
-		.records = -1,
-	};
-}
-
-void batch_log(const struct batch *b, enum log_level lvl, long status, const char *fmt, ...)
-{
-	struct log_ctx ctx = batch_log_ctx(b, status);
-	va_list ap;
-
-	va_start(ap, fmt);
-	log_vconn(lvl, &ctx, fmt, ap);
-	va_end(ap);
-}
-
-/* The one place the batch's state changes: logged, and the one timer armed for a wait (@delay >= 0). */
-static void enter(struct batch *b, enum batch_wait wait, double delay)
-{
-	static const char *const names[] = { "no wait", "journal wait", "settle wait" };
-
-	/* Only an open batch waits. */
-	assert(wait == BW_NONE || b->active);
-	if (b->wait != wait)
-		batch_log(b, LOG_LVL_DEBUG, -1, "batch %s -> %s", names[b->wait], names[wait]);
-	b->wait = wait;
-	ev_timer_stop(b->env.loop, &b->timer);
-	if (delay < 0)
-		return;
-	ev_timer_set(&b->timer, delay, 0.);
-	ev_timer_start(b->env.loop, &b->timer);
-}
-
-static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct batch *b = w->data;
-
-	(void)loop;
-	(void)revents;
-	if (b->wait == BW_SYNC) {
-		batch_durable(b, b->after_sync);
-	} else if (b->wait == BW_SETTLE) {
-		enter(b, BW_NONE, -1);
-		b->after_settle(b);
-	}
-}
-
-static double rand01(struct batch *b)
-{
-	/* xorshift64*: jitter needs spread, not secrecy. */
-	b->rng ^= b->rng >> 12;
-	b->rng ^= b->rng << 25;
-	b->rng ^= b->rng >> 27;
-	return (double)((b->rng * 2685821657736338717ull) >> 11) / 9007199254740992.0;
-}
 
 void batch_use(struct batch *b, const struct conn_config *cfg, struct record_validator *v,
 		struct upload_client *client, struct ratelimit *limiter)
@@ -118,35 +57,6 @@ static void format_uuid(char out[37])
 		 id.bytes[0], id.bytes[1], id.bytes[2], id.bytes[3], id.bytes[4], id.bytes[5],
 		 id.bytes[6], id.bytes[7], id.bytes[8], id.bytes[9], id.bytes[10], id.bytes[11],
 		 id.bytes[12], id.bytes[13], id.bytes[14], id.bytes[15]);
-}
-
-/* The batch is over here: its fd, pipeline, request and waits; the journal says where it stands. */
-void batch_end_here(struct batch *b)
-{
-	/* A cut ahead of this batch is of no use any more, and it reads the fd closed below. */
-	pipeline_reset(&b->pl);
-	if (b->fd >= 0)
-		close(b->fd);
-	b->fd = -1;
-	for (size_t i = 0; i < b->n_members; i++)
-		rejbuf_reset(&b->members[i].rej);
-	b->n_members = 0;
-	request_reset(&b->req);
-	b->settle_logged = false;
-	b->active = false;
-	enter(b, BW_NONE, -1);
-	b->env.stats->file[0] = '\0';
-}
-
-void batch_ended(struct batch *b)
-{
-	int r;
-
-	batch_end_here(b);
-	/* Between batches is a quiet moment to keep the journal small over months of running. */
-	if ((r = journal_compact(b->env.journal, false)) < 0)
-		batch_log(b, LOG_LVL_WARNING, -1, "journal compaction failed: %s (retried after the next batch)", strerror(-r));
-	b->ops.ended(b->userdata, BATCH_END_NEXT);
 }
 
 /* The request body just made current: its rejected lines go to disk now. */
@@ -220,26 +130,6 @@ static void take_next_body(struct batch *b)
 
 
 
-/* SIGTERM: nothing is in flight and the batch would wait: leave it to the journal and the next start. */
-bool batch_stopping_here(struct batch *b, const char *what)
-{
-	if (!b->stop_after_ack)
-		return false;
-	batch_log(b, LOG_LVL_INFO, -1, "%s: stopping (%s) at request %" PRIu32 " of batch %s; it resumes at the next start",
-		 b->jb.name, what, b->jb.acks + 1, b->jb.uuid);
-	batch_end_here(b);
-	b->ops.ended(b->userdata, BATCH_END_STOPPED);
-	return true;
-}
-
-void batch_wait_settle(struct batch *b, double delay, void (*again)(struct batch *b))
-{
-	if (batch_stopping_here(b, "the file is still being written"))
-		return;
-	b->after_settle = again;
-	enter(b, BW_SETTLE, delay < 0.05 ? 0.05 : delay);
-}
-
 
 /* The current request body is done at the server: record it, then go on or complete the batch. */
 static void body_done(struct batch *b)
@@ -310,30 +200,6 @@ static void process_current(struct batch *b)
 	}
 	request_send(&b->req);
 	cut_ahead(b);
-}
-
-/* Make the journal durable, then take @step; until it can be, hold everything and try again. */
-void batch_durable(struct batch *b, void (*step)(struct batch *b))
-{
-	int r = journal_sync(b->env.journal);
-	double delay;
-
-	if (r == 0) {
-		if (b->journal_error_logged)
-			batch_log(b, LOG_LVL_INFO, -1, "journal is writable again: resuming uploads");
-		b->journal_error_logged = false;
-		b->sync_attempt = 0;
-		enter(b, BW_NONE, -1);
-		step(b);
-		return;
-	}
-	if (!b->journal_error_logged)
-		batch_log(b, LOG_LVL_ERROR, -1, "cannot make the journal durable in %s: %s; holding uploads until it can be written",
-		     b->env.state_dir, strerror(-r));
-	b->journal_error_logged = true;
-	b->after_sync = step;
-	delay = retry_backoff(0.5, 30, b->sync_attempt++, 0.5 + rand01(b) / 2);
-	enter(b, BW_SYNC, delay);
 }
 
 /* The server refused one record: it goes to the rejected file of the file it came from. */
@@ -648,7 +514,6 @@ static const struct request_ops request_ops = {
 int batch_init(struct batch *b, const struct batch_env *env, size_t fields_max, const struct batch_ops *ops,
 	       void *userdata)
 {
-	sd_id128_t seed;
 	int r;
 
 	memset(b, 0, sizeof(*b));
@@ -656,11 +521,7 @@ int batch_init(struct batch *b, const struct batch_env *env, size_t fields_max, 
 	b->ops = *ops;
 	b->userdata = userdata;
 	b->fd = -1;
-	ev_timer_init(&b->timer, timer_cb, 0., 0.);
-	b->timer.data = b;
-	if (sd_id128_randomize(&seed) < 0)
-		seed.qwords[0] = (uint64_t)time(NULL);
-	b->rng = seed.qwords[0] | 1;
+	batch_wait_init(b);
 	if ((r = pipeline_init(&b->pl, env->loop, fields_max, &pipeline_ops, b)) < 0 ||
 	    (r = request_init(&b->req, env->loop, &request_ops, b)) < 0 ||
 	    (r = catalog_new(&b->member_fields, fields_max)) < 0)
@@ -688,19 +549,6 @@ void batch_release(struct batch *b)
 void batch_send_again(struct batch *b)
 {
 	request_send(&b->req);
-}
-
-bool batch_stoppable(const struct batch *b)
-{
-	return b->active && (b->wait == BW_SETTLE || request_waiting(&b->req));
-}
-
-void batch_stop(struct batch *b)
-{
-	if (!b->active)
-		return;
-	batch_end_here(b);
-	b->ops.ended(b->userdata, BATCH_END_STOPPED);
 }
 
 bool batch_untouched(const struct batch *b)

@@ -1,4 +1,8 @@
-/* batch_priv: the steps of a batch that batch.c, batch_files.c and batch_resume.c share; nothing else includes it. */
+/* batch_priv: the steps of a batch its four files share; nothing else includes it. */
+/*
+ * The files are layered, each calling only those below it: batch_resume (a restart) → batch
+ * (start and send) → batch_end (waits and ends) → batch_files (custody of the files, the log).
+ */
 #pragma once
 
 #include <stdbool.h>
@@ -57,3 +61,8 @@ int batch_done_dir(struct batch *b);
 /* Rejected lines: logged once per range, appended to rejected/<name>.rejected.ndjson once durable. */
 void batch_rejects_log(struct batch *b, const char *name, uint64_t n, const struct rejbuf *rb);
 int batch_rejects_flush(struct batch *b, const char *name, struct rejbuf *rb);
+/* failed/<name>.error.json beside a failed file: written atomically, never through a link; logged if it cannot be. */
+int batch_error_json(struct batch *b, int failedfd, const char *name, const char *failed_name, long status,
+		     const char *why, const char *response);
+/* The batch's timer and jitter, at batch_init. */
+void batch_wait_init(struct batch *b);

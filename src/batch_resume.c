@@ -12,64 +12,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "connection.h"
+#include "counters.h"
 #include "fileio.h"
 #include "jsonstr.h"
 #include "layout.h"
-
-/* After a restart the last acknowledged record is not in memory: find it before the resume point. */
-int batch_find_last_record(struct batch *b)
-{
-	struct source *r = NULL;
-	struct ndjson_line ln;
-	char reason[256];
-	int rc;
-
-	if (b->fd < 0)
-		return -ENOENT;
-	if ((rc = source_open(&r, b->fd, b->jb.name, &b->cfg->csv, 0, 1, b->cfg->max_record_bytes)) < 0) {
-		source_free(r);
-		return rc;
-	}
-	record_validator_set_catalog(b->validator, NULL);
-	b->req.last_record.len = 0;
-	while ((rc = source_next(r, &ln)) == 1 && (uint64_t)ln.end_offset <= b->jb.offset) {
-		if (!ln.too_long && !ln.error && record_validator_check(b->validator, ln.data, ln.len, reason, sizeof(reason)) == 0) {
-			b->req.last_record.len = 0;
-			if ((rc = jsonstr_raw(&b->req.last_record.buf, &b->req.last_record.len, &b->req.last_record.cap, ln.data,
-					      ln.len)) < 0)
-				break;
-		}
-	}
-	source_free(r);
-	if (rc < 0)
-		return rc;
-	return b->req.last_record.len ? 0 : -ENOENT;
-}
-
-/* Open a file of a journaled batch and check it is still the file the batch opened with. */
-/*
- * Open a file of a journaled batch and check it is still the file the batch opened with (or
- * that file grown: what was appended is read on). A negative errno: -ENOENT gone, -ESTALE
- * changed, anything else (EMFILE, EACCES, EIO) may pass.
- */
-int batch_reopen_member(struct batch *b, struct member *m, char *why, size_t whylen)
-{
-	bool grew = false;
-	int fd = workfiles_reopen(b->env.wf, m->fid, m->name, &m->ident, &grew);
-
-	if (fd == -ESTALE)
-		snprintf(why, whylen, "%s: the file changed since its batch opened (device, inode, size or mtime differ)",
-			 m->name);
-	else if (fd == -ENOENT)
-		snprintf(why, whylen, "%s: the file of an open batch is gone from %s/.work/", m->name, b->env.wf->dir);
-	else if (fd < 0)
-		snprintf(why, whylen, "%s: cannot open the file of an open batch in %s/.work/: %s", m->name, b->env.wf->dir,
-			 strerror(-fd));
-	/* Unchanged since it was taken ready: still nobody's to write. Grown: someone writes it. */
-	m->trusted = !grew;
-	return fd;
-}
 
 /* Where a file of a journaled batch is now, when it is no longer in .work/. */
 enum whereabouts { IN_WORK, IN_DONE, IN_FAILED, IN_SPOOL, GONE };

@@ -8,22 +8,6 @@
 #include <string.h>
 #include <ini.h>
 
-int config_fail(struct parse_state *ps, int line, const char *key, const char *fmt, ...)
-{
-	char reason[512];
-	va_list ap;
-
-	if (ps->failed)
-		return 0;
-	va_start(ap, fmt);
-	vsnprintf(reason, sizeof(reason), fmt, ap);
-	va_end(ap);
-	/* An empty section name ([]) still gets a key to point at. */
-	snprintf(ps->err, ps->errlen, "%s:%d: %s: %s", ps->cfg->path, line, *key ? key : "[]", reason);
-	ps->failed = 1;
-	return 0;
-}
-
 static bool name_valid(const char *s)
 {
 	if (!*s || *s == '.' || strlen(s) > 64)   /* ps->headers[].name holds 64 */

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,22 @@
 
 #include "csv.h"
 #include "ndjson.h"
+
+int config_fail(struct parse_state *ps, int line, const char *key, const char *fmt, ...)
+{
+	char reason[512];
+	va_list ap;
+
+	if (ps->failed)
+		return 0;
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	/* An empty section name ([]) still gets a key to point at. */
+	snprintf(ps->err, ps->errlen, "%s:%d: %s: %s", ps->cfg->path, line, *key ? key : "[]", reason);
+	ps->failed = 1;
+	return 0;
+}
 
 #define STR_(x) #x
 #define STR(x) STR_(x)

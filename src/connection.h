@@ -6,6 +6,7 @@
 #include <ev.h>
 
 #include "config.h"
+#include "counters.h"
 #include "journal.h"
 #include "totals.h"
 #include "upload.h"
@@ -25,32 +26,6 @@ struct conn_env {
 	bool once;
 	void (*changed)(void *userdata);   /* a file finished or the connection stopped or paused */
 	void *userdata;
-};
-
-struct conn_stats {
-	uint64_t files_done;
-	uint64_t files_failed;
-	uint64_t files_refused;         /* not regular files under a drop's name, or unreadable */
-	uint64_t records_sent;
-	uint64_t records_rejected;
-	uint64_t requests;
-	uint64_t retries;
-	uint64_t bytes_sent;
-	uint64_t rate_waits;            /* requests that waited for the client-side rate limit */
-	struct {
-		long status;            /* HTTP status, 0: no response */
-		uint64_t requests;
-		uint64_t records;
-	} by_status[16];
-	int64_t oldest_queued_ns;       /* mtime of the oldest queued file, 0: none */
-	double last_success;            /* ev_now of the last 2xx, 0 if none */
-	double last_error_time;
-	long last_error_status;
-	/* the batch in flight */
-	char file[256];
-	uint64_t file_records;          /* acknowledged so far */
-	uint64_t file_size;
-	uint64_t file_offset;
 };
 
 /* The connection keeps its own copy of @cfg: the caller may free it at once. */

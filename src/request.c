@@ -11,7 +11,7 @@
 #include <time.h>
 #include <systemd/sd-id128.h>
 
-#include "connection.h"
+#include "counters.h"
 #include "crashpoint.h"
 #include "jsonstr.h"
 #include "retry.h"
