@@ -15,37 +15,13 @@
 
 static char *dir;
 
-struct text {
-	char *s;
-	size_t len, cap;
-};
-
-static void add(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void add(struct text *t, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	for (;;) {
-		va_start(ap, fmt);
-		n = vsnprintf(t->s + t->len, t->cap - t->len, fmt, ap);
-		va_end(ap);
-		if ((size_t)n < t->cap - t->len)
-			break;
-		t->s = realloc(t->s, t->cap = t->cap ? t->cap * 2 : 1 << 16);
-		if (!t->s)
-			abort();
-	}
-	t->len += (size_t)n;
-}
-
 /* @n records, one a line; record i carries "b<k>" with k the request it belongs in at PER_REQUEST each. */
 static struct text records(unsigned n)
 {
 	struct text t = { 0 };
 
 	for (unsigned i = 1; i <= n; i++)
-		add(&t, "{\"id\":%u,\"name\":\"customer %u\",\"b%u\":1}\n", i, i, (i - 1) / PER_REQUEST);
+		text_add(&t, "{\"id\":%u,\"name\":\"customer %u\",\"b%u\":1}\n", i, i, (i - 1) / PER_REQUEST);
 	return t;
 }
 
@@ -440,13 +416,13 @@ static void rejects_per_body(void)
 
 	for (unsigned i = 1; i <= 3000; i++) {
 		if (i == 5)
-			add(&file, "not json\n");
+			text_add(&file, "not json\n");
 		else if (i == 1500)
-			add(&file, "{\"name\":\"no id\"}\n");
+			text_add(&file, "{\"name\":\"no id\"}\n");
 		else if (i == 2999)
-			add(&file, "{\n");
+			text_add(&file, "{\n");
 		else
-			add(&file, "{\"id\":%u,\"name\":\"customer %u\"}\n", i, i);
+			text_add(&file, "{\"id\":%u,\"name\":\"customer %u\"}\n", i, i);
 	}
 	w.lines = index_lines(&file);
 	path = write_temp("rejects.ndjson", file.s, file.len);
