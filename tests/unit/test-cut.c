@@ -17,37 +17,13 @@
 
 static char *dir;
 
-struct text {
-	char *s;
-	size_t len, cap;
-};
-
-static void add(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void add(struct text *t, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	for (;;) {
-		va_start(ap, fmt);
-		n = vsnprintf(t->s + t->len, t->cap - t->len, fmt, ap);
-		va_end(ap);
-		if ((size_t)n < t->cap - t->len)
-			break;
-		t->s = realloc(t->s, t->cap = t->cap ? t->cap * 2 : 1 << 16);
-		if (!t->s)
-			abort();
-	}
-	t->len += (size_t)n;
-}
-
 /* @n records {"id":i,...}, i from 1. */
 static struct text records(unsigned n)
 {
 	struct text t = { 0 };
 
 	for (unsigned i = 1; i <= n; i++)
-		add(&t, "{\"id\":%u,\"name\":\"customer %u\"}\n", i, i);
+		text_add(&t, "{\"id\":%u,\"name\":\"customer %u\"}\n", i, i);
 	return t;
 }
 
@@ -206,7 +182,7 @@ static void byte_cap_is_respected_and_filled(void)
 	/* Records of 40..3000 bytes. */
 	for (unsigned i = 1; i <= 300; i++) {
 		seed = seed * 1103515245u + 12345u;
-		add(&t, "{\"id\":%u,\"pad\":\"%0*d\"}\n", i, (int)(30 + (seed >> 8) % 2960), 0);
+		text_add(&t, "{\"id\":%u,\"pad\":\"%0*d\"}\n", i, (int)(30 + (seed >> 8) % 2960), 0);
 	}
 	path = write_temp(&t);
 	n = cut_all(path, &p, c, 64, NULL);
@@ -240,7 +216,7 @@ static void body_is_the_documented_envelope(void)
 	char *path;
 	size_t n;
 
-	add(&t, "%s\r\n%s\n", rec1, rec2);
+	text_add(&t, "%s\r\n%s\n", rec1, rec2);
 	path = write_temp(&t);
 	for (int pass = 0; pass < 2; pass++) {
 		yajl_val root, data, uuid, done, ttl;
@@ -293,13 +269,13 @@ static void rejected_lines_go_to_the_callback(void)
 
 	memset(big, 'x', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
-	add(&t, "{\"id\":1}\n");
-	add(&t, "{\"id\":2,}\n");               /* 2: invalid JSON */
-	add(&t, "\n");                          /* 3: blank */
-	add(&t, "{\"id\":4}\n");
-	add(&t, "{\"name\":\"no key\"}\n");     /* 5: no primary key */
-	add(&t, "{\"s\":\"%s\"}\n", big);       /* 6: too long */
-	add(&t, "{\"id\":7}\n");
+	text_add(&t, "{\"id\":1}\n");
+	text_add(&t, "{\"id\":2,}\n");               /* 2: invalid JSON */
+	text_add(&t, "\n");                          /* 3: blank */
+	text_add(&t, "{\"id\":4}\n");
+	text_add(&t, "{\"name\":\"no key\"}\n");     /* 5: no primary key */
+	text_add(&t, "{\"s\":\"%s\"}\n", big);       /* 6: too long */
+	text_add(&t, "{\"id\":7}\n");
 	path = write_temp(&t);
 	n = cut_all(path, &p, c, 2, &rj);
 	if (is_int(rj.n, 3, "three lines rejected")) {
@@ -342,11 +318,11 @@ static void cutting_again_gives_the_same_body(void)
 	for (unsigned i = 1; i <= 2000; i++) {
 		seed = seed * 1103515245u + 12345u;
 		if ((seed >> 8) % 17 == 0)
-			add(&t, "not json %u\n", i);
+			text_add(&t, "not json %u\n", i);
 		else if ((seed >> 8) % 23 == 0)
-			add(&t, "\r\n");
+			text_add(&t, "\r\n");
 		else
-			add(&t, "{\"id\":%u,\"pad\":\"%0*d\"}\r\n", i, (int)((seed >> 8) % 400), 0);
+			text_add(&t, "{\"id\":%u,\"pad\":\"%0*d\"}\r\n", i, (int)((seed >> 8) % 400), 0);
 	}
 	path = write_temp(&t);
 	n = cut_all(path, &p, c, 256, NULL);

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <ftw.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,4 +109,29 @@ static inline off_t file_size(const char *path)
 	struct stat st;
 
 	return stat(path, &st) < 0 ? -1 : st.st_size;
+}
+
+/* A growing text, for writing test files. Free s. */
+struct text {
+	char *s;
+	size_t len, cap;
+};
+
+static inline void text_add(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void text_add(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(t->s + t->len, t->cap - t->len, fmt, ap);
+		va_end(ap);
+		if ((size_t)n < t->cap - t->len)
+			break;
+		t->s = realloc(t->s, t->cap = t->cap ? t->cap * 2 : 1 << 16);
+		if (!t->s)
+			abort();
+	}
+	t->len += (size_t)n;
 }
