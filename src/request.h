@@ -34,7 +34,8 @@ struct request_ops {
 	/*
 	 * The next request completes the batch: is the file whole, read to its end, done being
 	 * written? REQUEST_WHOLE: send it. REQUEST_GREW: send it, not completing (there is more to
-	 * read). REQUEST_NOT_NOW: the batch waits or failed; it calls request_send again if it waits.
+	 * read): the callee has sealed the body again with batch_completed:false (pipeline_read_on
+	 * does). REQUEST_NOT_NOW: the batch waits or failed; it calls request_send again if it waits.
 	 */
 	int (*may_complete)(void *userdata);
 	void (*done)(void *userdata);           /* every record of the body is acknowledged or refused */
