@@ -1,6 +1,7 @@
 /* connection: one Data Connection: its spool, its queue of batches, reloads, pauses and stops. */
 #include "connection.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -125,6 +126,8 @@ static void wait_in(struct connection *c, enum conn_state state, double delay)
 {
 	static const char *const names[] = { "idle", "paused", "resume wait" };
 
+	/* A journaled batch waits to be resumed only while no batch runs. */
+	assert(state != CS_RESUME_WAIT || !c->batch.active);
 	if (c->state != state)
 		conn_log(c, LOG_LVL_DEBUG, -1, "%s -> %s%s", names[c->state], names[state], delay < 0 ? "" : " (timer)");
 	c->state = state;
@@ -241,12 +244,12 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	switch (c->state) {
 	case CS_RESUME_WAIT:
-		c->state = CS_IDLE;
+		wait_in(c, CS_IDLE, -1);
 		begin_next(c);
 		break;
 	case CS_AUTH_PAUSED:
 		conn_log(c, LOG_LVL_INFO, -1, "trying the keys again");
-		c->state = CS_IDLE;
+		wait_in(c, CS_IDLE, -1);
 		if (c->batch.active)
 			batch_send_again(&c->batch);
 		else
