@@ -1,5 +1,14 @@
 /* config: dcsyncd.conf (inih) into an immutable struct config; the key table is in config_keys.c. */
 #pragma once
+/*
+ * Contract.
+ * Owns: every string and array of a struct config, freed by config_free; a struct conn_config
+ * from config_conn_dup is its holder's, freed by config_conn_free. A loaded config never changes:
+ * a reload loads another, and connections keep their own copies, so the old one is freed at once.
+ * Borrows: nothing past config_load.
+ * May call: inih, csv (the column spec), ndjson's limits, log's level names, libc (the key
+ * files). Does not log: a refusal is "FILE:LINE: key: reason" in @err, for the caller to say.
+ */
 
 #include <stdbool.h>
 #include <stddef.h>
