@@ -19,8 +19,9 @@
 #define CONFIG_MAX_BATCH_RECORDS 5000
 #define CONFIG_DEFAULT_BASE_URL "https://api.opti-x.optimove.net/api/data-connections/v1"
 /*
- * Each connection has a parse thread, an inotify watch, a read buffer of max_record_bytes and two
- * request bodies of up to batch_bytes: a bound keeps one daemon's memory and threads in sight.
+ * Each connection has a worker thread, an inotify watch, a read buffer of max_record_bytes and
+ * PIPELINE_DEPTH request bodies of up to batch_bytes: a bound keeps one daemon's memory and
+ * threads in sight.
  */
 #define CONFIG_MAX_CONNECTIONS 64
 /* Spool and state paths: files under them carry a connection and a file name within PATH_MAX. */

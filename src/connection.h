@@ -1,4 +1,4 @@
-/* connection: one Data Connection's pipeline: spool queue → batch → requests → journal → archive. */
+/* connection: one Data Connection: spool queue → batch → requests → journal → archive. */
 #pragma once
 /*
  * Contract.
