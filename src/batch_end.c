@@ -162,7 +162,7 @@ void batch_fail(struct batch *b, long status, const char *why, const char *respo
 	size_t moved = 0;
 	int ffd, r;
 
-	/* No more parsing for this batch, even while the journal holds up its end. */
+	/* No more cutting for this batch, even while the journal holds up its end. */
 	pipeline_cancel(&b->pl);
 	ffd = batch_subdir(b, "failed", true);
 	for (size_t i = 0; i < b->n_members; i++) {

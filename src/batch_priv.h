@@ -2,6 +2,8 @@
 /*
  * The files are layered, each calling only those below it: batch_resume (a restart) → batch
  * (start and send) → batch_end (waits and ends) → batch_files (custody of the files, the log).
+ * A lower file goes on with a higher one's step only through the function it is handed
+ * (batch_durable, batch_check_whole, batch_wait_settle), never by name.
  */
 #pragma once
 

@@ -71,7 +71,7 @@ const struct catalog_field *catalog_find(struct catalog *c, const char *name);
 /*
  * Add @src's counts to @dst as catalog_load() adds a file's: records add up, last_seen keeps the
  * later, names that do not fit count as overflow. -EBUSY while either has a record noted but not
- * committed. What lets records be noted where they are parsed and counted once uploaded.
+ * committed. What lets records be noted where they are cut and counted once uploaded.
  */
 int catalog_merge(struct catalog *dst, struct catalog *src);
 /*

@@ -1,5 +1,13 @@
 /* cmds: the operators' commands dcsyncd(8) describes: drop, retry, connection create. */
 #pragma once
+/*
+ * Contract. Each command is its own process, beside a running daemon or not. It owns what it
+ * opens (directory fds, a temporary), closed before it returns, and borrows @cfg, argv and @out
+ * for the call. It reaches the daemon only as an exporter does, by renaming a file into a
+ * connection's directory, never replacing one (cmd_rename_free): it never touches the journal or
+ * .work/. May call: config, layout, spool, jsonstr, libcurl (connection create); messages go to
+ * stderr, not the log.
+ */
 
 #include <stdio.h>
 

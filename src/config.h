@@ -1,5 +1,14 @@
 /* config: dcsyncd.conf (inih) into an immutable struct config; the key table is in config_keys.c. */
 #pragma once
+/*
+ * Contract.
+ * Owns: every string and array of a struct config, freed by config_free; a struct conn_config
+ * from config_conn_dup is its holder's, freed by config_conn_free. A loaded config never changes:
+ * a reload loads another, and connections keep their own copies, so the old one is freed at once.
+ * Borrows: nothing past config_load.
+ * May call: inih, csv (the column spec), ndjson's limits, log's level names, libc (the key
+ * files). Does not log: a refusal is "FILE:LINE: key: reason" in @err, for the caller to say.
+ */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -10,8 +19,9 @@
 #define CONFIG_MAX_BATCH_RECORDS 5000
 #define CONFIG_DEFAULT_BASE_URL "https://api.opti-x.optimove.net/api/data-connections/v1"
 /*
- * Each connection has a parse thread, an inotify watch, a read buffer of max_record_bytes and two
- * request bodies of up to batch_bytes: a bound keeps one daemon's memory and threads in sight.
+ * Each connection has a worker thread, an inotify watch, a read buffer of max_record_bytes and
+ * PIPELINE_DEPTH request bodies of up to batch_bytes: a bound keeps one daemon's memory and
+ * threads in sight.
  */
 #define CONFIG_MAX_CONNECTIONS 64
 /* Spool and state paths: files under them carry a connection and a file name within PATH_MAX. */

@@ -1,5 +1,17 @@
-/* connection: one Data Connection's pipeline: spool queue → batch → requests → journal → archive. */
+/* connection: one Data Connection: spool queue → batch → requests → journal → archive. */
 #pragma once
+/*
+ * Contract.
+ * Owns: its configuration (a copy, and a reload's copy waiting for the batch's end), its
+ * validators, its one struct batch, its intake (queue and watch), its workfiles, its upload
+ * client, its field catalog, its counters and timers; spool_dir and state_dir are copied.
+ * Borrows, for its whole life: env's loop, journal (handed on to the batch), totals and upload
+ * context, which are the daemon's; the API key's limiter from upload's set (shared by the
+ * connections of one key).
+ * May call: batch (one at a time: the next starts when batch_ops says the last ended), intake,
+ * workfiles, spool, catalog, catalog_file, ratelimit, upload, totals, config, the record
+ * validator, layout, log. Upward only through env->changed.
+ */
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -2,7 +2,8 @@
 #pragma once
 /*
  * The connection owns its struct conn_stats; its batch and request borrow it to count what
- * they do. Nothing here survives a restart: that is <state_dir>/totals (totals.h).
+ * they do, on the loop's thread only; the daemon's status line and metrics read it through
+ * connection_stats. Nothing here survives a restart: that is <state_dir>/totals (totals.h).
  */
 #include <stdint.h>
 

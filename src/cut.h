@@ -1,5 +1,16 @@
 /* cut: cut a file's valid records into request bodies of at most N records and B bytes. */
 #pragma once
+/*
+ * Contract.
+ * Owns: no state of its own, so it runs on the pipeline's worker thread as safely as on the loop.
+ * A struct request_body owns its buffers from body_init to body_release (its holder calls both).
+ * Borrows for one call: the body it fills, @p (batch_uuid is copied into the body's text), the
+ * source @r (read on from where it stands; a record that does not fit is handed back with
+ * source_unget), the validator and the reject callback's userdata.
+ * May call: source, the record validator (ndjson.h), the reject callback, libc. Never logs, and
+ * of a batch knows only its batch_uuid: no HTTP, no journal. Called by pipeline (a file's bodies),
+ * batch (a body of several small files) and request (the halves of a refused request).
+ */
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,5 +1,13 @@
 /* decompress: a file read as a byte stream, plain or through zlib (gzip) or libzstd, in bounded memory. */
 #pragma once
+/*
+ * Contract.
+ * Owns: its zlib / zstd state and its input and skip buffers, kept from one open to the next.
+ * Borrows: the fd, from instream_open* to the next open or instream_free; it moves the fd's
+ * offset but never closes it.
+ * May call: zlib, libzstd, libc; no other module and no log: a fault is -EBADMSG with
+ * instream_error, for the caller to name the file.
+ */
 
 #include <stddef.h>
 #include <stdint.h>

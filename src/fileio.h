@@ -1,5 +1,10 @@
 /* fileio: writing files safely where others can write too: whole writes, no links followed, atomic replace. */
 #pragma once
+/*
+ * Contract. No state: it owns nothing past a call but the fd it returns (the caller closes it)
+ * and borrows its arguments for the call. May call: layout (the temporary's name), libc. Does not
+ * log: it returns -errno and the caller names the file.
+ */
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,5 +1,10 @@
 /* formula: build and check Data Connection formulas, DC_{UUID}:{key}:{params}:{field}:{fallback}. */
 #pragma once
+/*
+ * Contract. No state: a struct formula owns its strings (formula_release frees them) and the
+ * string formula_build makes is the caller's to free; arguments are borrowed for the call.
+ * May call: libc only.
+ */
 
 #include <stddef.h>
 

@@ -1,5 +1,15 @@
 /* journal: durable per-batch state in <state_dir>/journal, replayed at start to resume batches. */
 #pragma once
+/*
+ * Contract.
+ * Owns: the journal file's fd and its directory's, the live batches and members replayed or
+ * put, the records queued and not yet synced, and what replay found (damage, legacy totals).
+ * Pointers it hands out (journal_at, journal_find, journal_members) are its own: valid until the
+ * next put, compaction or journal_free. journal_put* copy what they are given.
+ * Borrows: @dir for journal_open*.
+ * May call: journal_record (framing and CRC), fileio, crashpoint, log. The daemon owns the one
+ * journal; its connections' batches borrow it and write it from the loop's thread only.
+ */
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,5 +1,9 @@
 /* jsonstr: append text as a JSON string literal, escaping what JSON and terminals need. */
 #pragma once
+/*
+ * Contract. No state: it appends to the caller's buffer (grown with realloc; the caller frees
+ * it) and borrows @s for the call. May call: libc only.
+ */
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,5 +1,10 @@
 /* layout: where dcsyncd keeps things: the paths of a connection's directories, and names derived from a dropped file's (<= NAME_MAX). */
 #pragma once
+/*
+ * Contract. No state: owns nothing, touches no file, writes only into the caller's buffer.
+ * May call: libc only. Every module that names a place under spool_dir or state_dir asks here,
+ * so each is spelled once.
+ */
 
 #include <stddef.h>
 

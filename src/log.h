@@ -1,5 +1,13 @@
 /* log: leveled messages to stderr ("level: message") or to journald with structured fields. */
 #pragma once
+/*
+ * Contract.
+ * Owns: the threshold and the choice of stderr or journald: process-wide, set from the loop's
+ * thread (start, reload) and never from a worker.
+ * Borrows: @ctx and its strings for the call.
+ * May call: libc and sd_journal_sendv; no other module, so every module may call it. Control
+ * bytes in the message and in ctx->file come out as \xHH: file names come from exporters.
+ */
 
 #include <stdarg.h>
 

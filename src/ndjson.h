@@ -1,5 +1,16 @@
 /* ndjson: read a file line by line in fixed-size blocks and validate each line as one record. */
 #pragma once
+/*
+ * Contract.
+ * Owns: a reader's one buffer (max_record_bytes plus a block), kept across resets; a validator's
+ * parse state and the arena yajl allocates from.
+ * Borrows: a reader's fd or instream until the next reset or free (never closed here); a line's
+ * data until the next call. A validator keeps @primary_key and @required_fields without copying
+ * them, so the conn_config they come from must outlive it, and the catalog set on it until
+ * another is set.
+ * May call: yajl, decompress (the stream), catalog (each valid record's field names), libc.
+ * No log: the caller says which file and line.
+ */
 
 #include <stdbool.h>
 #include <stddef.h>

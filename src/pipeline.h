@@ -21,7 +21,7 @@
 #include "source.h"
 #include "worker.h"
 
-/* The one in flight and two cut ahead: with several connections on few cores, each one's parse fills the time the others wait for the network. */
+/* The one in flight and two cut ahead: with several connections on few cores, each one's cutting fills the time the others wait for the network. */
 #define PIPELINE_DEPTH 3
 
 struct pipeline_ops {
@@ -71,7 +71,7 @@ int pipeline_read_at(struct pipeline *p, int fd, const char *name, uint64_t offs
 const char *pipeline_read_error(const struct pipeline *p, const char *fallback);
 /* The batch's file grew after the current body, its last, was cut: it is not the last, read on from its end. */
 int pipeline_read_on(struct pipeline *p, int fd, const char *name);
-/* Names of the records about to be parsed go into @fields, emptied first (when the connection keeps a catalog). */
+/* Names of the records about to be cut go into @fields, emptied first (when the connection keeps a catalog). */
 void pipeline_note_fields(struct pipeline *p, struct catalog *fields);
 
 /* Cut body @idx now, on this thread (the first request of a batch, or a resume). */

@@ -1,5 +1,10 @@
 /* reject: lines refused locally or by the server, held as the JSON lines of a rejected file until their batch is durable. */
 #pragma once
+/*
+ * Contract. A struct rejbuf is its holder's (a body's in the pipeline, a file's in the batch, the
+ * request's last acknowledged record): buf grows with realloc and the holder frees it. No other state. May call: jsonstr, libc. Never
+ * logs or writes a file: the batch appends the lines to rejected/ once its journal is durable.
+ */
 
 #include <stddef.h>
 #include <stdint.h>

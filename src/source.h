@@ -1,5 +1,13 @@
 /* source: the records of a drop, whatever its format: NDJSON or CSV/TSV, plain, gzip or zstd. */
 #pragma once
+/*
+ * Contract.
+ * Owns: its decompressing stream and its NDJSON and CSV readers (the CSV one made with the first
+ * CSV file) with their buffers, kept from one file to the next until source_free.
+ * Borrows: the fd and @csv from source_open to the next source_open or source_free (the fd is
+ * never closed here); a line's data until the next source_next.
+ * May call: decompress, ndjson's reader, csv; no log: a fault is -EBADMSG with source_error.
+ */
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,5 +1,13 @@
 /* spool: the spool's primitives: drop names, whether a file is ready, taking it, the (mtime, name) queue. */
 #pragma once
+/*
+ * Contract.
+ * Owns: a struct spool_queue owns copies of the names queued (spool_queue_release frees them);
+ * a popped entry's name passes to the caller. Nothing else holds state.
+ * Borrows: directory fds and names for the call; it never closes a fd it was given.
+ * May call: fileio, layout, source (which names are drops), libc; no log: errors come back as
+ * -errno (spool_take also says why), for the caller to name the file.
+ */
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -5,11 +5,20 @@
 #include <ev.h>
 
 /*
- * Why a thread: parsing a request's records is the daemon's only CPU-heavy step. A connection
- * hands the next request's parse to its worker while the loop sends the current one, so parsing
- * overlaps the network and several connections parse on several cores. The job must touch only
- * what the submitter leaves alone until its done callback has run (or worker_cancel returned).
+ * Why a thread: cutting records into request bodies (parsing and validating each one) is the
+ * daemon's only CPU-heavy step. A batch's pipeline hands the cut of the next bodies to its worker
+ * while the loop sends the current request, so cutting overlaps the network and several
+ * connections cut on several cores. The job must touch only what the submitter leaves alone until
+ * its done callback has run (or worker_cancel returned).
  * The thread starts at the first submit: a connection that never needs it costs nothing.
+ *
+ * Contract.
+ * Owns: its thread, the mutex and condition it shares with it, and the async watcher that wakes
+ * the loop. The job's @arg stays the submitter's: the worker only runs the job on its thread,
+ * with every signal blocked.
+ * Borrows: the loop and @userdata for its life.
+ * May call: pthreads, ev_async_send (from the thread), the job and the done callback; no other
+ * module. Its one user is pipeline.
  */
 struct worker;
 
