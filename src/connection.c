@@ -1,4 +1,4 @@
-/* connection: one Data Connection: its spool, its queue of batches, reloads, pauses and stops. */
+/* connection: one Data Connection: its spool and queue of files, the batches it runs one at a time, reloads, pauses and stops. */
 #include "connection.h"
 
 #include <assert.h>
