@@ -1,4 +1,4 @@
-/* connection: one Data Connection: spool queue → batch → requests → journal → archive. */
+/* connection: one Data Connection: its spool and queue of files, the batches it runs one at a time, reloads, pauses and stops. */
 #pragma once
 /*
  * Contract.
