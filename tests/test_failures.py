@@ -670,3 +670,45 @@ def test_fake_reject_pk_refuses_only_requests_holding_that_key(optix):
     reqs = optix.requests(UUID1)
     assert [r["status"] for r in reqs] == [200, 200, 422, 422, 200]
     assert reqs[2]["sent"]["keys"] == [6, 7]
+
+
+# --- SIGTERM while a batch waits ---------------------------------------------------------------
+
+@pytest.mark.parametrize("wait", ["retry", "rate", "pause"])
+def test_sigterm_while_the_batch_waits_leaves_it_to_the_journal_and_the_restart_finishes_it(optix, daemon, wait):
+    """Request 1 acknowledged, request 2 waits (a retry, the API key's budget, refused keys): SIGTERM
+    ends the wait at once (no drain timeout), the batch stays open in the journal, and the next
+    start sends request 2 of the same batch, nothing twice. The next bodies may be cut ahead
+    during the wait: the stop must take them back before the file is closed (ASan, TSan)."""
+    keys = {"batch_records": 1000, "retry_initial_seconds": 300, "retry_max_seconds": 300}
+    if wait == "rate":
+        keys["rate_limit"] = "1/300s"
+    daemon.write_config([daemon.connection(optix, **keys)], drain_timeout_seconds=120)
+    daemon.drop_generated("products", "a.ndjson", 3000)
+    if wait == "retry":
+        optix.add_faults({"uuid": UUID1, "status": 503, "after": 1})
+    elif wait == "pause":
+        optix.add_faults({"uuid": UUID1, "status": 401, "after": 1,
+                          "body": {"status": 401, "error": "Unauthorized"}})
+    daemon.start()
+
+    daemon.wait_log({"retry": r"products: a\.ndjson: request 2 failed \(HTTP 503\), retry 1 in",
+                     "rate": r"request idle -> rate wait",
+                     "pause": PAUSE_RE.format(status=401)}[wait])
+    assert [sent_keys(r)[0] for r in optix.requests(UUID1) if r["status"] == 200] == [0]
+    mark = daemon.mark()
+    assert daemon.stop(timeout=60) == 0
+    assert "drain timeout reached" not in daemon.log(since=mark)
+    assert work_files(daemon, "products") != [] and spool_files(daemon, "products") == []
+
+    assert optix.pending_faults() == []
+    daemon.write_config([daemon.connection(optix, batch_records=1000)])
+    mark = daemon.mark()
+    daemon.start()
+    wait_records(optix, UUID1, store(0, 3000), daemon)
+    daemon.wait_log(r"resuming batch .* at request 2", since=mark)
+    ok = [r for r in optix.requests(UUID1) if r["status"] == 200]
+    assert [sent_keys(r)[0] for r in ok] == [0, 1000, 2000]
+    one_batch(ok)
+    wait_for(lambda: done_files(daemon, "products") == ["a.ndjson"], "a.ndjson archived", daemon)
+    assert daemon.stop() == 0
