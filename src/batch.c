@@ -246,6 +246,8 @@ static int may_complete(void *userdata)
 	case BATCH_WHOLE_YES:
 		return REQUEST_WHOLE;
 	case BATCH_WHOLE_GREW:
+		/* The body is no longer the last: what was appended is cut ahead while it is sent. */
+		cut_ahead(userdata);
 		return REQUEST_GREW;
 	default:
 		return REQUEST_NOT_NOW;
