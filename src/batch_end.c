@@ -18,6 +18,7 @@
 #include "layout.h"
 #include "retry.h"
 #include "spool.h"
+#include "timer.h"
 
 /* The one place the batch's state changes: logged, and the one timer armed for a wait (@delay >= 0). */
 static void enter(struct batch *b, enum batch_wait wait, double delay)
@@ -29,11 +30,7 @@ static void enter(struct batch *b, enum batch_wait wait, double delay)
 	if (b->wait != wait)
 		batch_log(b, LOG_LVL_DEBUG, -1, "batch %s -> %s", names[b->wait], names[wait]);
 	b->wait = wait;
-	ev_timer_stop(b->env.loop, &b->timer);
-	if (delay < 0)
-		return;
-	ev_timer_set(&b->timer, delay, 0.);
-	ev_timer_start(b->env.loop, &b->timer);
+	timer_arm(b->env.loop, &b->timer, delay);
 }
 
 

@@ -20,6 +20,7 @@
 #include "ndjson.h"
 #include "ratelimit.h"
 #include "spool.h"
+#include "timer.h"
 #include "workfiles.h"
 
 enum conn_state {
@@ -131,11 +132,7 @@ static void wait_in(struct connection *c, enum conn_state state, double delay)
 	if (c->state != state)
 		conn_log(c, LOG_LVL_DEBUG, -1, "%s -> %s%s", names[c->state], names[state], delay < 0 ? "" : " (timer)");
 	c->state = state;
-	ev_timer_stop(c->env.loop, &c->timer);
-	if (delay < 0)
-		return;
-	ev_timer_set(&c->timer, delay, 0.);
-	ev_timer_start(c->env.loop, &c->timer);
+	timer_arm(c->env.loop, &c->timer, delay);
 }
 
 static void notify_changed(struct connection *c)
@@ -151,9 +148,7 @@ static bool same_destination(const struct conn_config *a, const struct conn_conf
 
 static void next_soon(struct connection *c)
 {
-	ev_timer_stop(c->env.loop, &c->kick);
-	ev_timer_set(&c->kick, 0., 0.);
-	ev_timer_start(c->env.loop, &c->kick);
+	timer_arm(c->env.loop, &c->kick, 0.);
 }
 
 static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "spool.h"
+#include "timer.h"
 #include "totals.h"
 #include "upload.h"
 
@@ -243,8 +244,7 @@ static void begin_drain(struct daemon *d, const char *why)
 		 d->cfg->drain_timeout_seconds);
 	sd_notify(0, "STOPPING=1");
 	d->draining = true;
-	ev_timer_set(&d->drain_timer, d->cfg->drain_timeout_seconds, 0.);
-	ev_timer_start(d->loop, &d->drain_timer);
+	timer_arm(d->loop, &d->drain_timer, d->cfg->drain_timeout_seconds);
 	for (size_t i = 0; i < d->n_conns; i++)
 		connection_drain(d->conns[i], true);
 	for (size_t i = 0; i < d->n_retiring; i++)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "timer.h"
 
 /* How often a removed spool directory that cannot be made again is tried. */
 #define DIR_RETRY_SECONDS 5.0
@@ -41,12 +42,12 @@ static void arm_settle(struct intake *in)
 	int64_t at = spool_queue_oldest(&in->settling);
 	double delay;
 
-	ev_timer_stop(in->loop, &in->settle_timer);
-	if (!at)
+	if (!at) {
+		timer_arm(in->loop, &in->settle_timer, -1);
 		return;
+	}
 	delay = (double)(at - realtime_ns()) / 1e9 + 0.01;
-	ev_timer_set(&in->settle_timer, delay < 0.01 ? 0.01 : delay, 0.);
-	ev_timer_start(in->loop, &in->settle_timer);
+	timer_arm(in->loop, &in->settle_timer, delay < 0.01 ? 0.01 : delay);
 }
 
 /* Look at @name: say why it is not ready, and when to look again if it is settling. */
@@ -165,9 +166,7 @@ static void gone_cb(void *userdata)
 			in_log(in, LOG_LVL_ERROR, "%s was removed and cannot be made again (%s): trying every %g s",
 			       in->wf->dir, strerror(-r), DIR_RETRY_SECONDS);
 		in->dir_error_logged = true;
-		ev_timer_stop(in->loop, &in->dir_timer);
-		ev_timer_set(&in->dir_timer, DIR_RETRY_SECONDS, 0.);
-		ev_timer_start(in->loop, &in->dir_timer);
+		timer_arm(in->loop, &in->dir_timer, DIR_RETRY_SECONDS);
 		return;
 	}
 	in_log(in, LOG_LVL_WARNING, "%s was removed or moved away: made again and watched", in->wf->dir);

@@ -15,6 +15,7 @@
 #include "crashpoint.h"
 #include "jsonstr.h"
 #include "retry.h"
+#include "timer.h"
 
 static void req_log(const struct request *q, enum log_level lvl, long status, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -48,11 +49,7 @@ static void enter(struct request *q, enum request_state state, double delay)
 	if (q->state != state)
 		req_log(q, LOG_LVL_DEBUG, -1, "request %s -> %s", names[q->state], names[state]);
 	q->state = state;
-	ev_timer_stop(q->loop, &q->timer);
-	if (delay < 0)
-		return;
-	ev_timer_set(&q->timer, delay, 0.);
-	ev_timer_start(q->loop, &q->timer);
+	timer_arm(q->loop, &q->timer, delay);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "ratelimit.h"
+#include "timer.h"
 
 #define RESPONSE_MAX 4096
 
@@ -167,12 +168,8 @@ static int timerfunc_cb(CURLM *multi, long timeout_ms, void *userp)
 	struct upload *u = userp;
 
 	(void)multi;
-	ev_timer_stop(u->loop, &u->timer);
-	if (timeout_ms >= 0) {
-		/* Divide as double: integer division turns 999 ms into 0 s and spins. */
-		ev_timer_set(&u->timer, (double)timeout_ms / 1000.0, 0.);
-		ev_timer_start(u->loop, &u->timer);
-	}
+	/* Divide as double: integer division turns 999 ms into 0 s and spins. -1: no timeout. */
+	timer_arm(u->loop, &u->timer, timeout_ms >= 0 ? (double)timeout_ms / 1000.0 : -1);
 	return 0;
 }
 
