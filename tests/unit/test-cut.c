@@ -8,6 +8,7 @@
 
 #include "cut.h"
 #include "ndjson.h"
+#include "cututil.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -65,24 +66,7 @@ static int on_reject(void *userdata, uint64_t lineno, const char *reason, const 
 static size_t cut_all(const char *path, const struct cut_params *p, struct request_body *out, size_t max,
 		      struct rejects *rj)
 {
-	struct record_validator *v;
-	struct source *r = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	size_t n = 0;
-
-	if (fd < 0 || source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 || record_validator_new(&v, "id", NULL, 0) < 0)
-		abort();
-	while (n < max) {
-		if (body_init(&out[n], p->max_records) < 0 ||
-		    cut_next(&out[n], p, r, v, rj ? on_reject : NULL, rj) < 0)
-			abort();
-		if (out[n++].last)
-			break;
-	}
-	record_validator_free(v);
-	source_free(r);
-	close(fd);
-	return n;
+	return cut_file_into(path, p, MAX_RECORD, out, max, rj ? on_reject : NULL, rj);
 }
 
 static void release_all(struct request_body *c, size_t n)

@@ -9,6 +9,7 @@
 
 #include "connection.h"
 #include "request.h"
+#include "cututil.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -264,23 +265,8 @@ static char *write_records(long first, unsigned n)
 static size_t cut_file(const char *path, unsigned max_records, struct request_body *out, size_t max)
 {
 	const struct cut_params p = { UUID, -1, max_records, 64u << 20 };
-	struct record_validator *v;
-	struct source *r = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	size_t n = 0;
 
-	if (fd < 0 || source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 || record_validator_new(&v, "id", NULL, 0) < 0)
-		abort();
-	while (n < max) {
-		if (body_init(&out[n], CONFIG_MAX_BATCH_RECORDS) < 0 || cut_next(&out[n], &p, r, v, NULL, NULL) < 0)
-			abort();
-		if (out[n++].last)
-			break;
-	}
-	record_validator_free(v);
-	source_free(r);
-	close(fd);
-	return n;
+	return cut_file_into(path, &p, MAX_RECORD, out, max, NULL, NULL);
 }
 
 static void answer(struct t *t, long status, double retry_after, const char *body)
