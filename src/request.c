@@ -108,11 +108,6 @@ void request_reset(struct request *q)
 	q->attempt = 0;
 }
 
-void request_stop(struct request *q)
-{
-	enter(q, REQ_IDLE, -1);
-}
-
 void request_begin(struct request *q, struct request_body *body, uint32_t seq)
 {
 	q->body = body;

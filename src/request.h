@@ -89,8 +89,6 @@ void request_bind(struct request *q, const struct conn_config *cfg, struct uploa
 		  const struct cut_params *params);
 /* The batch ended: nothing waits, nothing is remembered of it. */
 void request_reset(struct request *q);
-/* Stop a wait (retry or rate): SIGTERM leaves the batch to the journal. */
-void request_stop(struct request *q);
 
 /* Send the records of @body (borrowed until ops.done), the @seq-th request of the batch. */
 void request_begin(struct request *q, struct request_body *body, uint32_t seq);

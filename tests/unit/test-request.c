@@ -491,8 +491,8 @@ static void retry_after_503(void)
 	left = ev_timer_remaining(t.loop, &t.q.timer);
 	ok(t.q.state == REQ_RETRY_WAIT && left > 99.99 && left <= 100,
 	   "Retry-After: 1000 is capped at retry_max_seconds 100 (%.3f s)", left);
-	request_stop(&t.q);
-	ok(t.q.state == REQ_IDLE && !ev_is_active(&t.q.timer), "request_stop ends the wait");
+	request_reset(&t.q);
+	ok(t.q.state == REQ_IDLE && !ev_is_active(&t.q.timer), "request_reset ends the wait");
 	ok(t.stats.requests == 4 && t.stats.retries == 3, "stats: 4 requests, 3 retries");
 	teardown(&t);
 	body_release(&b[0]);
