@@ -10,6 +10,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "jsonstr.h"
+#include "upload.h"
 
 #define RESPONSE_MAX 4096
 
@@ -101,8 +102,10 @@ static int create(const struct target *t, const char *body, char *uuid)
 	CURL *easy = curl_easy_init();
 	struct curl_slist *h = NULL;
 	struct answer a = { .len = 0 };
-	char *url = NULL, *line = NULL, err[CURL_ERROR_SIZE] = "", shown[301];
-	const char *names[2] = { "x-api-key", "x-brand-key" }, *values[2] = { t->api_key, t->brand_key };
+	char *url = NULL, err[CURL_ERROR_SIZE] = "", shown[301];
+	const struct upload_client_opts o = { .timeout_seconds = t->timeout, .ca_file = t->ca_file,
+					      .tls_verify_disabled = t->tls_off, .proxy = t->proxy,
+					      .proxy_credentials = t->proxy_credentials };
 	yajl_val doc = NULL, v;
 	const char *path[] = { "data_connection_uuid", NULL }, *got;
 	long status = 0;
@@ -110,41 +113,15 @@ static int create(const struct target *t, const char *body, char *uuid)
 
 	if (!easy || asprintf(&url, "%s/connections", t->base_url) < 0)
 		goto out;
-	h = curl_slist_append(h, "Content-Type: application/json");
-	for (int i = 0; h && i < 2; i++) {
-		if (asprintf(&line, "%s: %s", names[i], values[i]) < 0)
-			goto out;
-		h = curl_slist_append(h, line);
-		explicit_bzero(line, strlen(line));
-		free(line);
-	}
+	h = upload_headers_new(t->api_key, t->brand_key);
 	if (!h)
 		goto out;
-	curl_easy_setopt(easy, CURLOPT_URL, url);
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h);
+	if (upload_easy_setup(easy, url, h, &o) < 0)
+		goto out;
 	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, err);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, &a);
-	curl_easy_setopt(easy, CURLOPT_TIMEOUT, t->timeout);
-	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, t->tls_off ? 0L : 1L);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, t->tls_off ? 0L : 2L);
-	if (t->ca_file)
-		curl_easy_setopt(easy, CURLOPT_CAINFO, t->ca_file);
-	/* The daemon's rule: the environment's proxy only with proxy = env. */
-	if (!t->proxy || strcmp(t->proxy, "env")) {
-		curl_easy_setopt(easy, CURLOPT_PROXY, t->proxy ? t->proxy : "");
-		curl_easy_setopt(easy, CURLOPT_NOPROXY, "");
-	}
-	if (t->proxy) {
-		curl_easy_setopt(easy, CURLOPT_HTTPPROXYTUNNEL, 1L);
-		if (t->proxy_credentials) {
-			curl_easy_setopt(easy, CURLOPT_PROXYUSERPWD, t->proxy_credentials);
-			curl_easy_setopt(easy, CURLOPT_PROXYAUTH, (long)CURLAUTH_ANY);
-		}
-	}
 	if (curl_easy_perform(easy) != CURLE_OK) {
 		fprintf(stderr, "cannot reach %s: %s\n", url, err);
 		goto out;

@@ -340,11 +340,11 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 	return n;
 }
 
-static struct curl_slist *make_headers(const struct upload_client_opts *o)
+struct curl_slist *upload_headers_new(const char *api_key, const char *brand_key)
 {
 	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json"), *n;
 	char *line = NULL;
-	const char *names[2] = { "x-api-key", "x-brand-key" }, *values[2] = { o->api_key, o->brand_key };
+	const char *names[2] = { "x-api-key", "x-brand-key" }, *values[2] = { api_key, brand_key };
 
 	for (int i = 0; h && i < 2; i++) {
 		if (asprintf(&line, "%s: %s", names[i], values[i]) < 0) {
@@ -375,40 +375,65 @@ static void free_secret(char *s)
 }
 
 /* Proxy or not, never the environment unless asked: a daemon's route is its configuration's. */
-static void apply_proxy(struct upload_client *c)
+static int apply_proxy(CURL *easy, const struct upload_client_opts *o)
 {
-	char *colon;
+	bool env = o->proxy && !strcmp(o->proxy, "env");
+	const char *colon = o->proxy_credentials ? strchr(o->proxy_credentials, ':') : NULL;
+	char *user = NULL;
 
-	if (c->proxy_env)
-		curl_easy_setopt(c->easy, CURLOPT_PROXY, NULL);        /* libcurl reads *_proxy, no_proxy */
+	if (env)
+		curl_easy_setopt(easy, CURLOPT_PROXY, NULL);        /* libcurl reads *_proxy, no_proxy */
 	else
-		curl_easy_setopt(c->easy, CURLOPT_PROXY, c->proxy ? c->proxy : "");
-	if (c->proxy)
-		curl_easy_setopt(c->easy, CURLOPT_NOPROXY, "");         /* the environment's no_proxy too */
+		curl_easy_setopt(easy, CURLOPT_PROXY, o->proxy ? o->proxy : "");
+	if (o->proxy && !env)
+		curl_easy_setopt(easy, CURLOPT_NOPROXY, "");         /* the environment's no_proxy too */
 	else
-		curl_easy_setopt(c->easy, CURLOPT_NOPROXY, NULL);
+		curl_easy_setopt(easy, CURLOPT_NOPROXY, NULL);
 	/* Always a tunnel, even to an http:// base_url: the proxy relays bytes, never reads the keys. */
-	curl_easy_setopt(c->easy, CURLOPT_HTTPPROXYTUNNEL, c->proxy || c->proxy_env ? 1L : 0L);
-	curl_easy_setopt(c->easy, CURLOPT_PROXY_CAINFO, c->ca_file);
-	curl_easy_setopt(c->easy, CURLOPT_PROXY_SSL_VERIFYPEER, c->tls_off ? 0L : 1L);
-	curl_easy_setopt(c->easy, CURLOPT_PROXY_SSL_VERIFYHOST, c->tls_off ? 0L : 2L);
-	colon = c->proxy_cred ? strchr(c->proxy_cred, ':') : NULL;
+	curl_easy_setopt(easy, CURLOPT_HTTPPROXYTUNNEL, o->proxy ? 1L : 0L);
+	curl_easy_setopt(easy, CURLOPT_PROXY_CAINFO, o->ca_file);
+	curl_easy_setopt(easy, CURLOPT_PROXY_SSL_VERIFYPEER, o->tls_verify_disabled ? 0L : 1L);
+	curl_easy_setopt(easy, CURLOPT_PROXY_SSL_VERIFYHOST, o->tls_verify_disabled ? 0L : 2L);
 	if (colon) {
-		*colon = '\0';
-		curl_easy_setopt(c->easy, CURLOPT_PROXYUSERNAME, c->proxy_cred);
-		curl_easy_setopt(c->easy, CURLOPT_PROXYPASSWORD, colon + 1);
-		*colon = ':';
-		curl_easy_setopt(c->easy, CURLOPT_PROXYAUTH, (long)CURLAUTH_ANY);
+		/* Split at the first ':' only: a password may hold more (libcurl copies both strings). */
+		if (!(user = strndup(o->proxy_credentials, (size_t)(colon - o->proxy_credentials))))
+			return -ENOMEM;
+		curl_easy_setopt(easy, CURLOPT_PROXYUSERNAME, user);
+		curl_easy_setopt(easy, CURLOPT_PROXYPASSWORD, colon + 1);
+		curl_easy_setopt(easy, CURLOPT_PROXYAUTH, (long)CURLAUTH_ANY);
+		free_secret(user);
 	} else {
-		curl_easy_setopt(c->easy, CURLOPT_PROXYUSERNAME, NULL);
-		curl_easy_setopt(c->easy, CURLOPT_PROXYPASSWORD, NULL);
+		curl_easy_setopt(easy, CURLOPT_PROXYUSERNAME, NULL);
+		curl_easy_setopt(easy, CURLOPT_PROXYPASSWORD, NULL);
 	}
+	return 0;
 }
 
-static void apply_pending(struct upload_client *c)
+int upload_easy_setup(CURL *easy, const char *url, struct curl_slist *headers, const struct upload_client_opts *o)
 {
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* Keys go only into these headers; CURLOPT_VERBOSE stays off so they never reach a log. */
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT, o->timeout_seconds);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, o->timeout_seconds < 30 ? o->timeout_seconds : 30L);
+	/* A stalled transfer (under 1 byte/s for the timeout) is a failure even before the deadline. */
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, o->timeout_seconds);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, o->tls_verify_disabled ? 0L : 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, o->tls_verify_disabled ? 0L : 2L);
+	curl_easy_setopt(easy, CURLOPT_CAINFO, o->ca_file);
+	return apply_proxy(easy, o);
+}
+
+static int apply_pending(struct upload_client *c)
+{
+	struct upload_client_opts o;
+
 	if (!c->pending)
-		return;
+		return 0;
 	curl_slist_free_all(c->headers);
 	free(c->url);
 	free(c->ca_file);
@@ -426,23 +451,15 @@ static void apply_pending(struct upload_client *c)
 	c->pending_url = c->pending_ca_file = NULL;
 	c->pending_proxy = c->pending_proxy_cred = NULL;
 	c->pending = false;
-	apply_proxy(c);
-	/* Keys go only into these headers; CURLOPT_VERBOSE stays off so they never reach a log. */
-	curl_easy_setopt(c->easy, CURLOPT_URL, c->url);
-	curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->headers);
-	curl_easy_setopt(c->easy, CURLOPT_TIMEOUT, c->timeout);
-	curl_easy_setopt(c->easy, CURLOPT_CONNECTTIMEOUT, c->timeout < 30 ? c->timeout : 30L);
-	/* A stalled transfer (under 1 byte/s for the timeout) is a failure even before the deadline. */
-	curl_easy_setopt(c->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(c->easy, CURLOPT_LOW_SPEED_TIME, c->timeout);
-	curl_easy_setopt(c->easy, CURLOPT_SSL_VERIFYPEER, c->tls_off ? 0L : 1L);
-	curl_easy_setopt(c->easy, CURLOPT_SSL_VERIFYHOST, c->tls_off ? 0L : 2L);
-	curl_easy_setopt(c->easy, CURLOPT_CAINFO, c->ca_file);
+	o = (struct upload_client_opts){ .url = c->url, .timeout_seconds = c->timeout, .ca_file = c->ca_file,
+					 .tls_verify_disabled = c->tls_off,
+					 .proxy = c->proxy_env ? "env" : c->proxy, .proxy_credentials = c->proxy_cred };
+	return upload_easy_setup(c->easy, c->url, c->headers, &o);
 }
 
 int upload_client_configure(struct upload_client *c, const struct upload_client_opts *o)
 {
-	struct curl_slist *h = make_headers(o);
+	struct curl_slist *h = upload_headers_new(o->api_key, o->brand_key);
 	char *url = strdup(o->url), *ca = o->ca_file ? strdup(o->ca_file) : NULL;
 	bool env = o->proxy && !strcmp(o->proxy, "env");
 	char *proxy = o->proxy && !env ? strdup(o->proxy) : NULL;
@@ -471,9 +488,7 @@ int upload_client_configure(struct upload_client *c, const struct upload_client_
 	c->pending_tls_off = o->tls_verify_disabled;
 	c->pending = true;
 	/* The request in flight still uses the old headers: swap only between requests. */
-	if (!c->busy)
-		apply_pending(c);
-	return 0;
+	return c->busy ? 0 : apply_pending(c);
 }
 
 int upload_client_new(struct upload_client **out, struct upload *u, const struct upload_client_opts *o,
@@ -497,9 +512,6 @@ int upload_client_new(struct upload_client **out, struct upload *u, const struct
 	curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, c);
 	curl_easy_setopt(c->easy, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(c->easy, CURLOPT_HEADERDATA, c);
-	curl_easy_setopt(c->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c->easy, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(c->easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	if ((r = upload_client_configure(c, o)) < 0)
 		goto fail;
 	*out = c;
@@ -532,10 +544,12 @@ void upload_client_free(struct upload_client *c)
 int upload_client_send(struct upload_client *c, const char *body, size_t len)
 {
 	CURLMcode mc;
+	int r;
 
 	if (c->busy)
 		return -EBUSY;
-	apply_pending(c);
+	if ((r = apply_pending(c)) < 0)
+		return r;
 	c->errbuf[0] = '\0';
 	c->response_len = 0;
 	c->retry_after = -1;

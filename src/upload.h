@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
+#include <curl/curl.h>
 #include <ev.h>
 
 /*
@@ -75,6 +76,15 @@ struct ratelimits *upload_ratelimits(struct upload *u);
  * most UPLOAD_RETRY_AFTER_MAX; -1 for anything else (0x10, inf, -5, 1.5, empty...).
  */
 double upload_parse_retry_after(const char *v, time_t now);
+
+/*
+ * The one place a libcurl handle gets its route, TLS, limits and keys, so that every request
+ * dcsyncd makes (uploads and `connection create`) goes out alike: @headers from
+ * upload_headers_new() (Content-Type and the keys), kept by the caller while @easy uses them;
+ * @o's strings are copied by libcurl (its keys are not read: they are in @headers).
+ */
+struct curl_slist *upload_headers_new(const char *api_key, const char *brand_key);
+int upload_easy_setup(CURL *easy, const char *url, struct curl_slist *headers, const struct upload_client_opts *o);
 
 /* Transient per the contract: no response, 408, 429, 5xx. */
 bool upload_status_transient(long status);

@@ -196,3 +196,23 @@ def test_proxy_configuration_refusals(daemon, optix):
     daemon.write_config([daemon.connection(optix, proxy_credentials_file="/nonexistent")])
     proc = subprocess.run(daemon.command("--check-config"), capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "given without a proxy" in proc.stderr
+
+
+def test_connection_create_goes_the_way_uploads_go_through_the_proxy(daemon, tls_optix, tls_cert, proxies):
+    """`connection create --like` takes the section's route: the proxy by CONNECT with its
+    credentials, the section's CA for the API (one libcurl setup for both, src/upload.c)."""
+    proxy = proxies(connect_ports=[tls_optix.port], basic_auth=("dcsync", "s3cret-proxy-pw"))
+    cred = daemon.keys_dir / "proxy.cred"
+    daemon.keys_dir.mkdir(parents=True, exist_ok=True)
+    daemon.write_config([conn(daemon, tls_optix, tls_cert, proxy=proxy.url, proxy_credentials_file=cred)])
+    cred.write_text("dcsync:s3cret-proxy-pw\n")
+    cred.chmod(0o600)
+    if daemon.priv.unprivileged:
+        os.chown(cred, daemon.priv.daemon_uid, daemon.priv.group_gid)
+    proc = subprocess.run(daemon.command("connection", "create", "orders", "--primary-key", "order_id",
+                                         "--like", "products"),
+                          capture_output=True, text=True, timeout=60, env=daemon.env(), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert len(tls_optix.created()) == 1
+    assert connects(proxy, tls_optix) >= 1, proxy.log()
+    assert "s3cret-proxy-pw" not in proc.stdout + proc.stderr
