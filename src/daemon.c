@@ -541,16 +541,7 @@ int daemon_run(const struct daemon_opts *opts)
 		d.exit_status = 1;
 		goto out;
 	}
-	{
-		/* Totals an older version kept in the journal move to their file before compaction drops them. */
-		const struct conn_totals *old;
-		size_t n_old = journal_legacy_totals(d.journal, &old);
-
-		if (n_old && ((r = totals_merge(d.totals, old, n_old)) < 0 || (r = totals_flush(d.totals, true)) < 0))
-			log_error("cannot write the totals in %s: %s (the journal keeps them until they can be)",
-				  d.cfg->state_dir, strerror(-r));
-	}
-	if (r >= 0 && (r = journal_compact(d.journal, true)) < 0)
+	if ((r = journal_compact(d.journal, true)) < 0)
 		log_warning("journal compaction failed: %s (continuing with the journal as it is)", strerror(-r));
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		log_error("curl_global_init failed");

@@ -45,8 +45,6 @@ struct journal {
 	uint64_t size;          /* durable, well-formed length of the file */
 	struct journal_batch *live;
 	size_t n_live;
-	struct conn_totals *legacy;     /* totals older versions kept here: read for carrying over, never written */
-	size_t n_legacy;
 	struct journal_member *members;  /* of live batches, grouped by batch in index order */
 	size_t n_members;
 	bool readonly;
@@ -79,25 +77,6 @@ static int apply_member(struct journal *j, const struct journal_member *m)
 		j->n_members++;
 	}
 	j->members[i] = *m;
-	return 0;
-}
-
-static int apply_legacy(struct journal *j, const struct conn_totals *s)
-{
-	size_t i;
-
-	for (i = 0; i < j->n_legacy; i++)
-		if (!strcmp(j->legacy[i].connection, s->connection))
-			break;
-	if (i == j->n_legacy) {
-		struct conn_totals *n = realloc(j->legacy, (j->n_legacy + 1) * sizeof(*n));
-
-		if (!n)
-			return -ENOMEM;
-		j->legacy = n;
-		j->n_legacy++;
-	}
-	j->legacy[i] = *s;
 	return 0;
 }
 
@@ -262,8 +241,6 @@ static int replay(struct journal *j, unsigned char **image, size_t *image_len, s
 				j->next_id = rec.u.next_id;
 		} else if (rec.type == JREC_MEMBER) {
 			r = apply_member(j, &rec.u.m);
-		} else if (rec.type == JREC_LEGACY_TOTALS) {
-			r = apply_legacy(j, &rec.u.s);
 		} else {
 			if ((r = apply(j, &rec.u.b)) == 0)
 				r = note_seen(&seen, &n_seen, &rec.u.b, pos);
@@ -508,7 +485,6 @@ void journal_free(struct journal *j)
 	free(j->path);
 	free(j->tmp_path);
 	free(j->live);
-	free(j->legacy);
 	free(j->members);
 	free(j->pending);
 	free(j->damage);
@@ -579,12 +555,6 @@ bool journal_file_live(const struct journal *j, uint64_t file_id)
 		if (j->members[i].file_id == file_id)
 			return true;
 	return false;
-}
-
-size_t journal_legacy_totals(const struct journal *j, const struct conn_totals **out)
-{
-	*out = j->legacy;
-	return j->n_legacy;
 }
 
 int journal_put(struct journal *j, const struct journal_batch *b)

@@ -3,7 +3,7 @@
 /*
  * Contract.
  * Owns: the journal file's fd and its directory's, the live batches and members replayed or
- * put, the records queued and not yet synced, and what replay found (damage, legacy totals).
+ * put, the records queued and not yet synced, and what replay found (damage).
  * Pointers it hands out (journal_at, journal_find, journal_members) are its own: valid until the
  * next put, compaction or journal_free. journal_put* copy what they are given.
  * Borrows: @dir for journal_open*.
@@ -105,13 +105,5 @@ size_t journal_members(const struct journal *j, uint64_t batch_id, const struct 
 /* Whether @file_id names a file of a live batch (single-file batches use the batch id). */
 bool journal_file_live(const struct journal *j, uint64_t file_id);
 
-/*
- * The totals of each connection an older version kept in the journal (the last of each), as
- * replay found them, for carrying over to <state_dir>/totals. Compaction does not write them
- * (a compacted journal has none when opened again), even the one journal_open makes of a
- * damaged journal: carry them over before compacting. Valid until journal_free.
- */
-size_t journal_legacy_totals(const struct journal *j, const struct conn_totals **out);
-
-/* Rewrite the journal with only live state (no legacy totals), when it has grown (or @force). */
+/* Rewrite the journal with only live state, when it has grown (or @force). */
 int journal_compact(struct journal *j, bool force);

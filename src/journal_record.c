@@ -137,50 +137,12 @@ static int decode_batch(struct rbuf *r, struct journal_batch *b)
 	b->rejected_size = r_u64(r);
 	b->updated = (int64_t)r_u64(r);
 	b->n_members = (uint32_t)r_u64(r);
-	/* Records written before dcsyncd kept the destination end here. */
-	if (!r->bad && r->pos < r->n)
-		b->dest = r_u64(r);
+	b->dest = r_u64(r);
 	if (r->bad || b->id > JREC_ID_MAX || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
 		return -EINVAL;
 	return 0;
 }
 
-static int decode_legacy_totals(struct rbuf *r, struct conn_totals *s)
-{
-	memset(s, 0, sizeof(*s));
-	r_str(r, s->connection, sizeof(s->connection));
-	s->files_done = r_u64(r);
-	s->files_failed = r_u64(r);
-	s->records_sent = r_u64(r);
-	s->records_rejected = r_u64(r);
-	s->requests = r_u64(r);
-	s->last_success = (int64_t)r_u64(r);
-	s->last_error = (int64_t)r_u64(r);
-	s->last_error_status = (int64_t)r_u64(r);
-	r_str(r, s->last_error_text, sizeof(s->last_error_text));
-	s->rate_budget = r_u64(r);
-	s->rate_waiting = r_u64(r);
-	return r->bad ? -EINVAL : 0;
-}
-
-
-void jrec_legacy_totals(struct jrec_buf *w, const struct conn_totals *s)
-{
-	w->n = 0;
-	w->b[w->n++] = JREC_LEGACY_TOTALS;
-	w_str(w, s->connection);
-	w_u64(w, s->files_done);
-	w_u64(w, s->files_failed);
-	w_u64(w, s->records_sent);
-	w_u64(w, s->records_rejected);
-	w_u64(w, s->requests);
-	w_u64(w, (uint64_t)s->last_success);
-	w_u64(w, (uint64_t)s->last_error);
-	w_u64(w, (uint64_t)s->last_error_status);
-	w_str(w, s->last_error_text);
-	w_u64(w, s->rate_budget);
-	w_u64(w, s->rate_waiting);
-}
 
 
 void jrec_meta(struct jrec_buf *w, uint64_t next_id)
@@ -223,9 +185,6 @@ bool jrec_at(const unsigned char *data, size_t n, size_t pos, bool exact, struct
 		break;
 	case JREC_MEMBER:
 		r = decode_member(&rb, &rec->u.m);
-		break;
-	case JREC_LEGACY_TOTALS:
-		r = decode_legacy_totals(&rb, &rec->u.s);
 		break;
 	case JREC_BATCH:
 		r = decode_batch(&rb, &rec->u.b);

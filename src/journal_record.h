@@ -18,8 +18,6 @@
 #define JREC_BATCH 'B'
 #define JREC_META 'M'
 #define JREC_MEMBER 'F'
-/* A connection's totals, as dcsyncd kept them in the journal before <state_dir>/totals: read, never written. */
-#define JREC_LEGACY_TOTALS 'S'
 #define JREC_MAX 4096
 #define JREC_MIN 9              /* a type byte and one u64: the smallest record (META) */
 /* Far beyond any real journal: a larger id is corrupt, and would let next_id++ wrap to live ids. */
@@ -34,8 +32,6 @@ struct jrec_buf {
 void jrec_meta(struct jrec_buf *w, uint64_t next_id);
 void jrec_batch(struct jrec_buf *w, const struct journal_batch *b);
 void jrec_member(struct jrec_buf *w, const struct journal_member *m);
-/* The layout older versions wrote: for tests and fuzz seeds that make an old journal. */
-void jrec_legacy_totals(struct jrec_buf *w, const struct conn_totals *s);
 /* The 8-byte header that goes before @w's payload. */
 void jrec_frame(unsigned char hdr[8], const struct jrec_buf *w);
 
@@ -45,7 +41,6 @@ struct jrec {
 	union {
 		uint64_t next_id;
 		struct journal_member m;
-		struct conn_totals s;
 		struct journal_batch b;
 	} u;
 };

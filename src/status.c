@@ -96,21 +96,6 @@ static void json_time(FILE *out, int64_t t)
 		fputs("null", out);
 }
 
-/* A connection's totals: from <state_dir>/totals, or, before the daemon has carried them over, an older journal's. */
-static const struct conn_totals *totals_of(const struct totals *t, const struct journal *j, const char *name)
-{
-	const struct conn_totals *legacy;
-	size_t n;
-
-	if (t)
-		return totals_find(t, name);
-	n = j ? journal_legacy_totals(j, &legacy) : 0;
-	for (size_t i = 0; i < n; i++)
-		if (!strcmp(legacy[i].connection, name))
-			return &legacy[i];
-	return NULL;
-}
-
 /* What `status` tells of one configured connection: gathered once, printed as text or JSON. */
 struct conn_status {
 	const struct conn_config *c;
@@ -128,7 +113,7 @@ static void gather_conn(const struct config *cfg, const struct conn_config *c, c
 	char sub[4200];
 
 	cs->c = c;
-	cs->st = totals_of(t, j, c->name);
+	cs->st = t ? totals_find(t, c->name) : NULL;   /* none before the daemon first wrote them */
 	(void)layout_path(cs->dir, sizeof(cs->dir), LAYOUT_SPOOL, cfg->spool_dir, cfg->state_dir, c->name);
 	cs->queued = count_dir(cs->dir, 0);
 	(void)layout_path(cs->faildir, sizeof(cs->faildir), LAYOUT_FAILED, cfg->spool_dir, cfg->state_dir, c->name);

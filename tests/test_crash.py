@@ -641,68 +641,6 @@ def test_torn_journal_tail_multi_file_batch(daemon, optix):
         check_final(daemon, optix, files, where=where)
 
 
-def legacy_totals_record(name, counts, last_error_text, rate=(0, 0)):
-    """A journal record of a connection's totals as dcsyncd journaled them before they had a file of
-    their own (type 'S'): counts = files done, failed, records sent, rejected, requests, last
-    success, last error, its HTTP status."""
-    def u64(v):
-        return (v & (2**64 - 1)).to_bytes(8, "little")
-
-    def text(t):
-        b = t.encode()
-        return u64(len(b)) + b
-    payload = (b"S" + text(name) + b"".join(u64(v) for v in counts) + text(last_error_text)
-               + b"".join(u64(v) for v in rate))
-    return len(payload).to_bytes(4, "little") + crc32c(payload).to_bytes(4, "little") + payload
-
-
-def test_old_journal_with_totals_resumes_its_batch(daemon, optix):
-    """A journal of a version that kept the connections' totals in it (records of type 'S' among
-    those of a batch open at a crash): the batch resumes under its own batch_uuid, the last totals
-    move to <state_dir>/totals (mode and group of the journal's), `status` shows them with this
-    run's added, and the journal keeps no totals record."""
-    need_crashpoints(daemon)
-    configure(daemon, optix, batch_records=10)
-    files = [SpoolFile("t.ndjson", range(0, 30), "t", BASE_MTIME_NS)]
-    files[0].drop(daemon)
-    proc, log = run_once(daemon, "after-ack:1")
-    assert proc.returncode == -9, f"exit {proc.returncode}\n{log[-3000:]}"
-    batch = optix.requests(UUID1)[0]["batch_uuid"]
-
-    journal, totals = daemon.state_dir / "journal", daemon.state_dir / "totals"
-    first = journal_records(journal)[0]
-    image = journal.read_bytes()
-    older = legacy_totals_record(CONN, (39, 2, 123000, 7, 49, 1700000000, 1700000100, 503),
-                                 "old.ndjson: request 2 failed (HTTP 503)")
-    last = legacy_totals_record(CONN, (40, 2, 123456, 7, 50, 1700000000, 1700000100, 503),
-                                "old.ndjson: request 2 failed (HTTP 503)")
-    cut = first[0] + first[1]
-    journal.write_bytes(image[:cut] + older + image[cut:] + last)
-    daemon.priv.give_to_daemon(journal)
-    totals.unlink(missing_ok=True)
-
-    proc, log = run_once(daemon)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{log[-3000:]}"
-    assert f"resuming batch {batch}" in log, f"batch {batch} not resumed:\n{log[-3000:]}"
-    assert "damaged" not in log and "torn" not in log, log[-3000:]
-    check_final(daemon, optix, files)
-
-    kinds = [chr(journal.read_bytes()[off + 8]) for off, _ in journal_records(journal)]
-    assert "S" not in kinds, f"the journal still holds totals records: {kinds}"
-    jst, tst = journal.stat(), totals.stat()
-    assert (tst.st_mode & 0o777, tst.st_uid, tst.st_gid) == (jst.st_mode & 0o777, jst.st_uid, jst.st_gid) and \
-        tst.st_mode & 0o777 == 0o640, f"totals {oct(tst.st_mode)} {tst.st_uid}:{tst.st_gid}, journal " \
-        f"{oct(jst.st_mode)} {jst.st_uid}:{jst.st_gid}"
-    out = subprocess.run(daemon.command("status"), capture_output=True, text=True, timeout=30, env=daemon.env(),
-                         stdin=subprocess.DEVNULL)
-    assert out.returncode == 0, out.stderr
-    m = re.search(r"totals: +41 file\(s\) uploaded, 2 failed, 123486 records sent, 7 rejected, (\d+) requests",
-                  out.stdout)
-    assert m and int(m.group(1)) > 50, out.stdout
-    assert re.search(r"last error: +2023-11-14 22:15:00 UTC \(\d+ s ago\): HTTP 503, old\.ndjson: request 2 failed",
-                     out.stdout), out.stdout
-
-
 # --- 4. ENOSPC on the journal -----------------------------------------------------------------------
 
 @pytest.fixture

@@ -55,22 +55,6 @@ static void copy_journal(const char *dir, const char *out_dir, const char *name)
 	free(b);
 }
 
-/* Totals as versions before <state_dir>/totals kept them in the journal: seeds keep that path fuzzed. */
-static void append_legacy_totals(const char *dir, const struct conn_totals *s)
-{
-	struct jrec_buf w;
-	unsigned char hdr[8];
-	char path[512];
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/journal", dir);
-	jrec_legacy_totals(&w, s);
-	jrec_frame(hdr, &w);
-	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
-	if (fd < 0 || write(fd, hdr, 8) != 8 || write(fd, w.b, w.n) != (ssize_t)w.n || close(fd) < 0)
-		die(path, -errno);
-}
-
 static struct journal_batch batch(uint64_t id, enum batch_state st, const char *conn, uint32_t members)
 {
 	struct journal_batch b = { .id = id, .state = st, .cut_records = 5000, .cut_bytes = 8u << 20,
@@ -89,9 +73,6 @@ static void journals(const char *tmp, const char *out_dir)
 	struct journal *j;
 	struct journal_batch b1, b2, b3;
 	struct journal_member m = { 0 };
-	struct conn_totals st = { .files_done = 12, .records_sent = 61234, .requests = 14,
-					 .last_success = 1700000100, .last_error = 1700000050,
-					 .last_error_status = 429, .rate_budget = 50 };
 	int r;
 
 	if ((r = journal_open(&j, tmp, NULL)) < 0)
@@ -112,11 +93,8 @@ static void journals(const char *tmp, const char *out_dir)
 		journal_put_member(j, &m);
 	}
 	journal_put(j, &b2);
-	snprintf(st.connection, sizeof(st.connection), "products");
-	snprintf(st.last_error_text, sizeof(st.last_error_text), "HTTP 429: rate limited");
 	if ((r = journal_sync(j)) < 0)
 		die("journal_sync", r);
-	append_legacy_totals(tmp, &st);
 	copy_journal(tmp, out_dir, "live");
 	b1.state = BATCH_COMPLETED;
 	journal_put(j, &b1);

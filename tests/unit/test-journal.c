@@ -63,30 +63,6 @@ static void put_sync(struct journal *j, const struct journal_batch *b)
 		abort();
 }
 
-/* Append a connection's totals to the closed journal at @path as older versions wrote them. */
-static void append_legacy_totals(const char *path, const struct conn_totals *s)
-{
-	struct jrec_buf w;
-	unsigned char hdr[8];
-	int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
-
-	jrec_legacy_totals(&w, s);
-	jrec_frame(hdr, &w);
-	if (fd < 0 || write(fd, hdr, 8) != 8 || write(fd, w.b, w.n) != (ssize_t)w.n || close(fd) < 0)
-		abort();
-}
-
-static const struct conn_totals *legacy_find(const struct journal *j, const char *name)
-{
-	const struct conn_totals *v;
-	size_t n = journal_legacy_totals(j, &v);
-
-	for (size_t i = 0; i < n; i++)
-		if (!strcmp(v[i].connection, name))
-			return &v[i];
-	return NULL;
-}
-
 static void replay_keeps_last_state_per_batch(void)
 {
 	char *dir = tmpdir_new("journal");
@@ -339,17 +315,14 @@ static int damaged_copies(const char *dir, char **name)
 /* One record of the damage test's journal: where it is and what it said. */
 struct rec_model {
 	size_t off, len;
-	bool is_stats;
 	struct journal_batch b;
-	struct conn_totals s;
 };
 
 /*
  * A journal of many records (batches opened, acknowledged, completed, archived or failed, some
- * left open; connection totals between them, as older versions wrote them), damaged by 4 flipped bytes at 10%, 50% and 90%
- * of its length, one at a time and all three together. Replay must lose exactly the records
+ * left open), damaged by 4 flipped bytes at 10%, 50% and 90% of its length, one at a time and all three together. Replay must lose exactly the records
  * the flips hit: every other record is applied (live batches in their last surviving state,
- * the last surviving totals), the skipped stretches are reported exactly, the batches whose
+ * the skipped stretches are reported exactly, the batches whose
  * later records were hit are in doubt, the damaged file is copied aside once and the journal
  * rewritten so that the next start finds nothing wrong.
  */
@@ -383,18 +356,7 @@ static void damage_in_the_middle_loses_only_what_it_hits(void)
 			put_sync(j, &b);
 			r->len = (size_t)file_size(path) - r->off;
 		}
-		if (id % 3 == 0) {
-			r = &recs[n_recs++];
-			r->off = (size_t)file_size(path);
-			r->is_stats = true;
-			snprintf(r->s.connection, sizeof(r->s.connection), "conn-%llu", (unsigned long long)(id % 2));
-			r->s.files_done = id;
-			r->s.records_sent = id * 1000;
-			journal_free(j);
-			append_legacy_totals(path, &r->s);
-			j = open_ok(dir, NULL);
-			r->len = (size_t)file_size(path) - r->off;
-		}
+
 	}
 	journal_free(j);
 	image = read_whole(path, &full);
@@ -440,7 +402,7 @@ static void damage_in_the_middle_loses_only_what_it_hits(void)
 			bool doubt = false;
 
 			for (size_t r = 0; r < n_recs; r++)
-				if (!recs[r].is_stats && recs[r].b.id == id && !hit[r])
+				if (recs[r].b.id == id && !hit[r])
 					last = &recs[r];
 			for (size_t r = 0; last && r < n_recs; r++)
 				doubt |= hit[r] && recs[r].off > last->off;
@@ -458,16 +420,7 @@ static void damage_in_the_middle_loses_only_what_it_hits(void)
 		is_int(bad_live, 0, "%s: %zu live batches, each in its last surviving state", label, journal_count(j));
 		is_int(journal_count(j), live, "%s: no other batch is live", label);
 		is_int(bad_doubt, 0, "%s: exactly the live batches whose later records were hit are in doubt", label);
-		{
-			const struct conn_totals *s0 = legacy_find(j, "conn-0"), *s1 = legacy_find(j, "conn-1");
-			const struct conn_totals *w0 = NULL, *w1 = NULL;
 
-			for (size_t r = 0; r < n_recs; r++)
-				if (recs[r].is_stats && !hit[r])
-					*(recs[r].s.connection[5] == '0' ? &w0 : &w1) = &recs[r].s;
-			ok(s0 && s1 && w0 && w1 && s0->files_done == w0->files_done && s1->records_sent == w1->records_sent,
-			   "%s: the connection totals are the last surviving ones", label);
-		}
 		{
 			bool same = journal_damage(j, &dmg) == n_want;
 
@@ -549,69 +502,6 @@ static void members_replay(void)
 	put_sync(j, &b);
 	ok(journal_members(j, 5, &got) == 0 && !journal_file_live(j, 7), "members go with their batch");
 	journal_free(j);
-	tmpdir_remove(dir);
-}
-
-/* A journal.tmp left by a compaction that died before its rename is dropped; the journal stands. */
-/*
- * A journal written by an older version, with connection totals among the records of an open
- * batch and a finished one: it replays without damage, the open batch is live in its last state
- * (so it resumes), the last totals of each connection are offered for carrying over, the journal
- * writes no totals of its own, and compaction drops them while keeping the batch.
- */
-static void old_journal_with_totals_replays_and_compacts_them_away(void)
-{
-	char *dir = tmpdir_new("journal");
-	char *path = path_join(dir, "journal");
-	struct journal *j = open_ok(dir, NULL);
-	struct conn_totals shop1 = { .connection = "shop", .files_done = 3, .records_sent = 12345,
-				     .last_error_status = 429, .last_error_text = "rate limited" };
-	struct conn_totals shop2 = shop1, other = { .connection = "other", .files_failed = 2, .rate_budget = 7,
-						     .rate_waiting = 1, .last_success = 1700000000 };
-	struct journal_batch open_b = batch(4, BATCH_OPEN, 0), done_b = batch(5, BATCH_OPEN, 0);
-	const struct journal_range *dmg;
-	const struct conn_totals *g1, *g2;
-	uint64_t torn = 1;
-	off_t before;
-
-	put_sync(j, &open_b);
-	put_sync(j, &done_b);
-	journal_free(j);
-	append_legacy_totals(path, &shop1);
-	j = open_ok(dir, NULL);
-	open_b = batch(4, BATCH_OPEN, 300);
-	put_sync(j, &open_b);
-	done_b.state = BATCH_ARCHIVED;
-	put_sync(j, &done_b);
-	journal_free(j);
-	shop2.files_done = 4;
-	shop2.records_sent = 20000;
-	append_legacy_totals(path, &other);
-	append_legacy_totals(path, &shop2);
-
-	before = file_size(path);
-	j = open_ok(dir, &torn);
-	g1 = legacy_find(j, "shop");
-	g2 = legacy_find(j, "other");
-	ok(torn == 0 && journal_damage(j, &dmg) == 0, "an old journal with totals replays clean (torn %llu)",
-	   (unsigned long long)torn);
-	ok(journal_count(j) == 1 && same_batch(journal_find(j, 4), &open_b),
-	   "its open batch is live in its last state, ready to resume");
-	ok(g1 && g1->files_done == 4 && g1->records_sent == 20000 && g1->last_error_status == 429 &&
-		   !strcmp(g1->last_error_text, "rate limited"),
-	   "the last totals of a connection are offered for carrying over");
-	ok(g2 && g2->files_failed == 2 && g2->rate_budget == 7 && g2->rate_waiting == 1 && g2->last_success == 1700000000,
-	   "every field of the old record is read");
-	is_int(file_size(path), before, "replay leaves the old journal as it is");
-	open_b = batch(4, BATCH_OPEN, 400);
-	put_sync(j, &open_b);
-	is_int(journal_compact(j, true), 0, "compaction of the old journal");
-	journal_free(j);
-	j = open_ok(dir, &torn);
-	ok(journal_legacy_totals(j, &g1) == 0 && journal_count(j) == 1 && same_batch(journal_find(j, 4), &open_b),
-	   "compaction drops the totals and keeps the batch");
-	journal_free(j);
-	free(path);
 	tmpdir_remove(dir);
 }
 
@@ -712,7 +602,6 @@ int main(void)
 	damage_in_the_middle_loses_only_what_it_hits();
 	torn_tail_makes_no_copy();
 	members_replay();
-	old_journal_with_totals_replays_and_compacts_them_away();
 	leftover_temporary_is_ignored();
 	readonly_view_does_not_cut();
 	signal(SIGXFSZ, SIG_IGN);  /* writes past RLIMIT_FSIZE fail with EFBIG instead */
