@@ -247,7 +247,7 @@ def reset_dir(run_dir):
     (run_dir / "state").mkdir()
 
 
-def run_workload(a, wl, run_dir, perf_out=None):
+def run_workload(a, wl, run_dir, perf_out=None, callgrind_out=None):
     """One run of workload wl: {"conns": {name: [files]}, "records": N}. Returns a result dict."""
     reset_dir(run_dir)
     sink = Sink(a.sink, run_dir)
@@ -259,6 +259,11 @@ def run_workload(a, wl, run_dir, perf_out=None):
             for f in files:
                 place(f, d / f.name)
         argv = [str(a.dcsyncd), "-c", str(conf), "--once"]
+        if callgrind_out:
+            # Instructions, not seconds: the same for the same binary and input whatever the
+            # machine is doing, so two builds compare within a fraction of a per cent.
+            argv = ["valgrind", "--tool=callgrind", "--trace-children=yes",
+                    f"--callgrind-out-file={callgrind_out}"] + argv
         wrap = ["perf", "record", "-q", "-F", "20000", "-g", "-o", str(perf_out), "--"] if perf_out else []
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
         m = measure(argv, a.timeout, run_dir / "dcsyncd.log", env, wrap)
@@ -330,6 +335,8 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=600, help="seconds before a daemon run is killed")
     p.add_argument("--profile", nargs="?", const="W1", default=None, metavar="W",
                    help="also perf-record one run of workload W (default W1) and print the top symbols")
+    p.add_argument("--callgrind", action="store_true",
+                   help="instead of timing, count the daemon's instructions (valgrind --tool=callgrind), one run each")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed, too")
     a = p.parse_args(argv)
@@ -380,6 +387,9 @@ def main(argv=None):
         w7 = data_csv(a.data_dir, "w7-10M.csv", 10_000_000)
         workloads["W7"] = {"title": "W7: 1 CSV × 10,000,000 rows × 10 columns", "conns": {"bench": [w7]},
                            "records": 10_000_000, "files": 1, "conn_keys": [f"csv_columns = {CSV_COLUMNS}"]}
+
+    if a.callgrind:
+        return count_instructions(a, only, workloads)
 
     groups = [[w] for w in ["W1", "W1C", "W2", "W3", "W4", "W5", "W6", "W7"] if w in only]
     if ["W1"] in groups and ["W1C"] in groups:
@@ -436,6 +446,32 @@ def main(argv=None):
     broken = [w for w, r in results.items() if r["problems"]]
     missed = [w for w, r in results.items() if not r.get("pass", True)]
     return 1 if broken or (a.strict and missed) else 0
+
+
+def count_instructions(a, only, workloads):
+    """One run of each workload under callgrind; prints the daemon's instructions (all threads)."""
+    if not shutil.which("valgrind"):
+        print("valgrind not found: apt-get install valgrind", file=sys.stderr)
+        return 1
+    rc = 0
+    print("| workload | instructions |")
+    print("|---|---|")
+    for name in only:
+        wl = workloads[name]
+        out = a.run_dir / f"{name}.callgrind"
+        print(f"  {name} under callgrind...", file=sys.stderr, flush=True)
+        r = run_workload(a, wl, a.run_dir / name, callgrind_out=out)
+        total = 0
+        for line in out.read_text(errors="replace").splitlines() if out.exists() else ():
+            if line.startswith(("summary:", "totals:")):
+                total = int(line.split()[1])
+        if r["problems"] or not total:
+            rc = 1
+            print(f"  {name}: " + "; ".join(r["problems"] or ["no callgrind totals"]), file=sys.stderr)
+        print(f"| {name} | {fmt_int(total)} |", flush=True)
+        shutil.rmtree(a.run_dir / name, ignore_errors=True)
+        out.unlink(missing_ok=True)
+    return rc
 
 
 # Debian 12's libyajl2 (2.1.0-3+deb12u2) is stripped: its internal functions show up as bare

@@ -3,7 +3,7 @@
 # generates the data once (cached in build-bench/data/), runs the workloads against the loopback
 # sink and prints a markdown table with the targets.
 #
-#   tests/bench/run.sh [--only W1,W1C,W2,W3,W4,W5,W6,W7] [--repeat N] [--timeout SECONDS] [--profile [W]] [--json FILE] [--strict]
+#   tests/bench/run.sh [--only W1,W1C,W2,W3,W4,W5,W6,W7] [--repeat N] [--timeout SECONDS] [--profile [W]] [--callgrind] [--json FILE] [--strict]
 #
 #   W1  1 file of 1,000,000 records        target: CPU <= 2x yajl bare parse, >= 1,000,000 records/s
 #   W1C W1 with field_catalog = no         target: W1's CPU <= 1.05x this (the field catalog's cost)
