@@ -520,13 +520,17 @@ class Handler(BaseHTTPRequestHandler):
                "batch_uuid": None, "batch_completed": None, "ttl_seconds": None, "n_records": None,
                "bytes": None, "status": None, "keys": [], "first_pk": None, "last_pk": None,
                "content_type": self.headers.get("Content-Type"), "fault": None, "sent": None}
+        # The request is recorded before the client can see its answer: a test that has read
+        # the answer (or the daemon's reaction to it) finds the request in the log.
+        act = ("close",)
         try:
             fault = st.take_fault(uuid) if m else None
             rec["fault"] = fault
             if fault and fault.get("reset_mid_body"):
                 length = int(self.headers.get("Content-Length") or 0)
                 self.read_body(limit=max(1, length // 2))
-                return self.abort()
+                act = ("abort",)
+                return
             body = self.read_body()
             rec["bytes"] = len(body)
             rec["sent"] = st.peek(uuid, body)
@@ -534,10 +538,10 @@ class Handler(BaseHTTPRequestHandler):
             if delay:
                 time.sleep(delay)
             if fault and fault.get("reset"):
-                return self.abort()
-            if fault and fault.get("close"):
-                self.close_connection = True        # FIN without an answer
+                act = ("abort",)
                 return
+            if fault and fault.get("close"):
+                return                              # FIN without an answer
             if fault and fault.get("status"):
                 headers = dict(fault.get("headers") or {})
                 if fault.get("retry_after") is not None:
@@ -549,23 +553,32 @@ class Handler(BaseHTTPRequestHandler):
             if not m:
                 raise Reply(404, {"status": 404, "error": "Not Found"})
             answer = st.upload(uuid, self.headers, body, rec)
-            if fault and fault.get("reset_after_process"):
-                rec["status"] = 200
-                return self.abort()                 # applied, but the client never hears so
             rec["status"] = 200
-            self.send_json(200, answer)
+            # reset_after_process: applied, but the client never hears so.
+            act = ("abort",) if fault and fault.get("reset_after_process") else ("send", 200, answer, None)
         except Reply as r:
             rec["status"] = r.status
             rec["error"] = r.body
-            self.send_json(r.status, r.body, r.headers)
+            act = ("send", r.status, r.body, r.headers)
         except ConnectionError as e:
             rec["error"] = str(e)
-            self.close_connection = True
         finally:
             st.record_request(rec)
             self.log_message("upload seq=%s uuid=%s status=%s records=%s batch=%s completed=%s",
                              rec["seq"], uuid, rec["status"], rec["n_records"], rec["batch_uuid"],
                              rec["batch_completed"])
+            self.act(act)
+
+    def act(self, act):
+        """Answer, reset or close, once the request is on record."""
+        if act[0] == "abort":
+            return self.abort()
+        if act[0] == "send":
+            try:
+                return self.send_json(*act[1:])
+            except ConnectionError:
+                pass
+        self.close_connection = True
 
     def control(self, method, path):
         st = self.server.state
