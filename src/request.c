@@ -49,6 +49,7 @@ static void enter(struct request *q, enum request_state state, double delay)
 	if (q->state != state)
 		req_log(q, LOG_LVL_DEBUG, -1, "request %s -> %s", names[q->state], names[state]);
 	q->state = state;
+	q->wait = delay;
 	timer_arm(q->loop, &q->timer, delay);
 }
 

@@ -51,6 +51,7 @@ struct request_ops {
 struct request {
 	enum request_state state;
 	ev_timer timer;
+	double wait;                    /* seconds the timer was armed for by the last wait (< 0: none) */
 	struct ev_loop *loop;
 	struct request_ops ops;
 	void *userdata;

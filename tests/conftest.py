@@ -68,7 +68,12 @@ def priv_tmp_root(request, tmp_path_factory):
         return
     base = tmp_path_factory.getbasetemp()
     base.chmod(0o711)
+    own = Path(tempfile.gettempdir()) / "dcsyncd-tests-"
     for d in base.parents:
+        # Under pytest-xdist a worker's base is <our tmp root>/t/popen-gwN: the directories
+        # between are ours, made 0700 by pytest, and opened for passing through like the root.
+        if str(d).startswith(str(own)) and os.stat(d).st_uid == os.geteuid():
+            d.chmod(os.stat(d).st_mode & 0o777 | 0o711)
         if not os.stat(d).st_mode & 0o001:
             pytest.exit(f"{d} is not searchable by others: the daemon's user cannot reach {base} "
                         f"(give another --basetemp, or {PRIV_ENV}=root)", returncode=4)

@@ -39,7 +39,7 @@ NUMBER_RE = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$")
 TAG_RE = re.compile(r"\[%([A-Za-z0-9_]+)%\]")
 RATE_LIMIT_BODY = {"status": 429, "error": "Too Many Requests", "message": "You have exceeded the rate limit"}
 FAULT_KEYS = {"uuid", "status", "count", "retry_after", "body", "headers", "reset", "reset_mid_body",
-              "close", "reset_after_process", "delay", "after", "reject_pk"}
+              "close", "reset_after_process", "delay", "after", "reject_pk", "hold"}
 
 
 # --- JSON that keeps numbers as written -------------------------------------------------------
@@ -145,6 +145,11 @@ class State:
         self.max_body = max_body
         self.rate_limit = rate_limit
         self.delay = delay
+        # {"hold": true} faults: the request, body read, waits here until the test releases it,
+        # so a test can keep a request in flight for as long as it needs, without a clock.
+        self.hold_cond = threading.Condition()
+        self.held = 0            # requests waiting now
+        self.releases = 0        # releases not yet taken
         self.track = None        # a field whose value each upload request records (see configure)
         self.created = {}        # uuid -> name of connections made through POST /connections
         self.descriptions = {}
@@ -325,6 +330,19 @@ class State:
                 key = str(r["status"]) if r["status"] is not None else "dropped"
                 counts[key] = counts.get(key, 0) + 1
             return counts
+
+    def hold(self):
+        with self.hold_cond:
+            self.held += 1
+            self.hold_cond.notify_all()
+            self.hold_cond.wait_for(lambda: self.releases > 0)
+            self.releases -= 1
+            self.held -= 1
+
+    def release(self, n):
+        with self.hold_cond:
+            self.releases += n
+            self.hold_cond.notify_all()
 
     def configure(self, cfg):
         unknown = set(cfg) - {"api_key", "brand_key", "max_body", "rate_limit", "delay", "connections", "track"}
@@ -520,24 +538,30 @@ class Handler(BaseHTTPRequestHandler):
                "batch_uuid": None, "batch_completed": None, "ttl_seconds": None, "n_records": None,
                "bytes": None, "status": None, "keys": [], "first_pk": None, "last_pk": None,
                "content_type": self.headers.get("Content-Type"), "fault": None, "sent": None}
+        # The request is recorded before the client can see its answer: a test that has read
+        # the answer (or the daemon's reaction to it) finds the request in the log.
+        act = ("close",)
         try:
             fault = st.take_fault(uuid) if m else None
             rec["fault"] = fault
             if fault and fault.get("reset_mid_body"):
                 length = int(self.headers.get("Content-Length") or 0)
                 self.read_body(limit=max(1, length // 2))
-                return self.abort()
+                act = ("abort",)
+                return
             body = self.read_body()
             rec["bytes"] = len(body)
             rec["sent"] = st.peek(uuid, body)
+            if fault and fault.get("hold"):
+                st.hold()
             delay = (fault or {}).get("delay", 0) + st.delay
             if delay:
                 time.sleep(delay)
             if fault and fault.get("reset"):
-                return self.abort()
-            if fault and fault.get("close"):
-                self.close_connection = True        # FIN without an answer
+                act = ("abort",)
                 return
+            if fault and fault.get("close"):
+                return                              # FIN without an answer
             if fault and fault.get("status"):
                 headers = dict(fault.get("headers") or {})
                 if fault.get("retry_after") is not None:
@@ -549,23 +573,32 @@ class Handler(BaseHTTPRequestHandler):
             if not m:
                 raise Reply(404, {"status": 404, "error": "Not Found"})
             answer = st.upload(uuid, self.headers, body, rec)
-            if fault and fault.get("reset_after_process"):
-                rec["status"] = 200
-                return self.abort()                 # applied, but the client never hears so
             rec["status"] = 200
-            self.send_json(200, answer)
+            # reset_after_process: applied, but the client never hears so.
+            act = ("abort",) if fault and fault.get("reset_after_process") else ("send", 200, answer, None)
         except Reply as r:
             rec["status"] = r.status
             rec["error"] = r.body
-            self.send_json(r.status, r.body, r.headers)
+            act = ("send", r.status, r.body, r.headers)
         except ConnectionError as e:
             rec["error"] = str(e)
-            self.close_connection = True
         finally:
             st.record_request(rec)
             self.log_message("upload seq=%s uuid=%s status=%s records=%s batch=%s completed=%s",
                              rec["seq"], uuid, rec["status"], rec["n_records"], rec["batch_uuid"],
                              rec["batch_completed"])
+            self.act(act)
+
+    def act(self, act):
+        """Answer, reset or close, once the request is on record."""
+        if act[0] == "abort":
+            return self.abort()
+        if act[0] == "send":
+            try:
+                return self.send_json(*act[1:])
+            except ConnectionError:
+                pass
+        self.close_connection = True
 
     def control(self, method, path):
         st = self.server.state
@@ -600,6 +633,12 @@ class Handler(BaseHTTPRequestHandler):
                 with st.lock:
                     st.faults.extend(dict(f) for f in faults)
                     return self.send_json(200, {"pending": len(st.faults)})
+            if method == "GET" and name == "held":
+                with st.hold_cond:
+                    return self.send_json(200, {"held": st.held})
+            if method == "POST" and name == "release":
+                st.release(int(q.get("n", 1)))
+                return self.send_json(200, {"ok": True})
             if method == "POST" and name == "config":
                 st.configure(payload or {})
                 return self.send_json(200, {"ok": True})
@@ -864,6 +903,14 @@ class FakeOptix:
 
     def pending_faults(self):
         return json.loads(self._control("GET", "faults"))
+
+    def held(self):
+        """How many requests wait in a {"hold": true} fault now (body read, no answer yet)."""
+        return json.loads(self._control("GET", "held"))["held"]
+
+    def release(self, n=1):
+        """Let n held requests (now or to come) go on to their answer."""
+        self._control("POST", "release", {}, n=n)
 
     def configure(self, **cfg):
         """api_key, brand_key, max_body (int|None), rate_limit ("N/W"|None), delay, connections {uuid: pk},

@@ -55,5 +55,12 @@ sink=$build/tests/bench/sink
 yajl_parse=$build/tests/bench/yajl_parse
 "$sink" --selftest >/dev/null || { echo "sink self-test failed" >&2; "$sink" --selftest >&2; exit 1; }
 
+# --fleet: three daemons sharing one key (tests/test_fleet.py) with its 429 bound checked and the
+# share of the key's budget printed; DCSYNCD_FLEET_REQUESTS (default 100) requests per host.
+if [ "${1:-}" = --fleet ]; then
+	DCSYNCD_FLEET_BENCH=1 DCSYNCD_FLEET_REQUESTS=${DCSYNCD_FLEET_REQUESTS:-100} DCSYNCD="$build/src/dcsyncd" \
+		exec "$PY" -m pytest -q -s -p no:cacheprovider tests/test_fleet.py
+fi
+
 exec "$PY" tests/bench/bench.py --dcsyncd "$build/src/dcsyncd" --sink "$sink" --yajl-parse "$yajl_parse" \
 	--data-dir "$build/data" --run-dir "${BENCH_RUN_DIR:-$build/run}" "$@"

@@ -8,13 +8,36 @@
 
 static int tap_count, tap_failures;
 
+/*
+ * Print @fmt on the current line with control characters escaped (\n, \r, \t, \xHH): a
+ * description that holds a raw newline would start a line TAP cannot read.
+ */
+static inline void tap_vprint(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+static inline void tap_vprint(const char *fmt, va_list ap)
+{
+	char buf[4096];
+
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	for (const unsigned char *p = (const unsigned char *)buf; *p; p++)
+		if (*p == '\n')
+			fputs("\\n", stdout);
+		else if (*p == '\r')
+			fputs("\\r", stdout);
+		else if (*p == '\t')
+			fputs("\\t", stdout);
+		else if (*p < 0x20 || *p == 0x7f)
+			printf("\\x%02x", *p);
+		else
+			putchar(*p);
+	putchar('\n');
+	fflush(stdout);
+}
+
 static inline void tap_vline(bool pass, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static inline void tap_vline(bool pass, const char *fmt, va_list ap)
 {
 	printf("%sok %d - ", pass ? "" : "not ", ++tap_count);
-	vprintf(fmt, ap);
-	printf("\n");
-	fflush(stdout);
+	tap_vprint(fmt, ap);
 }
 
 /* One check: "ok N - description" or "not ok N - description". Returns @pass. */
@@ -39,10 +62,8 @@ static inline void diag(const char *fmt, ...)
 
 	printf("# ");
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	tap_vprint(fmt, ap);
 	va_end(ap);
-	printf("\n");
-	fflush(stdout);
 }
 
 /* A check that cannot run here: "ok N # SKIP reason". */
@@ -53,10 +74,8 @@ static inline void skip(const char *fmt, ...)
 
 	printf("ok %d # SKIP ", ++tap_count);
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	tap_vprint(fmt, ap);
 	va_end(ap);
-	printf("\n");
-	fflush(stdout);
 }
 
 /* Integer equality, with got/want shown on failure. */
