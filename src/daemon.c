@@ -106,7 +106,7 @@ static void status_line(struct daemon *d, char *buf, size_t len)
 static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct daemon *d = w->data;
-	char line[1024];
+	char raw[1024], line[1024];
 
 	(void)loop;
 	(void)revents;
@@ -129,7 +129,9 @@ static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			log_error("cannot write metrics_file %s: %s", d->cfg->metrics_file, strerror(-r));
 		d->metrics_error_logged = r < 0;
 	}
-	status_line(d, line, sizeof(line));
+	status_line(d, raw, sizeof(raw));
+	/* The line names exporters' files: one newline in a name would be an assignment of its own. */
+	log_defang(line, sizeof(line), raw);
 	if (d->opts.progress)
 		fprintf(stderr, "\r\033[K%s", line);
 	else

@@ -66,11 +66,7 @@ static void log_journal(enum log_level lvl, const struct log_ctx *c, const char 
 	sd_journal_sendv(iov, n);
 }
 
-/*
- * File names come from exporters: a control character in one must not reach a terminal or
- * split a log line. They are shown as \xHH, as in the rest of the message.
- */
-static void defang(char *out, size_t outlen, const char *in)
+void log_defang(char *out, size_t outlen, const char *in)
 {
 	size_t o = 0;
 
@@ -97,10 +93,10 @@ void log_msg(enum log_level lvl, const struct log_ctx *ctx, const char *fmt, ...
 	va_start(ap, fmt);
 	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
-	defang(buf, sizeof(buf), raw);
+	log_defang(buf, sizeof(buf), raw);
 	if (ctx && ctx->file) {
 		safe = *ctx;
-		defang(file, sizeof(file), ctx->file);
+		log_defang(file, sizeof(file), ctx->file);
 		safe.file = file;
 		ctx = &safe;
 	}

@@ -10,6 +10,7 @@
  */
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum log_level {
 	LOG_LVL_ERROR,
@@ -34,6 +35,13 @@ void log_set_level(enum log_level lvl);
 enum log_level log_get_level(void);
 /* Route messages to journald when stderr is the journal stream (JOURNAL_STREAM). */
 void log_open(void);
+/*
+ * @in as it may be shown to an operator or sent to systemd: file names come from exporters, and
+ * a control character in one must not reach a terminal, split a log line or add a line to an
+ * sd_notify message. Control characters (DEL included) become \xHH. @out holds at least 6 bytes;
+ * what does not fit is cut.
+ */
+void log_defang(char *out, size_t outlen, const char *in);
 
 /* "CONNECTION: message": what a connection (ctx->connection) logs, with its journald fields. */
 void log_vconn(enum log_level lvl, const struct log_ctx *ctx, const char *fmt, va_list ap)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "layout.h"
+#include "log.h"
 
 #define ERROR_SUFFIX ".error.json"
 #define RETRIED_DIR ".retried"
@@ -62,38 +63,44 @@ static int keep_error(struct retry_dirs *d, const char *name, char *aside)
 	return r == -ENOENT ? 0 : r;
 }
 
-static int retry_one(struct retry_dirs *d, const char *name, FILE *out)
+static int retry_one(struct retry_dirs *d, const char *raw_name, FILE *out)
 {
 	char aside[LAYOUT_NAME_MAX + 1], final[NAME_MAX + 1];
+	/* What is printed: exporters' names, escaped as the log shows them. */
+	char name[(NAME_MAX + 1) * 4], shown_final[(NAME_MAX + 1) * 4], shown_aside[(LAYOUT_NAME_MAX + 1) * 4];
 	struct stat st;
 	int r;
 
-	if (!*name || strchr(name, '/') || name[0] == '.' || is_error_json(name)) {
+	log_defang(name, sizeof(name), raw_name);
+
+	if (!*raw_name || strchr(raw_name, '/') || raw_name[0] == '.' || is_error_json(raw_name)) {
 		fprintf(stderr, "%s: not a failed file's name (give the names in %s/failed/)\n", name, d->dir);
 		return -EINVAL;
 	}
-	if (fstatat(d->failedfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) {
+	if (fstatat(d->failedfd, raw_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode)) {
 		fprintf(stderr, "%s: no such file in %s/failed/\n", name, d->dir);
 		return -ENOENT;
 	}
-	if ((r = keep_error(d, name, aside)) < 0) {
+	if ((r = keep_error(d, raw_name, aside)) < 0) {
 		fprintf(stderr, "%s: cannot keep its error aside in %s/failed/" RETRIED_DIR "/: %s; left in failed/\n",
 			name, d->dir, strerror(-r));
 		return r;
 	}
-	if ((r = cmd_rename_free(d->failedfd, name, d->dirfd, name, final)) < 0) {
+	if ((r = cmd_rename_free(d->failedfd, raw_name, d->dirfd, raw_name, final)) < 0) {
 		fprintf(stderr, "%s: cannot move it back into %s/: %s; left in failed/\n", name, d->dir, strerror(-r));
 		if (aside[0]) {
 			char err[LAYOUT_NAME_MAX + 1];
 
-			layout_name(err, "", name, ERROR_SUFFIX);
+			layout_name(err, "", raw_name, ERROR_SUFFIX);
 			(void)renameat2(d->retriedfd, aside, d->failedfd, err, RENAME_NOREPLACE);
 		}
 		return r;
 	}
-	fprintf(out, "%s: failed/%s -> %s", d->conn, name, final);
+	log_defang(shown_final, sizeof(shown_final), final);
+	log_defang(shown_aside, sizeof(shown_aside), aside);
+	fprintf(out, "%s: failed/%s -> %s", d->conn, name, shown_final);
 	if (aside[0])
-		fprintf(out, " (its error kept as failed/" RETRIED_DIR "/%s)\n", aside);
+		fprintf(out, " (its error kept as failed/" RETRIED_DIR "/%s)\n", shown_aside);
 	else
 		fputs(" (it had no error.json)\n", out);
 	return 0;

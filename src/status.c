@@ -12,6 +12,7 @@
 #include "journal.h"
 #include "jsonstr.h"
 #include "layout.h"
+#include "log.h"
 #include "spool.h"
 #include "totals.h"
 
@@ -213,7 +214,7 @@ static void text_conn(const struct conn_status *cs, const struct config *cfg, st
 	const struct conn_totals *st = cs->st;
 	const struct journal_batch *b;
 	size_t k = 0;
-	char buf[128];
+	char buf[128], shown[sizeof(b->name) * 4 + 8];
 
 	fprintf(out, "%s (%s)\n", c->name, c->uuid);
 	if (cs->queued.files)
@@ -221,22 +222,27 @@ static void text_conn(const struct conn_status *cs, const struct config *cfg, st
 			(long long)(now - cs->queued.oldest));
 	else
 		fprintf(out, "  queued:       none\n");
-	while ((b = next_batch(cfg, j, c->name, &k)))
+	/* Names and error texts carry exporters' file names: escaped, as the log shows them. */
+	while ((b = next_batch(cfg, j, c->name, &k))) {
+		log_defang(shown, sizeof(shown), b->name);
 		fprintf(out, "  in flight:    %s, batch %s, %s: %" PRIu32 " request(s) acknowledged, %" PRIu64
-			" records, %" PRIu64 "%% of %" PRIu64 " bytes\n", b->name, b->uuid,
+			" records, %" PRIu64 "%% of %" PRIu64 " bytes\n", shown, b->uuid,
 			b->state == BATCH_OPEN ? "open" : "completed, archiving", b->acks, b->records,
 			b->ident.size ? b->offset * 100 / b->ident.size : 100, b->ident.size);
+	}
 	fprintf(out, "  failed:       %zu file(s)%s%s\n", cs->failed.files, cs->failed.files ? " in " : "",
 		cs->failed.files ? cs->faildir : "");
 	fprintf(out, "  rejected:     %" PRIu64 " record(s) in %zu file(s)\n", cs->rejected.lines, cs->rejected.files);
 	when(buf, sizeof(buf), st ? st->last_success : 0, now);
 	fprintf(out, "  last success: %s\n", buf);
 	when(buf, sizeof(buf), st ? st->last_error : 0, now);
-	if (st && st->last_error)
+	if (st && st->last_error) {
+		log_defang(shown, sizeof(shown), st->last_error_text);
 		fprintf(out, "  last error:   %s: %s%s%" PRId64 ", %s\n", buf, st->last_error_status ? "HTTP " : "",
-			st->last_error_status ? "" : "no answer", st->last_error_status, st->last_error_text);
-	else
+			st->last_error_status ? "" : "no answer", st->last_error_status, shown);
+	} else {
 		fprintf(out, "  last error:   none\n");
+	}
 	if (c->rate_limit_requests)
 		fprintf(out, "  rate limit:   %u requests / %g s per API key; budget now %" PRIu64 "%s\n",
 			c->rate_limit_requests, c->rate_limit_window_seconds, cs->rate_budget,

@@ -722,3 +722,47 @@ def test_metrics_file_is_never_written_through_a_link_planted_beside_it(optix, d
     assert victim.read_text() == "precious\n", "the metrics were written through a planted link"
     assert daemon.stop() == 0
     assert victim.read_text() == "precious\n"
+
+
+# --- names from exporters -----------------------------------------------------------------------
+
+HOSTILE = "x\nWATCHDOG=trigger\nSTOPPING=1\n\x1b[2J\x07.ndjson"
+
+
+def test_a_file_name_cannot_speak_to_systemd(optix, daemon, notify):
+    """The STATUS= line names the file in flight: a name with newlines must not add assignments
+    of its own to the daemon's notify message (NotifyAccess=main accepts what the daemon sends)."""
+    optix.add_faults({"uuid": UUID1, "hold": True})         # the file stays in flight
+    daemon.write_config([daemon.connection(optix)])
+    daemon.drop("products", HOSTILE, [{"id": 1}])
+    start_ready(daemon, notify)
+    wait_for(lambda: optix.held() == 1, what="the hostile file's request in flight", daemon=daemon)
+    _, status = notify.wait("STATUS", r"WATCHDOG=trigger", daemon=daemon)
+    assert "x\\x0aWATCHDOG=trigger\\x0aSTOPPING=1\\x0a\\x1b[2J\\x07.ndjson" in status, status
+    with notify.lock:
+        datagrams = list(notify.datagrams)
+    for _, text in datagrams:
+        assert "\nWATCHDOG=trigger" not in text and "\nSTOPPING=1" not in text and "\x1b" not in text, repr(text)
+    assert notify.values("STOPPING") == [] and "trigger" not in notify.values("WATCHDOG")
+    optix.release()
+    optix.wait_records(UUID1, 1, timeout=WAIT)
+    assert daemon.stop() == 0
+
+
+def test_status_and_retry_print_hostile_names_escaped(optix, daemon):
+    """`status` (a file in flight, the last error) and `retry` show exporters' names as the log
+    does: no ESC, BEL, CR or LF of theirs reaches root's terminal."""
+    optix.add_faults({"uuid": UUID1, "status": 400, "body": {"error": "bad"}})
+    daemon.write_config([daemon.connection(optix)])
+    daemon.drop("products", HOSTILE, [{"id": 1}])
+    proc = daemon.run_once()
+    assert proc.returncode != 0 or (daemon.spool("products") / "failed").exists(), proc.stderr
+    failed = [p.name for p in (daemon.spool("products") / "failed").iterdir() if not p.name.startswith(".")]
+    assert HOSTILE in failed, failed
+    for args in (("status",), ("retry", "products", "--all")):
+        out = subprocess.run(daemon.command(*args), capture_output=True, text=True, timeout=30, env=daemon.env(),
+                             stdin=subprocess.DEVNULL)
+        assert out.returncode == 0, (args, out.stderr)
+        text = out.stdout + out.stderr
+        assert "\x1b" not in text and "\x07" not in text and "\r" not in text, (args, repr(text))
+        assert "x\\x0aWATCHDOG=trigger" in text, (args, text)
