@@ -188,11 +188,31 @@ static void body_done(struct batch *b)
 	batch_durable(b, step_next_body);
 }
 
+/* Bytes read, yet not one record nor one rejected line (see below). */
+static bool yields_nothing(uint64_t records, uint64_t rejected, off_t bytes)
+{
+	return records == 0 && rejected == 0 && bytes > 0;
+}
+
 static void process_current(struct batch *b)
 {
 	struct request_body *body = pipeline_current(&b->pl);
 
 	request_begin(&b->req, body, b->jb.acks + 1);
+	if (body->last && b->n_members == 1 && yields_nothing(b->jb.records + body->n_records,
+							    b->jb.rejected + body->rejected, (off_t)b->jb.ident.size)) {
+		/*
+		 * Bytes read, yet not one record nor one rejected line: a CSV of a header only, lines
+		 * the reader took for one (another line end than it knows), blank lines. Archiving it
+		 * would call a file whose data went nowhere a success.
+		 */
+		char why[160];
+
+		snprintf(why, sizeof(why), "no record in %llu bytes read (a header only, or nothing but blank lines)",
+			 (unsigned long long)b->jb.ident.size);
+		batch_fail(b, 0, why, NULL);
+		return;
+	}
 	if (body->n_records == 0) {
 		/* Nothing valid in this range: a file with no valid record sends nothing at all. */
 		body_done(b);
@@ -331,7 +351,9 @@ static void gather_small_files(struct batch *b)
 			r = cut_fill(ch, &b->pl.params, b->pl.reader, b->validator, rejbuf_on_reject, &m->rej);
 		close(fd);
 		m->rejected = ch->rejected;
-		if (r == CUT_FILL_EOF) {
+		/* A file that yields nothing from the bytes read is not gathered: alone, it fails. */
+		if (r == CUT_FILL_EOF && !yields_nothing(ch->n_records - before.n_records, ch->rejected - before.rejected,
+							 source_offset(b->pl.reader))) {
 			(void)catalog_merge(b->pl.fields[0], b->member_fields);
 			b->n_members++;
 			continue;
@@ -434,7 +456,8 @@ int batch_start(struct batch *b, const struct conn_config *cfg, struct record_va
 		off_t end = source_offset(b->pl.reader);
 		uint64_t lineno = source_lineno(b->pl.reader);
 
-		gather_small_files(b);
+		if (!yields_nothing(ch->n_records, ch->rejected, end))
+			gather_small_files(b);
 		first = &b->members[0];         /* gathering may have moved the array */
 		/* A file that did not fit was read with the same reader: point it back at the end of this one. */
 		if (b->n_members == 1 && (r = pipeline_read_at(&b->pl, b->fd, first->name, (uint64_t)end, lineno)) < 0)

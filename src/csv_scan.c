@@ -105,6 +105,15 @@ static uint64_t count_nl(const char *p, size_t n)
 }
 
 /*
+ * Past the line break at @p: LF, CRLF, or a CR alone (classic Mac line ends, Excel's "CSV
+ * (Macintosh)"), so that such a file is rows, not one header swallowing it all.
+ */
+static size_t line_end(const char *b, size_t p, size_t e)
+{
+	return b[p] == '\r' && p + 1 < e && b[p + 1] == '\n' ? p + 2 : p + 1;
+}
+
+/*
  * Scan on from s->pos: 1 when the row ended (s->pos just after it), 0 when more bytes are
  * needed, negative errno. RFC 4180: a cell starting with a quote runs to the quote not doubled;
  * a quote inside an unquoted cell is just a character (as most readers take it); text between a
@@ -131,9 +140,10 @@ static int scan(struct csv_scan *s)
 			s->st = CSV_UNQUOTED;
 			/* fallthrough */
 		case CSV_UNQUOTED:
-			while (p < e && b[p] != d && b[p] != '\n')
+			while (p < e && b[p] != d && b[p] != '\n' && b[p] != '\r')
 				p++;
-			if (p == e)
+			/* A CR at the end of what is buffered may be the first half of a CRLF. */
+			if (p == e || (b[p] == '\r' && p + 1 == e && !s->eof))
 				goto more;
 			if (b[p] == d) {
 				if (push_cell(s, s->cell_start, p) < 0)
@@ -142,9 +152,9 @@ static int scan(struct csv_scan *s)
 				p++;
 				continue;
 			}
-			if (push_cell(s, s->cell_start, p > s->cell_start && b[p - 1] == '\r' ? p - 1 : p) < 0)
+			if (push_cell(s, s->cell_start, p) < 0)
 				return -ENOMEM;
-			s->pos = p + 1;
+			s->pos = line_end(b, p, e);
 			return 1;
 		case CSV_QUOTED: {
 			const char *q = memchr(b + p, '"', e - p);
@@ -167,7 +177,7 @@ static int scan(struct csv_scan *s)
 			}
 			if (b[p] == '\r' && p + 1 == e && !s->eof)
 				goto more;
-			if (b[p] == d || b[p] == '\n' || (b[p] == '\r' && (p + 1 == e || b[p + 1] == '\n'))) {
+			if (b[p] == d || b[p] == '\n' || b[p] == '\r') {
 				if (push_cell(s, s->cell_start, s->cell_end) < 0)
 					return -ENOMEM;
 				if (b[p] == d) {
@@ -175,7 +185,7 @@ static int scan(struct csv_scan *s)
 					p++;
 					continue;
 				}
-				s->pos = p + (b[p] == '\r' ? (p + 1 == e ? 1 : 2) : 1);
+				s->pos = line_end(b, p, e);
 				return 1;
 			}
 			if (!s->bad)
@@ -196,7 +206,7 @@ more:
 		s->cell_end = p;
 		break;
 	case CSV_UNQUOTED:
-		s->cell_end = p > s->cell_start && s->buf[p - 1] == '\r' ? p - 1 : p;
+		s->cell_end = p;
 		break;
 	case CSV_QUOTE_SEEN:
 		break;

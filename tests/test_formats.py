@@ -226,3 +226,30 @@ def test_bad_csv_keys_are_refused(optix, daemon, line, why):
     proc = subprocess.run(daemon.command("--check-config"), capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 2 and why in proc.stderr, proc.stderr
     assert re.search(rf"{re.escape(str(path))}:\d+: ", proc.stderr)
+
+
+@pytest.mark.parametrize("eol", ["\r", "\n", "\r\n"])
+def test_every_line_end_ends_a_row(optix, daemon, eol):
+    """A CR alone ends a line as LF and CRLF do (Excel's "CSV (Macintosh)", classic Mac exports):
+    100 rows are 100 records, not one header swallowing the file. A CR inside quotes is data."""
+    daemon.write_config([daemon.connection(optix, csv_columns="id:integer")])
+    rows = ["id,name"] + [f"{i},n{i}" for i in range(100)] + ['100,"two' + eol + 'lines"']
+    daemon.drop("products", "mac.csv", eol.join(rows) + eol)
+    run_once(daemon, 0)
+    recs = optix.records(UUID1)
+    assert len(recs) == 101 and recs["7"] == {"id": 7, "name": "n7"}, sorted(recs)[:5]
+    assert recs["100"] == {"id": 100, "name": "two" + eol + "lines"}
+    assert rejected(daemon, "mac.csv") == []
+
+
+@pytest.mark.parametrize("name,text", [("h.csv", "id,name\r\n"), ("blank.ndjson", "\n\n  \n")])
+def test_a_file_that_yields_no_record_is_not_a_success(optix, daemon, name, text):
+    """Bytes read but not one record nor one rejected line: failed/, said so, never archived as done."""
+    daemon.write_config([daemon.connection(optix)])
+    daemon.drop("products", "ok.ndjson", '{"id":1}\n')
+    daemon.drop("products", name, text)
+    run_once(daemon, 1)
+    moved, err = failed(daemon, name)
+    assert moved and err["error"].startswith(f"no record in {len(text.encode())} bytes read"), err
+    assert optix.records(UUID1) == {"1": {"id": 1}}
+    assert f"{name}: failed for good: no record in" in daemon.log()
