@@ -157,20 +157,26 @@ static void note_event(struct watch *w, const struct inotify_event *ev)
 	}
 }
 
-/* Read every pending event; with @deliver, tell the owner about names to look at. */
-static void drain(struct watch *w, bool deliver)
+/*
+ * Read every pending event and apply each to the counts in the order inotify gave them; the
+ * names to look at wait in w->later. Nothing is told to the owner from here: telling it (which
+ * may count opens, which reads on) while events read before were not applied yet would apply a
+ * close before its open, and a count stuck at 1 would hold a file "open" forever.
+ */
+static void collect(struct watch *w)
 {
 	char buf[65536] __attribute__((aligned(__alignof__(struct inotify_event))));
-	bool overflow = false, gone = false;
+	bool gone = false;
 	ssize_t n;
 
 	while ((n = read(w->fd, buf, sizeof(buf))) > 0) {
 		for (char *p = buf; p < buf + n;) {
 			const struct inotify_event *ev = (const struct inotify_event *)p;
+			char **v;
 
 			p += sizeof(*ev) + ev->len;
 			if (ev->mask & IN_Q_OVERFLOW) {
-				overflow = true;
+				w->overflow_later = true;
 				map_clear(w);   /* every count is a guess now */
 				continue;
 			}
@@ -192,18 +198,14 @@ static void drain(struct watch *w, bool deliver)
 			note_event(w, ev);
 			if (!(ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)))
 				continue;
-			if (deliver) {
-				w->ops.on_name(w->userdata, ev->name);
+			v = realloc(w->later, (w->n_later + 1) * sizeof(*v));
+			if (v && (v[w->n_later] = strdup(ev->name))) {
+				w->later = v;
+				w->n_later++;
 			} else {
-				char **v = realloc(w->later, (w->n_later + 1) * sizeof(*v));
-
-				if (v && (v[w->n_later] = strdup(ev->name))) {
+				if (v)
 					w->later = v;
-					w->n_later++;
-				} else if (v) {
-					w->later = v;
-					overflow = true;        /* out of memory: a rescan finds it */
-				}
+				w->overflow_later = true;       /* out of memory: a rescan finds it */
 			}
 		}
 	}
@@ -216,36 +218,19 @@ static void drain(struct watch *w, bool deliver)
 		if (w->parent_wd >= 0)
 			(void)inotify_rm_watch(w->fd, w->parent_wd);
 		w->wd = w->parent_wd = -1;
-	}
-	if (!deliver) {
-		/* Called from inside the owner: what it must hear is told from the loop, soon. */
-		if (gone || overflow || w->n_later) {
-			w->gone_later |= gone;
-			w->overflow_later |= overflow;
-			ev_feed_event(w->loop, &w->io, EV_CUSTOM);
-		}
-		if (gone || overflow)
-			map_clear(w);
-		return;
-	}
-	if (overflow) {
-		log_warning("%s: inotify queue overflowed: rescanning", w->dir);
-		w->ops.on_overflow(w->userdata);
-	}
-	if (gone) {
+		w->gone_later = true;
 		map_clear(w);
-		w->ops.on_gone(w->userdata);
 	}
 }
 
-/* Tell the owner what a count of opens read on its behalf, then what is new. */
+/* Tell the owner the names collected, then an overflow or the directory gone. */
 static void deliver_later(struct watch *w)
 {
 	bool gone = w->gone_later, overflow = w->overflow_later;
 	char **v = w->later;
 	size_t n = w->n_later;
 
-	/* Looking at a name counts opens again, which may note more names: a fresh list for them. */
+	/* Looking at a name counts opens again, which may collect more names: a fresh list for them. */
 	w->later = NULL;
 	w->n_later = 0;
 	w->gone_later = w->overflow_later = false;
@@ -266,16 +251,19 @@ static void watch_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
 	(void)loop;
 	(void)revents;
+	collect(io->data);
 	deliver_later(io->data);
-	drain(io->data, true);
 }
 
 int watch_open_count(struct watch *w, const char *name)
 {
 	struct opens_ent *e;
 
-	/* Events not yet read may say a writer opened it a moment ago: read them first, note only. */
-	drain(w, false);
+	/* Events not yet read may say a writer opened it a moment ago: read them first, in order. */
+	collect(w);
+	/* Called from inside the owner: what it must hear is told from the loop, soon. */
+	if (w->n_later || w->overflow_later || w->gone_later)
+		ev_feed_event(w->loop, &w->io, EV_CUSTOM);
 	e = map_find(w, name);
 	return e ? e->opens : -1;
 }
