@@ -226,3 +226,22 @@ def test_bad_csv_keys_are_refused(optix, daemon, line, why):
     proc = subprocess.run(daemon.command("--check-config"), capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 2 and why in proc.stderr, proc.stderr
     assert re.search(rf"{re.escape(str(path))}:\d+: ", proc.stderr)
+
+
+def test_a_zstd_frame_with_a_window_past_the_bound_fails_its_file_alone(optix, daemon):
+    """zstd --long=27 asks for a 128 MiB window: refused by name, not read as corrupt; the others go up."""
+    daemon.write_config([daemon.connection(optix, rate_limit="off")])
+    plain = "".join(json.dumps({"id": i}) + "\n" for i in range(200)).encode()
+    long = subprocess.run(["zstd", "-q", "-c", "--long=27"], input=plain, stdout=subprocess.PIPE,
+                          check=True).stdout
+    daemon.drop("products", "a.ndjson.zst", long)
+    daemon.drop("products", "b.ndjson.zst", zstd(plain.replace(b'"id": ', b'"id": 1000')))
+    daemon.drop("products", "c.ndjson", plain.replace(b'"id": ', b'"id": 2000'))
+
+    run_once(daemon, 1)
+
+    moved, err = failed(daemon, "a.ndjson.zst")
+    assert moved
+    assert re.match(r"the zstd frame at byte \d+ of the file needs a window of 128 MiB, more than the 8 MiB "
+                    r"dcsyncd allows", err["error"]), err
+    assert set(optix.records(UUID1)) == {f"1000{i}" for i in range(200)} | {f"2000{i}" for i in range(200)}
