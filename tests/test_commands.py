@@ -101,7 +101,9 @@ def test_drop_refuses_unknown_connection_wrong_suffix_and_stdin_without_name(dae
     rc, _, err = as_exporter(daemon, "drop", "nope", str(src))
     assert rc == 1 and "no connection 'nope'" in err and "products" in err
     rc, _, err = as_exporter(daemon, "drop", "products", str(src))
-    assert rc == 1 and "a.json: the daemon takes only names ending in .ndjson or .jsonl" in err
+    assert rc == 1 and ("a.json: the daemon takes only names ending in one of .ndjson, .ndjson.gz, .ndjson.zst, "
+                        ".jsonl, .jsonl.gz, .jsonl.zst, .csv, .csv.gz, .csv.zst, .tsv, .tsv.gz, .tsv.zst "
+                        "(lower case)") in err, err
     rc, _, err = as_exporter(daemon, "drop", "products", "-", "--name", "x.NDJSON", input="{}\n")
     assert rc == 1 and "x.NDJSON" in err
     rc, _, err = as_exporter(daemon, "drop", "products", "-", input="{}\n")
