@@ -245,3 +245,19 @@ def test_a_zstd_frame_with_a_window_past_the_bound_fails_its_file_alone(optix, d
     assert re.match(r"the zstd frame at byte \d+ of the file needs a window of 128 MiB, more than the 8 MiB "
                     r"dcsyncd allows", err["error"]), err
     assert set(optix.records(UUID1)) == {f"1000{i}" for i in range(200)} | {f"2000{i}" for i in range(200)}
+
+
+def test_a_gz_corrupt_from_its_start_is_logged_once_with_the_real_error(optix, daemon):
+    daemon.write_config([daemon.connection(optix, rate_limit="off")])
+    data = bytearray(gzip.compress(b'{"id": 1}\n' * 1000))
+    for i in range(10, 30):
+        data[i] ^= 0x5A
+    daemon.drop("products", "a.ndjson.gz", bytes(data))
+
+    run_once(daemon, 1)
+
+    moved, err = failed(daemon, "a.ndjson.gz")
+    assert moved and "the gzip data is corrupt at byte" in err["error"], err
+    log = daemon.log()
+    assert "cannot start the batch" not in log, log[-3000:]
+    assert len(re.findall(r"a\.ndjson\.gz: failed for good: the gzip data is corrupt", log)) == 1, log[-3000:]
