@@ -12,6 +12,7 @@
 #include "journal.h"
 #include "jsonstr.h"
 #include "layout.h"
+#include "source.h"
 #include "spool.h"
 #include "totals.h"
 
@@ -236,11 +237,20 @@ static void text_conn(const struct conn_status *cs, const struct config *cfg, st
 			(long long)(now - cs->queued.oldest));
 	else
 		fprintf(out, "  queued:       none\n");
-	while ((b = next_batch(cfg, j, c->name, &k)))
+	while ((b = next_batch(cfg, j, c->name, &k))) {
+		struct source_kind kind = { 0 };
+
+		/* A compressed file's offset counts decompressed bytes: no share of the file's size. */
+		if (source_kind_of(b->name, &kind) == 0 && kind.comp != COMPRESSION_NONE)
+			snprintf(buf, sizeof(buf), "%" PRIu64 " bytes read (decompressed) of %" PRIu64 " compressed",
+				 b->offset, b->ident.size);
+		else
+			snprintf(buf, sizeof(buf), "%" PRIu64 "%% of %" PRIu64 " bytes",
+				 b->ident.size ? b->offset * 100 / b->ident.size : 100, b->ident.size);
 		fprintf(out, "  in flight:    %s, batch %s, %s: %" PRIu32 " request(s) acknowledged, %" PRIu64
-			" records, %" PRIu64 "%% of %" PRIu64 " bytes\n", b->name, b->uuid,
-			b->state == BATCH_OPEN ? "open" : "completed, archiving", b->acks, b->records,
-			b->ident.size ? b->offset * 100 / b->ident.size : 100, b->ident.size);
+			" records, %s\n", b->name, b->uuid, b->state == BATCH_OPEN ? "open" : "completed, archiving",
+			b->acks, b->records, buf);
+	}
 	fprintf(out, "  failed:       %zu file(s)%s%s\n", cs->failed.files, cs->failed.files ? " in " : "",
 		cs->failed.files ? cs->faildir : "");
 	fprintf(out, "  rejected:     %" PRIu64 " record(s) in %zu file(s)\n", cs->rejected.lines, cs->rejected.files);
