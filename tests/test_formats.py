@@ -261,3 +261,18 @@ def test_a_gz_corrupt_from_its_start_is_logged_once_with_the_real_error(optix, d
     log = daemon.log()
     assert "cannot start the batch" not in log, log[-3000:]
     assert len(re.findall(r"a\.ndjson\.gz: failed for good: the gzip data is corrupt", log)) == 1, log[-3000:]
+
+
+def test_a_rejected_line_of_control_characters_is_kept_cut_like_binary(optix, daemon):
+    """DEL and other control characters are valid UTF-8 but escape sixfold: only the start is kept."""
+    daemon.write_config([daemon.connection(optix, rate_limit="off")])
+    junk = b"\x7f" * 5000
+    daemon.drop("products", "a.ndjson.gz", gzip.compress(b'{"id": 1}\n' + junk + b"\n" + b"\x01\x02" * 3000 + b"\n"))
+
+    run_once(daemon, 1)
+
+    rej = rejected(daemon, "a.ndjson.gz")
+    assert [e["line"] for e in rej] == [2, 3], rej
+    assert rej[0]["truncated"] is True and rej[0]["bytes"] == 5000 and rej[0]["record"] == "\x7f" * 256
+    assert rej[1]["truncated"] is True and rej[1]["bytes"] == 6000
+    assert set(optix.records(UUID1)) == {"1"}
