@@ -276,3 +276,21 @@ def test_a_rejected_line_of_control_characters_is_kept_cut_like_binary(optix, da
     assert rej[0]["truncated"] is True and rej[0]["bytes"] == 5000 and rej[0]["record"] == "\x7f" * 256
     assert rej[1]["truncated"] is True and rej[1]["bytes"] == 6000
     assert set(optix.records(UUID1)) == {"1"}
+
+
+def test_rejected_lines_past_rejected_max_bytes_are_counted_not_copied(optix, daemon):
+    """A .gz of bad lines cannot fill the spool's disk through rejected/."""
+    daemon.write_config([daemon.connection(optix, rate_limit="off", rejected_max_bytes=4096)])
+    lines = [b'{"id": 1}'] + [b'{"id": "x' + b'"' * 100 + b'"' for _ in range(5000)] + [b'{"id": 2}']
+    daemon.drop("products", "a.ndjson.gz", gzip.compress(b"\n".join(lines) + b"\n"))
+
+    proc = run_once(daemon, 1)
+
+    path = daemon.spool("products") / "rejected" / "a.ndjson.gz.rejected.ndjson"
+    assert path.stat().st_size <= 4096, path.stat().st_size
+    rej = rejected(daemon, "a.ndjson.gz")
+    assert rej[-1]["line"] is None and "rejected_max_bytes=4096 reached" in rej[-1]["error"], rej[-1]
+    assert all(e["line"] for e in rej[:-1]) and len(rej) > 2
+    assert "5000 rejected" in proc.stdout, proc.stdout
+    assert "a.ndjson.gz: its rejected lines reached rejected_max_bytes=4096" in daemon.log()
+    assert set(optix.records(UUID1)) == {"1", "2"}
