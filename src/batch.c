@@ -505,8 +505,12 @@ int batch_start(struct batch *b, const struct conn_config *cfg, struct record_va
 	batch_durable(b, batch_opened);
 	return 0;
 fail:
-	batch_log(b, LOG_LVL_ERROR, -1, "%s: cannot start the batch: %s", first->name, strerror(-r));
-	batch_fail(b, 0, pipeline_read_error(&b->pl, "cannot read the file"), NULL);
+	/* Logged once, by batch_fail: what the reader said (the file's own fault), else what failed here. */
+	if (pipeline_read_error(&b->pl, NULL))
+		snprintf(why, sizeof(why), "%s", pipeline_read_error(&b->pl, NULL));
+	else
+		snprintf(why, sizeof(why), "cannot start the batch: %s", strerror(-r));
+	batch_fail(b, 0, why, NULL);
 	return 0;
 }
 

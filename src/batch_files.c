@@ -75,16 +75,57 @@ int batch_done_dir(struct batch *b)
 	return batch_said_fixed(b, fd, fixed, b->env.wf->done_dir);
 }
 
+/* Room kept under rejected_max_bytes for the closing entry (config_keys: the cap is at least 4096). */
+#define REJECTED_CLOSING_ROOM 256
+
+/* The buffer cut at keep for rejected_max_bytes, and the closing entry, padded with blanks so the
+ * file ends at the cap exactly: a later flush (also after a restart) sees it closed by its size alone. */
+static int capped(struct batch *b, const char *name, struct rejbuf *rb, size_t keep, uint64_t have, uint64_t cap)
+{
+	char end[REJECTED_CLOSING_ROOM];
+	int n = snprintf(end, sizeof(end), "{\"line\":null,\"error\":\"rejected_max_bytes=%" PRIu64 " reached: further "
+			 "rejected lines of this file are counted, not copied\",\"record\":null}", cap);
+	int r;
+
+	batch_log(b, LOG_LVL_WARNING, -1, "%s: its rejected lines reached rejected_max_bytes=%" PRIu64 ": further ones "
+		  "are counted, not copied", name, cap);
+	rb->len = keep;
+	if ((r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, end, (size_t)n)) < 0)
+		return r;
+	while (r == 0 && have + rb->len < cap - 1)
+		r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, " ", 1);
+	return r < 0 ? r : jsonstr_raw(&rb->buf, &rb->len, &rb->cap, "\n", 1);
+}
+
 /* Append a buffer of rejected lines to <name>.rejected.ndjson, once the batch holding them is durable. */
 int batch_rejects_flush(struct batch *b, const char *name, struct rejbuf *rb)
 {
 	char rn[LAYOUT_NAME_MAX + 1], what[PATH_MAX];
 	bool fixed, replaced;
+	size_t keep = rb->len;
+	uint64_t have, cap = b->cfg->rejected_max_bytes;
 	int r;
 
 	if (!rb->len)
 		return 0;
-	r = workfiles_rejected_append(b->env.wf, name, rb->buf, rb->len, &fixed, &replaced);
+	/* One file may not fill the spool's disk through rejected/: past the cap, whole entries only,
+	 * then one closing entry; later lines are counted (in the log and totals), not copied. */
+	have = workfiles_rejected_size(b->env.wf, name);
+	if (have > cap - REJECTED_CLOSING_ROOM) {
+		keep = 0;               /* closed already: only the closing entry passes cap - room */
+	} else if (have + rb->len > cap - REJECTED_CLOSING_ROOM) {
+		while (keep && (have + keep > cap - REJECTED_CLOSING_ROOM || rb->buf[keep - 1] != '\n'))
+			keep--;
+	}
+	r = 0;
+	if (keep < rb->len && have <= cap - REJECTED_CLOSING_ROOM) {
+		r = capped(b, name, rb, keep, have, cap);
+		keep = rb->len;
+	}
+	if (keep && !r)
+		r = workfiles_rejected_append(b->env.wf, name, rb->buf, keep, &fixed, &replaced);
+	else
+		fixed = replaced = false;
 	snprintf(what, sizeof(what), "%s/rejected", b->env.wf->dir);
 	(void)batch_said_fixed(b, 0, fixed, what);
 	workfiles_rejected_name(name, rn);

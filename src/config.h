@@ -53,6 +53,7 @@ struct conn_config {
 	char **required_fields;
 	size_t n_required_fields;
 	size_t max_record_bytes;
+	size_t rejected_max_bytes;        /* what one file may write to rejected/; past it, counted only */
 	unsigned max_depth;               /* records nested deeper are rejected locally */
 	double retry_initial_seconds;
 	double retry_max_seconds;

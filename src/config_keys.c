@@ -403,6 +403,7 @@ static const struct key conn_keys[] = {
 	{ "timeout_seconds", KEY_INT, C(timeout_seconds), .min = 1, .max = 3600, .unit = " seconds", .def = "60" },
 	{ "required_fields", KEY_CUSTOM, KEY_LIST, .set = append_fields },
 	{ "max_record_bytes", KEY_INT, C(max_record_bytes), .min = 16, .max = 1 << 30, .def = "1048576" },
+	{ "rejected_max_bytes", KEY_INT, C(rejected_max_bytes), .min = 4096, .max = 1LL << 40, .def = "67108864" },
 	{ "retry_initial_seconds", KEY_NUMBER, C(retry_initial_seconds), .min = 0.001, .max = 3600,
 	  .unit = " seconds", .def = "1" },
 	{ "retry_max_seconds", KEY_NUMBER, C(retry_max_seconds), .min = 0.001, .max = 86400, .unit = " seconds",

@@ -167,7 +167,8 @@ static void save_catalog(struct connection *c, bool force)
 		return;
 	(void)layout_path(dir, sizeof(dir), LAYOUT_FIELDS, NULL, c->state_dir, NULL);
 	if ((r = spool_mkdirs(dir, 0750)) < 0 || (r = catalog_save(c->catalog, c->catalog_path)) < 0)
-		conn_log(c, LOG_LVL_WARNING, -1, "cannot save the field catalog %s: %s", c->catalog_path, strerror(-r));
+		/* Not conn_log: the last save comes after batch_release, whose context names nothing. */
+		log_warning("%s: cannot save the field catalog %s: %s", c->name, c->catalog_path, strerror(-r));
 	c->catalog_saved = ev_now(c->env.loop);
 	c->catalog_dirty = false;
 	if (catalog_truncated(c->catalog) && !c->catalog_warned) {

@@ -10,10 +10,15 @@
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getFrameHeader: the window a refused frame asks for */
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #define IN_BLOCK (128 * 1024)
 #define SKIP_BLOCK (64 * 1024)
+/* 2^23 = 8 MiB: zstd levels 1-19 without --long never ask for more, and it is what the decoder holds
+ * per connection; libzstd's own limit (2^27 = 128 MiB) would let one drop decide the daemon's memory. */
+#define ZSTD_WINDOW_LOG_MAX 23
 
 struct instream {
 	int fd;
@@ -96,7 +101,8 @@ int instream_open(struct instream *s, int fd, enum compression comp)
 	}
 	if (!s->zd && !(s->zd = ZSTD_createDStream()))
 		return -ENOMEM;
-	if (ZSTD_isError(ZSTD_initDStream(s->zd)))
+	if (ZSTD_isError(ZSTD_initDStream(s->zd)) ||
+	    ZSTD_isError(ZSTD_DCtx_setParameter(s->zd, ZSTD_d_windowLogMax, ZSTD_WINDOW_LOG_MAX)))
 		return -ENOMEM;
 	return 0;
 }
@@ -161,6 +167,25 @@ static ssize_t fault(struct instream *s, bool early, const char *msg)
 	return -EBADMSG;
 }
 
+/* A frame refused for its window: say what it needs (the header is at from, when it was in this block). */
+static ssize_t window_fault(struct instream *s, const unsigned char *from, size_t len)
+{
+	ZSTD_frameHeader h;
+	unsigned long long mib = 0;
+
+	if (ZSTD_getFrameHeader(&h, from, len) == 0)
+		mib = (h.windowSize + (1ULL << 20) - 1) >> 20;
+	if (mib)
+		snprintf(s->err, sizeof(s->err), "the zstd frame at byte %" PRIu64 " of the file needs a window of %llu "
+			 "MiB, more than the %u MiB dcsyncd allows (compress without --long, or with --long=%u or less)",
+			 instream_file_offset(s), mib, 1U << (ZSTD_WINDOW_LOG_MAX - 20), ZSTD_WINDOW_LOG_MAX);
+	else
+		snprintf(s->err, sizeof(s->err), "a zstd frame in the file needs a window of more than the %u MiB "
+			 "dcsyncd allows (compress without --long, or with --long=%u or less)",
+			 1U << (ZSTD_WINDOW_LOG_MAX - 20), ZSTD_WINDOW_LOG_MAX);
+	return -EBADMSG;
+}
+
 /* One step of the decompressor: bytes produced (maybe 0), or -EBADMSG. */
 static ssize_t step(struct instream *s, void *buf, size_t n)
 {
@@ -191,8 +216,12 @@ static ssize_t step(struct instream *s, void *buf, size_t n)
 		ZSTD_outBuffer out = { buf, n, 0 };
 		size_t ret = ZSTD_decompressStream(s->zd, &out, &in);
 
+		size_t from = s->in_pos;
+
 		s->in_pos += in.pos;
 		produced = out.pos;
+		if (ZSTD_isError(ret) && ZSTD_getErrorCode(ret) == ZSTD_error_frameParameter_windowTooLarge)
+			return window_fault(s, s->in + from, s->in_len - from);
 		if (ZSTD_isError(ret))
 			return fault(s, false, ZSTD_getErrorName(ret));
 		s->member_open = ret != 0;

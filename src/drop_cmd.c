@@ -156,8 +156,11 @@ static bool name_ok(const char *name, const char *what)
 		return false;
 	}
 	if (!spool_name_eligible(name)) {
-		fprintf(stderr, "%s: the daemon takes only names ending in .ndjson or .jsonl (lower case), not "
-			"starting with '.'%s\n", name, !strcmp(what, "-") ? "" : " (give another with --name)");
+		char suffixes[256];
+
+		spool_suffixes(suffixes, sizeof(suffixes));
+		fprintf(stderr, "%s: the daemon takes only names ending in one of %s (lower case), not "
+			"starting with '.'%s\n", name, suffixes, !strcmp(what, "-") ? "" : " (give another with --name)");
 		return false;
 	}
 	return true;

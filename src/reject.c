@@ -2,13 +2,26 @@
 #include "reject.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "jsonstr.h"
 
-/* Bytes kept of a rejected line that is not text (not valid UTF-8): enough to recognise it. */
+/* Bytes kept of a rejected line that is not plain text (see plain_text): enough to recognise it. */
 #define REJECT_BINARY_KEEP 256
+
+/* Text a person reads: valid UTF-8 without control characters (tab aside); the others escape sixfold. */
+static bool plain_text(const char *data, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)data[i];
+
+		if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+			return false;
+	}
+	return jsonstr_is_text(data, len);
+}
 
 int rejbuf_add(struct rejbuf *rb, uint64_t lineno, const char *reason, const char *data, size_t len)
 {
@@ -16,8 +29,9 @@ int rejbuf_add(struct rejbuf *rb, uint64_t lineno, const char *reason, const cha
 	size_t keep = len;
 	int r;
 
-	/* A binary line would grow sixfold escaped: keep its start, and say how long it was. */
-	if (data && len > REJECT_BINARY_KEEP && !jsonstr_is_text(data, len))
+	/* A binary line (control characters, DEL included) would grow sixfold escaped: keep its start,
+	 * and say how long it was. */
+	if (data && len > REJECT_BINARY_KEEP && !plain_text(data, len))
 		keep = REJECT_BINARY_KEEP;
 	snprintf(head, sizeof(head), "{\"line\":%" PRIu64 ",\"error\":", lineno);
 	if ((r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, head, strlen(head))) < 0 ||

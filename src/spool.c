@@ -208,15 +208,34 @@ bool spool_name_eligible(const char *name)
 	return name[0] != '.' && source_kind_of(name, NULL) == 0;
 }
 
+/* The suffixes a drop may have (source_kind_of reads the same ones): one table for matching and messages. */
+static const char *const formats[] = { ".ndjson", ".jsonl", ".csv", ".tsv" };
+static const char *const comps[] = { "", ".gz", ".zst" };
+#define N_FORMATS (sizeof(formats) / sizeof(formats[0]))
+#define N_COMPS (sizeof(comps) / sizeof(comps[0]))
+
+void spool_suffixes(char *buf, size_t n)
+{
+	size_t len = 0;
+
+	buf[0] = '\0';
+	for (size_t f = 0; f < N_FORMATS; f++)
+		for (size_t k = 0; k < N_COMPS; k++) {
+			int w = snprintf(buf + len, n - len, "%s%s%s", len ? ", " : "", formats[f], comps[k]);
+
+			if (w < 0 || (size_t)w >= n - len)
+				return;
+			len += (size_t)w;
+		}
+}
+
 /* Any case: *.NDJSON, *.Csv.GZ and the like are named in the log, not taken. */
 static bool drop_name_nocase(const char *name)
 {
-	static const char *const formats[] = { ".ndjson", ".jsonl", ".csv", ".tsv" };
-	static const char *const comps[] = { "", ".gz", ".zst" };
 	char suffix[16];
 
-	for (size_t f = 0; f < sizeof(formats) / sizeof(formats[0]); f++) {
-		for (size_t k = 0; k < sizeof(comps) / sizeof(comps[0]); k++) {
+	for (size_t f = 0; f < N_FORMATS; f++) {
+		for (size_t k = 0; k < N_COMPS; k++) {
 			snprintf(suffix, sizeof(suffix), "%s%s", formats[f], comps[k]);
 			if (has_suffix_nocase(name, suffix))
 				return true;

@@ -38,8 +38,10 @@ size_t spool_queue_len(const struct spool_queue *q);
 int64_t spool_queue_oldest(struct spool_queue *q);
 void spool_queue_clear(struct spool_queue *q);
 
-/* True for names exporters drop: *.ndjson or *.jsonl, not dot-files. */
+/* True for names exporters drop: *.ndjson, *.jsonl, *.csv, *.tsv (maybe .gz/.zst), not dot-files. */
 bool spool_name_eligible(const char *name);
+/* Every suffix spool_name_eligible takes, ", "-separated, for messages (cut to fit n, 128 is enough). */
+void spool_suffixes(char *buf, size_t n);
 
 /* What a name in a connection's directory is to dcsyncd. */
 enum spool_name_kind {

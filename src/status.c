@@ -13,6 +13,7 @@
 #include "jsonstr.h"
 #include "layout.h"
 #include "log.h"
+#include "source.h"
 #include "spool.h"
 #include "totals.h"
 
@@ -224,11 +225,19 @@ static void text_conn(const struct conn_status *cs, const struct config *cfg, st
 		fprintf(out, "  queued:       none\n");
 	/* Names and error texts carry exporters' file names: escaped, as the log shows them. */
 	while ((b = next_batch(cfg, j, c->name, &k))) {
+		struct source_kind kind = { 0 };
+
 		log_defang(shown, sizeof(shown), b->name);
+		/* A compressed file's offset counts decompressed bytes: no share of the file's size. */
+		if (source_kind_of(b->name, &kind) == 0 && kind.comp != COMPRESSION_NONE)
+			snprintf(buf, sizeof(buf), "%" PRIu64 " bytes read (decompressed) of %" PRIu64 " compressed",
+				 b->offset, b->ident.size);
+		else
+			snprintf(buf, sizeof(buf), "%" PRIu64 "%% of %" PRIu64 " bytes",
+				 b->ident.size ? b->offset * 100 / b->ident.size : 100, b->ident.size);
 		fprintf(out, "  in flight:    %s, batch %s, %s: %" PRIu32 " request(s) acknowledged, %" PRIu64
-			" records, %" PRIu64 "%% of %" PRIu64 " bytes\n", shown, b->uuid,
-			b->state == BATCH_OPEN ? "open" : "completed, archiving", b->acks, b->records,
-			b->ident.size ? b->offset * 100 / b->ident.size : 100, b->ident.size);
+			" records, %s\n", shown, b->uuid, b->state == BATCH_OPEN ? "open" : "completed, archiving",
+			b->acks, b->records, buf);
 	}
 	fprintf(out, "  failed:       %zu file(s)%s%s\n", cs->failed.files, cs->failed.files ? " in " : "",
 		cs->failed.files ? cs->faildir : "");

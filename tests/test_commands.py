@@ -101,7 +101,9 @@ def test_drop_refuses_unknown_connection_wrong_suffix_and_stdin_without_name(dae
     rc, _, err = as_exporter(daemon, "drop", "nope", str(src))
     assert rc == 1 and "no connection 'nope'" in err and "products" in err
     rc, _, err = as_exporter(daemon, "drop", "products", str(src))
-    assert rc == 1 and "a.json: the daemon takes only names ending in .ndjson or .jsonl" in err
+    assert rc == 1 and ("a.json: the daemon takes only names ending in one of .ndjson, .ndjson.gz, .ndjson.zst, "
+                        ".jsonl, .jsonl.gz, .jsonl.zst, .csv, .csv.gz, .csv.zst, .tsv, .tsv.gz, .tsv.zst "
+                        "(lower case)") in err, err
     rc, _, err = as_exporter(daemon, "drop", "products", "-", "--name", "x.NDJSON", input="{}\n")
     assert rc == 1 and "x.NDJSON" in err
     rc, _, err = as_exporter(daemon, "drop", "products", "-", input="{}\n")
@@ -231,9 +233,12 @@ def status_text_of_json(c, now):
         lines.append("  queued:       none")
     for b in c["in_flight"]:
         state = "open" if b["state"] == "open" else "completed, archiving"
-        pct = b["bytes_read"] * 100 // b["bytes"] if b["bytes"] else 100
+        if b["file"].endswith((".gz", ".zst")):
+            read = f"{b['bytes_read']} bytes read (decompressed) of {b['bytes']} compressed"
+        else:
+            read = f"{b['bytes_read'] * 100 // b['bytes'] if b['bytes'] else 100}% of {b['bytes']} bytes"
         lines.append(f"  in flight:    {b['file']}, batch {b['batch_uuid']}, {state}: {b['requests_acknowledged']} "
-                     f"request(s) acknowledged, {b['records']} records, {pct}% of {b['bytes']} bytes")
+                     f"request(s) acknowledged, {b['records']} records, {read}")
     n = c["failed_files"]
     lines.append(f"  failed:       {n} file(s)" + (f" in {c['spool']}/failed" if n else ""))
     lines.append(f"  rejected:     {c['rejected_records']} record(s) in {c['rejected_files']} file(s)")
@@ -298,6 +303,23 @@ def test_status_text_and_json_say_the_same_of_every_field_for_the_same_state(dae
     assert doc["unconfigured"] and all(u["connection"] == "orders" for u in doc["unconfigured"])
     assert got[len(want):] == [f"{u['connection']} (no longer configured): batch {u['batch_uuid']} of {u['file']} "
                                "kept with its file" for u in doc["unconfigured"]]
+
+
+def test_status_gives_a_compressed_file_in_flight_no_percentage(daemon, optix):
+    """Its journal offset counts decompressed bytes: over the compressed size it passed 100%."""
+    daemon.write_config([daemon.connection(optix, batch_records=100)])
+    plain = "".join(json.dumps({"id": i, "pad": "x" * 200}) + "\n" for i in range(1000)).encode()
+    daemon.drop("products", "big.ndjson.zst",
+                subprocess.run(["zstd", "-q", "-c"], input=plain, stdout=subprocess.PIPE, check=True).stdout)
+    optix.configure(delay=0.3)
+    daemon.start()
+    wait_for(lambda: acked(optix, UUID1), "a request acknowledged", daemon)
+    daemon.kill9()
+
+    text = as_daemon_user(daemon, "status")
+    assert text.returncode == 0, text.stderr
+    (line,) = [l for l in text.stdout.splitlines() if "in flight:" in l]
+    assert "%" not in line and re.search(r"\d+ bytes read \(decompressed\) of \d+ compressed$", line), line
 
 
 # --- connection create -------------------------------------------------------------------------

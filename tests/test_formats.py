@@ -253,3 +253,71 @@ def test_a_file_that_yields_no_record_is_not_a_success(optix, daemon, name, text
     assert moved and err["error"].startswith(f"no record in {len(text.encode())} bytes read"), err
     assert optix.records(UUID1) == {"1": {"id": 1}}
     assert f"{name}: failed for good: no record in" in daemon.log()
+
+
+def test_a_zstd_frame_with_a_window_past_the_bound_fails_its_file_alone(optix, daemon):
+    """zstd --long=27 asks for a 128 MiB window: refused by name, not read as corrupt; the others go up."""
+    daemon.write_config([daemon.connection(optix, rate_limit="off")])
+    plain = "".join(json.dumps({"id": i}) + "\n" for i in range(200)).encode()
+    long = subprocess.run(["zstd", "-q", "-c", "--long=27"], input=plain, stdout=subprocess.PIPE,
+                          check=True).stdout
+    daemon.drop("products", "a.ndjson.zst", long)
+    daemon.drop("products", "b.ndjson.zst", zstd(plain.replace(b'"id": ', b'"id": 1000')))
+    daemon.drop("products", "c.ndjson", plain.replace(b'"id": ', b'"id": 2000'))
+
+    run_once(daemon, 1)
+
+    moved, err = failed(daemon, "a.ndjson.zst")
+    assert moved
+    assert re.match(r"the zstd frame at byte \d+ of the file needs a window of 128 MiB, more than the 8 MiB "
+                    r"dcsyncd allows", err["error"]), err
+    assert set(optix.records(UUID1)) == {f"1000{i}" for i in range(200)} | {f"2000{i}" for i in range(200)}
+
+
+def test_a_gz_corrupt_from_its_start_is_logged_once_with_the_real_error(optix, daemon):
+    daemon.write_config([daemon.connection(optix, rate_limit="off")])
+    data = bytearray(gzip.compress(b'{"id": 1}\n' * 1000))
+    for i in range(10, 30):
+        data[i] ^= 0x5A
+    daemon.drop("products", "a.ndjson.gz", bytes(data))
+
+    run_once(daemon, 1)
+
+    moved, err = failed(daemon, "a.ndjson.gz")
+    assert moved and "the gzip data is corrupt at byte" in err["error"], err
+    log = daemon.log()
+    assert "cannot start the batch" not in log, log[-3000:]
+    assert len(re.findall(r"a\.ndjson\.gz: failed for good: the gzip data is corrupt", log)) == 1, log[-3000:]
+
+
+def test_a_rejected_line_of_control_characters_is_kept_cut_like_binary(optix, daemon):
+    """DEL and other control characters are valid UTF-8 but escape sixfold: only the start is kept."""
+    daemon.write_config([daemon.connection(optix, rate_limit="off")])
+    junk = b"\x7f" * 5000
+    daemon.drop("products", "a.ndjson.gz", gzip.compress(b'{"id": 1}\n' + junk + b"\n" + b"\x01\x02" * 3000 + b"\n"))
+
+    run_once(daemon, 1)
+
+    rej = rejected(daemon, "a.ndjson.gz")
+    assert [e["line"] for e in rej] == [2, 3], rej
+    assert rej[0]["truncated"] is True and rej[0]["bytes"] == 5000 and rej[0]["record"] == "\x7f" * 256
+    assert rej[1]["truncated"] is True and rej[1]["bytes"] == 6000
+    assert set(optix.records(UUID1)) == {"1"}
+
+
+def test_rejected_lines_past_rejected_max_bytes_are_counted_not_copied(optix, daemon):
+    """A .gz of bad lines cannot fill the spool's disk through rejected/."""
+    daemon.write_config([daemon.connection(optix, rate_limit="off", rejected_max_bytes=4096)])
+    lines = [b'{"id": 1}'] + [b'{"id": "x' + b'"' * 100 + b'"' for _ in range(5000)] + [b'{"id": 2}']
+    daemon.drop("products", "a.ndjson.gz", gzip.compress(b"\n".join(lines) + b"\n"))
+
+    proc = run_once(daemon, 1)
+
+    path = daemon.spool("products") / "rejected" / "a.ndjson.gz.rejected.ndjson"
+    assert path.stat().st_size <= 4096, path.stat().st_size
+    rej = rejected(daemon, "a.ndjson.gz")
+    assert rej[-1]["line"] is None and "rejected_max_bytes=4096 reached" in rej[-1]["error"], rej[-1]
+    assert all(e["line"] for e in rej[:-1]) and len(rej) > 2
+    assert "5000 rejected" in proc.stdout, proc.stdout
+    assert "a.ndjson.gz: its rejected lines reached rejected_max_bytes=4096" in daemon.log()
+    assert set(optix.records(UUID1)) == {"1", "2"}

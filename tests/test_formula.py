@@ -154,3 +154,15 @@ def test_catalog_counts_files_handed_back_after_401_once(optix, daemon):
     assert daemon.run_once().returncode == 0
     assert len(optix.records(UUID1)) == 3000
     assert listed(daemon)["id"] == 3000
+
+
+def test_a_catalog_that_cannot_be_saved_is_named_with_its_connection(optix, daemon):
+    daemon.write_config([daemon.connection(optix, batch_records=1)])  # one file a batch
+    (daemon.state_dir / "fields").write_text("not a directory\n")
+    # The second file's catalog is saved at exit (saves are spaced out), after the batch is gone.
+    daemon.drop("products", "a.ndjson", [json.dumps({"id": 1, "name": "Al"})])
+    daemon.drop("products", "b.csv", ["id,score", "2,5"])
+    assert daemon.run_once().returncode == 0
+    log = daemon.log()
+    assert "products: cannot save the field catalog" in log, log[-3000:]
+    assert "(null)" not in log, log[-3000:]
