@@ -497,7 +497,12 @@ int batch_start(struct batch *b, const struct conn_config *cfg, struct record_va
 	}
 	batch_set_params(b);
 	/* The renames into .work/ must be durable before the batch that names them. */
-	(void)fsync(b->env.wf->workfd);
+	if (fsync(b->env.wf->workfd) < 0) {
+		r = -errno;
+		snprintf(why, sizeof(why), "cannot make its move into .work/ durable: %s", strerror(-r));
+		batch_fail(b, 0, why, NULL);
+		return 0;
+	}
 	if ((r = journal_put(b->env.journal, &b->jb)) < 0)
 		goto fail;
 	batch_log(b, LOG_LVL_DEBUG, -1, "%s: batch %s opened (%zu file(s), %" PRIu32 " records in the first request)",

@@ -157,7 +157,7 @@ void batch_fail(struct batch *b, long status, const char *why, const char *respo
 {
 	char dst[LAYOUT_NAME_MAX + 1];
 	size_t moved = 0;
-	int ffd, r;
+	int ffd, r, sync_r;
 
 	/* No more cutting for this batch, even while the journal holds up its end. */
 	pipeline_cancel(&b->pl);
@@ -173,7 +173,7 @@ void batch_fail(struct batch *b, long status, const char *why, const char *respo
 			(void)batch_error_json(b, ffd, b->members[i].name, r == 0 ? dst : b->members[i].name, status,
 					       why, response);
 	}
-	workfiles_sync(b->env.wf, ffd);
+	sync_r = workfiles_sync(b->env.wf, ffd);
 	if (ffd >= 0)
 		close(ffd);
 	/* Never claim a move that did not happen: a file already gone from .work/ is not in failed/. */
@@ -186,6 +186,14 @@ void batch_fail(struct batch *b, long status, const char *why, const char *respo
 	b->env.stats->last_error_time = ev_now(b->env.loop);
 	b->env.stats->last_error_status = status;
 	b->ops.finished(b->userdata, false, status, why);
+	if (sync_r < 0) {
+		/* FAILED would name moves a crash may undo: the batch stays open in the journal, so a
+		 * restart finds its file wherever it is (in .work/: sent again, failing alike). */
+		batch_log(b, LOG_LVL_ERROR, -1, "%s: cannot make the move to failed/ durable: %s; the journal keeps "
+			 "the batch open", b->jb.name, strerror(-sync_r));
+		batch_ended(b);
+		return;
+	}
 	b->jb.state = BATCH_FAILED;
 	if (journal_put(b->env.journal, &b->jb) < 0) {
 		batch_ended(b);
@@ -199,13 +207,14 @@ void batch_fail(struct batch *b, long status, const char *why, const char *respo
 void batch_release_files(struct batch *b)
 {
 	char dst[LAYOUT_NAME_MAX + 1];
-	int dfd = workfiles_dir(b->env.wf);
+	int dfd = workfiles_dir(b->env.wf), r;
 
 	pipeline_cancel(&b->pl);       /* the files leave: nothing more to cut of them */
 
 	for (size_t i = 0; i < b->n_members; i++) {
 		struct member *m = &b->members[i];
-		int r = dfd < 0 ? dfd : workfiles_move(b->env.wf, m->fid, m->name, dfd, dst);
+
+		r = dfd < 0 ? dfd : workfiles_move(b->env.wf, m->fid, m->name, dfd, dst);
 
 		/* Its rejected lines are written again when it goes up: take back this attempt's. */
 		(void)workfiles_rejected_truncate(b->env.wf, m->name, m->rejected_size);
@@ -214,10 +223,15 @@ void batch_release_files(struct batch *b)
 		else if (r != -ENOENT)
 			batch_log(b, LOG_LVL_ERROR, -1, "%s: cannot move it back to %s: %s", m->name, b->env.wf->dir, strerror(-r));
 	}
-	workfiles_sync(b->env.wf, dfd);
-	b->jb.state = BATCH_RELEASED;
-	if (journal_put(b->env.journal, &b->jb) == 0)
-		(void)journal_sync(b->env.journal);
+	if ((r = workfiles_sync(b->env.wf, dfd)) < 0) {
+		/* RELEASED would name moves a crash may undo: the open batch resumes wherever its files are. */
+		batch_log(b, LOG_LVL_ERROR, -1, "%s: cannot make the move back to the spool durable: %s; the journal "
+			 "keeps the batch open", b->jb.name, strerror(-r));
+	} else {
+		b->jb.state = BATCH_RELEASED;
+		if (journal_put(b->env.journal, &b->jb) == 0)
+			(void)journal_sync(b->env.journal);
+	}
 	batch_end_here(b);
 	b->ops.ended(b->userdata, BATCH_END_HELD);
 }
@@ -265,7 +279,12 @@ void batch_archive(struct batch *b)
 			ok = false;
 		}
 	}
-	workfiles_sync(b->env.wf, dfd);
+	if (ok && (r = workfiles_sync(b->env.wf, dfd)) < 0) {
+		/* ARCHIVED would name moves a crash may undo: COMPLETED stays, and its replay moves again. */
+		batch_log(b, LOG_LVL_ERROR, -1, "%s: uploaded, but cannot make its archiving durable: %s; the next "
+			 "start archives it again", b->jb.name, strerror(-r));
+		ok = false;
+	}
 	if (dfd >= 0)
 		close(dfd);
 	if (ok) {

@@ -71,7 +71,7 @@ static bool ended_before_restart(struct batch *b)
 	}
 	if (count[IN_DONE] || (doubt && del && count[GONE] && !count[IN_FAILED] && !count[IN_SPOOL])) {
 		/* COMPLETED is durable before any file is archived or deleted: the server has it all. */
-		int dfd = -1;
+		int dfd = -1, sr;
 
 		if (!del)
 			dfd = batch_done_dir(b);
@@ -90,8 +90,9 @@ static bool ended_before_restart(struct batch *b)
 				batch_log(b, LOG_LVL_ERROR, -1, "%s: uploaded, but cannot %s it: %s", b->members[i].name,
 					 del ? "delete" : "archive", strerror(-r));
 		}
-		if (count[IN_WORK])
-			workfiles_sync(b->env.wf, dfd);
+		if (count[IN_WORK] && (sr = workfiles_sync(b->env.wf, dfd)) < 0)
+			batch_log(b, LOG_LVL_ERROR, -1, "%s: cannot make its archiving durable: %s", b->jb.name,
+				 strerror(-sr));
 		if (dfd >= 0)
 			close(dfd);
 		batch_log(b, LOG_LVL_INFO, -1, "%s: batch %s was completed before the restart (%s; the journal's records "

@@ -132,7 +132,13 @@ static int drop_one(int dirfd, const char *dir, int in, const char *src, const c
 			strerror(-r));
 		goto fail;
 	}
-	(void)fsync(dirfd);
+	if (fsync(dirfd) < 0) {
+		/* In place, but a power cut may undo the rename: the exporter must not count on it. */
+		r = -errno;
+		fprintf(stderr, "%s: renamed into place as %s/%s, but the directory cannot be written to the disk: %s; "
+			"drop it again to be sure\n", src, dir, final, strerror(-r));
+		goto fail;
+	}
 	fprintf(out, "%s/%s\n", dir, final);
 	return 0;
 fail:

@@ -146,12 +146,15 @@ int workfiles_move(struct workfiles *w, uint64_t fid, const char *name, int dstf
 	return r;
 }
 
-void workfiles_sync(struct workfiles *w, int dstfd)
+int workfiles_sync(struct workfiles *w, int dstfd)
 {
-	if (dstfd >= 0)
-		(void)fsync(dstfd);
-	if (w->workfd >= 0)
-		(void)fsync(w->workfd);
+	int r = 0;
+
+	if (dstfd >= 0 && fsync(dstfd) < 0)
+		r = -errno;
+	if (w->workfd >= 0 && fsync(w->workfd) < 0 && !r)
+		r = -errno;
+	return r;
 }
 
 bool workfiles_changed(struct workfiles *w, uint64_t fid, const char *name, const struct file_identity *id)

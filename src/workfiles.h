@@ -42,8 +42,12 @@ void workfiles_identity(const struct stat *st, struct file_identity *id);
 
 /* Move <id>-<name> from .work/ to @dstfd as <name>, or <id>-<name> if that is taken; the name in @dst. */
 int workfiles_move(struct workfiles *w, uint64_t fid, const char *name, int dstfd, char *dst);
-/* fsync @dstfd and .work/: one per directory per batch, however many files moved. */
-void workfiles_sync(struct workfiles *w, int dstfd);
+/*
+ * fsync @dstfd and .work/: one per directory per batch, however many files moved. 0, or the
+ * first failure as -errno: then the moves may not survive a crash, and the caller must not
+ * journal the state that says they happened.
+ */
+int workfiles_sync(struct workfiles *w, int dstfd);
 /* Its identity differs from @id (size or mtime): it changed since. False when it is not there. */
 bool workfiles_changed(struct workfiles *w, uint64_t fid, const char *name, const struct file_identity *id);
 /*

@@ -15,6 +15,8 @@ import json
 import os
 import re
 import time
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -712,3 +714,58 @@ def test_sigterm_while_the_batch_waits_leaves_it_to_the_journal_and_the_restart_
     one_batch(ok)
     wait_for(lambda: done_files(daemon, "products") == ["a.ndjson"], "a.ndjson archived", daemon)
     assert daemon.stop() == 0
+
+
+# --- durability steps that fail ------------------------------------------------------------------
+
+SHIM = Path(__file__).resolve().parent.parent / "build" / "tests" / "libfailfsync.so"
+
+
+def fsync_failing(directory_suffix):
+    if not SHIM.exists():
+        pytest.skip(f"{SHIM} not built (meson builds it with the tests)")
+    return {"LD_PRELOAD": str(SHIM), "DCSYNCD_FAIL_FSYNC_DIR": directory_suffix}
+
+
+def test_an_archive_that_cannot_be_made_durable_is_not_journaled_archived(optix, daemon):
+    """fsync of done/<conn>/ fails: the batch stays COMPLETED in the journal (ARCHIVED would name
+    a move a crash may undo), said so; the next start archives it again, and nothing is sent twice."""
+    daemon.write_config([daemon.connection(optix)])
+    daemon.drop_generated("products", "a.ndjson", 300)
+    proc = daemon.run_once(env=fsync_failing("/done/products"))
+    assert optix.records(UUID1) == store(0, 300)
+    assert "a.ndjson: uploaded, but cannot make its archiving durable: Input/output error" in daemon.log(), \
+        daemon.log()[-3000:]
+    sent = len(optix.requests(UUID1))
+    proc = daemon.run_once()
+    assert proc.returncode == 0, daemon.log()[-3000:]
+    assert "was completed before the restart" in daemon.log() or "resuming batch" not in daemon.log()
+    assert len(optix.requests(UUID1)) == sent, "a completed batch was sent again"
+    assert (daemon.state_dir / "done" / "products" / "a.ndjson").exists()
+
+
+def test_a_failed_file_whose_move_cannot_be_made_durable_keeps_its_batch_open(optix, daemon):
+    """fsync of failed/ fails after a 4xx: FAILED is not journaled (it would name a move a crash
+    may undo); the log says the journal keeps the batch open."""
+    optix.add_faults({"uuid": UUID1, "status": 404})
+    daemon.write_config([daemon.connection(optix)])
+    daemon.drop_generated("products", "a.ndjson", 10)
+    daemon.run_once(env=fsync_failing("/products/failed"))
+    log = daemon.log()
+    assert "a.ndjson: cannot make the move to failed/ durable: Input/output error; the journal keeps the batch open" \
+        in log, log[-3000:]
+    assert (daemon.spool("products") / "failed" / "a.ndjson").exists()
+
+
+def test_drop_says_so_when_its_rename_cannot_be_made_durable(optix, daemon, tmp_path):
+    """The directory's fsync after the rename fails: the exporter is told, not "done"."""
+    daemon.write_config([daemon.connection(optix)])
+    assert daemon.run_once().returncode == 0        # makes the connection's directory
+    src = tmp_path / "src.ndjson"
+    src.write_text('{"id":1}\n')
+    src.chmod(0o644)
+    tmp_path.chmod(0o755)
+    out = subprocess.run(daemon.command("drop", "products", str(src)), capture_output=True, text=True, timeout=30,
+                         env=daemon.env(fsync_failing("/products")), stdin=subprocess.DEVNULL)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "cannot be written to the disk: Input/output error; drop it again to be sure" in out.stderr
