@@ -518,6 +518,7 @@ out:
 		r->s.start = r->s.pos;
 	else
 		r->n_cols = 0;
+	r->s.width = r->n_cols;
 	return rc;
 }
 
@@ -593,8 +594,13 @@ int csv_reader_next(struct csv_reader *r, struct ndjson_line *line)
 		*line = (struct ndjson_line){ .lineno = no, .start_offset = r->s.row_offset,
 					      .end_offset = r->s.buf_offset + (off_t)r->s.pos };
 		if (r->s.skipping) {
-			line->too_long = !r->s.bad;
-			line->error = r->s.bad;
+			/* Its text, bounded: the first bytes, and how long it was. */
+			snprintf(r->reason, sizeof(r->reason), "%s%srow longer than max_record_bytes (%lld bytes; the first %zu kept)",
+				 r->s.bad ? r->s.bad : "", r->s.bad ? "; " : "",
+				 (long long)(line->end_offset - line->start_offset), r->s.head_len);
+			line->error = r->reason;
+			line->data = r->s.head;
+			line->len = r->s.head_len;
 		} else if (r->s.bad) {
 			line->error = r->s.bad;
 		} else if ((rc = convert(r)) == -EINVAL) {

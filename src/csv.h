@@ -66,7 +66,8 @@ int csv_reader_open(struct csv_reader *r, struct instream *in, char delim, const
 		    off_t offset, uint64_t lineno);
 /*
  * 1: a row in @line: its JSON object in data/len, or, for a row that cannot be one, the reason
- * in error and the row's text in data/len (NULL when longer than max_record_bytes); 0: end of
+ * in error and the row's text in data/len (its first bytes when longer than max_record_bytes;
+ * the opening line alone of a stray quote, csv_scan.h); 0: end of
  * the file; negative errno on a read or decompression error. Blank lines are skipped.
  */
 int csv_reader_next(struct csv_reader *r, struct ndjson_line *line);
