@@ -44,6 +44,11 @@ struct csv_options {
  */
 int csv_columns_parse(struct csv_options *o, const char *spec, char *err, size_t errlen);
 void csv_options_release(struct csv_options *o);
+/*
+ * FNV-1a of what makes a CSV row a record (csv_columns in order, csv_delimiter, csv_empty), never
+ * 0: the journal keeps it, so that a batch is never finished with rows cut by other options.
+ */
+uint64_t csv_options_hash(const struct csv_options *o);
 const char *csv_type_name(enum csv_type t);
 
 /*

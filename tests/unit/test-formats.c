@@ -336,6 +336,30 @@ static void columns_spec(void)
 	csv_options_release(&o);
 }
 
+/* What the journal keeps of the CSV options: any change that cuts rows another way shows. */
+static void options_hash(void)
+{
+	struct csv_options a = opts("id:integer", CSV_EMPTY_OMIT), b = opts("id:integer", CSV_EMPTY_OMIT);
+	struct csv_options c = opts("id:string", CSV_EMPTY_OMIT), d = opts("id:integer v:json", CSV_EMPTY_OMIT);
+	struct csv_options e = opts("idv:integer", CSV_EMPTY_OMIT), none = opts(NULL, CSV_EMPTY_OMIT);
+	uint64_t h = csv_options_hash(&a);
+
+	ok(h && h == csv_options_hash(&b), "options hash: the same options, the same hash (never 0)");
+	ok(h != csv_options_hash(&c) && h != csv_options_hash(&d) && h != csv_options_hash(&e) &&
+	   h != csv_options_hash(&none), "options hash: another type, another column, another name, none");
+	b.empty = CSV_EMPTY_NULL;
+	ok(h != csv_options_hash(&b), "options hash: csv_empty");
+	b.empty = CSV_EMPTY_OMIT;
+	b.delimiter = ';';
+	ok(h != csv_options_hash(&b), "options hash: csv_delimiter");
+	csv_options_release(&a);
+	csv_options_release(&b);
+	csv_options_release(&c);
+	csv_options_release(&d);
+	csv_options_release(&e);
+	csv_options_release(&none);
+}
+
 /* The cell of row @s at @i is @want (its bytes as written, doubled quotes kept) with these flags. */
 static bool cell_is(const struct csv_scan *s, size_t i, const char *want, bool quoted, bool dq)
 {
@@ -399,5 +423,6 @@ int main(void)
 	csv_resume_unget_long();
 	compressed();
 	columns_spec();
+	options_hash();
 	return done_testing();
 }
