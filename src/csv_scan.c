@@ -9,14 +9,6 @@
 
 #define READ_BLOCK (256 * 1024)
 
-/* Why a stray opening quote's line is rejected alone (see csv_scan_row in the header). */
-#define QUOTE_NOT_A_ROW "unterminated quote: the cell runs on past this line, and what follows does not make a " \
-	"row of the header's width (only this line is rejected)"
-#define QUOTE_TOO_LONG "unterminated quote: the cell runs on past this line and past max_record_bytes " \
-	"(only this line is rejected)"
-#define QUOTE_TO_END "unterminated quote: the cell runs on past this line to the end of the file " \
-	"(only this line is rejected)"
-
 int csv_scan_init(struct csv_scan *s, size_t max_record_bytes)
 {
 	*s = (struct csv_scan){ .max_record = max_record_bytes, .cap = max_record_bytes + READ_BLOCK + 1 };
@@ -320,16 +312,16 @@ int csv_scan_row(struct csv_scan *s)
 				return 0;
 			/* (The header, of no width yet, is taken whole or refused: the file fails.) */
 			if (s->quoted_break >= 0 && s->width && (s->bad || s->n_cells != s->width))
-				stray_quote(s, s->st == CSV_QUOTED ? QUOTE_TO_END : QUOTE_NOT_A_ROW);
+				stray_quote(s, s->st == CSV_QUOTED ? CSV_QUOTE_TO_END : CSV_QUOTE_NOT_A_ROW);
 			else if (s->pos - s->start > s->max_record + 2 && s->quoted_break >= 0 && s->width)
-				stray_quote(s, QUOTE_TOO_LONG);
+				stray_quote(s, CSV_QUOTE_TOO_LONG);
 			else if (s->pos - s->start > s->max_record + 2 && !s->skipping)
 				keep_head(s);   /* whole in the buffer, yet longer than allowed: as one scanned on */
 			return 1;
 		}
 		if (!s->skipping && s->pos - s->start > s->max_record) {
 			if (s->quoted_break >= 0 && s->width) {
-				stray_quote(s, QUOTE_TOO_LONG);
+				stray_quote(s, CSV_QUOTE_TOO_LONG);
 				return 1;
 			}
 			/* Too long to keep: scan on without it, then report it. */

@@ -18,6 +18,14 @@
 
 struct instream;
 
+/* Why a stray opening quote's line is rejected alone (the bad of that row; see csv_scan_row). */
+#define CSV_QUOTE_NOT_A_ROW "unterminated quote: the cell runs on past this line, and what follows does not make a " \
+	"row of the header's width (only this line is rejected)"
+#define CSV_QUOTE_TOO_LONG "unterminated quote: the cell runs on past this line and past max_record_bytes " \
+	"(only this line is rejected)"
+#define CSV_QUOTE_TO_END "unterminated quote: the cell runs on past this line to the end of the file " \
+	"(only this line is rejected)"
+
 enum csv_scan_state { CSV_FIELD_START, CSV_UNQUOTED, CSV_QUOTED, CSV_QUOTE_SEEN };
 
 struct csv_cell {

@@ -13,13 +13,6 @@
 #include "tap.h"
 
 #define MAX_RECORD 4096
-/* csv_scan.c's reasons for a stray quote's line. */
-#define QUOTE_NOT_A_ROW "unterminated quote: the cell runs on past this line, and what follows does not make a " \
-	"row of the header's width (only this line is rejected)"
-#define QUOTE_TOO_LONG "unterminated quote: the cell runs on past this line and past max_record_bytes " \
-	"(only this line is rejected)"
-#define QUOTE_TO_END "unterminated quote: the cell runs on past this line to the end of the file " \
-	"(only this line is rejected)"
 
 static int memfile(const void *data, size_t len)
 {
@@ -122,13 +115,13 @@ static void csv_rows(void)
 	       "3:{\"id\":\"2\",\"v\":\"c\"}\n");
 	expect("an unterminated quote is rejected with the line it starts on, and the rest goes up", "a.csv",
 	       "id,v\n1,a\n2,\"never closed\n3,c\n4,d\n", &o,
-	       "2:{\"id\":\"1\",\"v\":\"a\"}\n3!" QUOTE_TO_END "|2,\"never closed\n4:{\"id\":\"3\",\"v\":\"c\"}\n"
+	       "2:{\"id\":\"1\",\"v\":\"a\"}\n3!" CSV_QUOTE_TO_END "|2,\"never closed\n4:{\"id\":\"3\",\"v\":\"c\"}\n"
 	       "5:{\"id\":\"4\",\"v\":\"d\"}\n");
 	expect("an unterminated quote on the last line is that row's alone", "a.csv", "id,v\n1,\"open", &o,
 	       "2!unterminated quote: the cell runs to the end of the file|1,\"open\n");
 	expect("a stray quote closed by a later one is no row: its line alone is rejected, the lines after are rows", "a.csv",
 	       "id,v\n1,\"5 inch\n2,b\n3,\"c\n4,d\n", &o,
-	       "2!" QUOTE_NOT_A_ROW "|1,\"5 inch\n3:{\"id\":\"2\",\"v\":\"b\"}\n4!" QUOTE_TO_END "|3,\"c\n"
+	       "2!" CSV_QUOTE_NOT_A_ROW "|1,\"5 inch\n3:{\"id\":\"2\",\"v\":\"b\"}\n4!" CSV_QUOTE_TO_END "|3,\"c\n"
 	       "5:{\"id\":\"4\",\"v\":\"d\"}\n");
 	expect("a quoted line break in a row of the header's width is data (CR alone too); lines are counted", "a.csv",
 	       "id,v\r1,\"a\rb\r\nc\nd\"\r2,x,y\r3,c\r", &o,
@@ -233,7 +226,7 @@ static void csv_resume_unget_long(void)
 		diag("rc %d err %s got %.400s", g.rc, g.err, g.text);
 
 	/* A stray quote in row 2 of many: past max_record_bytes, its line alone is rejected, every row after goes up. */
-	static const char head[] = "2!" QUOTE_TOO_LONG "|1,\"5 inch\n3:{\"id\":\"2\",\"v\":\"x\"}\n";
+	static const char head[] = "2!" CSV_QUOTE_TOO_LONG "|1,\"5 inch\n3:{\"id\":\"2\",\"v\":\"x\"}\n";
 	used = (size_t)snprintf(big, sizeof(big), "id,v\n1,\"5 inch\n");
 	for (rows = 0; used < sizeof(big) - 32; rows++)
 		used += (size_t)snprintf(big + used, sizeof(big) - used, "%zu,x\n", rows + 2);
