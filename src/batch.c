@@ -437,6 +437,7 @@ int batch_start(struct batch *b, const struct conn_config *cfg, struct record_va
 	format_uuid(b->jb.uuid);
 	b->jb.cut_records = b->cfg->batch_records;
 	b->jb.dest = batch_destination(b->cfg);
+	b->jb.csv_opts = csv_options_hash(&b->cfg->csv);
 	b->jb.cut_bytes = b->cfg->batch_bytes;
 	b->jb.lineno = 1;
 	b->n_members = 1;

@@ -16,6 +16,18 @@
 #include "fileio.h"
 #include "jsonstr.h"
 #include "layout.h"
+#include "source.h"
+
+/* Whether a file of the batch is CSV or TSV: the CSV options cut its rows. */
+static bool holds_csv(const struct batch *b)
+{
+	struct source_kind k;
+
+	for (size_t i = 0; i < b->n_members; i++)
+		if (source_kind_of(b->members[i].name, &k) == 0 && k.format != SOURCE_NDJSON)
+			return true;
+	return false;
+}
 
 /* Where a file of a journaled batch is now, when it is no longer in .work/. */
 enum whereabouts { IN_WORK, IN_DONE, IN_FAILED, IN_SPOOL, GONE };
@@ -181,6 +193,12 @@ int batch_resume(struct batch *b, const struct journal_batch *from, const struct
 		/* Its requests went to one place; the rest must not go to another under its batch_uuid. */
 		batch_fail(b, 0, "the batch was opened at another destination (base_url or uuid of the connection "
 			  "changed while dcsyncd was stopped): it cannot be finished there, and is not sent elsewhere", NULL);
+		return 0;
+	}
+	if (r == 0 && from->state == BATCH_OPEN && holds_csv(b) && from->csv_opts != csv_options_hash(&b->cfg->csv)) {
+		/* Its first requests were cut with other types or fields: the rest must not join them. */
+		batch_fail(b, 0, "the batch was opened with other CSV options (csv_columns, csv_delimiter or csv_empty "
+			  "changed while dcsyncd was stopped): its rows are not sent under its batch_uuid cut another way", NULL);
 		return 0;
 	}
 	if (r < 0) {

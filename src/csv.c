@@ -107,6 +107,30 @@ void csv_options_release(struct csv_options *o)
 	o->n_columns = 0;
 }
 
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *s = p;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ s[i]) * 1099511628211ull;
+	return h;
+}
+
+uint64_t csv_options_hash(const struct csv_options *o)
+{
+	uint64_t h = 1469598103934665603ull;
+	unsigned char v[2] = { (unsigned char)o->delimiter, (unsigned char)o->empty };
+
+	for (size_t i = 0; i < o->n_columns; i++) {
+		unsigned char t = (unsigned char)o->columns[i].type;
+
+		/* The name's NUL ends it: "ab:x" and "a:x b:y" hash apart. */
+		h = fnv(h, o->columns[i].name, strlen(o->columns[i].name) + 1);
+		h = fnv(h, &t, 1);
+	}
+	return fnv(h, v, sizeof(v)) | 1;
+}
+
 int csv_reader_new(struct csv_reader **out, size_t max_record_bytes)
 {
 	struct csv_reader *r = calloc(1, sizeof(*r));
@@ -518,6 +542,7 @@ out:
 		r->s.start = r->s.pos;
 	else
 		r->n_cols = 0;
+	r->s.width = r->n_cols;
 	return rc;
 }
 
@@ -593,8 +618,13 @@ int csv_reader_next(struct csv_reader *r, struct ndjson_line *line)
 		*line = (struct ndjson_line){ .lineno = no, .start_offset = r->s.row_offset,
 					      .end_offset = r->s.buf_offset + (off_t)r->s.pos };
 		if (r->s.skipping) {
-			line->too_long = !r->s.bad;
-			line->error = r->s.bad;
+			/* Its text, bounded: the first bytes, and how long it was. */
+			snprintf(r->reason, sizeof(r->reason), "%s%srow longer than max_record_bytes (%lld bytes; the first %zu kept)",
+				 r->s.bad ? r->s.bad : "", r->s.bad ? "; " : "",
+				 (long long)(line->end_offset - line->start_offset), r->s.head_len);
+			line->error = r->reason;
+			line->data = r->s.head;
+			line->len = r->s.head_len;
 		} else if (r->s.bad) {
 			line->error = r->s.bad;
 		} else if ((rc = convert(r)) == -EINVAL) {

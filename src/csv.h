@@ -44,6 +44,11 @@ struct csv_options {
  */
 int csv_columns_parse(struct csv_options *o, const char *spec, char *err, size_t errlen);
 void csv_options_release(struct csv_options *o);
+/*
+ * FNV-1a of what makes a CSV row a record (csv_columns in order, csv_delimiter, csv_empty), never
+ * 0: the journal keeps it, so that a batch is never finished with rows cut by other options.
+ */
+uint64_t csv_options_hash(const struct csv_options *o);
 const char *csv_type_name(enum csv_type t);
 
 /*
@@ -66,7 +71,8 @@ int csv_reader_open(struct csv_reader *r, struct instream *in, char delim, const
 		    off_t offset, uint64_t lineno);
 /*
  * 1: a row in @line: its JSON object in data/len, or, for a row that cannot be one, the reason
- * in error and the row's text in data/len (NULL when longer than max_record_bytes); 0: end of
+ * in error and the row's text in data/len (its first bytes when longer than max_record_bytes;
+ * the opening line alone of a stray quote, csv_scan.h); 0: end of
  * the file; negative errno on a read or decompression error. Blank lines are skipped.
  */
 int csv_reader_next(struct csv_reader *r, struct ndjson_line *line);

@@ -33,6 +33,8 @@ void csv_scan_reset(struct csv_scan *s, struct instream *in, char delim)
 	s->cell_start = s->cell_end = 0;
 	s->buf_offset = 0;
 	s->eof = false;
+	s->width = 0;
+	s->after_cr = false;
 }
 
 /* Move what is unconsumed to the front and read more: 0, 1 at the end, negative errno. */
@@ -81,27 +83,49 @@ static int push_cell(struct csv_scan *s, size_t from, size_t to)
 	return 0;
 }
 
-static void begin_row(struct csv_scan *s)
+static int begin_row(struct csv_scan *s)
 {
+	int f;
+
+	if (s->after_cr) {
+		/* A stray quote's line ended at a CR, the last byte read then: a LF after it is its own. */
+		s->after_cr = false;
+		if (s->start == s->end && !s->eof && (f = fill(s)) < 0)
+			return f;
+		if (s->start < s->end && s->buf[s->start] == '\n')
+			s->start++;
+	}
 	s->st = CSV_FIELD_START;
 	s->pos = s->start;
 	s->n_cells = 0;
 	s->row_nl = 0;
 	s->bad = NULL;
 	s->skipping = false;
+	s->quoted_break = -1;
+	s->head_len = 0;
 	s->row_offset = s->buf_offset + (off_t)s->start;
+	return 0;
 }
 
-static uint64_t count_nl(const char *p, size_t n)
+/* Line breaks in @p: every CR, and every LF but one right after a CR (@cr: the byte before @p was one). */
+static uint64_t count_breaks(const char *p, size_t n, bool cr)
 {
+	const char *e = p + n, *q;
 	uint64_t k = 0;
-	const char *e = p + n;
 
-	while ((p = memchr(p, '\n', (size_t)(e - p)))) {
+	for (q = p; (q = memchr(q, '\n', (size_t)(e - q))); q++)
+		k += !(q == p ? cr : q[-1] == '\r');
+	for (q = p; (q = memchr(q, '\r', (size_t)(e - q))); q++)
 		k++;
-		p++;
-	}
 	return k;
+}
+
+/* The offset in @p of its first CR or LF (there is one). */
+static size_t first_break(const char *p, size_t n)
+{
+	const char *lf = memchr(p, '\n', n), *cr = memchr(p, '\r', lf ? (size_t)(lf - p) : n);
+
+	return (size_t)((cr ? cr : lf) - p);
 }
 
 /*
@@ -132,6 +156,7 @@ static int scan(struct csv_scan *s)
 			if (b[p] == '"') {
 				s->st = CSV_QUOTED;
 				s->cell_quoted = true;
+				s->quoted_cr = false;
 				s->cell_start = ++p;
 				continue;
 			}
@@ -159,8 +184,26 @@ static int scan(struct csv_scan *s)
 		case CSV_QUOTED: {
 			const char *q = memchr(b + p, '"', e - p);
 			size_t stop = q ? (size_t)(q - b) : e;
+			uint64_t k = stop > p ? count_breaks(b + p, stop - p, s->quoted_cr) : 0;
 
-			s->row_nl += count_nl(b + p, stop - p);
+			if (k && s->quoted_break < 0) {
+				size_t nl = p + first_break(b + p, stop - p);
+
+				if (s->skipping) {
+					/* Its opening line is too long already: the row ends with it, as a stray quote's does. */
+					if (b[nl] == '\r' && nl + 1 == e && !s->eof) {
+						p = nl;
+						goto more;
+					}
+					s->bad = "unterminated quote: the cell runs on past this line (only this line is rejected)";
+					s->pos = line_end(b, nl, e);
+					return 1;
+				}
+				s->quoted_break = s->buf_offset + (off_t)nl;
+			}
+			s->row_nl += k;
+			if (stop > p)
+				s->quoted_cr = b[stop - 1] == '\r';
 			p = stop;
 			if (!q)
 				goto more;
@@ -171,6 +214,7 @@ static int scan(struct csv_scan *s)
 		case CSV_QUOTE_SEEN:
 			if (b[p] == '"') {
 				s->cell_dq = true;
+				s->quoted_cr = false;
 				s->st = CSV_QUOTED;
 				p++;
 				continue;
@@ -222,12 +266,43 @@ more:
 	return 1;
 }
 
+/*
+ * A quoted cell ran past a line break and the row it makes is no row: the line it opened on is
+ * rejected alone (no cells), and the next row starts on the line after it, scanned again. The
+ * bytes from the row's start are all still buffered: nothing before start is dropped until the
+ * row is too long, and a row past max_record_bytes comes here before that.
+ */
+static void stray_quote(struct csv_scan *s, const char *why)
+{
+	size_t nl = (size_t)(s->quoted_break - s->buf_offset);
+
+	s->pos = line_end(s->buf, nl, s->end);
+	s->after_cr = s->buf[nl] == '\r' && s->pos == s->end && !s->eof;
+	s->n_cells = 0;
+	s->row_nl = 0;
+	s->bad = why;
+}
+
+/* Too long to keep: its first bytes for the rejected entry, cut where a UTF-8 character starts. */
+static void keep_head(struct csv_scan *s)
+{
+	size_t n = s->pos - s->start;
+
+	s->head_len = n < sizeof(s->head) ? n : sizeof(s->head);
+	if (s->head_len < n)
+		while (s->head_len && ((unsigned char)s->buf[s->start + s->head_len] & 0xC0) == 0x80)
+			s->head_len--;
+	memcpy(s->head, s->buf + s->start, s->head_len);
+	s->skipping = true;
+}
+
 /* The next row's cells: 1, 0 at the end, negative errno. */
 int csv_scan_row(struct csv_scan *s)
 {
 	int f;
 
-	begin_row(s);
+	if ((f = begin_row(s)) < 0)
+		return f;
 	for (;;) {
 		f = scan(s);
 		if (f < 0)
@@ -235,14 +310,22 @@ int csv_scan_row(struct csv_scan *s)
 		if (f == 1) {
 			if (s->pos == s->start && s->eof && !s->n_cells)
 				return 0;
-			/* Whole in the buffer, yet longer than allowed: the same as one scanned on. */
-			if (s->pos - s->start > s->max_record + 2)
-				s->skipping = true;
+			/* (The header, of no width yet, is taken whole or refused: the file fails.) */
+			if (s->quoted_break >= 0 && s->width && (s->bad || s->n_cells != s->width))
+				stray_quote(s, s->st == CSV_QUOTED ? CSV_QUOTE_TO_END : CSV_QUOTE_NOT_A_ROW);
+			else if (s->pos - s->start > s->max_record + 2 && s->quoted_break >= 0 && s->width)
+				stray_quote(s, CSV_QUOTE_TOO_LONG);
+			else if (s->pos - s->start > s->max_record + 2 && !s->skipping)
+				keep_head(s);   /* whole in the buffer, yet longer than allowed: as one scanned on */
 			return 1;
 		}
 		if (!s->skipping && s->pos - s->start > s->max_record) {
+			if (s->quoted_break >= 0 && s->width) {
+				stray_quote(s, CSV_QUOTE_TOO_LONG);
+				return 1;
+			}
 			/* Too long to keep: scan on without it, then report it. */
-			s->skipping = true;
+			keep_head(s);
 		}
 		if (s->skipping) {
 			/* Nothing scanned so far is kept: only the state of the scan goes on. */
@@ -274,6 +357,7 @@ int csv_scan_seek(struct csv_scan *s, off_t offset)
 	int rc;
 
 	/* Drop what is buffered up to @offset, then skip the rest in the stream. */
+	s->after_cr = false;
 	if (offset <= s->buf_offset + (off_t)s->end) {
 		s->start = s->pos = (size_t)(offset - s->buf_offset);
 		return 0;

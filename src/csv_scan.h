@@ -18,6 +18,14 @@
 
 struct instream;
 
+/* Why a stray opening quote's line is rejected alone (the bad of that row; see csv_scan_row). */
+#define CSV_QUOTE_NOT_A_ROW "unterminated quote: the cell runs on past this line, and what follows does not make a " \
+	"row of the header's width (only this line is rejected)"
+#define CSV_QUOTE_TOO_LONG "unterminated quote: the cell runs on past this line and past max_record_bytes " \
+	"(only this line is rejected)"
+#define CSV_QUOTE_TO_END "unterminated quote: the cell runs on past this line to the end of the file " \
+	"(only this line is rejected)"
+
 enum csv_scan_state { CSV_FIELD_START, CSV_UNQUOTED, CSV_QUOTED, CSV_QUOTE_SEEN };
 
 struct csv_cell {
@@ -41,8 +49,15 @@ struct csv_scan {
 	size_t cell_start, cell_end;
 	bool cell_quoted, cell_dq;
 	bool skipping;          /* longer than max_record_bytes: scanned on, not kept (cells: none) */
+	bool after_cr;          /* the last row ended at a CR, the last byte read: skip a LF next */
+	bool quoted_cr;         /* the last byte scanned in the quoted cell was a CR (a LF next is not a line) */
 	off_t row_offset;       /* stream offset of the row's first byte */
-	uint64_t row_nl;        /* line breaks inside quoted cells */
+	uint64_t row_nl;        /* line breaks inside quoted cells (LF, CRLF or a CR alone: one each) */
+	off_t quoted_break;     /* stream offset of the row's first line break inside quotes; -1: none */
+	size_t width;           /* cells a row must have (the header's); 0: any (the header itself) */
+	/* The start of a row too long to keep (skipping), for the rejected entry: bounded, UTF-8 whole. */
+	char head[256];
+	size_t head_len;
 	const char *bad;        /* why the row is malformed (a static string), or NULL */
 	struct csv_cell *cells;
 	size_t n_cells, cap_cells;
@@ -59,8 +74,14 @@ int csv_scan_skip_bom(struct csv_scan *s);
 int csv_scan_seek(struct csv_scan *s, off_t offset);
 /*
  * The next row's cells: 1, 0 at the end of the stream, negative errno. A row longer than
- * max_record_bytes comes back with skipping set; a malformed one with bad set. The end of the
- * stream ends a row; to look again at a file that grew, clear eof and call again.
+ * max_record_bytes comes back with skipping set (its first bytes in head); a malformed one with
+ * bad set. The end of the stream ends a row; to look again at a file that grew, clear eof and
+ * call again.
+ *
+ * A stray opening quote must not swallow the rows after it: a quoted cell that runs past a line
+ * break and then does not make a row of @width cells, well formed (or runs past max_record_bytes,
+ * or to the end of the stream), makes its opening line alone a bad row (no cells), and the scan
+ * goes on at the next line. A legitimate line break inside quotes keeps the row whole.
  */
 int csv_scan_row(struct csv_scan *s);
 

@@ -49,6 +49,7 @@ struct journal_batch {
 	uint64_t rejected_size; /* size of the rejected file at offset: a resume truncates to it */
 	int64_t updated;        /* unix seconds */
 	uint32_t n_members;     /* 0: one file (name, ident above); else the files of a multi-file batch */
+	uint64_t csv_opts;      /* hash of the CSV options it was opened with (csv_options_hash): they cut its rows */
 	uint64_t dest;          /* hash of the base_url and uuid it was opened at; 0: not known (older journal) */
 };
 

@@ -91,6 +91,7 @@ void jrec_batch(struct jrec_buf *w, const struct journal_batch *b)
 	w_u64(w, b->rejected_size);
 	w_u64(w, (uint64_t)b->updated);
 	w_u64(w, b->n_members);
+	w_u64(w, b->csv_opts);
 	w_u64(w, b->dest);
 }
 
@@ -137,6 +138,7 @@ static int decode_batch(struct rbuf *r, struct journal_batch *b)
 	b->rejected_size = r_u64(r);
 	b->updated = (int64_t)r_u64(r);
 	b->n_members = (uint32_t)r_u64(r);
+	b->csv_opts = r_u64(r);
 	b->dest = r_u64(r);
 	if (r->bad || b->id > JREC_ID_MAX || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
 		return -EINVAL;

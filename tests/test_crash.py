@@ -380,6 +380,37 @@ def test_crash_then_same_name_dropped_again(daemon, optix, crash_at):
     check_final(daemon, optix, [old, new], where=f"after {crash_at} and a new a.ndjson: ")
 
 
+@pytest.mark.parametrize("name,change,resumed", [
+    ("a.csv", {"csv_columns": "id:string"}, False),
+    ("a.csv", {"csv_empty": "null"}, False),
+    ("a.tsv", {"csv_delimiter": "semicolon"}, False),
+    ("a.ndjson", {"csv_columns": "id:string"}, True),
+], ids=["csv_columns", "csv_empty", "csv_delimiter", "ndjson-unaffected"])
+def test_a_csv_batch_is_not_resumed_under_other_csv_options(daemon, optix, name, change, resumed):
+    """A crash mid-batch, then csv_columns, csv_empty or csv_delimiter changed: the rest of its rows
+    would go under the same batch_uuid with other types or fields; the file fails as at a changed
+    destination, the batch left open. An NDJSON batch, which no CSV option cuts, resumes."""
+    need_crashpoints(daemon)
+    configure(daemon, optix)
+    f = SpoolFile(name, range(0, 2500), "a", BASE_MTIME_NS)
+    f.drop(daemon)
+    proc, log = run_once(daemon, "after-ack:1")
+    assert proc.returncode == -9, f"exit {proc.returncode}\n{log[-3000:]}"
+    assert len(optix.requests(UUID1)) == 1
+    configure(daemon, optix, **change)
+    proc, log = run_once(daemon)
+    if resumed:
+        assert proc.returncode == 0, f"exit {proc.returncode}\n{log[-3000:]}"
+        check_final(daemon, optix, [f], where=f"{name} after {change}: ")
+        return
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{log[-3000:]}"
+    assert len(optix.requests(UUID1)) == 1, "the batch went on with rows cut by other CSV options"
+    error = daemon.spool(CONN) / "failed" / f"{name}.error.json"
+    assert error.exists(), log[-3000:]
+    assert "other CSV options" in json.loads(error.read_text())["error"]
+    assert optix.state(UUID1)["open_batches"], "the batch was completed"
+
+
 # --- 2. random kill -9 ------------------------------------------------------------------------------
 
 def test_random_kills(daemon, optix):

@@ -98,18 +98,18 @@ def test_bad_rows_are_rejected_with_the_line_they_start_on(optix, daemon):
             "3,c,1,true\n"                            # 5: too few cells
             "4,,1,true,[],n\n"                        # 6: empty name omitted: required_fields
             "5,\xe9,1,yes,[],n\n"                     # 7: boolean
-            "6,f,1,false,[],\"never closed\n"         # 8: unterminated quote (to the end)
+            "6,f,1,false,[],\"never closed\n"         # 8: unterminated quote: this line alone
             "7,g,1,true,[],n\n")
     daemon.drop("products", "a.csv", text.encode("latin-1"))
     run_once(daemon, 1)
-    assert set(optix.records(UUID1)) == {"1"}
+    assert set(optix.records(UUID1)) == {"1", "7"}
     rej = rejected(daemon, "a.csv")
     assert [(r["line"], r["error"]) for r in rej] == [
         (4, "cell 3 (score): 'x' is not a number"),
         (5, "4 cell(s), the header has 6"),
         (6, "required field 'name' missing"),
         (7, "cell 2 (name): invalid UTF-8"),
-        (8, "unterminated quote: the cell runs to the end of the file"),
+        (8, "unterminated quote: the cell runs on past this line to the end of the file (only this line is rejected)"),
     ], rej
     assert rej[1]["record"] == "3,c,1,true"
     assert rej[2]["record"] == '{"id":4,"score":1,"active":true,"tags":[],"note":"n"}'
@@ -321,3 +321,42 @@ def test_rejected_lines_past_rejected_max_bytes_are_counted_not_copied(optix, da
     assert "5000 rejected" in proc.stdout, proc.stdout
     assert "a.ndjson.gz: its rejected lines reached rejected_max_bytes=4096" in daemon.log()
     assert set(optix.records(UUID1)) == {"1", "2"}
+
+
+@pytest.mark.parametrize("max_record", [None, 4096], ids=["to-the-end", "past-max_record_bytes"])
+def test_a_stray_opening_quote_loses_only_its_line(optix, daemon, max_record):
+    """`u1,"5 inch` in row 2 of 10,000: that line is rejected with its text, every other row goes
+    up; a quoted line break in a row of the header's width stays one cell."""
+    keys = {"max_record_bytes": max_record} if max_record else {}
+    daemon.write_config([daemon.connection(optix, rate_limit="off", **keys)])
+    rows = ["id,name", "u0,a", 'u1,"5 inch'] + [f"u{i},n{i}" for i in range(2, 10000)] + ['u10000,"two\nlines"']
+    daemon.drop("products", "stray.csv", "\n".join(rows) + "\n")
+    run_once(daemon, 1)
+    recs = optix.records(UUID1)
+    assert len(recs) == 10000 and '"u1"' not in recs and recs['"u9999"'] == {"id": "u9999", "name": "n9999"}
+    assert recs['"u10000"'] == {"id": "u10000", "name": "two\nlines"}
+    rej = rejected(daemon, "stray.csv")
+    assert [(r["line"], r["record"]) for r in rej] == [(3, 'u1,"5 inch')], rej
+    assert rej[0]["error"].startswith("unterminated quote: the cell runs on past this line"), rej
+
+
+def test_a_csv_row_too_long_is_rejected_with_its_first_bytes(optix, daemon):
+    """A row past max_record_bytes keeps its first 256 bytes in rejected/, never `"record": null`."""
+    daemon.write_config([daemon.connection(optix, max_record_bytes=1024)])
+    long_row = "2," + "é" * 2000
+    daemon.drop("products", "long.csv", f"id,name\n1,a\n{long_row}\n3,c\n")
+    run_once(daemon, 1)
+    assert set(optix.records(UUID1)) == {'"1"', '"3"'}
+    rej = rejected(daemon, "long.csv")
+    assert len(rej) == 1 and rej[0]["line"] == 3, rej
+    assert rej[0]["record"] == long_row[:129] and len(rej[0]["record"].encode()) <= 256, rej
+    assert f"({len(long_row.encode()) + 1} bytes; the first 256 kept)" in rej[0]["error"], rej
+
+
+def test_line_numbers_count_cr_only_line_breaks_inside_quotes(optix, daemon):
+    """A CR-only file with a quoted line break: a bad row after it is named by its own line."""
+    daemon.write_config([daemon.connection(optix)])
+    daemon.drop("products", "mac.csv", 'id,note\r1,"a\rb\rc"\r2,x,y\r3,z\r')
+    run_once(daemon, 1)
+    assert optix.records(UUID1) == {'"1"': {"id": "1", "note": "a\rb\rc"}, '"3"': {"id": "3", "note": "z"}}
+    assert [(r["line"], r["record"]) for r in rejected(daemon, "mac.csv")] == [(5, "2,x,y")]

@@ -113,9 +113,20 @@ static void csv_rows(void)
 	       "id,v\n1,\"a\"b\n2,c\n", &o,
 	       "2!text after a closing quote (a quote inside a quoted cell must be doubled)|1,\"a\"b\n"
 	       "3:{\"id\":\"2\",\"v\":\"c\"}\n");
-	expect("an unterminated quote is rejected at the line the row starts on", "a.csv",
-	       "id,v\n1,a\n2,\"never closed\n3,c\n", &o,
-	       "2:{\"id\":\"1\",\"v\":\"a\"}\n3!unterminated quote: the cell runs to the end of the file|2,\"never closed\n3,c\n");
+	expect("an unterminated quote is rejected with the line it starts on, and the rest goes up", "a.csv",
+	       "id,v\n1,a\n2,\"never closed\n3,c\n4,d\n", &o,
+	       "2:{\"id\":\"1\",\"v\":\"a\"}\n3!" CSV_QUOTE_TO_END "|2,\"never closed\n4:{\"id\":\"3\",\"v\":\"c\"}\n"
+	       "5:{\"id\":\"4\",\"v\":\"d\"}\n");
+	expect("an unterminated quote on the last line is that row's alone", "a.csv", "id,v\n1,\"open", &o,
+	       "2!unterminated quote: the cell runs to the end of the file|1,\"open\n");
+	expect("a stray quote closed by a later one is no row: its line alone is rejected, the lines after are rows", "a.csv",
+	       "id,v\n1,\"5 inch\n2,b\n3,\"c\n4,d\n", &o,
+	       "2!" CSV_QUOTE_NOT_A_ROW "|1,\"5 inch\n3:{\"id\":\"2\",\"v\":\"b\"}\n4!" CSV_QUOTE_TO_END "|3,\"c\n"
+	       "5:{\"id\":\"4\",\"v\":\"d\"}\n");
+	expect("a quoted line break in a row of the header's width is data (CR alone too); lines are counted", "a.csv",
+	       "id,v\r1,\"a\rb\r\nc\nd\"\r2,x,y\r3,c\r", &o,
+	       "2:{\"id\":\"1\",\"v\":\"a\\rb\\r\\nc\\nd\"}\n6!3 cell(s), the header has 2|2,x,y\n"
+	       "7:{\"id\":\"3\",\"v\":\"c\"}\n");
 	expect("invalid UTF-8 in a string cell is rejected; control characters are escaped", "a.csv",
 	       "id,v\n1,\xC3\x28\n2,\x01\t\n", &o, "2!cell 2 (v): invalid UTF-8|1,\xC3\x28\n3:{\"id\":\"2\",\"v\":\"\\u0001\\t\"}\n");
 	expect("a quote inside an unquoted cell is a character", "a.csv", "id,v\n1,5\"7\n", &o,
@@ -181,7 +192,8 @@ static void csv_resume_unget_long(void)
 	const char *csv = "id,v\n1,a\n2,\"b\nb\"\n3,c\n";
 	struct source *s = NULL;
 	struct ndjson_line ln, again;
-	char big[MAX_RECORD * 3];
+	char big[MAX_RECORD * 3], want[1024];
+	size_t used, rows, n;
 	struct got g;
 	int fd = memfile(csv, strlen(csv));
 	off_t off3;
@@ -207,9 +219,25 @@ static void csv_resume_unget_long(void)
 	memcpy(big, "id,v\n1,\"", 8);
 	memcpy(big + sizeof(big) - 11, "\"\n2,\"ok\"\n\n\n", 11);
 	read_all("l.csv", big, sizeof(big), &o, 0, 1, &g);
-	if (!ok(g.rc == 0 && !strcmp(g.text, "2!too long\n3:{\"id\":\"2\",\"v\":\"ok\"}\n"),
-	   "a row longer than max_record_bytes is reported, without its text, and the next is read"))
-		diag("rc %d err %s got %.200s", g.rc, g.err, g.text);
+	snprintf(want, sizeof(want), "2!row longer than max_record_bytes (%zu bytes; the first 256 kept)|%.256s\n"
+		 "3:{\"id\":\"2\",\"v\":\"ok\"}\n", sizeof(big) - 14, big + 5);
+	if (!ok(g.rc == 0 && !strcmp(g.text, want),
+	   "a row longer than max_record_bytes is reported with its first bytes, and the next is read"))
+		diag("rc %d err %s got %.400s", g.rc, g.err, g.text);
+
+	/* A stray quote in row 2 of many: past max_record_bytes, its line alone is rejected, every row after goes up. */
+	static const char head[] = "2!" CSV_QUOTE_TOO_LONG "|1,\"5 inch\n3:{\"id\":\"2\",\"v\":\"x\"}\n";
+	used = (size_t)snprintf(big, sizeof(big), "id,v\n1,\"5 inch\n");
+	for (rows = 0; used < sizeof(big) - 32; rows++)
+		used += (size_t)snprintf(big + used, sizeof(big) - used, "%zu,x\n", rows + 2);
+	read_all("q.csv", big, used, &o, 0, 1, &g);
+	n = 0;
+	for (const char *p = g.text; (p = strchr(p, '\n')); p++)
+		n++;
+	if (!ok(g.rc == 0 && !strncmp(g.text, head, strlen(head)) &&
+		n == rows + 1,
+		"a stray quote running past max_record_bytes: its line is rejected with its text, the %zu rows after go up", rows))
+		diag("rc %d err %s n %zu got %.400s", g.rc, g.err, n, g.text);
 	csv_options_release(&o);
 }
 
@@ -301,6 +329,30 @@ static void columns_spec(void)
 	csv_options_release(&o);
 }
 
+/* What the journal keeps of the CSV options: any change that cuts rows another way shows. */
+static void options_hash(void)
+{
+	struct csv_options a = opts("id:integer", CSV_EMPTY_OMIT), b = opts("id:integer", CSV_EMPTY_OMIT);
+	struct csv_options c = opts("id:string", CSV_EMPTY_OMIT), d = opts("id:integer v:json", CSV_EMPTY_OMIT);
+	struct csv_options e = opts("idv:integer", CSV_EMPTY_OMIT), none = opts(NULL, CSV_EMPTY_OMIT);
+	uint64_t h = csv_options_hash(&a);
+
+	ok(h && h == csv_options_hash(&b), "options hash: the same options, the same hash (never 0)");
+	ok(h != csv_options_hash(&c) && h != csv_options_hash(&d) && h != csv_options_hash(&e) &&
+	   h != csv_options_hash(&none), "options hash: another type, another column, another name, none");
+	b.empty = CSV_EMPTY_NULL;
+	ok(h != csv_options_hash(&b), "options hash: csv_empty");
+	b.empty = CSV_EMPTY_OMIT;
+	b.delimiter = ';';
+	ok(h != csv_options_hash(&b), "options hash: csv_delimiter");
+	csv_options_release(&a);
+	csv_options_release(&b);
+	csv_options_release(&c);
+	csv_options_release(&d);
+	csv_options_release(&e);
+	csv_options_release(&none);
+}
+
 /* The cell of row @s at @i is @want (its bytes as written, doubled quotes kept) with these flags. */
 static bool cell_is(const struct csv_scan *s, size_t i, const char *want, bool quoted, bool dq)
 {
@@ -364,5 +416,6 @@ int main(void)
 	csv_resume_unget_long();
 	compressed();
 	columns_spec();
+	options_hash();
 	return done_testing();
 }

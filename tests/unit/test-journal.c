@@ -28,6 +28,8 @@ static struct journal_batch batch(uint64_t id, enum batch_state st, uint64_t off
 	b.records = offset / 10;
 	b.rejected = id;
 	b.rejected_size = 7 * id;
+	b.csv_opts = 0x5eed0001u + id;
+	b.dest = 0xd0000001u + id;
 	return b;
 }
 
@@ -39,7 +41,7 @@ static bool same_batch(const struct journal_batch *a, const struct journal_batch
 	       !memcmp(&a->ident, &b->ident, sizeof(a->ident)) && a->cut_records == b->cut_records &&
 	       a->cut_bytes == b->cut_bytes && a->acks == b->acks && a->offset == b->offset && a->lineno == b->lineno &&
 	       a->records == b->records && a->rejected == b->rejected && a->rejected_size == b->rejected_size &&
-	       a->n_members == b->n_members;
+	       a->n_members == b->n_members && a->csv_opts == b->csv_opts && a->dest == b->dest;
 }
 
 static struct journal *open_ok(const char *dir, uint64_t *torn)
