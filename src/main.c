@@ -20,6 +20,7 @@ static void usage(FILE *f)
 	      "       dcsyncd -c FILE --check-config\n"
 	      "       dcsyncd -c FILE status [--json]\n"
 	      "       dcsyncd -c FILE drop CONNECTION FILE... | drop CONNECTION - --name NAME.ndjson\n"
+	      "       dcsyncd -c FILE check [--json] [CONNECTION] FILE...\n"
 	      "       dcsyncd -c FILE retry CONNECTION FILE... | --all\n"
 	      "       dcsyncd -c FILE connection create NAME --primary-key FIELD [--description TEXT] --like CONNECTION\n"
 	      "       dcsyncd -c FILE formula CONNECTION FIELD [--key TAG] [--fallback TEXT] [--params P]\n"
@@ -40,6 +41,8 @@ static void usage(FILE *f)
 	      "                      --json: one JSON object, field names in dcsyncd(8)\n"
 	      "  drop                for exporters: copy files (or standard input) into the connection's\n"
 	      "                      spool under a hidden name, fsync, rename into place; prints the name\n"
+	      "  check               for exporters: read files as the connection would (no network, no\n"
+	      "                      state); records, rejected lines, a failure; exit 1 if any\n"
 	      "  retry               put failed files back into the spool, their error.json kept in\n"
 	      "                      failed/.retried/ (as root or the daemon's user)\n"
 	      "  connection create   create a Data Connection at the API, print its [connection] section\n"
@@ -95,7 +98,8 @@ int main(int argc, char **argv)
 	}
 	log_open();
 	if (optind < argc && (!strcmp(argv[optind], "status") || !strcmp(argv[optind], "formula") ||
-			      !strcmp(argv[optind], "drop") || !strcmp(argv[optind], "retry"))) {
+			      !strcmp(argv[optind], "drop") || !strcmp(argv[optind], "retry") ||
+			      !strcmp(argv[optind], "check"))) {
 		const char *cmd = argv[optind];
 		bool json = false;
 		struct config *cfg;
@@ -118,6 +122,8 @@ int main(int argc, char **argv)
 			r = status_print(cfg, json, stdout) < 0 ? 1 : 0;
 		else if (!strcmp(cmd, "drop"))
 			r = drop_cmd(cfg, argc - optind, argv + optind, stdout);
+		else if (!strcmp(cmd, "check"))
+			r = check_cmd(cfg, argc - optind, argv + optind, stdout);
 		else if (!strcmp(cmd, "retry"))
 			r = retry_cmd(cfg, argc - optind, argv + optind, stdout);
 		else

@@ -389,3 +389,43 @@ def test_an_indented_key_line_is_refused_naming_the_line(daemon, optix):
     assert proc.returncode == 2
     assert re.search(rf":{line}: \w+: an indented line continues the value of the key above.*unindent "
                      r"'primary_key = id'", proc.stderr), proc.stderr
+
+
+# --- check ---------------------------------------------------------------------------------------
+
+def test_check_reads_files_as_the_daemon_would_as_an_exporter_who_cannot_read_the_keys(daemon, optix, tmp_path):
+    """`dcsyncd check`: records, rejected lines with line and reason, a header that fails the file,
+    the fields; exit 0 / 1 / 2; run by the exporter (no key readable), with no request sent and
+    nothing in the spool or the state changed."""
+    daemon.write_config([daemon.connection(optix, required_fields="id,name")])
+    src = tmp_path / "src"
+    src.mkdir()
+    src.chmod(0o755)
+    good = src / "good.ndjson"
+    good.write_text("".join(json.dumps({"id": i, "name": f"n{i}"}) + "\n" for i in range(1000)))
+    bad = src / "bad.ndjson"
+    bad.write_text('{"id":1,"name":"a"}\n{"id":2}\nnot json\n' + "".join(f'{{"id":{i}}}\n' for i in range(3, 40)))
+    hdr = src / "h.csv"
+    hdr.write_text("name,v\nx,1\n")
+    for p in (good, bad, hdr):
+        p.chmod(0o644)
+    state_before = sorted(p.name for p in daemon.state_dir.iterdir()) if daemon.state_dir.exists() else []
+
+    rc, out, err = as_exporter(daemon, "check", "products", str(good))
+    assert rc == 0, (out, err)
+    assert "1000 record(s) would go up" in out and '"id" "name"' in out, out
+
+    rc, out, err = as_exporter(daemon, "check", "--json", "products", str(bad), str(hdr))
+    assert rc == 1, (out, err)
+    docs = [json.loads(l) for l in out.splitlines() if l.strip()]
+    by = {d["file"].rsplit("/", 1)[-1]: d for d in docs}
+    assert by["bad.ndjson"]["records"] == 1 and by["bad.ndjson"]["rejected"] == 39, by["bad.ndjson"]
+    lines = by["bad.ndjson"]["rejected_lines"]
+    assert len(lines) == 20 and lines[0]["line"] == 2 and lines[1]["line"] == 3, lines[:3]
+    assert "primary_key" in (by["h.csv"]["failed"] or ""), by["h.csv"]
+
+    rc, out, err = as_exporter(daemon, "check")
+    assert rc == 2, (out, err)
+    assert optix.requests() == []
+    after = sorted(p.name for p in daemon.state_dir.iterdir()) if daemon.state_dir.exists() else []
+    assert after == state_before
