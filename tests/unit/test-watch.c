@@ -100,42 +100,8 @@ static void a_close_is_never_applied_before_its_open(void)
 	tmpdir_remove(t.dir);
 }
 
-/*
- * Many readers, one name: inotify merges identical events not yet read (50 opens may read as
- * one), so the count says "open" (>= 1) while any is, and 0 once all are closed.
- */
-static void opens_and_closes_balance(void)
-{
-	static const struct watch_ops ops = { on_name, on_overflow, on_gone };
-	struct t t = { .loop = ev_loop_new(EVFLAG_AUTO), .dir = tmpdir_new("watch"), .fd_b = -1 };
-	char *b_path = path_join(t.dir, "B");
-	int fds[50];
-
-	ok(watch_new(&t.w, t.loop, t.dir, &ops, &t) == 0, "a watch");
-	put(t.dir, "B");
-	settle(&t);
-	for (int round = 0; round < 20; round++) {
-		for (int i = 0; i < 50; i++)
-			if ((fds[i] = open(b_path, O_RDONLY | O_CLOEXEC)) < 0)
-				abort();
-		if (round % 2)
-			settle(&t);
-		ok(watch_open_count(t.w, "B") >= 1, "round %d: 50 readers have B open: counted open", round);
-		for (int i = 0; i < 50; i++)
-			close(fds[i]);
-		if (round % 3)
-			settle(&t);
-		is_int(watch_open_count(t.w, "B"), 0, "round %d: all closed", round);
-	}
-	watch_free(t.w);
-	ev_loop_destroy(t.loop);
-	free(b_path);
-	tmpdir_remove(t.dir);
-}
-
 int main(void)
 {
 	a_close_is_never_applied_before_its_open();
-	opens_and_closes_balance();
 	return done_testing();
 }
