@@ -650,10 +650,15 @@ static void restart_and_resume(struct h *h, const char *extra)
 {
 	const struct journal_batch *jb;
 
+	char buf[512];
+
 	stop(h);
 	load_config(h, extra);
 	start(h, AFTER_UPLOAD_ARCHIVE);
 	is_int(batch_release_orphans(&h->b), 0, "batch_release_orphans");
+	list(h->wf.dir, ".work", buf, sizeof(buf));
+	ok(strchr(buf, '-') && !strcmp(strchr(buf, '-'), "-f.ndjson") && !strcmp(list(h->spool, "shop", buf, sizeof(buf)), ""),
+	   "the file of the journal's open batch is no orphan: it stays in .work/");
 	ok(journal_count(h->j) == 1 && (jb = journal_at(h->j, 0)) && jb->state == BATCH_OPEN, "replay: one open batch");
 	is_int(batch_go_on(h, journal_at(h->j, 0)), 0, "batch_resume");
 }
