@@ -620,6 +620,9 @@ static void completing(void)
 	request_send(&t.q);
 	ok(t.may_complete_calls == 2 && t.wire.n == 1 && !t.wire.s[0].completed && !t.q.completes,
 	   "REQUEST_GREW (the batch resealed the body): sent with batch_completed:false");
+	ok(t.wire.n == 1 && t.wire.s[0].envelope_ok && t.wire.s[0].n == 1 && t.wire.last_len == b[1].len &&
+		   !memcmp(t.wire.last, b[1].body, b[1].len),
+	   "the body goes as resealed, byte for byte: whole JSON, its record, batch_completed:false");
 	body_reseal(&b[1], &t.params, true);    /* as if it had not grown: the rest completes with it */
 	answer(&t, 200, -1, "");
 	ok(t.done == 1 && !t.q.completed, "acknowledged: done, the batch not completed");
