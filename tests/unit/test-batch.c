@@ -15,7 +15,9 @@
 #include "config.h"
 #include "counters.h"
 #include "journal.h"
+#include "layout.h"
 #include "spool.h"
+#include "worker.h"
 #include "tap.h"
 #include "testutil.h"
 #include "wireutil.h"
@@ -50,6 +52,10 @@ struct wire {
 	long status[MAX_SENDS]; /* the answer to send i; 0: the rule below */
 	long bad_id, bad_status;        /* a body holding record bad_id is answered bad_status, others 200 */
 	const char *response;   /* the body of a non-2xx answer */
+	void (*on_send)(struct wire *w, size_t i);      /* called as body i leaves, before the batch goes on */
+	void *hook;
+	const char *watched;    /* a file whose size is noted at each send */
+	off_t watched_size[MAX_SENDS];
 };
 
 int __wrap_upload_client_send(struct upload_client *c, const char *body, size_t len);
@@ -115,7 +121,10 @@ int __wrap_upload_client_send(struct upload_client *c, const char *body, size_t 
 		abort();        /* one request at a time; more than this is a runaway batch */
 	parse_sent(&w->s[w->n], body, len);
 	read_disk(w->state_dir, &w->disk[w->n]);
+	w->watched_size[w->n] = w->watched ? file_size(w->watched) : -1;
 	w->in_flight = true;
+	if (w->on_send)
+		w->on_send(w, w->n);
 	if (status_of(w, w->n++) != HOLD) {
 		ev_timer_set(&w->answer, 0., 0.);
 		ev_timer_start(w->loop, &w->answer);
@@ -392,7 +401,7 @@ static uint64_t offset_after_lines(const char *text, unsigned n)
 	return p ? (uint64_t)(p - text) : 0;
 }
 
-/* Names in <dir>/<sub> (not starting with '.'), sorted by the caller's eye: "a b c". */
+/* The files in <dir>/<sub> (no directory, no name starting with '.'), sorted: "a b c". */
 static const char *list(const char *dir, const char *sub, char *buf, size_t size)
 {
 	char *path = path_join(dir, sub);
@@ -403,7 +412,7 @@ static const char *list(const char *dir, const char *sub, char *buf, size_t size
 
 	buf[0] = '\0';
 	while (d && (de = readdir(d)) && n < 64)
-		if (de->d_name[0] != '.')
+		if (de->d_name[0] != '.' && de->d_type != DT_DIR)
 			names[n++] = strdup(de->d_name);
 	if (d)
 		closedir(d);
@@ -439,6 +448,15 @@ static const char *json_str(yajl_val v, const char *key)
 	yajl_val x = v ? yajl_tree_get(v, path, yajl_t_string) : NULL;
 
 	return x && YAJL_GET_STRING(x) ? YAJL_GET_STRING(x) : "(none)";
+}
+
+static unsigned count_of(const char *s, const char *what)
+{
+	unsigned n = 0;
+
+	for (const char *p = s; (p = strstr(p, what)); p += strlen(what))
+		n++;
+	return n;
 }
 
 static bool same_uuid(const struct wire *w, size_t from, size_t to, const char *uuid)
@@ -644,16 +662,16 @@ static void left_to_the_journal(struct h *h, uint32_t acks, const char *what)
 static void restart_and_resume(struct h *h, const char *extra)
 {
 	const struct journal_batch *jb;
+	char before[512], buf[512];
 
-	char buf[512];
-
+	list(h->wf.dir, ".work", before, sizeof(before));
 	stop(h);
 	load_config(h, extra);
 	start(h, AFTER_UPLOAD_ARCHIVE);
 	is_int(batch_release_orphans(&h->b), 0, "batch_release_orphans");
-	list(h->wf.dir, ".work", buf, sizeof(buf));
-	ok(strchr(buf, '-') && !strcmp(strchr(buf, '-'), "-f.ndjson") && !strcmp(list(h->spool, "shop", buf, sizeof(buf)), ""),
-	   "the file of the journal's open batch is no orphan: it stays in .work/");
+	ok(before[0] && !strcmp(list(h->wf.dir, ".work", buf, sizeof(buf)), before) &&
+		   !strcmp(list(h->spool, "shop", buf, sizeof(buf)), ""),
+	   "the files of the journal's open batch are no orphans: they stay in .work/ (%s)", before);
 	ok(journal_count(h->j) == 1 && (jb = journal_at(h->j, 0)) && jb->state == BATCH_OPEN, "replay: one open batch");
 	is_int(batch_go_on(h, journal_at(h->j, 0)), 0, "batch_resume");
 }
@@ -719,6 +737,164 @@ static void a_stop_with_a_request_in_flight_waits_for_its_answer(void)
 	teardown(&h);
 }
 
+static void a_503_is_sent_again_in_the_same_batch(void)
+{
+	struct h h;
+	char buf[512], *path;
+
+	setup(&h, "batch_records = 100\n", AFTER_UPLOAD_ARCHIVE);
+	path = drop(&h, "f.ndjson", 1, 250, 0, 10);
+	h.wire.status[1] = 503;
+	run_batch(&h);
+	is_str(ranges(&h.wire, buf, sizeof(buf)), "1-100 101-200 101-200 201-250*", "request 2 sent again after its wait");
+	ok(same_uuid(&h.wire, 0, h.wire.n, h.wire.s[0].uuid) && h.finished_ok == 1 && h.records == 250 &&
+		   h.stats.retries == 1,
+	   "one batch_uuid, 250 records, one retry");
+	ok(h.wire.n == 4 && h.wire.disk[2].acks == 1, "the retry goes out with acknowledgement 1 still the last");
+	free(path);
+	teardown(&h);
+}
+
+/* Its writer goes on appending in place: records 151..180 to the file, in .work/ now (the same inode). */
+static void append_in_place(struct h *h)
+{
+	char wn[LAYOUT_NAME_MAX + 1], *work, *p;
+	struct text t = { 0 };
+	int fd;
+
+	workfiles_work_name(h->b.members[0].fid, "f.ndjson", wn);
+	work = path_join(h->wf.dir, ".work");
+	p = path_join(work, wn);
+	for (long id = 151; id <= 180; id++)
+		text_add(&t, "{\"id\":%ld,\"name\":\"customer %ld\"}\n", id, id);
+	fd = open(p, O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (fd < 0 || write(fd, t.s, t.len) != (ssize_t)t.len || close(fd) < 0)
+		abort();
+	free(p);
+	free(work);
+	free(t.s);
+}
+
+static void append_as_request_1_leaves(struct wire *w, size_t i)
+{
+	if (i == 0)
+		append_in_place(w->hook);
+}
+
+/*
+ * A file of 150 records, requests of 100, grown by 30 while request 1 is out: @early, as it
+ * leaves (before the next body is cut ahead), else once the last body was cut ahead.
+ */
+static void grows_while_open(bool early, const char *what)
+{
+	struct h h;
+	char buf[512], *done, *path;
+	long next = 1;
+	bool in_order = true;
+	off_t dropped;
+
+	setup(&h, "batch_records = 100\n", AFTER_UPLOAD_ARCHIVE);
+	path = drop(&h, "f.ndjson", 1, 150, 0, 10);
+	dropped = file_size(path);
+	h.wire.status[0] = HOLD;
+	if (early) {
+		h.wire.on_send = append_as_request_1_leaves;
+		h.wire.hook = &h;
+	}
+	intake_scan(&h.in);
+	is_int(batch_go(&h), 0, "%s: batch_start", what);
+	RUN_UNTIL(&h, h.wire.n == 1 && h.b.pl.n_ahead == 1 && !worker_busy(h.b.pl.worker));
+	if (!early)
+		append_in_place(&h);
+	wire_answer(&h.wire, 200);
+	RUN_UNTIL(&h, h.ended);
+	for (size_t i = 0; i < h.wire.n; i++) {
+		in_order = in_order && h.wire.s[i].contiguous && h.wire.s[i].first == next &&
+			   h.wire.s[i].completed == (i == h.wire.n - 1);
+		next = h.wire.s[i].last + 1;
+	}
+	ok(in_order && next == 181, "%s: records 1..180 sent once each, in order, batch_completed only on the last (%s)",
+	   what, ranges(&h.wire, buf, sizeof(buf)));
+	ok(same_uuid(&h.wire, 0, h.wire.n, h.wire.s[0].uuid) && h.finished_ok == 1 && h.records == 180,
+	   "%s: one batch_uuid; completed with the 30 appended records too", what);
+	done = path_join(h.wf.done_dir, "f.ndjson");
+	is_int(file_size(done), dropped + 30 * (off_t)strlen("{\"id\":151,\"name\":\"customer 151\"}\n"),
+	       "%s: archived whole: done/f.ndjson holds the 150 lines and the 30 appended", what);
+	is_str(list(h.wf.dir, "failed", buf, sizeof(buf)), "", "%s: nothing in failed/", what);
+	free(done);
+	free(path);
+	teardown(&h);
+}
+
+static void a_file_that_grows_while_its_batch_is_open_is_read_on_in_the_same_batch(void)
+{
+	grows_while_open(false, "grown after the last body was cut");
+	grows_while_open(true, "grown before the next body was cut");
+}
+
+static void a_multi_file_batch_stopped_is_cut_again_from_its_files_at_the_restart(void)
+{
+	struct h h;
+	char buf[512], *p[2];
+	struct on_disk d;
+
+	setup(&h, "batch_records = 10\nretry_initial_seconds = 600\nretry_max_seconds = 600\n", AFTER_UPLOAD_ARCHIVE);
+	p[0] = drop(&h, "a.ndjson", 1, 3, 0, 20);
+	p[1] = drop(&h, "b.ndjson", 4, 4, 1, 10);
+	h.wire.status[0] = 503;
+	intake_scan(&h.in);
+	is_int(batch_go(&h), 0, "batch_start");
+	RUN_UNTIL(&h, h.b.req.state == REQ_RETRY_WAIT);
+	h.b.stop_after_ack = true;
+	batch_stop(&h.b);
+	read_disk(h.state, &d);
+	ok(h.how == BATCH_END_STOPPED && d.live == 1 && d.state == BATCH_OPEN && d.acks == 0 && !strcmp(d.uuid, h.wire.s[0].uuid),
+	   "stopped in a retry wait: the journal keeps the batch of a and b open");
+	restart_and_resume(&h, "batch_records = 10\n");
+	RUN_UNTIL(&h, h.ended == 2);
+	is_str(ranges(&h.wire, buf, sizeof(buf)), "1-7* 1-7*", "the same one request again, a then b");
+	ok(same_uuid(&h.wire, 0, h.wire.n, h.wire.s[0].uuid) && h.finished_ok == 1, "under the same batch_uuid; completed");
+	ok(h.wire.n == 2 && h.wire.s[1].len == h.wire.s[0].len, "byte for byte the same length as before the restart");
+	is_str(list(h.wf.done_dir, ".", buf, sizeof(buf)), "a.ndjson b.ndjson", "both archived");
+	{
+		char *rej = path_join(h.wf.dir, "rejected/b.ndjson.rejected.ndjson"), *r;
+		size_t len;
+
+		r = read_whole(rej, &len);
+		ok(r && strstr(r, "\"line\":3") && count_of(r, "\"line\":") == 1, "b's invalid line is in rejected/ once, not twice");
+		free(r);
+		free(rej);
+	}
+	free(p[0]);
+	free(p[1]);
+	teardown(&h);
+}
+
+static void after_a_restart_a_batch_whose_last_records_are_all_refused_completes_with_one_from_the_file(void)
+{
+	struct h h;
+	char buf[512], *path;
+
+	setup(&h, "batch_records = 4\n", AFTER_UPLOAD_ARCHIVE);
+	path = drop(&h, "f.ndjson", 1, 10, 0, 10);
+	h.wire.status[1] = HOLD;
+	intake_scan(&h.in);
+	is_int(batch_go(&h), 0, "batch_start");
+	RUN_UNTIL(&h, h.wire.n == 2);
+	h.b.stop_after_ack = true;
+	wire_answer(&h.wire, 200);
+	RUN_UNTIL(&h, h.ended);
+	restart_and_resume(&h, "batch_records = 4\n");
+	h.wire.status[2] = h.wire.status[3] = h.wire.status[4] = 422;
+	RUN_UNTIL(&h, h.ended == 2);
+	is_str(ranges(&h.wire, buf, sizeof(buf)), "1-4 5-8 9-10* 9-9 10-10* 8-8*",
+	       "records 9 and 10 refused: the batch completes with record 8, read again from the file");
+	ok(same_uuid(&h.wire, 0, h.wire.n, h.wire.s[0].uuid) && h.finished_ok == 1 && h.records == 8 && h.rejected == 2,
+	   "one batch_uuid; completed with 8 records, 2 rejected");
+	free(path);
+	teardown(&h);
+}
+
 static void a_401_before_any_acknowledgement_hands_the_file_back(void)
 {
 	struct h h;
@@ -730,14 +906,14 @@ static void a_401_before_any_acknowledgement_hands_the_file_back(void)
 	path = drop(&h, "f.ndjson", 1, 250, 1, 10);
 	text = read_whole(path, &len);
 	h.wire.status[0] = 401;
-	intake_scan(&h.in);
-	is_int(batch_go(&h), 0, "batch_start");
 	rej = path_join(h.wf.dir, "rejected/f.ndjson.rejected.ndjson");
-	RUN_UNTIL(&h, h.ended);
+	h.wire.watched = rej;
+	run_batch(&h);
+	ok(h.wire.n == 1 && h.wire.watched_size[0] > 0, "the invalid line was in rejected/ when request 1 left");
 	ok(h.auth == 1 && h.ended == 1 && h.how == BATCH_END_HELD && h.finished_ok == 0 && h.finished_failed == 0,
 	   "401: ops.auth_refused; the batch ends held, neither done nor failed");
 	is_str(ranges(&h.wire, buf, sizeof(buf)), "1-100", "one request went");
-	is_str(list(h.spool, "shop", buf, sizeof(buf)), "f.ndjson rejected", "the file is back in the spool under its name");
+	is_str(list(h.spool, "shop", buf, sizeof(buf)), "f.ndjson", "the file is back in the spool under its name");
 	back = read_whole(path, &len2);
 	ok(back && len2 == len && !memcmp(back, text, len), "untouched");
 	is_int(file_size(rej), 0, "the line it rejected is taken back from rejected/ (written again when it goes up)");
@@ -782,6 +958,10 @@ int main(void)
 	small_files_share_one_request_and_the_one_that_does_not_fit_starts_the_next();
 	a_stop_while_a_request_waits_leaves_the_batch_and_a_restart_resumes_it_at_the_same_cut();
 	a_stop_with_a_request_in_flight_waits_for_its_answer();
+	a_503_is_sent_again_in_the_same_batch();
+	a_file_that_grows_while_its_batch_is_open_is_read_on_in_the_same_batch();
+	a_multi_file_batch_stopped_is_cut_again_from_its_files_at_the_restart();
+	after_a_restart_a_batch_whose_last_records_are_all_refused_completes_with_one_from_the_file();
 	a_401_before_any_acknowledgement_hands_the_file_back();
 	a_file_in_work_no_batch_names_goes_back_at_start();
 	return done_testing();
