@@ -319,6 +319,16 @@ static int64_t mtime_of(const struct stat *st)
 }
 
 
+/* The batch's one file grew since it was taken: its identity is what it is now. */
+static void note_grown(struct batch *b, const struct stat *st)
+{
+	workfiles_identity(st, &b->jb.ident);
+	b->members[0].ident = b->jb.ident;
+	b->members[0].trusted = false;  /* someone writes it: from now on only stillness tells */
+	b->env.stats->file_size = b->jb.ident.size;
+}
+
+
 /*
  * Before a batch is completed: is the file all there, all read, and done being written? A file
  * written in place may have been taken while its writer paused: it is completed only once
@@ -366,13 +376,12 @@ int batch_check_whole(struct batch *b, void (*again)(struct batch *b))
 		batch_fail(b, 0, why, NULL);
 		return BATCH_WHOLE_FAILED;
 	}
+	if ((uint64_t)st.st_size > b->jb.ident.size || (uint64_t)st.st_size > read)
+		/* It grew; what was cut ahead may hold the new bytes already: the file is what it is now. */
+		note_grown(b, &st);
 	if ((uint64_t)st.st_size > read) {
 		batch_log(b, LOG_LVL_INFO, -1, "%s: grew to %lld bytes after %" PRIu64 " were read: reading on in the same batch",
 			 b->jb.name, (long long)st.st_size, read);
-		workfiles_identity(&st, &b->jb.ident);
-		b->members[0].ident = b->jb.ident;
-		b->members[0].trusted = false;  /* someone writes it: from now on only stillness tells */
-		b->env.stats->file_size = b->jb.ident.size;
 		if (pipeline_read_on(&b->pl, b->fd, b->jb.name) < 0) {
 			batch_fail(b, 0, pipeline_read_error(&b->pl, "cannot read the file"), NULL);
 			return BATCH_WHOLE_FAILED;

@@ -125,8 +125,8 @@ void request_begin(struct request *q, struct request_body *body, uint32_t seq)
 void request_send(struct request *q)
 {
 	const struct request_body *b = q->body;
-	const char *data = b->body;
-	size_t len = b->len;
+	const char *data;
+	size_t len;
 	bool completes = q->resend_last || (b->last && q->hi == b->n_records);
 	double wait;
 
@@ -143,6 +143,9 @@ void request_send(struct request *q)
 			break;
 		}
 	}
+	/* Only now: REQUEST_GREW resealed the body (its length, maybe its buffer). */
+	data = b->body;
+	len = b->len;
 	if (q->resend_last) {
 		data = q->part.body;
 		len = q->part.len;

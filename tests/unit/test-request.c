@@ -5,13 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <yajl/yajl_tree.h>
 
 #include "connection.h"
 #include "request.h"
 #include "cututil.h"
 #include "tap.h"
 #include "testutil.h"
+#include "wireutil.h"
 
 #define UUID "5f0c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
 #define MAX_RECORD 4096
@@ -22,15 +22,6 @@
  * request.c sends lands here, and the test answers with request_on_response() itself. The
  * "client" request.c is bound to is a struct wire.
  */
-struct sent {
-	size_t len;
-	unsigned n;             /* records in "data" */
-	long first, last;       /* their ids */
-	bool contiguous;        /* ids first..last, each once, in order */
-	bool completed;         /* batch_completed:true */
-	bool envelope_ok;       /* parses, with our batch_uuid */
-};
-
 struct wire {
 	size_t n;
 	struct sent s[MAX_SENDS];
@@ -42,47 +33,16 @@ struct wire {
 int __real_upload_client_send(struct upload_client *c, const char *body, size_t len);
 int __wrap_upload_client_send(struct upload_client *c, const char *body, size_t len);
 
-static void parse_sent(struct sent *s, const char *body, size_t len)
-{
-	static const char *data_path[] = { "data", NULL }, *uuid_path[] = { "batch_uuid", NULL },
-			  *done_path[] = { "batch_completed", NULL }, *id_path[] = { "id", NULL };
-	char *z = malloc(len + 1), err[256];
-	yajl_val v, data, uuid, done;
-
-	if (!z)
-		abort();
-	memcpy(z, body, len);
-	z[len] = '\0';
-	v = yajl_tree_parse(z, err, sizeof(err));
-	free(z);
-	*s = (struct sent){ .len = len, .first = -1, .last = -1, .contiguous = true };
-	data = yajl_tree_get(v, data_path, yajl_t_array);
-	uuid = yajl_tree_get(v, uuid_path, yajl_t_string);
-	done = yajl_tree_get(v, done_path, yajl_t_any);
-	s->envelope_ok = data && uuid && done && uuid->u.string && !strcmp(uuid->u.string, UUID);
-	s->completed = done && YAJL_IS_TRUE(done);
-	for (size_t i = 0; data && i < YAJL_GET_ARRAY(data)->len; i++) {
-		yajl_val id = yajl_tree_get(YAJL_GET_ARRAY(data)->values[i], id_path, yajl_t_number);
-		long x = id ? (long)YAJL_GET_INTEGER(id) : -1;
-
-		if (s->n == 0)
-			s->first = x;
-		else if (x != s->last + 1)
-			s->contiguous = false;
-		s->last = x;
-		s->n++;
-	}
-	yajl_tree_free(v);
-}
-
 int __wrap_upload_client_send(struct upload_client *c, const char *body, size_t len)
 {
 	struct wire *w = (struct wire *)c;
 
 	if (w->fail)
 		return -EIO;
-	if (w->n < MAX_SENDS)
+	if (w->n < MAX_SENDS) {
 		parse_sent(&w->s[w->n], body, len);
+		w->s[w->n].envelope_ok = w->s[w->n].envelope_ok && !strcmp(w->s[w->n].uuid, UUID);
+	}
 	w->n++;
 	free(w->last);
 	w->last = malloc(len ? len : 1);
@@ -660,6 +620,9 @@ static void completing(void)
 	request_send(&t.q);
 	ok(t.may_complete_calls == 2 && t.wire.n == 1 && !t.wire.s[0].completed && !t.q.completes,
 	   "REQUEST_GREW (the batch resealed the body): sent with batch_completed:false");
+	ok(t.wire.n == 1 && t.wire.s[0].envelope_ok && t.wire.s[0].n == 1 && t.wire.last_len == b[1].len &&
+		   !memcmp(t.wire.last, b[1].body, b[1].len),
+	   "the body goes as resealed, byte for byte: whole JSON, its record, batch_completed:false");
 	body_reseal(&b[1], &t.params, true);    /* as if it had not grown: the rest completes with it */
 	answer(&t, 200, -1, "");
 	ok(t.done == 1 && !t.q.completed, "acknowledged: done, the batch not completed");
