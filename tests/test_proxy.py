@@ -119,15 +119,22 @@ def test_https_upload_through_the_proxy_by_connect(daemon, tls_optix, tls_cert, 
     assert connects(proxy, tls_optix) >= 1, proxy.log()
 
 
-def test_proxy_credentials_from_a_file_never_logged(daemon, tls_optix, tls_cert, proxies):
-    proxy = proxies(connect_ports=[tls_optix.port], basic_auth=("dcsync", "s3cret-proxy-pw"))
+def authed_proxy(daemon, optix, tls_cert, proxies, first_password):
+    """A proxy wanting dcsync:s3cret-proxy-pw, and a connection through it whose credentials
+    file (the daemon's, 0600) holds dcsync:first_password. Returns (proxy, credentials path)."""
+    proxy = proxies(connect_ports=[optix.port], basic_auth=("dcsync", "s3cret-proxy-pw"))
     cred = daemon.keys_dir / "proxy.cred"
     daemon.keys_dir.mkdir(parents=True, exist_ok=True)
-    daemon.write_config([conn(daemon, tls_optix, tls_cert, proxy=proxy.url, proxy_credentials_file=cred)])
-    cred.write_text("dcsync:wrong-pw-123\n")
+    daemon.write_config([conn(daemon, optix, tls_cert, proxy=proxy.url, proxy_credentials_file=cred)])
+    cred.write_text(f"dcsync:{first_password}\n")
     cred.chmod(0o600)
     if daemon.priv.unprivileged:
         os.chown(cred, daemon.priv.daemon_uid, daemon.priv.group_gid)
+    return proxy, cred
+
+
+def test_proxy_credentials_from_a_file_never_logged(daemon, tls_optix, tls_cert, proxies):
+    proxy, cred = authed_proxy(daemon, tls_optix, tls_cert, proxies, "wrong-pw-123")
     daemon.drop_generated("products", "a.ndjson", 100)
     daemon.start()
     daemon.wait_log(r"the proxy wants credentials \(HTTP 40[17]\): set proxy_credentials_file")
@@ -201,14 +208,7 @@ def test_proxy_configuration_refusals(daemon, optix):
 def test_connection_create_goes_the_way_uploads_go_through_the_proxy(daemon, tls_optix, tls_cert, proxies):
     """`connection create --like` takes the section's route: the proxy by CONNECT with its
     credentials, the section's CA for the API (one libcurl setup for both, src/upload.c)."""
-    proxy = proxies(connect_ports=[tls_optix.port], basic_auth=("dcsync", "s3cret-proxy-pw"))
-    cred = daemon.keys_dir / "proxy.cred"
-    daemon.keys_dir.mkdir(parents=True, exist_ok=True)
-    daemon.write_config([conn(daemon, tls_optix, tls_cert, proxy=proxy.url, proxy_credentials_file=cred)])
-    cred.write_text("dcsync:s3cret-proxy-pw\n")
-    cred.chmod(0o600)
-    if daemon.priv.unprivileged:
-        os.chown(cred, daemon.priv.daemon_uid, daemon.priv.group_gid)
+    proxy, _ = authed_proxy(daemon, tls_optix, tls_cert, proxies, "s3cret-proxy-pw")
     proc = subprocess.run(daemon.command("connection", "create", "orders", "--primary-key", "order_id",
                                          "--like", "products"),
                           capture_output=True, text=True, timeout=60, env=daemon.env(), stdin=subprocess.DEVNULL)
