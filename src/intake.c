@@ -89,10 +89,10 @@ static void arm_look(struct intake *in)
 	timer_arm(in->loop, &in->look_timer, delay < 0.01 ? 0.01 : delay);
 }
 
-/* @name could not be looked at or was refused: tried again later, its @tries counted. */
+/* @name could not be looked at or was refused, after @tries before: tried again in retry_delay(@tries). */
 static void retry_later(struct intake *in, const char *name, uint64_t tries)
 {
-	if (spool_queue_add_new(&in->retry, name, after_ns(retry_delay(tries)), tries) == 0)
+	if (spool_queue_add_new(&in->retry, name, after_ns(retry_delay(tries)), tries + 1) == 0)
 		arm_look(in);
 }
 
@@ -111,7 +111,7 @@ static int inspect(struct intake *in, const char *name, uint64_t still_state, ui
 	if (dfd < 0) {
 		in_log(in, lvl, "%s: cannot open %s: %s; trying again in %g s", name, in->wf->dir, strerror(-dfd),
 		       retry_delay(tries));
-		retry_later(in, name, tries + 1);
+		retry_later(in, name, tries);
 		return dfd;
 	}
 	/* Seen still once already: inotify's count has had its say (it may be stale), stillness decides. */
@@ -119,7 +119,7 @@ static int inspect(struct intake *in, const char *name, uint64_t still_state, ui
 	r = spool_inspect(dfd, name, opens, still_state, look);
 	if (r < 0) {
 		in_log(in, lvl, "%s: cannot look at it: %s; trying again in %g s", name, strerror(-r), retry_delay(tries));
-		retry_later(in, name, tries + 1);
+		retry_later(in, name, tries);
 		return r;
 	}
 	switch (look->verdict) {
@@ -139,7 +139,7 @@ static int inspect(struct intake *in, const char *name, uint64_t still_state, ui
 			in->refused++;
 		in_log(in, lvl, "%s: refused: %s; left where it is, looked at again in %g s", name, look->why,
 		       retry_delay(tries));
-		retry_later(in, name, tries + 1);
+		retry_later(in, name, tries);
 		break;
 	case SPOOL_READY:
 		if (again)
@@ -456,7 +456,7 @@ int intake_take(struct intake *in, const struct spool_entry *e, const char *work
 	}
 	/* Not a name that went away: it stays in the spool and is tried again, never forgotten. */
 	if (fd < 0 && fd != -ENOENT)
-		retry_later(in, name, 1);
+		retry_later(in, name, 0);
 	if (fd >= 0)
 		*trusted = look.trusted;
 	return fd;

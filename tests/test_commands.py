@@ -389,3 +389,18 @@ def test_an_indented_key_line_is_refused_naming_the_line(daemon, optix):
     assert proc.returncode == 2
     assert re.search(rf":{line}: \w+: an indented line continues the value of the key above.*unindent "
                      r"'primary_key = id'", proc.stderr), proc.stderr
+
+
+def test_drop_is_not_refused_by_a_temporary_left_under_its_pid(daemon, optix):
+    """A killed drop left .dcsyncd-drop-<pid>.tmp; a later drop under the same pid (pid 1 of a
+    fresh pid namespace, as in containers) is not refused: its temporary's name is unpredictable."""
+    daemon.write_config([daemon.connection(optix)])
+    spool = daemon.spool()
+    with daemon.exporter_open(spool / ".dcsyncd-drop-1.tmp") as f:
+        f.write(b'{"id": 1')
+    src = source_file(daemon, "daily.ndjson", 3)
+    p = subprocess.run(["unshare", "--pid", "--fork", *daemon.priv.exporter_prefix(), daemon.binary, "-c",
+                        daemon.conf_path, "drop", "products", src], capture_output=True, text=True,
+                       timeout=TIMEOUT, env=daemon.env(), stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    assert visible(spool) == [".dcsyncd-drop-1.tmp", "daily.ndjson"]
