@@ -340,7 +340,7 @@ static void gather_small_files(struct batch *b)
 			break;
 		}
 		m = &b->members[b->n_members];
-		fd = batch_take_file(b, e.name, m);
+		fd = batch_take_file(b, &e, m);
 		free(e.name);
 		if (fd < 0)
 			continue;
@@ -426,7 +426,7 @@ int batch_start(struct batch *b, const struct conn_config *cfg, struct record_va
 		do {
 			if (!spool_queue_pop(&b->env.in->queue, &e))
 				return -ENOENT;
-			fd = batch_take_file(b, e.name, first);
+			fd = batch_take_file(b, &e, first);
 			free(e.name);
 		} while (fd < 0);
 	}

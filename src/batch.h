@@ -40,6 +40,7 @@ struct member {
 	uint64_t rejected;              /* lines rejected locally */
 	struct rejbuf rej;              /* those lines, written once the batch is durable (last member) */
 	bool trusted;                   /* nobody had it open when taken (a lease or inotify said so) */
+	int64_t changed_ns;             /* when last seen to change (CLOCK_MONOTONIC): stillness counts from it */
 };
 
 /* How a batch ended, for batch_ops.ended. */

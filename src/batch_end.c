@@ -325,6 +325,7 @@ static void note_grown(struct batch *b, const struct stat *st)
 	workfiles_identity(st, &b->jb.ident);
 	b->members[0].ident = b->jb.ident;
 	b->members[0].trusted = false;  /* someone writes it: from now on only stillness tells */
+	b->members[0].changed_ns = batch_mono_ns();
 	b->env.stats->file_size = b->jb.ident.size;
 }
 
@@ -338,7 +339,6 @@ static void note_grown(struct batch *b, const struct stat *st)
  */
 int batch_check_whole(struct batch *b, void (*again)(struct batch *b))
 {
-	struct timespec now;
 	struct stat st;
 	char why[512];
 	uint64_t read;
@@ -389,8 +389,8 @@ int batch_check_whole(struct batch *b, void (*again)(struct batch *b))
 		return BATCH_WHOLE_GREW;
 	}
 	lease = spool_lease_probe(b->fd);
-	clock_gettime(CLOCK_REALTIME, &now);
-	age = (double)((int64_t)now.tv_sec * 1000000000 + now.tv_nsec - mtime_of(&st)) / 1e9;
+	/* Still for as long as we saw it so (its mtime may be a day ahead: cp -p from a fast clock). */
+	age = (double)(batch_mono_ns() - b->members[0].changed_ns) / 1e9;
 	if (lease == 0 || (lease < 0 && !b->members[0].trusted && age < b->env.settle_seconds)) {
 		if (!b->settle_logged)
 			batch_log(b, LOG_LVL_INFO, -1, "%s: %s: its batch is completed once it has been still for %g s",

@@ -210,9 +210,18 @@ bool batch_changed(struct batch *b, const struct member *m)
 	return workfiles_changed(b->env.wf, m->fid, m->name, &m->ident);
 }
 
-/* Take a file out of the exporters' way into .work/ and open it. Returns the fd or a negative errno. */
-int batch_take_file(struct batch *b, const char *name, struct member *m)
+int64_t batch_mono_ns(void)
 {
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Take a file out of the exporters' way into .work/ and open it. Returns the fd or a negative errno. */
+int batch_take_file(struct batch *b, const struct spool_entry *e, struct member *m)
+{
+	const char *name = e->name;
 	char wn[LAYOUT_NAME_MAX + 1];
 	struct stat st;
 	int fd;
@@ -226,10 +235,12 @@ int batch_take_file(struct batch *b, const char *name, struct member *m)
 	snprintf(m->name, sizeof(m->name), "%s", name);
 	m->fid = journal_new_id(b->env.journal);
 	workfiles_work_name(m->fid, m->name, wn);
-	if ((fd = intake_take(b->env.in, name, wn, &st, &m->trusted)) < 0)
+	if ((fd = intake_take(b->env.in, e, wn, &st, &m->trusted)) < 0)
 		return fd;
 	crashpoint("after-rename");
 	workfiles_identity(&st, &m->ident);
+	/* Not trusted: taken only after it was seen unchanged for settle_seconds. */
+	m->changed_ns = batch_mono_ns() - (int64_t)(b->env.settle_seconds * 1e9);
 	return fd;
 }
 
@@ -284,5 +295,6 @@ int batch_reopen_member(struct batch *b, struct member *m, char *why, size_t why
 			 strerror(-fd));
 	/* Unchanged since it was taken ready: still nobody's to write. Grown: someone writes it. */
 	m->trusted = !grew;
+	m->changed_ns = batch_mono_ns();
 	return fd;
 }

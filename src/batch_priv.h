@@ -46,7 +46,9 @@ bool batch_stopping_here(struct batch *b, const char *what);
 /* The file is still being written: look again (@again) in @delay seconds. */
 void batch_wait_settle(struct batch *b, double delay, void (*again)(struct batch *b));
 /* Take @name from the spool into .work/ as member @m and open it: the fd, or a negative errno. */
-int batch_take_file(struct batch *b, const char *name, struct member *m);
+/* CLOCK_MONOTONIC in ns: how long a file was seen still, never judged by its mtime. */
+int64_t batch_mono_ns(void);
+int batch_take_file(struct batch *b, const struct spool_entry *e, struct member *m);
 
 enum { BATCH_WHOLE_YES, BATCH_WHOLE_WAIT, BATCH_WHOLE_GREW, BATCH_WHOLE_FAILED };
 /*

@@ -64,6 +64,7 @@ struct connection {
 	bool catalog_warned;
 	enum conn_state state;
 	bool draining;
+	bool orphans_released;          /* .work/ looked through for files never journaled (needs the directory) */
 	unsigned left_open;             /* batches a stop left to the journal, for the next start */
 	struct journal_batch *adopted;  /* live batches from the journal, resumed first */
 	size_t n_adopted;
@@ -103,6 +104,7 @@ size_t connection_queued(const struct connection *c)
 	return intake_pending(&c->in) + c->n_adopted + c->batch.have_carry;
 }
 bool connection_blocked(const struct connection *c) { return c->state == CS_AUTH_PAUSED; }
+bool connection_unusable(const struct connection *c) { return !intake_usable(&c->in); }
 bool connection_busy(const struct connection *c) { return c->batch.active || c->state != CS_IDLE || c->left_open; }
 bool connection_rate_waiting(const struct connection *c) { return c->batch.req.state == REQ_RATE_WAIT; }
 
@@ -258,6 +260,9 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void begin_next(struct connection *c)
 {
+	/* Its directory cannot be used yet: its journaled batches and files wait for it. */
+	if (!intake_usable(&c->in))
+		return;
 	while (!c->batch.active && c->state == CS_IDLE && !c->draining) {
 		if (c->n_adopted) {
 			struct journal_batch b = c->adopted[0];
@@ -434,6 +439,8 @@ static void intake_ready(void *userdata)
 {
 	struct connection *c = userdata;
 
+	if (!c->orphans_released)
+		(void)connection_release_orphans(c);    /* the directory was not usable at start-up */
 	if (!c->batch.active && c->state == CS_IDLE)
 		next_soon(c);
 }
@@ -508,6 +515,9 @@ static const struct batch_ops batch_ops = {
 
 int connection_release_orphans(struct connection *c)
 {
+	if (!intake_usable(&c->in))
+		return 0;       /* once it is: intake_ready */
+	c->orphans_released = true;
 	return batch_release_orphans(&c->batch);
 }
 
@@ -575,10 +585,7 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		r = -ENOMEM;
 		goto fail;
 	}
-	if ((r = spool_mkdirs(c->wf.dir, 0770)) < 0) {
-		log_error("%s: cannot create %s: %s", cfg->name, c->wf.dir, strerror(-r));
-		goto fail;
-	}
+	/* A directory that cannot be used yet is not an error here: the intake waits for it, alone. */
 	if ((r = intake_init(&c->in, env->loop, &c->wf, cfg->name, env->settle_seconds, intake_ready, c)) < 0) {
 		log_error("%s: cannot watch %s: %s", cfg->name, c->wf.dir, strerror(-r));
 		goto fail;

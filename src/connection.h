@@ -75,6 +75,8 @@ void connection_drain(struct connection *c, bool stop_after_ack);
 
 bool connection_idle(const struct connection *c);     /* nothing queued, nothing in flight */
 bool connection_blocked(const struct connection *c);  /* paused by the server (401/403) */
+/* Its spool directory cannot be used yet (permissions, a read-only filesystem): retried alone. */
+bool connection_unusable(const struct connection *c);
 bool connection_busy(const struct connection *c);     /* a batch is open (in flight, waiting, paused) */
 size_t connection_queued(const struct connection *c);
 bool connection_rate_waiting(const struct connection *c);  /* a request waits for its API key's budget */

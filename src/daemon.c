@@ -186,7 +186,7 @@ static void prune_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static bool once_done(const struct daemon *d)
 {
 	for (size_t i = 0; i < d->n_conns; i++)
-		if (!connection_blocked(d->conns[i]) && !connection_idle(d->conns[i]))
+		if (!connection_blocked(d->conns[i]) && !connection_unusable(d->conns[i]) && !connection_idle(d->conns[i]))
 			return false;
 	return true;
 }
@@ -198,7 +198,7 @@ static void maybe_finish(struct daemon *d)
 	if (!d->scanned)
 		return;
 	for (size_t i = 0; i < d->n_conns; i++) {
-		if (connection_blocked(d->conns[i]))
+		if (connection_blocked(d->conns[i]) || connection_unusable(d->conns[i]))
 			blocked = true;
 		else if (!connection_idle(d->conns[i]))
 			all_idle = false;
@@ -465,7 +465,8 @@ static void print_summary(struct daemon *d)
 		printf("%s: %" PRIu64 " file(s) done, %" PRIu64 " failed, %" PRIu64 " records sent, %" PRIu64
 		       " rejected, %" PRIu64 " requests, %" PRIu64 " retries%s\n", connection_name(d->conns[i]),
 		       s->files_done, s->files_failed, s->records_sent, s->records_rejected, s->requests, s->retries,
-		       connection_blocked(d->conns[i]) ? ", PAUSED: the API refused the keys" : "");
+		       connection_blocked(d->conns[i]) ? ", PAUSED: the API refused the keys"
+		       : connection_unusable(d->conns[i]) ? ", WAITING: its directory cannot be used" : "");
 	}
 	{
 		struct conn_stats t;

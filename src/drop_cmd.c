@@ -9,7 +9,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "layout.h"
@@ -86,6 +88,32 @@ static int copy_fd(int in, int out, uint64_t *bytes)
 }
 
 /*
+ * Create the hidden temporary under a name nobody can guess or hold already: a pid alone is
+ * reused (containers), and a killed drop's temporary stays until the daemon removes it. The
+ * daemon knows this form (.dcsyncd-drop-*.tmp) and removes one left for an hour.
+ */
+static int create_temporary(int dirfd, char *tmp, size_t len)
+{
+	for (int attempt = 0; attempt < 8; attempt++) {
+		uint64_t rnd;
+		int fd;
+
+		if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
+			struct timespec t;
+
+			/* No entropy yet (early boot): O_EXCL still keeps two drops apart. */
+			clock_gettime(CLOCK_REALTIME, &t);
+			rnd = (uint64_t)t.tv_nsec * 6364136223846793005ull + (uint64_t)t.tv_sec + (unsigned)attempt;
+		}
+		snprintf(tmp, len, ".dcsyncd-drop-%ld-%016llx.tmp", (long)getpid(), (unsigned long long)rnd);
+		fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+		if (fd >= 0 || errno != EEXIST)
+			return fd < 0 ? -errno : fd;
+	}
+	return -EEXIST;
+}
+
+/*
  * Copy @in into a hidden temporary of @dirfd (which the daemon ignores), readable by the
  * directory's group, made durable, then renamed into place under @name or a free variant of it.
  */
@@ -96,10 +124,9 @@ static int drop_one(int dirfd, const char *dir, int in, const char *src, const c
 	uint64_t bytes = 0;
 	int fd, r;
 
-	snprintf(tmp, sizeof(tmp), ".dcsyncd-drop-%ld.tmp", (long)getpid());
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+	fd = create_temporary(dirfd, tmp, sizeof(tmp));
 	if (fd < 0) {
-		r = -errno;
+		r = fd;
 		fprintf(stderr, "%s: cannot create a file in %s: %s%s\n", src, dir, strerror(-r),
 			r == -EACCES ? " (is this user in the daemon's group, dcsync?)" : "");
 		return r;

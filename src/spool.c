@@ -103,6 +103,28 @@ void spool_queue_release(struct spool_queue *q)
 	memset(q, 0, sizeof(*q));
 }
 
+bool spool_queue_has(const struct spool_queue *q, const char *name)
+{
+	size_t i;
+
+	if (!q->names_cap)
+		return false;
+	i = names_slot(q, name);
+	return q->names[i] && q->names[i] != TOMBSTONE;
+}
+
+int spool_queue_add_new(struct spool_queue *q, const char *name, int64_t key, uint64_t tag)
+{
+	int r;
+
+	if (spool_queue_has(q, name))
+		return 1;
+	if ((r = spool_queue_add(q, name, key)) < 0)
+		return r;
+	q->v[q->n - 1].tag = tag;
+	return 0;
+}
+
 int spool_queue_add(struct spool_queue *q, const char *name, int64_t mtime_ns)
 {
 	size_t slot;
@@ -136,6 +158,7 @@ int spool_queue_add(struct spool_queue *q, const char *name, int64_t mtime_ns)
 	if (!q->v[q->n].name)
 		return -ENOMEM;
 	q->v[q->n].mtime_ns = mtime_ns;
+	q->v[q->n].tag = 0;
 	if (!q->names[slot])
 		q->names_used++;
 	q->names[slot] = q->v[q->n].name;
@@ -294,11 +317,22 @@ int spool_lease_probe(int fd)
 	return -errno;
 }
 
-int spool_inspect(int dirfd, const char *name, int opens, double settle_seconds, struct spool_look *look)
+/* What a look at a file saw: any change of it (written, replaced, touched) changes this. */
+static uint64_t state_of(const struct stat *st)
+{
+	const int64_t v[] = { (int64_t)st->st_dev, (int64_t)st->st_ino, (int64_t)st->st_size, ns_of(&st->st_mtim),
+			      ns_of(&st->st_ctim) };
+	uint64_t h = 1469598103934665603ull;
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+		for (int b = 0; b < 64; b += 8)
+			h = (h ^ (((uint64_t)v[i] >> b) & 0xff)) * 1099511628211ull;
+	return h ? h : 1;
+}
+
+int spool_inspect(int dirfd, const char *name, int opens, uint64_t still_state, struct spool_look *look)
 {
 	struct stat lst, st;
-	struct timespec now;
-	int64_t changed;
 	int fd, lease;
 
 	memset(look, 0, sizeof(*look));
@@ -327,6 +361,7 @@ int spool_inspect(int dirfd, const char *name, int opens, double settle_seconds,
 		return 0;
 	}
 	look->mtime_ns = ns_of(&st.st_mtim);
+	look->state = state_of(&st);
 	lease = spool_lease_probe(fd);
 	close(fd);
 	if (lease < 0)
@@ -336,11 +371,12 @@ int spool_inspect(int dirfd, const char *name, int opens, double settle_seconds,
 		look->trusted = lease;
 		return 0;
 	}
-	/* Nobody can tell us: a file found in place must have been still for settle_seconds. */
-	clock_gettime(CLOCK_REALTIME, &now);
-	changed = ns_of(&st.st_mtim);
-	look->settle_left = settle_seconds - (double)(ns_of(&now) - changed) / 1e9;
-	look->verdict = look->settle_left <= 0 ? SPOOL_READY : SPOOL_SETTLING;
+	/*
+	 * Nobody can tell us: a file found in place must have been seen still for settle_seconds.
+	 * Seen by the caller's clock, not judged by its mtime: tar, rsync and cp -p keep the mtime
+	 * of the host that wrote it, which may be ahead of ours by a day.
+	 */
+	look->verdict = still_state && still_state == look->state ? SPOOL_READY : SPOOL_SETTLING;
 	return 0;
 }
 

@@ -16,7 +16,8 @@
 
 struct spool_entry {
 	char *name;
-	int64_t mtime_ns;
+	int64_t mtime_ns;       /* the order key: an mtime, or (intake's waiting queues) when to look again */
+	uint64_t tag;           /* the owner's: what was seen of the file, or how often it was tried */
 };
 
 /* A connection's queued files, handed out in (mtime, name) order. */
@@ -29,8 +30,11 @@ struct spool_queue {
 };
 
 void spool_queue_release(struct spool_queue *q);
-/* Add @name unless already queued. */
+/* Add @name unless already queued (then its key moves to @mtime_ns). */
 int spool_queue_add(struct spool_queue *q, const char *name, int64_t mtime_ns);
+/* Add @name with @tag; 1 without a change when it is queued already. */
+int spool_queue_add_new(struct spool_queue *q, const char *name, int64_t key, uint64_t tag);
+bool spool_queue_has(const struct spool_queue *q, const char *name);
 /* Take the oldest entry; the caller frees entry->name. 0 when empty. */
 int spool_queue_pop(struct spool_queue *q, struct spool_entry *entry);
 size_t spool_queue_len(const struct spool_queue *q);
@@ -56,7 +60,7 @@ enum spool_name_kind spool_name_kind(const char *name);
 enum spool_verdict {
 	SPOOL_READY,            /* take it */
 	SPOOL_WRITING,          /* a process holds it open: its IN_CLOSE_* brings it back */
-	SPOOL_SETTLING,         /* changed less than settle_seconds ago: look again in settle_left s */
+	SPOOL_SETTLING,         /* nobody can say it is closed: ready once seen unchanged (look again after settle_seconds) */
 	SPOOL_REFUSED,          /* not a regular file, or unreadable: never opened, never taken */
 	SPOOL_GONE,
 };
@@ -64,7 +68,7 @@ enum spool_verdict {
 struct spool_look {
 	enum spool_verdict verdict;
 	int64_t mtime_ns;
-	double settle_left;
+	uint64_t state;         /* what was seen (device, inode, size, mtime, ctime) hashed: 0 for no regular file */
 	const char *why;        /* SPOOL_REFUSED: what it is (static text) */
 	bool trusted;           /* the kernel or inotify said nobody has it open (not a guess from its age) */
 };
@@ -74,9 +78,11 @@ struct spool_look {
  * a regular file that no process holds open for writing (a read lease says so) or, where the
  * kernel will not say (another user's file without CAP_LEASE), one inotify saw every open and
  * close of (@opens == 0; @opens > 0: open somewhere) or, when that is not known (@opens < 0),
- * one unchanged for @settle_seconds. 0 with @look filled, or a negative errno.
+ * one whose state is still @still_state, the state the caller saw settle_seconds ago by its own
+ * clock (0: not seen yet: SETTLING). Its mtime is never compared with the clock (a copy keeps a
+ * future one). 0 with @look filled, or a negative errno.
  */
-int spool_inspect(int dirfd, const char *name, int opens, double settle_seconds, struct spool_look *look);
+int spool_inspect(int dirfd, const char *name, int opens, uint64_t still_state, struct spool_look *look);
 
 /* 1: no process holds @fd's file open for writing, 0: one does, negative errno: cannot tell. */
 int spool_lease_probe(int fd);

@@ -13,6 +13,9 @@
 
 #include "log.h"
 
+/* Names counted at most: past it every count is forgotten (unknown: stillness decides), not grown. */
+#define WATCH_NAMES_MAX 65536
+
 /* FNV-1a, as the spool queue's set of names hashes. */
 static size_t name_hash(const char *s)
 {
@@ -46,7 +49,7 @@ struct watch {
 	size_t map_cap, map_used;
 	uint32_t moved_cookie;  /* the last IN_MOVED_FROM, to carry its count to the IN_MOVED_TO */
 	int moved_opens;
-	char **later;           /* names read while counting opens, told to the owner from the loop */
+	char **later;           /* names read while counting opens, told to the owner from the loop: 'n' or 'a' (IN_ATTRIB), then the name */
 	size_t n_later;
 	bool gone_later, overflow_later;
 };
@@ -87,6 +90,8 @@ static int map_set(struct watch *w, const char *name, int opens)
 		e->opens = opens;
 		return 0;
 	}
+	if (w->map_used >= WATCH_NAMES_MAX)
+		map_clear(w);
 	if ((w->map_used + 1) * 2 > w->map_cap) {
 		struct opens_ent *old = w->map;
 		size_t old_cap = w->map_cap, cap = old_cap ? old_cap * 2 : 64;
@@ -196,10 +201,12 @@ static void collect(struct watch *w)
 			if (!ev->len)
 				continue;
 			note_event(w, ev);
-			if (!(ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)))
+			if (!(ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_ATTRIB)))
 				continue;
 			v = realloc(w->later, (w->n_later + 1) * sizeof(*v));
-			if (v && (v[w->n_later] = strdup(ev->name))) {
+			if (v && (v[w->n_later] = malloc(strlen(ev->name) + 2))) {
+				v[w->n_later][0] = ev->mask & IN_ATTRIB ? 'a' : 'n';
+				strcpy(v[w->n_later] + 1, ev->name);
 				w->later = v;
 				w->n_later++;
 			} else {
@@ -235,7 +242,10 @@ static void deliver_later(struct watch *w)
 	w->n_later = 0;
 	w->gone_later = w->overflow_later = false;
 	for (size_t i = 0; i < n; i++) {
-		w->ops.on_name(w->userdata, v[i]);
+		if (v[i][0] == 'n')
+			w->ops.on_name(w->userdata, v[i] + 1);
+		else if (w->ops.on_attrib)
+			w->ops.on_attrib(w->userdata, v[i] + 1);
 		free(v[i]);
 	}
 	free(v);
@@ -279,7 +289,7 @@ int watch_rewatch(struct watch *w)
 		return -errno;
 	/* IN_DONT_FOLLOW: a connection directory swapped for a link is not watched through it. */
 	wd = inotify_add_watch(w->fd, w->dir, IN_CREATE | IN_OPEN | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE |
-			       IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_MOVE_SELF | IN_DELETE_SELF |
+			       IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_ATTRIB | IN_MOVE_SELF | IN_DELETE_SELF |
 			       IN_ONLYDIR | IN_DONT_FOLLOW);
 	if (wd < 0) {
 		int r = -errno;

@@ -14,7 +14,8 @@
 
 /*
  * inotify on one connection directory. @on_name is called for each name written (closed after
- * writing) or renamed into it; @on_overflow when events were lost (rescan); @on_gone when the
+ * writing) or renamed into it; @on_attrib for a name whose mode, owner or times changed (a
+ * refused file made readable); @on_overflow when events were lost (rescan); @on_gone when the
  * directory was removed or moved away (make it again, then watch_rewatch).
  */
 struct watch;
@@ -22,6 +23,7 @@ struct watch_ops {
 	void (*on_name)(void *userdata, const char *name);
 	void (*on_overflow)(void *userdata);
 	void (*on_gone)(void *userdata);
+	void (*on_attrib)(void *userdata, const char *name);    /* may be NULL */
 };
 
 int watch_new(struct watch **out, struct ev_loop *loop, const char *dir,
@@ -30,6 +32,9 @@ void watch_free(struct watch *w);
 int watch_rewatch(struct watch *w);
 /*
  * How many opens of @name are not closed yet, as inotify told: 0 means nobody has it open, for
- * a file that appeared while we watched. -1: not known (it was there before, or events were lost).
+ * a file that appeared while we watched. -1: not known (it was there before, events were lost,
+ * or more names were counted than WATCH_NAMES_MAX). A count can be too high (the kernel merges
+ * a close with the same close just before it, not yet read): the owner must not trust a count
+ * above 0 for ever.
  */
 int watch_open_count(struct watch *w, const char *name);

@@ -429,3 +429,18 @@ def test_check_reads_files_as_the_daemon_would_as_an_exporter_who_cannot_read_th
     assert optix.requests() == []
     after = sorted(p.name for p in daemon.state_dir.iterdir()) if daemon.state_dir.exists() else []
     assert after == state_before
+
+
+def test_drop_is_not_refused_by_a_temporary_left_under_its_pid(daemon, optix):
+    """A killed drop left .dcsyncd-drop-<pid>.tmp; a later drop under the same pid (pid 1 of a
+    fresh pid namespace, as in containers) is not refused: its temporary's name is unpredictable."""
+    daemon.write_config([daemon.connection(optix)])
+    spool = daemon.spool()
+    with daemon.exporter_open(spool / ".dcsyncd-drop-1.tmp") as f:
+        f.write(b'{"id": 1')
+    src = source_file(daemon, "daily.ndjson", 3)
+    p = subprocess.run(["unshare", "--pid", "--fork", *daemon.priv.exporter_prefix(), daemon.binary, "-c",
+                        daemon.conf_path, "drop", "products", src], capture_output=True, text=True,
+                       timeout=TIMEOUT, env=daemon.env(), stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    assert visible(spool) == [".dcsyncd-drop-1.tmp", "daily.ndjson"]

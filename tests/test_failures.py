@@ -771,3 +771,43 @@ def test_drop_says_so_when_its_rename_cannot_be_made_durable(optix, daemon, tmp_
                          env=daemon.env(fsync_failing("/products")), stdin=subprocess.DEVNULL)
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert "cannot be written to the disk: Input/output error; drop it again to be sure" in out.stderr
+
+
+# --- a connection directory the daemon cannot use -------------------------------------------------
+
+def unusable_products(daemon, optix):
+    """products' directory made by someone else, 0700: the daemon (unprivileged) cannot enter it.
+    A file waits in it; orders is healthy."""
+    if not daemon.priv.unprivileged:
+        pytest.skip("root enters any directory")
+    daemon.write_config([daemon.connection(optix, name="products", uuid=UUID1),
+                         daemon.connection(optix, name="orders", uuid=UUID2)])
+    products = daemon.spool("products")
+    daemon.drop_generated("products", "p.ndjson", 20)
+    os.chown(products, 0, 0)
+    os.chmod(products, 0o700)
+    return products
+
+
+def test_a_connection_directory_that_cannot_be_used_at_start_waits_alone_and_is_taken_up(optix, daemon):
+    """An environment problem, not bad configuration: the daemon starts, the other connection
+    uploads, and the directory is used once it can be (tried every few seconds), loudly."""
+    products = unusable_products(daemon, optix)
+    daemon.drop_generated("orders", "o.ndjson", 30, value="o")
+    daemon.start()
+    daemon.wait_log(r"products: .*/products cannot be used \(Permission denied\): trying every 5 s; the other "
+                    r"connections go on")
+    wait_records(optix, UUID2, store(0, 30, "o"), daemon)
+    assert optix.records(UUID1) == {}
+    daemon.priv.give_to_daemon(products, 0o2770)
+    daemon.wait_log(r"products: .*/products can be used now: watching it", timeout=WAIT)
+    wait_records(optix, UUID1, store(0, 20), daemon)
+    assert daemon.stop() == 0
+
+
+def test_once_with_a_connection_directory_that_cannot_be_used_sends_the_others_and_exits_1(optix, daemon):
+    unusable_products(daemon, optix)
+    daemon.drop_generated("orders", "o.ndjson", 30, value="o")
+    proc = run_once(daemon, 1)
+    assert "products: 0 file(s) done" in proc.stdout and "WAITING: its directory cannot be used" in proc.stdout
+    assert optix.records(UUID2) == store(0, 30, "o") and optix.records(UUID1) == {}

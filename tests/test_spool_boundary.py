@@ -12,11 +12,13 @@ poll the log, the server or the file system.
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -361,3 +363,134 @@ def test_trailing_rejected_lines_never_make_a_request_with_empty_data(optix, dae
     assert len(st["completed_batches"]) == 1 and st["open_batches"] == {}
     assert optix.records(UUID1) == store(0, 4)
     assert reqs[-1]["batch_completed"] is True and reqs[-1]["last_pk"] == 3
+
+
+# --- files that wait are looked at again ----------------------------------------------------------
+
+STALE_COUNT = textwrap.dedent("""
+    import os, sys
+    spool, n = sys.argv[1], int(sys.argv[2])
+    for i in range(n):
+        tmp, final = f"{spool}/.s{i}.tmp", f"{spool}/s{i}.ndjson"
+        with open(tmp, "w") as f:
+            f.write('{"id": %d, "n": 1}\\n' % (100000 + i))
+        os.chmod(tmp, 0o640)
+        # Two readers open it, another name's events between their opens (so both opens are
+        # queued); it is renamed into place and both close: the kernel merges the two
+        # identical closes, not yet read, into one. Counted: 2 opens, 1 close.
+        a = os.open(tmp, os.O_RDONLY)
+        os.close(os.open(f"{spool}/.spacer{i}", os.O_WRONLY | os.O_CREAT, 0o600))
+        b = os.open(tmp, os.O_RDONLY)
+        os.rename(tmp, final)
+        os.close(a)
+        os.close(b)
+        os.unlink(f"{spool}/.spacer{i}")
+    print("dropped", flush=True)
+""")
+
+
+def test_renamed_in_files_whose_open_count_went_stale_are_taken_and_it_is_said(optix, daemon):
+    """inotify merges a close with an identical one not read yet: two readers closing a renamed-in
+    file at once read as one close, and the count of opens sticks at 1 with nobody holding it.
+    The daemon is stopped (SIGSTOP) while the exporter drops, so every pair of closes merges; a
+    file counted open but unchanged is looked at again and taken, said at info."""
+    n = 40
+    daemon.write_config([daemon.connection(optix)])
+    spool = daemon.spool("products")
+    daemon.start()
+    daemon.wait_log(r"dcsyncd .*connection")
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        p = daemon.exporter_popen([sys.executable, "-c", STALE_COUNT, spool, n], stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "dropped"
+        assert p.wait(WAIT) == 0
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    for i in range(n):
+        wait_done(daemon, "products", f"s{i}.ndjson")
+    assert set(optix.records(UUID1)) == {str(100000 + i) for i in range(n)}
+    assert re.search(r"s\d+\.ndjson: counted open for .* \(the count was stale\)", daemon.log())
+    assert daemon.stop() == 0
+
+
+def unprivileged_only(daemon):
+    if not daemon.priv.unprivileged:
+        pytest.skip("the daemon must be another user than the exporter (it reads any file as root)")
+
+
+def test_a_refused_unreadable_drop_is_taken_once_made_readable(optix, daemon):
+    """A 0600 drop is refused (the daemon's group cannot read it); the exporter's chmod 0640
+    (IN_ATTRIB) makes it go up, without another drop or a restart."""
+    unprivileged_only(daemon)
+    daemon.write_config([daemon.connection(optix)])
+    spool = daemon.spool("products")
+    daemon.start()
+    daemon.wait_log(r"dcsyncd .*connection")
+    tmp = spool / ".private2.tmp"
+    with daemon.exporter_open(tmp) as f:
+        gen_ndjson.write(f, 5, 0)
+    os.chmod(tmp, 0o600)
+    os.rename(tmp, spool / "private2.ndjson")       # renamed in as 0600: looked at, refused
+    daemon.wait_log(r"private2\.ndjson: refused: not readable by dcsyncd \(give its group read access\)")
+    os.chmod(spool / "private2.ndjson", 0o640)
+    wait_done(daemon, "products", "private2.ndjson")
+    assert optix.records(UUID1) == store(0, 5)
+    assert daemon.stop() == 0
+
+
+def test_drops_that_could_not_be_opened_for_lack_of_descriptors_are_tried_again(optix, daemon):
+    """EMFILE while looking at new drops: the names stay waiting and go up once descriptors are
+    free again (a timer tries them), not only after the next drop or a restart."""
+    daemon.write_config([daemon.connection(optix)])
+    daemon.spool("products")
+    daemon.start()
+    daemon.wait_log(r"dcsyncd .*connection")
+    used = len(os.listdir(f"/proc/{daemon.pid}/fd"))
+
+    def nofile(soft):
+        # As the daemon's own user: changing another user's limits takes CAP_SYS_RESOURCE.
+        subprocess.run([*daemon.priv.daemon_prefix(), "prlimit", f"--pid={daemon.pid}", f"--nofile={soft}:"],
+                       check=True, timeout=WAIT)
+
+    limits = open(f"/proc/{daemon.pid}/limits").read()
+    soft = int(re.search(r"^Max open files\s+(\d+)", limits, re.M).group(1))
+    nofile(used)
+    try:
+        for i in range(5):
+            daemon.drop_generated("products", f"e{i}.ndjson", 2, start=10 * i)
+        daemon.wait_log(r"e4\.ndjson: cannot look at it: Too many open files")
+    finally:
+        nofile(soft)
+    for i in range(5):
+        wait_done(daemon, "products", f"e{i}.ndjson")
+    assert len(optix.records(UUID1)) == 10
+    assert daemon.stop() == 0
+
+
+def test_a_file_with_a_future_mtime_found_at_start_goes_up_at_once(optix, daemon):
+    """cp -p or tar from a host whose clock is a day ahead: stillness is seen by the daemon's own
+    clock over settle_seconds, the mtime is never compared with the wall clock."""
+    unprivileged_only(daemon)
+    daemon.write_config([daemon.connection(optix)])
+    path = daemon.drop_generated("products", "ahead.ndjson", 7)
+    future = time.time() + 86400
+    os.utime(path, (future, future))
+    proc = daemon.run_once(timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert optix.records(UUID1) == store(0, 7)
+
+
+def test_a_stale_temporary_of_a_killed_drop_is_removed_and_a_fresh_one_kept(optix, daemon):
+    daemon.write_config([daemon.connection(optix)])
+    spool = daemon.spool("products")
+    stale, fresh = spool / ".dcsyncd-drop-4242.tmp", spool / ".dcsyncd-drop-4243-00ff00ff00ff00ff.tmp"
+    for p in (stale, fresh):
+        with daemon.exporter_open(p) as f:
+            f.write(b'{"id": "half"')
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    proc = daemon.run_once()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not stale.exists() and fresh.exists()
+    assert re.search(r"\.dcsyncd-drop-4242\.tmp: removed: a temporary of dcsyncd drop", daemon.log())
+    assert optix.records(UUID1) == {}

@@ -73,7 +73,7 @@ static void settle(struct t *t)
  */
 static void a_close_is_never_applied_before_its_open(void)
 {
-	static const struct watch_ops ops = { on_name, on_overflow, on_gone };
+	static const struct watch_ops ops = { on_name, on_overflow, on_gone, NULL };
 	struct t t = { .loop = ev_loop_new(EVFLAG_AUTO), .dir = tmpdir_new("watch"), .fd_b = -1, .count_a_inside = -2 };
 	char *b_path = path_join(t.dir, "B");
 
