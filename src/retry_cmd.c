@@ -106,6 +106,25 @@ static int retry_one(struct retry_dirs *d, const char *raw_name, FILE *out)
 	return 0;
 }
 
+/*
+ * failed/.retried belongs to whoever owns failed/ (the daemon's user), whoever made it: one made
+ * by root's retry would refuse every later retry as dcsync. Root gives it back; anyone else is
+ * refused (EPERM) when it is not failed/'s owner's.
+ */
+static int give_to_owner(int failedfd, int fd)
+{
+	struct stat want, st;
+
+	if (fstat(failedfd, &want) < 0 || fstat(fd, &st) < 0)
+		return -1;
+	if (st.st_uid == want.st_uid && st.st_gid == want.st_gid)
+		return 0;
+	if (fchown(fd, want.st_uid, want.st_gid) == 0)
+		return 0;
+	errno = EPERM;
+	return -1;
+}
+
 static int open_dirs(struct retry_dirs *d, const struct config *cfg, const char *conn)
 {
 	const char *what = d->dir;
@@ -127,6 +146,8 @@ static int open_dirs(struct retry_dirs *d, const struct config *cfg, const char 
 		if (mkdirat(d->failedfd, RETRIED_DIR, 0750) < 0 && errno != EEXIST)
 			goto fail;
 		d->retriedfd = openat(d->failedfd, RETRIED_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (d->retriedfd >= 0 && give_to_owner(d->failedfd, d->retriedfd) < 0)
+			goto fail;
 	}
 	if (d->retriedfd >= 0 && faccessat(d->failedfd, ".", W_OK, AT_EACCESS) == 0)
 		return 0;

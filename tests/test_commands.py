@@ -183,6 +183,23 @@ def test_retry_never_replaces_a_waiting_file_and_all_moves_every_failed_file(dae
     assert len(optix.records(UUID1)) == 18
 
 
+def test_retry_as_root_leaves_failed_retried_to_the_daemons_user_who_can_retry_after(daemon, optix):
+    if not daemon.priv.unprivileged:
+        import pytest
+        pytest.skip("root is the daemon's user in the root mode")
+    daemon.write_config([daemon.connection(optix)])
+    failed = fail_one(daemon, optix, "a.ndjson")
+    proc = subprocess.run(daemon.command("retry", "products", "a.ndjson")[len(daemon.priv.daemon_prefix()):],
+                          capture_output=True, text=True, timeout=60, env=daemon.env(), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    st = os.stat(failed / ".retried")
+    assert (st.st_uid, st.st_gid) == (os.stat(failed).st_uid, os.stat(failed).st_gid), "root's failed/.retried"
+    assert daemon.run_once().returncode == 0
+    fail_one(daemon, optix, "b.ndjson")
+    proc = as_daemon_user(daemon, "retry", "products", "b.ndjson")
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_retry_by_the_exporter_is_refused_naming_who_may(daemon, optix):
     if not daemon.priv.unprivileged:
         import pytest
