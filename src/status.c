@@ -3,11 +3,13 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "journal.h"
 #include "jsonstr.h"
@@ -19,22 +21,35 @@
 
 struct dir_count {
 	size_t files;
-	uint64_t lines;
 	time_t oldest;
+	long foreign;           /* >= 0: the directory is this uid's, not the daemon's: not counted */
 };
 
-/* Count eligible files (queue) or all files but *.error.json (failed/), or lines (rejected/). */
-static struct dir_count count_dir(const char *dir, int what)
+/*
+ * Count eligible files in the spool (what 0) or all files but *.error.json in failed/ (1) or
+ * rejected/ (2). Exporters can write in the connection directory: nothing is followed (no link,
+ * no file opened), and failed/ and rejected/ are looked into only when they are the daemon's
+ * user's (@owner), as the daemon makes them. Run as root, status must not read for exporters.
+ */
+static struct dir_count count_dir(int parentfd, const char *sub, int what, uid_t owner)
 {
-	struct dir_count dc = { 0 };
-	DIR *d = opendir(dir);
+	struct dir_count dc = { .foreign = -1 };
 	struct dirent *de;
+	struct stat st;
+	DIR *d = NULL;
+	int fd;
 
-	if (!d)
-		return dc;
+	fd = parentfd < 0 ? -1 : openat(parentfd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		goto out;
+	if (what && st.st_uid != owner) {
+		dc.foreign = (long)st.st_uid;
+		goto out;
+	}
+	if (!(d = fdopendir(fd)))
+		goto out;
+	fd = -1;
 	while ((de = readdir(d))) {
-		char path[4096];
-		struct stat st;
 		size_t len = strlen(de->d_name);
 
 		if (de->d_name[0] == '.')
@@ -43,23 +58,17 @@ static struct dir_count count_dir(const char *dir, int what)
 			continue;
 		if (what == 1 && len > 11 && !strcmp(de->d_name + len - 11, ".error.json"))
 			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
 			continue;
 		dc.files++;
 		if (!dc.oldest || st.st_mtime < dc.oldest)
 			dc.oldest = st.st_mtime;
-		if (what == 2) {
-			FILE *f = fopen(path, "re");
-			int ch;
-
-			while (f && (ch = getc(f)) != EOF)
-				dc.lines += ch == '\n';
-			if (f)
-				fclose(f);
-		}
 	}
-	closedir(d);
+out:
+	if (d)
+		closedir(d);
+	if (fd >= 0)
+		close(fd);
 	return dc;
 }
 
@@ -105,23 +114,28 @@ struct conn_status {
 	char dir[4096];                         /* its spool directory */
 	char faildir[4200];
 	struct dir_count queued, failed, rejected;
+	uint64_t rejected_records;
 	uint64_t rate_budget;
 	bool rate_waiting;
 };
 
 static void gather_conn(const struct config *cfg, const struct conn_config *c, const struct journal *j,
-			const struct totals *t, struct conn_status *cs)
+			const struct totals *t, uid_t owner, struct conn_status *cs)
 {
-	char sub[4200];
+	int dirfd;
 
 	cs->c = c;
 	cs->st = t ? totals_find(t, c->name) : NULL;   /* none before the daemon first wrote them */
 	(void)layout_path(cs->dir, sizeof(cs->dir), LAYOUT_SPOOL, cfg->spool_dir, cfg->state_dir, c->name);
-	cs->queued = count_dir(cs->dir, 0);
 	(void)layout_path(cs->faildir, sizeof(cs->faildir), LAYOUT_FAILED, cfg->spool_dir, cfg->state_dir, c->name);
-	cs->failed = count_dir(cs->faildir, 1);
-	(void)layout_path(sub, sizeof(sub), LAYOUT_REJECTED, cfg->spool_dir, cfg->state_dir, c->name);
-	cs->rejected = count_dir(sub, 2);
+	dirfd = open(cs->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	cs->queued = count_dir(dirfd, ".", 0, owner);
+	cs->failed = count_dir(dirfd, "failed", 1, owner);
+	cs->rejected = count_dir(dirfd, "rejected", 2, owner);
+	if (dirfd >= 0)
+		close(dirfd);
+	/* The daemon's count, never the files': an exporter's link there must tell status nothing. */
+	cs->rejected_records = cs->st ? cs->st->records_rejected : 0;
 	cs->rate_budget = cs->st && cs->st->rate_budget ? cs->st->rate_budget : c->rate_limit_requests;
 	cs->rate_waiting = cs->st && cs->st->rate_waiting;
 }
@@ -176,7 +190,7 @@ static void json_conn(const struct conn_status *cs, const struct config *cfg, st
 			b->state == BATCH_OPEN ? "open" : "completed", b->acks, b->records, b->offset, b->ident.size);
 	}
 	fprintf(out, "],\"failed_files\":%zu,\"rejected_records\":%" PRIu64 ",\"rejected_files\":%zu",
-		cs->failed.files, cs->rejected.lines, cs->rejected.files);
+		cs->failed.files, cs->rejected_records, cs->rejected.files);
 	fputs(",\"last_success\":", out);
 	json_time(out, st ? st->last_success : 0);
 	fputs(",\"last_error\":", out);
@@ -206,6 +220,14 @@ static void json_conn(const struct conn_status *cs, const struct config *cfg, st
 			st->files_failed, st->records_sent, st->records_rejected, st->requests);
 	else
 		fputs("null}", out);
+}
+
+/* A directory of the connection's that is not the daemon's: who owns it, and that it was not looked into. */
+static void foreign_line(long uid, const char *dir, const char *sub, FILE *out)
+{
+	if (uid >= 0)
+		fprintf(out, "  warning:      %s/%s/ is owned by uid %ld, not by the daemon's user: not looked into\n",
+			dir, sub, uid);
 }
 
 static void text_conn(const struct conn_status *cs, const struct config *cfg, struct journal *j, time_t now,
@@ -241,7 +263,9 @@ static void text_conn(const struct conn_status *cs, const struct config *cfg, st
 	}
 	fprintf(out, "  failed:       %zu file(s)%s%s\n", cs->failed.files, cs->failed.files ? " in " : "",
 		cs->failed.files ? cs->faildir : "");
-	fprintf(out, "  rejected:     %" PRIu64 " record(s) in %zu file(s)\n", cs->rejected.lines, cs->rejected.files);
+	foreign_line(cs->failed.foreign, cs->dir, "failed", out);
+	fprintf(out, "  rejected:     %" PRIu64 " record(s) in %zu file(s)\n", cs->rejected_records, cs->rejected.files);
+	foreign_line(cs->rejected.foreign, cs->dir, "rejected", out);
 	when(buf, sizeof(buf), st ? st->last_success : 0, now);
 	fprintf(out, "  last success: %s\n", buf);
 	when(buf, sizeof(buf), st ? st->last_error : 0, now);
@@ -270,6 +294,7 @@ int status_print(const struct config *cfg, bool json, FILE *out)
 	struct totals *t = NULL;
 	time_t now = time(NULL);
 	const struct journal_batch *b;
+	struct stat sd;
 	size_t k = 0;
 	int r = journal_open_readonly(&j, cfg->state_dir);
 
@@ -293,10 +318,13 @@ int status_print(const struct config *cfg, bool json, FILE *out)
 	} else if (!j) {
 		fprintf(out, "no journal in %s yet: dcsyncd has not run with this state_dir\n", cfg->state_dir);
 	}
+	/* The daemon's user: the owner of its state directory (as it is made, and as the unit runs). */
+	if (stat(cfg->state_dir, &sd) < 0)
+		sd.st_uid = geteuid();
 	for (size_t i = 0; i < cfg->n_conns; i++) {
 		struct conn_status cs;
 
-		gather_conn(cfg, &cfg->conns[i], j, t, &cs);
+		gather_conn(cfg, &cfg->conns[i], j, t, sd.st_uid, &cs);
 		if (json)
 			json_conn(&cs, cfg, j, now, i == 0, out);
 		else

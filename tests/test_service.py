@@ -8,9 +8,11 @@ sleeps to synchronise: tests wait on notify messages, the daemon's log, the fake
 or the metrics file, with timeouts.
 """
 
+import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -593,6 +595,34 @@ def test_status_counts_failed_files_and_rejected_records(optix, daemon):
     assert re.search(r"last error: +.*: HTTP 400, bad\.ndjson: ", sec), sec
     assert re.search(r"totals: +1 file\(s\) uploaded, 1 failed, 3 records sent, 2 rejected, \d+ requests", sec), sec
     assert re.search(r"queued: +none", sec) and "in flight" not in sec
+
+
+def test_status_as_root_reads_nothing_through_an_exporters_rejected_directory(optix, daemon, tmp_path):
+    if not daemon.priv.unprivileged:
+        pytest.skip("the exporter is the daemon's user in the root mode")
+    daemon.write_config([daemon.connection(optix)])
+    daemon.drop("products", "mixed.ndjson", gen_lines(7000, 3) + ["{not json"])
+    assert daemon.run_once().returncode == 1
+    conn = daemon.spool("products")
+    # The exporter replaces rejected/ with a directory of its own: a link in it to a file only
+    # root may read, under the name of a rejected file.
+    shutil.rmtree(conn / "rejected")
+    (conn / "rejected").mkdir()
+    daemon.priv.give_to_exporter(conn / "rejected")
+    secret = tmp_path / "root-only"
+    secret.write_text("line\n" * 1000)
+    os.chmod(secret, 0o600)
+    os.symlink(secret, conn / "rejected" / "mixed.ndjson.rejected.ndjson")
+    os.lchown(conn / "rejected" / "mixed.ndjson.rejected.ndjson", daemon.priv.exporter_uid, daemon.priv.group_gid)
+    proc = subprocess.run([str(daemon.binary), "-c", str(daemon.conf_path), "status", "--json"], capture_output=True,
+                          text=True, timeout=60, env=daemon.env(), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    c = json.loads(proc.stdout)["connections"][0]
+    assert c["rejected_records"] == 1, f"status counted what an exporter's link leads to: {c}"
+    assert c["rejected_files"] == 0, c
+    proc = subprocess.run([str(daemon.binary), "-c", str(daemon.conf_path), "status"], capture_output=True,
+                          text=True, timeout=60, env=daemon.env(), stdin=subprocess.DEVNULL)
+    assert f"{conn}/rejected/ is owned by uid {daemon.priv.exporter_uid}" in proc.stdout, proc.stdout
 
 
 # --- 6. metrics_file -----------------------------------------------------------------------------
