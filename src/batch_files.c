@@ -41,9 +41,17 @@ void batch_log(const struct batch *b, enum log_level lvl, long status, const cha
 /* The workfiles put a directory right (a link, or writable by exporters): say so. */
 static int batch_said_fixed(struct batch *b, int fd, bool fixed, const char *what)
 {
-	if (fixed)
+	if (fixed && b->env.wf->foreign >= 0)
+		batch_log(b, LOG_LVL_WARNING, -1, "%s was owned by uid %ld, not by dcsyncd's user: set aside as .not-dcsyncd-%ld-* "
+			 "beside it, untouched, and a private directory made in its place (mode 0750)", what,
+			 b->env.wf->foreign, b->env.wf->foreign);
+	else if (fixed)
 		batch_log(b, LOG_LVL_WARNING, -1, "%s was not as dcsyncd makes it (a link, or writable by others): made a "
 			 "private directory again (mode 0750)", what);
+	else if (fd == -EPERM && b->env.wf->foreign >= 0)
+		batch_log(b, LOG_LVL_ERROR, -1, "%s is owned by uid %ld, not by dcsyncd's user, and cannot be set aside: "
+			 "nothing is written into it", what, b->env.wf->foreign);
+	b->env.wf->foreign = -1;
 	return fd;
 }
 

@@ -319,15 +319,37 @@ static const struct watch_ops watch_ops = { event_cb, rescan_cb, gone_cb, attrib
  * cannot be used (its permissions, a full or read-only filesystem) waits and is tried again,
  * alone; the other connections go on.
  */
-static int set_up_dir(struct intake *in)
+static int set_up_dir(struct intake *in, long *owner)
 {
 	int r;
 
-	if ((r = spool_mkdirs(in->wf->dir, 0770)) < 0)
+	if ((r = spool_conn_dir(in->wf->dir, owner)) < 0)
 		return r;
 	if (in->watch)
 		return watch_rewatch(in->watch);
 	return watch_new(&in->watch, in->loop, in->wf->dir, &watch_ops, in);
+}
+
+/* Make and watch the directory; one that cannot be used is said once and tried again on a timer. */
+static int try_dir(struct intake *in)
+{
+	bool started = in->watch != NULL;
+	long owner = -1;
+	int r;
+
+	if ((r = set_up_dir(in, &owner)) >= 0 || r == -ENOMEM)
+		return r;
+	if (!in->dir_error_logged && owner >= 0)
+		in_log(in, LOG_LVL_ERROR, "%s is owned by uid %ld, not by dcsyncd's user: not used (files in it "
+		       "could be renamed or replaced under the daemon); give it to the daemon's user or remove it; "
+		       "trying every %g s; the other connections go on", in->wf->dir, owner, DIR_RETRY_SECONDS);
+	else if (!in->dir_error_logged)
+		in_log(in, LOG_LVL_ERROR, "%s %s (%s): trying every %g s; the other connections go on", in->wf->dir,
+		       started ? "was removed and cannot be made again" : "cannot be used", strerror(-r),
+		       DIR_RETRY_SECONDS);
+	in->dir_error_logged = true;
+	timer_arm(in->loop, &in->dir_timer, DIR_RETRY_SECONDS);
+	return r;
 }
 
 /* The directory was removed or moved away, or could not be used yet: make it, watch it, look in it. */
@@ -335,18 +357,10 @@ static void gone_cb(void *userdata)
 {
 	struct intake *in = userdata;
 	bool started = in->watch != NULL;
-	int r;
 
 	workfiles_forget(in->wf);
-	if ((r = set_up_dir(in)) < 0) {
-		if (!in->dir_error_logged)
-			in_log(in, LOG_LVL_ERROR, "%s %s (%s): trying every %g s; the other connections go on", in->wf->dir,
-			       started ? "was removed and cannot be made again" : "cannot be used", strerror(-r),
-			       DIR_RETRY_SECONDS);
-		in->dir_error_logged = true;
-		timer_arm(in->loop, &in->dir_timer, DIR_RETRY_SECONDS);
+	if (try_dir(in) < 0)
 		return;
-	}
 	if (started)
 		in_log(in, LOG_LVL_WARNING, "%s was removed or moved away: made again and watched", in->wf->dir);
 	else if (in->dir_error_logged)
@@ -381,14 +395,8 @@ int intake_init(struct intake *in, struct ev_loop *loop, struct workfiles *wf, c
 	ev_timer_init(&in->dir_timer, dir_timer_cb, 0., 0.);
 	in->dir_timer.data = in;
 	/* Watched before the first scan, so a file dropped in between is not missed (the queue dedupes). */
-	if ((r = set_up_dir(in)) == -ENOMEM)
+	if ((r = try_dir(in)) == -ENOMEM)
 		return r;
-	if (r < 0) {
-		in_log(in, LOG_LVL_ERROR, "%s cannot be used (%s): trying every %g s; the other connections go on",
-		       in->wf->dir, strerror(-r), DIR_RETRY_SECONDS);
-		in->dir_error_logged = true;
-		timer_arm(in->loop, &in->dir_timer, DIR_RETRY_SECONDS);
-	}
 	return 0;
 }
 

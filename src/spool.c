@@ -481,16 +481,33 @@ static int mkdirs_masked(char *buf, const char *path, size_t n, unsigned mode)
 	return 0;
 }
 
-int spool_subdir(int parent, const char *name, unsigned mode, bool *fixed)
+int spool_subdir(int parent, const char *name, unsigned mode, bool *fixed, long *foreign)
 {
+	char aside[LAYOUT_NAME_MAX + 1], prefix[32];
 	struct stat st;
 	int fd, r;
 
 	*fixed = false;
+	*foreign = -1;
 	for (int attempt = 0;; attempt++) {
 		if (mkdirat(parent, name, mode) < 0 && errno != EEXIST)
 			return -errno;
 		fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0 && fstat(fd, &st) == 0 && st.st_uid != geteuid() && !attempt) {
+			/* Its owner could link, rename or read what dcsyncd writes there: not ours to use. */
+			*foreign = (long)st.st_uid;
+			close(fd);
+			snprintf(prefix, sizeof(prefix), ".not-dcsyncd-%ld-", *foreign);
+			layout_name(aside, prefix, name, "");
+			if (renameat2(parent, name, parent, aside, RENAME_NOREPLACE) < 0)
+				return -EPERM;
+			*fixed = true;
+			continue;
+		}
+		if (fd >= 0 && st.st_uid != geteuid()) {
+			close(fd);
+			return -EPERM;
+		}
 		if (fd >= 0)
 			break;
 		r = -errno;
@@ -502,11 +519,33 @@ int spool_subdir(int parent, const char *name, unsigned mode, bool *fixed)
 		*fixed = true;
 	}
 	/* A directory dcsyncd writes into is not writable by exporters (made so by older versions). */
-	if (fstat(fd, &st) == 0 && st.st_uid == geteuid() && (st.st_mode & 0022 & ~mode)) {
+	if ((st.st_mode & 0022 & ~mode)) {
 		if (fchmod(fd, (st.st_mode & 07777) & ~(0022 & ~mode)) == 0)
 			*fixed = true;
 	}
 	return fd;
+}
+
+int spool_conn_dir(const char *path, long *owner)
+{
+	struct stat st;
+	int fd, r = 0;
+
+	*owner = -1;
+	if ((r = spool_mkdirs(path, 01770)) < 0)
+		return r;
+	if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+	} else if (st.st_uid != geteuid()) {
+		*owner = (long)st.st_uid;
+		r = -EPERM;
+	} else if (!(st.st_mode & S_ISVTX) && fchmod(fd, (st.st_mode & 07777) | S_ISVTX) < 0) {
+		r = -errno;
+	}
+	close(fd);
+	return r;
 }
 
 int spool_sync_parent(const char *path)

@@ -108,9 +108,18 @@ int spool_move_at(int fromdir, const char *from, int todir, const char *to);
 int spool_mkdirs(const char *path, unsigned mode);
 /*
  * Open (made with @mode if missing) the directory @name in @parent for *at() calls, never
- * through a link: a link or file planted at @name is removed; group/other write bits beyond
- * @mode are dropped from a directory of ours. *@fixed says something was changed. fd or -errno.
+ * through a link: a link or file planted at @name is removed; a directory of another user's
+ * (an exporter's, in a connection directory) is set aside as .<name>.not-dcsyncd-<uid> and
+ * ours made in its place (*@foreign: that uid, else -1; -EPERM if it cannot be); group/other
+ * write bits beyond @mode are dropped from a directory of ours. *@fixed says something was
+ * changed. fd or -errno.
  */
-int spool_subdir(int parent, const char *name, unsigned mode, bool *fixed);
+int spool_subdir(int parent, const char *name, unsigned mode, bool *fixed, long *foreign);
+/*
+ * Make (mode 1770: exporters may drop, and remove only their own files) or check a connection
+ * directory: -EPERM with *@owner when another user owns it (it is not used: its files could be
+ * renamed or replaced under the daemon); the sticky bit put back on one of ours that lacks it.
+ */
+int spool_conn_dir(const char *path, long *owner);
 /* fsync the directory holding @path. */
 int spool_sync_parent(const char *path);

@@ -30,6 +30,7 @@ int workfiles_init(struct workfiles *w, const char *spool_dir, const char *state
 
 	memset(w, 0, sizeof(*w));
 	w->dirfd = w->workfd = -1;
+	w->foreign = -1;
 	if ((r = path_dup(&w->dir, LAYOUT_SPOOL, spool_dir, state_dir, conn)) < 0 ||
 	    (r = path_dup(&w->done_parent, LAYOUT_DONE_ALL, spool_dir, state_dir, conn)) < 0 ||
 	    (r = path_dup(&w->done_dir, LAYOUT_DONE, spool_dir, state_dir, conn)) < 0) {
@@ -57,6 +58,7 @@ void workfiles_release(struct workfiles *w)
 	free(w->done_dir);
 	memset(w, 0, sizeof(*w));
 	w->dirfd = w->workfd = -1;
+	w->foreign = -1;
 }
 
 int workfiles_dir(struct workfiles *w)
@@ -77,7 +79,7 @@ int workfiles_subdir(struct workfiles *w, const char *sub, bool create, bool *fi
 		fd = openat(dfd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		return fd < 0 ? -errno : fd;
 	}
-	return spool_subdir(dfd, sub, 0750, fixed);
+	return spool_subdir(dfd, sub, 0750, fixed, &w->foreign);
 }
 
 int workfiles_work(struct workfiles *w, bool *fixed)
@@ -101,7 +103,7 @@ int workfiles_done(struct workfiles *w, bool *fixed)
 		return fd;
 	if ((pfd = fileio_open_dir(w->done_parent)) < 0)
 		return pfd;
-	fd = spool_subdir(pfd, w->name, 0750, fixed);
+	fd = spool_subdir(pfd, w->name, 0750, fixed, &w->foreign);
 	close(pfd);
 	return fd;
 }

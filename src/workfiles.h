@@ -22,6 +22,7 @@ struct workfiles {
 	char *done_dir;         /* <state_dir>/done/<conn> */
 	const char *name;       /* <conn>, inside done_dir */
 	int dirfd, workfd;
+	long foreign;           /* the owner of the last directory set aside as not dcsyncd's, or -1 */
 };
 
 int workfiles_init(struct workfiles *w, const char *spool_dir, const char *state_dir, const char *conn);

@@ -131,7 +131,7 @@ class Privileges:
     """Who runs the daemon and who drops files. mode "root": both are the test process (root in CI,
     else whoever runs the tests). mode "unprivileged": the daemon runs as DAEMON_USER (primary group
     TEST_GROUP) with no capabilities and the unit's UMask; drops belong to EXPORTER_USER (a member of
-    TEST_GROUP); the spool is DAEMON_USER:TEST_GROUP 2770 and the state dir DAEMON_USER 0750."""
+    TEST_GROUP); the spool is DAEMON_USER:TEST_GROUP 3770 and the state dir DAEMON_USER 0750."""
 
     def __init__(self, mode):
         assert mode in ("root", "unprivileged"), mode
@@ -296,7 +296,7 @@ class Daemon:
         return path
 
     def make_spool_dir(self, path):
-        """mkdir path, set up as tmpfiles.d sets up the spool (DAEMON_USER:TEST_GROUP 2770) in the
+        """mkdir path, set up as tmpfiles.d sets up the spool (DAEMON_USER:TEST_GROUP 3770) in the
         unprivileged mode; connection directories the daemon makes itself come out the same."""
         path = Path(path)
         if path.exists():
@@ -304,7 +304,7 @@ class Daemon:
         path.mkdir(parents=True)
         if self.priv.unprivileged:
             os.chown(path, self.priv.daemon_uid, self.priv.group_gid)
-            os.chmod(path, 0o2770)
+            os.chmod(path, 0o3770)
         return path
 
     def write_key(self, conn, secret, value):

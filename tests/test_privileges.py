@@ -46,7 +46,7 @@ def test_daemon_runs_as_its_user_without_capabilities_and_reads_the_exporters_fi
     # Readable by the daemon through the group only.
     assert stat.S_IMODE(st.st_mode) == 0o640, oct(st.st_mode)
     spool, state = daemon.spool_dir.stat(), daemon.state_dir.stat()
-    assert (spool.st_uid, spool.st_gid, stat.S_IMODE(spool.st_mode)) == (priv.daemon_uid, priv.group_gid, 0o2770)
+    assert (spool.st_uid, spool.st_gid, stat.S_IMODE(spool.st_mode)) == (priv.daemon_uid, priv.group_gid, 0o3770)
     assert (state.st_uid, stat.S_IMODE(state.st_mode)) == (priv.daemon_uid, 0o750)
 
     daemon.start()
@@ -117,3 +117,42 @@ def test_the_test_users_exist_as_the_deployed_ones_do():
     assert d.pw_uid != 0 and x.pw_uid != 0 and d.pw_uid != x.pw_uid
     assert d.pw_gid == g.gr_gid and x.pw_gid != g.gr_gid
     assert EXPORTER_USER in g.gr_mem
+
+
+def test_an_exporters_rejected_directory_is_set_aside_naming_its_owner_and_never_written_into(optix, daemon):
+    priv = daemon.priv
+    daemon.write_config([daemon.connection(optix)])
+    conn = daemon.spool("products")
+    theirs = conn / "rejected"
+    theirs.mkdir()
+    priv.give_to_exporter(theirs)
+    os.chmod(theirs, 0o2777)        # even one the daemon could write into
+    daemon.drop("products", "mixed.ndjson", [*records(0, 3), "{not json"])
+    proc = daemon.run_once()
+    assert proc.returncode == 1, proc.stderr
+    assert f"rejected was owned by uid {priv.exporter_uid}, not by dcsyncd's user" in proc.stderr, proc.stderr
+    aside = conn / f".not-dcsyncd-{priv.exporter_uid}-rejected"
+    assert aside.is_dir() and list(aside.iterdir()) == [], "the exporter's directory was written into"
+    st = theirs.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (priv.daemon_uid, 0o750 | (st.st_mode & stat.S_ISGID)), st
+    assert (theirs / "mixed.ndjson.rejected.ndjson").read_text().count("\n") >= 1
+
+
+def test_a_connection_directory_of_an_exporters_is_not_used_and_its_owner_named(optix, daemon):
+    priv = daemon.priv
+    daemon.write_config([daemon.connection(optix)])
+    conn = daemon.spool_dir / "products"
+    conn.mkdir()
+    priv.give_to_exporter(conn)
+    daemon.drop("products", "a.ndjson", records(0, 3))
+    proc = daemon.run_once()
+    assert f"is owned by uid {priv.exporter_uid}, not by dcsyncd's user: not used" in proc.stderr, proc.stderr
+    assert optix.requests(UUID1) == []
+
+
+def test_connection_directories_the_daemon_makes_are_sticky(optix, daemon):
+    daemon.write_config([daemon.connection(optix)])
+    os.makedirs(daemon.spool_dir, exist_ok=True)
+    assert daemon.run_once().returncode == 0
+    st = (daemon.spool_dir / "products").stat()
+    assert st.st_uid == daemon.priv.daemon_uid and st.st_mode & stat.S_ISVTX, oct(st.st_mode)

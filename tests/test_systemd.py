@@ -316,7 +316,7 @@ def test_apt_install(svc):
     b = c.before_config
     assert b["enabled"] == "enabled", b
     assert b["state"]["ActiveState"] == "inactive" and b["state"]["ConditionResult"] == "no", b
-    assert b["spool"] == ["2770", "dcsync", "dcsync"], b
+    assert b["spool"] == ["3770", "dcsync", "dcsync"], b
     assert c.ok("systemctl is-active dcsyncd").strip() == "active"
 
 

@@ -214,7 +214,7 @@ def test_sysusers_and_tmpfiles_apply(tmp_path):
     expected = {
         "etc/dcsyncd": (0o750, 0, gid),
         "var/lib/dcsyncd": (0o750, uid, gid),
-        "var/spool/dcsyncd": (0o2770, uid, gid),
+        "var/spool/dcsyncd": (0o3770, uid, gid),
     }
     for rel, (mode, owner, grp) in expected.items():
         st = (root / rel).stat()
@@ -238,7 +238,7 @@ def test_tmpfiles_syntax():
     assert entries["/var/lib/dcsyncd"][:5] == \
         ["d", "/var/lib/dcsyncd", "0750", "dcsync", "dcsync"]
     assert entries["/var/spool/dcsyncd"][:5] == \
-        ["d", "/var/spool/dcsyncd", "2770", "dcsync", "dcsync"]
+        ["d", "/var/spool/dcsyncd", "3770", "dcsync", "dcsync"]
     # The daemon owns the spool's contents: no age-based cleanup.
     assert entries["/var/spool/dcsyncd"][5:6] in ([], ["-"])
 
