@@ -55,7 +55,7 @@ fi
 # and modes of what the daemon and the commands make, and the checks of the privilege mode itself.
 root_tests=(tests/test_privileges.py tests/test_spool_boundary.py tests/test_pipeline.py tests/test_cli.py
 	tests/test_commands.py)
-# What ThreadSanitizer is for: the worker threads that cut bodies ahead (src/worker.c), handed
+# What ThreadSanitizer is for: the worker threads that cut bodies ahead (src/record/record_worker.c), handed
 # work and cancelled by the loop. These drive them through every hand-over: plain and gathered
 # batches, every format, failures and retries mid-cut, reloads and signals while a cut runs.
 tsan_tests=(tests/test_pipeline.py tests/test_formats.py tests/test_failures.py tests/test_reload_invariants.py

@@ -671,7 +671,7 @@ def test_ttl_seconds_is_absent_from_the_request_when_not_set(capture, daemon, tt
 @pytest.mark.skipif(os.geteuid() != 0 or not (shutil.which("setpriv") and shutil.which("prlimit")),
                     reason="needs root, setpriv and prlimit to run the daemon as nobody with RLIMIT_NPROC=1")
 def test_without_a_parse_thread_it_parses_on_the_loop_and_says_so(optix):
-    """A parse thread that cannot start (RLIMIT_NPROC, TasksMax) costs speed, never data."""
+    """A cut thread that cannot start (RLIMIT_NPROC, TasksMax) costs speed, never data."""
     n = 5000
     root = Path(tempfile.mkdtemp(prefix="dcsyncd-nproc-"))     # tmp_path is not open to nobody
     try:
@@ -690,7 +690,7 @@ def test_without_a_parse_thread_it_parses_on_the_loop_and_says_so(optix):
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env,
                               stdin=subprocess.DEVNULL)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert proc.stderr.count("cannot start a parse thread") == 1, proc.stderr[-3000:]
+        assert proc.stderr.count("cannot start a cut thread") == 1, proc.stderr[-3000:]
         assert len(optix.records(UUID1)) == n
         reqs = optix.requests(UUID1)
         assert [r["n_records"] for r in reqs] == [1000] * 5 and all(r["status"] == 200 for r in reqs)

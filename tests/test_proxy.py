@@ -207,7 +207,7 @@ def test_proxy_configuration_refusals(daemon, optix):
 
 def test_connection_create_goes_the_way_uploads_go_through_the_proxy(daemon, tls_optix, tls_cert, proxies):
     """`connection create --like` takes the section's route: the proxy by CONNECT with its
-    credentials, the section's CA for the API (one libcurl setup for both, src/upload.c)."""
+    credentials, the section's CA for the API (one libcurl setup for both, src/wire/wire_upload.c)."""
     proxy, _ = authed_proxy(daemon, tls_optix, tls_cert, proxies, "s3cret-proxy-pw")
     proc = subprocess.run(daemon.command("connection", "create", "orders", "--primary-key", "order_id",
                                          "--like", "products"),

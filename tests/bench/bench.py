@@ -516,8 +516,8 @@ def fold(addr, starts):
     return starts[best] if best is not None else f"{addr:#x}"
 
 
-# The daemon's threads: the loop, and the parse-ahead workers (src/worker.c names them).
-COMMS = "dcsyncd,dcsyncd-parse"
+# The daemon's threads: the loop, and the cut-ahead workers (src/record/record_worker.c names them).
+COMMS = "dcsyncd,dcsyncd-cut"
 
 
 def run_profile(a, name, wl):

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "config.h"
+#include "config/config.h"
 #include "fuzz-util.h"
 
 static const char *const files[] = { "dcsyncd.conf", "api.key", "brand.key", "empty.key", "big.key", NULL };
@@ -93,7 +93,7 @@ static void check_config(const struct config *cfg)
 		CHECK(c->uuid && strlen(c->uuid) == 36 && c->primary_key && c->primary_key[0]);
 		CHECK(c->api_key && c->api_key[0] && c->brand_key && c->brand_key[0]);
 		CHECK(c->base_url && !strncmp(c->base_url, "http", 4));
-		CHECK(c->batch_records >= 1 && c->batch_records <= CONFIG_MAX_BATCH_RECORDS);
+		CHECK(c->batch_records >= 1 && c->batch_records <= RECORD_MAX_PER_REQUEST);
 		CHECK(c->max_record_bytes + 256 <= c->batch_bytes);
 		CHECK(c->retry_initial_seconds <= c->retry_max_seconds);
 		for (size_t j = 0; j < i; j++)

@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "config_parse.h"
-#include "record_check.h"
+#include "config/config.h"
+#include "config/config_parse.h"
+#include "record/record_check.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -463,7 +463,7 @@ static void every_default_is_the_documented_one(void)
 	ok(cfg->settle_seconds == 5, "default settle_seconds 5");
 	is_str(c->base_url, CONFIG_DEFAULT_BASE_URL, "default base_url");
 	is_int(c->ttl_seconds, -1, "default ttl_seconds: no expiry");
-	is_int(c->batch_records, CONFIG_MAX_BATCH_RECORDS, "default batch_records");
+	is_int(c->batch_records, RECORD_MAX_PER_REQUEST, "default batch_records");
 	is_int(c->batch_bytes, 8 << 20, "default batch_bytes 8 MiB");
 	is_int(c->timeout_seconds, 60, "default timeout_seconds 60");
 	is_int(c->max_record_bytes, 1 << 20, "default max_record_bytes 1 MiB");
