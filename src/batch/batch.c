@@ -14,12 +14,12 @@
 #include <unistd.h>
 #include <systemd/sd-id128.h>
 
+#include "spool/spool.h"
+#include "spool/spool_queue.h"
 #include "state/state_counters.h"
 #include "util/crashpoint.h"
 #include "util/layout.h"
 #include "wire/wire_retry.h"
-#include "spool/spool.h"
-#include "spool/spool_queue.h"
 
 /* Files a multi-file batch may hold: bounds the journal and memory of one batch. */
 #define GROUP_FILES_MAX 1000
@@ -247,13 +247,6 @@ static void request_failed(void *userdata, long status, const char *why, const c
 static bool request_stopping(void *userdata, const char *what)
 {
 	return batch_stopping_here(userdata, what);
-}
-
-static void request_error(void *userdata, long status, const char *what)
-{
-	struct batch *b = userdata;
-
-	b->ops.error(b->userdata, status, what);
 }
 
 static void send_again(struct batch *b)
@@ -532,30 +525,13 @@ fail:
 	return 0;
 }
 
-static void request_auth_refused(void *userdata, long status)
-{
-	struct batch *b = userdata;
-
-	b->ops.auth_refused(b->userdata, status);
-}
-
-static void request_rate(void *userdata, bool waiting)
-{
-	struct batch *b = userdata;
-
-	b->ops.rate(b->userdata, waiting);
-}
-
 static const struct pipeline_ops pipeline_ops = { .ready = pipeline_ready, .cut_failed = cut_failed };
 static const struct request_ops request_ops = {
 	.may_complete = may_complete,
 	.done = request_done,
 	.refused = server_refused,
 	.failed = request_failed,
-	.auth_refused = request_auth_refused,
 	.stopping = request_stopping,
-	.error = request_error,
-	.rate = request_rate,
 };
 
 int batch_init(struct batch *b, const struct batch_env *env, size_t fields_max, const struct batch_ops *ops,
@@ -570,7 +546,7 @@ int batch_init(struct batch *b, const struct batch_env *env, size_t fields_max, 
 	b->fd = -1;
 	batch_wait_init(b);
 	if ((r = record_pipeline_init(&b->pl, env->loop, fields_max, &pipeline_ops, b)) < 0 ||
-	    (r = wire_request_init(&b->req, env->loop, &request_ops, b)) < 0 ||
+	    (r = wire_request_init(&b->req, env->loop, &request_ops, b, &env->report)) < 0 ||
 	    (r = state_catalog_new(&b->member_fields, fields_max)) < 0)
 		return r;
 	return 0;
@@ -601,4 +577,32 @@ void batch_send_again(struct batch *b)
 bool batch_untouched(const struct batch *b)
 {
 	return b->active && b->jb.acks == 0 && b->jb.records == 0 && !b->req.answered;
+}
+
+void batch_report_finished(struct batch *b, bool ok, long status, const char *why)
+{
+	const struct batch_result res = {
+		.ok = ok, .status = status, .why = why, .files = b->n_members,
+		.records = b->jb.records, .rejected = b->jb.rejected, .requests = b->req.sent,
+	};
+
+	b->ops.finished(b->userdata, &res);
+}
+
+/* ---- what the connection asks and tells ---- */
+
+bool batch_active(const struct batch *b) { return b->active; }
+bool batch_has_carry(const struct batch *b) { return b->have_carry; }
+bool batch_rate_waiting(const struct batch *b) { return b->req.state == REQ_RATE_WAIT; }
+const char *batch_name(const struct batch *b) { return b->active ? b->jb.name : ""; }
+const char *batch_uuid(const struct batch *b) { return b->active ? b->jb.uuid : ""; }
+void batch_set_after_upload(struct batch *b, enum after_upload after) { b->env.after_upload = after; }
+void batch_set_stop_after_ack(struct batch *b, bool stop) { b->stop_after_ack = stop; }
+void batch_wait_cut(struct batch *b) { record_pipeline_wait(&b->pl); }
+
+void batch_on_response(void *batch, const struct upload_result *res)
+{
+	struct batch *b = batch;
+
+	wire_request_on_response(&b->req, res);
 }

@@ -18,17 +18,17 @@
 #include <ev.h>
 
 #include "config/config.h"
-#include "spool/spool_intake.h"
-#include "state/state_journal.h"
-#include "util/log.h"
+#include "record/record_check.h"
 #include "record/record_ndjson.h"
 #include "record/record_pipeline.h"
-#include "wire/wire_ratelimit.h"
-#include "record/record_check.h"
 #include "record/record_reject.h"
+#include "spool/spool_intake.h"
+#include "spool/spool_work.h"
+#include "state/state_journal.h"
+#include "util/log.h"
+#include "wire/wire_ratelimit.h"
 #include "wire/wire_request.h"
 #include "wire/wire_upload.h"
-#include "spool/spool_work.h"
 
 struct conn_stats;
 
@@ -51,14 +51,21 @@ enum batch_end {
 	BATCH_END_HELD,         /* its files went back to the spool, or it waits in the journal: nothing to start now */
 };
 
+/* A batch that went up or failed for good, for batch_ops.finished (borrowed for the call). */
+struct batch_result {
+	bool ok;
+	long status;                    /* !ok: the answer that failed it (0: none) */
+	const char *why;                /* !ok */
+	size_t files;
+	uint64_t records, rejected;
+	uint64_t requests;              /* sent in this run */
+};
+
 struct batch_ops {
 	void (*ended)(void *userdata, enum batch_end how);
-	/* The batch went up (@ok) or failed for good (@status, @why): count it. */
-	void (*finished)(void *userdata, bool ok, long status, const char *why);
-	void (*auth_refused)(void *userdata, long status);      /* 401/403: see batch_release_files, batch_fail */
+	/* The batch went up or failed for good: count it. */
+	void (*finished)(void *userdata, const struct batch_result *res);
 	void (*fields)(void *userdata, struct catalog *acked);  /* names of records the server acknowledged */
-	void (*error)(void *userdata, long status, const char *what);   /* a failure worth a retry */
-	void (*rate)(void *userdata, bool waiting);             /* the limiter's state changed */
 };
 
 /* What the connection lends its batch for the life of the struct. */
@@ -72,6 +79,8 @@ struct batch_env {
 	const char *state_dir;          /* for the log */
 	double settle_seconds;
 	enum after_upload after_upload; /* set again by a reload */
+	/* Handed to the request: 401/403 (see batch_release_files, batch_fail), retries, rate waits. */
+	struct request_report report;
 };
 
 /* What an open batch waits for, beside its request (whose waits are its own). */
@@ -148,3 +157,21 @@ void batch_stop(struct batch *b);
 struct log_ctx batch_log_ctx(const struct batch *b, long status);
 /* Nothing of the batch was acknowledged, in this run or before it. */
 bool batch_untouched(const struct batch *b);
+
+/* What the connection may ask of its batch and tell it; it reads and writes no field itself. */
+bool batch_active(const struct batch *b);
+/* A file was taken for the next batch. */
+bool batch_has_carry(const struct batch *b);
+/* The request waits for the client-side rate limit. */
+bool batch_rate_waiting(const struct batch *b);
+/* The open batch's file name and batch_uuid ("" when none is open). */
+const char *batch_name(const struct batch *b);
+const char *batch_uuid(const struct batch *b);
+/* A reload: what is done with the files of this batch and the next once they went up. */
+void batch_set_after_upload(struct batch *b, enum after_upload after);
+/* SIGTERM: leave the batch after the request in flight (or not, once the signal is withdrawn). */
+void batch_set_stop_after_ack(struct batch *b, bool stop);
+/* Wait until no cut ahead runs: before the validator the batch borrows is freed. */
+void batch_wait_cut(struct batch *b);
+/* The answer to the batch's POST in flight (an upload_done_fn; @batch is the struct batch). */
+void batch_on_response(void *batch, const struct upload_result *res);

@@ -13,13 +13,13 @@
 #include <unistd.h>
 #include <systemd/sd-id128.h>
 
+#include "spool/spool.h"
+#include "spool/spool_queue.h"
 #include "state/state_counters.h"
 #include "util/crashpoint.h"
 #include "util/layout.h"
-#include "wire/wire_retry.h"
-#include "spool/spool.h"
-#include "spool/spool_queue.h"
 #include "util/timer.h"
+#include "wire/wire_retry.h"
 
 /* The one place the batch's state changes: logged, and the one timer armed for a wait (@delay >= 0). */
 static void enter(struct batch *b, enum batch_wait wait, double delay)
@@ -184,9 +184,7 @@ void batch_fail(struct batch *b, long status, const char *why, const char *respo
 		batch_log(b, LOG_LVL_ERROR, status, "%s: failed for good: %s; nothing was moved to %s/failed/ (no file of "
 			 "it is left in .work/)", b->jb.name, why, b->env.wf->dir);
 	b->env.stats->files_failed += b->n_members;
-	b->env.stats->last_error_time = ev_now(b->env.loop);
-	b->env.stats->last_error_status = status;
-	b->ops.finished(b->userdata, false, status, why);
+	batch_report_finished(b, false, status, why);
 	if (sync_r < 0) {
 		/* FAILED would name moves a crash may undo: the batch stays open in the journal, so a
 		 * restart finds its file wherever it is (in .work/: sent again, failing alike). */
@@ -309,7 +307,7 @@ void batch_archive(struct batch *b)
 				b->req.sent, took);
 	}
 	b->env.stats->files_done += b->n_members;
-	b->ops.finished(b->userdata, true, 0, NULL);
+	batch_report_finished(b, true, 0, NULL);
 	batch_ended(b);
 }
 

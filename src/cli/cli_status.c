@@ -11,13 +11,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "record/record_source.h"
+#include "spool/spool.h"
 #include "state/state_journal.h"
+#include "state/state_totals.h"
 #include "util/jsonstr.h"
 #include "util/layout.h"
 #include "util/log.h"
-#include "record/record_source.h"
-#include "spool/spool.h"
-#include "state/state_totals.h"
 
 struct dir_count {
 	size_t files;

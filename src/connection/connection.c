@@ -12,19 +12,19 @@
 #include <time.h>
 
 #include "batch/batch.h"
+#include "record/record_check.h"
+#include "record/record_ndjson.h"
+#include "spool/spool.h"
+#include "spool/spool_intake.h"
+#include "spool/spool_queue.h"
+#include "spool/spool_work.h"
 #include "state/state_catalog.h"
 #include "state/state_catalog_file.h"
 #include "util/fileio.h"
-#include "spool/spool_intake.h"
 #include "util/layout.h"
 #include "util/log.h"
-#include "record/record_ndjson.h"
-#include "wire/wire_ratelimit.h"
-#include "record/record_check.h"
-#include "spool/spool.h"
-#include "spool/spool_queue.h"
 #include "util/timer.h"
-#include "spool/spool_work.h"
+#include "wire/wire_ratelimit.h"
 
 enum conn_state {
 	CS_IDLE,                /* running batches, or nothing to do */
@@ -104,12 +104,12 @@ const struct conn_stats *connection_stats(struct connection *c)
 }
 size_t connection_queued(const struct connection *c)
 {
-	return spool_intake_pending(&c->in) + c->n_adopted + c->batch.have_carry;
+	return spool_intake_pending(&c->in) + c->n_adopted + batch_has_carry(&c->batch);
 }
 bool connection_blocked(const struct connection *c) { return c->state == CS_AUTH_PAUSED; }
 bool connection_unusable(const struct connection *c) { return !spool_intake_usable(&c->in); }
-bool connection_busy(const struct connection *c) { return c->batch.active || c->state != CS_IDLE || c->left_open; }
-bool connection_rate_waiting(const struct connection *c) { return c->batch.req.state == REQ_RATE_WAIT; }
+bool connection_busy(const struct connection *c) { return batch_active(&c->batch) || c->state != CS_IDLE || c->left_open; }
+bool connection_rate_waiting(const struct connection *c) { return batch_rate_waiting(&c->batch); }
 
 unsigned connection_rate_budget(const struct connection *c, unsigned *used)
 {
@@ -119,7 +119,7 @@ unsigned connection_rate_budget(const struct connection *c, unsigned *used)
 
 bool connection_idle(const struct connection *c)
 {
-	if (c->batch.active || c->state != CS_IDLE)
+	if (batch_active(&c->batch) || c->state != CS_IDLE)
 		return false;
 	return c->draining || connection_queued(c) == 0;
 }
@@ -133,7 +133,7 @@ static void wait_in(struct connection *c, enum conn_state state, double delay)
 	static const char *const names[] = { "idle", "paused", "resume wait" };
 
 	/* A journaled batch waits to be resumed only while no batch runs. */
-	assert(state != CS_RESUME_WAIT || !c->batch.active);
+	assert(state != CS_RESUME_WAIT || !batch_active(&c->batch));
 	if (c->state != state)
 		conn_log(c, LOG_LVL_DEBUG, -1, "%s -> %s%s", names[c->state], names[state], delay < 0 ? "" : " (timer)");
 	c->state = state;
@@ -199,23 +199,34 @@ static void persist_rate(void *userdata, bool waiting)
 /* Record the last error for `status`; made durable now if the journal can be written at all. */
 static void persist_error(struct connection *c, long status, const char *what)
 {
-	char text[sizeof(c->batch.jb.name) + 512];
+	char text[LAYOUT_NAME_MAX + 512];
 
 	c->persist.last_error = (int64_t)time(NULL);
 	c->persist.last_error_status = status;
 	/* Truncation is fine: the log has the whole message. */
-	snprintf(text, sizeof(text), "%s%s%s", c->batch.active ? c->batch.jb.name : "", c->batch.active ? ": " : "", what);
+	snprintf(text, sizeof(text), "%s%s%s", batch_name(&c->batch), batch_active(&c->batch) ? ": " : "", what);
 	snprintf(c->persist.last_error_text, sizeof(c->persist.last_error_text), "%.*s",
 		 (int)sizeof(c->persist.last_error_text) - 1, text);
 	(void)state_totals_put(c->env.totals, &c->persist);
 }
 
 
+/* The one place an error is noted: for the status line and metrics, and (with @what) for `status`. */
+static void note_error(void *userdata, long status, const char *what)
+{
+	struct connection *c = userdata;
+
+	c->stats.last_error_time = ev_now(c->env.loop);
+	c->stats.last_error_status = status;
+	if (what)
+		persist_error(c, status, what);
+}
+
 static void auth_pause(void *userdata, long status)
 {
 	struct connection *c = userdata;
 
-	if (c->batch.active && c->next_cfg && !same_destination(c->cfg, c->next_cfg)) {
+	if (batch_active(&c->batch) && c->next_cfg && !same_destination(c->cfg, c->next_cfg)) {
 		/* The batch can only finish where it started, and those keys are refused there. */
 		char why[512];
 
@@ -228,7 +239,7 @@ static void auth_pause(void *userdata, long status)
 	conn_log(c, LOG_LVL_ERROR, status,
 	     "the API refused the keys (HTTP %ld): fix api_key and brand_key of [connection %s], then reload "
 	     "(systemctl reload dcsyncd); files stay in %s", status, c->cfg->name, c->wf.dir);
-	persist_error(c, status, "the API refused the keys");
+	note_error(c, status, "the API refused the keys");
 	batch_release_carry(&c->batch);
 	if (batch_untouched(&c->batch))
 		batch_release_files(&c->batch);
@@ -251,7 +262,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	case CS_AUTH_PAUSED:
 		conn_log(c, LOG_LVL_INFO, -1, "trying the keys again");
 		wait_in(c, CS_IDLE, -1);
-		if (c->batch.active)
+		if (batch_active(&c->batch))
 			batch_send_again(&c->batch);
 		else
 			begin_next(c);
@@ -266,7 +277,7 @@ static void begin_next(struct connection *c)
 	/* Its directory cannot be used yet: its journaled batches and files wait for it. */
 	if (!spool_intake_usable(&c->in))
 		return;
-	while (!c->batch.active && c->state == CS_IDLE && !c->draining) {
+	while (!batch_active(&c->batch) && c->state == CS_IDLE && !c->draining) {
 		if (c->n_adopted) {
 			struct journal_batch b = c->adopted[0];
 
@@ -279,9 +290,9 @@ static void begin_next(struct connection *c)
 			}
 			continue;
 		}
-		if (!c->batch.have_carry && spool_queue_len(&c->in.queue) == 0)
+		if (!batch_has_carry(&c->batch) && spool_queue_len(&c->in.queue) == 0)
 			break;
-		if (batch_start(&c->batch, c->cfg, c->validator, c->client, c->limiter) < 0 && !c->batch.active)
+		if (batch_start(&c->batch, c->cfg, c->validator, c->client, c->limiter) < 0 && !batch_active(&c->batch))
 			continue;
 	}
 	if (connection_idle(c))
@@ -333,7 +344,7 @@ static int apply_config(struct connection *c, struct conn_config *cfg, struct re
 	if (l)
 		c->limiter = l;
 	/* A cut ahead uses the old validator, which points into the old configuration. */
-	record_pipeline_wait(&c->batch.pl);
+	batch_wait_cut(&c->batch);
 	record_check_free(c->validator);
 	c->validator = v;               /* each cut points it at the catalog to note names in */
 	config_conn_free(c->cfg);
@@ -354,7 +365,7 @@ static void apply_pending(struct connection *c)
 {
 	int r;
 
-	if (!c->next_cfg || c->batch.active)
+	if (!c->next_cfg || batch_active(&c->batch))
 		return;
 	if ((r = apply_config(c, c->next_cfg, c->next_validator)) < 0) {
 		conn_log(c, LOG_LVL_ERROR, -1, "cannot apply the reloaded configuration: %s (tried again after the next "
@@ -377,7 +388,7 @@ int connection_reconfigure(struct connection *c, const struct conn_config *src, 
 	    (r = record_check_new(&v, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
 		goto fail;
 	record_check_set_max_depth(v, cfg->max_depth);
-	if (!c->batch.active) {
+	if (!batch_active(&c->batch)) {
 		if ((r = apply_config(c, cfg, v)) < 0)
 			goto fail;
 		drop_pending(c);
@@ -391,13 +402,13 @@ int connection_reconfigure(struct connection *c, const struct conn_config *src, 
 			goto fail;
 		if (!same_destination(c->cfg, cfg))
 			conn_log(c, LOG_LVL_INFO, -1, "%s: batch %s finishes at %s (connection %s) before the reloaded "
-				 "destination applies", c->batch.jb.name, c->batch.jb.uuid, c->cfg->base_url, c->cfg->uuid);
+				 "destination applies", batch_name(&c->batch), batch_uuid(&c->batch), c->cfg->base_url, c->cfg->uuid);
 		drop_pending(c);
 		c->next_cfg = cfg;
 		c->next_validator = v;
 	}
 	c->env.after_upload = after;
-	c->batch.env.after_upload = after;
+	batch_set_after_upload(&c->batch, after);
 	if (c->state == CS_AUTH_PAUSED) {
 		conn_log(c, LOG_LVL_INFO, -1, "configuration reloaded: trying the keys again");
 		wait_in(c, CS_AUTH_PAUSED, 0.);
@@ -412,7 +423,7 @@ fail:
 void connection_drain(struct connection *c, bool stop_after_ack)
 {
 	c->draining = true;
-	c->batch.stop_after_ack = stop_after_ack;
+	batch_set_stop_after_ack(&c->batch, stop_after_ack);
 	/*
 	 * Removed by a reload: the open batch goes on to its end (paused, it stays paused, and a
 	 * reload that adds the connection back cures it). Stopping: what waits ends here.
@@ -428,7 +439,7 @@ void connection_drain(struct connection *c, bool stop_after_ack)
 void connection_revive(struct connection *c)
 {
 	c->draining = false;
-	c->batch.stop_after_ack = false;
+	batch_set_stop_after_ack(&c->batch, false);
 	next_soon(c);
 }
 
@@ -444,7 +455,7 @@ static void intake_ready(void *userdata)
 
 	if (!c->orphans_released)
 		(void)connection_release_orphans(c);    /* the directory was not usable at start-up */
-	if (!c->batch.active && c->state == CS_IDLE)
+	if (!batch_active(&c->batch) && c->state == CS_IDLE)
 		next_soon(c);
 }
 
@@ -461,7 +472,7 @@ int connection_adopt(struct connection *c, const struct journal_batch *b)
 
 /* ---- what the batch reports ---- */
 
-static void batch_ended(void *userdata, enum batch_end how)
+static void on_batch_ended(void *userdata, enum batch_end how)
 {
 	struct connection *c = userdata;
 
@@ -474,26 +485,25 @@ static void batch_ended(void *userdata, enum batch_end how)
 		next_soon(c);
 }
 
-static void batch_finished(void *userdata, bool ok, long status, const char *why)
+static void on_batch_finished(void *userdata, const struct batch_result *res)
 {
 	struct connection *c = userdata;
-	const struct batch *b = &c->batch;
 
-	c->persist.records_sent += b->jb.records;
-	c->persist.records_rejected += b->jb.rejected;
-	c->persist.requests += b->req.sent;
-	if (!ok) {
-		c->persist.files_failed += b->n_members;
-		persist_error(c, status, why);
+	c->persist.records_sent += res->records;
+	c->persist.records_rejected += res->rejected;
+	c->persist.requests += res->requests;
+	if (!res->ok) {
+		c->persist.files_failed += res->files;
+		note_error(c, res->status, res->why);
 		return;
 	}
-	c->persist.files_done += b->n_members;
+	c->persist.files_done += res->files;
 	c->persist.last_success = (int64_t)time(NULL);
 	(void)state_totals_put(c->env.totals, &c->persist);
 	save_catalog(c, false);
 }
 
-static void batch_fields(void *userdata, struct catalog *acked)
+static void on_batch_fields(void *userdata, struct catalog *acked)
 {
 	struct connection *c = userdata;
 
@@ -502,18 +512,11 @@ static void batch_fields(void *userdata, struct catalog *acked)
 	save_catalog(c, false);
 }
 
-static void batch_error(void *userdata, long status, const char *what)
-{
-	persist_error(userdata, status, what);
-}
 
 static const struct batch_ops batch_ops = {
-	.ended = batch_ended,
-	.finished = batch_finished,
-	.auth_refused = auth_pause,
-	.fields = batch_fields,
-	.error = batch_error,
-	.rate = persist_rate,
+	.ended = on_batch_ended,
+	.finished = on_batch_finished,
+	.fields = on_batch_fields,
 };
 
 int connection_release_orphans(struct connection *c)
@@ -537,7 +540,6 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 	if (!c)
 		return -ENOMEM;
 	c->env = *env;
-	c->batch.fd = -1;
 	if ((r = config_conn_dup(src, &c->cfg)) < 0) {
 		free(c);
 		return r;
@@ -580,7 +582,7 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		goto fail;
 	}
 	client_opts(cfg, url, &uo);
-	if ((r = wire_upload_client_new(&c->client, env->upload, &uo, wire_request_on_response, &c->batch.req)) < 0)
+	if ((r = wire_upload_client_new(&c->client, env->upload, &uo, batch_on_response, &c->batch)) < 0)
 		goto fail;
 	c->limiter = wire_ratelimit_get(wire_upload_ratelimits(env->upload), cfg->api_key, cfg->rate_limit_requests,
 					cfg->rate_limit_window_seconds);
@@ -604,6 +606,7 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 			.state_dir = c->state_dir,
 			.settle_seconds = env->settle_seconds,
 			.after_upload = env->after_upload,
+			.report = { .auth_refused = auth_pause, .error = note_error, .rate = persist_rate, .userdata = c },
 		};
 
 		if ((r = batch_init(&c->batch, &be, CATALOG_FIELDS_MAX, &batch_ops, c)) < 0)

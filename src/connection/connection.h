@@ -8,9 +8,10 @@
  * Borrows, for its whole life: env's loop, journal (handed on to the batch), totals and upload
  * context, which are the daemon's; the API key's limiter from upload's set (shared by the
  * connections of one key).
- * May call: batch (one at a time: the next starts when batch_ops says the last ended), intake,
- * workfiles, spool, catalog, catalog_file, ratelimit, upload, totals, config, the record
- * validator, layout, log. Upward only through env->changed.
+ * May call: batch, through its functions only (one at a time: the next starts when batch_ops
+ * says the last ended; never the batch's pipeline or request), spool_intake, spool_work,
+ * spool_queue, spool, state_catalog, state_catalog_file, state_totals, wire_ratelimit,
+ * wire_upload, config, record_check, layout, log. Upward only through env->changed.
  */
 
 #include <stdbool.h>

@@ -9,10 +9,10 @@
 #include "cli/cli.h"
 #include "config/config.h"
 #include "build-config.h"
-#include "daemon/daemon.h"
 #include "cli/cli_formula_cmd.h"
-#include "util/log.h"
 #include "cli/cli_status.h"
+#include "daemon/daemon.h"
+#include "util/log.h"
 
 static void usage(FILE *f)
 {

@@ -17,8 +17,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "record/record_ndjson.h"
 #include "record/record_check.h"
+#include "record/record_ndjson.h"
 #include "record/record_source.h"
 
 /* The API takes at most this many records in one request. */

@@ -14,8 +14,8 @@
 #include "state/state_counters.h"
 #include "util/crashpoint.h"
 #include "util/jsonstr.h"
-#include "wire/wire_retry.h"
 #include "util/timer.h"
+#include "wire/wire_retry.h"
 
 static void req_log(const struct request *q, enum log_level lvl, long status, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -60,7 +60,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	wire_request_send(w->data);
 }
 
-int wire_request_init(struct request *q, struct ev_loop *loop, const struct request_ops *ops, void *userdata)
+int wire_request_init(struct request *q, struct ev_loop *loop, const struct request_ops *ops, void *userdata,
+		      const struct request_report *report)
 {
 	sd_id128_t seed;
 
@@ -68,6 +69,7 @@ int wire_request_init(struct request *q, struct ev_loop *loop, const struct requ
 	q->loop = loop;
 	q->ops = *ops;
 	q->userdata = userdata;
+	q->report = *report;
 	q->ctx = LOG_CTX_NONE;
 	ev_timer_init(&q->timer, timer_cb, 0., 0.);
 	q->timer.data = q;
@@ -159,7 +161,7 @@ void wire_request_send(struct request *q)
 	}
 	q->completes = completes;
 	wait = wire_ratelimit_take(q->limiter, ev_now(q->loop));
-	q->ops.rate(q->userdata, wait > 0);
+	q->report.rate(q->report.userdata, wait > 0);
 	if (wait > 0) {
 		if (q->ops.stopping(q->userdata, "waiting for the rate limit"))
 			return;
@@ -217,9 +219,7 @@ static void retry_later(struct request *q, const struct upload_result *res)
 		return;
 	q->attempt++;
 	q->stats->retries++;
-	q->stats->last_error_time = now;
-	q->stats->last_error_status = res->status;
-	q->ops.error(q->userdata, res->status, what);
+	q->report.error(q->report.userdata, res->status, what);
 	if (q->retry.max_elapsed_seconds > 0) {
 		/*
 		 * Only time spent retrying counts: give up once it is over the limit, and never skip a
@@ -330,14 +330,11 @@ void wire_request_on_response(void *request, const struct upload_result *res)
 		return;
 	}
 	if (res->status == 401 || res->status == 403) {
-		q->stats->last_error_time = ev_now(q->loop);
-		q->stats->last_error_status = res->status;
-		q->ops.auth_refused(q->userdata, res->status);
+		q->report.auth_refused(q->report.userdata, res->status);
 		return;
 	}
 	if (res->status == 413 || res->status == 422) {
-		q->stats->last_error_time = ev_now(q->loop);
-		q->stats->last_error_status = res->status;
+		q->report.error(q->report.userdata, res->status, NULL);
 		split_or_reject(q, res);
 		return;
 	}

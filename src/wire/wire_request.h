@@ -12,10 +12,10 @@
 #include <ev.h>
 
 #include "record/record_cut.h"
+#include "record/record_reject.h"
 #include "util/log.h"
 #include "wire/wire_ratelimit.h"
 #include "wire/wire_retry.h"
-#include "record/record_reject.h"
 #include "wire/wire_upload.h"
 
 struct conn_stats;
@@ -42,10 +42,19 @@ struct request_ops {
 	/* The server refused the one record @data of file @member, line @line: keep it. <0: cannot. */
 	int (*refused)(void *userdata, uint32_t member, uint64_t line, const char *reason, const char *data, size_t len);
 	void (*failed)(void *userdata, long status, const char *why, const char *response);
-	void (*auth_refused)(void *userdata, long status);      /* 401/403: the request waits for wire_request_send */
 	bool (*stopping)(void *userdata, const char *what);     /* SIGTERM: the batch ended here instead of waiting */
-	void (*error)(void *userdata, long status, const char *what);   /* a failure worth a retry, for `status` */
+};
+
+/*
+ * What the request reports straight to the connection (the batch has nothing to add): handed
+ * down once, at init, so each event travels one way and is counted in one place.
+ */
+struct request_report {
+	void (*auth_refused)(void *userdata, long status);      /* 401/403: the request waits for wire_request_send */
+	/* An answer worth noting for `status`: a failure worth a retry (@what says it), or NULL for a 413/422 split. */
+	void (*error)(void *userdata, long status, const char *what);
 	void (*rate)(void *userdata, bool waiting);     /* the limiter's state, for `status` */
+	void *userdata;
 };
 
 struct request {
@@ -55,6 +64,7 @@ struct request {
 	struct ev_loop *loop;
 	struct request_ops ops;
 	void *userdata;
+	struct request_report report;
 	struct retry_policy retry;      /* the batch's, copied at bind */
 	/* borrowed for the batch's life */
 	struct upload_client *client;
@@ -82,7 +92,8 @@ struct request {
 	uint64_t rng;
 };
 
-int wire_request_init(struct request *q, struct ev_loop *loop, const struct request_ops *ops, void *userdata);
+int wire_request_init(struct request *q, struct ev_loop *loop, const struct request_ops *ops, void *userdata,
+		      const struct request_report *report);
 void wire_request_release(struct request *q);
 /* A batch starts: send with these (@retry, @ctx and @params copied, the rest borrowed until wire_request_reset); @ctx names it in the log. */
 void wire_request_bind(struct request *q, const struct retry_policy *retry, struct upload_client *client,

@@ -13,13 +13,13 @@
 
 #include "batch/batch.h"
 #include "config/config.h"
-#include "state/state_counters.h"
-#include "util/fileio.h"
-#include "state/state_journal.h"
-#include "util/layout.h"
+#include "record/record_worker.h"
 #include "spool/spool.h"
 #include "spool/spool_queue.h"
-#include "record/record_worker.h"
+#include "state/state_counters.h"
+#include "state/state_journal.h"
+#include "util/fileio.h"
+#include "util/layout.h"
 #include "tap.h"
 #include "testutil.h"
 #include "wireutil.h"
@@ -179,18 +179,18 @@ static void op_ended(void *userdata, enum batch_end how)
 	h->how = how;
 }
 
-static void op_finished(void *userdata, bool ok, long status, const char *why)
+static void op_finished(void *userdata, const struct batch_result *res)
 {
 	struct h *h = userdata;
 
-	if (ok)
+	if (res->ok)
 		h->finished_ok++;
 	else
 		h->finished_failed++;
-	h->fail_status = status;
-	snprintf(h->fail_why, sizeof(h->fail_why), "%s", why ? why : "");
-	h->records = h->b.jb.records;
-	h->rejected = h->b.jb.rejected;
+	h->fail_status = res->status;
+	snprintf(h->fail_why, sizeof(h->fail_why), "%s", res->why ? res->why : "");
+	h->records = res->records;
+	h->rejected = res->rejected;
 }
 
 /* What the connection does on 401/403 (auth_pause): files nothing was acknowledged of go back. */
@@ -227,10 +227,7 @@ static void op_rate(void *userdata, bool waiting)
 static const struct batch_ops ops = {
 	.ended = op_ended,
 	.finished = op_finished,
-	.auth_refused = op_auth_refused,
 	.fields = op_fields,
-	.error = op_error,
-	.rate = op_rate,
 };
 
 static void on_ready(void *userdata)
@@ -280,6 +277,7 @@ static void start(struct h *h, enum after_upload after)
 		.state_dir = h->state,
 		.settle_seconds = 0,
 		.after_upload = after,
+		.report = { op_auth_refused, op_error, op_rate, h },
 	};
 	struct batch_env e = env;
 
