@@ -139,10 +139,10 @@ static void body_done(struct batch *b)
 
 	if (ch->last && !b->req.completed) {
 		switch (batch_check_whole(b, body_done)) {
-		case BATCH_WHOLE_FAILED:
-		case BATCH_WHOLE_WAIT:
+		case REQUEST_FAILED:
+		case REQUEST_WAIT:
 			return;
-		case BATCH_WHOLE_GREW:
+		case REQUEST_GREW:
 			break;
 		default:
 			if (b->jb.records + ch->n_records - b->req.server_rejected == 0)
@@ -256,16 +256,12 @@ static void send_again(struct batch *b)
 
 static int may_complete(void *userdata)
 {
-	switch (batch_check_whole(userdata, send_again)) {
-	case BATCH_WHOLE_YES:
-		return REQUEST_WHOLE;
-	case BATCH_WHOLE_GREW:
-		/* The body is no longer the last: what was appended is cut ahead while it is sent. */
+	int whole = batch_check_whole(userdata, send_again);
+
+	/* The body is no longer the last: what was appended is cut ahead while it is sent. */
+	if (whole == REQUEST_GREW)
 		cut_ahead(userdata);
-		return REQUEST_GREW;
-	default:
-		return REQUEST_NOT_NOW;
-	}
+	return whole;
 }
 
 static void request_done(void *userdata)
@@ -334,8 +330,8 @@ static void gather_small_files(struct batch *b)
 	struct spool_entry e;
 
 	while (b->n_members < GROUP_FILES_MAX && !b->have_carry && spool_queue_pop(&b->env.in->queue, &e)) {
-		/* What the request holds before this file: restored if the file does not fit. */
-		const struct record_body before = *ch;
+		/* What the request holds before this file: taken back if the file does not fit. */
+		const struct body_mark before = record_cut_body_mark(ch);
 		struct member *m;
 		int fd, r;
 
@@ -363,12 +359,7 @@ static void gather_small_files(struct batch *b)
 			b->n_members++;
 			continue;
 		}
-		record_cut_body_truncate(ch, before.len, before.n_records);
-		ch->start_offset = before.start_offset;
-		ch->end_offset = before.end_offset;
-		ch->start_line = before.start_line;
-		ch->end_line = before.end_line;
-		ch->rejected = before.rejected;
+		record_cut_body_rollback(ch, &before);
 		record_reject_reset(&m->rej);
 		m->rejected = 0;
 		b->carry = *m;

@@ -351,20 +351,20 @@ int batch_check_whole(struct batch *b, void (*again)(struct batch *b))
 				snprintf(why, sizeof(why), "%s changed after it was read (still being written in place?): "
 					 "its batch is not completed", b->members[i].name);
 				batch_fail(b, 0, why, NULL);
-				return BATCH_WHOLE_FAILED;
+				return REQUEST_FAILED;
 			}
 		}
-		return BATCH_WHOLE_YES;
+		return REQUEST_WHOLE;
 	}
 	if (fstat(b->fd, &st) < 0) {
 		snprintf(why, sizeof(why), "cannot look at the file: %s", strerror(errno));
 		batch_fail(b, 0, why, NULL);
-		return BATCH_WHOLE_FAILED;
+		return REQUEST_FAILED;
 	}
 	if (st.st_nlink == 0) {
 		batch_fail(b, 0, "the file was deleted from .work/ while its batch was open: the batch is not completed "
 			  "(the records sent so far stay in an open batch at the server)", NULL);
-		return BATCH_WHOLE_FAILED;
+		return REQUEST_FAILED;
 	}
 	/* The reader is at the end of what it read (blank lines after the last record included), in the file's bytes. */
 	read = record_source_file_offset(b->pl.reader);
@@ -373,7 +373,7 @@ int batch_check_whole(struct batch *b, void (*again)(struct batch *b))
 		snprintf(why, sizeof(why), "the file was truncated or rewritten while its batch was open (%lld bytes now, "
 			 "%" PRIu64 " read): the batch is not completed with partial data", (long long)st.st_size, read);
 		batch_fail(b, 0, why, NULL);
-		return BATCH_WHOLE_FAILED;
+		return REQUEST_FAILED;
 	}
 	if ((uint64_t)st.st_size > b->jb.ident.size || (uint64_t)st.st_size > read)
 		/* It grew; what was cut ahead may hold the new bytes already: the file is what it is now. */
@@ -383,9 +383,9 @@ int batch_check_whole(struct batch *b, void (*again)(struct batch *b))
 			 b->jb.name, (long long)st.st_size, read);
 		if (record_pipeline_read_on(&b->pl, b->fd, b->jb.name) < 0) {
 			batch_fail(b, 0, record_pipeline_read_error(&b->pl, "cannot read the file"), NULL);
-			return BATCH_WHOLE_FAILED;
+			return REQUEST_FAILED;
 		}
-		return BATCH_WHOLE_GREW;
+		return REQUEST_GREW;
 	}
 	lease = spool_lease_probe(b->fd);
 	/* Still for as long as we saw it so (its mtime may be a day ahead: cp -p from a fast clock). */
@@ -397,9 +397,9 @@ int batch_check_whole(struct batch *b, void (*again)(struct batch *b))
 				 b->env.settle_seconds);
 		b->settle_logged = true;
 		batch_wait_settle(b, lease == 0 ? 1.0 : b->env.settle_seconds - age, again);
-		return BATCH_WHOLE_WAIT;
+		return REQUEST_WAIT;
 	}
-	return BATCH_WHOLE_YES;
+	return REQUEST_WHOLE;
 }
 
 void batch_wait_init(struct batch *b)

@@ -47,16 +47,15 @@ uint64_t batch_destination(const struct conn_config *cfg);
 bool batch_stopping_here(struct batch *b, const char *what);
 /* The file is still being written: look again (@again) in @delay seconds. */
 void batch_wait_settle(struct batch *b, double delay, void (*again)(struct batch *b));
-/* Take @name from the spool into .work/ as member @m and open it: the fd, or a negative errno. */
 /* CLOCK_MONOTONIC in ns: how long a file was seen still, never judged by its mtime. */
 int64_t batch_mono_ns(void);
+/* Take @name from the spool into .work/ as member @m and open it: the fd, or a negative errno. */
 int batch_take_file(struct batch *b, const struct spool_entry *e, struct member *m);
 
-enum { BATCH_WHOLE_YES, BATCH_WHOLE_WAIT, BATCH_WHOLE_GREW, BATCH_WHOLE_FAILED };
 /*
  * Before a batch is completed: is the file all there, all read, and done being written?
- * BATCH_WHOLE_GREW: it grew and is read on; _WAIT: @again is called when it is time to look
- * again; _FAILED: the batch failed here.
+ * An enum request_whole: REQUEST_GREW: it grew and is read on; REQUEST_WAIT: @again is called
+ * when it is time to look again; REQUEST_FAILED: the batch failed here.
  */
 int batch_check_whole(struct batch *b, void (*again)(struct batch *b));
 

@@ -110,10 +110,24 @@ void record_cut_body_finish(struct record_body *c, const struct cut_params *p, b
 	finish(c, p);
 }
 
-void record_cut_body_truncate(struct record_body *c, size_t len, uint32_t n_records)
+struct body_mark record_cut_body_mark(const struct record_body *c)
 {
-	c->len = len;
-	c->n_records = n_records;
+	return (struct body_mark){
+		.len = c->len, .n_records = c->n_records,
+		.start_offset = c->start_offset, .end_offset = c->end_offset,
+		.start_line = c->start_line, .end_line = c->end_line, .rejected = c->rejected,
+	};
+}
+
+void record_cut_body_rollback(struct record_body *c, const struct body_mark *m)
+{
+	c->len = m->len;
+	c->n_records = m->n_records;
+	c->start_offset = m->start_offset;
+	c->end_offset = m->end_offset;
+	c->start_line = m->start_line;
+	c->end_line = m->end_line;
+	c->rejected = m->rejected;
 }
 
 int record_cut_fill(struct record_body *c, const struct cut_params *p, struct source *r,

@@ -20,6 +20,7 @@
 #include "record/record_check.h"
 #include "record/record_ndjson.h"
 #include "record/record_source.h"
+#include "util/rc.h"
 
 /* The API takes at most this many records in one request. */
 #define RECORD_MAX_PER_REQUEST 5000
@@ -79,8 +80,18 @@ int record_cut_body_begin(struct record_body *c);
 /* Append records from @r, stamped with c->member. Returns CUT_FILL_* or a negative errno. */
 int record_cut_fill(struct record_body *c, const struct cut_params *p, struct source *r,
 	       struct record_check *v, cut_reject_fn reject, void *userdata);
-/* Take back what was appended since the body had @len bytes and @n_records records. */
-void record_cut_body_truncate(struct record_body *c, size_t len, uint32_t n_records);
+/* Where a body stands: what record_cut_body_rollback takes it back to. */
+struct body_mark {
+	size_t len;
+	uint32_t n_records;
+	off_t start_offset, end_offset;
+	uint64_t start_line, end_line;
+	uint64_t rejected;
+};
+
+struct body_mark record_cut_body_mark(const struct record_body *c);
+/* Take back everything appended since @m was taken (a file that does not fit the request). */
+void record_cut_body_rollback(struct record_body *c, const struct body_mark *m);
 void record_cut_body_finish(struct record_body *c, const struct cut_params *p, bool last);
 
 /*

@@ -19,6 +19,7 @@
 #include "record/record_source.h"
 #include "record/record_worker.h"
 #include "state/state_catalog.h"
+#include "util/rc.h"
 
 /* The one in flight and two cut ahead: with several connections on few cores, each one's cutting fills the time the others wait for the network. */
 #define PIPELINE_DEPTH 3

@@ -136,7 +136,8 @@ void wire_request_send(struct request *q)
 	enter(q, REQ_IDLE, -1);
 	if (completes && !q->resend_last) {
 		switch (q->ops.may_complete(q->userdata)) {
-		case REQUEST_NOT_NOW:
+		case REQUEST_WAIT:
+		case REQUEST_FAILED:
 			return;
 		case REQUEST_GREW:
 			completes = false;

@@ -14,6 +14,7 @@
 #include "record/record_cut.h"
 #include "record/record_reject.h"
 #include "util/log.h"
+#include "util/rc.h"
 #include "wire/wire_ratelimit.h"
 #include "wire/wire_retry.h"
 #include "wire/wire_upload.h"
@@ -27,15 +28,20 @@ enum request_state {
 	REQ_RATE_WAIT,          /* the API key's request budget is spent: the timer sends */
 };
 
-/* What wire_request_send asks of the batch before it sends the request that completes it. */
-enum { REQUEST_WHOLE = 0, REQUEST_GREW = 1, REQUEST_NOT_NOW = 2 };
+/* Is the batch's file whole? What wire_request_send asks before it sends the request that completes it. */
+enum request_whole {
+	REQUEST_WHOLE = 0,      /* all there, all read, done being written: complete the batch */
+	REQUEST_GREW = 1,       /* it grew: send this request not completing, the rest is read on */
+	REQUEST_WAIT = 2,       /* still being written: the batch calls wire_request_send again */
+	REQUEST_FAILED = 3,     /* the batch failed here */
+};
 
 struct request_ops {
 	/*
 	 * The next request completes the batch: is the file whole, read to its end, done being
 	 * written? REQUEST_WHOLE: send it. REQUEST_GREW: send it, not completing (there is more to
 	 * read): the callee has sealed the body again with batch_completed:false (record_pipeline_read_on
-	 * does). REQUEST_NOT_NOW: the batch waits or failed; it calls wire_request_send again if it waits.
+	 * does). REQUEST_WAIT, REQUEST_FAILED: nothing is sent now.
 	 */
 	int (*may_complete)(void *userdata);
 	void (*done)(void *userdata);           /* every record of the body is acknowledged or refused */

@@ -393,7 +393,7 @@ static void fill_from_two_files(void)
 	struct record_check *v;
 	struct source *r = NULL;
 	struct record_body c;
-	size_t len_a;
+	struct body_mark mark;
 	yajl_val root;
 	const char *dpath[] = { "data", NULL };
 
@@ -402,18 +402,20 @@ static void fill_from_two_files(void)
 		abort();
 	c.member = 0;
 	is_int(record_cut_fill(&c, &p, r, v, NULL, NULL), CUT_FILL_EOF, "first file: filled to its end");
-	len_a = c.len;
+	mark = record_cut_body_mark(&c);
 	record_source_open(&r, fb, "t.ndjson", NULL, 0, 1, MAX_RECORD);
 	c.member = 1;
 	is_int(record_cut_fill(&c, &p, r, v, NULL, NULL), CUT_FILL_EOF, "second file: filled to its end");
 	ok(c.n_records == 5 && c.rec_member[2] == 0 && c.rec_member[3] == 1 && c.rec_line[3] == 1,
 	   "records stamped with their file and line");
-	record_cut_body_truncate(&c, len_a, 3);
+	record_cut_body_rollback(&c, &mark);
+	ok(c.len == mark.len && c.end_offset == mark.end_offset && c.end_line == mark.end_line && c.start_line == 1,
+	   "the rollback puts back the first file's range, not only its bytes");
 	record_cut_body_finish(&c, &p, true);
 	root = parse_body(&c);
 	ok(c.n_records == 3 && YAJL_IS_ARRAY(yajl_tree_get(root, dpath, yajl_t_array)) &&
 		   yajl_tree_get(root, dpath, yajl_t_array)->u.array.len == 3 && c.last,
-	   "record_cut_body_truncate takes the second file back; the finished body is valid with 3 records");
+	   "record_cut_body_rollback takes the second file back; the finished body is valid with 3 records");
 	yajl_tree_free(root);
 	record_cut_body_release(&c);
 	record_source_free(r);

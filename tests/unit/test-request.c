@@ -611,9 +611,9 @@ static void completing(void)
 
 	/* The last body: the batch says no, grew, then whole. */
 	wire_request_begin(&t.q, &b[1], 2);
-	t.may_complete_answer = REQUEST_NOT_NOW;
+	t.may_complete_answer = REQUEST_WAIT;
 	wire_request_send(&t.q);
-	ok(t.may_complete_calls == 1 && t.wire.n == 0 && t.q.state == REQ_IDLE, "REQUEST_NOT_NOW: nothing sent");
+	ok(t.may_complete_calls == 1 && t.wire.n == 0 && t.q.state == REQ_IDLE, "REQUEST_WAIT: nothing sent");
 	t.may_complete_answer = REQUEST_GREW;
 	wire_request_send(&t.q);
 	ok(t.may_complete_calls == 2 && t.wire.n == 1 && !t.wire.s[0].completed && !t.q.completes,
