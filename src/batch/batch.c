@@ -370,6 +370,7 @@ static void gather_small_files(struct batch *b)
 
 void batch_opened(struct batch *b)
 {
+	batch_enter(b, BATCH_SENDING, BW_NONE, -1);
 	crashpoint("after-open");
 	if (b->n_members > 1) {
 		b->pl.cur = 0;
@@ -437,7 +438,7 @@ int batch_start(struct batch *b, const struct conn_config *cfg, struct record_ch
 	b->jb.cut_bytes = b->cfg->batch_bytes;
 	b->jb.lineno = 1;
 	b->n_members = 1;
-	b->active = true;
+	batch_enter(b, BATCH_OPENING, BW_NONE, -1);
 	b->fd = fd;
 	batch_set_params(b);
 	if ((r = record_cut_body_begin(ch)) < 0 || (r = record_pipeline_read_at(&b->pl, fd, first->name, 0, 1)) < 0)
@@ -545,7 +546,7 @@ int batch_init(struct batch *b, const struct batch_env *env, size_t fields_max, 
 
 void batch_release(struct batch *b)
 {
-	if (b->active)
+	if (batch_active(b))
 		batch_end_here(b);
 	if (b->env.loop)
 		ev_timer_stop(b->env.loop, &b->timer);
@@ -567,7 +568,7 @@ void batch_send_again(struct batch *b)
 
 bool batch_untouched(const struct batch *b)
 {
-	return b->active && b->jb.acks == 0 && b->jb.records == 0 && !b->req.answered;
+	return batch_active(b) && b->jb.acks == 0 && b->jb.records == 0 && !b->req.answered;
 }
 
 void batch_report_finished(struct batch *b, bool ok, long status, const char *why)
@@ -582,11 +583,11 @@ void batch_report_finished(struct batch *b, bool ok, long status, const char *wh
 
 /* ---- what the connection asks and tells ---- */
 
-bool batch_active(const struct batch *b) { return b->active; }
+bool batch_active(const struct batch *b) { return b->phase != BATCH_IDLE; }
 bool batch_has_carry(const struct batch *b) { return b->have_carry; }
 bool batch_rate_waiting(const struct batch *b) { return b->req.state == REQ_RATE_WAIT; }
-const char *batch_name(const struct batch *b) { return b->active ? b->jb.name : ""; }
-const char *batch_uuid(const struct batch *b) { return b->active ? b->jb.uuid : ""; }
+const char *batch_name(const struct batch *b) { return batch_active(b) ? b->jb.name : ""; }
+const char *batch_uuid(const struct batch *b) { return batch_active(b) ? b->jb.uuid : ""; }
 void batch_set_after_upload(struct batch *b, enum after_upload after) { b->env.after_upload = after; }
 void batch_set_stop_after_ack(struct batch *b, bool stop) { b->stop_after_ack = stop; }
 void batch_wait_cut(struct batch *b) { record_pipeline_wait(&b->pl); }

@@ -83,6 +83,15 @@ struct batch_env {
 	struct request_report report;
 };
 
+/* Where a batch stands; set only through batch_enter, which logs each change. */
+enum batch_phase {
+	BATCH_IDLE,             /* no batch: the struct waits for batch_start or batch_resume */
+	BATCH_OPENING,          /* its files taken (or found again) and its journal record being made durable */
+	BATCH_SENDING,          /* request after request */
+	BATCH_ARCHIVING,        /* completed: its files archived or deleted */
+	BATCH_FAILING,          /* failed for good: its files moved to failed/ */
+};
+
 /* What an open batch waits for, beside its request (whose waits are its own). */
 enum batch_wait {
 	BW_NONE,
@@ -94,7 +103,7 @@ struct batch {
 	struct batch_env env;
 	struct batch_ops ops;
 	void *userdata;
-	bool active;
+	enum batch_phase phase;
 	bool stop_after_ack;            /* SIGTERM: leave the batch after the request in flight */
 	enum batch_wait wait;
 	struct journal_batch jb;

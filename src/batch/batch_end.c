@@ -21,15 +21,17 @@
 #include "util/timer.h"
 #include "wire/wire_retry.h"
 
-/* The one place the batch's state changes: logged, and the one timer armed for a wait (@delay >= 0). */
-static void enter(struct batch *b, enum batch_wait wait, double delay)
+void batch_enter(struct batch *b, enum batch_phase phase, enum batch_wait wait, double delay)
 {
-	static const char *const names[] = { "no wait", "journal wait", "settle wait" };
+	static const char *const phases[] = { "idle", "opening", "sending", "archiving", "failing" };
+	static const char *const waits[] = { "", " (journal wait)", " (settle wait)" };
 
 	/* Only an open batch waits. */
-	assert(wait == BW_NONE || b->active);
-	if (b->wait != wait)
-		batch_log(b, LOG_LVL_DEBUG, -1, "batch %s -> %s", names[b->wait], names[wait]);
+	assert(wait == BW_NONE || phase != BATCH_IDLE);
+	if (b->phase != phase || b->wait != wait)
+		batch_log(b, LOG_LVL_DEBUG, -1, "batch %s%s -> %s%s", phases[b->phase], waits[b->wait], phases[phase],
+			  waits[wait]);
+	b->phase = phase;
 	b->wait = wait;
 	timer_arm(b->env.loop, &b->timer, delay);
 }
@@ -44,7 +46,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	if (b->wait == BW_SYNC) {
 		batch_durable(b, b->after_sync);
 	} else if (b->wait == BW_SETTLE) {
-		enter(b, BW_NONE, -1);
+		batch_enter(b, b->phase, BW_NONE, -1);
 		b->after_settle(b);
 	}
 }
@@ -73,8 +75,7 @@ void batch_end_here(struct batch *b)
 	b->n_members = 0;
 	wire_request_reset(&b->req);
 	b->settle_logged = false;
-	b->active = false;
-	enter(b, BW_NONE, -1);
+	batch_enter(b, BATCH_IDLE, BW_NONE, -1);
 	b->env.stats->file[0] = '\0';
 }
 
@@ -109,7 +110,7 @@ void batch_wait_settle(struct batch *b, double delay, void (*again)(struct batch
 	if (batch_stopping_here(b, "the file is still being written"))
 		return;
 	b->after_settle = again;
-	enter(b, BW_SETTLE, delay < 0.05 ? 0.05 : delay);
+	batch_enter(b, b->phase, BW_SETTLE, delay < 0.05 ? 0.05 : delay);
 }
 
 
@@ -124,7 +125,7 @@ void batch_durable(struct batch *b, void (*step)(struct batch *b))
 			batch_log(b, LOG_LVL_INFO, -1, "journal is writable again: resuming uploads");
 		b->journal_error_logged = false;
 		b->sync_attempt = 0;
-		enter(b, BW_NONE, -1);
+		batch_enter(b, b->phase, BW_NONE, -1);
 		step(b);
 		return;
 	}
@@ -134,19 +135,19 @@ void batch_durable(struct batch *b, void (*step)(struct batch *b))
 	b->journal_error_logged = true;
 	b->after_sync = step;
 	delay = wire_retry_backoff(0.5, 30, b->sync_attempt++, 0.5 + rand01(b) / 2);
-	enter(b, BW_SYNC, delay);
+	batch_enter(b, b->phase, BW_SYNC, delay);
 }
 
 
 bool batch_stoppable(const struct batch *b)
 {
-	return b->active && (b->wait == BW_SETTLE || request_waiting(&b->req));
+	return b->phase != BATCH_IDLE && (b->wait == BW_SETTLE || request_waiting(&b->req));
 }
 
 
 void batch_stop(struct batch *b)
 {
-	if (!b->active)
+	if (b->phase == BATCH_IDLE)
 		return;
 	batch_end_here(b);
 	b->ops.ended(b->userdata, BATCH_END_STOPPED);
@@ -161,6 +162,7 @@ void batch_fail(struct batch *b, long status, const char *why, const char *respo
 	int ffd, r, sync_r;
 
 	/* No more cutting for this batch, even while the journal holds up its end. */
+	batch_enter(b, BATCH_FAILING, BW_NONE, -1);
 	record_pipeline_cancel(&b->pl);
 	ffd = batch_subdir(b, "failed", true);
 	for (size_t i = 0; i < b->n_members; i++) {
@@ -243,6 +245,7 @@ void batch_archive(struct batch *b)
 	bool ok = true, del = b->env.after_upload == AFTER_UPLOAD_DELETE;
 	int dfd = -1, r;
 
+	batch_enter(b, BATCH_ARCHIVING, BW_NONE, -1);
 	crashpoint("before-archive");
 	if (!del && (r = dfd = batch_done_dir(b)) < 0)
 		batch_log(b, LOG_LVL_ERROR, -1, "cannot open %s: %s", b->env.wf->done_dir, strerror(-r));

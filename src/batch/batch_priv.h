@@ -36,6 +36,8 @@ int batch_find_last_record(struct batch *b);
 /* Open a file of a journaled batch: -ENOENT gone, -ESTALE changed, other errors may pass; @why says which. */
 int batch_reopen_member(struct batch *b, struct member *m, char *why, size_t whylen);
 /* What the batch runs on to its end: the connection changes none of it before then. */
+/* The one place the batch's phase and wait change: logged, and the one timer armed for a wait (@delay >= 0). */
+void batch_enter(struct batch *b, enum batch_phase phase, enum batch_wait wait, double delay);
 /* Hand the batch's result to ops.finished. */
 void batch_report_finished(struct batch *b, bool ok, long status, const char *why);
 void batch_use(struct batch *b, const struct conn_config *cfg, struct record_check *v,

@@ -151,7 +151,7 @@ int batch_resume(struct batch *b, const struct journal_batch *from, const struct
 
 	b->jb = *from;
 	batch_use(b, cfg, v, client, limiter);
-	b->active = true;
+	batch_enter(b, BATCH_OPENING, BW_NONE, -1);
 	b->n_members = 0;
 	/* Rebuild the batch's files: its members, or the one file the batch id names. */
 	for (size_t i = 0; i < (from->n_members ? n : 1); i++) {

@@ -54,7 +54,7 @@ struct connection {
 	struct upload_client *client;
 	struct ratelimit *limiter;
 	struct record_check *validator;
-	struct batch batch;             /* the batch in flight, if batch.active */
+	struct batch batch;             /* the batch in flight, if batch_active() */
 	/*
 	 * Top-level field names uploaded, for `dcsyncd formula`: noted where records are cut, counted
 	 * here when their request is acknowledged, so a request cut again after a restart, or cut

@@ -649,7 +649,7 @@ static void left_to_the_journal(struct h *h, uint32_t acks, const char *what)
 	struct on_disk d;
 
 	read_disk(h->state, &d);
-	ok(h->how == BATCH_END_STOPPED && !h->b.active, "%s: ended, stopped", what);
+	ok(h->how == BATCH_END_STOPPED && !batch_active(&h->b), "%s: ended, stopped", what);
 	ok(d.live == 1 && d.state == BATCH_OPEN && d.acks == acks && d.records == acks * 100u && d.lineno == acks * 100u + 1 &&
 		   !strcmp(d.uuid, h->wire.s[0].uuid),
 	   "%s: the journal on disk keeps the batch open after %u acknowledgement(s), with the batch_uuid sent", what, acks);
@@ -690,9 +690,10 @@ static void a_stop_while_a_request_waits_leaves_the_batch_and_a_restart_resumes_
 	RUN_UNTIL(&h, h.b.req.state == REQ_RETRY_WAIT);
 	is_str(ranges(&h.wire, buf, sizeof(buf)), "1-100 101-200", "request 2 answered 503: it waits to be sent again");
 	ok(batch_stoppable(&h.b), "batch_stoppable: nothing is in flight");
+	is_int(h.b.phase, BATCH_SENDING, "the batch is sending while its request waits");
 	h.b.stop_after_ack = true;
 	batch_stop(&h.b);
-	ok(h.ended == 1, "batch_stop: ops.ended at once");
+	ok(h.ended == 1 && h.b.phase == BATCH_IDLE, "batch_stop: ops.ended at once, the batch idle");
 	left_to_the_journal(&h, 1, "stopped in a retry wait");
 
 	/* The restart runs on batch_records = 50: the batch keeps the cut it was opened with. */
