@@ -434,7 +434,7 @@ static const struct key conn_keys[] = {
 #define N_DAEMON_KEYS (sizeof(daemon_keys) / sizeof(daemon_keys[0]))
 #define N_CONN_KEYS (sizeof(conn_keys) / sizeof(conn_keys[0]))
 
-_Static_assert(N_CONN_KEYS <= 32, "conn_parse.seen is a 32-bit mask");
+_Static_assert(N_CONN_KEYS <= 64, "conn_parse.seen is a 64-bit mask");
 _Static_assert(N_DAEMON_KEYS <= 32, "parse_state.daemon_seen is a 32-bit mask");
 
 const struct key *config_keys(int section, size_t *n)
@@ -572,9 +572,9 @@ int config_set_conn_key(struct parse_state *ps, struct conn_config *c, struct co
 					   "a continuation line holds '=' (an indented key? remove the indentation)");
 		return set_value(ps, &conn_keys[i], c, cp, value);
 	}
-	if (cp->seen & (1u << i))
+	if (cp->seen & (UINT64_C(1) << i))
 		return config_fail(ps, ps->line, name, "given twice (first on line %d)", cp->seen_line[i]);
-	cp->seen |= 1u << i;
+	cp->seen |= UINT64_C(1) << i;
 	cp->seen_line[i] = ps->line;
 	return set_value(ps, &conn_keys[i], c, cp, value);
 }
@@ -605,7 +605,7 @@ int config_conn_defaults(struct parse_state *ps, struct conn_config *c, struct c
 int config_conn_check_required(struct parse_state *ps, const struct conn_config *c, const struct conn_parse *cp)
 {
 	for (size_t i = 0; i < N_CONN_KEYS; i++)
-		if ((conn_keys[i].flags & KEY_REQUIRED) && !(cp->seen & (1u << i)))
+		if ((conn_keys[i].flags & KEY_REQUIRED) && !(cp->seen & (UINT64_C(1) << i)))
 			return config_fail(ps, c->line, conn_keys[i].name, "missing in [connection %s]", c->name);
 	return 1;
 }

@@ -14,6 +14,7 @@
  * Every refusal goes through config_fail, once, as "FILE:LINE: key: reason".
  */
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "config/config.h"
@@ -29,8 +30,8 @@ struct secret_src {
 /* What config_load notes about one connection beside its struct conn_config, while reading it. */
 struct conn_parse {
 	struct secret_src api, brand;
-	unsigned seen;  /* bitmask of keys given (by index in the key table), to refuse duplicates and find missing ones */
-	int seen_line[32];
+	uint64_t seen;  /* bitmask of keys given (by index in the key table), to refuse duplicates and find missing ones */
+	int seen_line[64];
 };
 
 struct parse_state {
