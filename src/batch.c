@@ -293,6 +293,7 @@ void batch_set_params(struct batch *b)
 	pipeline_start(&b->pl, &params, b->validator, b->cfg);
 	request_bind(&b->req, b->cfg, b->client, b->limiter, b->env.stats, &ctx, &params);
 	b->started = ev_now(b->env.loop);
+	b->retries_before = b->env.stats->retries;
 	if (b->n_members > 1)
 		snprintf(b->env.stats->file, sizeof(b->env.stats->file), "%zu files", b->n_members);
 	else

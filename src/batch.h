@@ -18,6 +18,7 @@
 #include <ev.h>
 
 #include "config.h"
+#include "history.h"
 #include "intake.h"
 #include "journal.h"
 #include "log.h"
@@ -52,8 +53,8 @@ enum batch_end {
 
 struct batch_ops {
 	void (*ended)(void *userdata, enum batch_end how);
-	/* The batch went up (@ok) or failed for good (@status, @why): count it. */
-	void (*finished)(void *userdata, bool ok, long status, const char *why);
+	/* The batch ended (archived, failed for good, handed back), once per end: count it, record @e. */
+	void (*finished)(void *userdata, const struct history_entry *e);
 	void (*auth_refused)(void *userdata, long status);      /* 401/403: see batch_release_files, batch_fail */
 	void (*fields)(void *userdata, struct catalog *acked);  /* names of records the server acknowledged */
 	void (*error)(void *userdata, long status, const char *what);   /* a failure worth a retry */
@@ -108,6 +109,7 @@ struct batch {
 	bool journal_error_logged;
 	bool settle_logged;
 	double started;
+	uint64_t retries_before;        /* the connection's retries when the batch started, for its history */
 	uint64_t rng;
 };
 
@@ -133,8 +135,11 @@ int batch_resume(struct batch *b, const struct journal_batch *jb, const struct c
 int batch_release_orphans(struct batch *b);
 /* Fail the batch's files for good (moved to failed/ with error.json); ends through ops.ended once durable. */
 void batch_fail(struct batch *b, long status, const char *why, const char *response);
-/* 401/403 before anything was acknowledged: the files go back to the spool untouched; ends at once (BATCH_END_HELD). */
-void batch_release_files(struct batch *b);
+/*
+ * Nothing was acknowledged (401/403, a journal that lost the batch's records): the files go back
+ * to the spool untouched; ends at once (BATCH_END_HELD). @status and @why are the history's.
+ */
+void batch_release_files(struct batch *b, long status, const char *why);
 /* The file taken for the next batch goes back to the spool. */
 void batch_release_carry(struct batch *b);
 /* After a pause: send the request that was refused again. */

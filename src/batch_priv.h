@@ -26,6 +26,11 @@ void batch_ended(struct batch *b);
 void batch_opened(struct batch *b);
 /* COMPLETED is durable: archive (or delete) its files. */
 void batch_archive(struct batch *b);
+/*
+ * The batch ends here as @o (@status, @why: of a failure or a hand-back; may be 0, NULL): its one
+ * run history entry goes up through ops.finished. Before batch_end_here, which forgets its files.
+ */
+void batch_record_end(struct batch *b, enum history_outcome o, long status, const char *why);
 /* The cut params, pipeline and request of the batch in b->jb, and its line of `status`. */
 void batch_set_params(struct batch *b);
 int batch_grow_members(struct batch *b);

@@ -14,6 +14,7 @@
 #include "batch.h"
 #include "catalog.h"
 #include "catalog_file.h"
+#include "history.h"
 #include "intake.h"
 #include "layout.h"
 #include "log.h"
@@ -72,6 +73,7 @@ struct connection {
 	ev_timer kick;                  /* starts the next batch from the loop, not from deep in a callback */
 	struct conn_stats stats;
 	struct conn_totals persist;     /* totals across restarts, for `dcsyncd status` */
+	struct history *history;        /* its run history, for `dcsyncd history` and `status` */
 };
 
 static void begin_next(struct connection *c);
@@ -228,7 +230,7 @@ static void auth_pause(void *userdata, long status)
 	persist_error(c, status, "the API refused the keys");
 	batch_release_carry(&c->batch);
 	if (batch_untouched(&c->batch))
-		batch_release_files(&c->batch);
+		batch_release_files(&c->batch, status, "the API refused the keys: handed back to the spool");
 	/* --once does not wait for keys that may never be fixed. */
 	wait_in(c, CS_AUTH_PAUSED, c->env.once ? -1 : c->cfg->retry_max_seconds);
 	notify_changed(c);
@@ -471,17 +473,22 @@ static void batch_ended(void *userdata, enum batch_end how)
 		next_soon(c);
 }
 
-static void batch_finished(void *userdata, bool ok, long status, const char *why)
+static void batch_finished(void *userdata, const struct history_entry *e)
 {
 	struct connection *c = userdata;
 	const struct batch *b = &c->batch;
 
+	/* A record, not recovery state: a write that fails is logged by the history and retried at the next end. */
+	(void)history_put(c->history, e, c->cfg->history_entries);
+	/* Handed back, nothing of it counts: it goes up again, whole, in another batch. */
+	if (e->outcome == HISTORY_HANDED_BACK)
+		return;
 	c->persist.records_sent += b->jb.records;
 	c->persist.records_rejected += b->jb.rejected;
 	c->persist.requests += b->req.sent;
-	if (!ok) {
+	if (e->outcome == HISTORY_FAILED) {
 		c->persist.files_failed += b->n_members;
-		persist_error(c, status, why);
+		persist_error(c, e->http_status, e->reason);
 		return;
 	}
 	c->persist.files_done += b->n_members;
@@ -606,6 +613,8 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		if ((r = batch_init(&c->batch, &be, CATALOG_FIELDS_MAX, &batch_ops, c)) < 0)
 			goto fail;
 	}
+	if ((r = history_open(&c->history, env->state_dir, cfg->name)) < 0)
+		goto fail;
 	ev_timer_init(&c->timer, timer_cb, 0., 0.);
 	c->timer.data = c;
 	ev_timer_init(&c->kick, kick_cb, 0., 0.);
@@ -642,6 +651,7 @@ void connection_free(struct connection *c)
 		save_catalog(c, true);
 	catalog_free(c->catalog);
 	free(c->catalog_path);
+	history_free(c->history);
 	upload_client_free(c->client);
 	record_validator_free(c->validator);
 	free(c->adopted);

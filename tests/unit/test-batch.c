@@ -177,16 +177,18 @@ static void op_ended(void *userdata, enum batch_end how)
 	h->how = how;
 }
 
-static void op_finished(void *userdata, bool ok, long status, const char *why)
+static void op_finished(void *userdata, const struct history_entry *e)
 {
 	struct h *h = userdata;
 
-	if (ok)
+	if (e->outcome == HISTORY_HANDED_BACK)
+		return;
+	if (e->outcome == HISTORY_ARCHIVED)
 		h->finished_ok++;
 	else
 		h->finished_failed++;
-	h->fail_status = status;
-	snprintf(h->fail_why, sizeof(h->fail_why), "%s", why ? why : "");
+	h->fail_status = e->http_status;
+	snprintf(h->fail_why, sizeof(h->fail_why), "%s", e->reason);
 	h->records = h->b.jb.records;
 	h->rejected = h->b.jb.rejected;
 }
@@ -196,11 +198,10 @@ static void op_auth_refused(void *userdata, long status)
 {
 	struct h *h = userdata;
 
-	(void)status;
 	h->auth++;
 	batch_release_carry(&h->b);
 	if (batch_untouched(&h->b))
-		batch_release_files(&h->b);
+		batch_release_files(&h->b, status, "the API refused the keys");
 }
 
 static void op_fields(void *userdata, struct catalog *acked)
