@@ -361,6 +361,18 @@ static int lines_read(int fd, size_t max, struct lines *l)
 
 /* ---- the daemon's side ---- */
 
+/* The file's checked lines (the append fd cannot read): opened again, never through a link. */
+static int read_own(const struct history *h, size_t max, struct lines *l)
+{
+	int fd = openat(h->dirfd, h->file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC), r;
+
+	if (fd < 0)
+		return -errno;
+	r = lines_read(fd, max, l);
+	close(fd);
+	return r;
+}
+
 static void note_recent(struct history *h, const struct history_entry *e)
 {
 	struct recent_end *slot;
@@ -410,7 +422,7 @@ static int load(struct history *h)
 	if (replaced)
 		log_warning("%s: %s/%s was not a file of the daemon's own: removed, the run history starts again",
 			    h->connection, h->dir, h->file);
-	if ((r = lines_read(h->fd, HISTORY_RECENT, &l)) < 0 || fstat(h->fd, &st) < 0) {
+	if ((r = read_own(h, HISTORY_RECENT, &l)) < 0 || fstat(h->fd, &st) < 0) {
 		r = r < 0 ? r : -errno;
 		goto fail;
 	}
@@ -488,7 +500,7 @@ static int compact(struct history *h, unsigned keep)
 	struct lines l;
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
-	int r = lines_read(h->fd, keep, &l), fd;
+	int r = read_own(h, keep, &l), fd;
 	bool replaced;
 
 	if (r < 0)
@@ -645,7 +657,7 @@ void history_format_text(const struct history_entry *e, char *out, size_t len)
 		add(out, len, &at, "%s%s", i ? ", " : "", shown);
 	}
 	if (e->files > e->names_kept)
-		add(out, len, &at, "%s%" PRIu32 " more", e->names_kept ? " and " : "", e->files - e->names_kept);
+		add(out, len, &at, "%s%" PRIu32 " more", e->names_kept ? ", " : "", e->files - e->names_kept);
 	if (e->files != 1)
 		add(out, len, &at, ")");
 	add(out, len, &at, ": %" PRIu64 " sent, %" PRIu64 " unchanged, %" PRIu64 " rejected; %" PRIu64 " request%s, %"
