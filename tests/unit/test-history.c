@@ -96,6 +96,20 @@ static void round_trip(void)
 	tmpdir_remove(dir);
 }
 
+/* Put entries @from..@to-1 keeping @keep; the most lines the file held after a put. */
+static size_t put_many(struct history *h, const char *path, unsigned from, unsigned to, unsigned keep)
+{
+	size_t most = 0;
+
+	for (unsigned i = from; i < to; i++) {
+		struct history_entry e = sample(i, HISTORY_ARCHIVED);
+
+		(void)history_put(h, &e, keep);
+		most = lines_in(path) > most ? lines_in(path) : most;
+	}
+	return most;
+}
+
 static void bound_is_kept(void)
 {
 	char *dir = tmpdir_new("history"), *path = path_of(dir);
@@ -104,11 +118,7 @@ static void bound_is_kept(void)
 	size_t n = 0, most = 0;
 
 	is_int(history_open(&h, dir, "products"), 0, "open");
-	for (unsigned i = 0; i < 23; i++) {
-		e = sample(i, HISTORY_ARCHIVED);
-		(void)history_put(h, &e, 5);
-		most = lines_in(path) > most ? lines_in(path) : most;
-	}
+	most = put_many(h, path, 0, 23, 5);
 	ok(most < 10, "the file never holds twice the bound (at most %zu lines)", most);
 	is_int(history_read(dir, "products", 5, &out, &n, NULL), 0, "read");
 	e = sample(18, HISTORY_ARCHIVED);
@@ -117,10 +127,10 @@ static void bound_is_kept(void)
 	history_free(h);
 	/* Opened again, it goes on counting what the file holds: still bounded. */
 	is_int(history_open(&h, dir, "products"), 0, "open again");
-	for (unsigned i = 23; i < 30; i++) {
-		e = sample(i, HISTORY_ARCHIVED);
-		(void)history_put(h, &e, 5);
-		most = lines_in(path) > most ? lines_in(path) : most;
+	{
+		size_t again = put_many(h, path, 23, 30, 5);
+
+		most = again > most ? again : most;
 	}
 	ok(most < 10, "still bounded after a reopen (at most %zu lines)", most);
 	history_free(h);
