@@ -146,13 +146,26 @@ static yajl_val member(yajl_val o, const char *key)
 	return yajl_tree_get(o, path, yajl_t_any);
 }
 
-static bool get_text(yajl_val o, const char *key, char *dst, size_t cap)
+/*
+ * The string @key into @dst; with @cut, one too long is cut at a character's start: bytes
+ * that were not UTF-8 come back as \u00XX, two bytes each, so a reason may read back longer.
+ */
+static bool get_text(yajl_val o, const char *key, char *dst, size_t cap, bool cut)
 {
 	yajl_val v = member(o, key);
+	size_t len;
 
-	if (!v || !YAJL_IS_STRING(v) || strlen(v->u.string) >= cap)
+	if (!v || !YAJL_IS_STRING(v))
 		return false;
-	memcpy(dst, v->u.string, strlen(v->u.string) + 1);
+	len = strlen(v->u.string);
+	if (len >= cap) {
+		if (!cut)
+			return false;
+		for (len = cap - 1; len && ((unsigned char)v->u.string[len] & 0xc0) == 0x80; len--)
+			;
+	}
+	memcpy(dst, v->u.string, len);
+	dst[len] = '\0';
 	return true;
 }
 
@@ -187,9 +200,10 @@ static int entry_parse(const char *json, struct history_entry *e)
 	memset(e, 0, sizeof(*e));
 	if (!doc || !YAJL_IS_OBJECT(doc))
 		goto out;
-	if (!get_text(doc, "connection", e->connection, sizeof(e->connection)) ||
-	    !get_text(doc, "outcome", outcome, sizeof(outcome)) || !get_text(doc, "reason", e->reason, sizeof(e->reason)) ||
-	    !get_text(doc, "batch_uuid", e->batch_uuid, sizeof(e->batch_uuid)) || !get_count(doc, "files", &files) ||
+	if (!get_text(doc, "connection", e->connection, sizeof(e->connection), false) ||
+	    !get_text(doc, "outcome", outcome, sizeof(outcome), false) ||
+	    !get_text(doc, "reason", e->reason, sizeof(e->reason), true) ||
+	    !get_text(doc, "batch_uuid", e->batch_uuid, sizeof(e->batch_uuid), false) || !get_count(doc, "files", &files) ||
 	    files > UINT32_MAX || !get_count(doc, "records_sent", &e->records_sent) ||
 	    !get_count(doc, "records_unchanged", &e->records_unchanged) ||
 	    !get_count(doc, "records_rejected", &e->records_rejected) || !get_count(doc, "requests", &e->requests) ||
@@ -211,8 +225,10 @@ static int entry_parse(const char *json, struct history_entry *e)
 		goto out;
 	for (size_t i = 0; i < YAJL_GET_ARRAY(names)->len; i++) {
 		v = YAJL_GET_ARRAY(names)->values[i];
-		if (!YAJL_IS_STRING(v) || !history_entry_add_name(e, v->u.string))
+		if (!YAJL_IS_STRING(v))
 			goto out;
+		/* Read back longer than written (bytes that were not UTF-8): the rest are counted, not named. */
+		(void)history_entry_add_name(e, v->u.string);
 	}
 	e->files = (uint32_t)files;
 	r = 0;

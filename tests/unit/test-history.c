@@ -241,6 +241,32 @@ static void names_that_do_not_fit_are_counted(void)
 	tmpdir_remove(dir);
 }
 
+/* Bytes that are not UTF-8 are kept as \u00XX and read back as two bytes each: the entry still reads. */
+static void names_not_utf8_read_back(void)
+{
+	char *dir = tmpdir_new("history");
+	struct history *h = NULL;
+	struct history_entry e = sample(1, HISTORY_FAILED), *out = NULL;
+	char name[256];
+	size_t n = 0, damaged = 0;
+
+	memset(name, 0xff, 250);
+	snprintf(name + 250, 6, ".json");
+	while (history_entry_add_name(&e, name))
+		;
+	memset(e.reason, 0xfe, sizeof(e.reason) - 1);
+	e.reason[sizeof(e.reason) - 1] = '\0';
+	is_int(history_open(&h, dir, "products"), 0, "open");
+	is_int(history_put(h, &e, 1000), 0, "put");
+	history_free(h);
+	is_int(history_read(dir, "products", 0, &out, &n, &damaged), 0, "read");
+	ok(n == 1 && damaged == 0 && out[0].files == e.files && out[0].names_kept >= 1 && out[0].names_kept < e.names_kept &&
+	   strlen(out[0].reason) == sizeof(e.reason) - 2, "the entry reads back, fewer names kept, the reason cut (%zu, %zu)",
+	   n, damaged);
+	free(out);
+	tmpdir_remove(dir);
+}
+
 static void text_escapes_names_and_reason(void)
 {
 	struct history_entry e = sample(3, HISTORY_FAILED);
@@ -264,6 +290,7 @@ int main(void)
 	torn_and_damaged_lines();
 	an_end_is_recorded_once();
 	names_that_do_not_fit_are_counted();
+	names_not_utf8_read_back();
 	text_escapes_names_and_reason();
 	return done_testing();
 }
