@@ -7,8 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "history.h"
-#include "log.h"
+#include "state/state_history.h"
+#include "util/log.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -28,7 +28,7 @@ static struct history_entry sample(unsigned i, enum history_outcome o)
 		char name[64];
 
 		snprintf(name, sizeof(name), "daily-%u.ndjson", i);
-		history_entry_add_name(&e, name);
+		state_history_entry_add_name(&e, name);
 	}
 	return e;
 }
@@ -80,19 +80,19 @@ static void round_trip(void)
 				       sample(2, HISTORY_HANDED_BACK) }, *out = NULL;
 	size_t n = 0, damaged = 9;
 
-	is_int(history_read(dir, "products", 0, &out, &n, NULL), -ENOENT, "no history yet: -ENOENT");
-	is_int(history_open(&h, dir, "products"), 0, "open");
+	is_int(state_history_read(dir, "products", 0, &out, &n, NULL), -ENOENT, "no history yet: -ENOENT");
+	is_int(state_history_open(&h, dir, "products"), 0, "open");
 	for (int i = 0; i < 3; i++)
-		is_int(history_put(h, &in[i], 1000), 0, "put entry %d", i);
-	is_int(history_read(dir, "products", 0, &out, &n, &damaged), 0, "read");
+		is_int(state_history_put(h, &in[i], 1000), 0, "put entry %d", i);
+	is_int(state_history_read(dir, "products", 0, &out, &n, &damaged), 0, "read");
 	ok(n == 3 && damaged == 0, "three entries, none damaged (%zu, %zu)", n, damaged);
 	for (size_t i = 0; i < n && i < 3; i++)
 		ok(same(&out[i], &in[i]), "entry %zu reads back as written, oldest first", i);
 	free(out);
-	is_int(history_read(dir, "products", 1, &out, &n, NULL), 0, "read the last one");
+	is_int(state_history_read(dir, "products", 1, &out, &n, NULL), 0, "read the last one");
 	ok(n == 1 && same(&out[0], &in[2]), "max 1: the newest");
 	free(out);
-	history_free(h);
+	state_history_free(h);
 	tmpdir_remove(dir);
 }
 
@@ -104,7 +104,7 @@ static size_t put_many(struct history *h, const char *path, unsigned from, unsig
 	for (unsigned i = from; i < to; i++) {
 		struct history_entry e = sample(i, HISTORY_ARCHIVED);
 
-		(void)history_put(h, &e, keep);
+		(void)state_history_put(h, &e, keep);
 		most = lines_in(path) > most ? lines_in(path) : most;
 	}
 	return most;
@@ -117,23 +117,23 @@ static void bound_is_kept(void)
 	struct history_entry *out = NULL, e;
 	size_t n = 0, most = 0;
 
-	is_int(history_open(&h, dir, "products"), 0, "open");
+	is_int(state_history_open(&h, dir, "products"), 0, "open");
 	most = put_many(h, path, 0, 23, 5);
 	ok(most < 10, "the file never holds twice the bound (at most %zu lines)", most);
-	is_int(history_read(dir, "products", 5, &out, &n, NULL), 0, "read");
+	is_int(state_history_read(dir, "products", 5, &out, &n, NULL), 0, "read");
 	e = sample(18, HISTORY_ARCHIVED);
 	ok(n == 5 && same(&out[0], &e), "the last 5 are kept, oldest first");
 	free(out);
-	history_free(h);
+	state_history_free(h);
 	/* Opened again, it goes on counting what the file holds: still bounded. */
-	is_int(history_open(&h, dir, "products"), 0, "open again");
+	is_int(state_history_open(&h, dir, "products"), 0, "open again");
 	{
 		size_t again = put_many(h, path, 23, 30, 5);
 
 		most = again > most ? again : most;
 	}
 	ok(most < 10, "still bounded after a reopen (at most %zu lines)", most);
-	history_free(h);
+	state_history_free(h);
 	free(path);
 	tmpdir_remove(dir);
 }
@@ -146,21 +146,21 @@ static void torn_and_damaged_lines(void)
 	size_t n = 0, damaged = 0;
 	off_t two, three;
 
-	is_int(history_open(&h, dir, "products"), 0, "open");
+	is_int(state_history_open(&h, dir, "products"), 0, "open");
 	for (unsigned i = 0; i < 2; i++) {
 		e = sample(i, HISTORY_ARCHIVED);
-		(void)history_put(h, &e, 1000);
+		(void)state_history_put(h, &e, 1000);
 	}
 	two = size_of(path);
 	e = sample(2, HISTORY_ARCHIVED);
-	(void)history_put(h, &e, 1000);
+	(void)state_history_put(h, &e, 1000);
 	three = size_of(path);
-	history_free(h);
+	state_history_free(h);
 	/* Every cut inside the last line: it is never read, the two before always are. */
 	for (off_t cut = two + 1; cut < three; cut++) {
 		if (truncate(path, cut) < 0)
 			abort();
-		if (history_read(dir, "products", 0, &out, &n, &damaged) < 0 || n != 2 || damaged) {
+		if (state_history_read(dir, "products", 0, &out, &n, &damaged) < 0 || n != 2 || damaged) {
 			ok(false, "cut at %lld of %lld: %zu entries, %zu damaged", (long long)cut, (long long)three, n, damaged);
 			free(out);
 			break;
@@ -169,12 +169,12 @@ static void torn_and_damaged_lines(void)
 	}
 	ok(true, "a line cut anywhere is left out, the lines before it read");
 	/* The daemon cuts the torn tail before appending: the next entry is whole. */
-	is_int(history_open(&h, dir, "products"), 0, "open over a torn tail");
+	is_int(state_history_open(&h, dir, "products"), 0, "open over a torn tail");
 	ok(size_of(path) == two, "the torn tail is cut at open");
 	e = sample(3, HISTORY_ARCHIVED);
-	is_int(history_put(h, &e, 1000), 0, "put after the cut");
-	history_free(h);
-	is_int(history_read(dir, "products", 0, &out, &n, &damaged), 0, "read");
+	is_int(state_history_put(h, &e, 1000), 0, "put after the cut");
+	state_history_free(h);
+	is_int(state_history_read(dir, "products", 0, &out, &n, &damaged), 0, "read");
 	ok(n == 3 && same(&out[2], &e) && damaged == 0, "the new entry follows the two before");
 	free(out);
 	/* A byte changed in the middle line: that one alone is left out, and counted. */
@@ -189,7 +189,7 @@ static void torn_and_damaged_lines(void)
 			abort();
 		close(fd);
 	}
-	is_int(history_read(dir, "products", 0, &out, &n, &damaged), 0, "read with a damaged line");
+	is_int(state_history_read(dir, "products", 0, &out, &n, &damaged), 0, "read with a damaged line");
 	ok(n == 2 && damaged == 1, "the damaged line is left out, the others read (%zu, %zu)", n, damaged);
 	free(out);
 	free(path);
@@ -203,14 +203,14 @@ static void an_end_is_recorded_once(void)
 	struct history_entry e = sample(7, HISTORY_ARCHIVED), f = sample(7, HISTORY_HANDED_BACK), *out = NULL;
 	size_t n = 0;
 
-	is_int(history_open(&h, dir, "products"), 0, "open");
-	is_int(history_put(h, &e, 1000), 0, "put");
-	history_free(h);
-	is_int(history_open(&h, dir, "products"), 0, "open after a restart");
-	is_int(history_put(h, &e, 1000), 1, "the same end again (a replay): 1, not written");
-	is_int(history_put(h, &f, 1000), 0, "another outcome of the same batch is written");
-	history_free(h);
-	is_int(history_read(dir, "products", 0, &out, &n, NULL), 0, "read");
+	is_int(state_history_open(&h, dir, "products"), 0, "open");
+	is_int(state_history_put(h, &e, 1000), 0, "put");
+	state_history_free(h);
+	is_int(state_history_open(&h, dir, "products"), 0, "open after a restart");
+	is_int(state_history_put(h, &e, 1000), 1, "the same end again (a replay): 1, not written");
+	is_int(state_history_put(h, &f, 1000), 0, "another outcome of the same batch is written");
+	state_history_free(h);
+	is_int(state_history_read(dir, "products", 0, &out, &n, NULL), 0, "read");
 	ok(n == 2, "two entries (%zu)", n);
 	free(out);
 	tmpdir_remove(dir);
@@ -227,14 +227,14 @@ static void names_that_do_not_fit_are_counted(void)
 	memset(name, 'x', 250);
 	snprintf(name + 250, 6, ".json");
 	for (int i = 1; i < 1000; i++)
-		history_entry_add_name(&e, name);
+		state_history_entry_add_name(&e, name);
 	ok(e.files == 1000 && e.names_kept > 1 && e.names_kept < 1000, "1000 files, %u names kept", e.names_kept);
-	is_int(history_open(&h, dir, "products"), 0, "open");
-	is_int(history_put(h, &e, 1000), 0, "put");
-	history_free(h);
-	is_int(history_read(dir, "products", 0, &out, &n, NULL), 0, "read");
+	is_int(state_history_open(&h, dir, "products"), 0, "open");
+	is_int(state_history_put(h, &e, 1000), 0, "put");
+	state_history_free(h);
+	is_int(state_history_read(dir, "products", 0, &out, &n, NULL), 0, "read");
 	ok(n == 1 && same(&out[0], &e), "the entry reads back with its count and kept names");
-	history_format_text(&out[0], line, sizeof(line));
+	state_history_format_text(&out[0], line, sizeof(line));
 	ok(strstr(line, " archived 1000 files (daily-1.ndjson, xxx") && strstr(line, " more): 5001 sent,"),
 	   "the text names the first and counts the rest: %.120s", line);
 	free(out);
@@ -252,14 +252,14 @@ static void names_not_utf8_read_back(void)
 
 	memset(name, 0xff, 250);
 	snprintf(name + 250, 6, ".json");
-	while (history_entry_add_name(&e, name))
+	while (state_history_entry_add_name(&e, name))
 		;
 	memset(e.reason, 0xfe, sizeof(e.reason) - 1);
 	e.reason[sizeof(e.reason) - 1] = '\0';
-	is_int(history_open(&h, dir, "products"), 0, "open");
-	is_int(history_put(h, &e, 1000), 0, "put");
-	history_free(h);
-	is_int(history_read(dir, "products", 0, &out, &n, &damaged), 0, "read");
+	is_int(state_history_open(&h, dir, "products"), 0, "open");
+	is_int(state_history_put(h, &e, 1000), 0, "put");
+	state_history_free(h);
+	is_int(state_history_read(dir, "products", 0, &out, &n, &damaged), 0, "read");
 	ok(n == 1 && damaged == 0 && out[0].files == e.files && out[0].names_kept >= 1 && out[0].names_kept < e.names_kept &&
 	   strlen(out[0].reason) == sizeof(e.reason) - 2, "the entry reads back, fewer names kept, the reason cut (%zu, %zu)",
 	   n, damaged);
@@ -274,8 +274,8 @@ static void text_escapes_names_and_reason(void)
 
 	e.files = 0;
 	e.names_kept = 0;
-	history_entry_add_name(&e, "a\x1b[31m\nb.ndjson");
-	history_format_text(&e, line, sizeof(line));
+	state_history_entry_add_name(&e, "a\x1b[31m\nb.ndjson");
+	state_history_format_text(&e, line, sizeof(line));
 	ok(!strchr(line, '\x1b') && !strchr(line, '\n') && strstr(line, "a\\x1b[31m\\x0ab.ndjson: "),
 	   "control characters of a name are escaped: %s", line);
 	ok(strstr(line, "; HTTP 404; request 1 failed: \"not found\"\\x0a\\x09café") != NULL, "and of the reason");
