@@ -14,12 +14,12 @@
 #include <unistd.h>
 #include <systemd/sd-id128.h>
 
+#include "spool/spool.h"
+#include "spool/spool_queue.h"
 #include "state/state_counters.h"
 #include "util/crashpoint.h"
 #include "util/layout.h"
 #include "wire/wire_retry.h"
-#include "spool/spool.h"
-#include "spool/spool_queue.h"
 
 /* Files a multi-file batch may hold: bounds the journal and memory of one batch. */
 #define GROUP_FILES_MAX 1000

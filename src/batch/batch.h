@@ -18,18 +18,18 @@
 #include <ev.h>
 
 #include "config/config.h"
-#include "state/state_history.h"
-#include "spool/spool_intake.h"
-#include "state/state_journal.h"
-#include "util/log.h"
+#include "record/record_check.h"
 #include "record/record_ndjson.h"
 #include "record/record_pipeline.h"
-#include "wire/wire_ratelimit.h"
-#include "record/record_check.h"
 #include "record/record_reject.h"
+#include "spool/spool_intake.h"
+#include "spool/spool_work.h"
+#include "state/state_history.h"
+#include "state/state_journal.h"
+#include "util/log.h"
+#include "wire/wire_ratelimit.h"
 #include "wire/wire_request.h"
 #include "wire/wire_upload.h"
-#include "spool/spool_work.h"
 
 struct conn_stats;
 

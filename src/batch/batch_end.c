@@ -13,13 +13,13 @@
 #include <unistd.h>
 #include <systemd/sd-id128.h>
 
+#include "spool/spool.h"
+#include "spool/spool_queue.h"
 #include "state/state_counters.h"
 #include "util/crashpoint.h"
 #include "util/layout.h"
-#include "wire/wire_retry.h"
-#include "spool/spool.h"
-#include "spool/spool_queue.h"
 #include "util/timer.h"
+#include "wire/wire_retry.h"
 
 /* The one place the batch's state changes: logged, and the one timer armed for a wait (@delay >= 0). */
 static void enter(struct batch *b, enum batch_wait wait, double delay)

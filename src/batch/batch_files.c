@@ -11,13 +11,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "record/record_check.h"
+#include "spool/spool.h"
+#include "spool/spool_queue.h"
 #include "state/state_counters.h"
 #include "util/crashpoint.h"
 #include "util/jsonstr.h"
 #include "util/layout.h"
-#include "record/record_check.h"
-#include "spool/spool.h"
-#include "spool/spool_queue.h"
 
 struct log_ctx batch_log_ctx(const struct batch *b, long status)
 {

@@ -12,11 +12,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "record/record_source.h"
 #include "state/state_counters.h"
 #include "util/fileio.h"
 #include "util/jsonstr.h"
 #include "util/layout.h"
-#include "record/record_source.h"
 
 /* Whether a file of the batch is CSV or TSV: the CSV options cut its rows. */
 static bool holds_csv(const struct batch *b)

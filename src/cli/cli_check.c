@@ -10,12 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "state/state_catalog.h"
-#include "record/record_cut.h"
-#include "util/jsonstr.h"
-#include "record/record_ndjson.h"
 #include "record/record_check.h"
+#include "record/record_cut.h"
+#include "record/record_ndjson.h"
 #include "record/record_source.h"
+#include "state/state_catalog.h"
+#include "util/jsonstr.h"
 
 /* Rejected lines listed per file; the rest are only counted. */
 #define CHECK_LIST_MAX 20

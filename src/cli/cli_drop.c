@@ -14,8 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "util/layout.h"
 #include "spool/spool.h"
+#include "util/layout.h"
 
 /*
  * The one piece of global state: a signal handler can only reach a static. A signal while the

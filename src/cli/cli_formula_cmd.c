@@ -9,9 +9,9 @@
 #include <strings.h>
 #include <time.h>
 
+#include "cli/cli_formula.h"
 #include "state/state_catalog.h"
 #include "state/state_catalog_file.h"
-#include "cli/cli_formula.h"
 #include "util/layout.h"
 
 #define DEFAULT_KEY "[%CUSTOMER_ID%]"

@@ -11,14 +11,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "record/record_source.h"
+#include "spool/spool.h"
 #include "state/state_history.h"
 #include "state/state_journal.h"
+#include "state/state_totals.h"
 #include "util/jsonstr.h"
 #include "util/layout.h"
 #include "util/log.h"
-#include "record/record_source.h"
-#include "spool/spool.h"
-#include "state/state_totals.h"
 
 struct dir_count {
 	size_t files;

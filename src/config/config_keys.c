@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "record/record_csv.h"
 #include "record/record_check.h"
+#include "record/record_csv.h"
 
 int config_fail(struct parse_state *ps, int line, const char *key, const char *fmt, ...)
 {

@@ -12,20 +12,20 @@
 #include <time.h>
 
 #include "batch/batch.h"
+#include "record/record_check.h"
+#include "record/record_ndjson.h"
+#include "spool/spool.h"
+#include "spool/spool_intake.h"
+#include "spool/spool_queue.h"
+#include "spool/spool_work.h"
 #include "state/state_catalog.h"
 #include "state/state_catalog_file.h"
-#include "util/fileio.h"
 #include "state/state_history.h"
-#include "spool/spool_intake.h"
+#include "util/fileio.h"
 #include "util/layout.h"
 #include "util/log.h"
-#include "record/record_ndjson.h"
-#include "wire/wire_ratelimit.h"
-#include "record/record_check.h"
-#include "spool/spool.h"
-#include "spool/spool_queue.h"
 #include "util/timer.h"
-#include "spool/spool_work.h"
+#include "wire/wire_ratelimit.h"
 
 enum conn_state {
 	CS_IDLE,                /* running batches, or nothing to do */

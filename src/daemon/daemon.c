@@ -16,13 +16,13 @@
 
 #include "config/config.h"
 #include "connection/connection.h"
-#include "util/fileio.h"
-#include "state/state_journal.h"
-#include "util/log.h"
 #include "daemon/daemon_metrics.h"
 #include "spool/spool.h"
-#include "util/timer.h"
+#include "state/state_journal.h"
 #include "state/state_totals.h"
+#include "util/fileio.h"
+#include "util/log.h"
+#include "util/timer.h"
 #include "wire/wire_upload.h"
 
 struct daemon {

@@ -9,11 +9,11 @@
 #include "cli/cli.h"
 #include "config/config.h"
 #include "build-config.h"
-#include "daemon/daemon.h"
 #include "cli/cli_formula_cmd.h"
+#include "cli/cli_status.h"
+#include "daemon/daemon.h"
 #include "state/state_history.h"
 #include "util/log.h"
-#include "cli/cli_status.h"
 
 static void usage(FILE *f)
 {

@@ -17,8 +17,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "record/record_ndjson.h"
 #include "record/record_check.h"
+#include "record/record_ndjson.h"
 #include "record/record_source.h"
 
 /* One request body of a batch: records copied byte for byte between the envelope. */

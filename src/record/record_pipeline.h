@@ -13,13 +13,13 @@
 #include <sys/types.h>
 #include <ev.h>
 
-#include "state/state_catalog.h"
 #include "config/config.h"
 #include "record/record_cut.h"
 #include "record/record_ndjson.h"
 #include "record/record_reject.h"
 #include "record/record_source.h"
 #include "record/record_worker.h"
+#include "state/state_catalog.h"
 
 /* The one in flight and two cut ahead: with several connections on few cores, each one's cutting fills the time the others wait for the network. */
 #define PIPELINE_DEPTH 3

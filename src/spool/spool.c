@@ -13,9 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "record/record_source.h"
 #include "util/fileio.h"
 #include "util/layout.h"
-#include "record/record_source.h"
 
 static bool has_suffix(const char *s, const char *suffix)
 {

@@ -10,8 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "util/fileio.h"
 #include "spool/spool.h"
+#include "util/fileio.h"
 
 static int path_dup(char **out, enum layout_place place, const char *spool_dir, const char *state_dir,
 		    const char *conn)

@@ -29,9 +29,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "state/state_jrec.h"
 #include "util/crashpoint.h"
 #include "util/fileio.h"
-#include "state/state_jrec.h"
 #include "util/log.h"
 
 #define COMPACT_BYTES (1u << 20)

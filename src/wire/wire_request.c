@@ -14,8 +14,8 @@
 #include "state/state_counters.h"
 #include "util/crashpoint.h"
 #include "util/jsonstr.h"
-#include "wire/wire_retry.h"
 #include "util/timer.h"
+#include "wire/wire_retry.h"
 
 static void req_log(const struct request *q, enum log_level lvl, long status, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

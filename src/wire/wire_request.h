@@ -13,9 +13,9 @@
 
 #include "config/config.h"
 #include "record/record_cut.h"
+#include "record/record_reject.h"
 #include "util/log.h"
 #include "wire/wire_ratelimit.h"
-#include "record/record_reject.h"
 #include "wire/wire_upload.h"
 
 struct conn_stats;

@@ -11,8 +11,8 @@
 #include <curl/curl.h>
 
 #include "util/log.h"
-#include "wire/wire_ratelimit.h"
 #include "util/timer.h"
+#include "wire/wire_ratelimit.h"
 
 #define RESPONSE_MAX 4096
 

@@ -9,8 +9,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "util/crc32c.h"
 #include "state/state_journal.h"
+#include "util/crc32c.h"
 #include "util/log.h"
 #include "fuzz-util.h"
 

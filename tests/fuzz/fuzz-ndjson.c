@@ -15,9 +15,9 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "state/state_catalog.h"
-#include "record/record_ndjson.h"
 #include "record/record_check.h"
+#include "record/record_ndjson.h"
+#include "state/state_catalog.h"
 #include "fuzz-util.h"
 
 /*

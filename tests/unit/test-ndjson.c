@@ -7,8 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "record/record_ndjson.h"
 #include "record/record_check.h"
+#include "record/record_ndjson.h"
 #include "tap.h"
 #include "testutil.h"
 

@@ -7,9 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "spool/spool.h"
 #include "util/fileio.h"
 #include "util/layout.h"
-#include "spool/spool.h"
 #include "tap.h"
 #include "testutil.h"
 #include "spool/spool_work.h"
