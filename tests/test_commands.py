@@ -277,6 +277,16 @@ def status_text_of_json(c, now):
     if tt is not None:
         lines.append(f"  totals:       {tt['files_uploaded']} file(s) uploaded, {tt['files_failed']} failed, "
                      f"{tt['records_sent']} records sent, {tt['records_rejected']} rejected, {tt['requests']} requests")
+    r = c["last_run"]
+    if r is not None:
+        names = ", ".join(r["names"] + ([f"{r['files'] - len(r['names'])} more"] if r["files"] > len(r["names"]) else []))
+        lines.append(f"  last run:     {when(r['finished'])} {r['connection']} {r['outcome']} "
+                     + (names if r["files"] == 1 else f"{r['files']} files ({names})")
+                     + f": {r['records_sent']} sent, {r['records_unchanged']} unchanged, {r['records_rejected']} rejected; "
+                     f"{r['requests']} request{'' if r['requests'] == 1 else 's'}, "
+                     f"{r['retries']} retr{'y' if r['retries'] == 1 else 'ies'}; {r['bytes_read']} bytes read; "
+                     f"{max(r['finished'] - r['started'], 0):.2f} s; batch {r['batch_uuid']}"
+                     + (f"; HTTP {r['http_status']}" if r["http_status"] else "") + (f"; {r['reason']}" if r["reason"] else ""))
     return lines
 
 

@@ -294,6 +294,7 @@ void batch_set_params(struct batch *b)
 	record_pipeline_start(&b->pl, &params, b->validator, &read);
 	wire_request_bind(&b->req, &retry, b->client, b->limiter, b->env.stats, &ctx, &params);
 	b->started = ev_now(b->env.loop);
+	b->retries_before = b->env.stats->retries;
 	if (b->n_members > 1)
 		snprintf(b->env.stats->file, sizeof(b->env.stats->file), "%zu files", b->n_members);
 	else
@@ -569,16 +570,6 @@ void batch_send_again(struct batch *b)
 bool batch_untouched(const struct batch *b)
 {
 	return batch_active(b) && b->jb.acks == 0 && b->jb.records == 0 && !b->req.answered;
-}
-
-void batch_report_finished(struct batch *b, bool ok, long status, const char *why)
-{
-	const struct batch_result res = {
-		.ok = ok, .status = status, .why = why, .files = b->n_members,
-		.records = b->jb.records, .rejected = b->jb.rejected, .requests = b->req.sent,
-	};
-
-	b->ops.finished(b->userdata, &res);
 }
 
 /* ---- what the connection asks and tells ---- */

@@ -24,6 +24,7 @@
 #include "record/record_reject.h"
 #include "spool/spool_intake.h"
 #include "spool/spool_work.h"
+#include "state/state_history.h"
 #include "state/state_journal.h"
 #include "util/log.h"
 #include "wire/wire_ratelimit.h"
@@ -51,20 +52,10 @@ enum batch_end {
 	BATCH_END_HELD,         /* its files went back to the spool, or it waits in the journal: nothing to start now */
 };
 
-/* A batch that went up or failed for good, for batch_ops.finished (borrowed for the call). */
-struct batch_result {
-	bool ok;
-	long status;                    /* !ok: the answer that failed it (0: none) */
-	const char *why;                /* !ok */
-	size_t files;
-	uint64_t records, rejected;
-	uint64_t requests;              /* sent in this run */
-};
-
 struct batch_ops {
 	void (*ended)(void *userdata, enum batch_end how);
-	/* The batch went up or failed for good: count it. */
-	void (*finished)(void *userdata, const struct batch_result *res);
+	/* The batch ended (archived, failed for good, handed back), once per end: count it, record @e. */
+	void (*finished)(void *userdata, const struct history_entry *e);
 	void (*fields)(void *userdata, struct catalog *acked);  /* names of records the server acknowledged */
 };
 
@@ -127,6 +118,7 @@ struct batch {
 	bool journal_error_logged;
 	bool settle_logged;
 	double started;
+	uint64_t retries_before;        /* the connection's retries when the batch started, for its history */
 	uint64_t rng;
 };
 
@@ -152,8 +144,11 @@ int batch_resume(struct batch *b, const struct journal_batch *jb, const struct c
 int batch_release_orphans(struct batch *b);
 /* Fail the batch's files for good (moved to failed/ with error.json); ends through ops.ended once durable. */
 void batch_fail(struct batch *b, long status, const char *why, const char *response);
-/* 401/403 before anything was acknowledged: the files go back to the spool untouched; ends at once (BATCH_END_HELD). */
-void batch_release_files(struct batch *b);
+/*
+ * Nothing was acknowledged (401/403, a journal that lost the batch's records): the files go back
+ * to the spool untouched; ends at once (BATCH_END_HELD). @status and @why are the history's.
+ */
+void batch_release_files(struct batch *b, long status, const char *why);
 /* The file taken for the next batch goes back to the spool. */
 void batch_release_carry(struct batch *b);
 /* After a pause: send the request that was refused again. */

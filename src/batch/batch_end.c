@@ -62,6 +62,35 @@ static double rand01(struct batch *b)
 }
 
 
+void batch_record_end(struct batch *b, enum history_outcome o, long status, const char *why)
+{
+	struct history_entry e = {
+		.outcome = o,
+		.http_status = status > 0 ? status : 0,
+		.records_sent = b->jb.records,
+		.records_rejected = b->jb.rejected,
+		.requests = b->req.sent,
+		.retries = b->env.stats->retries - b->retries_before,
+		.started = b->started,
+		.finished = ev_time(),
+	};
+
+	snprintf(e.connection, sizeof(e.connection), "%s", b->env.name);
+	snprintf(e.batch_uuid, sizeof(e.batch_uuid), "%s", b->jb.uuid);
+	snprintf(e.reason, sizeof(e.reason), "%s", why ? why : "");
+	for (size_t i = 0; i < b->n_members; i++) {
+		(void)state_history_entry_add_name(&e, b->members[i].name);
+		/* Small files of a group, and a completed file, were read whole. */
+		if (b->jb.n_members || o == HISTORY_ARCHIVED)
+			e.bytes_read += b->members[i].ident.size;
+	}
+	/* A large file is read as far as it was this run: its reader is the batch's while it has its fd. */
+	if (!b->jb.n_members && o != HISTORY_ARCHIVED && b->fd >= 0 && b->pl.reader)
+		e.bytes_read = record_source_file_offset(b->pl.reader);
+	b->ops.finished(b->userdata, &e);
+}
+
+
 /* The batch is over here: its fd, pipeline, request and waits; the journal says where it stands. */
 void batch_end_here(struct batch *b)
 {
@@ -186,7 +215,7 @@ void batch_fail(struct batch *b, long status, const char *why, const char *respo
 		batch_log(b, LOG_LVL_ERROR, status, "%s: failed for good: %s; nothing was moved to %s/failed/ (no file of "
 			 "it is left in .work/)", b->jb.name, why, b->env.wf->dir);
 	b->env.stats->files_failed += b->n_members;
-	batch_report_finished(b, false, status, why);
+	batch_record_end(b, HISTORY_FAILED, status, why);
 	if (sync_r < 0) {
 		/* FAILED would name moves a crash may undo: the batch stays open in the journal, so a
 		 * restart finds its file wherever it is (in .work/: sent again, failing alike). */
@@ -204,8 +233,8 @@ void batch_fail(struct batch *b, long status, const char *why, const char *respo
 }
 
 
-/* 401/403 before anything was acknowledged: hand the files back to the spool, untouched. */
-void batch_release_files(struct batch *b)
+/* Nothing was acknowledged: hand the files back to the spool, untouched. */
+void batch_release_files(struct batch *b, long status, const char *why)
 {
 	char dst[LAYOUT_NAME_MAX + 1];
 	int dfd = spool_work_dir(b->env.wf), r;
@@ -233,6 +262,7 @@ void batch_release_files(struct batch *b)
 		if (state_journal_put(b->env.journal, &b->jb) == 0)
 			(void)state_journal_sync(b->env.journal);
 	}
+	batch_record_end(b, HISTORY_HANDED_BACK, status, why);
 	batch_end_here(b);
 	b->ops.ended(b->userdata, BATCH_END_HELD);
 }
@@ -243,6 +273,7 @@ void batch_archive(struct batch *b)
 	char dst[LAYOUT_NAME_MAX + 1];
 	double took = ev_now(b->env.loop) - b->started;
 	bool ok = true, del = b->env.after_upload == AFTER_UPLOAD_DELETE;
+	size_t changed = 0;
 	int dfd = -1, r;
 
 	batch_enter(b, BATCH_ARCHIVING, BW_NONE, -1);
@@ -266,6 +297,7 @@ void batch_archive(struct batch *b)
 			if (ffd >= 0)
 				close(ffd);
 			b->env.stats->files_failed++;
+			changed++;
 			continue;
 		}
 		if (del) {
@@ -310,7 +342,16 @@ void batch_archive(struct batch *b)
 				b->req.sent, took);
 	}
 	b->env.stats->files_done += b->n_members;
-	batch_report_finished(b, true, 0, NULL);
+	{
+		char why[160] = "";
+
+		if (changed == b->n_members)
+			snprintf(why, sizeof(why), "changed after its batch was completed: moved to failed/");
+		else if (changed)
+			snprintf(why, sizeof(why), "%zu of its %zu files changed after the batch was completed: moved to "
+				 "failed/, the rest archived", changed, b->n_members);
+		batch_record_end(b, changed == b->n_members ? HISTORY_FAILED : HISTORY_ARCHIVED, 0, changed ? why : NULL);
+	}
 	batch_ended(b);
 }
 

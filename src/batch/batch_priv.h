@@ -26,6 +26,11 @@ void batch_ended(struct batch *b);
 void batch_opened(struct batch *b);
 /* COMPLETED is durable: archive (or delete) its files. */
 void batch_archive(struct batch *b);
+/*
+ * The batch ends here as @o (@status, @why: of a failure or a hand-back; may be 0, NULL): its one
+ * run history entry goes up through ops.finished. Before batch_end_here, which forgets its files.
+ */
+void batch_record_end(struct batch *b, enum history_outcome o, long status, const char *why);
 /* The cut params, pipeline and request of the batch in b->jb, and its line of `status`. */
 void batch_set_params(struct batch *b);
 int batch_grow_members(struct batch *b);
@@ -38,8 +43,6 @@ int batch_reopen_member(struct batch *b, struct member *m, char *why, size_t why
 /* What the batch runs on to its end: the connection changes none of it before then. */
 /* The one place the batch's phase and wait change: logged, and the one timer armed for a wait (@delay >= 0). */
 void batch_enter(struct batch *b, enum batch_phase phase, enum batch_wait wait, double delay);
-/* Hand the batch's result to ops.finished. */
-void batch_report_finished(struct batch *b, bool ok, long status, const char *why);
 void batch_use(struct batch *b, const struct conn_config *cfg, struct record_check *v,
 	       struct upload_client *client, struct ratelimit *limiter);
 /* FNV-1a of base_url and uuid, never 0: what the journal keeps of where a batch was opened. */

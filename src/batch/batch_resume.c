@@ -184,7 +184,8 @@ int batch_resume(struct batch *b, const struct journal_batch *from, const struct
 		batch_log(b, LOG_LVL_WARNING, -1, "%s: batch %s: the journal lost the records of %zu of its %" PRIu32 " files "
 			 "(damaged bytes): its files go back to the spool and up again in a new batch", from->name, from->uuid,
 			 (size_t)from->n_members - n, from->n_members);
-		batch_release_files(b);
+		batch_release_files(b, 0, "the journal lost the records of some of its files (damaged bytes): handed back "
+				    "to the spool, to go up again in a new batch");
 		return 0;
 	}
 	if (r == 0 && from->state == BATCH_OPEN && ended_before_restart(b))

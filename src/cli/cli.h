@@ -21,6 +21,11 @@ int cli_drop(const struct config *cfg, int argc, char **argv, FILE *out);
 /* Exit 1 also when a file would have lines rejected or go to failed/: it reads, never sends. */
 int cli_check(const struct config *cfg, int argc, char **argv, FILE *out);
 int cli_retry(const struct config *cfg, int argc, char **argv, FILE *out);
+/*
+ * `dcsyncd history [CONNECTION] [--json] [--limit N]`: newest first, every configured connection
+ * or one. 0 done, 1 a history could not be read (said on stderr), 2 bad usage.
+ */
+int cli_history(const struct config *cfg, int argc, char **argv, FILE *out);
 /* @config_path may be NULL: then base URL and key files come from the options. */
 int cli_connection(const char *config_path, int argc, char **argv, FILE *out);
 

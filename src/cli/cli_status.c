@@ -13,6 +13,7 @@
 
 #include "record/record_source.h"
 #include "spool/spool.h"
+#include "state/state_history.h"
 #include "state/state_journal.h"
 #include "state/state_totals.h"
 #include "util/jsonstr.h"
@@ -117,6 +118,7 @@ struct conn_status {
 	uint64_t rejected_records;
 	uint64_t rate_budget;
 	bool rate_waiting;
+	struct history_entry *last_run;         /* its run history's last entry; NULL: none (or unreadable, said on stderr) */
 };
 
 static void gather_conn(const struct config *cfg, const struct conn_config *c, const struct journal *j,
@@ -138,6 +140,14 @@ static void gather_conn(const struct config *cfg, const struct conn_config *c, c
 	cs->rejected_records = cs->st ? cs->st->records_rejected : 0;
 	cs->rate_budget = cs->st && cs->st->rate_budget ? cs->st->rate_budget : c->rate_limit_requests;
 	cs->rate_waiting = cs->st && cs->st->rate_waiting;
+	{
+		size_t n = 0;
+		int r = state_history_read(cfg->state_dir, c->name, 1, &cs->last_run, &n, NULL);
+
+		if (r < 0 && r != -ENOENT)
+			fprintf(stderr, "%s: cannot read its run history in %s/history: %s\n", c->name, cfg->state_dir,
+				strerror(-r));
+	}
 }
 
 /* The journal's next batch from *k on that belongs to @conn (configured: true) or to no
@@ -216,10 +226,16 @@ static void json_conn(const struct conn_status *cs, const struct config *cfg, st
 	fputs(",\"totals\":", out);
 	if (st)
 		fprintf(out, "{\"files_uploaded\":%" PRIu64 ",\"files_failed\":%" PRIu64 ",\"records_sent\":%" PRIu64
-			",\"records_rejected\":%" PRIu64 ",\"requests\":%" PRIu64 "}}", st->files_done,
+			",\"records_rejected\":%" PRIu64 ",\"requests\":%" PRIu64 "}", st->files_done,
 			st->files_failed, st->records_sent, st->records_rejected, st->requests);
 	else
-		fputs("null}", out);
+		fputs("null", out);
+	fputs(",\"last_run\":", out);
+	if (cs->last_run)
+		(void)state_history_print_json(cs->last_run, out);
+	else
+		fputs("null", out);
+	fputc('}', out);
 }
 
 /* A directory of the connection's that is not the daemon's: who owns it, and that it was not looked into. */
@@ -286,6 +302,12 @@ static void text_conn(const struct conn_status *cs, const struct config *cfg, st
 		fprintf(out, "  totals:       %" PRIu64 " file(s) uploaded, %" PRIu64 " failed, %" PRIu64
 			" records sent, %" PRIu64 " rejected, %" PRIu64 " requests\n", st->files_done,
 			st->files_failed, st->records_sent, st->records_rejected, st->requests);
+	if (cs->last_run) {
+		char line[16384];
+
+		state_history_format_text(cs->last_run, line, sizeof(line));
+		fprintf(out, "  last run:     %s\n", line);
+	}
 }
 
 int cli_status_print(const struct config *cfg, bool json, FILE *out)
@@ -329,6 +351,7 @@ int cli_status_print(const struct config *cfg, bool json, FILE *out)
 			json_conn(&cs, cfg, j, now, i == 0, out);
 		else
 			text_conn(&cs, cfg, j, now, out);
+		free(cs.last_run);
 	}
 	if (json)
 		fputs("],\"unconfigured\":[", out);

@@ -4,7 +4,7 @@
  * Contract.
  * Owns: the journal and totals it opens read-only, for the call.
  * Borrows: @cfg and @out for the call.
- * May call: journal and totals (read-only), spool (which names are drops), layout, jsonstr,
+ * May call: journal, totals and history (read-only), spool (which names are drops), layout, jsonstr,
  * libc. It writes nothing, so it runs beside a running daemon; what it cannot read goes to stderr.
  */
 

@@ -414,6 +414,7 @@ static const struct key conn_keys[] = {
 	{ "tls_verify_insecure_disable", KEY_BOOL, C(tls_verify_disabled), .def = "no" },
 	{ "rate_limit", KEY_CUSTOM, .set = set_rate, .def = "50/10s" },
 	{ "field_catalog", KEY_BOOL, C(field_catalog), .def = "yes" },
+	{ "history_entries", KEY_INT, C(history_entries), .min = 1, .max = 10000, .def = "1000" },
 	{ "max_depth", KEY_INT, C(max_depth), .min = 1, .max = RECORD_MAX_DEPTH_LIMIT,
 	  .def = STR(RECORD_DEFAULT_MAX_DEPTH) },
 	{ "api_key", SECRET(api, 1) },

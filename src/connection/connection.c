@@ -20,6 +20,7 @@
 #include "spool/spool_work.h"
 #include "state/state_catalog.h"
 #include "state/state_catalog_file.h"
+#include "state/state_history.h"
 #include "util/fileio.h"
 #include "util/layout.h"
 #include "util/log.h"
@@ -75,6 +76,7 @@ struct connection {
 	ev_timer kick;                  /* starts the next batch from the loop, not from deep in a callback */
 	struct conn_stats stats;
 	struct conn_totals persist;     /* totals across restarts, for `dcsyncd status` */
+	struct history *history;        /* its run history, for `dcsyncd history` and `status` */
 };
 
 static void begin_next(struct connection *c);
@@ -242,7 +244,7 @@ static void auth_pause(void *userdata, long status)
 	note_error(c, status, "the API refused the keys");
 	batch_release_carry(&c->batch);
 	if (batch_untouched(&c->batch))
-		batch_release_files(&c->batch);
+		batch_release_files(&c->batch, status, "the API refused the keys: handed back to the spool");
 	/* --once does not wait for keys that may never be fixed. */
 	wait_in(c, CS_AUTH_PAUSED, c->env.once ? -1 : c->cfg->retry_max_seconds);
 	notify_changed(c);
@@ -485,19 +487,24 @@ static void on_batch_ended(void *userdata, enum batch_end how)
 		next_soon(c);
 }
 
-static void on_batch_finished(void *userdata, const struct batch_result *res)
+static void on_batch_finished(void *userdata, const struct history_entry *e)
 {
 	struct connection *c = userdata;
 
-	c->persist.records_sent += res->records;
-	c->persist.records_rejected += res->rejected;
-	c->persist.requests += res->requests;
-	if (!res->ok) {
-		c->persist.files_failed += res->files;
-		note_error(c, res->status, res->why);
+	/* A record, not recovery state: a write that fails is logged by the history and retried at the next end. */
+	(void)state_history_put(c->history, e, c->cfg->history_entries);
+	/* Handed back, nothing of it counts: it goes up again, whole, in another batch. */
+	if (e->outcome == HISTORY_HANDED_BACK)
+		return;
+	c->persist.records_sent += e->records_sent;
+	c->persist.records_rejected += e->records_rejected;
+	c->persist.requests += e->requests;
+	if (e->outcome == HISTORY_FAILED) {
+		c->persist.files_failed += e->files;
+		note_error(c, e->http_status, e->reason);
 		return;
 	}
-	c->persist.files_done += res->files;
+	c->persist.files_done += e->files;
 	c->persist.last_success = (int64_t)time(NULL);
 	(void)state_totals_put(c->env.totals, &c->persist);
 	save_catalog(c, false);
@@ -612,6 +619,8 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		if ((r = batch_init(&c->batch, &be, CATALOG_FIELDS_MAX, &batch_ops, c)) < 0)
 			goto fail;
 	}
+	if ((r = state_history_open(&c->history, env->state_dir, cfg->name)) < 0)
+		goto fail;
 	ev_timer_init(&c->timer, timer_cb, 0., 0.);
 	c->timer.data = c;
 	ev_timer_init(&c->kick, kick_cb, 0., 0.);
@@ -648,6 +657,7 @@ void connection_free(struct connection *c)
 		save_catalog(c, true);
 	state_catalog_free(c->catalog);
 	free(c->catalog_path);
+	state_history_free(c->history);
 	wire_upload_client_free(c->client);
 	record_check_free(c->validator);
 	free(c->adopted);

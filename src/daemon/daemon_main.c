@@ -19,6 +19,7 @@ static void usage(FILE *f)
 	fputs("Usage: dcsyncd -c FILE [--once]\n"
 	      "       dcsyncd -c FILE --check-config\n"
 	      "       dcsyncd -c FILE status [--json]\n"
+	      "       dcsyncd -c FILE history [CONNECTION] [--json] [--limit N]\n"
 	      "       dcsyncd -c FILE drop CONNECTION FILE... | drop CONNECTION - --name NAME.ndjson\n"
 	      "       dcsyncd -c FILE check [--json] [CONNECTION] FILE...\n"
 	      "       dcsyncd -c FILE retry CONNECTION FILE... | --all\n"
@@ -39,6 +40,8 @@ static void usage(FILE *f)
 	      "  status              per connection: files queued, the batch in flight, failed files,\n"
 	      "                      rejected records, last success and last error (from the journal);\n"
 	      "                      --json: one JSON object, field names in dcsyncd(8)\n"
+	      "  history             each file's (or group's) end, newest first: outcome, records sent,\n"
+	      "                      unchanged, rejected, requests, retries; --json: a JSON object a line\n"
 	      "  drop                for exporters: copy files (or standard input) into the connection's\n"
 	      "                      spool under a hidden name, fsync, rename into place; prints the name\n"
 	      "  check               for exporters: read files as the connection would (no network, no\n"
@@ -99,7 +102,7 @@ int main(int argc, char **argv)
 	log_open();
 	if (optind < argc && (!strcmp(argv[optind], "status") || !strcmp(argv[optind], "formula") ||
 			      !strcmp(argv[optind], "drop") || !strcmp(argv[optind], "retry") ||
-			      !strcmp(argv[optind], "check"))) {
+			      !strcmp(argv[optind], "check") || !strcmp(argv[optind], "history"))) {
 		const char *cmd = argv[optind];
 		bool json = false;
 		struct config *cfg;
@@ -126,6 +129,8 @@ int main(int argc, char **argv)
 			r = cli_check(cfg, argc - optind, argv + optind, stdout);
 		else if (!strcmp(cmd, "retry"))
 			r = cli_retry(cfg, argc - optind, argv + optind, stdout);
+		else if (!strcmp(cmd, "history"))
+			r = cli_history(cfg, argc - optind, argv + optind, stdout);
 		else
 			r = cli_formula_cmd(cfg, argc - optind, argv + optind, stdout);
 		config_free(cfg);

@@ -48,6 +48,8 @@ int layout_path(char *out, size_t n, enum layout_place place, const char *spool_
 		[LAYOUT_DONE] = { true, "/done/", "", true },
 		[LAYOUT_FIELDS] = { true, "/fields", "", false },
 		[LAYOUT_CATALOG] = { true, "/fields/", ".catalog", true },
+		[LAYOUT_HISTORY_ALL] = { true, "/history", "", false },
+		[LAYOUT_HISTORY] = { true, "/history/", ".history", true },
 	};
 	int len = snprintf(out, n, "%s%s%s%s", p[place].in_state ? state_dir : spool_dir, p[place].before,
 			   p[place].named ? conn : "", p[place].after);

@@ -27,6 +27,8 @@ enum layout_place {
 	LAYOUT_DONE,            /* <state_dir>/done/<conn> */
 	LAYOUT_FIELDS,          /* <state_dir>/fields: above every connection's field catalog */
 	LAYOUT_CATALOG,         /* <state_dir>/fields/<conn>.catalog */
+	LAYOUT_HISTORY_ALL,     /* <state_dir>/history: above every connection's run history */
+	LAYOUT_HISTORY,         /* <state_dir>/history/<conn>.history */
 };
 
 /* Write the path of @place into @out (@n bytes). 0, or -ENAMETOOLONG (then @out holds a prefix of it). */

@@ -179,18 +179,20 @@ static void op_ended(void *userdata, enum batch_end how)
 	h->how = how;
 }
 
-static void op_finished(void *userdata, const struct batch_result *res)
+static void op_finished(void *userdata, const struct history_entry *e)
 {
 	struct h *h = userdata;
 
-	if (res->ok)
+	if (e->outcome == HISTORY_HANDED_BACK)
+		return;
+	if (e->outcome == HISTORY_ARCHIVED)
 		h->finished_ok++;
 	else
 		h->finished_failed++;
-	h->fail_status = res->status;
-	snprintf(h->fail_why, sizeof(h->fail_why), "%s", res->why ? res->why : "");
-	h->records = res->records;
-	h->rejected = res->rejected;
+	h->fail_status = e->http_status;
+	snprintf(h->fail_why, sizeof(h->fail_why), "%s", e->reason);
+	h->records = e->records_sent;
+	h->rejected = e->records_rejected;
 }
 
 /* What the connection does on 401/403 (auth_pause): files nothing was acknowledged of go back. */
@@ -198,11 +200,10 @@ static void op_auth_refused(void *userdata, long status)
 {
 	struct h *h = userdata;
 
-	(void)status;
 	h->auth++;
 	batch_release_carry(&h->b);
 	if (batch_untouched(&h->b))
-		batch_release_files(&h->b);
+		batch_release_files(&h->b, status, "the API refused the keys");
 }
 
 static void op_fields(void *userdata, struct catalog *acked)
