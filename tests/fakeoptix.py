@@ -3,8 +3,8 @@
 # Run as a script (see --help) or import FakeOptix, which runs the script in a subprocess so the
 # fake outlives any daemon the tests kill and never shares a GIL with the test process.
 #
-# The contract it imitates is /work/shared/docs/optix-api.md; behaviour the vendor does not state
-# (400 for schema errors, 413, rate limit, re-sent batches) follows that file's "assumed" lines.
+# The contract it imitates is docs/optix-api.md; behaviour the vendor does not state (400 for
+# schema errors, 413, rate limit, re-sent batches) follows that file's "assumed" lines.
 
 import argparse
 import decimal

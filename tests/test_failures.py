@@ -4,8 +4,8 @@ not holding up another.
 
 Run with:  DCSYNCD=build/src/dcsyncd /usr/bin/python3 -m pytest -q tests/test_failures.py
 
-The behaviour under test is the Responses table of shared/docs/optix-api.md and the README's
-"When things go wrong". Every test ends with the server's state equal to the expected records
+The behaviour under test is the answers table of docs/optix-api.md and the troubleshooting
+table of dcsyncd(8) (TROUBLESHOOTING). Every test ends with the server's state equal to the expected records
 and the log naming what happened. No test sleeps to synchronise: they poll the fake's state,
 the file system or the daemon's log, with timeouts.
 """

@@ -477,7 +477,7 @@ def test_sighup_removing_a_connection_leaves_its_files_in_the_spool(optix, daemo
 
 
 def test_sighup_removing_a_connection_mid_batch_finishes_that_batch_then_stops_it(optix, daemon, notify):
-    """README: removed connections finish their batch in flight and stop."""
+    """docs/operations.md: removed connections finish their batch in flight and stop."""
     n, per_request = 4000, 1000
     products = daemon.connection(optix, batch_records=per_request)
     orders = daemon.connection(optix, name="orders", uuid=UUID2)
@@ -713,7 +713,7 @@ def test_metrics_file_is_prometheus_text_with_the_counts(optix, daemon, notify):
 
 
 def test_metrics_file_is_replaced_again_and_again_while_running(optix, daemon, notify):
-    """README: 'replaced atomically every 2 s'. Each replacement is a rename: a new inode, whole
+    """docs/operations.md: 'replaced atomically (rename) every 2 s'. Each replacement is a rename: a new inode, whole
     each time. How often is measured by the clock, so it is not checked here."""
     path = daemon.dir / "dcsyncd.prom"
     daemon.write_config([daemon.connection(optix)], metrics_file=path)

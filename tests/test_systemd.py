@@ -11,8 +11,8 @@ Run as root:  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/test_syste
   ``systemd-nspawn --register=no --keep-unit -b`` (one container for the module, powered off and
   removed at the end) and enters it with ``nsenter -t PID -a``.  The container shares the host's
   network: the fake Opti-X (tests/fakeoptix.py) listens on the host's 127.0.0.1, and apt inside
-  reaches Debian's archive.  Where the host has no cgroup file system mounted (a chroot, as in
-  ../shared/tools/bare-debian.sh), one is mounted in a mount namespace of nspawn's own.
+  reaches Debian's archive.  Where the host has no cgroup file system mounted (a chroot, such as
+  a bare debootstrap root CI may start in), one is mounted in a mount namespace of nspawn's own.
 * The unit runs as shipped with one exception, for the whole module: a drop-in sets
   ``SystemCallErrorNumber=kill``, so that a system call the unit's SystemCallFilter= blocks kills
   the daemon (SIGSYS, the unit fails) instead of returning EPERM that a fallback could hide: every
@@ -222,7 +222,7 @@ def box(tmp_path_factory):
         r = _run(["cp", "-a", "--reflink=auto", base, root])
         assert r.returncode == 0, r.stderr
         if not _root_is_mount():
-            pytest.skip("/ is not a mount point (a chroot, e.g. ../shared/tools/bare-debian.sh): "
+            pytest.skip("/ is not a mount point (a chroot, e.g. a bare debootstrap root): "
                         "systemd-nspawn must make it a slave mount and cannot boot a container")
         c = Container(root, work / "boot.log")
         why = c.boot()

@@ -15,7 +15,7 @@
 #   W7  1 CSV of 10,000,000 rows           target: peak RSS within 2 MiB of W6's (flat)
 #
 # --profile [W] also runs workload W (default W1) under `perf record` and prints the daemon's
-# top symbols and how its threads (the loop, the parse workers) share the time.
+# top symbols and how its threads (the loop, the cut workers) share the time.
 # BENCH_RUN_DIR=DIR puts the spool and state elsewhere (e.g. /dev/shm/dcsyncd-bench, to see the
 # cost of fsync); the default is build-bench/run, on the same filesystem as the data.
 # Exits 1 when a run went wrong (a record missing at the sink, a batch left open, a malformed
