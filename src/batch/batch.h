@@ -8,7 +8,7 @@
  * them only between batches). For the life of the struct it borrows the connection's
  * batch_env. It reports upward through batch_ops and never starts the next batch itself.
  *
- * Ordering (see journal.c): a file is renamed into .work/ before the batch naming it is
+ * Ordering (see state_journal.c): a file is renamed into .work/ before the batch naming it is
  * journaled; each acknowledgement is durable before the next request; COMPLETED is durable
  * before any file is archived or deleted.
  */

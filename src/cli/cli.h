@@ -1,4 +1,4 @@
-/* cmds: the operators' commands dcsyncd(8) describes: drop, retry, connection create. */
+/* cli: the operators' commands dcsyncd(8) describes: drop, retry, connection create. */
 #pragma once
 /*
  * Contract. Each command is its own process, beside a running daemon or not. It owns what it

@@ -1,4 +1,4 @@
-/* formula: build and check Data Connection formulas, DC_{UUID}:{key}:{params}:{field}:{fallback}. */
+/* cli_formula: build and check Data Connection formulas, DC_{UUID}:{key}:{params}:{field}:{fallback}. */
 /*
  * The formula is split on ':' with no quoting, so any ':' or line break inside a segment shifts
  * the segments and the lookup silently shows the fallback. Tag brackets matter too: the key is a

@@ -1,4 +1,4 @@
-/* formula: build and check Data Connection formulas, DC_{UUID}:{key}:{params}:{field}:{fallback}. */
+/* cli_formula: build and check Data Connection formulas, DC_{UUID}:{key}:{params}:{field}:{fallback}. */
 #pragma once
 /*
  * Contract. No state: a struct formula owns its strings (cli_formula_release frees them) and the

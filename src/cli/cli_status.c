@@ -1,4 +1,4 @@
-/* status: the `dcsyncd status` report, read from the journal, the totals and the spool (daemon running or not). */
+/* cli_status: the `dcsyncd status` report, read from the journal, the totals and the spool (daemon running or not). */
 #include "cli/cli_status.h"
 
 #include <dirent.h>

@@ -1,4 +1,4 @@
-/* status: the `dcsyncd status` report, read from the journal and the spool (daemon running or not). */
+/* cli_status: the `dcsyncd status` report, read from the journal and the spool (daemon running or not). */
 #pragma once
 /*
  * Contract.

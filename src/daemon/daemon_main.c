@@ -1,4 +1,4 @@
-/* main: command line of dcsyncd: run, --once, --check-config, the commands, --version, --help. */
+/* daemon_main: command line of dcsyncd: run, --once, --check-config, the commands, --version, --help. */
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* metrics: the Prometheus text-format file, replaced atomically. */
+/* daemon_metrics: the Prometheus text-format file, replaced atomically. */
 #pragma once
 /*
  * Contract.

@@ -1,4 +1,4 @@
-/* csv: CSV/TSV rows (cut by csv_scan) made compact JSON objects named by the header and typed by csv_columns. */
+/* record_csv: CSV/TSV rows (cut by csv_scan) made compact JSON objects named by the header and typed by csv_columns. */
 #include "record/record_csv.h"
 
 #include <errno.h>

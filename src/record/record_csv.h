@@ -1,4 +1,4 @@
-/* csv: read CSV/TSV with a header (RFC 4180 quoting) row by row, each row made one compact JSON object. */
+/* record_csv: read CSV/TSV with a header (RFC 4180 quoting) row by row, each row made one compact JSON object. */
 #pragma once
 
 #include <stdbool.h>
@@ -72,7 +72,7 @@ int record_csv_reader_open(struct csv_reader *r, struct record_stream *in, char 
 /*
  * 1: a row in @line: its JSON object in data/len, or, for a row that cannot be one, the reason
  * in error and the row's text in data/len (its first bytes when longer than max_record_bytes;
- * the opening line alone of a stray quote, csv_scan.h); 0: end of
+ * the opening line alone of a stray quote, record_csv_scan.h); 0: end of
  * the file; negative errno on a read or decompression error. Blank lines are skipped.
  */
 int record_csv_reader_next(struct csv_reader *r, struct ndjson_line *line);

@@ -1,4 +1,4 @@
-/* csv_scan: the RFC 4180 tokenizer: cuts a stream's bytes into rows of cells (offsets into its buffer). */
+/* record_csv_scan: the RFC 4180 tokenizer: cuts a stream's bytes into rows of cells (offsets into its buffer). */
 #include "record/record_csv_scan.h"
 
 #include <errno.h>

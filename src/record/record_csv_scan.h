@@ -1,4 +1,4 @@
-/* csv_scan: the RFC 4180 tokenizer: cuts a stream's bytes into rows of cells (offsets into its buffer). */
+/* record_csv_scan: the RFC 4180 tokenizer: cuts a stream's bytes into rows of cells (offsets into its buffer). */
 #pragma once
 
 #include <stdbool.h>
@@ -9,7 +9,7 @@
 /*
  * Owns its buffer (max_record_bytes plus one read block) and the cells of the row last scanned;
  * borrows the record_stream from record_csv_scan_reset() until the next reset. Calls record_stream only: it knows
- * nothing of headers, types or JSON (csv.c makes the rows records).
+ * nothing of headers, types or JSON (record_csv.c makes the rows records).
  *
  * The row last scanned lies in buf[start, pos): its cells are offsets from buf + start. It stays
  * there until the caller consumes it by setting start = pos; only then may a later call move it

@@ -1,4 +1,4 @@
-/* cut: cut a file's valid records into request bodies of at most N records and B bytes. */
+/* record_cut: cut a file's valid records into request bodies of at most N records and B bytes. */
 #include "record/record_cut.h"
 
 #include <errno.h>

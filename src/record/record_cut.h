@@ -1,4 +1,4 @@
-/* cut: cut a file's valid records into request bodies of at most N records and B bytes. */
+/* record_cut: cut a file's valid records into request bodies of at most N records and B bytes. */
 #pragma once
 /*
  * Contract.
@@ -7,7 +7,7 @@
  * Borrows for one call: the body it fills, @p (batch_uuid is copied into the body's text), the
  * source @r (read on from where it stands; a record that does not fit is handed back with
  * record_source_unget), the validator and the reject callback's userdata.
- * May call: source, the record validator (ndjson.h), the reject callback, libc. Never logs, and
+ * May call: source, the record check (record_check.h), the reject callback, libc. Never logs, and
  * of a batch knows only its batch_uuid: no HTTP, no journal. Called by pipeline (a file's bodies),
  * batch (a body of several small files) and request (the halves of a refused request).
  */

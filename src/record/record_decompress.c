@@ -1,4 +1,4 @@
-/* decompress: a file read as a byte stream, plain or through zlib (gzip) or libzstd, in bounded memory. */
+/* record_decompress: a file read as a byte stream, plain or through zlib (gzip) or libzstd, in bounded memory. */
 #include "record/record_decompress.h"
 
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* ndjson: read a file line by line in fixed-size blocks, each line one record for the record check. */
+/* record_ndjson: read a file line by line in fixed-size blocks, each line one record for the record check. */
 #include "record/record_ndjson.h"
 
 #include <errno.h>

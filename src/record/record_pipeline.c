@@ -1,4 +1,4 @@
-/* pipeline: an open batch's request bodies: the one being sent and the next ones, cut ahead on a worker thread. */
+/* record_pipeline: an open batch's request bodies: the one being sent and the next ones, cut ahead on a worker thread. */
 #include "record/record_pipeline.h"
 
 #include <errno.h>
@@ -110,7 +110,7 @@ int record_pipeline_cut(struct pipeline *p, int idx)
 	return r;
 }
 
-/* On the worker thread: touches only what the worker owns (see pipeline.h). */
+/* On the worker thread: touches only what the worker owns (see record_pipeline.h). */
 static int ahead_job(void *arg)
 {
 	struct pipeline *p = arg;

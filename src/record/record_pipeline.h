@@ -1,4 +1,4 @@
-/* pipeline: an open batch's request bodies: the one being sent and the next ones, cut ahead on a worker thread. */
+/* record_pipeline: an open batch's request bodies: the one being sent and the next ones, cut ahead on a worker thread. */
 #pragma once
 /*
  * While request N is on the wire the worker cuts N+1 and N+2 from the batch's file, so CPU and

@@ -1,4 +1,4 @@
-/* reject: lines refused locally or by the server, held as the JSON lines of a rejected file until their batch is durable. */
+/* record_reject: lines refused locally or by the server, held as the JSON lines of a rejected file until their batch is durable. */
 #include "record/record_reject.h"
 
 #include <inttypes.h>

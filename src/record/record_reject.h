@@ -1,4 +1,4 @@
-/* reject: lines refused locally or by the server, held as the JSON lines of a rejected file until their batch is durable. */
+/* record_reject: lines refused locally or by the server, held as the JSON lines of a rejected file until their batch is durable. */
 #pragma once
 /*
  * Contract. A struct record_rejects is its holder's (a body's in the pipeline, a file's in the batch, the

@@ -1,4 +1,4 @@
-/* source: the records of a drop, whatever its format: NDJSON or CSV/TSV, plain, gzip or zstd. */
+/* record_source: the records of a drop, whatever its format: NDJSON or CSV/TSV, plain, gzip or zstd. */
 #pragma once
 /*
  * Contract.

@@ -1,4 +1,4 @@
-/* worker: one background thread that runs one job at a time and reports back on the event loop. */
+/* record_worker: one background thread that runs one job at a time and reports back on the event loop. */
 /*
  * The loop thread and the worker meet only under the mutex: the job, its result and whether the
  * result is still to be delivered. The thread wakes the loop with ev_async_send(), the one libev

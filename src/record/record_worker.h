@@ -1,4 +1,4 @@
-/* worker: one background thread that runs one job at a time and reports back on the event loop. */
+/* record_worker: one background thread that runs one job at a time and reports back on the event loop. */
 #pragma once
 
 #include <stdbool.h>

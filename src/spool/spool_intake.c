@@ -1,4 +1,4 @@
-/* intake: a connection's spool directory: what is ready to take, what waits, what is refused, taking a file into .work/. */
+/* spool_intake: a connection's spool directory: what is ready to take, what waits, what is refused, taking a file into .work/. */
 #include "spool/spool_intake.h"
 
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* watch: inotify on one connection directory, telling names that arrive and counting each name's opens. */
+/* spool_watch: inotify on one connection directory, telling names that arrive and counting each name's opens. */
 #include "spool/spool_watch.h"
 
 #include <errno.h>

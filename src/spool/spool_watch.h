@@ -1,4 +1,4 @@
-/* watch: inotify on one connection directory, telling names that arrive and counting each name's opens. */
+/* spool_watch: inotify on one connection directory, telling names that arrive and counting each name's opens. */
 #pragma once
 
 #include <ev.h>

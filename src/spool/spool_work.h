@@ -1,4 +1,4 @@
-/* workfiles: custody of a connection's files in .work/, rejected/, failed/ and done/; never through a link, logs nothing. */
+/* spool_work: custody of a connection's files in .work/, rejected/, failed/ and done/; never through a link, logs nothing. */
 #pragma once
 
 #include <stdbool.h>

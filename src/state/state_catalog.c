@@ -1,4 +1,4 @@
-/* catalog: the top-level field names a connection's uploaded records carried, counted in memory, bounded. */
+/* state_catalog: the top-level field names a connection's uploaded records carried, counted in memory, bounded. */
 /*
  * state_catalog_note() runs for every top-level key of every record (about ten million calls a second
  * at full speed), so its common case is one FNV-1a hash, one probe of an open-addressing table
@@ -14,7 +14,7 @@
  * records of that shape not yet added to its fields. The first key off the shape makes the
  * record's prefix explicit (marks and noted[]) and takes the hashed path; the run is folded into
  * the fields before any read and before another shape is committed.
- * The module does not log: callers log once, with context. Its text file is catalog_file.c.
+ * The module does not log: callers log once, with context. Its text file is state_catalog_file.c.
  */
 #include "state/state_catalog.h"
 

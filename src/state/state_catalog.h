@@ -1,4 +1,4 @@
-/* catalog: the top-level field names a connection's uploaded records carried, counted in memory, bounded. */
+/* state_catalog: the top-level field names a connection's uploaded records carried, counted in memory, bounded. */
 #pragma once
 
 /*
@@ -6,7 +6,7 @@
  * Owns: the listed fields (names copied), their hash table, the current record's notes.
  * Borrows: a key passed to state_catalog_note() or state_catalog_add() only for the call; state_catalog_merge()'s
  * @src for the call.
- * May call: libc only. No I/O, no logging: catalog_file.h reads and writes its text file.
+ * May call: libc only. No I/O, no logging: state_catalog_file.h reads and writes its text file.
  * Not thread-safe: one thread at a time.
  */
 

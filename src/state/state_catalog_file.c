@@ -1,4 +1,4 @@
-/* catalog_file: a field catalog's text file: saved whole by atomic replace, loaded all or nothing. */
+/* state_catalog_file: a field catalog's text file: saved whole by atomic replace, loaded all or nothing. */
 #include "state/state_catalog_file.h"
 
 #include <errno.h>

@@ -1,9 +1,9 @@
-/* counters: what a connection counts as it runs, for the status line, the metrics file and `dcsyncd status`. */
+/* state_counters: what a connection counts as it runs, for the status line, the metrics file and `dcsyncd status`. */
 #pragma once
 /*
  * The connection owns its struct conn_stats; its batch and request borrow it to count what
  * they do, on the loop's thread only; the daemon's status line and metrics read it through
- * connection_stats. Nothing here survives a restart: that is <state_dir>/totals (totals.h).
+ * connection_stats. Nothing here survives a restart: that is <state_dir>/totals (state_totals.h).
  */
 #include <stdint.h>
 

@@ -1,4 +1,4 @@
-/* history: each connection's run history: one entry per file (or gathered group) that ended, kept in <state_dir>/history/. */
+/* state_history: each connection's run history: one entry per file (or gathered group) that ended, kept in <state_dir>/history/. */
 /*
  * Why an append-only file of checked lines and not the totals' atomic replace: an entry is
  * written at each batch's end, and rewriting a thousand entries for each would cost more than

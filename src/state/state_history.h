@@ -1,4 +1,4 @@
-/* history: each connection's run history: one entry per file (or gathered group) that ended, kept in <state_dir>/history/. */
+/* state_history: each connection's run history: one entry per file (or gathered group) that ended, kept in <state_dir>/history/. */
 #pragma once
 /*
  * Contract.

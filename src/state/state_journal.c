@@ -1,4 +1,4 @@
-/* journal: durable per-batch state in <state_dir>/journal, replayed at start to resume batches. */
+/* state_journal: durable per-batch state in <state_dir>/journal, replayed at start to resume batches. */
 /*
  * Ordering rules (the daemon follows them exactly; tests crash between every pair):
  *  1. The file is renamed into <spool>/<conn>/.work/ first; a file found there without a live
@@ -11,11 +11,10 @@
  *  4. COMPLETED is durable before the file is archived or deleted.
  *  5. The archive/delete is recorded (ARCHIVED) once it is done; a crash before that finds a
  *     COMPLETED batch and finishes the move, which is idempotent.
- * Records are framed and checked by journal_record.c. Replay keeps the last state of each batch;
+ * Records are framed and checked by state_jrec.c. Replay keeps the last state of each batch;
  * compaction writes only live batches to a temporary file, fsyncs it, renames it over the
  * journal and fsyncs the directory. The journal holds what recovery needs and nothing else: the
- * connections' totals live in <state_dir>/totals (totals.c); those an older version kept here
- * are read for carrying over once, and compaction drops them.
+ * connections' totals live in <state_dir>/totals (state_totals.c).
  */
 #include "state/state_journal.h"
 

@@ -1,4 +1,4 @@
-/* journal: durable per-batch state in <state_dir>/journal, replayed at start to resume batches. */
+/* state_journal: durable per-batch state in <state_dir>/journal, replayed at start to resume batches. */
 #pragma once
 /*
  * Contract.

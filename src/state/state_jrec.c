@@ -1,4 +1,4 @@
-/* journal_record: the journal's on-disk records: framing, encoding and checked decoding; no I/O. */
+/* state_jrec: the journal's on-disk records: framing, encoding and checked decoding; no I/O. */
 #include "state/state_jrec.h"
 
 #include <errno.h>

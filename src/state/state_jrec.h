@@ -1,9 +1,9 @@
-/* journal_record: the journal's on-disk records: framing, encoding and checked decoding; no I/O. */
+/* state_jrec: the journal's on-disk records: framing, encoding and checked decoding; no I/O. */
 #pragma once
 
 /*
  * Contract. Pure functions over caller-owned buffers (nothing kept between calls); used by
- * journal.c only, and by the tests that write journals of older versions. A record is
+ * state_journal.c only, and by the tests that write journals by hand. A record is
  * [u32 length][u32 CRC-32C of payload][payload], little-endian; the payload's first byte is
  * its type.
  */

@@ -1,10 +1,10 @@
-/* totals: each connection's running totals and last outcomes for `dcsyncd status`, kept in <state_dir>/totals. */
+/* state_totals: each connection's running totals and last outcomes for `dcsyncd status`, kept in <state_dir>/totals. */
 /*
  * Why a file of its own: the journal holds what recovery needs and is fdatasynced before each
  * request leaves; counters written there rode on that path and grew every compaction. Here they
  * are a small JSON document, one line per connection, replaced whole with fileio_replace_at
  * (temporary, fsync, rename, directory fsync): a crash leaves the old file or the new one,
- * never a torn one. The cadence is one write per TOTALS_INTERVAL at most (see totals.h); a crash
+ * never a torn one. The cadence is one write per TOTALS_INTERVAL at most (see state_totals.h); a crash
  * or kill -9 loses the changes of the last interval, which `status` then shows a little low.
  */
 #include "state/state_totals.h"

@@ -1,4 +1,4 @@
-/* totals: each connection's running totals and last outcomes for `dcsyncd status`, kept in <state_dir>/totals. */
+/* state_totals: each connection's running totals and last outcomes for `dcsyncd status`, kept in <state_dir>/totals. */
 #pragma once
 
 /*

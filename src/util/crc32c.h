@@ -2,7 +2,7 @@
 #pragma once
 /*
  * Contract. No state: owns nothing, borrows @data for the call, calls no other module. The
- * journal's record format (journal_record.c) depends on its exact values: never change them.
+ * journal's record format (state_jrec.c) depends on its exact values: never change them.
  */
 
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* ratelimit: the client-side rate limit, one adaptive sliding window per API key. */
+/* wire_ratelimit: the client-side rate limit, one adaptive sliding window per API key. */
 #include "wire/wire_ratelimit.h"
 
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* request: one POST of an open batch on the wire: its records, 413/422 bisection, retries and rate waits. */
+/* wire_request: one POST of an open batch on the wire: its records, 413/422 bisection, retries and rate waits. */
 #pragma once
 /*
  * A request carries the records [lo, hi) of the batch's current request body. It owns its

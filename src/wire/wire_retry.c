@@ -1,4 +1,4 @@
-/* retry: how long to wait before a request is sent again: pure functions, no state. */
+/* wire_retry: how long to wait before a request is sent again: pure functions, no state. */
 #include "wire/wire_retry.h"
 
 #include <math.h>

@@ -1,4 +1,4 @@
-/* retry: how long to wait before a request is sent again: pure functions, no state. */
+/* wire_retry: how long to wait before a request is sent again: pure functions, no state. */
 #pragma once
 /*
  * Contract. No state, no other module: the caller hands in @rnd (the batch's jitter), so a test

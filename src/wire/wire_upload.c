@@ -1,4 +1,4 @@
-/* upload: HTTP POSTs through one libcurl multi handle driven by the libev loop. */
+/* wire_upload: HTTP POSTs through one libcurl multi handle driven by the libev loop. */
 #include "wire/wire_upload.h"
 
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* upload: HTTP POSTs through one libcurl multi handle driven by the libev loop. */
+/* wire_upload: HTTP POSTs through one libcurl multi handle driven by the libev loop. */
 #pragma once
 
 #include <stdbool.h>
@@ -63,7 +63,7 @@ bool wire_upload_client_busy(const struct upload_client *c);
 void wire_upload_client_cancel(struct upload_client *c);
 
 /*
- * The per-API-key rate limiters (ratelimit.h), owned by @u and freed with it: @u is the one
+ * The per-API-key rate limiters (wire_ratelimit.h), owned by @u and freed with it: @u is the one
  * object every connection shares, so connections with the same key find the same limiter.
  */
 struct ratelimits *wire_upload_ratelimits(struct upload *u);
