@@ -172,7 +172,8 @@ static void body_done(struct batch *b)
 	if (!b->jb.n_members)
 		b->jb.rejected_size = spool_work_rejected_size(b->env.wf, b->jb.name);
 	b->env.stats->file_records = b->jb.records;
-	b->env.stats->file_offset = b->jb.offset;
+	/* The file's own bytes, not the stream's: a compressed file's decompressed offset passes its size. */
+	b->env.stats->file_offset = ch->end_file_offset;
 	if (ch->last) {
 		b->jb.state = BATCH_COMPLETED;
 		if (state_journal_put(b->env.journal, &b->jb) < 0) {
@@ -271,6 +272,7 @@ static void request_done(void *userdata)
 
 void batch_set_params(struct batch *b)
 {
+	struct source_kind kind;
 	const struct cut_params params = {
 		.batch_uuid = b->jb.uuid,
 		.ttl_seconds = b->cfg->ttl_seconds,
@@ -299,7 +301,11 @@ void batch_set_params(struct batch *b)
 	else
 		snprintf(b->env.stats->file, sizeof(b->env.stats->file), "%s", b->jb.name);
 	b->env.stats->file_size = b->jb.ident.size;
-	b->env.stats->file_offset = b->jb.offset;
+	/* A resumed compressed file is read again from its start: its share is known at the next acknowledgement. */
+	if (record_source_kind_of(b->jb.name, &kind) == 0 && kind.comp != COMPRESSION_NONE)
+		b->env.stats->file_offset = 0;
+	else
+		b->env.stats->file_offset = b->jb.offset;
 	b->env.stats->file_records = b->jb.records;
 }
 
