@@ -270,8 +270,23 @@ def test_a_zstd_frame_with_a_window_past_the_bound_fails_its_file_alone(optix, d
     moved, err = failed(daemon, "a.ndjson.zst")
     assert moved
     assert re.match(r"the zstd frame at byte \d+ of the file needs a window of 128 MiB, more than the 8 MiB "
-                    r"dcsyncd allows", err["error"]), err
+                    r"zstd_window_max_mib allows \(compress without --long, or with --long=23 or less, or raise "
+                    r"the key\)$", err["error"]), err
     assert set(optix.records(UUID1)) == {f"1000{i}" for i in range(200)} | {f"2000{i}" for i in range(200)}
+
+
+def test_a_zstd_frame_with_a_long_window_goes_up_where_zstd_window_max_mib_allows_it(optix, daemon):
+    """Exporters that need --long: the connection's key raises the bound (and the memory it may cost)."""
+    daemon.write_config([daemon.connection(optix, rate_limit="off", zstd_window_max_mib=128)])
+    plain = "".join(json.dumps({"id": i}) + "\n" for i in range(200)).encode()
+    daemon.drop("products", "a.ndjson.zst", subprocess.run(["zstd", "-q", "-c", "--long=27"], input=plain,
+                                                          stdout=subprocess.PIPE, check=True).stdout)
+    daemon.drop("products", "b.ndjson.zst", subprocess.run(["zstd", "-q", "-c", "--long=28"], input=plain,
+                                                          stdout=subprocess.PIPE, check=True).stdout)
+    run_once(daemon, 1)
+    assert set(optix.records(UUID1)) == {str(i) for i in range(200)}
+    moved, err = failed(daemon, "b.ndjson.zst")
+    assert moved and "needs a window of 256 MiB, more than the 128 MiB zstd_window_max_mib allows" in err["error"], err
 
 
 def test_a_gz_corrupt_from_its_start_is_logged_once_with_the_real_error(optix, daemon):

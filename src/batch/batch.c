@@ -289,7 +289,7 @@ void batch_set_params(struct batch *b)
 	};
 	const struct read_opts read = {
 		.csv = &b->cfg->csv,
-		.max_record_bytes = b->cfg->max_record_bytes,
+		.limits = { b->cfg->max_record_bytes, b->cfg->zstd_window_max_mib },
 		.field_catalog = b->cfg->field_catalog,
 	};
 

@@ -257,6 +257,7 @@ int batch_take_file(struct batch *b, const struct spool_entry *e, struct member 
 /* After a restart the last acknowledged record is not in memory: find it before the resume point. */
 int batch_find_last_record(struct batch *b)
 {
+	const struct source_limits limits = { b->cfg->max_record_bytes, b->cfg->zstd_window_max_mib };
 	struct source *r = NULL;
 	struct ndjson_line ln;
 	char reason[256];
@@ -264,7 +265,7 @@ int batch_find_last_record(struct batch *b)
 
 	if (b->fd < 0)
 		return -ENOENT;
-	if ((rc = record_source_open(&r, b->fd, b->jb.name, &b->cfg->csv, 0, 1, b->cfg->max_record_bytes)) < 0) {
+	if ((rc = record_source_open(&r, b->fd, b->jb.name, &b->cfg->csv, 0, 1, &limits)) < 0) {
 		record_source_free(r);
 		return rc;
 	}

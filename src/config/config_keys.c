@@ -13,6 +13,7 @@
 
 #include "record/record_check.h"
 #include "record/record_csv.h"
+#include "record/record_decompress.h"
 
 int config_fail(struct parse_state *ps, int line, const char *key, const char *fmt, ...)
 {
@@ -349,6 +350,19 @@ static int set_proxy(struct parse_state *ps, const struct key *k, void *section,
 	return config_set_str(&c->proxy, value) < 0 ? -ENOMEM : 1;
 }
 
+/* A power of two: zstd's windows are, and the bound is given to it as a logarithm. */
+static int set_zstd_window(struct parse_state *ps, const struct key *k, void *section, const char *value)
+{
+	struct conn_config *c = section;
+	long long mib;
+
+	if (parse_ll(value, 1, DECOMPRESS_ZSTD_WINDOW_MIB_MAX, &mib) < 0 || (mib & (mib - 1)))
+		return config_fail(ps, ps->line, k->name, "must be a power of two from 1 to %d (MiB; zstd --long=N asks "
+				   "for 2^(N-20))", DECOMPRESS_ZSTD_WINDOW_MIB_MAX);
+	c->zstd_window_max_mib = (unsigned)mib;
+	return 1;
+}
+
 static int set_log_level(struct parse_state *ps, const struct key *k, void *section, const char *value)
 {
 	struct config *cfg = section;
@@ -404,6 +418,8 @@ static const struct key conn_keys[] = {
 	{ "required_fields", KEY_CUSTOM, KEY_LIST, .set = append_fields },
 	{ "max_record_bytes", KEY_INT, C(max_record_bytes), .min = 16, .max = 1 << 30, .def = "1048576" },
 	{ "rejected_max_bytes", KEY_INT, C(rejected_max_bytes), .min = 4096, .max = 1LL << 40, .def = "67108864" },
+	{ "rejected_max_lines", KEY_INT, C(rejected_max_lines), .min = 1, .max = 1LL << 40, .def = "100000" },
+	{ "zstd_window_max_mib", KEY_CUSTOM, .set = set_zstd_window, .def = STR(DECOMPRESS_ZSTD_WINDOW_MIB) },
 	{ "retry_initial_seconds", KEY_NUMBER, C(retry_initial_seconds), .min = 0.001, .max = 3600,
 	  .unit = " seconds", .def = "1" },
 	{ "retry_max_seconds", KEY_NUMBER, C(retry_max_seconds), .min = 0.001, .max = 86400, .unit = " seconds",
@@ -434,7 +450,7 @@ static const struct key conn_keys[] = {
 #define N_DAEMON_KEYS (sizeof(daemon_keys) / sizeof(daemon_keys[0]))
 #define N_CONN_KEYS (sizeof(conn_keys) / sizeof(conn_keys[0]))
 
-_Static_assert(N_CONN_KEYS <= 32, "conn_parse.seen is a 32-bit mask");
+_Static_assert(N_CONN_KEYS <= 64, "conn_parse.seen is a 64-bit mask");
 _Static_assert(N_DAEMON_KEYS <= 32, "parse_state.daemon_seen is a 32-bit mask");
 
 const struct key *config_keys(int section, size_t *n)
@@ -572,9 +588,9 @@ int config_set_conn_key(struct parse_state *ps, struct conn_config *c, struct co
 					   "a continuation line holds '=' (an indented key? remove the indentation)");
 		return set_value(ps, &conn_keys[i], c, cp, value);
 	}
-	if (cp->seen & (1u << i))
+	if (cp->seen & (1ull << i))
 		return config_fail(ps, ps->line, name, "given twice (first on line %d)", cp->seen_line[i]);
-	cp->seen |= 1u << i;
+	cp->seen |= 1ull << i;
 	cp->seen_line[i] = ps->line;
 	return set_value(ps, &conn_keys[i], c, cp, value);
 }
@@ -605,7 +621,7 @@ int config_conn_defaults(struct parse_state *ps, struct conn_config *c, struct c
 int config_conn_check_required(struct parse_state *ps, const struct conn_config *c, const struct conn_parse *cp)
 {
 	for (size_t i = 0; i < N_CONN_KEYS; i++)
-		if ((conn_keys[i].flags & KEY_REQUIRED) && !(cp->seen & (1u << i)))
+		if ((conn_keys[i].flags & KEY_REQUIRED) && !(cp->seen & (1ull << i)))
 			return config_fail(ps, c->line, conn_keys[i].name, "missing in [connection %s]", c->name);
 	return 1;
 }

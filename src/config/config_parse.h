@@ -29,8 +29,8 @@ struct secret_src {
 /* What config_load notes about one connection beside its struct conn_config, while reading it. */
 struct conn_parse {
 	struct secret_src api, brand;
-	unsigned seen;  /* bitmask of keys given (by index in the key table), to refuse duplicates and find missing ones */
-	int seen_line[32];
+	uint64_t seen;  /* bitmask of keys given (by index in the key table), to refuse duplicates and find missing ones */
+	int seen_line[64];
 };
 
 struct parse_state {

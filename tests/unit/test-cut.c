@@ -14,6 +14,7 @@
 
 #define UUID "5f0c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
 #define MAX_RECORD 4096
+static const struct source_limits LIMITS = { .max_record_bytes = MAX_RECORD };
 #define TAIL_RESERVE 128        /* cut.c keeps this much room for the body's closing envelope */
 
 static char *dir;
@@ -135,7 +136,7 @@ static void exact_multiples_end_without_empty_body(void)
 		struct record_body a, b;
 		int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-		if (record_source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 || record_check_new(&v, "id", NULL, 0) < 0 ||
+		if (record_source_open(&r, fd, "t.ndjson", NULL, 0, 1, &LIMITS) < 0 || record_check_new(&v, "id", NULL, 0) < 0 ||
 		    record_cut_body_init(&a, 5000) < 0 || record_cut_body_init(&b, 5000) < 0)
 			abort();
 		ok(record_cut_next(&a, &p, r, v, NULL, NULL) == 0 && record_cut_next(&b, &p, r, v, NULL, NULL) == 0 &&
@@ -317,7 +318,7 @@ static void cutting_again_gives_the_same_body(void)
 		struct source *r = NULL;
 		struct record_body again;
 
-		if (record_source_open(&r, fd, "t.ndjson", NULL, c[i].start_offset, c[i].start_line, MAX_RECORD) < 0 ||
+		if (record_source_open(&r, fd, "t.ndjson", NULL, c[i].start_offset, c[i].start_line, &LIMITS) < 0 ||
 		    record_cut_body_init(&again, p.max_records) < 0 || record_cut_next(&again, &p, r, v, NULL, NULL) < 0)
 			abort();
 		if (again.len != c[i].len || memcmp(again.body, c[i].body, again.len) ||
@@ -397,13 +398,13 @@ static void fill_from_two_files(void)
 	yajl_val root;
 	const char *dpath[] = { "data", NULL };
 
-	if (record_check_new(&v, "id", NULL, 0) < 0 || record_source_open(&r, fa, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 ||
+	if (record_check_new(&v, "id", NULL, 0) < 0 || record_source_open(&r, fa, "t.ndjson", NULL, 0, 1, &LIMITS) < 0 ||
 	    record_cut_body_init(&c, 5000) < 0 || record_cut_body_begin(&c) < 0)
 		abort();
 	c.member = 0;
 	is_int(record_cut_fill(&c, &p, r, v, NULL, NULL), CUT_FILL_EOF, "first file: filled to its end");
 	mark = record_cut_body_mark(&c);
-	record_source_open(&r, fb, "t.ndjson", NULL, 0, 1, MAX_RECORD);
+	record_source_open(&r, fb, "t.ndjson", NULL, 0, 1, &LIMITS);
 	c.member = 1;
 	is_int(record_cut_fill(&c, &p, r, v, NULL, NULL), CUT_FILL_EOF, "second file: filled to its end");
 	ok(c.n_records == 5 && c.rec_member[2] == 0 && c.rec_member[3] == 1 && c.rec_line[3] == 1,
