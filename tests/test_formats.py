@@ -338,6 +338,31 @@ def test_rejected_lines_past_rejected_max_bytes_are_counted_not_copied(optix, da
     assert set(optix.records(UUID1)) == {"1", "2"}
 
 
+def test_rejected_lines_past_rejected_max_lines_are_counted_not_copied_and_stay_so_after_a_restart(optix, daemon):
+    """Small bad lines pass no byte cap soon: rejected_max_lines bounds the entries too, over the
+    requests of a batch and over later drops of the name (counted again from the file at start)."""
+    daemon.write_config([daemon.connection(optix, rate_limit="off", batch_records=100, rejected_max_lines=250)])
+    lines = [json.dumps({"id": i}) if i % 2 else f"bad {i}" for i in range(2000)]
+    daemon.drop("products", "a.ndjson.gz", gzip.compress(("\n".join(lines) + "\n").encode()))
+
+    proc = run_once(daemon, 1)
+
+    rej = rejected(daemon, "a.ndjson.gz")
+    assert [e["line"] for e in rej[:-1]] == list(range(1, 501, 2)), [e["line"] for e in rej]
+    assert rej[-1]["line"] is None and "rejected_max_lines=250 reached" in rej[-1]["error"], rej[-1]
+    assert "1000 rejected" in proc.stdout, proc.stdout
+    assert daemon.log().count("its rejected lines reached rejected_max_lines=250") == 1
+    assert len(optix.records(UUID1)) == 1000
+
+    size = (daemon.spool("products") / "rejected" / "a.ndjson.gz.rejected.ndjson").stat().st_size
+    daemon.drop("products", "a.ndjson.gz", gzip.compress(b'{"id": 5000}\nbad again\n'))
+    proc = run_once(daemon, 1)
+    assert (daemon.spool("products") / "rejected" / "a.ndjson.gz.rejected.ndjson").stat().st_size == size
+    assert "1 rejected" in proc.stdout, proc.stdout
+    assert daemon.log().count("its rejected lines reached rejected_max_lines=250") == 1
+    assert "5000" in optix.records(UUID1)
+
+
 @pytest.mark.parametrize("max_record", [None, 4096], ids=["to-the-end", "past-max_record_bytes"])
 def test_a_stray_opening_quote_loses_only_its_line(optix, daemon, max_record):
     """`u1,"5 inch` in row 2 of 10,000: that line is rejected with its text, every other row goes

@@ -68,7 +68,7 @@ static int flush_current(struct batch *b)
 
 	batch_rejects_log(b, b->jb.name, body->rejected, rb);
 	b->env.stats->records_rejected += body->rejected;
-	return batch_rejects_flush(b, b->jb.name, rb);
+	return batch_rejects_flush(b, &b->members[0], rb);
 }
 
 /* The pipeline cut the body take_next_body waited for. */
@@ -229,13 +229,14 @@ static int server_refused(void *userdata, uint32_t member, uint64_t line, const 
 			  size_t len)
 {
 	struct batch *b = userdata;
-	const char *name = b->members[member].name;
+	struct member *m = &b->members[member];
+	const char *name = m->name;
 	struct record_rejects rb = { 0 };
 	int r;
 
 	batch_log(b, LOG_LVL_WARNING, -1, "%s: line %" PRIu64 " refused by the server: %s", name, line, reason);
 	if ((r = record_reject_add(&rb, line, reason, data, len)) == 0)
-		r = batch_rejects_flush(b, name, &rb);
+		r = batch_rejects_flush(b, m, &rb);
 	free(rb.buf);
 	return r;
 }
@@ -387,7 +388,7 @@ void batch_opened(struct batch *b)
 			b->pl.body[0].rejected += m->rejected;
 			batch_rejects_log(b, m->name, m->rejected, &m->rej);
 			b->env.stats->records_rejected += m->rejected;
-			if (batch_rejects_flush(b, m->name, &m->rej) < 0) {
+			if (batch_rejects_flush(b, m, &m->rej) < 0) {
 				batch_fail(b, 0, "cannot write rejected records", NULL);
 				return;
 			}
