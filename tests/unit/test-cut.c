@@ -8,6 +8,7 @@
 
 #include "record/record_cut.h"
 #include "record/record_ndjson.h"
+#include "record/record_reject.h"
 #include "cututil.h"
 #include "tap.h"
 #include "testutil.h"
@@ -429,6 +430,48 @@ static void fill_from_two_files(void)
 	free(tb.s);
 }
 
+/* One rejected entry of @data (NULL: too long to keep), parsed: its bytes in *@len. */
+static yajl_val reject_entry(const char *data, size_t n, size_t *len)
+{
+	struct record_rejects rb = { 0 };
+	char err[128];
+	yajl_val v;
+
+	if (record_reject_add(&rb, 7, "not JSON", data, n) < 0 || !rb.len || rb.buf[rb.len - 1] != '\n')
+		abort();
+	*len = rb.len;
+	rb.buf[rb.len - 1] = '\0';
+	v = yajl_tree_parse(rb.buf, err, sizeof(err));
+	free(rb.buf);
+	return v;
+}
+
+/* A compressed drop of bad lines must not grow past a bound in rejected/: no entry is more than
+ * twice its line (quotes and backslashes escape to two bytes) and a little. */
+static void each_rejected_entry_is_bounded(void)
+{
+	static const char *bytes_path[] = { "bytes", NULL }, *rec_path[] = { "record", NULL };
+	char *quotes = malloc(MAX_RECORD), *del = malloc(5000);
+	size_t len;
+	yajl_val v;
+
+	memset(quotes, '"', MAX_RECORD);
+	memset(del, 0x7f, 5000);
+	v = reject_entry(quotes, MAX_RECORD, &len);
+	ok(v && YAJL_IS_STRING(yajl_tree_get(v, rec_path, yajl_t_any)) && len <= 2 * MAX_RECORD + 128,
+	   "a line of quotes is kept whole, escaped: %zu bytes for %d", len, MAX_RECORD);
+	yajl_tree_free(v);
+	v = reject_entry(del, 5000, &len);
+	ok(v && len <= 256 * 6 + 128 && YAJL_GET_INTEGER(yajl_tree_get(v, bytes_path, yajl_t_number)) == 5000,
+	   "a line of DEL is cut to its first 256 bytes, with its length: %zu bytes", len);
+	yajl_tree_free(v);
+	v = reject_entry(NULL, 0, &len);
+	ok(v && YAJL_IS_NULL(yajl_tree_get(v, rec_path, yajl_t_any)) && len < 128, "a line too long to keep: null");
+	yajl_tree_free(v);
+	free(quotes);
+	free(del);
+}
+
 int main(void)
 {
 	dir = tmpdir_new("batch");
@@ -440,6 +483,7 @@ int main(void)
 	cutting_again_gives_the_same_body();
 	slices_halve_a_body();
 	fill_from_two_files();
+	each_rejected_entry_is_bounded();
 	tmpdir_remove(dir);
 	return done_testing();
 }
