@@ -759,6 +759,20 @@ def test_a_failed_file_whose_move_cannot_be_made_durable_keeps_its_batch_open(op
     assert (daemon.spool("products") / "failed" / "a.ndjson").exists()
 
 
+def test_a_batch_whose_move_into_work_cannot_be_made_durable_is_never_opened(optix, daemon):
+    """fsync of .work/ fails after the file was taken: no batch names a move a crash may undo, so
+    nothing is journaled or sent; the file goes to failed/ saying why."""
+    daemon.write_config([daemon.connection(optix)])
+    daemon.drop_generated("products", "a.ndjson", 10)
+    proc = daemon.run_once(env=fsync_failing("/products/.work"))
+    assert proc.returncode == 1, daemon.log()[-3000:]
+    assert optix.requests(UUID1) == []
+    moved, err = (daemon.spool("products") / "failed" / "a.ndjson").exists(), \
+        json.loads((daemon.spool("products") / "failed" / "a.ndjson.error.json").read_text())
+    assert moved and err["error"] == "cannot make its move into .work/ durable: Input/output error", err
+    assert "a.ndjson: failed for good: cannot make its move into .work/ durable" in daemon.log(), daemon.log()[-3000:]
+
+
 def test_drop_says_so_when_its_rename_cannot_be_made_durable(optix, daemon, tmp_path):
     """The directory's fsync after the rename fails: the exporter is told, not "done"."""
     daemon.write_config([daemon.connection(optix)])

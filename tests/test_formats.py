@@ -270,8 +270,23 @@ def test_a_zstd_frame_with_a_window_past_the_bound_fails_its_file_alone(optix, d
     moved, err = failed(daemon, "a.ndjson.zst")
     assert moved
     assert re.match(r"the zstd frame at byte \d+ of the file needs a window of 128 MiB, more than the 8 MiB "
-                    r"dcsyncd allows", err["error"]), err
+                    r"zstd_window_max_mib allows \(compress without --long, or with --long=23 or less, or raise "
+                    r"the key\)$", err["error"]), err
     assert set(optix.records(UUID1)) == {f"1000{i}" for i in range(200)} | {f"2000{i}" for i in range(200)}
+
+
+def test_a_zstd_frame_with_a_long_window_goes_up_where_zstd_window_max_mib_allows_it(optix, daemon):
+    """Exporters that need --long: the connection's key raises the bound (and the memory it may cost)."""
+    daemon.write_config([daemon.connection(optix, rate_limit="off", zstd_window_max_mib=128)])
+    plain = "".join(json.dumps({"id": i}) + "\n" for i in range(200)).encode()
+    daemon.drop("products", "a.ndjson.zst", subprocess.run(["zstd", "-q", "-c", "--long=27"], input=plain,
+                                                          stdout=subprocess.PIPE, check=True).stdout)
+    daemon.drop("products", "b.ndjson.zst", subprocess.run(["zstd", "-q", "-c", "--long=28"], input=plain,
+                                                          stdout=subprocess.PIPE, check=True).stdout)
+    run_once(daemon, 1)
+    assert set(optix.records(UUID1)) == {str(i) for i in range(200)}
+    moved, err = failed(daemon, "b.ndjson.zst")
+    assert moved and "needs a window of 256 MiB, more than the 128 MiB zstd_window_max_mib allows" in err["error"], err
 
 
 def test_a_gz_corrupt_from_its_start_is_logged_once_with_the_real_error(optix, daemon):
@@ -321,6 +336,31 @@ def test_rejected_lines_past_rejected_max_bytes_are_counted_not_copied(optix, da
     assert "5000 rejected" in proc.stdout, proc.stdout
     assert "a.ndjson.gz: its rejected lines reached rejected_max_bytes=4096" in daemon.log()
     assert set(optix.records(UUID1)) == {"1", "2"}
+
+
+def test_rejected_lines_past_rejected_max_lines_are_counted_not_copied_and_stay_so_after_a_restart(optix, daemon):
+    """Small bad lines pass no byte cap soon: rejected_max_lines bounds the entries too, over the
+    requests of a batch and over later drops of the name (counted again from the file at start)."""
+    daemon.write_config([daemon.connection(optix, rate_limit="off", batch_records=100, rejected_max_lines=250)])
+    lines = [json.dumps({"id": i}) if i % 2 else f"bad {i}" for i in range(2000)]
+    daemon.drop("products", "a.ndjson.gz", gzip.compress(("\n".join(lines) + "\n").encode()))
+
+    proc = run_once(daemon, 1)
+
+    rej = rejected(daemon, "a.ndjson.gz")
+    assert [e["line"] for e in rej[:-1]] == list(range(1, 501, 2)), [e["line"] for e in rej]
+    assert rej[-1]["line"] is None and "rejected_max_lines=250 reached" in rej[-1]["error"], rej[-1]
+    assert "1000 rejected" in proc.stdout, proc.stdout
+    assert daemon.log().count("its rejected lines reached rejected_max_lines=250") == 1
+    assert len(optix.records(UUID1)) == 1000
+
+    size = (daemon.spool("products") / "rejected" / "a.ndjson.gz.rejected.ndjson").stat().st_size
+    daemon.drop("products", "a.ndjson.gz", gzip.compress(b'{"id": 5000}\nbad again\n'))
+    proc = run_once(daemon, 1)
+    assert (daemon.spool("products") / "rejected" / "a.ndjson.gz.rejected.ndjson").stat().st_size == size
+    assert "1 rejected" in proc.stdout, proc.stdout
+    assert daemon.log().count("its rejected lines reached rejected_max_lines=250") == 1
+    assert "5000" in optix.records(UUID1)
 
 
 @pytest.mark.parametrize("max_record", [None, 4096], ids=["to-the-end", "past-max_record_bytes"])

@@ -8,6 +8,7 @@ sleeps to synchronise: tests wait on notify messages, the daemon's log, the fake
 or the metrics file, with timeouts.
 """
 
+import gzip
 import json
 import math
 import os
@@ -547,6 +548,28 @@ def test_status_during_an_upload_shows_the_batch_in_flight_with_its_progress(opt
     assert re.search(r"queued: +none", status_section(out, "products"))
     optix.configure(delay=0)
     optix.wait_records(UUID1, 5000)
+    assert daemon.stop() == 0
+
+
+def test_status_line_shows_a_compressed_files_progress_as_a_share_of_its_compressed_bytes(
+        optix, daemon, notify):
+    """The STATUS= line's percentage of a .gz in flight is the compressed bytes read over the
+    file's size: never the decompressed offset over it (which passes 100% at once)."""
+    optix.add_faults({"uuid": UUID1, "hold": True, "after": 2})     # request 3 stays in flight
+    daemon.write_config([daemon.connection(optix, rate_limit="off")])
+    pad = "x" * 200
+    data = gzip.compress("".join(json.dumps({"id": i, "pad": pad}) + "\n" for i in range(50000)).encode())
+    daemon.drop("products", "big.ndjson.gz", data)
+    start_ready(daemon, notify)
+    wait_for(lambda: optix.held() == 1, what="request 3 in flight", daemon=daemon)
+    since = notify.mark()
+    _, status = notify.wait("STATUS", r"products: big\.ndjson\.gz \d+%", since=since, daemon=daemon)
+    pct = int(re.search(r"products: big\.ndjson\.gz (\d+)%", status).group(1))
+    print(f"\n  STATUS={status} ({len(data)} bytes compressed)")
+    # Two requests of 5000 records acknowledged: 10000 of 50000 records (2.2 of 11 MB read).
+    assert 0 < pct < 100, status
+    optix.release()
+    optix.wait_records(UUID1, 50000, timeout=WAIT)
     assert daemon.stop() == 0
 
 

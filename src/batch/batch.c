@@ -68,7 +68,7 @@ static int flush_current(struct batch *b)
 
 	batch_rejects_log(b, b->jb.name, body->rejected, rb);
 	b->env.stats->records_rejected += body->rejected;
-	return batch_rejects_flush(b, b->jb.name, rb);
+	return batch_rejects_flush(b, &b->members[0], rb);
 }
 
 /* The pipeline cut the body take_next_body waited for. */
@@ -172,7 +172,8 @@ static void body_done(struct batch *b)
 	if (!b->jb.n_members)
 		b->jb.rejected_size = spool_work_rejected_size(b->env.wf, b->jb.name);
 	b->env.stats->file_records = b->jb.records;
-	b->env.stats->file_offset = b->jb.offset;
+	/* The file's own bytes, not the stream's: a compressed file's decompressed offset passes its size. */
+	b->env.stats->file_offset = ch->end_file_offset;
 	if (ch->last) {
 		b->jb.state = BATCH_COMPLETED;
 		if (state_journal_put(b->env.journal, &b->jb) < 0) {
@@ -228,13 +229,14 @@ static int server_refused(void *userdata, uint32_t member, uint64_t line, const 
 			  size_t len)
 {
 	struct batch *b = userdata;
-	const char *name = b->members[member].name;
+	struct member *m = &b->members[member];
+	const char *name = m->name;
 	struct record_rejects rb = { 0 };
 	int r;
 
 	batch_log(b, LOG_LVL_WARNING, -1, "%s: line %" PRIu64 " refused by the server: %s", name, line, reason);
 	if ((r = record_reject_add(&rb, line, reason, data, len)) == 0)
-		r = batch_rejects_flush(b, name, &rb);
+		r = batch_rejects_flush(b, m, &rb);
 	free(rb.buf);
 	return r;
 }
@@ -271,6 +273,7 @@ static void request_done(void *userdata)
 
 void batch_set_params(struct batch *b)
 {
+	struct source_kind kind;
 	const struct cut_params params = {
 		.batch_uuid = b->jb.uuid,
 		.ttl_seconds = b->cfg->ttl_seconds,
@@ -287,7 +290,7 @@ void batch_set_params(struct batch *b)
 	};
 	const struct read_opts read = {
 		.csv = &b->cfg->csv,
-		.max_record_bytes = b->cfg->max_record_bytes,
+		.limits = { b->cfg->max_record_bytes, b->cfg->zstd_window_max_mib },
 		.field_catalog = b->cfg->field_catalog,
 	};
 
@@ -300,7 +303,11 @@ void batch_set_params(struct batch *b)
 	else
 		snprintf(b->env.stats->file, sizeof(b->env.stats->file), "%s", b->jb.name);
 	b->env.stats->file_size = b->jb.ident.size;
-	b->env.stats->file_offset = b->jb.offset;
+	/* A resumed compressed file is read again from its start: its share is known at the next acknowledgement. */
+	if (record_source_kind_of(b->jb.name, &kind) == 0 && kind.comp != COMPRESSION_NONE)
+		b->env.stats->file_offset = 0;
+	else
+		b->env.stats->file_offset = b->jb.offset;
 	b->env.stats->file_records = b->jb.records;
 }
 
@@ -382,7 +389,7 @@ void batch_opened(struct batch *b)
 			b->pl.body[0].rejected += m->rejected;
 			batch_rejects_log(b, m->name, m->rejected, &m->rej);
 			b->env.stats->records_rejected += m->rejected;
-			if (batch_rejects_flush(b, m->name, &m->rej) < 0) {
+			if (batch_rejects_flush(b, m, &m->rej) < 0) {
 				batch_fail(b, 0, "cannot write rejected records", NULL);
 				return;
 			}

@@ -39,6 +39,8 @@ struct member {
 	char name[256];
 	struct file_identity ident;
 	uint64_t rejected_size;         /* its rejected file's size when the batch opened */
+	uint64_t rejected_lines;        /* entries of its rejected file when it had rejected_counted_size bytes */
+	uint64_t rejected_counted_size; /* 0 and 0 for a file taken anew (true of a file of 0 bytes): counted again */
 	uint64_t rejected;              /* lines rejected locally */
 	struct record_rejects rej;              /* those lines, written once the batch is durable (last member) */
 	bool trusted;                   /* nobody had it open when taken (a lease or inotify said so) */

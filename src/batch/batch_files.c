@@ -88,60 +88,104 @@ int batch_done_dir(struct batch *b)
 /* Room kept under rejected_max_bytes for the closing entry (config_keys: the cap is at least 4096). */
 #define REJECTED_CLOSING_ROOM 256
 
-/* The buffer cut at keep for rejected_max_bytes, and the closing entry, padded with blanks so the
- * file ends at the cap exactly: a later flush (also after a restart) sees it closed by its size alone. */
-static int capped(struct batch *b, const char *name, struct record_rejects *rb, size_t keep, uint64_t have, uint64_t cap)
+/*
+ * The buffer cut at keep, and the closing entry naming the cap reached. Past rejected_max_bytes
+ * it is padded with blanks so the file ends at the cap exactly; past rejected_max_lines it is
+ * the entry after the last allowed one: either way a later flush (also after a restart) sees the
+ * file closed by its size or its count alone.
+ */
+static int capped(struct batch *b, const char *name, struct record_rejects *rb, size_t keep, uint64_t have,
+		  bool by_lines)
 {
+	const char *key = by_lines ? "rejected_max_lines" : "rejected_max_bytes";
+	uint64_t cap = by_lines ? b->cfg->rejected_max_lines : b->cfg->rejected_max_bytes;
 	char end[REJECTED_CLOSING_ROOM];
-	int n = snprintf(end, sizeof(end), "{\"line\":null,\"error\":\"rejected_max_bytes=%" PRIu64 " reached: further "
-			 "rejected lines of this file are counted, not copied\",\"record\":null}", cap);
+	int n = snprintf(end, sizeof(end), "{\"line\":null,\"error\":\"%s=%" PRIu64 " reached: further "
+			 "rejected lines of this file are counted, not copied\",\"record\":null}", key, cap);
 	int r;
 
-	batch_log(b, LOG_LVL_WARNING, -1, "%s: its rejected lines reached rejected_max_bytes=%" PRIu64 ": further ones "
-		  "are counted, not copied", name, cap);
+	batch_log(b, LOG_LVL_WARNING, -1, "%s: its rejected lines reached %s=%" PRIu64 ": further ones "
+		  "are counted, not copied", name, key, cap);
 	rb->len = keep;
 	if ((r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, end, (size_t)n)) < 0)
 		return r;
-	while (r == 0 && have + rb->len < cap - 1)
+	while (r == 0 && !by_lines && have + rb->len < b->cfg->rejected_max_bytes - 1)
 		r = jsonstr_raw(&rb->buf, &rb->len, &rb->cap, " ", 1);
 	return r < 0 ? r : jsonstr_raw(&rb->buf, &rb->len, &rb->cap, "\n", 1);
 }
 
+/*
+ * The size and entries of @m's rejected file: counted from the file when it is not the size it had
+ * after our last append (a restart, a truncation on resume, an earlier drop of the same name), so a
+ * file is read at most once a batch, up to rejected_max_bytes.
+ */
+static int rejected_count(struct batch *b, struct member *m, uint64_t *have, uint64_t *lines)
+{
+	int r;
+
+	*have = spool_work_rejected_size(b->env.wf, m->name);
+	if (*have == m->rejected_counted_size) {
+		*lines = m->rejected_lines;
+		return 0;
+	}
+	if ((r = spool_work_rejected_lines(b->env.wf, m->name, have, lines)) < 0)
+		return r;
+	m->rejected_counted_size = *have;
+	m->rejected_lines = *lines;
+	return 0;
+}
+
 /* Append a buffer of rejected lines to <name>.rejected.ndjson, once the batch holding them is durable. */
-int batch_rejects_flush(struct batch *b, const char *name, struct record_rejects *rb)
+int batch_rejects_flush(struct batch *b, struct member *m, struct record_rejects *rb)
 {
 	char rn[LAYOUT_NAME_MAX + 1], what[PATH_MAX];
-	bool fixed, replaced;
-	size_t keep = rb->len;
-	uint64_t have, cap = b->cfg->rejected_max_bytes;
+	const char *name = m->name;
+	bool fixed = false, replaced = false, by_lines = false, closing;
+	size_t keep = 0, entries = 0;
+	const char *nl;
+	uint64_t have, lines, room, max_lines = b->cfg->rejected_max_lines;
 	int r;
 
 	if (!rb->len)
 		return 0;
-	/* One file may not fill the spool's disk through rejected/: past the cap, whole entries only,
-	 * then one closing entry; later lines are counted (in the log and totals), not copied. */
-	have = spool_work_rejected_size(b->env.wf, name);
-	if (have > cap - REJECTED_CLOSING_ROOM) {
-		keep = 0;               /* closed already: only the closing entry passes cap - room */
-	} else if (have + rb->len > cap - REJECTED_CLOSING_ROOM) {
-		while (keep && (have + keep > cap - REJECTED_CLOSING_ROOM || rb->buf[keep - 1] != '\n'))
-			keep--;
+	if ((r = rejected_count(b, m, &have, &lines)) < 0)
+		goto out;
+	/* One file may not fill the spool's disk through rejected/: past either cap, whole entries
+	 * only, then one closing entry; later lines are counted (in the log and totals), not copied.
+	 * Closed already: past cap - room in bytes, or the closing entry after max_lines. */
+	room = have > b->cfg->rejected_max_bytes - REJECTED_CLOSING_ROOM || lines > max_lines ? 0 :
+	       b->cfg->rejected_max_bytes - REJECTED_CLOSING_ROOM - have;
+	for (const char *p = rb->buf; room && (nl = memchr(p, '\n', rb->len - (size_t)(p - rb->buf))); p = nl + 1) {
+		if ((size_t)(nl + 1 - rb->buf) > room)
+			break;
+		if (lines + entries == max_lines) {
+			by_lines = true;
+			break;
+		}
+		entries++;
+		keep = (size_t)(nl + 1 - rb->buf);
 	}
-	r = 0;
-	if (keep < rb->len && have <= cap - REJECTED_CLOSING_ROOM) {
-		r = capped(b, name, rb, keep, have, cap);
-		keep = rb->len;
-	}
-	if (keep && !r)
-		r = spool_work_rejected_append(b->env.wf, name, rb->buf, keep, &fixed, &replaced);
+	closing = keep < rb->len && room;
+	if (closing)
+		r = capped(b, name, rb, keep, have, by_lines);
 	else
-		fixed = replaced = false;
+		rb->len = keep;
+	if (r == 0 && rb->len)
+		r = spool_work_rejected_append(b->env.wf, name, rb->buf, rb->len, &fixed, &replaced);
+	if (r == 0) {
+		/* Ours now, as counted: the next flush of this file need not read it. */
+		m->rejected_counted_size = (replaced ? 0 : have) + rb->len;
+		m->rejected_lines = (replaced ? 0 : lines) + entries + closing;
+	} else {
+		m->rejected_counted_size = UINT64_MAX;
+	}
 	snprintf(what, sizeof(what), "%s/rejected", b->env.wf->dir);
 	(void)batch_said_fixed(b, 0, fixed, what);
 	spool_work_rejected_name(name, rn);
 	if (replaced)
 		batch_log(b, LOG_LVL_WARNING, -1, "%s/rejected/%s was not a file dcsyncd made (a link or another user's "
 			 "file): removed, never written through", b->env.wf->dir, rn);
+out:
 	if (r < 0)
 		batch_log(b, LOG_LVL_ERROR, -1, "%s: cannot write rejected records to %s/rejected/: %s", name, b->env.wf->dir,
 			 strerror(-r));
@@ -257,6 +301,7 @@ int batch_take_file(struct batch *b, const struct spool_entry *e, struct member 
 /* After a restart the last acknowledged record is not in memory: find it before the resume point. */
 int batch_find_last_record(struct batch *b)
 {
+	const struct source_limits limits = { b->cfg->max_record_bytes, b->cfg->zstd_window_max_mib };
 	struct source *r = NULL;
 	struct ndjson_line ln;
 	char reason[256];
@@ -264,7 +309,7 @@ int batch_find_last_record(struct batch *b)
 
 	if (b->fd < 0)
 		return -ENOENT;
-	if ((rc = record_source_open(&r, b->fd, b->jb.name, &b->cfg->csv, 0, 1, b->cfg->max_record_bytes)) < 0) {
+	if ((rc = record_source_open(&r, b->fd, b->jb.name, &b->cfg->csv, 0, 1, &limits)) < 0) {
 		record_source_free(r);
 		return rc;
 	}

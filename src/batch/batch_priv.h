@@ -70,7 +70,7 @@ int batch_workdir(struct batch *b);
 int batch_done_dir(struct batch *b);
 /* Rejected lines: logged once per range, appended to rejected/<name>.rejected.ndjson once durable. */
 void batch_rejects_log(struct batch *b, const char *name, uint64_t n, const struct record_rejects *rb);
-int batch_rejects_flush(struct batch *b, const char *name, struct record_rejects *rb);
+int batch_rejects_flush(struct batch *b, struct member *m, struct record_rejects *rb);
 /* failed/<name>.error.json beside a failed file: written atomically, never through a link; logged if it cannot be. */
 int batch_error_json(struct batch *b, int failedfd, const char *name, const char *failed_name, long status,
 		     const char *why, const char *response);

@@ -164,6 +164,7 @@ int batch_resume(struct batch *b, const struct journal_batch *from, const struct
 		m = &b->members[b->n_members++];
 		m->rej.len = 0;
 		m->rejected = 0;
+		m->rejected_lines = m->rejected_counted_size = 0;       /* counted again unless it has no rejected file */
 		if (from->n_members) {
 			m->fid = jm[i].file_id;
 			m->ident = jm[i].ident;

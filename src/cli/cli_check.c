@@ -106,7 +106,8 @@ static int check_file(const struct conn_config *cc, const char *path, struct sou
 		res->failed = strdup(strerror(-r));
 		goto out;
 	}
-	r = record_source_open(src, fd, base, &cc->csv, 0, 1, cc->max_record_bytes);
+	r = record_source_open(src, fd, base, &cc->csv, 0, 1,
+			       &(const struct source_limits){ cc->max_record_bytes, cc->zstd_window_max_mib });
 	while (r >= 0) {
 		r = record_cut_next(body, &params, *src, v, on_reject, res);
 		if (r < 0)

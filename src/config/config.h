@@ -54,6 +54,8 @@ struct conn_config {
 	size_t n_required_fields;
 	size_t max_record_bytes;
 	size_t rejected_max_bytes;        /* what one file may write to rejected/; past it, counted only */
+	uint64_t rejected_max_lines;      /* the same in entries */
+	unsigned zstd_window_max_mib;     /* the largest zstd window a drop may ask for (a power of two) */
 	unsigned max_depth;               /* records nested deeper are rejected locally */
 	double retry_initial_seconds;
 	double retry_max_seconds;

@@ -13,6 +13,7 @@
 
 #include "record/record_check.h"
 #include "record/record_csv.h"
+#include "record/record_decompress.h"
 
 int config_fail(struct parse_state *ps, int line, const char *key, const char *fmt, ...)
 {
@@ -349,6 +350,19 @@ static int set_proxy(struct parse_state *ps, const struct key *k, void *section,
 	return config_set_str(&c->proxy, value) < 0 ? -ENOMEM : 1;
 }
 
+/* A power of two: zstd's windows are, and the bound is given to it as a logarithm. */
+static int set_zstd_window(struct parse_state *ps, const struct key *k, void *section, const char *value)
+{
+	struct conn_config *c = section;
+	long long mib;
+
+	if (parse_ll(value, 1, DECOMPRESS_ZSTD_WINDOW_MIB_MAX, &mib) < 0 || (mib & (mib - 1)))
+		return config_fail(ps, ps->line, k->name, "must be a power of two from 1 to %d (MiB; zstd --long=N asks "
+				   "for 2^(N-20))", DECOMPRESS_ZSTD_WINDOW_MIB_MAX);
+	c->zstd_window_max_mib = (unsigned)mib;
+	return 1;
+}
+
 static int set_log_level(struct parse_state *ps, const struct key *k, void *section, const char *value)
 {
 	struct config *cfg = section;
@@ -404,6 +418,8 @@ static const struct key conn_keys[] = {
 	{ "required_fields", KEY_CUSTOM, KEY_LIST, .set = append_fields },
 	{ "max_record_bytes", KEY_INT, C(max_record_bytes), .min = 16, .max = 1 << 30, .def = "1048576" },
 	{ "rejected_max_bytes", KEY_INT, C(rejected_max_bytes), .min = 4096, .max = 1LL << 40, .def = "67108864" },
+	{ "rejected_max_lines", KEY_INT, C(rejected_max_lines), .min = 1, .max = 1LL << 40, .def = "100000" },
+	{ "zstd_window_max_mib", KEY_CUSTOM, .set = set_zstd_window, .def = STR(DECOMPRESS_ZSTD_WINDOW_MIB) },
 	{ "retry_initial_seconds", KEY_NUMBER, C(retry_initial_seconds), .min = 0.001, .max = 3600,
 	  .unit = " seconds", .def = "1" },
 	{ "retry_max_seconds", KEY_NUMBER, C(retry_max_seconds), .min = 0.001, .max = 86400, .unit = " seconds",

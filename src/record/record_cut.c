@@ -114,7 +114,7 @@ struct body_mark record_cut_body_mark(const struct record_body *c)
 {
 	return (struct body_mark){
 		.len = c->len, .n_records = c->n_records,
-		.start_offset = c->start_offset, .end_offset = c->end_offset,
+		.start_offset = c->start_offset, .end_offset = c->end_offset, .end_file_offset = c->end_file_offset,
 		.start_line = c->start_line, .end_line = c->end_line, .rejected = c->rejected,
 	};
 }
@@ -125,6 +125,7 @@ void record_cut_body_rollback(struct record_body *c, const struct body_mark *m)
 	c->n_records = m->n_records;
 	c->start_offset = m->start_offset;
 	c->end_offset = m->end_offset;
+	c->end_file_offset = m->end_file_offset;
 	c->start_line = m->start_line;
 	c->end_line = m->end_line;
 	c->rejected = m->rejected;
@@ -138,6 +139,7 @@ int record_cut_fill(struct record_body *c, const struct cut_params *p, struct so
 	int rc;
 
 	c->start_offset = c->end_offset = record_source_offset(r);
+	c->end_file_offset = record_source_file_offset(r);
 	c->start_line = c->end_line = record_source_lineno(r);
 	c->rejected = 0;
 	for (;;) {
@@ -168,6 +170,7 @@ int record_cut_fill(struct record_body *c, const struct cut_params *p, struct so
 		if (rc == -EINVAL) {
 			c->rejected++;
 			c->end_offset = ln.end_offset;
+			c->end_file_offset = record_source_file_offset(r);
 			c->end_line = ln.lineno + 1;
 			rc = reject ? reject(userdata, ln.lineno, reason, ln.data, ln.len) : 0;
 			if (rc < 0)
@@ -181,6 +184,7 @@ int record_cut_fill(struct record_body *c, const struct cut_params *p, struct so
 		if ((rc = add_record(c, ln.data, ln.len, ln.lineno)) < 0)
 			return rc;
 		c->end_offset = ln.end_offset;
+		c->end_file_offset = record_source_file_offset(r);
 		c->end_line = ln.lineno + 1;
 	}
 }

@@ -38,6 +38,8 @@ struct record_body {
 	uint32_t member;        /* stamped on the records added next */
 	off_t start_offset;     /* file range this request covers (incl. rejected lines) */
 	off_t end_offset;
+	uint64_t end_file_offset;       /* bytes of the file itself read to reach end_offset: for a compressed
+					 * file what the decompressor consumed, never past the file's size */
 	uint64_t start_line;    /* number of the first line of the range */
 	uint64_t end_line;      /* number the next range starts with */
 	uint64_t rejected;      /* lines of the range rejected locally */
@@ -85,6 +87,7 @@ struct body_mark {
 	size_t len;
 	uint32_t n_records;
 	off_t start_offset, end_offset;
+	uint64_t end_file_offset;
 	uint64_t start_line, end_line;
 	uint64_t rejected;
 };

@@ -16,9 +16,6 @@
 
 #define IN_BLOCK (128 * 1024)
 #define SKIP_BLOCK (64 * 1024)
-/* 2^23 = 8 MiB: zstd levels 1-19 without --long never ask for more, and it is what the decoder holds
- * per connection; libzstd's own limit (2^27 = 128 MiB) would let one drop decide the daemon's memory. */
-#define ZSTD_WINDOW_LOG_MAX 23
 
 struct record_stream {
 	int fd;
@@ -35,6 +32,7 @@ struct record_stream {
 	ZSTD_DStream *zd;
 	bool member_open;       /* a gzip member / zstd frame started and not ended */
 	bool any_member;        /* one ended: a file without any is not a compressed file */
+	unsigned window_log;    /* zstd: the largest window a frame may ask for, 2^window_log bytes */
 	char err[384];
 };
 
@@ -50,8 +48,21 @@ int record_decompress_new(struct record_stream **out)
 	if (!s)
 		return -ENOMEM;
 	s->fd = -1;
+	record_decompress_limit_window(s, 0);
 	*out = s;
 	return 0;
+}
+
+void record_decompress_limit_window(struct record_stream *s, unsigned mib)
+{
+	unsigned log = 20;
+
+	/* libzstd's own limit (2^27 = 128 MiB) would let one drop decide the daemon's memory. */
+	if (!mib || mib > DECOMPRESS_ZSTD_WINDOW_MIB_MAX)
+		mib = DECOMPRESS_ZSTD_WINDOW_MIB;
+	while ((1U << (log - 20)) < mib)
+		log++;
+	s->window_log = log;
 }
 
 void record_decompress_free(struct record_stream *s)
@@ -102,7 +113,7 @@ int record_decompress_open(struct record_stream *s, int fd, enum compression com
 	if (!s->zd && !(s->zd = ZSTD_createDStream()))
 		return -ENOMEM;
 	if (ZSTD_isError(ZSTD_initDStream(s->zd)) ||
-	    ZSTD_isError(ZSTD_DCtx_setParameter(s->zd, ZSTD_d_windowLogMax, ZSTD_WINDOW_LOG_MAX)))
+	    ZSTD_isError(ZSTD_DCtx_setParameter(s->zd, ZSTD_d_windowLogMax, (int)s->window_log)))
 		return -ENOMEM;
 	return 0;
 }
@@ -177,12 +188,13 @@ static ssize_t window_fault(struct record_stream *s, const unsigned char *from, 
 		mib = (h.windowSize + (1ULL << 20) - 1) >> 20;
 	if (mib)
 		snprintf(s->err, sizeof(s->err), "the zstd frame at byte %" PRIu64 " of the file needs a window of %llu "
-			 "MiB, more than the %u MiB dcsyncd allows (compress without --long, or with --long=%u or less)",
-			 record_decompress_file_offset(s), mib, 1U << (ZSTD_WINDOW_LOG_MAX - 20), ZSTD_WINDOW_LOG_MAX);
+			 "MiB, more than the %u MiB zstd_window_max_mib allows (compress without --long, or with "
+			 "--long=%u or less, or raise the key)", record_decompress_file_offset(s), mib,
+			 1U << (s->window_log - 20), s->window_log);
 	else
 		snprintf(s->err, sizeof(s->err), "a zstd frame in the file needs a window of more than the %u MiB "
-			 "dcsyncd allows (compress without --long, or with --long=%u or less)",
-			 1U << (ZSTD_WINDOW_LOG_MAX - 20), ZSTD_WINDOW_LOG_MAX);
+			 "zstd_window_max_mib allows (compress without --long, or with --long=%u or less, or raise the key)",
+			 1U << (s->window_log - 20), s->window_log);
 	return -EBADMSG;
 }
 

@@ -21,7 +21,20 @@ enum compression {
 
 struct record_stream;
 
+/* The largest zstd window (MiB) a file may ask for unless told otherwise: zstd levels 1-19 without
+ * --long never ask for more, and it is what the decoder may hold per connection. */
+#define DECOMPRESS_ZSTD_WINDOW_MIB 8
+/* The most libzstd decodes at all (2^31 bytes, ZSTD_WINDOWLOG_MAX_64). */
+#define DECOMPRESS_ZSTD_WINDOW_MIB_MAX 2048
+
 int record_decompress_new(struct record_stream **out);
+/*
+ * From the next open on, a zstd frame asking for a window over @mib MiB (a power of two up to
+ * DECOMPRESS_ZSTD_WINDOW_MIB_MAX; 0: DECOMPRESS_ZSTD_WINDOW_MIB) fails the file, and
+ * record_decompress_error names the window and the key that raises it (zstd_window_max_mib):
+ * one drop must not decide the daemon's memory.
+ */
+void record_decompress_limit_window(struct record_stream *s, unsigned mib);
 void record_decompress_free(struct record_stream *s);
 /* Read @fd from its start (0) through @comp; the stream's bytes are numbered from 0. */
 int record_decompress_open(struct record_stream *s, int fd, enum compression comp);

@@ -73,7 +73,7 @@ void record_pipeline_wait(struct pipeline *p)
 int record_pipeline_read_at(struct pipeline *p, int fd, const char *name, uint64_t offset, uint64_t lineno)
 {
 	/* One reader, and its buffer, serves every file of the connection. */
-	return record_source_open(&p->reader, fd, name, p->read.csv, (off_t)offset, lineno, p->read.max_record_bytes);
+	return record_source_open(&p->reader, fd, name, p->read.csv, (off_t)offset, lineno, &p->read.limits);
 }
 
 const char *record_pipeline_read_error(const struct pipeline *p, const char *fallback)

@@ -32,7 +32,7 @@ struct pipeline_ops {
 /* How the batch's file is read: a connection's keys, handed down at start. */
 struct read_opts {
 	const struct csv_options *csv;  /* borrowed with the batch */
-	size_t max_record_bytes;
+	struct source_limits limits;
 	bool field_catalog;             /* note each body's field names */
 };
 

@@ -12,7 +12,7 @@ struct source {
 	int fd;
 	dev_t dev;
 	ino_t ino;
-	size_t max_record;
+	struct source_limits limits;
 	struct record_stream *in;
 	struct ndjson_reader *nd;
 	struct csv_reader *csv;
@@ -65,7 +65,7 @@ void record_source_free(struct source *s)
 	free(s);
 }
 
-static int make(struct source **sp, size_t max_record_bytes)
+static int make(struct source **sp, const struct source_limits *limits)
 {
 	struct source *s = calloc(1, sizeof(*s));
 	int r;
@@ -73,12 +73,14 @@ static int make(struct source **sp, size_t max_record_bytes)
 	if (!s)
 		return -ENOMEM;
 	s->fd = -1;
-	s->max_record = max_record_bytes;
+	s->limits = *limits;
 	/* The CSV reader's buffer is made with the first CSV file: an NDJSON connection holds one buffer. */
-	if ((r = record_decompress_new(&s->in)) < 0 || (r = record_ndjson_reader_new(&s->nd, -1, 0, 1, max_record_bytes)) < 0) {
+	if ((r = record_decompress_new(&s->in)) < 0 ||
+	    (r = record_ndjson_reader_new(&s->nd, -1, 0, 1, limits->max_record_bytes)) < 0) {
 		record_source_free(s);
 		return r;
 	}
+	record_decompress_limit_window(s->in, limits->zstd_window_mib);
 	*sp = s;
 	return 0;
 }
@@ -111,7 +113,7 @@ static bool reading_on(const struct source *s, int fd, const struct stat *st, of
 }
 
 int record_source_open(struct source **sp, int fd, const char *name, const struct csv_options *csv, off_t offset,
-		uint64_t lineno, size_t max_record_bytes)
+		uint64_t lineno, const struct source_limits *limits)
 {
 	struct source *s = *sp;
 	struct source_kind kind;
@@ -119,11 +121,12 @@ int record_source_open(struct source **sp, int fd, const char *name, const struc
 	char delim;
 	int r;
 
-	if (s && s->max_record != max_record_bytes) {
+	if (s && (s->limits.max_record_bytes != limits->max_record_bytes ||
+		  s->limits.zstd_window_mib != limits->zstd_window_mib)) {
 		record_source_free(s);
 		*sp = s = NULL;
 	}
-	if (!s && (r = make(sp, max_record_bytes)) < 0)
+	if (!s && (r = make(sp, limits)) < 0)
 		return r;
 	s = *sp;
 	if (record_source_kind_of(name, &kind) < 0)
@@ -161,7 +164,7 @@ int record_source_open(struct source **sp, int fd, const char *name, const struc
 	}
 	if (!csv)
 		csv = &no_csv_options;
-	if (!s->csv && (r = record_csv_reader_new(&s->csv, max_record_bytes)) < 0)
+	if (!s->csv && (r = record_csv_reader_new(&s->csv, limits->max_record_bytes)) < 0)
 		return failed(s, r);
 	delim = csv && csv->delimiter ? csv->delimiter : kind.format == SOURCE_TSV ? '\t' : ',';
 	if ((r = record_csv_reader_open(s->csv, s->in, delim, csv, offset, lineno)) < 0)

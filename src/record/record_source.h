@@ -34,15 +34,21 @@ int record_source_kind_of(const char *name, struct source_kind *out);
 
 struct source;
 
+/* What reading one drop may cost: a connection's keys, handed down at start. */
+struct source_limits {
+	size_t max_record_bytes;        /* a longer line is rejected without being held */
+	unsigned zstd_window_mib;       /* a zstd frame asking for more fails the file; 0: DECOMPRESS_ZSTD_WINDOW_MIB */
+};
+
 /*
- * Point *@sp (made when NULL, or made anew for another @max_record_bytes) at @fd, read as its
+ * Point *@sp (made when NULL, or made anew for other @limits) at @fd, read as its
  * @name says, at @offset with line @lineno. Offsets are those of the file's decompressed bytes:
  * a compressed file is entered in the middle by decompressing it from its start again; a CSV
  * file's header is read again first. -EBADMSG with record_source_error when the file cannot be read as
  * its name says (a header without the primary key, corrupt compressed data...).
  */
 int record_source_open(struct source **sp, int fd, const char *name, const struct csv_options *csv, off_t offset,
-		uint64_t lineno, size_t max_record_bytes);
+		uint64_t lineno, const struct source_limits *limits);
 void record_source_free(struct source *s);
 /* As record_ndjson_reader_next; a CSV row that cannot be a record comes with line->error set. */
 int record_source_next(struct source *s, struct ndjson_line *line);

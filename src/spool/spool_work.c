@@ -246,6 +246,49 @@ uint64_t spool_work_rejected_size(struct workfiles *w, const char *name)
 	return size;
 }
 
+int spool_work_rejected_lines(struct workfiles *w, const char *name, uint64_t *size, uint64_t *lines)
+{
+	char rn[LAYOUT_NAME_MAX + 1], buf[64 * 1024];
+	struct stat st;
+	uint64_t left;
+	bool fixed;
+	int dfd, fd = -1, r = 0;
+
+	*size = *lines = 0;
+	if ((dfd = spool_work_subdir(w, "rejected", false, &fixed)) < 0)
+		return dfd == -ENOENT ? 0 : dfd;
+	spool_work_rejected_name(name, rn);
+	fd = fileio_open_own(dfd, rn, O_RDONLY);
+	if (fd < 0) {
+		r = fd == -ENOENT || fd == -EPERM ? 0 : fd;
+		goto out;
+	}
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		goto out;
+	}
+	/* To the size seen: lines appended meanwhile are not ours to count twice. */
+	for (left = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0; left;) {
+		ssize_t n = read(fd, buf, left < sizeof(buf) ? (size_t)left : sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : 0;
+			break;
+		}
+		for (const char *p = buf; (p = memchr(p, '\n', (size_t)(buf + n - p))); p++)
+			++*lines;
+		left -= (uint64_t)n;
+		*size += (uint64_t)n;
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	close(dfd);
+	return r;
+}
+
 int spool_work_rejected_truncate(struct workfiles *w, const char *name, uint64_t size)
 {
 	char rn[LAYOUT_NAME_MAX + 1];

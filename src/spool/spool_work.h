@@ -60,6 +60,12 @@ int spool_work_reopen(struct workfiles *w, uint64_t fid, const char *name, const
 bool spool_work_holds(int dirfd, uint64_t fid, const char *name, const struct file_identity *id, bool copied_ok);
 
 uint64_t spool_work_rejected_size(struct workfiles *w, const char *name);
+/*
+ * Count the entries (lines) of rejected/<name>.rejected.ndjson and give its *@size with them, read to
+ * that size through a descriptor that follows no link: 0 with both 0 when it is missing or not
+ * dcsyncd's (the next append replaces it), or -errno.
+ */
+int spool_work_rejected_lines(struct workfiles *w, const char *name, uint64_t *size, uint64_t *lines);
 /* Cut rejected/<name>.rejected.ndjson back to @size (lines written again on the way are not doubled). */
 int spool_work_rejected_truncate(struct workfiles *w, const char *name, uint64_t size);
 /* Append to it; *@replaced when something not dcsyncd's was there and was removed first. */

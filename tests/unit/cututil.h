@@ -22,7 +22,7 @@ static inline size_t cut_file_into(const char *path, const struct cut_params *p,
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	size_t n = 0;
 
-	if (fd < 0 || record_source_open(&r, fd, "t.ndjson", NULL, 0, 1, max_record) < 0 ||
+	if (fd < 0 || record_source_open(&r, fd, "t.ndjson", NULL, 0, 1, &(const struct source_limits){ max_record, 0 }) < 0 ||
 	    record_check_new(&v, "id", NULL, 0) < 0)
 		abort();
 	while (n < max) {

@@ -153,6 +153,12 @@ static const struct refusal refusals[] = {
 	{ "max_depth 1001", DAEMON CONN("shop", UUID1) "max_depth = 1001\n", 9, "max_depth", "must be between 1 and 1000" },
 	{ "max_depth not a number", DAEMON CONN("shop", UUID1) "max_depth = deep\n", 9, "max_depth",
 	  "must be between 1 and 1000" },
+	{ "zstd_window_max_mib not a power of two", DAEMON CONN("shop", UUID1) "zstd_window_max_mib = 12\n", 9,
+	  "zstd_window_max_mib", "must be a power of two from 1 to 2048" },
+	{ "zstd_window_max_mib past zstd's 2 GiB", DAEMON CONN("shop", UUID1) "zstd_window_max_mib = 4096\n", 9,
+	  "zstd_window_max_mib", "must be a power of two from 1 to 2048" },
+	{ "rejected_max_lines 0", DAEMON CONN("shop", UUID1) "rejected_max_lines = 0\n", 9, "rejected_max_lines",
+	  "must be between 1 and" },
 	{ "inline api_key with a control character", DAEMON "[connection shop]\nuuid = " UUID1
 	  "\nprimary_key = id\napi_key = k\x01y\nbrand_key = b\n", 7, "api_key", "control character" },
 	{ "inline brand_key with a tab inside", DAEMON "[connection shop]\nuuid = " UUID1
@@ -468,6 +474,8 @@ static void every_default_is_the_documented_one(void)
 	is_int(c->timeout_seconds, 60, "default timeout_seconds 60");
 	is_int(c->max_record_bytes, 1 << 20, "default max_record_bytes 1 MiB");
 	is_int(c->max_depth, RECORD_DEFAULT_MAX_DEPTH, "default max_depth");
+	ok(c->rejected_max_bytes == 64 << 20 && c->rejected_max_lines == 100000, "default rejected/ caps: 64 MiB, 100000 lines");
+	is_int(c->zstd_window_max_mib, 8, "default zstd_window_max_mib 8");
 	ok(c->retry_initial_seconds == 1 && c->retry_max_seconds == 300 && c->retry_max_elapsed_seconds == 0,
 	   "default retry: 1 s, at most 300 s, forever");
 	ok(c->rate_limit_requests == 50 && c->rate_limit_window_seconds == 10, "default rate_limit 50/10s");

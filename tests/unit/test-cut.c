@@ -8,12 +8,14 @@
 
 #include "record/record_cut.h"
 #include "record/record_ndjson.h"
+#include "record/record_reject.h"
 #include "cututil.h"
 #include "tap.h"
 #include "testutil.h"
 
 #define UUID "5f0c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
 #define MAX_RECORD 4096
+static const struct source_limits LIMITS = { .max_record_bytes = MAX_RECORD };
 #define TAIL_RESERVE 128        /* cut.c keeps this much room for the body's closing envelope */
 
 static char *dir;
@@ -135,7 +137,7 @@ static void exact_multiples_end_without_empty_body(void)
 		struct record_body a, b;
 		int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-		if (record_source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 || record_check_new(&v, "id", NULL, 0) < 0 ||
+		if (record_source_open(&r, fd, "t.ndjson", NULL, 0, 1, &LIMITS) < 0 || record_check_new(&v, "id", NULL, 0) < 0 ||
 		    record_cut_body_init(&a, 5000) < 0 || record_cut_body_init(&b, 5000) < 0)
 			abort();
 		ok(record_cut_next(&a, &p, r, v, NULL, NULL) == 0 && record_cut_next(&b, &p, r, v, NULL, NULL) == 0 &&
@@ -317,7 +319,7 @@ static void cutting_again_gives_the_same_body(void)
 		struct source *r = NULL;
 		struct record_body again;
 
-		if (record_source_open(&r, fd, "t.ndjson", NULL, c[i].start_offset, c[i].start_line, MAX_RECORD) < 0 ||
+		if (record_source_open(&r, fd, "t.ndjson", NULL, c[i].start_offset, c[i].start_line, &LIMITS) < 0 ||
 		    record_cut_body_init(&again, p.max_records) < 0 || record_cut_next(&again, &p, r, v, NULL, NULL) < 0)
 			abort();
 		if (again.len != c[i].len || memcmp(again.body, c[i].body, again.len) ||
@@ -397,13 +399,13 @@ static void fill_from_two_files(void)
 	yajl_val root;
 	const char *dpath[] = { "data", NULL };
 
-	if (record_check_new(&v, "id", NULL, 0) < 0 || record_source_open(&r, fa, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 ||
+	if (record_check_new(&v, "id", NULL, 0) < 0 || record_source_open(&r, fa, "t.ndjson", NULL, 0, 1, &LIMITS) < 0 ||
 	    record_cut_body_init(&c, 5000) < 0 || record_cut_body_begin(&c) < 0)
 		abort();
 	c.member = 0;
 	is_int(record_cut_fill(&c, &p, r, v, NULL, NULL), CUT_FILL_EOF, "first file: filled to its end");
 	mark = record_cut_body_mark(&c);
-	record_source_open(&r, fb, "t.ndjson", NULL, 0, 1, MAX_RECORD);
+	record_source_open(&r, fb, "t.ndjson", NULL, 0, 1, &LIMITS);
 	c.member = 1;
 	is_int(record_cut_fill(&c, &p, r, v, NULL, NULL), CUT_FILL_EOF, "second file: filled to its end");
 	ok(c.n_records == 5 && c.rec_member[2] == 0 && c.rec_member[3] == 1 && c.rec_line[3] == 1,
@@ -428,6 +430,48 @@ static void fill_from_two_files(void)
 	free(tb.s);
 }
 
+/* One rejected entry of @data (NULL: too long to keep), parsed: its bytes in *@len. */
+static yajl_val reject_entry(const char *data, size_t n, size_t *len)
+{
+	struct record_rejects rb = { 0 };
+	char err[128];
+	yajl_val v;
+
+	if (record_reject_add(&rb, 7, "not JSON", data, n) < 0 || !rb.len || rb.buf[rb.len - 1] != '\n')
+		abort();
+	*len = rb.len;
+	rb.buf[rb.len - 1] = '\0';
+	v = yajl_tree_parse(rb.buf, err, sizeof(err));
+	free(rb.buf);
+	return v;
+}
+
+/* A compressed drop of bad lines must not grow past a bound in rejected/: no entry is more than
+ * twice its line (quotes and backslashes escape to two bytes) and a little. */
+static void each_rejected_entry_is_bounded(void)
+{
+	static const char *bytes_path[] = { "bytes", NULL }, *rec_path[] = { "record", NULL };
+	char *quotes = malloc(MAX_RECORD), *del = malloc(5000);
+	size_t len;
+	yajl_val v;
+
+	memset(quotes, '"', MAX_RECORD);
+	memset(del, 0x7f, 5000);
+	v = reject_entry(quotes, MAX_RECORD, &len);
+	ok(v && YAJL_IS_STRING(yajl_tree_get(v, rec_path, yajl_t_any)) && len <= 2 * MAX_RECORD + 128,
+	   "a line of quotes is kept whole, escaped: %zu bytes for %d", len, MAX_RECORD);
+	yajl_tree_free(v);
+	v = reject_entry(del, 5000, &len);
+	ok(v && len <= 256 * 6 + 128 && YAJL_GET_INTEGER(yajl_tree_get(v, bytes_path, yajl_t_number)) == 5000,
+	   "a line of DEL is cut to its first 256 bytes, with its length: %zu bytes", len);
+	yajl_tree_free(v);
+	v = reject_entry(NULL, 0, &len);
+	ok(v && YAJL_IS_NULL(yajl_tree_get(v, rec_path, yajl_t_any)) && len < 128, "a line too long to keep: null");
+	yajl_tree_free(v);
+	free(quotes);
+	free(del);
+}
+
 int main(void)
 {
 	dir = tmpdir_new("batch");
@@ -439,6 +483,7 @@ int main(void)
 	cutting_again_gives_the_same_body();
 	slices_halve_a_body();
 	fill_from_two_files();
+	each_rejected_entry_is_bounded();
 	tmpdir_remove(dir);
 	return done_testing();
 }

@@ -13,6 +13,7 @@
 #include "tap.h"
 
 #define MAX_RECORD 4096
+static const struct source_limits LIMITS = { .max_record_bytes = MAX_RECORD };
 
 static int memfile(const void *data, size_t len)
 {
@@ -55,7 +56,7 @@ static void read_all(const char *name, const void *data, size_t len, const struc
 	int fd = memfile(data, len);
 
 	memset(g, 0, sizeof(*g));
-	g->rc = record_source_open(&s, fd, name, o, offset, lineno, MAX_RECORD);
+	g->rc = record_source_open(&s, fd, name, o, offset, lineno, &LIMITS);
 	while (g->rc == 0 && used < sizeof(g->text) - 1024 && (g->rc = record_source_next(s, &ln)) == 1) {
 		if (ln.too_long)
 			used += (size_t)snprintf(g->text + used, sizeof(g->text) - used, "%llu!too long\n",
@@ -198,7 +199,7 @@ static void csv_resume_unget_long(void)
 	int fd = memfile(csv, strlen(csv));
 	off_t off3;
 
-	ok(record_source_open(&s, fd, "r.csv", &o, 0, 1, MAX_RECORD) == 0 && record_source_next(s, &ln) == 1 && ln.start_offset == 5 &&
+	ok(record_source_open(&s, fd, "r.csv", &o, 0, 1, &LIMITS) == 0 && record_source_next(s, &ln) == 1 && ln.start_offset == 5 &&
 	   ln.end_offset == 9, "offsets are the file's: row 1 at 5..9");
 	ok(record_source_next(s, &ln) == 1 && ln.lineno == 3 && record_source_offset(s) == 17 && record_source_lineno(s) == 5,
 	   "after a row over two lines, the next starts at line 5, offset 17");

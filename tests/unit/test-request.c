@@ -343,7 +343,7 @@ static void refused_names_member_and_line(void)
 		int fd = open(paths[m], O_RDONLY | O_CLOEXEC);
 
 		b.member = m;
-		if (fd < 0 || record_source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 ||
+		if (fd < 0 || record_source_open(&r, fd, "t.ndjson", NULL, 0, 1, &(const struct source_limits){ MAX_RECORD, 0 }) < 0 ||
 		    record_cut_fill(&b, &p, r, v, NULL, NULL) != CUT_FILL_EOF)
 			abort();
 		record_source_free(r);

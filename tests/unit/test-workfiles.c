@@ -224,6 +224,14 @@ static void rejected_lines_are_appended_cut_back_and_never_written_through_a_lin
 	ok(!fixed && !replaced, "nothing put right or replaced");
 	is_int(spool_work_rejected_append(&t.wf, "f.ndjson", "line 2\n", 7, &fixed, &replaced), 0, "append again");
 	is_int(spool_work_rejected_size(&t.wf, "f.ndjson"), 14, "both lines: 14 bytes");
+	{
+		uint64_t size = 1, lines = 1;
+
+		ok(spool_work_rejected_lines(&t.wf, "f.ndjson", &size, &lines) == 0 && size == 14 && lines == 2,
+		   "counted: 2 lines in 14 bytes");
+		ok(spool_work_rejected_lines(&t.wf, "none.ndjson", &size, &lines) == 0 && size == 0 && lines == 0,
+		   "no rejected file: 0 lines");
+	}
 	is_int(spool_work_rejected_truncate(&t.wf, "f.ndjson", 20), 0, "truncate to more than it holds");
 	is_int(spool_work_rejected_size(&t.wf, "f.ndjson"), 14, "changes nothing");
 	is_int(spool_work_rejected_truncate(&t.wf, "f.ndjson", 7), 0, "truncate to 7");
@@ -240,7 +248,11 @@ static void rejected_lines_are_appended_cut_back_and_never_written_through_a_lin
 
 		if (symlink(target, link) < 0)
 			abort();
+		uint64_t size = 1, lines = 1;
+
 		is_int(spool_work_rejected_size(&t.wf, "g.ndjson"), 0, "a link counts as no rejected file");
+		ok(spool_work_rejected_lines(&t.wf, "g.ndjson", &size, &lines) == 0 && size == 0 && lines == 0,
+		   "its lines are not counted through the link");
 		is_int(spool_work_rejected_append(&t.wf, "g.ndjson", "bad\n", 4, &fixed, &replaced), 0, "append");
 		ok(replaced, "the link was removed first (replaced)");
 		s = slurp(rej, "g.ndjson.rejected.ndjson");
