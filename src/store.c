@@ -186,7 +186,7 @@ static bool meta_equals(MDB_txn *t, MDB_dbi dbi, const char *name, const char *w
 
 static int env_open(struct store *s, const char *dest)
 {
-	size_t map = sizeof(size_t) >= 8 ? (size_t)1 << 38 : (size_t)1 << 30;
+	size_t map = sizeof(size_t) >= 8 ? (size_t)1 << 34 : (size_t)1 << 30;  /* 16 GiB: ~200M keys; address space only */
 	unsigned int dbflags = s->rdonly ? 0 : MDB_CREATE;
 	MDB_txn *t = NULL;
 	int rc;
@@ -292,7 +292,7 @@ int store_open(const char *dir, const char *base_url, const char *uuid, enum sto
 		goto out;
 	}
 	rc = env_open(s, dest);
-	if (rc == -EIO || rc == -EINVAL) {
+	if (rc == -EIO) {  /* what LMDB calls invalid or corrupt; not a lack of resources */
 		rc = set_aside(dir);
 		if (rc == 0 && mkdir(dir, 0750) < 0)
 			rc = -errno;
