@@ -63,6 +63,8 @@ struct conn_config {
 	unsigned rate_limit_requests;     /* 0: no client-side limit */
 	double rate_limit_window_seconds;
 	bool field_catalog;               /* note the uploaded field names for `dcsyncd formula` */
+	bool skip_unchanged;              /* send only records the API is not known to hold (store.h) */
+	long long unchanged_resend_seconds; /* an unchanged record is sent again this long after its ack; 0: never */
 	struct csv_options csv;           /* csv_columns, csv_delimiter, csv_empty (csv.primary_key: primary_key) */
 	enum conn_proxy proxy_mode;
 	char *proxy;                      /* CONN_PROXY_URL: the proxy's URL (no credentials in it) */

@@ -72,6 +72,14 @@ void record_validator_free(struct record_validator *v);
 struct catalog;
 /* Note the top-level field names of every valid record in @catalog (NULL: none). */
 void record_validator_set_catalog(struct record_validator *v, struct catalog *catalog);
+/* The catalog set on @v (NULL: none). */
+struct catalog *record_validator_catalog(const struct record_validator *v);
+/*
+ * After record_validator_check passed @data: the primary key's value as its JSON text (a string
+ * with its quotes, or a number) in *@key, *@key_len. -EINVAL if it cannot be found.
+ */
+int record_validator_key(const struct record_validator *v, const char *data, size_t len, const char **key,
+			 size_t *key_len);
 /* Records nested deeper than @max_depth (1..RECORD_MAX_DEPTH_LIMIT) are refused. */
 void record_validator_set_max_depth(struct record_validator *v, unsigned max_depth);
 /*

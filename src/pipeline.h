@@ -14,6 +14,7 @@
 #include <ev.h>
 
 #include "catalog.h"
+#include "store.h"
 #include "config.h"
 #include "cut.h"
 #include "ndjson.h"
@@ -27,6 +28,7 @@
 struct pipeline_ops {
 	void (*ready)(void *userdata);                  /* pipeline_next said PIPELINE_PENDING: try it again */
 	void (*cut_failed)(void *userdata, int err);    /* a cut failed (negative errno): say so; the batch fails at the next */
+	void (*stepped)(void *userdata, int r);         /* pipeline_step said PIPELINE_PENDING: the step's result */
 };
 
 struct pipeline {
@@ -47,6 +49,16 @@ struct pipeline {
 	bool cutting;                   /* from pipeline_start to pipeline_cancel: worth cutting ahead for */
 	struct pipeline_ops ops;
 	void *userdata;
+	/* skip_unchanged (pipeline_skip): the batch's store, used only by the worker's jobs */
+	struct store *store;            /* borrowed for the batch; NULL: every record is sent */
+	const char *store_dir;          /* for a forget request when the store fails */
+	uint64_t decided_at;            /* the batch's fixed decision time (journaled) */
+	uint32_t ttl;
+	bool store_begun;               /* store_batch_begin done for this batch */
+	bool store_broken;              /* the store failed in this batch: the rest goes whole, then it is forgotten */
+	struct cut_skip skip;
+	int (*step_fn)(struct pipeline *p);
+	bool stepping;
 };
 
 enum { PIPELINE_PENDING = 1 };
@@ -58,6 +70,19 @@ void pipeline_release(struct pipeline *p);
 /* A batch starts: cut with @params (copied) and @v, as @cfg says; both borrowed until pipeline_reset. */
 void pipeline_start(struct pipeline *p, const struct cut_params *params, struct record_validator *v,
 		    const struct conn_config *cfg);
+/*
+ * skip_unchanged for the batch just started (@s NULL: off): the worker decides each record
+ * against @s at @decided_at; cuts on the loop only note keys (cut_decide later, on the worker).
+ */
+void pipeline_skip(struct pipeline *p, struct store *s, const char *dir, uint64_t decided_at);
+/*
+ * Run one store step of the batch on the worker: deciding body 0 (cut on the loop with keys
+ * noted), or the batch's end in the store (completed, or forgotten). PIPELINE_PENDING: the
+ * result comes through ops.stepped; otherwise it ran here (no thread) and this is its result.
+ */
+int pipeline_step(struct pipeline *p, int (*fn)(struct pipeline *p));
+int pipeline_decide_first(struct pipeline *p);
+int pipeline_store_completed(struct pipeline *p);
 /* The batch ended or fails: no more cutting, the bodies ahead are dropped. */
 void pipeline_reset(struct pipeline *p);
 /* Stop cutting ahead now (the batch's files leave, or it fails). */

@@ -45,7 +45,7 @@
 
 #include "log.h"
 
-#define FORGET_FLAG "forget-requested"
+#define FORGET_FLAG STORE_FORGET_FLAG
 #define DAMAGED_FLAG "damaged"
 #define MAIN_VAL 28     /* hash 16, ttl 4, acknowledged 8 */
 #define PEND_VAL 28     /* first position 8, hash 16, ttl 4 */
@@ -628,6 +628,18 @@ static int do_forget_all(struct store *s, MDB_txn *t, const void *arg)
 	return forget_everything(s, t);
 }
 
+static bool is_open_batch(struct store *s, const char *batch_uuid)
+{
+	MDB_txn *t = NULL;
+	bool yes = false;
+
+	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t) == 0) {
+		yes = meta_equals(t, s->meta, "open", batch_uuid);
+		mdb_txn_abort(t);
+	}
+	return yes;
+}
+
 int store_batch_begin(struct store *s, const char *batch_uuid)
 {
 	char *flag = NULL;
@@ -635,7 +647,7 @@ int store_batch_begin(struct store *s, const char *batch_uuid)
 
 	if (asprintf(&flag, "%s/%s", s->dir, FORGET_FLAG) < 0)
 		return -ENOMEM;
-	if (access(flag, F_OK) == 0) {
+	if (!is_open_batch(s, batch_uuid) && access(flag, F_OK) == 0) {
 		/* Cleared durably before the request is removed: a crash between clears twice. */
 		rc = in_txn(s, do_forget_all, NULL);
 		if (rc == 0 && unlink(flag) < 0 && errno != ENOENT)

@@ -7,8 +7,7 @@
  * MDB_NOTLS so that thread may change between calls. It borrows every argument for the call.
  * May call: liblmdb, libxxhash, log.c, libc.
  *
- * Not wired in yet: batch/cut/journal call it once the layout refactor has landed (issue 24).
- * The calls a batch makes, in order:
+ * The calls a batch makes (pipeline.c, on the connection's worker), in order:
  *   store_open (once per connection) -> store_batch_begin -> for every request body:
  *   { store_txn_begin, store_decide per record, store_txn_commit BEFORE the request leaves }
  *   -> COMPLETED: store_batch_complete | failed: store_batch_forget.
@@ -24,6 +23,9 @@ struct store;
 #define STORE_SEND 1
 #define STORE_SKIP 2
 #define STORE_ALREADY 3  /* store_batch_complete: that batch's commit had happened already */
+
+/* What `dcsyncd forget` leaves in the store's directory (store_request_forget). */
+#define STORE_FORGET_FLAG "forget-requested"
 
 /* The longest canonical key: longer primary keys are never skipped (store_decide says SEND). */
 #define STORE_KEY_MAX 480
@@ -68,7 +70,9 @@ struct store_hash store_hash_record(const void *rec, size_t len);
 
 /*
  * Open a batch (after a restart: re-open the same one; the pending table survives). Applies a
- * `dcsyncd forget` requested since the last batch first. 0, or negative errno.
+ * `dcsyncd forget` requested since the last batch first, unless this re-opens the open batch
+ * (its decisions must not change across a restart: the forget waits for the next). 0, or
+ * negative errno.
  */
 int store_batch_begin(struct store *s, const char *batch_uuid);
 

@@ -90,7 +90,7 @@ static yajl_val parse_body(const struct request_body *c)
 
 static void cuts_at_max_records(void)
 {
-	const struct cut_params p = { UUID, -1, 5000, 64u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 64u << 20, NULL, false };
 	struct request_body c[8];
 	struct text t = records(12345);
 	char *path = write_temp(&t);
@@ -115,7 +115,7 @@ static void cuts_at_max_records(void)
 
 static void exact_multiples_end_without_empty_body(void)
 {
-	const struct cut_params p = { UUID, -1, 5000, 64u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 64u << 20, NULL, false };
 	struct request_body c[4];
 	struct text t = records(5000), t2 = records(10000);
 	char *path = write_temp(&t), *path2 = write_temp(&t2);
@@ -156,7 +156,7 @@ static void exact_multiples_end_without_empty_body(void)
 static void byte_cap_is_respected_and_filled(void)
 {
 	const size_t max_bytes = 20000;
-	const struct cut_params p = { UUID, 86400, 5000, max_bytes };
+	const struct cut_params p = { UUID, 86400, 5000, max_bytes, NULL, false };
 	struct text t = { 0 };
 	struct request_body c[64];
 	uint32_t seed = 7;
@@ -195,7 +195,7 @@ static void body_is_the_documented_envelope(void)
 	const char *rec1 = "{\"id\":\"a\",\"big\":123456789012345678901234567890,\"price\":1.10,\"e\":1E+2}";
 	const char *rec2 = "{ \"id\" : 2 , \"s\" : \"\\u00e9t\\u00e9 \xc3\xa9\" }";
 	struct text t = { 0 };
-	struct cut_params p = { UUID, 3600, 5000, 1u << 20 };
+	struct cut_params p = { UUID, 3600, 5000, 1u << 20, NULL, false };
 	struct request_body c[2];
 	char *path;
 	size_t n;
@@ -245,7 +245,7 @@ static void body_is_the_documented_envelope(void)
 static void rejected_lines_go_to_the_callback(void)
 {
 	struct text t = { 0 };
-	const struct cut_params p = { UUID, -1, 5000, 1u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 1u << 20, NULL, false };
 	struct rejects rj = { 0 };
 	struct request_body c[2];
 	char *path, big[MAX_RECORD + 100];
@@ -290,7 +290,7 @@ static void rejected_lines_go_to_the_callback(void)
 
 static void cutting_again_gives_the_same_body(void)
 {
-	const struct cut_params p = { UUID, 600, 50, 6000 };
+	const struct cut_params p = { UUID, 600, 50, 6000, NULL, false };
 	struct text t = { 0 };
 	struct request_body c[256];
 	uint32_t seed = 99;
@@ -340,7 +340,7 @@ static void cutting_again_gives_the_same_body(void)
 
 static void slices_halve_a_body(void)
 {
-	const struct cut_params p = { UUID, -1, 5000, 1u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 1u << 20, NULL, false };
 	struct text t = records(9);
 	struct request_body c[1], lo, hi;
 	char *path = write_temp(&t);
@@ -386,7 +386,7 @@ static void slices_halve_a_body(void)
 /* The steps of a multi-file request: fill from two files, stamp members, take the second back. */
 static void fill_from_two_files(void)
 {
-	const struct cut_params p = { UUID, -1, 5000, 1u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 1u << 20, NULL, false };
 	struct text ta = records(3), tb = records(2);
 	char *pa = write_temp(&ta), *pb = write_temp(&tb);
 	int fa = open(pa, O_RDONLY | O_CLOEXEC), fb = open(pb, O_RDONLY | O_CLOEXEC);

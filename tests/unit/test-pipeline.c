@@ -87,7 +87,7 @@ static void setup(struct t *t, bool field_catalog)
 	/* Only what pipeline.c reads: csv options (none for NDJSON), max_record_bytes, field_catalog. */
 	t->cfg.max_record_bytes = 4096;
 	t->cfg.field_catalog = field_catalog;
-	t->params = (struct cut_params){ UUID, -1, PER_REQUEST, 64u << 20 };
+	t->params = (struct cut_params){ UUID, -1, PER_REQUEST, 64u << 20, NULL, false };
 	if (!t->loop || record_validator_new(&t->v, "id", NULL, 0) < 0 || pipeline_init(&t->p, t->loop, 100, &ops, t) < 0)
 		abort();
 	pipeline_start(&t->p, &t->params, t->v, &t->cfg);

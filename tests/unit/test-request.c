@@ -172,7 +172,7 @@ static void setup(struct t *t, unsigned rate_requests, double rate_window)
 	t->cfg.retry_initial_seconds = 0.01;
 	t->cfg.retry_max_seconds = 0.05;
 	t->cfg.retry_max_elapsed_seconds = 0;
-	t->params = (struct cut_params){ UUID, -1, CONFIG_MAX_BATCH_RECORDS, 64u << 20 };
+	t->params = (struct cut_params){ UUID, -1, CONFIG_MAX_BATCH_RECORDS, 64u << 20, NULL, false };
 	ctx.connection = "test";
 	ctx.file = "t.ndjson";
 	ctx.batch_uuid = UUID;
@@ -224,7 +224,7 @@ static char *write_records(long first, unsigned n)
 /* Cut the bodies of @path, @max_records each, into @out (body_init'ed here); returns how many. */
 static size_t cut_file(const char *path, unsigned max_records, struct request_body *out, size_t max)
 {
-	const struct cut_params p = { UUID, -1, max_records, 64u << 20 };
+	const struct cut_params p = { UUID, -1, max_records, 64u << 20, NULL, false };
 
 	return cut_file_into(path, &p, MAX_RECORD, out, max, NULL, NULL);
 }
@@ -331,7 +331,7 @@ static void split_413_halves(void)
 /* A body of two files (a multi-file batch): the refused record is named by its file and its own line. */
 static void refused_names_member_and_line(void)
 {
-	const struct cut_params p = { UUID, -1, 5000, 64u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 64u << 20, NULL, false };
 	struct t t;
 	struct request_body b;
 	struct record_validator *v;
