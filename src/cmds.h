@@ -21,6 +21,8 @@ int drop_cmd(const struct config *cfg, int argc, char **argv, FILE *out);
 /* Exit 1 also when a file would have lines rejected or go to failed/: it reads, never sends. */
 int check_cmd(const struct config *cfg, int argc, char **argv, FILE *out);
 int retry_cmd(const struct config *cfg, int argc, char **argv, FILE *out);
+/* skip_unchanged: leave the connection's store a request to forget everything (store.h). */
+int forget_cmd(const struct config *cfg, int argc, char **argv, FILE *out);
 /* @config_path may be NULL: then base URL and key files come from the options. */
 int connection_cmd(const char *config_path, int argc, char **argv, FILE *out);
 

@@ -478,6 +478,7 @@ static void batch_finished(void *userdata, bool ok, long status, const char *why
 
 	c->persist.records_sent += b->jb.records;
 	c->persist.records_rejected += b->jb.rejected;
+	c->persist.records_unchanged += b->unchanged;
 	c->persist.requests += b->req.sent;
 	if (!ok) {
 		c->persist.files_failed += b->n_members;

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "source.h"
 #include "spool.h"
+#include "store.h"
 #include "totals.h"
 
 struct dir_count {
@@ -117,6 +118,9 @@ struct conn_status {
 	uint64_t rejected_records;
 	uint64_t rate_budget;
 	bool rate_waiting;
+	bool store_shown;                       /* skip_unchanged, or a store left from when it was on */
+	bool store_keys_known;
+	struct store_stats store;
 };
 
 static void gather_conn(const struct config *cfg, const struct conn_config *c, const struct journal *j,
@@ -138,6 +142,13 @@ static void gather_conn(const struct config *cfg, const struct conn_config *c, c
 	cs->rejected_records = cs->st ? cs->st->records_rejected : 0;
 	cs->rate_budget = cs->st && cs->st->rate_budget ? cs->st->rate_budget : c->rate_limit_requests;
 	cs->rate_waiting = cs->st && cs->st->rate_waiting;
+	{
+		char sdir[4200];
+
+		snprintf(sdir, sizeof(sdir), "%s/store/%s", cfg->state_dir, c->name);
+		store_peek(sdir, c->base_url, c->uuid, &cs->store, &cs->store_keys_known);
+		cs->store_shown = c->skip_unchanged || cs->store.bytes;
+	}
 }
 
 /* The journal's next batch from *k on that belongs to @conn (configured: true) or to no
@@ -213,11 +224,22 @@ static void json_conn(const struct conn_status *cs, const struct config *cfg, st
 			cs->rate_waiting ? "true" : "false");
 	else
 		fputs("null", out);
+	fputs(",\"store\":", out);
+	if (cs->store_shown) {
+		fprintf(out, "{\"bytes\":%" PRIu64 ",\"keys\":", cs->store.bytes);
+		if (cs->store_keys_known)
+			fprintf(out, "%" PRIu64 "}", cs->store.keys);
+		else
+			fputs("null}", out);
+	} else {
+		fputs("null", out);
+	}
 	fputs(",\"totals\":", out);
 	if (st)
 		fprintf(out, "{\"files_uploaded\":%" PRIu64 ",\"files_failed\":%" PRIu64 ",\"records_sent\":%" PRIu64
-			",\"records_rejected\":%" PRIu64 ",\"requests\":%" PRIu64 "}}", st->files_done,
-			st->files_failed, st->records_sent, st->records_rejected, st->requests);
+			",\"records_rejected\":%" PRIu64 ",\"records_unchanged\":%" PRIu64 ",\"requests\":%" PRIu64 "}}",
+			st->files_done, st->files_failed, st->records_sent, st->records_rejected, st->records_unchanged,
+			st->requests);
 	else
 		fputs("null}", out);
 }
@@ -284,8 +306,15 @@ static void text_conn(const struct conn_status *cs, const struct config *cfg, st
 		fprintf(out, "  rate limit:   off\n");
 	if (st)
 		fprintf(out, "  totals:       %" PRIu64 " file(s) uploaded, %" PRIu64 " failed, %" PRIu64
-			" records sent, %" PRIu64 " rejected, %" PRIu64 " requests\n", st->files_done,
-			st->files_failed, st->records_sent, st->records_rejected, st->requests);
+			" records sent, %" PRIu64 " rejected, %" PRIu64 " unchanged (not sent), %" PRIu64 " requests\n",
+			st->files_done, st->files_failed, st->records_sent, st->records_rejected, st->records_unchanged,
+			st->requests);
+	if (cs->store_shown && cs->store_keys_known)
+		fprintf(out, "  unchanged:    skipped by a store of %" PRIu64 " key(s), %" PRIu64 " bytes on disk\n",
+			cs->store.keys, cs->store.bytes);
+	else if (cs->store_shown)
+		fprintf(out, "  unchanged:    skipped by a store of %" PRIu64 " bytes on disk (its keys: not readable here)\n",
+			cs->store.bytes);
 }
 
 int status_print(const struct config *cfg, bool json, FILE *out)

@@ -849,6 +849,23 @@ int store_request_forget(const char *dir)
 	return rc;
 }
 
+void store_peek(const char *dir, const char *base_url, const char *uuid, struct store_stats *out, bool *keys_known)
+{
+	struct store *s = NULL;
+	struct stat st;
+	char *path = NULL;
+
+	memset(out, 0, sizeof *out);
+	*keys_known = false;
+	if (asprintf(&path, "%s/data.mdb", dir) >= 0 && lstat(path, &st) == 0 && S_ISREG(st.st_mode))
+		out->bytes = (uint64_t)st.st_blocks * 512u;
+	free(path);
+	if (!out->bytes || store_open(dir, base_url, uuid, STORE_RDONLY, 0, &s) < 0)
+		return;
+	*keys_known = store_stats(s, out) == 0;
+	store_close(s);
+}
+
 int store_stats(struct store *s, struct store_stats *out)
 {
 	MDB_txn *t = NULL;

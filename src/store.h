@@ -110,3 +110,8 @@ int store_forget_all(struct store *s);
 int store_request_forget(const char *dir);
 
 int store_stats(struct store *s, struct store_stats *out);
+/*
+ * For `dcsyncd status`, another process: the size on disk of the store in @dir (0 when there is
+ * none) and, when it can be read (STORE_RDONLY), its keys; *@keys_known false when not.
+ */
+void store_peek(const char *dir, const char *base_url, const char *uuid, struct store_stats *out, bool *keys_known);
