@@ -756,6 +756,15 @@ struct complete_arg {
 	uint64_t ack_time;
 };
 
+/* Pending entries moved to main per transaction: a write transaction's dirty pages are anonymous memory. */
+#define COMPLETE_CHUNK 16384
+#define MORE 1
+
+/*
+ * Move up to COMPLETE_CHUNK pending entries to main (MORE: some are left), the last
+ * transaction also recording the batch as done. A crash between them leaves the rest pending
+ * and "open" as it was: completing again moves the rest; a next batch instead forgets them.
+ */
 static int do_complete(struct store *s, MDB_txn *t, const void *arg)
 {
 	const struct complete_arg *a = arg;
@@ -764,7 +773,8 @@ static int do_complete(struct store *s, MDB_txn *t, const void *arg)
 	unsigned char buf[MAIN_VAL];
 	struct pend_val pv;
 	struct main_val mv;
-	int rc, mrc;
+	unsigned moved = 0;
+	int rc = 0, mrc;
 
 	if (meta_equals(t, s->meta, "done", a->uuid))
 		return STORE_ALREADY;
@@ -773,7 +783,8 @@ static int do_complete(struct store *s, MDB_txn *t, const void *arg)
 	rc = lmdb_errno(mdb_cursor_open(t, s->pend, &c));
 	if (rc < 0)
 		return rc;
-	for (mrc = mdb_cursor_get(c, &k, &d, MDB_FIRST); mrc == 0; mrc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+	for (mrc = mdb_cursor_get(c, &k, &d, MDB_FIRST); mrc == 0 && moved < COMPLETE_CHUNK;
+	     mrc = mdb_cursor_get(c, &k, &d, MDB_FIRST)) {
 		rc = pend_unpack(&d, &pv);
 		if (rc < 0)
 			break;
@@ -781,14 +792,17 @@ static int do_complete(struct store *s, MDB_txn *t, const void *arg)
 		main_pack(buf, &mv);
 		nd = (MDB_val){ sizeof buf, buf };
 		rc = lmdb_errno(mdb_put(t, s->main, &k, &nd, 0));
+		if (rc == 0)
+			rc = lmdb_errno(mdb_cursor_del(c, 0));
 		if (rc < 0)
 			break;
+		moved++;
 	}
-	if (rc == 0 && mrc != MDB_NOTFOUND)
+	if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
 		rc = lmdb_errno(mrc);
 	mdb_cursor_close(c);
-	if (rc == 0)
-		rc = lmdb_errno(mdb_drop(t, s->pend, 0));
+	if (rc == 0 && mrc == 0)
+		return MORE;
 	if (rc == 0)
 		rc = meta_del(t, s->meta, "open");
 	if (rc == 0)
@@ -799,8 +813,11 @@ static int do_complete(struct store *s, MDB_txn *t, const void *arg)
 int store_batch_complete(struct store *s, const char *batch_uuid, uint64_t ack_time)
 {
 	struct complete_arg a = { batch_uuid, ack_time };
+	int rc;
 
-	return in_txn(s, do_complete, &a);
+	while ((rc = in_txn(s, do_complete, &a)) == MORE)
+		;
+	return rc;
 }
 
 bool store_batch_committed(struct store *s, const char *batch_uuid)
