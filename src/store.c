@@ -756,8 +756,9 @@ struct complete_arg {
 	uint64_t ack_time;
 };
 
-/* Pending entries moved to main per transaction: a write transaction's dirty pages are anonymous memory. */
-#define COMPLETE_CHUNK 16384
+/* Pending entries moved to main per transaction: each dirties up to a page of main, and a write
+ * transaction's dirty pages are anonymous memory (2048 keys: at most 8 MiB, whatever the store's size). */
+#define COMPLETE_CHUNK 2048
 #define MORE 1
 
 /*

@@ -12,6 +12,8 @@ Each figure is one run (the warm-up run that fills the store is not measured).
 import argparse
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +39,33 @@ def changed_dump(data_dir, n, every):
     return path
 
 
+class FixedSink(bench.Sink):
+    """The sink on one port for every run: the store is per destination, and the port is part of base_url."""
+
+    def __init__(self, binary, run_dir, port):
+        port_file = run_dir / "sink.port"
+        port_file.unlink(missing_ok=True)
+        self.out_path = run_dir / "sink.out"
+        self.out = open(self.out_path, "w+")
+        self.proc = subprocess.Popen([str(binary), "-p", str(port), "--port-file", str(port_file)], stdout=self.out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the sink did not start: " + self.out_path.read_text())
+            time.sleep(0.01)
+        self.port = int(port_file.read_text())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PORT = free_port()
+
+
 def run(a, run_dir, files, records, keep_state=False, skip=True, sample_anon=False):
     """One --once of @files into a fresh spool (the store kept with @keep_state)."""
     spool = run_dir / "spool"
@@ -45,8 +74,7 @@ def run(a, run_dir, files, records, keep_state=False, skip=True, sample_anon=Fal
         shutil.rmtree(run_dir / "state", ignore_errors=True)
     (spool / "bench").mkdir(parents=True)
     (run_dir / "state").mkdir(exist_ok=True)
-    (run_dir / "sink.port").unlink(missing_ok=True)    # the Sink waits for a new one
-    sink = bench.Sink(a.sink, run_dir)
+    sink = FixedSink(a.sink, run_dir, PORT)
     try:
         conf = bench.write_config(run_dir, sink.port, ["bench"], [f"skip_unchanged = {'yes' if skip else 'no'}"])
         for f in files:
