@@ -304,11 +304,16 @@ static void text_conn(const struct conn_status *cs, const struct config *cfg, st
 			cs->rate_waiting ? ", a request is waiting for a slot" : ", no request waiting");
 	else
 		fprintf(out, "  rate limit:   off\n");
-	if (st)
+	if (st) {
+		char unchanged[48] = "";
+
+		/* Only where skip_unchanged is or was in use: the line stays as it was elsewhere. */
+		if (st->records_unchanged || cs->store_shown)
+			snprintf(unchanged, sizeof(unchanged), "%" PRIu64 " unchanged (not sent), ", st->records_unchanged);
 		fprintf(out, "  totals:       %" PRIu64 " file(s) uploaded, %" PRIu64 " failed, %" PRIu64
-			" records sent, %" PRIu64 " rejected, %" PRIu64 " unchanged (not sent), %" PRIu64 " requests\n",
-			st->files_done, st->files_failed, st->records_sent, st->records_rejected, st->records_unchanged,
-			st->requests);
+			" records sent, %" PRIu64 " rejected, %s%" PRIu64 " requests\n", st->files_done, st->files_failed,
+			st->records_sent, st->records_rejected, unchanged, st->requests);
+	}
 	if (cs->store_shown && cs->store_keys_known)
 		fprintf(out, "  unchanged:    skipped by a store of %" PRIu64 " key(s), %" PRIu64 " bytes on disk\n",
 			cs->store.keys, cs->store.bytes);
