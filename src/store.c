@@ -628,13 +628,14 @@ static int do_forget_all(struct store *s, MDB_txn *t, const void *arg)
 	return forget_everything(s, t);
 }
 
-static bool is_open_batch(struct store *s, const char *batch_uuid)
+/* Whether meta @name holds @batch_uuid, in a read transaction of its own. */
+static bool meta_is(struct store *s, const char *name, const char *batch_uuid)
 {
 	MDB_txn *t = NULL;
 	bool yes = false;
 
 	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t) == 0) {
-		yes = meta_equals(t, s->meta, "open", batch_uuid);
+		yes = meta_equals(t, s->meta, name, batch_uuid);
 		mdb_txn_abort(t);
 	}
 	return yes;
@@ -647,7 +648,7 @@ int store_batch_begin(struct store *s, const char *batch_uuid)
 
 	if (asprintf(&flag, "%s/%s", s->dir, FORGET_FLAG) < 0)
 		return -ENOMEM;
-	if (!is_open_batch(s, batch_uuid) && access(flag, F_OK) == 0) {
+	if (!meta_is(s, "open", batch_uuid) && access(flag, F_OK) == 0) {
 		/* Cleared durably before the request is removed: a crash between clears twice. */
 		rc = in_txn(s, do_forget_all, NULL);
 		if (rc == 0 && unlink(flag) < 0 && errno != ENOENT)
@@ -823,14 +824,7 @@ int store_batch_complete(struct store *s, const char *batch_uuid, uint64_t ack_t
 
 bool store_batch_committed(struct store *s, const char *batch_uuid)
 {
-	MDB_txn *t = NULL;
-	bool yes = false;
-
-	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t) == 0) {
-		yes = meta_equals(t, s->meta, "done", batch_uuid);
-		mdb_txn_abort(t);
-	}
-	return yes;
+	return meta_is(s, "done", batch_uuid);
 }
 
 static int do_forget(struct store *s, MDB_txn *t, const void *arg)

@@ -197,6 +197,27 @@ def test_a_batch_failed_by_a_4xx_forgets_every_key_it_sent(optix, daemon):
     assert optix.records(UUID1) == gen_store(0, 12000)
 
 
+
+def test_a_truncated_gz_batch_forgets_every_key_it_sent(optix, daemon):
+    config(daemon, optix)
+    daemon.drop_generated(CONN, "day1.ndjson", 12000)
+    run_once(daemon)
+    day1 = last_seq(optix)
+    # day2 changes keys 0..5999 and ends early: what it sent before the cut is unknown at the API.
+    whole = gzip.compress("".join(l + "\n" for l in changed_lines(12000, set(range(6000)))).encode())
+    daemon.drop(CONN, "day2.ndjson.gz", whole[: len(whole) * 3 // 4])
+    run_once(daemon, expect=1)
+    assert (daemon.spool(CONN) / "failed" / "day2.ndjson.gz").is_file()
+    sent_before = set(sent_keys(optix, day1))
+    assert sent_before, "nothing of day2 went up before the truncation"
+    seq = last_seq(optix)
+
+    daemon.drop_generated(CONN, "day3.ndjson", 12000)
+    run_once(daemon)
+
+    assert set(sent_keys(optix, seq)) >= sent_before
+    assert optix.records(UUID1) == gen_store(0, 12000)
+
 # --- 1: per destination -------------------------------------------------------------------------------
 
 def test_a_changed_destination_never_skips_by_the_old_store(optix, daemon):

@@ -39,24 +39,6 @@ def changed_dump(data_dir, n, every):
     return path
 
 
-class FixedSink(bench.Sink):
-    """The sink on one port for every run: the store is per destination, and the port is part of base_url."""
-
-    def __init__(self, binary, run_dir, port):
-        port_file = run_dir / "sink.port"
-        port_file.unlink(missing_ok=True)
-        self.out_path = run_dir / "sink.out"
-        self.out = open(self.out_path, "w+")
-        self.proc = subprocess.Popen([str(binary), "-p", str(port), "--port-file", str(port_file)], stdout=self.out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the sink did not start: " + self.out_path.read_text())
-            time.sleep(0.01)
-        self.port = int(port_file.read_text())
-
-
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,7 +56,7 @@ def run(a, run_dir, files, records, keep_state=False, skip=True, sample_anon=Fal
         shutil.rmtree(run_dir / "state", ignore_errors=True)
     (spool / "bench").mkdir(parents=True)
     (run_dir / "state").mkdir(exist_ok=True)
-    sink = FixedSink(a.sink, run_dir, PORT)
+    sink = bench.Sink(a.sink, run_dir, PORT)   # one port: the store is per destination, the port is in base_url
     try:
         conf = bench.write_config(run_dir, sink.port, ["bench"], [f"skip_unchanged = {'yes' if skip else 'no'}"])
         for f in files:
