@@ -60,8 +60,17 @@ static void format_uuid(char out[37])
 		 id.bytes[12], id.bytes[13], id.bytes[14], id.bytes[15]);
 }
 
+/* <state_dir>/store/<connection>, made once; NULL: out of memory. */
+static const char *store_path(struct batch *b)
+{
+	if (!b->store_dir && asprintf(&b->store_dir, "%s/store/%s", b->env.state_dir, b->env.name) < 0)
+		b->store_dir = NULL;
+	return b->store_dir;
+}
+
 struct store *batch_store(struct batch *b)
 {
+	/* What the store was opened with: its destination, and the resend time it decides by. */
 	uint64_t dest = batch_destination(b->cfg) ^ (uint64_t)b->cfg->unchanged_resend_seconds;
 	char parent[PATH_MAX];
 	int r;
@@ -71,10 +80,8 @@ struct store *batch_store(struct batch *b)
 	/* Another destination is another store's business: store_open clears what is not its own. */
 	store_close(b->store);
 	b->store = NULL;
-	if (!b->store_dir && asprintf(&b->store_dir, "%s/store/%s", b->env.state_dir, b->env.name) < 0) {
-		b->store_dir = NULL;
+	if (!store_path(b))
 		return NULL;
-	}
 	snprintf(parent, sizeof(parent), "%s/store", b->env.state_dir);
 	if (mkdir(parent, 0750) < 0 && errno != EEXIST)
 		r = -errno;
@@ -101,10 +108,8 @@ static void store_unused(struct batch *b)
 
 	store_close(b->store);
 	b->store = NULL;
-	if (!b->store_dir && asprintf(&b->store_dir, "%s/store/%s", b->env.state_dir, b->env.name) < 0) {
-		b->store_dir = NULL;
+	if (!store_path(b))
 		return;
-	}
 	snprintf(flag, sizeof(flag), "%s/" STORE_FORGET_FLAG, b->store_dir);
 	if (access(b->store_dir, F_OK) < 0 || access(flag, F_OK) == 0)
 		return;
