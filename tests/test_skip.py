@@ -449,3 +449,23 @@ def test_check_says_how_many_would_be_sent_and_unknown_to_an_exporter(optix, dae
         out, err = x.communicate(timeout=60)
         assert x.returncode == 0, (out, err)
         assert "100 record(s) would go up" in out and "would send: unknown" in out, out
+
+
+def test_a_resumed_batch_decides_at_its_journaled_time_not_at_the_restart(optix, daemon):
+    """Invariant 5: the restart comes after half the TTL; the resumed batch still decides as it began."""
+    if not crash_build(daemon):
+        pytest.skip("needs a build with -Dcrashpoints=true")
+    config(daemon, optix, ttl_seconds=1000)
+    daemon.drop_generated(CONN, "day1.ndjson", 12000)
+    run_once(daemon)
+    seq = last_seq(optix)
+    changed = set(range(0, 12000, 2))          # 6000: two requests; the odd keys unchanged
+    daemon.drop(CONN, "day2.ndjson", changed_lines(12000, changed))
+
+    crashed = daemon.run_once(env={"DCSYNCD_CRASH_AT": "after-ack:1", "DCSYNCD_TEST_CLOCK_OFFSET": "400"})
+    assert crashed.returncode == -9, crashed.stdout
+    run_once(daemon, env={"DCSYNCD_TEST_CLOCK_OFFSET": "600"})
+
+    batches = requests_by_batch(optix, seq)
+    assert len(batches) == 1
+    assert sorted(set(k for r in list(batches.values())[0] for k in r["keys"])) == sorted(changed)
