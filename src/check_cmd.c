@@ -15,6 +15,7 @@
 #include "cut.h"
 #include "jsonstr.h"
 #include "ndjson.h"
+#include "record_check.h"
 #include "source.h"
 #include "store.h"
 
@@ -249,7 +250,7 @@ int check_cmd(const struct config *cfg, int argc, char **argv, FILE *out)
 		{ NULL, 0, NULL, 0 },
 	};
 	const struct conn_config *cc = NULL;
-	struct record_validator *v = NULL;
+	struct record_check *v = NULL;
 	struct catalog *fields = NULL;
 	struct source *src = NULL;
 	struct request_body body = { 0 };
@@ -274,7 +275,7 @@ int check_cmd(const struct config *cfg, int argc, char **argv, FILE *out)
 		goto usage;
 	}
 	status = 1;
-	if (record_validator_new(&v, cc->primary_key, cc->required_fields, cc->n_required_fields) < 0 ||
+	if (record_check_new(&v, cc->primary_key, cc->required_fields, cc->n_required_fields) < 0 ||
 	    catalog_new(&fields, CHECK_FIELDS_MAX) < 0 || body_init(&body, cc->batch_records) < 0) {
 		fprintf(stderr, "dcsyncd check: %s\n", strerror(ENOMEM));
 		goto out;
@@ -322,6 +323,6 @@ out:
 	store_close(store.s);
 	source_free(src);
 	catalog_free(fields);
-	record_validator_free(v);
+	record_check_free(v);
 	return status;
 }

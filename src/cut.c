@@ -172,7 +172,7 @@ static int take_unchanged(struct request_body *c, const struct cut_params *p, st
 }
 
 int cut_fill(struct request_body *c, const struct cut_params *p, struct source *r,
-	       struct record_validator *v, cut_reject_fn reject, void *userdata)
+	       struct record_check *v, cut_reject_fn reject, void *userdata)
 {
 	struct ndjson_line ln;
 	char reason[256];
@@ -208,7 +208,7 @@ int cut_fill(struct request_body *c, const struct cut_params *p, struct source *
 			snprintf(reason, sizeof(reason), "%s", ln.error);
 			rc = -EINVAL;
 		} else {
-			rc = record_validator_check(v, ln.data, ln.len, reason, sizeof(reason));
+			rc = record_check_one(v, ln.data, ln.len, reason, sizeof(reason));
 		}
 		if (rc == -EINVAL) {
 			c->rejected++;
@@ -269,7 +269,7 @@ int cut_decide(struct request_body *c, const struct cut_params *p)
 }
 
 int cut_next(struct request_body *c, const struct cut_params *p, struct source *r,
-	      struct record_validator *v, cut_reject_fn reject, void *userdata)
+	      struct record_check *v, cut_reject_fn reject, void *userdata)
 {
 	int rc;
 

@@ -39,7 +39,7 @@ struct pipeline {
 	unsigned n_ahead;               /* bodies cut ahead of cur: cur+1, cur+2 (mod PIPELINE_DEPTH) */
 	struct source *reader;          /* the batch's file, read as its name says */
 	struct cut_params params;
-	struct record_validator *validator;     /* borrowed */
+	struct record_check *validator;     /* borrowed */
 	const struct conn_config *cfg;          /* borrowed: csv options, max_record_bytes, field_catalog */
 	struct worker *worker;
 	int ahead_idx;
@@ -68,7 +68,7 @@ int pipeline_init(struct pipeline *p, struct ev_loop *loop, size_t fields_max, c
 		  void *userdata);
 void pipeline_release(struct pipeline *p);
 /* A batch starts: cut with @params (copied) and @v, as @cfg says; both borrowed until pipeline_reset. */
-void pipeline_start(struct pipeline *p, const struct cut_params *params, struct record_validator *v,
+void pipeline_start(struct pipeline *p, const struct cut_params *params, struct record_check *v,
 		    const struct conn_config *cfg);
 /*
  * skip_unchanged for the batch just started (@s NULL: off): the worker decides each record
