@@ -1,0 +1,17 @@
+/* metrics: the Prometheus text-format file, replaced atomically. */
+#pragma once
+/*
+ * Contract.
+ * Owns: the text it builds, for the call.
+ * Borrows: @conns for the call.
+ * May call: the connection's read-only accessors (connection_stats, _queued, _rate_budget...),
+ * fileio_replace. Does not log: the daemon, its only caller, says once that the file cannot be
+ * written.
+ */
+
+#include <stddef.h>
+
+struct connection;
+
+/* Write @path (via a temporary and rename) with the counters of @conns. */
+int daemon_metrics_write(const char *path, struct connection *const *conns, size_t n_conns, double now);
