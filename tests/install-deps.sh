@@ -4,7 +4,7 @@ set -euo pipefail
 
 pkgs=(
 	ca-certificates gcc libc6-dev pkg-config meson ninja-build
-	libcurl4-openssl-dev libyajl-dev libev-dev libinih-dev libsystemd-dev zlib1g-dev libzstd-dev
+	libcurl4-openssl-dev libyajl-dev libev-dev libinih-dev libsystemd-dev zlib1g-dev libzstd-dev liblmdb-dev libxxhash-dev
 	gzip zstd
 	python3 python3-pytest python3-pytest-xdist curl openssl valgrind systemd groff-base man-db
 	debhelper dpkg-dev fakeroot procps passwd util-linux

@@ -232,7 +232,7 @@ def test_status_json_has_the_same_facts_as_status(daemon, optix):
     assert isinstance(c["last_success"], int)
     assert c["rate_limit"] == {"requests": 50, "window_seconds": 10, "budget": 50, "waiting": False}
     assert c["totals"] == {"files_uploaded": 1, "files_failed": 1, "records_sent": 7, "records_rejected": 0,
-                           "requests": acked(optix).__len__() + 1}
+                           "records_unchanged": 0, "requests": acked(optix).__len__() + 1}
     text = as_daemon_user(daemon, "status").stdout
     assert "queued:       1 file(s)" in text and "failed:       1 file(s)" in text
     assert doc["unconfigured"] == []
@@ -275,8 +275,10 @@ def status_text_of_json(c, now):
                      f"{rl['budget']}" + (", a request is waiting for a slot" if rl["waiting"] else ", no request waiting"))
     tt = c["totals"]
     if tt is not None:
+        unchanged = f"{tt['records_unchanged']} unchanged (not sent), " if tt["records_unchanged"] or c["store"] else ""
         lines.append(f"  totals:       {tt['files_uploaded']} file(s) uploaded, {tt['files_failed']} failed, "
-                     f"{tt['records_sent']} records sent, {tt['records_rejected']} rejected, {tt['requests']} requests")
+                     f"{tt['records_sent']} records sent, {tt['records_rejected']} rejected, {unchanged}"
+                     f"{tt['requests']} requests")
     r = c["last_run"]
     if r is not None:
         names = ", ".join(r["names"] + ([f"{r['files'] - len(r['names'])} more"] if r["files"] > len(r["names"]) else []))

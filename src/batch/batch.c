@@ -17,6 +17,7 @@
 #include "spool/spool.h"
 #include "spool/spool_queue.h"
 #include "state/state_counters.h"
+#include "state/state_store.h"
 #include "util/crashpoint.h"
 #include "util/layout.h"
 #include "wire/wire_retry.h"
@@ -58,6 +59,100 @@ static void format_uuid(char out[37])
 		 id.bytes[0], id.bytes[1], id.bytes[2], id.bytes[3], id.bytes[4], id.bytes[5],
 		 id.bytes[6], id.bytes[7], id.bytes[8], id.bytes[9], id.bytes[10], id.bytes[11],
 		 id.bytes[12], id.bytes[13], id.bytes[14], id.bytes[15]);
+}
+
+/* <state_dir>/store/<connection>, made once; NULL: out of memory. */
+static const char *store_path(struct batch *b)
+{
+	if (!b->store_dir && asprintf(&b->store_dir, "%s/store/%s", b->env.state_dir, b->env.name) < 0)
+		b->store_dir = NULL;
+	return b->store_dir;
+}
+
+struct store *batch_store(struct batch *b)
+{
+	/* What the store was opened with: its destination, and the resend time it decides by. */
+	uint64_t dest = batch_destination(b->cfg) ^ (uint64_t)b->cfg->unchanged_resend_seconds;
+	char parent[PATH_MAX];
+	int r;
+
+	if (b->store && b->store_dest == dest)
+		return b->store;
+	/* Another destination is another store's business: state_store_open clears what is not its own. */
+	state_store_close(b->store);
+	b->store = NULL;
+	if (!store_path(b))
+		return NULL;
+	snprintf(parent, sizeof(parent), "%s/store", b->env.state_dir);
+	if (mkdir(parent, 0750) < 0 && errno != EEXIST)
+		r = -errno;
+	else
+		r = state_store_open(b->store_dir, b->cfg->base_url, b->cfg->uuid, STORE_RW,
+			       (uint64_t)b->cfg->unchanged_resend_seconds, &b->store);
+	if (r < 0) {
+		batch_log(b, LOG_LVL_ERROR, -1, "store %s: cannot open it: %s; every record is sent", b->store_dir,
+			 strerror(-r));
+		return NULL;
+	}
+	b->store_dest = dest;
+	return b->store;
+}
+
+/*
+ * skip_unchanged is off: a store kept from when it was on no longer knows what this connection
+ * sends, so it is forgotten before it is trusted again.
+ */
+static void store_unused(struct batch *b)
+{
+	char flag[PATH_MAX];
+	int r;
+
+	state_store_close(b->store);
+	b->store = NULL;
+	if (!store_path(b))
+		return;
+	snprintf(flag, sizeof(flag), "%s/" STORE_FORGET_FLAG, b->store_dir);
+	if (access(b->store_dir, F_OK) < 0 || access(flag, F_OK) == 0)
+		return;
+	if ((r = state_store_request_forget(b->store_dir)) < 0)
+		batch_log(b, LOG_LVL_ERROR, -1, "store %s: cannot mark it to be forgotten (skip_unchanged is off): %s",
+			 b->store_dir, strerror(-r));
+}
+
+/* The decision time of a new batch: fixed in its OPEN record, so a resume decides the same. */
+static uint64_t decision_time(void)
+{
+	int64_t t = (int64_t)time(NULL) + crashpoint_clock_offset();
+
+	return t > 0 ? (uint64_t)t : 1;
+}
+
+static void stepped(void *userdata, int r)
+{
+	struct batch *b = userdata;
+
+	b->after_step(b, r);
+}
+
+static void store_committed(struct batch *b, int r)
+{
+	(void)r;        /* said by the pipeline; the batch is complete at the API either way */
+	crashpoint("after-store-commit");
+	batch_archive(b);
+}
+
+void batch_completed(struct batch *b)
+{
+	int r;
+
+	crashpoint("before-store-commit");
+	if (!b->pl.store) {
+		batch_archive(b);
+		return;
+	}
+	b->after_step = store_committed;
+	if ((r = record_pipeline_step(&b->pl, record_pipeline_store_completed)) != PIPELINE_PENDING)
+		store_committed(b, r);
 }
 
 /* The request body just made current: its rejected lines go to disk now. */
@@ -174,13 +269,15 @@ static void body_done(struct batch *b)
 	b->env.stats->file_records = b->jb.records;
 	/* The file's own bytes, not the stream's: a compressed file's decompressed offset passes its size. */
 	b->env.stats->file_offset = ch->end_file_offset;
+	b->unchanged += ch->unchanged;
+	b->env.stats->records_unchanged += ch->unchanged;
 	if (ch->last) {
 		b->jb.state = BATCH_COMPLETED;
 		if (state_journal_put(b->env.journal, &b->jb) < 0) {
 			batch_fail(b, 0, "out of memory", NULL);
 			return;
 		}
-		batch_durable(b, batch_archive);
+		batch_durable(b, batch_completed);
 		return;
 	}
 	if (state_journal_put(b->env.journal, &b->jb) < 0) {
@@ -201,7 +298,12 @@ static void process_current(struct batch *b)
 	struct record_body *body = pipeline_current(&b->pl);
 
 	wire_request_begin(&b->req, body, b->jb.acks + 1);
-	if (body->last && b->n_members == 1 && yields_nothing(b->jb.records + body->n_records,
+	if (!body->last && !body->n_records && !body->rejected && !body->unchanged) {
+		/* skip_unchanged: the first range, left to the worker to decide (see batch_start): nothing to record. */
+		take_next_body(b);
+		return;
+	}
+	if (body->last && b->n_members == 1 && yields_nothing(b->jb.records + body->n_records + b->unchanged + body->unchanged,
 							    b->jb.rejected + body->rejected, (off_t)b->jb.ident.size)) {
 		/*
 		 * Bytes read, yet not one record nor one rejected line: a CSV of a header only, lines
@@ -295,6 +397,7 @@ void batch_set_params(struct batch *b)
 	};
 
 	record_pipeline_start(&b->pl, &params, b->validator, &read);
+	record_pipeline_skip(&b->pl, b->jb.decided ? batch_store(b) : NULL, b->store_dir, b->jb.decided);
 	wire_request_bind(&b->req, &retry, b->client, b->limiter, b->env.stats, &ctx, &params);
 	b->started = ev_now(b->env.loop);
 	b->retries_before = b->env.stats->retries;
@@ -376,10 +479,32 @@ static void gather_small_files(struct batch *b)
 	}
 }
 
+static void first_decided(struct batch *b, int r)
+{
+	if (r < 0) {
+		batch_fail(b, 0, "cannot decide which records the API holds already", NULL);
+		return;
+	}
+	batch_opened(b);
+}
+
 void batch_opened(struct batch *b)
 {
+	int r;
+
 	batch_enter(b, BATCH_SENDING, BW_NONE, -1);
 	crashpoint("after-open");
+	if (b->pl.store && !b->decided_first) {
+		/* Body 0 was cut on the loop with its keys noted: its lookups are the worker's. */
+		b->decided_first = true;
+		b->after_step = first_decided;
+		if ((r = record_pipeline_step(&b->pl, record_pipeline_decide_first)) == PIPELINE_PENDING)
+			return;
+		if (r < 0) {
+			first_decided(b, r);
+			return;
+		}
+	}
 	if (b->n_members > 1) {
 		b->pl.cur = 0;
 		b->pl.body[0].rejected = 0;
@@ -448,6 +573,12 @@ int batch_start(struct batch *b, const struct conn_config *cfg, struct record_ch
 	b->n_members = 1;
 	batch_enter(b, BATCH_OPENING, BW_NONE, -1);
 	b->fd = fd;
+	b->unchanged = 0;
+	b->decided_first = false;
+	if (!b->cfg->skip_unchanged)
+		store_unused(b);
+	else if (batch_store(b))
+		b->jb.decided = decision_time();
 	batch_set_params(b);
 	if ((r = record_cut_body_begin(ch)) < 0 || (r = record_pipeline_read_at(&b->pl, fd, first->name, 0, 1)) < 0)
 		goto fail;
@@ -457,6 +588,21 @@ int batch_start(struct batch *b, const struct conn_config *cfg, struct record_ch
 	r = record_cut_fill(ch, &b->pl.params, b->pl.reader, b->validator, record_reject_on_reject, &first->rej);
 	if (r < 0)
 		goto fail;
+	if (b->pl.store && r != CUT_FILL_EOF) {
+		/*
+		 * skip_unchanged, a file of several requests: its records are decided as they are cut,
+		 * on the worker (a request holds batch_records records to send, however many it leaves
+		 * out). This first range, cut on the loop undecided, is dropped and cut again from the start.
+		 */
+		if ((r = record_cut_body_begin(ch)) < 0 || (r = record_pipeline_read_at(&b->pl, fd, first->name, 0, 1)) < 0)
+			goto fail;
+		ch->start_offset = ch->end_offset = 0;
+		ch->start_line = ch->end_line = 1;
+		record_reject_reset(&first->rej);
+		state_catalog_clear(b->pl.fields[0]);
+		b->decided_first = true;
+		r = CUT_FILL_FULL;
+	}
 	first->rejected = ch->rejected;
 	if (r == CUT_FILL_EOF) {
 		off_t end = record_source_offset(b->pl.reader);
@@ -525,7 +671,7 @@ fail:
 	return 0;
 }
 
-static const struct pipeline_ops pipeline_ops = { .ready = pipeline_ready, .cut_failed = cut_failed };
+static const struct pipeline_ops pipeline_ops = { .ready = pipeline_ready, .cut_failed = cut_failed, .stepped = stepped };
 static const struct request_ops request_ops = {
 	.may_complete = may_complete,
 	.done = request_done,
@@ -559,6 +705,8 @@ void batch_release(struct batch *b)
 	if (b->env.loop)
 		ev_timer_stop(b->env.loop, &b->timer);
 	record_pipeline_release(&b->pl);
+	state_store_close(b->store);
+	free(b->store_dir);
 	wire_request_release(&b->req);
 	state_catalog_free(b->member_fields);
 	for (size_t i = 0; i < b->cap_members; i++)

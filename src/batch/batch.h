@@ -122,6 +122,13 @@ struct batch {
 	double started;
 	uint64_t retries_before;        /* the connection's retries when the batch started, for its history */
 	uint64_t rng;
+	/* skip_unchanged: the connection's store, open across batches, for the destination store_dest */
+	struct store *store;
+	char *store_dir;                /* <state_dir>/store/<connection> */
+	uint64_t store_dest;
+	uint64_t unchanged;             /* records of this batch the API holds (left out) */
+	bool decided_first;             /* body 0, cut on the loop, was decided on the worker */
+	void (*after_step)(struct batch *b, int r);
 };
 
 /* @fields_max: field names a request notes. */

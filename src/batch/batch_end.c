@@ -68,6 +68,7 @@ void batch_record_end(struct batch *b, enum history_outcome o, long status, cons
 		.outcome = o,
 		.http_status = status > 0 ? status : 0,
 		.records_sent = b->jb.records,
+		.records_unchanged = b->unchanged,
 		.records_rejected = b->jb.rejected,
 		.requests = b->req.sent,
 		.retries = b->env.stats->retries - b->retries_before,
@@ -330,16 +331,21 @@ void batch_archive(struct batch *b)
 	{
 		struct log_ctx ctx = batch_log_ctx(b, -1);
 
+		char unchanged[48] = "";
+
 		ctx.records = (long long)b->jb.records;
+		ctx.unchanged = b->unchanged;
+		if (b->unchanged)
+			snprintf(unchanged, sizeof(unchanged), ", %" PRIu64 " unchanged (not sent)", b->unchanged);
 		if (b->n_members > 1)
 			log_msg(LOG_LVL_INFO, &ctx, "%s: %zu files (%s ... %s) in one batch: %" PRIu64 " records sent, %"
-				PRIu64 " rejected, %" PRIu64 " requests, %.2f s", b->env.name, b->n_members,
+				PRIu64 " rejected, %" PRIu64 " requests, %.2f s%s", b->env.name, b->n_members,
 				b->members[0].name, b->members[b->n_members - 1].name, b->jb.records, b->jb.rejected,
-				b->req.sent, took);
+				b->req.sent, took, unchanged);
 		else
 			log_msg(LOG_LVL_INFO, &ctx, "%s: %s: %" PRIu64 " records sent, %" PRIu64 " rejected, %" PRIu64
-				" requests, %.2f s", b->env.name, b->jb.name, b->jb.records, b->jb.rejected,
-				b->req.sent, took);
+				" requests, %.2f s%s", b->env.name, b->jb.name, b->jb.records, b->jb.rejected,
+				b->req.sent, took, unchanged);
 	}
 	b->env.stats->files_done += b->n_members;
 	{

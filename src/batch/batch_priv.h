@@ -31,6 +31,10 @@ void batch_archive(struct batch *b);
  * run history entry goes up through ops.finished. Before batch_end_here, which forgets its files.
  */
 void batch_record_end(struct batch *b, enum history_outcome o, long status, const char *why);
+/* COMPLETED is durable: what the batch sent becomes known to the store (skip_unchanged), then batch_archive. */
+void batch_completed(struct batch *b);
+/* skip_unchanged: the store of the batch's destination, opened (or NULL: everything is sent). */
+struct store *batch_store(struct batch *b);
 /* The cut params, pipeline and request of the batch in b->jb, and its line of `status`. */
 void batch_set_params(struct batch *b);
 int batch_grow_members(struct batch *b);

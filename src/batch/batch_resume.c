@@ -140,6 +140,21 @@ static int resume_failed(struct batch *b, int r, const char *why)
 	return -EAGAIN;
 }
 
+/* skip_unchanged: an empty first range at the resume point; the worker cuts and decides on from there. */
+static int resume_range(struct batch *b)
+{
+	struct record_body *c = &b->pl.body[0];
+	int r = record_cut_body_begin(c);
+
+	if (r < 0)
+		return r;
+	c->start_offset = c->end_offset = (off_t)b->jb.offset;
+	c->start_line = c->end_line = b->jb.lineno;
+	record_cut_body_finish(c, &b->pl.params, false);
+	b->decided_first = true;
+	return 0;
+}
+
 int batch_resume(struct batch *b, const struct journal_batch *from, const struct conn_config *cfg,
 		 struct record_check *v, struct upload_client *client, struct ratelimit *limiter)
 {
@@ -150,6 +165,8 @@ int batch_resume(struct batch *b, const struct journal_batch *from, const struct
 	int fd, r = 0;
 
 	b->jb = *from;
+	b->unchanged = 0;
+	b->decided_first = false;
 	batch_use(b, cfg, v, client, limiter);
 	batch_enter(b, BATCH_OPENING, BW_NONE, -1);
 	b->n_members = 0;
@@ -210,7 +227,7 @@ int batch_resume(struct batch *b, const struct journal_batch *from, const struct
 	if (from->state == BATCH_COMPLETED) {
 		batch_log(b, LOG_LVL_INFO, -1, "%s: batch %s was completed before the restart: finishing its %s", from->name,
 			 from->uuid, b->env.after_upload == AFTER_UPLOAD_DELETE ? "delete" : "archive");
-		batch_archive(b);
+		batch_completed(b);
 		return 0;
 	}
 	batch_log(b, LOG_LVL_INFO, -1, "%s: resuming batch %s (%zu file(s)) at request %" PRIu32 ", line %" PRIu64
@@ -223,7 +240,7 @@ int batch_resume(struct batch *b, const struct journal_batch *from, const struct
 		}
 		b->fd = fd;
 		if (spool_work_rejected_truncate(b->env.wf, from->name, from->rejected_size) < 0 || record_pipeline_read_at(&b->pl, fd, from->name, from->offset, from->lineno) < 0 ||
-		    record_pipeline_cut(&b->pl, 0) < 0) {
+		    (b->pl.store ? resume_range(b) : record_pipeline_cut(&b->pl, 0)) < 0) {
 			batch_fail(b, 0, record_pipeline_read_error(&b->pl, "cannot read the file or its rejected file"), NULL);
 			return 0;
 		}

@@ -26,6 +26,8 @@ int cli_retry(const struct config *cfg, int argc, char **argv, FILE *out);
  * or one. 0 done, 1 a history could not be read (said on stderr), 2 bad usage.
  */
 int cli_history(const struct config *cfg, int argc, char **argv, FILE *out);
+/* skip_unchanged: leave the connection's store a request to forget everything (store.h). */
+int cli_forget(const struct config *cfg, int argc, char **argv, FILE *out);
 /* @config_path may be NULL: then base URL and key files come from the options. */
 int cli_connection(const char *config_path, int argc, char **argv, FILE *out);
 

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "record/record_check.h"
@@ -15,6 +16,7 @@
 #include "record/record_ndjson.h"
 #include "record/record_source.h"
 #include "state/state_catalog.h"
+#include "state/state_store.h"
 #include "util/jsonstr.h"
 
 /* Rejected lines listed per file; the rest are only counted. */
@@ -35,13 +37,31 @@ struct check_result {
 	size_t n_list;
 	char *failed;                   /* the file would go to failed/: why (NULL: it would not) */
 	/*
-	 * Reserved for skip_unchanged (not implemented yet): when the connection has it, the
-	 * change that adds it sets has_would_send and would_send; until then both stay unset and
-	 * neither the text nor the JSON mentions it.
+	 * skip_unchanged: what the store (read-only) says would be sent; unknown when this user
+	 * cannot read it (an exporter) or there is none to read. Neither is shown without skip_unchanged.
 	 */
 	bool has_would_send;
 	uint64_t would_send;
+	const char *unknown_why;        /* skip_unchanged, the store unread: why the count is unknown */
 };
+
+/* skip_unchanged, read-only: an estimate (a key twice in one file counts as the store says each time). */
+struct check_store {
+	struct store *s;
+	uint32_t ttl;
+	uint64_t now;
+};
+
+static int check_decide(void *userdata, const char *rec, size_t len, const char *key, size_t key_len, uint64_t pos)
+{
+	struct check_store *cs = userdata;
+	unsigned char canon[STORE_KEY_MAX];
+	size_t cl;
+
+	if (state_store_key_canon(key, key_len, canon, &cl) < 0)
+		return 1;
+	return state_store_decide(cs->s, canon, cl, state_store_hash_record(rec, len), cs->ttl, pos, cs->now) == STORE_SKIP ? 0 : 1;
+}
 
 static void usage(FILE *f)
 {
@@ -81,14 +101,16 @@ static void result_clear(struct check_result *res)
  */
 static int check_file(const struct conn_config *cc, const char *path, struct source **src,
 		      struct record_check *v, struct record_body *body, struct catalog *fields,
-		      struct check_result *res)
+		      struct check_store *store, struct check_result *res)
 {
 	const char *base = strrchr(path, '/');
+	const struct cut_skip skip = { .decide = check_decide, .userdata = store };
 	const struct cut_params params = {
 		.batch_uuid = "00000000-0000-0000-0000-000000000000",
 		.ttl_seconds = cc->ttl_seconds,
 		.max_records = cc->batch_records,
 		.max_bytes = cc->batch_bytes,
+		.skip = store->s ? &skip : NULL,
 	};
 	struct source_kind kind;
 	int fd = -1, r;
@@ -108,14 +130,20 @@ static int check_file(const struct conn_config *cc, const char *path, struct sou
 	}
 	r = record_source_open(src, fd, base, &cc->csv, 0, 1,
 			       &(const struct source_limits){ cc->max_record_bytes, cc->zstd_window_max_mib });
+	if (store->s && r >= 0 && (r = state_store_txn_begin(store->s)) < 0)
+		store->s = NULL;        /* the count becomes unknown below */
+	res->has_would_send = store->s != NULL;
 	while (r >= 0) {
 		r = record_cut_next(body, &params, *src, v, on_reject, res);
 		if (r < 0)
 			break;
-		res->records += body->n_records;
+		res->records += body->n_records + body->unchanged;
+		res->would_send += body->n_records;
 		if (body->last)
 			break;
 	}
+	if (store->s)
+		state_store_txn_abort(store->s);
 	if (r == -EBADMSG || (r < 0 && r != -ENOMEM)) {
 		const char *why = *src ? record_source_error(*src) : NULL;
 
@@ -139,6 +167,8 @@ static void print_text(FILE *out, const char *path, const struct check_result *r
 	if (res->has_would_send)
 		fprintf(out, "  would send %llu of %llu (the others are unchanged)\n",
 			(unsigned long long)res->would_send, (unsigned long long)res->records);
+	else if (res->unknown_why)
+		fprintf(out, "  would send: unknown (skip_unchanged: %s)\n", res->unknown_why);
 	for (size_t i = 0; i < res->n_list; i++)
 		fprintf(out, "  line %llu: %s\n", (unsigned long long)res->list[i].line, res->list[i].reason);
 	if (res->rejected > res->n_list)
@@ -184,6 +214,8 @@ static int print_json(FILE *out, const char *conn, const char *path, const struc
 	if (res->has_would_send) {
 		snprintf(num, sizeof(num), ",\"would_send\":%llu", (unsigned long long)res->would_send);
 		r = r ? r : RAW(num);
+	} else if (res->unknown_why) {
+		r = r ? r : RAW(",\"would_send\":null");
 	}
 	r = r ? r : RAW(",\"rejected_lines\":[");
 	for (size_t i = 0; i < res->n_list; i++) {
@@ -223,6 +255,8 @@ int cli_check(const struct config *cfg, int argc, char **argv, FILE *out)
 	struct catalog *fields = NULL;
 	struct source *src = NULL;
 	struct record_body body = { 0 };
+	struct check_store store = { 0 };
+	const char *unknown_why = NULL;
 	bool json = false, body_ok = false;
 	int ch, status = 2;
 
@@ -250,11 +284,26 @@ int cli_check(const struct config *cfg, int argc, char **argv, FILE *out)
 	body_ok = true;
 	record_check_set_max_depth(v, cc->max_depth);
 	record_check_set_catalog(v, fields);
+	if (cc->skip_unchanged) {
+		char dir[4200];
+		int sr;
+
+		snprintf(dir, sizeof(dir), "%s/store/%s", cfg->state_dir, cc->name);
+		sr = state_store_open(dir, cc->base_url, cc->uuid, STORE_RDONLY, (uint64_t)cc->unchanged_resend_seconds, &store.s);
+		/* Never a failure of the check: only the count is unknown. */
+		unknown_why = sr == -EACCES || sr == -EPERM ? "the store is not readable by this user (run it as the daemon's user)"
+			      : sr == -ENOENT ? "no store yet: everything would be sent"
+			      : sr == -ESTALE ? "the store is for another destination: everything would be sent"
+			      : sr < 0 ? "the store cannot be read" : NULL;
+		store.ttl = cc->ttl_seconds <= 0 ? 0 : cc->ttl_seconds > UINT32_MAX ? UINT32_MAX : (uint32_t)cc->ttl_seconds;
+		store.now = (uint64_t)time(NULL);
+	}
 	status = 0;
 	for (int i = optind; i < argc; i++) {
 		struct check_result res = { 0 };
 
-		if (check_file(cc, argv[i], &src, v, &body, fields, &res) < 0) {
+		res.unknown_why = unknown_why;
+		if (check_file(cc, argv[i], &src, v, &body, fields, &store, &res) < 0) {
 			fprintf(stderr, "dcsyncd check: %s: %s\n", argv[i], strerror(ENOMEM));
 			result_clear(&res);
 			status = 1;
@@ -272,6 +321,7 @@ usage:
 out:
 	if (body_ok)
 		record_cut_body_release(&body);
+	state_store_close(store.s);
 	record_source_free(src);
 	state_catalog_free(fields);
 	record_check_free(v);

@@ -15,6 +15,7 @@
 #include "spool/spool.h"
 #include "state/state_history.h"
 #include "state/state_journal.h"
+#include "state/state_store.h"
 #include "state/state_totals.h"
 #include "util/jsonstr.h"
 #include "util/layout.h"
@@ -119,6 +120,9 @@ struct conn_status {
 	uint64_t rate_budget;
 	bool rate_waiting;
 	struct history_entry *last_run;         /* its run history's last entry; NULL: none (or unreadable, said on stderr) */
+	bool store_shown;                       /* skip_unchanged, or a store left from when it was on */
+	bool store_keys_known;
+	struct state_store_stats store;
 };
 
 static void gather_conn(const struct config *cfg, const struct conn_config *c, const struct journal *j,
@@ -147,6 +151,11 @@ static void gather_conn(const struct config *cfg, const struct conn_config *c, c
 		if (r < 0 && r != -ENOENT)
 			fprintf(stderr, "%s: cannot read its run history in %s/history: %s\n", c->name, cfg->state_dir,
 				strerror(-r));
+		char sdir[4200];
+
+		snprintf(sdir, sizeof(sdir), "%s/store/%s", cfg->state_dir, c->name);
+		state_store_peek(sdir, c->base_url, c->uuid, &cs->store, &cs->store_keys_known);
+		cs->store_shown = c->skip_unchanged || cs->store.bytes;
 	}
 }
 
@@ -223,11 +232,22 @@ static void json_conn(const struct conn_status *cs, const struct config *cfg, st
 			cs->rate_waiting ? "true" : "false");
 	else
 		fputs("null", out);
+	fputs(",\"store\":", out);
+	if (cs->store_shown) {
+		fprintf(out, "{\"bytes\":%" PRIu64 ",\"keys\":", cs->store.bytes);
+		if (cs->store_keys_known)
+			fprintf(out, "%" PRIu64 "}", cs->store.keys);
+		else
+			fputs("null}", out);
+	} else {
+		fputs("null", out);
+	}
 	fputs(",\"totals\":", out);
 	if (st)
 		fprintf(out, "{\"files_uploaded\":%" PRIu64 ",\"files_failed\":%" PRIu64 ",\"records_sent\":%" PRIu64
-			",\"records_rejected\":%" PRIu64 ",\"requests\":%" PRIu64 "}", st->files_done,
-			st->files_failed, st->records_sent, st->records_rejected, st->requests);
+			",\"records_rejected\":%" PRIu64 ",\"records_unchanged\":%" PRIu64 ",\"requests\":%" PRIu64 "}",
+			st->files_done, st->files_failed, st->records_sent, st->records_rejected, st->records_unchanged,
+			st->requests);
 	else
 		fputs("null", out);
 	fputs(",\"last_run\":", out);
@@ -298,10 +318,22 @@ static void text_conn(const struct conn_status *cs, const struct config *cfg, st
 			cs->rate_waiting ? ", a request is waiting for a slot" : ", no request waiting");
 	else
 		fprintf(out, "  rate limit:   off\n");
-	if (st)
+	if (st) {
+		char unchanged[48] = "";
+
+		/* Only where skip_unchanged is or was in use: the line stays as it was elsewhere. */
+		if (st->records_unchanged || cs->store_shown)
+			snprintf(unchanged, sizeof(unchanged), "%" PRIu64 " unchanged (not sent), ", st->records_unchanged);
 		fprintf(out, "  totals:       %" PRIu64 " file(s) uploaded, %" PRIu64 " failed, %" PRIu64
-			" records sent, %" PRIu64 " rejected, %" PRIu64 " requests\n", st->files_done,
-			st->files_failed, st->records_sent, st->records_rejected, st->requests);
+			" records sent, %" PRIu64 " rejected, %s%" PRIu64 " requests\n", st->files_done, st->files_failed,
+			st->records_sent, st->records_rejected, unchanged, st->requests);
+	}
+	if (cs->store_shown && cs->store_keys_known)
+		fprintf(out, "  unchanged:    skipped by a store of %" PRIu64 " key(s), %" PRIu64 " bytes on disk\n",
+			cs->store.keys, cs->store.bytes);
+	else if (cs->store_shown)
+		fprintf(out, "  unchanged:    skipped by a store of %" PRIu64 " bytes on disk (its keys: not readable here)\n",
+			cs->store.bytes);
 	if (cs->last_run) {
 		char line[16384];
 

@@ -66,6 +66,8 @@ struct conn_config {
 	double rate_limit_window_seconds;
 	bool field_catalog;               /* note the uploaded field names for `dcsyncd formula` */
 	unsigned history_entries;         /* run history entries kept (`dcsyncd history`) */
+	bool skip_unchanged;              /* send only records the API is not known to hold (store.h) */
+	long long unchanged_resend_seconds; /* an unchanged record is sent again this long after its ack; 0: never */
 	struct csv_options csv;           /* csv_columns, csv_delimiter, csv_empty (csv.primary_key: primary_key) */
 	enum conn_proxy proxy_mode;
 	char *proxy;                      /* CONN_PROXY_URL: the proxy's URL (no credentials in it) */

@@ -498,6 +498,7 @@ static void on_batch_finished(void *userdata, const struct history_entry *e)
 		return;
 	c->persist.records_sent += e->records_sent;
 	c->persist.records_rejected += e->records_rejected;
+	c->persist.records_unchanged += e->records_unchanged;
 	c->persist.requests += e->requests;
 	if (e->outcome == HISTORY_FAILED) {
 		c->persist.files_failed += e->files;

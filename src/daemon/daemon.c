@@ -62,6 +62,7 @@ static void totals(const struct daemon *d, struct conn_stats *t, size_t *queued)
 		t->files_refused += s->files_refused;
 		t->records_sent += s->records_sent;
 		t->records_rejected += s->records_rejected;
+		t->records_unchanged += s->records_unchanged;
 		t->requests += s->requests;
 		t->retries += s->retries;
 		t->bytes_sent += s->bytes_sent;
@@ -463,10 +464,14 @@ static void print_summary(struct daemon *d)
 	for (size_t i = 0; i < d->n_conns; i++) {
 		const struct conn_stats *s = connection_stats(d->conns[i]);
 
+		char unchanged[48] = "";
+
+		if (s->records_unchanged)
+			snprintf(unchanged, sizeof(unchanged), ", %" PRIu64 " unchanged", s->records_unchanged);
 		printf("%s: %" PRIu64 " file(s) done, %" PRIu64 " failed, %" PRIu64 " records sent, %" PRIu64
-		       " rejected, %" PRIu64 " requests, %" PRIu64 " retries%s\n", connection_name(d->conns[i]),
+		       " rejected, %" PRIu64 " requests, %" PRIu64 " retries%s%s\n", connection_name(d->conns[i]),
 		       s->files_done, s->files_failed, s->records_sent, s->records_rejected, s->requests, s->retries,
-		       connection_blocked(d->conns[i]) ? ", PAUSED: the API refused the keys"
+		       unchanged, connection_blocked(d->conns[i]) ? ", PAUSED: the API refused the keys"
 		       : connection_unusable(d->conns[i]) ? ", WAITING: its directory cannot be used" : "");
 	}
 	{

@@ -23,6 +23,7 @@ static void usage(FILE *f)
 	      "       dcsyncd -c FILE drop CONNECTION FILE... | drop CONNECTION - --name NAME.ndjson\n"
 	      "       dcsyncd -c FILE check [--json] [CONNECTION] FILE...\n"
 	      "       dcsyncd -c FILE retry CONNECTION FILE... | --all\n"
+	      "       dcsyncd -c FILE forget CONNECTION\n"
 	      "       dcsyncd -c FILE connection create NAME --primary-key FIELD [--description TEXT] --like CONNECTION\n"
 	      "       dcsyncd -c FILE formula CONNECTION FIELD [--key TAG] [--fallback TEXT] [--params P]\n"
 	      "       dcsyncd -c FILE formula --check 'DC_...' | --list CONNECTION\n"
@@ -48,6 +49,8 @@ static void usage(FILE *f)
 	      "                      state); records, rejected lines, a failure; exit 1 if any\n"
 	      "  retry               put failed files back into the spool, their error.json kept in\n"
 	      "                      failed/.retried/ (as root or the daemon's user)\n"
+	      "  forget              skip_unchanged: forget what the API holds; the next files go whole\n"
+	      "                      (as root or the daemon's user; safe while the daemon runs)\n"
 	      "  connection create   create a Data Connection at the API, print its [connection] section\n"
 	      "  formula             print the Data Connection formula for a field that was uploaded\n"
 	      "                      (--key default [%CUSTOMER_ID%]); --check explains a formula;\n"
@@ -102,7 +105,8 @@ int main(int argc, char **argv)
 	log_open();
 	if (optind < argc && (!strcmp(argv[optind], "status") || !strcmp(argv[optind], "formula") ||
 			      !strcmp(argv[optind], "drop") || !strcmp(argv[optind], "retry") ||
-			      !strcmp(argv[optind], "check") || !strcmp(argv[optind], "history"))) {
+			      !strcmp(argv[optind], "check") || !strcmp(argv[optind], "history") ||
+			      !strcmp(argv[optind], "forget"))) {
 		const char *cmd = argv[optind];
 		bool json = false;
 		struct config *cfg;
@@ -131,6 +135,8 @@ int main(int argc, char **argv)
 			r = cli_retry(cfg, argc - optind, argv + optind, stdout);
 		else if (!strcmp(cmd, "history"))
 			r = cli_history(cfg, argc - optind, argv + optind, stdout);
+		else if (!strcmp(cmd, "forget"))
+			r = cli_forget(cfg, argc - optind, argv + optind, stdout);
 		else
 			r = cli_formula_cmd(cfg, argc - optind, argv + optind, stdout);
 		config_free(cfg);

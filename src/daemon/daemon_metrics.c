@@ -28,6 +28,7 @@ static const struct family families[] = {
 	{ "dcsyncd_rate_limit_budget", "gauge", "Requests the API key may send per window now (0: no limit)." },
 	{ "dcsyncd_rate_limit_waiting", "gauge", "1 while a request waits for the client-side rate limit." },
 	{ "dcsyncd_paused", "gauge", "1 while the API refuses the connection's keys." },
+	{ "dcsyncd_records_unchanged_total", "counter", "Records left out by skip_unchanged: the API holds them." },
 };
 
 static void emit(FILE *f, size_t fam, struct connection *const *conns, size_t n, double now)
@@ -58,6 +59,7 @@ static void emit(FILE *f, size_t fam, struct connection *const *conns, size_t n,
 			case 8: v = s->last_success; break;
 			case 9: v = connection_rate_budget(conns[i], &used); break;
 			case 10: v = connection_rate_waiting(conns[i]); break;
+			case 12: v = (double)s->records_unchanged; break;
 			default: v = connection_blocked(conns[i]); break;
 			}
 			fprintf(f, "%s{connection=\"%s\"} %.17g\n", families[fam].name, name, v);

@@ -44,6 +44,7 @@ struct record_check {
 	size_t reason_len;
 	yajl_handle h;
 	size_t object_end;      /* offset just after the top-level object's '}' */
+	size_t pk_key_end;      /* offset just after the primary key's name */
 };
 
 static int v_refuse(struct record_check *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -150,6 +151,7 @@ static int v_map_key(void *ctx, const unsigned char *key, size_t len)
 		if (v->pk_seen++)
 			return v_refuse(v, "primary key '%s' appears twice", v->pk);
 		v->pk_next = true;
+		v->pk_key_end = yajl_get_bytes_consumed(v->h);
 	}
 	for (size_t i = 0; i < v->n_required; i++)
 		if (strlen(v->required[i]) == len && !memcmp(key, v->required[i], len))
@@ -241,6 +243,38 @@ void record_check_free(struct record_check *v)
 void record_check_set_catalog(struct record_check *v, struct catalog *catalog)
 {
 	v->catalog = catalog;
+}
+
+struct catalog *record_check_catalog(const struct record_check *v)
+{
+	return v->catalog;
+}
+
+int record_check_key(const struct record_check *v, const char *data, size_t len, const char **key,
+		     size_t *key_len)
+{
+	size_t i = v->pk_key_end, start;
+
+	/* The record passed: after the name come blanks, ':', blanks, then a string or a number. */
+	while (i < len && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n' || data[i] == ':'))
+		i++;
+	if (i == len)
+		return -EINVAL;
+	start = i;
+	if (data[i] == '"') {
+		for (i++; i < len && data[i] != '"'; i++)
+			if (data[i] == '\\')
+				i++;
+		if (i >= len)
+			return -EINVAL;
+		i++;
+	} else {
+		while (i < len && strchr("+-0123456789.eE", data[i]) && data[i])
+			i++;
+	}
+	*key = data + start;
+	*key_len = i - start;
+	return *key_len ? 0 : -EINVAL;
 }
 
 void record_check_set_max_depth(struct record_check *v, unsigned max_depth)

@@ -32,6 +32,14 @@ void record_check_free(struct record_check *v);
 struct catalog;
 /* Note the top-level field names of every valid record in @catalog (NULL: none). */
 void record_check_set_catalog(struct record_check *v, struct catalog *catalog);
+/* The catalog set on @v (NULL: none). */
+struct catalog *record_check_catalog(const struct record_check *v);
+/*
+ * After record_check_one passed @data: the primary key's value as its JSON text (a string
+ * with its quotes, or a number) in *@key, *@key_len. -EINVAL if it cannot be found.
+ */
+int record_check_key(const struct record_check *v, const char *data, size_t len, const char **key,
+		     size_t *key_len);
 /* Records nested deeper than @max_depth (1..RECORD_MAX_DEPTH_LIMIT) are refused. */
 void record_check_set_max_depth(struct record_check *v, unsigned max_depth);
 /*

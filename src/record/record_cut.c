@@ -18,7 +18,8 @@ int record_cut_body_init(struct record_body *c, unsigned max_records)
 	c->rec_len = malloc(max_records * sizeof(*c->rec_len));
 	c->rec_line = malloc(max_records * sizeof(*c->rec_line));
 	c->rec_member = malloc(max_records * sizeof(*c->rec_member));
-	if (!c->rec_off || !c->rec_len || !c->rec_line || !c->rec_member) {
+	c->rec_key = malloc(max_records * sizeof(*c->rec_key));
+	if (!c->rec_off || !c->rec_len || !c->rec_line || !c->rec_member || !c->rec_key) {
 		record_cut_body_release(c);
 		return -ENOMEM;
 	}
@@ -32,6 +33,7 @@ void record_cut_body_release(struct record_body *c)
 	free(c->rec_len);
 	free(c->rec_line);
 	free(c->rec_member);
+	free(c->rec_key);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -63,6 +65,7 @@ static int begin(struct record_body *c)
 	c->len = 0;
 	c->n_records = 0;
 	c->rejected = 0;
+	c->unchanged = 0;
 	c->last = false;
 	if (reserve(c, sizeof(BODY_HEAD) + BODY_TAIL_MAX) < 0)
 		return -ENOMEM;
@@ -80,6 +83,7 @@ static int add_record(struct record_body *c, const char *data, size_t len, uint6
 	c->rec_len[c->n_records] = (uint32_t)len;
 	c->rec_line[c->n_records] = lineno;
 	c->rec_member[c->n_records] = c->member;
+	c->rec_key[c->n_records] = 0;
 	c->n_records++;
 	put(c, data, len);
 	return 0;
@@ -131,17 +135,70 @@ void record_cut_body_rollback(struct record_body *c, const struct body_mark *m)
 	c->rejected = m->rejected;
 }
 
+/* The record's place in its batch: monotone over the batch's files, the same after a restart. */
+static uint64_t record_pos(const struct record_body *c, uint64_t lineno)
+{
+	return (uint64_t)c->member << 40 | lineno;
+}
+
+/* skip_unchanged: 1 to send the valid record @ln, 0 to leave it out; its key span in *@kspan. */
+static int keep_record(const struct record_body *c, const struct cut_params *p, struct record_check *v,
+		       const struct ndjson_line *ln, uint32_t *kspan)
+{
+	const char *key;
+	size_t klen;
+
+	*kspan = 0;
+	if (record_check_key(v, ln->data, ln->len, &key, &klen) < 0)
+		return 1;       /* a key we cannot see is never skipped */
+	if (!p->skip) {
+		if ((size_t)(key - ln->data) <= 0xffff && klen <= 0xffff && klen)
+			*kspan = (uint32_t)(key - ln->data) << 16 | (uint32_t)klen;
+		return 1;
+	}
+	return p->skip->decide(p->skip->userdata, ln->data, ln->len, key, klen, record_pos(c, ln->lineno)) == 0 ? 0 : 1;
+}
+
+/*
+ * skip_unchanged, the body full: a record the API holds still belongs to this range, so the
+ * next request starts with one to send (and a last request is never one of left-out records
+ * only). Validated without the field catalog: a record handed back is validated again.
+ * 1: left out here; 0: handed back to the next request.
+ */
+static int take_unchanged(struct record_body *c, const struct cut_params *p, struct record_check *v,
+			  const struct ndjson_line *ln)
+{
+	struct catalog *cat = record_check_catalog(v);
+	char reason[256];
+	uint32_t kspan;
+	int rc;
+
+	if (ln->too_long || ln->error)
+		return 0;
+	record_check_set_catalog(v, NULL);
+	rc = record_check_one(v, ln->data, ln->len, reason, sizeof(reason));
+	record_check_set_catalog(v, cat);
+	if (rc < 0 || keep_record(c, p, v, ln, &kspan))
+		return 0;
+	c->unchanged++;
+	c->end_offset = ln->end_offset;
+	c->end_line = ln->lineno + 1;
+	return 1;
+}
+
 int record_cut_fill(struct record_body *c, const struct cut_params *p, struct source *r,
 	       struct record_check *v, cut_reject_fn reject, void *userdata)
 {
 	struct ndjson_line ln;
 	char reason[256];
+	uint32_t kspan = 0;
 	int rc;
 
 	c->start_offset = c->end_offset = record_source_offset(r);
 	c->end_file_offset = record_source_file_offset(r);
 	c->start_line = c->end_line = record_source_lineno(r);
 	c->rejected = 0;
+	c->unchanged = 0;
 	for (;;) {
 		rc = record_source_next(r, &ln);
 		if (rc < 0)
@@ -155,6 +212,8 @@ int record_cut_fill(struct record_body *c, const struct cut_params *p, struct so
 		 */
 		if (c->n_records == p->max_records ||
 		    (c->n_records && !ln.too_long && c->len + 1 + ln.len + BODY_TAIL_MAX > p->max_bytes)) {
+			if (p->skip && take_unchanged(c, p, v, &ln))
+				continue;
 			record_source_unget(r);
 			return CUT_FILL_FULL;
 		}
@@ -181,12 +240,50 @@ int record_cut_fill(struct record_body *c, const struct cut_params *p, struct so
 		}
 		if (rc < 0)
 			return rc;
-		if ((rc = add_record(c, ln.data, ln.len, ln.lineno)) < 0)
-			return rc;
+		if ((p->skip || p->note_keys) && !keep_record(c, p, v, &ln, &kspan)) {
+			c->unchanged++;
+		} else {
+			if ((rc = add_record(c, ln.data, ln.len, ln.lineno)) < 0)
+				return rc;
+			c->rec_key[c->n_records - 1] = kspan;
+		}
 		c->end_offset = ln.end_offset;
 		c->end_file_offset = record_source_file_offset(r);
 		c->end_line = ln.lineno + 1;
 	}
+}
+
+int record_cut_decide(struct record_body *c, const struct cut_params *p)
+{
+	size_t len = sizeof(BODY_HEAD) - 1;
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < c->n_records; i++) {
+		const char *rec = c->body + c->rec_off[i];
+		uint32_t ks = c->rec_key[i], off = c->rec_off[i], rl = c->rec_len[i];
+		int keep = !ks || p->skip->decide(p->skip->userdata, rec, rl, rec + (ks >> 16), ks & 0xffff,
+						  (uint64_t)c->rec_member[i] << 40 | c->rec_line[i]) != 0;
+
+		if (!keep) {
+			c->unchanged++;
+			continue;
+		}
+		/* Moved down in place: what is kept never lies after what is read next. */
+		if (n)
+			c->body[len++] = ',';
+		memmove(c->body + len, c->body + off, rl);
+		c->rec_off[n] = (uint32_t)len;
+		c->rec_len[n] = rl;
+		c->rec_line[n] = c->rec_line[i];
+		c->rec_member[n] = c->rec_member[i];
+		c->rec_key[n] = ks;
+		len += rl;
+		n++;
+	}
+	c->n_records = n;
+	c->len = len;
+	finish(c, p);
+	return 0;
 }
 
 int record_cut_next(struct record_body *c, const struct cut_params *p, struct source *r,

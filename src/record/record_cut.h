@@ -43,7 +43,21 @@ struct record_body {
 	uint64_t start_line;    /* number of the first line of the range */
 	uint64_t end_line;      /* number the next range starts with */
 	uint64_t rejected;      /* lines of the range rejected locally */
+	uint64_t unchanged;     /* records of the range left out: the API holds them (skip_unchanged) */
+	uint32_t *rec_key;      /* skip_unchanged: record i's primary key is at body[rec_off[i] + (rec_key[i] >> 16)], */
+				/* (rec_key[i] & 0xffff) bytes; 0: not noted */
 	bool last;              /* batch_completed: true */
+};
+
+/*
+ * skip_unchanged: @decide says whether a valid record goes up (1) or the API holds it already
+ * (0); @key is its primary key's JSON text, @pos its place in the batch (member << 40 | line).
+ * A negative errno sends it. It runs where the cut runs: the pipeline gives it only to cuts on
+ * its worker; a cut without it notes the keys for record_cut_decide.
+ */
+struct cut_skip {
+	int (*decide)(void *userdata, const char *rec, size_t len, const char *key, size_t key_len, uint64_t pos);
+	void *userdata;
 };
 
 struct cut_params {
@@ -51,6 +65,8 @@ struct cut_params {
 	long long ttl_seconds;  /* < 0: not sent */
 	unsigned max_records;
 	size_t max_bytes;
+	const struct cut_skip *skip;    /* NULL: every valid record is sent */
+	bool note_keys;                 /* keep each record's key span (rec_key) for a later record_cut_decide */
 };
 
 /*
@@ -103,6 +119,11 @@ void record_cut_body_finish(struct record_body *c, const struct cut_params *p, b
  */
 int record_cut_body_part(struct record_body *dst, const struct record_body *src, const struct cut_params *p,
 		uint32_t from, uint32_t to, bool last);
+/*
+ * skip_unchanged for a body cut with note_keys: decide each record in order (p->skip) and leave
+ * out those the API holds, counting them in c->unchanged; the body is sealed again.
+ */
+int record_cut_decide(struct record_body *c, const struct cut_params *p);
 /* Seal @c's body again with @last as its batch_completed flag (a file that grew after its end). */
 void record_cut_body_reseal(struct record_body *c, const struct cut_params *p, bool last);
 /* Build in @dst a request holding the one record @data, with @last as its batch_completed flag. */

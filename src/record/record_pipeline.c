@@ -2,8 +2,11 @@
 #include "record/record_pipeline.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util/log.h"
 
 static void ahead_done(void *userdata, int r);
 
@@ -52,6 +55,7 @@ void record_pipeline_cancel(struct pipeline *p)
 {
 	record_worker_cancel(p->worker);
 	p->want_next = false;
+	p->stepping = false;
 	p->cutting = false;
 }
 
@@ -95,9 +99,134 @@ void record_pipeline_note_fields(struct pipeline *p, struct catalog *fields)
 	record_check_set_catalog(p->validator, p->read.field_catalog ? fields : NULL);
 }
 
+/* The store failed: send the rest of the batch whole, and have the store forgotten before the next. */
+static void store_broke(struct pipeline *p, int err)
+{
+	int r;
+
+	if (p->store_broken)
+		return;
+	p->store_broken = true;
+	r = state_store_request_forget(p->store_dir);
+	log_error("store %s: %s; this batch goes up whole%s", p->store_dir, strerror(-err),
+		  r < 0 ? " (and the store cannot be marked to be forgotten: it is not trusted again until it is)" :
+			  ", and the store is forgotten before the next");
+}
+
+/* The worker's thread: one decision of skip_unchanged. */
+static int decide(void *userdata, const char *rec, size_t len, const char *key, size_t key_len, uint64_t pos)
+{
+	struct pipeline *p = userdata;
+	unsigned char canon[STORE_KEY_MAX];
+	size_t cl;
+	int r;
+
+	if (p->store_broken || state_store_key_canon(key, key_len, canon, &cl) < 0)
+		return 1;       /* a key not stored is never skipped */
+	r = state_store_decide(p->store, canon, cl, state_store_hash_record(rec, len), p->ttl, pos, p->decided_at);
+	if (r < 0) {
+		store_broke(p, r);
+		return 1;
+	}
+	return r == STORE_SKIP ? 0 : 1;
+}
+
+void record_pipeline_skip(struct pipeline *p, struct store *s, const char *dir, uint64_t decided_at)
+{
+	p->store = s;
+	p->store_dir = dir;
+	p->decided_at = decided_at;
+	p->ttl = p->params.ttl_seconds <= 0 ? 0 : p->params.ttl_seconds > UINT32_MAX ? UINT32_MAX : (uint32_t)p->params.ttl_seconds;
+	p->store_begun = false;
+	p->store_broken = false;
+	p->skip = (struct cut_skip){ .decide = decide, .userdata = p };
+	p->params.skip = NULL;
+	p->params.note_keys = s != NULL;
+}
+
+/* Before a body's decisions: the batch opened in the store, one transaction for the body. */
+static void store_enter(struct pipeline *p)
+{
+	int r;
+
+	if (!p->store_broken && !p->store_begun) {
+		if ((r = state_store_batch_begin(p->store, p->params.batch_uuid)) < 0)
+			store_broke(p, r);
+		p->store_begun = true;
+	}
+	if (!p->store_broken && (r = state_store_txn_begin(p->store)) < 0)
+		store_broke(p, r);
+}
+
+/* What the body sends is durable in the store before the body can be sent (invariant 5). */
+static void store_leave(struct pipeline *p)
+{
+	int r;
+
+	if (p->store_broken) {
+		state_store_txn_abort(p->store);
+		return;
+	}
+	if ((r = state_store_txn_commit(p->store)) < 0)
+		store_broke(p, r);
+}
+
 static int cut_into(struct pipeline *p, int idx)
 {
-	return record_cut_next(&p->body[idx], &p->params, p->reader, p->validator, record_reject_on_reject, &p->rej[idx]);
+	struct cut_params cp = p->params;
+	int r;
+
+	if (!p->store)
+		return record_cut_next(&p->body[idx], &p->params, p->reader, p->validator, record_reject_on_reject, &p->rej[idx]);
+	cp.skip = &p->skip;
+	cp.note_keys = false;
+	store_enter(p);
+	r = record_cut_next(&p->body[idx], &cp, p->reader, p->validator, record_reject_on_reject, &p->rej[idx]);
+	store_leave(p);
+	return r;
+}
+
+int record_pipeline_decide_first(struct pipeline *p)
+{
+	struct cut_params cp = p->params;
+	int r;
+
+	cp.skip = &p->skip;
+	store_enter(p);
+	r = record_cut_decide(&p->body[0], &cp);
+	store_leave(p);
+	return r;
+}
+
+int record_pipeline_store_completed(struct pipeline *p)
+{
+	int r;
+
+	if (!p->store_begun && !p->store_broken && (r = state_store_batch_begin(p->store, p->params.batch_uuid)) < 0)
+		store_broke(p, r);
+	/* A batch whose decisions were not all kept in the store cannot tell it what it sent. */
+	r = p->store_broken ? state_store_forget_all(p->store) : state_store_batch_complete(p->store, p->params.batch_uuid, p->decided_at);
+	if (r < 0)
+		log_error("store %s: cannot record batch %s as completed: %s", p->store_dir, p->params.batch_uuid,
+			  strerror(-r));
+	return r < 0 ? r : 0;
+}
+
+static int step_job(void *arg)
+{
+	struct pipeline *p = arg;
+
+	return p->step_fn(p);
+}
+
+int record_pipeline_step(struct pipeline *p, int (*fn)(struct pipeline *p))
+{
+	p->step_fn = fn;
+	if (!record_worker_busy(p->worker) && record_worker_submit(p->worker, step_job, p) == 0) {
+		p->stepping = true;
+		return PIPELINE_PENDING;
+	}
+	return fn(p);
 }
 
 int record_pipeline_cut(struct pipeline *p, int idx)
@@ -139,6 +268,11 @@ static void ahead_done(void *userdata, int r)
 {
 	struct pipeline *p = userdata;
 
+	if (p->stepping) {
+		p->stepping = false;
+		p->ops.stepped(p->userdata, r);
+		return;
+	}
 	if (r < 0) {
 		p->ops.cut_failed(p->userdata, r);
 		p->ahead_error = r;
@@ -164,6 +298,10 @@ int record_pipeline_next(struct pipeline *p)
 		return PIPELINE_PENDING;
 	} else if (p->ahead_error) {
 		return p->ahead_error;
+	} else if (p->store && !p->warned && record_pipeline_ahead(p) == 0 && record_worker_busy(p->worker)) {
+		/* skip_unchanged: a cut may look up a whole file's keys; that is the worker's, never the loop's. */
+		p->want_next = true;
+		return PIPELINE_PENDING;
 	} else if ((r = record_pipeline_cut(p, next)) < 0) {
 		return r;
 	}

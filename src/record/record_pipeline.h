@@ -19,6 +19,7 @@
 #include "record/record_source.h"
 #include "record/record_worker.h"
 #include "state/state_catalog.h"
+#include "state/state_store.h"
 #include "util/rc.h"
 
 /* The one in flight and two cut ahead: with several connections on few cores, each one's cutting fills the time the others wait for the network. */
@@ -27,6 +28,7 @@
 struct pipeline_ops {
 	void (*ready)(void *userdata);                  /* record_pipeline_next said PIPELINE_PENDING: try it again */
 	void (*cut_failed)(void *userdata, int err);    /* a cut failed (negative errno): say so; the batch fails at the next */
+	void (*stepped)(void *userdata, int r);         /* record_pipeline_step said PIPELINE_PENDING: the step's result */
 };
 
 /* How the batch's file is read: a connection's keys, handed down at start. */
@@ -54,6 +56,16 @@ struct pipeline {
 	bool cutting;                   /* from record_pipeline_start to record_pipeline_cancel: worth cutting ahead for */
 	struct pipeline_ops ops;
 	void *userdata;
+	/* skip_unchanged (record_pipeline_skip): the batch's store, used only by the worker's jobs */
+	struct store *store;            /* borrowed for the batch; NULL: every record is sent */
+	const char *store_dir;          /* for a forget request when the store fails */
+	uint64_t decided_at;            /* the batch's fixed decision time (journaled) */
+	uint32_t ttl;
+	bool store_begun;               /* state_store_batch_begin done for this batch */
+	bool store_broken;              /* the store failed in this batch: the rest goes whole, then it is forgotten */
+	struct cut_skip skip;
+	int (*step_fn)(struct pipeline *p);
+	bool stepping;
 };
 
 enum { PIPELINE_PENDING = 1 };
@@ -65,6 +77,19 @@ void record_pipeline_release(struct pipeline *p);
 /* A batch starts: cut with @params and @read (copied) and @v (borrowed until record_pipeline_reset, as is @read->csv). */
 void record_pipeline_start(struct pipeline *p, const struct cut_params *params, struct record_check *v,
 		    const struct read_opts *read);
+/*
+ * skip_unchanged for the batch just started (@s NULL: off): the worker decides each record
+ * against @s at @decided_at; cuts on the loop only note keys (record_cut_decide later, on the worker).
+ */
+void record_pipeline_skip(struct pipeline *p, struct store *s, const char *dir, uint64_t decided_at);
+/*
+ * Run one store step of the batch on the worker: deciding body 0 (cut on the loop with keys
+ * noted), or the batch's end in the store (completed, or forgotten). PIPELINE_PENDING: the
+ * result comes through ops.stepped; otherwise it ran here (no thread) and this is its result.
+ */
+int record_pipeline_step(struct pipeline *p, int (*fn)(struct pipeline *p));
+int record_pipeline_decide_first(struct pipeline *p);
+int record_pipeline_store_completed(struct pipeline *p);
 /* The batch ended or fails: no more cutting, the bodies ahead are dropped. */
 void record_pipeline_reset(struct pipeline *p);
 /* Stop cutting ahead now (the batch's files leave, or it fails). */

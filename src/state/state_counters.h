@@ -13,6 +13,7 @@ struct conn_stats {
 	uint64_t files_refused;         /* not regular files under a drop's name, or unreadable */
 	uint64_t records_sent;
 	uint64_t records_rejected;
+	uint64_t records_unchanged;     /* left out by skip_unchanged: the API holds them */
 	uint64_t requests;
 	uint64_t retries;
 	uint64_t bytes_sent;

@@ -51,6 +51,7 @@ struct journal_batch {
 	uint32_t n_members;     /* 0: one file (name, ident above); else the files of a multi-file batch */
 	uint64_t csv_opts;      /* hash of the CSV options it was opened with (record_csv_options_hash): they cut its rows */
 	uint64_t dest;          /* hash of the base_url and uuid it was opened at; 0: not known (older journal) */
+	uint64_t decided;       /* skip_unchanged: the batch's decision time (unix s), fixed for its life; 0: sends all */
 };
 
 /* One file of a multi-file batch: several small files filling one request. */

@@ -93,6 +93,8 @@ void state_jrec_batch(struct jrec_buf *w, const struct journal_batch *b)
 	w_u64(w, b->n_members);
 	w_u64(w, b->csv_opts);
 	w_u64(w, b->dest);
+	if (b->decided)
+		w_u64(w, b->decided);
 }
 
 void state_jrec_member(struct jrec_buf *w, const struct journal_member *m)
@@ -140,6 +142,8 @@ static int decode_batch(struct rbuf *r, struct journal_batch *b)
 	b->n_members = (uint32_t)r_u64(r);
 	b->csv_opts = r_u64(r);
 	b->dest = r_u64(r);
+	/* Written only by a batch that skips unchanged records: journals of older versions end before it. */
+	b->decided = r->pos < r->n ? r_u64(r) : 0;
 	if (r->bad || b->id > JREC_ID_MAX || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
 		return -EINVAL;
 	return 0;

@@ -21,6 +21,7 @@ struct conn_totals {
 	uint64_t files_failed;
 	uint64_t records_sent;
 	uint64_t records_rejected;
+	uint64_t records_unchanged;     /* skip_unchanged: left out, the API holds them (absent in older files: 0) */
 	uint64_t requests;
 	int64_t last_success;   /* unix seconds, 0: never */
 	int64_t last_error;     /* unix seconds, 0: never */

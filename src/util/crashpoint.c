@@ -29,4 +29,11 @@ void crashpoint(const char *name)
 	/* SIGKILL, like kill -9 or a power cut: no atexit, no flushing of stdio. */
 	kill(getpid(), SIGKILL);
 }
+
+int64_t crashpoint_clock_offset(void)
+{
+	const char *s = getenv("DCSYNCD_TEST_CLOCK_OFFSET");
+
+	return s ? strtoll(s, NULL, 10) : 0;
+}
 #endif

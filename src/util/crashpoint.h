@@ -11,8 +11,16 @@
 
 #include "build-config.h"
 
+#include <stdint.h>
+
+/*
+ * crashpoint_clock_offset: in test builds, seconds DCSYNCD_TEST_CLOCK_OFFSET adds to the time
+ * skip_unchanged decides at, so a test moves a batch's clock past a TTL without sleeping.
+ */
 #if DCSYNCD_CRASHPOINTS
 void crashpoint(const char *name);
+int64_t crashpoint_clock_offset(void);
 #else
 static inline void crashpoint(const char *name) { (void)name; }
+static inline int64_t crashpoint_clock_offset(void) { return 0; }
 #endif

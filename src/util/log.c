@@ -45,8 +45,8 @@ void log_open(void)
 
 static void log_journal(enum log_level lvl, const struct log_ctx *c, const char *msg)
 {
-	char fields[7][4200];
-	struct iovec iov[7];
+	char fields[8][4200];
+	struct iovec iov[8];
 	int n = 0;
 
 	snprintf(fields[n++], sizeof(fields[0]), "MESSAGE=%s", msg);
@@ -61,6 +61,8 @@ static void log_journal(enum log_level lvl, const struct log_ctx *c, const char 
 		snprintf(fields[n++], sizeof(fields[0]), "HTTP_STATUS=%ld", c->http_status);
 	if (c && c->records >= 0)
 		snprintf(fields[n++], sizeof(fields[0]), "RECORDS=%lld", c->records);
+	if (c && c->unchanged)
+		snprintf(fields[n++], sizeof(fields[0]), "RECORDS_UNCHANGED=%llu", c->unchanged);
 	for (int i = 0; i < n; i++)
 		iov[i] = (struct iovec){ .iov_base = fields[i], .iov_len = strlen(fields[i]) };
 	sd_journal_sendv(iov, n);

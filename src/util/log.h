@@ -26,6 +26,7 @@ struct log_ctx {
 	const char *batch_uuid;
 	long http_status;       /* < 0: absent */
 	long long records;      /* < 0: absent */
+	unsigned long long unchanged;   /* records skip_unchanged left out; 0: absent */
 };
 
 #define LOG_CTX_NONE ((struct log_ctx){ .http_status = -1, .records = -1 })

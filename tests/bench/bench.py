@@ -135,11 +135,14 @@ def warm(paths):
 # ---- processes ----
 
 class Sink:
-    def __init__(self, binary, run_dir):
+    def __init__(self, binary, run_dir, port=None):
+        """port: a fixed one (skip.py: the store is per destination, and the port is in base_url)."""
         port_file = run_dir / "sink.port"
+        port_file.unlink(missing_ok=True)
         self.out_path = run_dir / "sink.out"
         self.out = open(self.out_path, "w+")
-        self.proc = subprocess.Popen([str(binary), "--port-file", str(port_file)], stdout=self.out,
+        self.proc = subprocess.Popen([str(binary), *(["-p", str(port)] if port else []), "--port-file", str(port_file)],
+                                     stdout=self.out,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not port_file.exists():

@@ -3,6 +3,7 @@
 # generates the data once (cached in build-bench/data/), runs the workloads against the loopback
 # sink and prints a markdown table with the targets.
 #
+#   tests/bench/run.sh --skip [--only W8,W9]   (skip_unchanged: tests/bench/skip.py)
 #   tests/bench/run.sh [--only W1,W1C,W2,W3,W4,W5,W6,W7] [--repeat N] [--timeout SECONDS] [--profile [W]] [--callgrind] [--json FILE] [--strict]
 #
 #   W1  1 file of 1,000,000 records        target: CPU <= 2x yajl bare parse, >= 1,000,000 records/s
@@ -60,6 +61,13 @@ yajl_parse=$build/tests/bench/yajl_parse
 if [ "${1:-}" = --fleet ]; then
 	DCSYNCD_FLEET_BENCH=1 DCSYNCD_FLEET_REQUESTS=${DCSYNCD_FLEET_REQUESTS:-100} DCSYNCD="$build/src/dcsyncd" \
 		exec "$PY" -m pytest -q -s -p no:cacheprovider tests/test_fleet.py
+fi
+
+# --skip: W8 and W9, skip_unchanged against a warm store (tests/bench/skip.py; --only W8 or W9).
+if [ "${1:-}" = --skip ]; then
+	shift
+	exec "$PY" tests/bench/skip.py --dcsyncd "$build/src/dcsyncd" --sink "$sink" --data-dir "$build/data" \
+		--run-dir "${BENCH_RUN_DIR:-$build/run}/skip" "$@"
 fi
 
 exec "$PY" tests/bench/bench.py --dcsyncd "$build/src/dcsyncd" --sink "$sink" --yajl-parse "$yajl_parse" \

@@ -92,7 +92,7 @@ static yajl_val parse_body(const struct record_body *c)
 
 static void cuts_at_max_records(void)
 {
-	const struct cut_params p = { UUID, -1, 5000, 64u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 64u << 20, NULL, false };
 	struct record_body c[8];
 	struct text t = records(12345);
 	char *path = write_temp(&t);
@@ -117,7 +117,7 @@ static void cuts_at_max_records(void)
 
 static void exact_multiples_end_without_empty_body(void)
 {
-	const struct cut_params p = { UUID, -1, 5000, 64u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 64u << 20, NULL, false };
 	struct record_body c[4];
 	struct text t = records(5000), t2 = records(10000);
 	char *path = write_temp(&t), *path2 = write_temp(&t2);
@@ -158,7 +158,7 @@ static void exact_multiples_end_without_empty_body(void)
 static void byte_cap_is_respected_and_filled(void)
 {
 	const size_t max_bytes = 20000;
-	const struct cut_params p = { UUID, 86400, 5000, max_bytes };
+	const struct cut_params p = { UUID, 86400, 5000, max_bytes, NULL, false };
 	struct text t = { 0 };
 	struct record_body c[64];
 	uint32_t seed = 7;
@@ -197,7 +197,7 @@ static void body_is_the_documented_envelope(void)
 	const char *rec1 = "{\"id\":\"a\",\"big\":123456789012345678901234567890,\"price\":1.10,\"e\":1E+2}";
 	const char *rec2 = "{ \"id\" : 2 , \"s\" : \"\\u00e9t\\u00e9 \xc3\xa9\" }";
 	struct text t = { 0 };
-	struct cut_params p = { UUID, 3600, 5000, 1u << 20 };
+	struct cut_params p = { UUID, 3600, 5000, 1u << 20, NULL, false };
 	struct record_body c[2];
 	char *path;
 	size_t n;
@@ -247,7 +247,7 @@ static void body_is_the_documented_envelope(void)
 static void rejected_lines_go_to_the_callback(void)
 {
 	struct text t = { 0 };
-	const struct cut_params p = { UUID, -1, 5000, 1u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 1u << 20, NULL, false };
 	struct rejects rj = { 0 };
 	struct record_body c[2];
 	char *path, big[MAX_RECORD + 100];
@@ -292,7 +292,7 @@ static void rejected_lines_go_to_the_callback(void)
 
 static void cutting_again_gives_the_same_body(void)
 {
-	const struct cut_params p = { UUID, 600, 50, 6000 };
+	const struct cut_params p = { UUID, 600, 50, 6000, NULL, false };
 	struct text t = { 0 };
 	struct record_body c[256];
 	uint32_t seed = 99;
@@ -342,7 +342,7 @@ static void cutting_again_gives_the_same_body(void)
 
 static void slices_halve_a_body(void)
 {
-	const struct cut_params p = { UUID, -1, 5000, 1u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 1u << 20, NULL, false };
 	struct text t = records(9);
 	struct record_body c[1], lo, hi;
 	char *path = write_temp(&t);
@@ -388,7 +388,7 @@ static void slices_halve_a_body(void)
 /* The steps of a multi-file request: fill from two files, stamp members, take the second back. */
 static void fill_from_two_files(void)
 {
-	const struct cut_params p = { UUID, -1, 5000, 1u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 1u << 20, NULL, false };
 	struct text ta = records(3), tb = records(2);
 	char *pa = write_temp(&ta), *pb = write_temp(&tb);
 	int fa = open(pa, O_RDONLY | O_CLOEXEC), fb = open(pb, O_RDONLY | O_CLOEXEC);
@@ -472,6 +472,82 @@ static void each_rejected_entry_is_bounded(void)
 	free(del);
 }
 
+/* skip_unchanged's hook: leaves out records whose key is even; notes the keys it was shown. */
+struct skip_log {
+	unsigned n;
+	char keys[64][16];
+};
+
+static int skip_even(void *userdata, const char *rec, size_t len, const char *key, size_t key_len, uint64_t pos)
+{
+	struct skip_log *sl = userdata;
+
+	(void)rec;
+	(void)len;
+	(void)pos;
+	if (sl->n < 64)
+		snprintf(sl->keys[sl->n++], sizeof(sl->keys[0]), "%.*s", (int)key_len, key);
+	while (key_len > 1 && (key[key_len - 1] < '0' || key[key_len - 1] > '9'))
+		key_len--;      /* the last digit of "x\"1" or -3.5e1 */
+	return (key[key_len - 1] - '0') % 2 != 0;
+}
+
+static void unchanged_records_do_not_count_against_a_request(void)
+{
+	struct skip_log sl = { 0 };
+	const struct cut_skip skip = { .decide = skip_even, .userdata = &sl };
+	const struct cut_params p = { UUID, -1, 2, 64u << 20, &skip, false };
+	struct record_body c[8];
+	struct text t = records(9);
+	char *path = write_temp(&t);
+	size_t n = cut_all(path, &p, c, 8, NULL);
+
+	/* ids 1..9: odd ones go; a full body still takes the unchanged ones after it. */
+	if (is_int(n, 3, "9 records, 4 unchanged, batch_records 2: three bodies")) {
+		ok(c[0].n_records == 2 && c[1].n_records == 2 && c[2].n_records == 1, "2, 2, 1 records to send");
+		ok(c[0].unchanged == 2 && c[1].unchanged == 2 && c[2].unchanged == 0,
+		   "the unchanged record after a full body belongs to it (got %llu, %llu, %llu)",
+		   (unsigned long long)c[0].unchanged, (unsigned long long)c[1].unchanged,
+		   (unsigned long long)c[2].unchanged);
+		ok(c[2].last && c[2].rec_line[0] == 9, "the last body holds record 9, never unchanged ones only");
+		ok(c[0].end_offset == c[1].start_offset && c[1].end_offset == c[2].start_offset, "ranges stay contiguous");
+	}
+	ok(sl.n >= 9 && !strcmp(sl.keys[0], "1") && !strcmp(sl.keys[1], "2"), "the hook sees each primary key's JSON text");
+	release_all(c, n);
+	free(path);
+	free(t.s);
+}
+
+static void noted_keys_are_decided_later(void)
+{
+	struct skip_log sl = { 0 };
+	const struct cut_skip skip = { .decide = skip_even, .userdata = &sl };
+	const struct cut_params note = { UUID, -1, 5000, 64u << 20, NULL, true };
+	const struct cut_params decide = { UUID, -1, 5000, 64u << 20, &skip, false };
+	struct record_body c[2];
+	struct text t = { 0 };
+	char *path;
+	size_t n;
+	yajl_val v;
+
+	text_add(&t, "{\"name\":\"a\",\"id\" : \"x\\\"1\"}\n{\"id\":2}\n{\"id\":-3.5e1}\n");
+	path = write_temp(&t);
+	n = cut_all(path, &note, c, 2, NULL);
+	if (is_int(n, 1, "one body, keys noted")) {
+		ok(c[0].n_records == 3 && c[0].unchanged == 0, "nothing left out before record_cut_decide");
+		ok(record_cut_decide(&c[0], &decide) == 0 && c[0].n_records == 2 && c[0].unchanged == 1,
+		   "record_cut_decide leaves out the one record the hook says the API holds");
+		ok(sl.n == 3 && !strcmp(sl.keys[0], "\"x\\\"1\"") && !strcmp(sl.keys[2], "-3.5e1"),
+		   "keys: a string with an escaped quote, a number (got %s, %s)", sl.keys[0], sl.keys[2]);
+		v = parse_body(&c[0]);
+		ok(v && YAJL_IS_OBJECT(v) && c[0].rec_line[0] == 1 && c[0].rec_line[1] == 3, "the body is valid JSON of lines 1 and 3");
+		yajl_tree_free(v);
+	}
+	release_all(c, n);
+	free(path);
+	free(t.s);
+}
+
 int main(void)
 {
 	dir = tmpdir_new("batch");
@@ -484,6 +560,8 @@ int main(void)
 	slices_halve_a_body();
 	fill_from_two_files();
 	each_rejected_entry_is_bounded();
+	unchanged_records_do_not_count_against_a_request();
+	noted_keys_are_decided_later();
 	tmpdir_remove(dir);
 	return done_testing();
 }

@@ -90,7 +90,7 @@ static void setup(struct t *t, bool field_catalog)
 	t->read.csv = &t->csv;
 	t->read.limits.max_record_bytes = 4096;
 	t->read.field_catalog = field_catalog;
-	t->params = (struct cut_params){ UUID, -1, PER_REQUEST, 64u << 20 };
+	t->params = (struct cut_params){ UUID, -1, PER_REQUEST, 64u << 20, NULL, false };
 	if (!t->loop || record_check_new(&t->v, "id", NULL, 0) < 0 || record_pipeline_init(&t->p, t->loop, 100, &ops, t) < 0)
 		abort();
 	record_pipeline_start(&t->p, &t->params, t->v, &t->read);

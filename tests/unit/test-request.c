@@ -170,7 +170,7 @@ static void setup(struct t *t, unsigned rate_requests, double rate_window)
 	t->retry.initial_seconds = 0.01;
 	t->retry.max_seconds = 0.05;
 	t->retry.max_elapsed_seconds = 0;
-	t->params = (struct cut_params){ UUID, -1, RECORD_MAX_PER_REQUEST, 64u << 20 };
+	t->params = (struct cut_params){ UUID, -1, RECORD_MAX_PER_REQUEST, 64u << 20, NULL, false };
 	ctx.connection = "test";
 	ctx.file = "t.ndjson";
 	ctx.batch_uuid = UUID;
@@ -222,7 +222,7 @@ static char *write_records(long first, unsigned n)
 /* Cut the bodies of @path, @max_records each, into @out (record_cut_body_init'ed here); returns how many. */
 static size_t cut_file(const char *path, unsigned max_records, struct record_body *out, size_t max)
 {
-	const struct cut_params p = { UUID, -1, max_records, 64u << 20 };
+	const struct cut_params p = { UUID, -1, max_records, 64u << 20, NULL, false };
 
 	return cut_file_into(path, &p, MAX_RECORD, out, max, NULL, NULL);
 }
@@ -329,7 +329,7 @@ static void split_413_halves(void)
 /* A body of two files (a multi-file batch): the refused record is named by its file and its own line. */
 static void refused_names_member_and_line(void)
 {
-	const struct cut_params p = { UUID, -1, 5000, 64u << 20 };
+	const struct cut_params p = { UUID, -1, 5000, 64u << 20, NULL, false };
 	struct t t;
 	struct record_body b;
 	struct record_check *v;
