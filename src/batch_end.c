@@ -232,6 +232,7 @@ void batch_release_files(struct batch *b)
 		if (journal_put(b->env.journal, &b->jb) == 0)
 			(void)journal_sync(b->env.journal);
 	}
+	b->env.stats->files_released += b->n_members;
 	batch_end_here(b);
 	b->ops.ended(b->userdata, BATCH_END_HELD);
 }
@@ -242,6 +243,7 @@ void batch_archive(struct batch *b)
 	char dst[LAYOUT_NAME_MAX + 1];
 	double took = ev_now(b->env.loop) - b->started;
 	bool ok = true, del = b->env.after_upload == AFTER_UPLOAD_DELETE;
+	size_t changed = 0;
 	int dfd = -1, r;
 
 	crashpoint("before-archive");
@@ -264,6 +266,7 @@ void batch_archive(struct batch *b)
 			if (ffd >= 0)
 				close(ffd);
 			b->env.stats->files_failed++;
+			changed++;
 			continue;
 		}
 		if (del) {
@@ -307,7 +310,8 @@ void batch_archive(struct batch *b)
 				" requests, %.2f s", b->env.name, b->jb.name, b->jb.records, b->jb.rejected,
 				b->req.sent, took);
 	}
-	b->env.stats->files_done += b->n_members;
+	/* A file that changed after completion went to failed/ above: it is not counted twice. */
+	b->env.stats->files_done += b->n_members - changed;
 	b->ops.finished(b->userdata, true, 0, NULL);
 	batch_ended(b);
 }

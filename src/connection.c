@@ -99,6 +99,7 @@ const struct conn_stats *connection_stats(struct connection *c)
 	c->stats.files_refused = c->in.refused;
 	return &c->stats;
 }
+const struct conn_totals *connection_totals(const struct connection *c) { return &c->persist; }
 size_t connection_queued(const struct connection *c)
 {
 	return intake_pending(&c->in) + c->n_adopted + c->batch.have_carry;
@@ -486,6 +487,7 @@ static void batch_finished(void *userdata, bool ok, long status, const char *why
 	}
 	c->persist.files_done += b->n_members;
 	c->persist.last_success = (int64_t)time(NULL);
+	c->persist.last_records = b->jb.records;
 	(void)totals_put(c->env.totals, &c->persist);
 	save_catalog(c, false);
 }
