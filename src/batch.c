@@ -19,6 +19,7 @@
 #include "layout.h"
 #include "retry.h"
 #include "spool.h"
+#include "spool_queue.h"
 
 /* Files a multi-file batch may hold: bounds the journal and memory of one batch. */
 #define GROUP_FILES_MAX 1000
@@ -26,7 +27,7 @@
 static void take_next_body(struct batch *b);
 static void process_current(struct batch *b);
 
-void batch_use(struct batch *b, const struct conn_config *cfg, struct record_validator *v,
+void batch_use(struct batch *b, const struct conn_config *cfg, struct record_check *v,
 		struct upload_client *client, struct ratelimit *limiter)
 {
 	b->cfg = cfg;
@@ -397,7 +398,7 @@ void batch_opened(struct batch *b)
 }
 
 /* Start the next batch: the carried-over file or the oldest queued one, plus small files after it. */
-int batch_start(struct batch *b, const struct conn_config *cfg, struct record_validator *v,
+int batch_start(struct batch *b, const struct conn_config *cfg, struct record_check *v,
 		struct upload_client *client, struct ratelimit *limiter)
 {
 	struct request_body *ch = &b->pl.body[0];

@@ -24,6 +24,7 @@
 #include "ndjson.h"
 #include "pipeline.h"
 #include "ratelimit.h"
+#include "record_check.h"
 #include "reject.h"
 #include "request.h"
 #include "upload.h"
@@ -90,7 +91,7 @@ struct batch {
 	struct journal_batch jb;
 	/* borrowed from the connection from the start of a batch to its end */
 	const struct conn_config *cfg;
-	struct record_validator *validator;
+	struct record_check *validator;
 	struct upload_client *client;
 	struct ratelimit *limiter;
 	struct member *members;         /* one file, or several small ones filling one request */
@@ -120,14 +121,14 @@ void batch_release(struct batch *b);
  * Start a batch with the carried-over file or the oldest ready one, and the small files after
  * it that fit its first request. -ENOENT: nothing to take. The rest goes on from the loop.
  */
-int batch_start(struct batch *b, const struct conn_config *cfg, struct record_validator *v,
+int batch_start(struct batch *b, const struct conn_config *cfg, struct record_check *v,
 		struct upload_client *client, struct ratelimit *limiter);
 /*
  * Go on with a batch of the journal. -EAGAIN: its files cannot be opened for now (EMFILE,
  * EACCES, EIO): it ended here (BATCH_END_HELD) and can be resumed again later. Otherwise it runs or ended.
  */
 int batch_resume(struct batch *b, const struct journal_batch *jb, const struct conn_config *cfg,
-		 struct record_validator *v, struct upload_client *client, struct ratelimit *limiter);
+		 struct record_check *v, struct upload_client *client, struct ratelimit *limiter);
 
 /* At start, before any batch: files in .work/ that no live batch of the journal names go back to the spool. */
 int batch_release_orphans(struct batch *b);

@@ -18,6 +18,7 @@
 #include "layout.h"
 #include "retry.h"
 #include "spool.h"
+#include "spool_queue.h"
 #include "timer.h"
 
 /* The one place the batch's state changes: logged, and the one timer armed for a wait (@delay >= 0). */

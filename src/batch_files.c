@@ -15,7 +15,9 @@
 #include "crashpoint.h"
 #include "jsonstr.h"
 #include "layout.h"
+#include "record_check.h"
 #include "spool.h"
+#include "spool_queue.h"
 
 struct log_ctx batch_log_ctx(const struct batch *b, long status)
 {
@@ -266,10 +268,10 @@ int batch_find_last_record(struct batch *b)
 		source_free(r);
 		return rc;
 	}
-	record_validator_set_catalog(b->validator, NULL);
+	record_check_set_catalog(b->validator, NULL);
 	b->req.last_record.len = 0;
 	while ((rc = source_next(r, &ln)) == 1 && (uint64_t)ln.end_offset <= b->jb.offset) {
-		if (!ln.too_long && !ln.error && record_validator_check(b->validator, ln.data, ln.len, reason, sizeof(reason)) == 0) {
+		if (!ln.too_long && !ln.error && record_check_one(b->validator, ln.data, ln.len, reason, sizeof(reason)) == 0) {
 			b->req.last_record.len = 0;
 			if ((rc = jsonstr_raw(&b->req.last_record.buf, &b->req.last_record.len, &b->req.last_record.cap, ln.data,
 					      ln.len)) < 0)

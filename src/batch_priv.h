@@ -36,7 +36,7 @@ int batch_find_last_record(struct batch *b);
 /* Open a file of a journaled batch: -ENOENT gone, -ESTALE changed, other errors may pass; @why says which. */
 int batch_reopen_member(struct batch *b, struct member *m, char *why, size_t whylen);
 /* What the batch runs on to its end: the connection changes none of it before then. */
-void batch_use(struct batch *b, const struct conn_config *cfg, struct record_validator *v,
+void batch_use(struct batch *b, const struct conn_config *cfg, struct record_check *v,
 	       struct upload_client *client, struct ratelimit *limiter);
 /* FNV-1a of base_url and uuid, never 0: what the journal keeps of where a batch was opened. */
 uint64_t batch_destination(const struct conn_config *cfg);

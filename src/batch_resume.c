@@ -141,7 +141,7 @@ static int resume_failed(struct batch *b, int r, const char *why)
 }
 
 int batch_resume(struct batch *b, const struct journal_batch *from, const struct conn_config *cfg,
-		 struct record_validator *v, struct upload_client *client, struct ratelimit *limiter)
+		 struct record_check *v, struct upload_client *client, struct ratelimit *limiter)
 {
 	const struct journal_member *jm;
 	const struct journal_range *dmg;
@@ -291,10 +291,10 @@ int batch_release_orphans(struct batch *b)
 			continue;
 		/* Renamed but never journaled: nothing of it was sent. Hand it back in its place. */
 		snprintf(dst, sizeof(dst), "%s", dash + 1);
-		r = spool_move_at(wfd, de->d_name, dfd, dst);
+		r = fileio_move_at(wfd, de->d_name, dfd, dst);
 		if (r == -EEXIST) {
 			snprintf(dst, sizeof(dst), "%s", de->d_name);
-			r = spool_move_at(wfd, de->d_name, dfd, dst);
+			r = fileio_move_at(wfd, de->d_name, dfd, dst);
 		}
 		if (r < 0)
 			batch_log(b, LOG_LVL_ERROR, -1, "%s: in .work/ before a restart: cannot put it back: %s",

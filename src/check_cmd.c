@@ -14,6 +14,7 @@
 #include "cut.h"
 #include "jsonstr.h"
 #include "ndjson.h"
+#include "record_check.h"
 #include "source.h"
 
 /* Rejected lines listed per file; the rest are only counted. */
@@ -79,7 +80,7 @@ static void result_clear(struct check_result *res)
  * the file cannot be opened at all (then res->failed says why too).
  */
 static int check_file(const struct conn_config *cc, const char *path, struct source **src,
-		      struct record_validator *v, struct request_body *body, struct catalog *fields,
+		      struct record_check *v, struct request_body *body, struct catalog *fields,
 		      struct check_result *res)
 {
 	const char *base = strrchr(path, '/');
@@ -217,7 +218,7 @@ int check_cmd(const struct config *cfg, int argc, char **argv, FILE *out)
 		{ NULL, 0, NULL, 0 },
 	};
 	const struct conn_config *cc = NULL;
-	struct record_validator *v = NULL;
+	struct record_check *v = NULL;
 	struct catalog *fields = NULL;
 	struct source *src = NULL;
 	struct request_body body = { 0 };
@@ -240,14 +241,14 @@ int check_cmd(const struct config *cfg, int argc, char **argv, FILE *out)
 		goto usage;
 	}
 	status = 1;
-	if (record_validator_new(&v, cc->primary_key, cc->required_fields, cc->n_required_fields) < 0 ||
+	if (record_check_new(&v, cc->primary_key, cc->required_fields, cc->n_required_fields) < 0 ||
 	    catalog_new(&fields, CHECK_FIELDS_MAX) < 0 || body_init(&body, cc->batch_records) < 0) {
 		fprintf(stderr, "dcsyncd check: %s\n", strerror(ENOMEM));
 		goto out;
 	}
 	body_ok = true;
-	record_validator_set_max_depth(v, cc->max_depth);
-	record_validator_set_catalog(v, fields);
+	record_check_set_max_depth(v, cc->max_depth);
+	record_check_set_catalog(v, fields);
 	status = 0;
 	for (int i = optind; i < argc; i++) {
 		struct check_result res = { 0 };
@@ -272,6 +273,6 @@ out:
 		body_release(&body);
 	source_free(src);
 	catalog_free(fields);
-	record_validator_free(v);
+	record_check_free(v);
 	return status;
 }

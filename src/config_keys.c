@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "csv.h"
-#include "ndjson.h"
+#include "record_check.h"
 
 int config_fail(struct parse_state *ps, int line, const char *key, const char *fmt, ...)
 {

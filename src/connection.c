@@ -14,12 +14,15 @@
 #include "batch.h"
 #include "catalog.h"
 #include "catalog_file.h"
+#include "fileio.h"
 #include "intake.h"
 #include "layout.h"
 #include "log.h"
 #include "ndjson.h"
 #include "ratelimit.h"
+#include "record_check.h"
 #include "spool.h"
+#include "spool_queue.h"
 #include "timer.h"
 #include "workfiles.h"
 
@@ -44,13 +47,13 @@ struct connection {
 	 */
 	struct conn_config *cfg;
 	struct conn_config *next_cfg;
-	struct record_validator *next_validator;
+	struct record_check *next_validator;
 	char *state_dir;
 	struct workfiles wf;            /* the files in its custody: .work/, rejected/, failed/, done/ */
 	struct intake in;               /* its spool directory: the queue of ready files, the watch */
 	struct upload_client *client;
 	struct ratelimit *limiter;
-	struct record_validator *validator;
+	struct record_check *validator;
 	struct batch batch;             /* the batch in flight, if batch.active */
 	/*
 	 * Top-level field names uploaded, for `dcsyncd formula`: noted where records are cut, counted
@@ -169,7 +172,7 @@ static void save_catalog(struct connection *c, bool force)
 	if (!c->catalog_dirty || (!force && ev_now(c->env.loop) - c->catalog_saved < CATALOG_SAVE_INTERVAL))
 		return;
 	(void)layout_path(dir, sizeof(dir), LAYOUT_FIELDS, NULL, c->state_dir, NULL);
-	if ((r = spool_mkdirs(dir, 0750)) < 0 || (r = catalog_save(c->catalog, c->catalog_path)) < 0)
+	if ((r = fileio_mkdirs(dir, 0750)) < 0 || (r = catalog_save(c->catalog, c->catalog_path)) < 0)
 		/* Not conn_log: the last save comes after batch_release, whose context names nothing. */
 		log_warning("%s: cannot save the field catalog %s: %s", c->name, c->catalog_path, strerror(-r));
 	c->catalog_saved = ev_now(c->env.loop);
@@ -320,7 +323,7 @@ static int configure_client(struct connection *c, const struct conn_config *cfg)
 }
 
 /* Make @cfg, with its ready validator @v, the connection's own: only between batches. Takes both. */
-static int apply_config(struct connection *c, struct conn_config *cfg, struct record_validator *v)
+static int apply_config(struct connection *c, struct conn_config *cfg, struct record_check *v)
 {
 	struct ratelimit *l;
 	int r;
@@ -332,7 +335,7 @@ static int apply_config(struct connection *c, struct conn_config *cfg, struct re
 		c->limiter = l;
 	/* A cut ahead uses the old validator, which points into the old configuration. */
 	pipeline_wait(&c->batch.pl);
-	record_validator_free(c->validator);
+	record_check_free(c->validator);
 	c->validator = v;               /* each cut points it at the catalog to note names in */
 	config_conn_free(c->cfg);
 	c->cfg = cfg;
@@ -342,7 +345,7 @@ static int apply_config(struct connection *c, struct conn_config *cfg, struct re
 static void drop_pending(struct connection *c)
 {
 	config_conn_free(c->next_cfg);
-	record_validator_free(c->next_validator);
+	record_check_free(c->next_validator);
 	c->next_cfg = NULL;
 	c->next_validator = NULL;
 }
@@ -367,14 +370,14 @@ static void apply_pending(struct connection *c)
 int connection_reconfigure(struct connection *c, const struct conn_config *src, enum after_upload after)
 {
 	struct conn_config *cfg = NULL;
-	struct record_validator *v = NULL;
+	struct record_check *v = NULL;
 	int r;
 
 	/* Everything that can fail happens before anything changes: a refused reload changes nothing. */
 	if ((r = config_conn_dup(src, &cfg)) < 0 ||
-	    (r = record_validator_new(&v, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
+	    (r = record_check_new(&v, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
 		goto fail;
-	record_validator_set_max_depth(v, cfg->max_depth);
+	record_check_set_max_depth(v, cfg->max_depth);
 	if (!c->batch.active) {
 		if ((r = apply_config(c, cfg, v)) < 0)
 			goto fail;
@@ -402,7 +405,7 @@ int connection_reconfigure(struct connection *c, const struct conn_config *src, 
 	}
 	return 0;
 fail:
-	record_validator_free(v);
+	record_check_free(v);
 	config_conn_free(cfg);
 	return r;
 }
@@ -550,9 +553,9 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		r = -ENOMEM;
 		goto fail;
 	}
-	if ((r = record_validator_new(&c->validator, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
+	if ((r = record_check_new(&c->validator, cfg->primary_key, cfg->required_fields, cfg->n_required_fields)) < 0)
 		goto fail;
-	record_validator_set_max_depth(c->validator, cfg->max_depth);
+	record_check_set_max_depth(c->validator, cfg->max_depth);
 	if ((r = catalog_new(&c->catalog, CATALOG_FIELDS_MAX)) < 0)
 		goto fail;
 	{
@@ -645,7 +648,7 @@ void connection_free(struct connection *c)
 	catalog_free(c->catalog);
 	free(c->catalog_path);
 	upload_client_free(c->client);
-	record_validator_free(c->validator);
+	record_check_free(c->validator);
 	free(c->adopted);
 	free(c->state_dir);
 	free(c->name);

@@ -117,7 +117,7 @@ void body_truncate(struct request_body *c, size_t len, uint32_t n_records)
 }
 
 int cut_fill(struct request_body *c, const struct cut_params *p, struct source *r,
-	       struct record_validator *v, cut_reject_fn reject, void *userdata)
+	       struct record_check *v, cut_reject_fn reject, void *userdata)
 {
 	struct ndjson_line ln;
 	char reason[256];
@@ -149,7 +149,7 @@ int cut_fill(struct request_body *c, const struct cut_params *p, struct source *
 			snprintf(reason, sizeof(reason), "%s", ln.error);
 			rc = -EINVAL;
 		} else {
-			rc = record_validator_check(v, ln.data, ln.len, reason, sizeof(reason));
+			rc = record_check_one(v, ln.data, ln.len, reason, sizeof(reason));
 		}
 		if (rc == -EINVAL) {
 			c->rejected++;
@@ -172,7 +172,7 @@ int cut_fill(struct request_body *c, const struct cut_params *p, struct source *
 }
 
 int cut_next(struct request_body *c, const struct cut_params *p, struct source *r,
-	      struct record_validator *v, cut_reject_fn reject, void *userdata)
+	      struct record_check *v, cut_reject_fn reject, void *userdata)
 {
 	int rc;
 

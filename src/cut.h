@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include "ndjson.h"
+#include "record_check.h"
 #include "source.h"
 
 /* One request body of a batch: records copied byte for byte between the envelope. */
@@ -63,7 +64,7 @@ void body_release(struct request_body *c);
  * params always give the same cut, which is what lets a resumed batch repeat its requests.
  */
 int cut_next(struct request_body *c, const struct cut_params *p, struct source *r,
-	      struct record_validator *v, cut_reject_fn reject, void *userdata);
+	      struct record_check *v, cut_reject_fn reject, void *userdata);
 
 /* The steps cut_next is made of, for requests filled from several small files. */
 enum {
@@ -74,7 +75,7 @@ enum {
 int body_begin(struct request_body *c);
 /* Append records from @r, stamped with c->member. Returns CUT_FILL_* or a negative errno. */
 int cut_fill(struct request_body *c, const struct cut_params *p, struct source *r,
-	       struct record_validator *v, cut_reject_fn reject, void *userdata);
+	       struct record_check *v, cut_reject_fn reject, void *userdata);
 /* Take back what was appended since the body had @len bytes and @n_records records. */
 void body_truncate(struct request_body *c, size_t len, uint32_t n_records);
 void body_finish(struct request_body *c, const struct cut_params *p, bool last);

@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "connection.h"
+#include "fileio.h"
 #include "journal.h"
 #include "log.h"
 #include "metrics.h"
@@ -529,7 +530,7 @@ int daemon_run(const struct daemon_opts *opts)
 		goto out;
 	}
 	log_set_level(d.cfg->log_level);
-	if ((r = spool_mkdirs(d.cfg->state_dir, 0750)) < 0 || (r = spool_mkdirs(d.cfg->spool_dir, 01770)) < 0) {
+	if ((r = fileio_mkdirs(d.cfg->state_dir, 0750)) < 0 || (r = fileio_mkdirs(d.cfg->spool_dir, 01770)) < 0) {
 		log_error("cannot create the state or spool directory: %s", strerror(-r));
 		d.exit_status = 1;
 		goto out;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -140,4 +141,159 @@ int fileio_open_own(int dirfd, const char *name, int flags)
 	bool replaced;
 
 	return open_trusted(dirfd, name, flags & ~O_CREAT, 0, &replaced);
+}
+
+static int mkdirs_masked(char *buf, const char *path, size_t n, unsigned mode);
+
+int fileio_mkdirs(const char *path, unsigned mode)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(path);
+	mode_t old;
+	int r = 0;
+
+	if (n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	/*
+	 * The service's UMask (0027) would strip the group write bit exporters need; the setgid
+	 * bit is inherited from the spool root (RestrictSUIDSGID forbids setting it here).
+	 */
+	old = umask(0007);
+	r = mkdirs_masked(buf, path, n, mode);
+	umask(old);
+	return r;
+}
+
+static int mkdirs_masked(char *buf, const char *path, size_t n, unsigned mode)
+{
+	memcpy(buf, path, n + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int fileio_sync_parent(const char *path)
+{
+	char buf[PATH_MAX];
+	char *slash;
+	int fd, r = 0;
+
+	if (strlen(path) >= sizeof(buf))
+		return -ENAMETOOLONG;
+	strcpy(buf, path);
+	slash = strrchr(buf, '/');
+	if (!slash)
+		return -EINVAL;
+	*slash = '\0';
+	fd = open(buf[0] ? buf : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+static int copy_at(int in, int todir, const char *tmp)
+{
+	char buf[65536];
+	int out, r = 0;
+	ssize_t n;
+
+	out = openat(todir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+	if (out < 0)
+		return -errno;
+	while ((n = read(in, buf, sizeof(buf))) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			goto out;
+		}
+		if ((r = fileio_write_all(out, buf, (size_t)n)) < 0)
+			goto out;
+	}
+	if (fsync(out) < 0)
+		r = -errno;
+out:
+	close(out);
+	if (r < 0)
+		(void)unlinkat(todir, tmp, 0);
+	return r;
+}
+
+/* Whether @a and @b hold the same bytes: a copy finished before a crash need not be made twice. */
+static bool same_content(int fa, int fb)
+{
+	char ba[65536], bb[65536];
+	struct stat sa, sb;
+	ssize_t n;
+
+	if (fstat(fa, &sa) < 0 || fstat(fb, &sb) < 0 || sa.st_size != sb.st_size)
+		return false;
+	while ((n = read(fa, ba, sizeof(ba))) > 0)
+		if (read(fb, bb, (size_t)n) != n || memcmp(ba, bb, (size_t)n))
+			return false;
+	return n == 0;
+}
+
+int fileio_move_at(int fromdir, const char *from, int todir, const char *to)
+{
+	char tmp[LAYOUT_NAME_MAX + 1];
+	int in = -1, have = -1, r;
+
+	if (renameat2(fromdir, from, todir, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	r = -errno;
+	if (r == -EINVAL && faccessat(todir, to, F_OK, AT_SYMLINK_NOFOLLOW) != 0) {
+		/* The filesystem has no RENAME_NOREPLACE (some overlays): nothing is at @to. */
+		if (renameat(fromdir, from, todir, to) == 0)
+			return 0;
+		r = -errno;
+	}
+	if (r != -EXDEV)
+		return r;
+	/*
+	 * Across filesystems: copy to a hidden temporary beside @to, fsync, then link it into place
+	 * without replacing anything, so a crash leaves no partial file under the real name. A redo
+	 * after a crash between the copy and the unlink finds the same bytes at @to.
+	 */
+	in = openat(fromdir, from, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (in < 0)
+		return -errno;
+	have = openat(todir, to, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (have >= 0 && same_content(in, have))
+		goto unlink_source;
+	if (lseek(in, 0, SEEK_SET) < 0) {
+		r = -errno;
+		goto out;
+	}
+	layout_name(tmp, ".", to, ".partial");
+	(void)unlinkat(todir, tmp, 0);          /* a copy a crash cut short */
+	if ((r = copy_at(in, todir, tmp)) < 0)
+		goto out;
+	if (renameat2(todir, tmp, todir, to, RENAME_NOREPLACE) < 0) {
+		r = -errno;
+		(void)unlinkat(todir, tmp, 0);
+		goto out;
+	}
+	if (fsync(todir) < 0) {
+		r = -errno;
+		goto out;
+	}
+unlink_source:
+	r = unlinkat(fromdir, from, 0) < 0 ? -errno : 0;
+out:
+	if (have >= 0)
+		close(have);
+	close(in);
+	return r;
 }

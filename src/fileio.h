@@ -37,3 +37,13 @@ int fileio_open_append(int dirfd, const char *name, mode_t mode, bool *replaced)
 
 /* Open @name in @dirfd read-write for truncation, on the same terms as fileio_open_append. */
 int fileio_open_own(int dirfd, const char *name, int flags);
+
+/*
+ * Move @from (in @fromdir) to @to (in @todir), falling back to copy + fsync + unlink across
+ * filesystems; never replaces @to, never follows a link.
+ */
+int fileio_move_at(int fromdir, const char *from, int todir, const char *to);
+/* mkdir -p with @mode. */
+int fileio_mkdirs(const char *path, unsigned mode);
+/* fsync the directory holding @path. */
+int fileio_sync_parent(const char *path);

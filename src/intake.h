@@ -7,6 +7,7 @@
 #include <ev.h>
 
 #include "spool.h"
+#include "spool_queue.h"
 #include "watch.h"
 #include "workfiles.h"
 

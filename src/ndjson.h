@@ -1,14 +1,11 @@
-/* ndjson: read a file line by line in fixed-size blocks and validate each line as one record. */
+/* ndjson: read a file line by line in fixed-size blocks, each line one record for the record check. */
 #pragma once
 /*
  * Contract.
- * Owns: a reader's one buffer (max_record_bytes plus a block), kept across resets; a validator's
- * parse state and the arena yajl allocates from.
+ * Owns: a reader's one buffer (max_record_bytes plus a block), kept across resets.
  * Borrows: a reader's fd or instream until the next reset or free (never closed here); a line's
- * data until the next call. A validator keeps @primary_key and @required_fields without copying
- * them, so the conn_config they come from must outlive it, and the catalog set on it until
- * another is set.
- * May call: yajl, decompress (the stream), catalog (each valid record's field names), libc.
+ * data until the next call.
+ * May call: decompress (the stream), libc.
  * No log: the caller says which file and line.
  */
 
@@ -51,32 +48,3 @@ off_t ndjson_reader_offset(const struct ndjson_reader *r);
 uint64_t ndjson_reader_lineno(const struct ndjson_reader *r);
 /* Hand the last line back: the next call returns it again. */
 void ndjson_reader_unget(struct ndjson_reader *r);
-
-struct record_validator;
-
-/* required_fields are tracked in a 64-bit mask: config.c refuses more. */
-#define RECORD_MAX_REQUIRED 64
-/*
- * Nesting of objects and arrays, the record's own object counting as 1: deeper records are
- * rejected locally (max_depth). 64 is the default limit of .NET's System.Text.Json and of
- * Json.NET: a server built on them refuses deeper documents, and no flat customer record needs
- * more. RECORD_MAX_DEPTH_LIMIT bounds what max_depth may be configured to.
- */
-#define RECORD_DEFAULT_MAX_DEPTH 64
-#define RECORD_MAX_DEPTH_LIMIT 1000
-
-/* The validator starts with RECORD_DEFAULT_MAX_DEPTH; -E2BIG for more than RECORD_MAX_REQUIRED fields. */
-int record_validator_new(struct record_validator **out, const char *primary_key,
-			 char *const *required_fields, size_t n_required);
-void record_validator_free(struct record_validator *v);
-struct catalog;
-/* Note the top-level field names of every valid record in @catalog (NULL: none). */
-void record_validator_set_catalog(struct record_validator *v, struct catalog *catalog);
-/* Records nested deeper than @max_depth (1..RECORD_MAX_DEPTH_LIMIT) are refused. */
-void record_validator_set_max_depth(struct record_validator *v, unsigned max_depth);
-/*
- * 0 when @data is one JSON object, nested no deeper than max_depth, carrying the primary key
- * once, as a string or number, and every required field; otherwise -EINVAL with a human-readable reason in @reason.
- */
-int record_validator_check(struct record_validator *v, const char *data, size_t len,
-			   char *reason, size_t reason_len);

@@ -36,7 +36,7 @@ void pipeline_release(struct pipeline *p)
 	p->reader = NULL;
 }
 
-void pipeline_start(struct pipeline *p, const struct cut_params *params, struct record_validator *v,
+void pipeline_start(struct pipeline *p, const struct cut_params *params, struct record_check *v,
 		    const struct conn_config *cfg)
 {
 	p->params = *params;
@@ -92,7 +92,7 @@ int pipeline_read_on(struct pipeline *p, int fd, const char *name)
 void pipeline_note_fields(struct pipeline *p, struct catalog *fields)
 {
 	catalog_clear(fields);
-	record_validator_set_catalog(p->validator, p->cfg->field_catalog ? fields : NULL);
+	record_check_set_catalog(p->validator, p->cfg->field_catalog ? fields : NULL);
 }
 
 static int cut_into(struct pipeline *p, int idx)

@@ -37,7 +37,7 @@ struct pipeline {
 	unsigned n_ahead;               /* bodies cut ahead of cur: cur+1, cur+2 (mod PIPELINE_DEPTH) */
 	struct source *reader;          /* the batch's file, read as its name says */
 	struct cut_params params;
-	struct record_validator *validator;     /* borrowed */
+	struct record_check *validator;     /* borrowed */
 	const struct conn_config *cfg;          /* borrowed: csv options, max_record_bytes, field_catalog */
 	struct worker *worker;
 	int ahead_idx;
@@ -56,7 +56,7 @@ int pipeline_init(struct pipeline *p, struct ev_loop *loop, size_t fields_max, c
 		  void *userdata);
 void pipeline_release(struct pipeline *p);
 /* A batch starts: cut with @params (copied) and @v, as @cfg says; both borrowed until pipeline_reset. */
-void pipeline_start(struct pipeline *p, const struct cut_params *params, struct record_validator *v,
+void pipeline_start(struct pipeline *p, const struct cut_params *params, struct record_check *v,
 		    const struct conn_config *cfg);
 /* The batch ended or fails: no more cutting, the bodies ahead are dropped. */
 void pipeline_reset(struct pipeline *p);

@@ -1,9 +1,8 @@
-/* spool: the spool's primitives: drop names, whether a file is ready, taking it, the (mtime, name) queue. */
+/* spool: the spool's primitives: drop names, whether a file is ready, taking it, the connection directory and its subdirectories. */
 #pragma once
 /*
  * Contract.
- * Owns: a struct spool_queue owns copies of the names queued (spool_queue_release frees them);
- * a popped entry's name passes to the caller. Nothing else holds state.
+ * Owns: nothing past a call.
  * Borrows: directory fds and names for the call; it never closes a fd it was given.
  * May call: fileio, layout, source (which names are drops), libc; no log: errors come back as
  * -errno (spool_take also says why), for the caller to name the file.
@@ -13,34 +12,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
-
-struct spool_entry {
-	char *name;
-	int64_t mtime_ns;       /* the order key: an mtime, or (intake's waiting queues) when to look again */
-	uint64_t tag;           /* the owner's: what was seen of the file, or how often it was tried */
-};
-
-/* A connection's queued files, handed out in (mtime, name) order. */
-struct spool_queue {
-	struct spool_entry *v;
-	size_t head, n, cap;
-	bool sorted;
-	char **names;           /* open-addressing set of the queued names (pointers into v) */
-	size_t names_cap, names_used;
-};
-
-void spool_queue_release(struct spool_queue *q);
-/* Add @name unless already queued (then its key moves to @mtime_ns). */
-int spool_queue_add(struct spool_queue *q, const char *name, int64_t mtime_ns);
-/* Add @name with @tag; 1 without a change when it is queued already. */
-int spool_queue_add_new(struct spool_queue *q, const char *name, int64_t key, uint64_t tag);
-bool spool_queue_has(const struct spool_queue *q, const char *name);
-/* Take the oldest entry; the caller frees entry->name. 0 when empty. */
-int spool_queue_pop(struct spool_queue *q, struct spool_entry *entry);
-size_t spool_queue_len(const struct spool_queue *q);
-/* mtime of the oldest queued file, 0 when empty. */
-int64_t spool_queue_oldest(struct spool_queue *q);
-void spool_queue_clear(struct spool_queue *q);
 
 /* True for names exporters drop: *.ndjson, *.jsonl, *.csv, *.tsv (maybe .gz/.zst), not dot-files. */
 bool spool_name_eligible(const char *name);
@@ -100,13 +71,6 @@ typedef void (*spool_name_fn)(void *userdata, const char *name);
 int spool_scan(const char *dir, spool_name_fn fn, void *userdata);
 
 /*
- * Move @from (in @fromdir) to @to (in @todir), falling back to copy + fsync + unlink across
- * filesystems; never replaces @to, never follows a link.
- */
-int spool_move_at(int fromdir, const char *from, int todir, const char *to);
-/* mkdir -p with @mode. */
-int spool_mkdirs(const char *path, unsigned mode);
-/*
  * Open (made with @mode if missing) the directory @name in @parent for *at() calls, never
  * through a link: a link or file planted at @name is removed; a directory of another user's
  * (an exporter's, in a connection directory) is set aside as .<name>.not-dcsyncd-<uid> and
@@ -121,5 +85,3 @@ int spool_subdir(int parent, const char *name, unsigned mode, bool *fixed, long 
  * renamed or replaced under the daemon); the sticky bit put back on one of ours that lacks it.
  */
 int spool_conn_dir(const char *path, long *owner);
-/* fsync the directory holding @path. */
-int spool_sync_parent(const char *path);

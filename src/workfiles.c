@@ -99,7 +99,7 @@ int workfiles_done(struct workfiles *w, bool *fixed)
 	int pfd, fd;
 
 	*fixed = false;
-	if ((fd = spool_mkdirs(w->done_parent, 0750)) < 0)
+	if ((fd = fileio_mkdirs(w->done_parent, 0750)) < 0)
 		return fd;
 	if ((pfd = fileio_open_dir(w->done_parent)) < 0)
 		return pfd;
@@ -139,11 +139,11 @@ int workfiles_move(struct workfiles *w, uint64_t fid, const char *name, int dstf
 		return wfd;
 	workfiles_work_name(fid, name, src);
 	layout_name(dst, "", name, "");
-	r = spool_move_at(wfd, src, dstfd, dst);
+	r = fileio_move_at(wfd, src, dstfd, dst);
 	if (r == -EEXIST) {
 		/* A prefix keeps the .ndjson suffix: a file handed back to the spool stays eligible. */
 		snprintf(dst, LAYOUT_NAME_MAX + 1, "%s", src);
-		r = spool_move_at(wfd, src, dstfd, dst);
+		r = fileio_move_at(wfd, src, dstfd, dst);
 	}
 	return r;
 }

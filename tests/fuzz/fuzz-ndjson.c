@@ -17,6 +17,7 @@
 
 #include "catalog.h"
 #include "ndjson.h"
+#include "record_check.h"
 #include "fuzz-util.h"
 
 /*
@@ -95,13 +96,13 @@ static void check_line(const char *file, const struct ndjson_line *got, const st
 	CHECK(got->len == want->len && !memcmp(got->data, file + want->data, want->len));
 }
 
-static void validate(struct record_validator *v, const struct ndjson_line *l)
+static void validate(struct record_check *v, const struct ndjson_line *l)
 {
 	char reason[256];
 	int r;
 
 	memset(reason, 'x', sizeof(reason));
-	r = record_validator_check(v, l->data, l->len, reason, sizeof(reason));
+	r = record_check_one(v, l->data, l->len, reason, sizeof(reason));
 	CHECK(memchr(reason, '\0', sizeof(reason)));
 	if (r == 0) {
 		CHECK(reason[0] == '\0');
@@ -130,7 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const char fillers[] = { 'x', ' ', '\r', '\t' };
 	size_t max_record, n_file, n_ref = 1, i, resume;
 	struct ndjson_reader *r = NULL;
-	struct record_validator *v = NULL;
+	struct record_check *v = NULL;
 	struct catalog *cat = NULL;
 	struct ref_line *ref;
 	struct ndjson_line line;
@@ -179,10 +180,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(ftruncate(memfd, 0) == 0);
 	CHECK(pwrite(memfd, file, n_file, 0) == (ssize_t)n_file);
 	CHECK(ndjson_reader_new(&r, memfd, 0, 1, max_record) == 0);
-	CHECK(record_validator_new(&v, "id", required, 2) == 0);
+	CHECK(record_check_new(&v, "id", required, 2) == 0);
 	if (flags & 16) {
 		CHECK(catalog_new(&cat, 8) == 0);
-		record_validator_set_catalog(v, cat);
+		record_check_set_catalog(v, cat);
 	}
 	for (i = 0; (got = ndjson_reader_next(r, &line)) == 1; i++) {
 		CHECK(i < n_ref);
@@ -216,7 +217,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(catalog_count(cat) <= 8);
 		catalog_free(cat);
 	}
-	record_validator_free(v);
+	record_check_free(v);
 	ndjson_reader_free(r);
 	free(ref);
 	free(file);

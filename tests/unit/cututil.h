@@ -17,13 +17,13 @@
 static inline size_t cut_file_into(const char *path, const struct cut_params *p, size_t max_record,
 				   struct request_body *out, size_t max, cut_reject_fn reject, void *userdata)
 {
-	struct record_validator *v;
+	struct record_check *v;
 	struct source *r = NULL;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	size_t n = 0;
 
 	if (fd < 0 || source_open(&r, fd, "t.ndjson", NULL, 0, 1, max_record) < 0 ||
-	    record_validator_new(&v, "id", NULL, 0) < 0)
+	    record_check_new(&v, "id", NULL, 0) < 0)
 		abort();
 	while (n < max) {
 		if (body_init(&out[n], p->max_records) < 0 || cut_next(&out[n], p, r, v, reject, userdata) < 0)
@@ -31,7 +31,7 @@ static inline size_t cut_file_into(const char *path, const struct cut_params *p,
 		if (out[n++].last)
 			break;
 	}
-	record_validator_free(v);
+	record_check_free(v);
 	source_free(r);
 	close(fd);
 	return n;

@@ -14,9 +14,11 @@
 #include "batch.h"
 #include "config.h"
 #include "counters.h"
+#include "fileio.h"
 #include "journal.h"
 #include "layout.h"
 #include "spool.h"
+#include "spool_queue.h"
 #include "worker.h"
 #include "tap.h"
 #include "testutil.h"
@@ -156,7 +158,7 @@ struct h {
 	struct journal *j;
 	struct workfiles wf;
 	struct intake in;
-	struct record_validator *v;
+	struct record_check *v;
 	struct ratelimits *limits;
 	struct ratelimit *limiter;
 	struct conn_stats stats;
@@ -282,7 +284,7 @@ static void start(struct h *h, enum after_upload after)
 	struct batch_env e = env;
 
 	if (journal_open(&h->j, h->state, NULL) < 0 || workfiles_init(&h->wf, h->spool, h->state, "shop") < 0 ||
-	    spool_mkdirs(h->wf.dir, 0770) < 0 || intake_init(&h->in, h->loop, &h->wf, "shop", 0, on_ready, h) < 0)
+	    fileio_mkdirs(h->wf.dir, 0770) < 0 || intake_init(&h->in, h->loop, &h->wf, "shop", 0, on_ready, h) < 0)
 		abort();
 	e.journal = h->j;
 	if (batch_init(&h->b, &e, 100, &ops, h) < 0)
@@ -307,7 +309,7 @@ static void setup(struct h *h, const char *extra, enum after_upload after)
 	h->spool = path_join(h->dir, "spool");
 	h->state = path_join(h->dir, "state");
 	if (mkdir(h->spool, 0755) < 0 || mkdir(h->state, 0755) < 0 || !(h->loop = ev_loop_new(EVFLAG_AUTO)) ||
-	    record_validator_new(&h->v, "id", NULL, 0) < 0 || ratelimits_new(&h->limits) < 0 ||
+	    record_check_new(&h->v, "id", NULL, 0) < 0 || ratelimits_new(&h->limits) < 0 ||
 	    !(h->limiter = ratelimit_get(h->limits, "k", 0, 0)))
 		abort();
 	load_config(h, extra);
@@ -328,7 +330,7 @@ static void teardown(struct h *h)
 	ev_timer_stop(h->loop, &h->guard);
 	ev_loop_destroy(h->loop);
 	ratelimits_free(h->limits);
-	record_validator_free(h->v);
+	record_check_free(h->v);
 	config_free(h->config);
 	free(h->spool);
 	free(h->state);

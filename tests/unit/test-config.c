@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "config_parse.h"
+#include "record_check.h"
 #include "tap.h"
 #include "testutil.h"
 

@@ -130,12 +130,12 @@ static void exact_multiples_end_without_empty_body(void)
 
 	/* Asked again after the last request body: an empty, last request body. */
 	{
-		struct record_validator *v;
+		struct record_check *v;
 		struct source *r = NULL;
 		struct request_body a, b;
 		int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-		if (source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 || record_validator_new(&v, "id", NULL, 0) < 0 ||
+		if (source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 || record_check_new(&v, "id", NULL, 0) < 0 ||
 		    body_init(&a, 5000) < 0 || body_init(&b, 5000) < 0)
 			abort();
 		ok(cut_next(&a, &p, r, v, NULL, NULL) == 0 && cut_next(&b, &p, r, v, NULL, NULL) == 0 &&
@@ -143,7 +143,7 @@ static void exact_multiples_end_without_empty_body(void)
 		   "a cut past the end: no records, last, at the end of the file");
 		body_release(&a);
 		body_release(&b);
-		record_validator_free(v);
+		record_check_free(v);
 		source_free(r);
 		close(fd);
 	}
@@ -296,7 +296,7 @@ static void cutting_again_gives_the_same_body(void)
 	uint32_t seed = 99;
 	size_t n, differ = 0;
 	char *path;
-	struct record_validator *v;
+	struct record_check *v;
 	int fd;
 
 	for (unsigned i = 1; i <= 2000; i++) {
@@ -311,7 +311,7 @@ static void cutting_again_gives_the_same_body(void)
 	path = write_temp(&t);
 	n = cut_all(path, &p, c, 256, NULL);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (record_validator_new(&v, "id", NULL, 0) < 0)
+	if (record_check_new(&v, "id", NULL, 0) < 0)
 		abort();
 	for (size_t i = 0; i < n; i++) {
 		struct source *r = NULL;
@@ -331,7 +331,7 @@ static void cutting_again_gives_the_same_body(void)
 	}
 	ok(n > 20 && c[n - 1].last, "2000 mixed lines cut into %zu request bodies", n);
 	is_int(differ, 0, "cutting again from each request body's start offset and line gives the identical request body");
-	record_validator_free(v);
+	record_check_free(v);
 	close(fd);
 	release_all(c, n);
 	free(path);
@@ -390,14 +390,14 @@ static void fill_from_two_files(void)
 	struct text ta = records(3), tb = records(2);
 	char *pa = write_temp(&ta), *pb = write_temp(&tb);
 	int fa = open(pa, O_RDONLY | O_CLOEXEC), fb = open(pb, O_RDONLY | O_CLOEXEC);
-	struct record_validator *v;
+	struct record_check *v;
 	struct source *r = NULL;
 	struct request_body c;
 	size_t len_a;
 	yajl_val root;
 	const char *dpath[] = { "data", NULL };
 
-	if (record_validator_new(&v, "id", NULL, 0) < 0 || source_open(&r, fa, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 ||
+	if (record_check_new(&v, "id", NULL, 0) < 0 || source_open(&r, fa, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 ||
 	    body_init(&c, 5000) < 0 || body_begin(&c) < 0)
 		abort();
 	c.member = 0;
@@ -417,7 +417,7 @@ static void fill_from_two_files(void)
 	yajl_tree_free(root);
 	body_release(&c);
 	source_free(r);
-	record_validator_free(v);
+	record_check_free(v);
 	close(fa);
 	close(fb);
 	free(pa);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "ndjson.h"
+#include "record_check.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -379,14 +380,14 @@ static void validator_cases(void)
 		{ "{\"id\":1,\f\"x\":2}", "" },     /* JSON whitespace is space, tab, LF and CR only */
 		{ "{\"id\":1,\v\"x\":2}", "" },
 	};
-	struct record_validator *v;
+	struct record_check *v;
 	char reason[256];
 
-	if (record_validator_new(&v, "id", NULL, 0) < 0)
+	if (record_check_new(&v, "id", NULL, 0) < 0)
 		abort();
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const struct verdict *c = &cases[i];
-		int r = record_validator_check(v, c->data, strlen(c->data), reason, sizeof(reason));
+		int r = record_check_one(v, c->data, strlen(c->data), reason, sizeof(reason));
 
 		if (!c->reason)
 			ok(r == 0, "valid: %s", show(c->data)) || (diag("  reason: %s", reason), 0);
@@ -397,11 +398,11 @@ static void validator_cases(void)
 	}
 	{
 		static const char nul[] = "{\"id\":\"a\0b\"}";
-		int r = record_validator_check(v, nul, sizeof(nul) - 1, reason, sizeof(reason));
+		int r = record_check_one(v, nul, sizeof(nul) - 1, reason, sizeof(reason));
 
 		ok(r == -EINVAL && strstr(reason, "NUL byte"), "refused: a NUL byte in the line (%s)", reason);
 	}
-	record_validator_free(v);
+	record_check_free(v);
 }
 
 /* Nesting: the record's object is level 1; max_depth levels pass, one more is refused. */
@@ -423,71 +424,71 @@ static char *nested(int levels, const char *open, const char *close)
 
 static void validator_max_depth(void)
 {
-	struct record_validator *v;
+	struct record_check *v;
 	char reason[256], *s;
 	int r;
 
-	if (record_validator_new(&v, "id", NULL, 0) < 0)
+	if (record_check_new(&v, "id", NULL, 0) < 0)
 		abort();
 	s = nested(RECORD_DEFAULT_MAX_DEPTH - 1, "[", "]");
-	is_int(record_validator_check(v, s, strlen(s), reason, sizeof(reason)), 0,
+	is_int(record_check_one(v, s, strlen(s), reason, sizeof(reason)), 0,
 	       "default: 64 levels (the record and 63 arrays) accepted");
 	free(s);
 	s = nested(RECORD_DEFAULT_MAX_DEPTH, "[", "]");
-	r = record_validator_check(v, s, strlen(s), reason, sizeof(reason));
+	r = record_check_one(v, s, strlen(s), reason, sizeof(reason));
 	ok(r == -EINVAL && !strcmp(reason, "nested deeper than max_depth (64 levels of objects and arrays)"),
 	   "default: 65 levels refused: '%s'", reason);
 	free(s);
 	s = nested(RECORD_DEFAULT_MAX_DEPTH, "{\"a\":", "}");
-	r = record_validator_check(v, s, strlen(s), reason, sizeof(reason));
+	r = record_check_one(v, s, strlen(s), reason, sizeof(reason));
 	ok(r == -EINVAL && strstr(reason, "max_depth"), "65 levels of objects refused too: '%s'", reason);
 	free(s);
 	s = nested(100000, "[", "]");
-	r = record_validator_check(v, s, strlen(s), reason, sizeof(reason));
+	r = record_check_one(v, s, strlen(s), reason, sizeof(reason));
 	ok(r == -EINVAL && strstr(reason, "max_depth"), "100,000 levels refused: '%s'", reason);
 	free(s);
 
-	record_validator_set_max_depth(v, 3);
+	record_check_set_max_depth(v, 3);
 	s = nested(2, "[", "]");
-	is_int(record_validator_check(v, s, strlen(s), reason, sizeof(reason)), 0, "max_depth 3: 3 levels accepted");
+	is_int(record_check_one(v, s, strlen(s), reason, sizeof(reason)), 0, "max_depth 3: 3 levels accepted");
 	free(s);
 	s = nested(3, "[{\"x\":", "}]");
-	r = record_validator_check(v, s, strlen(s), reason, sizeof(reason));
+	r = record_check_one(v, s, strlen(s), reason, sizeof(reason));
 	ok(r == -EINVAL && !strcmp(reason, "nested deeper than max_depth (3 levels of objects and arrays)"),
 	   "max_depth 3: 4 levels refused: '%s'", reason);
 	free(s);
 	s = "{\"id\":1,\"a\":[1],\"b\":{\"c\":[2]},\"d\":[[3]]}";
-	is_int(record_validator_check(v, s, strlen(s), reason, sizeof(reason)), 0,
+	is_int(record_check_one(v, s, strlen(s), reason, sizeof(reason)), 0,
 	       "max_depth 3: siblings do not add up, only nesting counts");
-	record_validator_set_max_depth(v, 1);
+	record_check_set_max_depth(v, 1);
 	s = "{\"id\":1,\"a\":2}";
-	is_int(record_validator_check(v, s, strlen(s), reason, sizeof(reason)), 0, "max_depth 1: a flat record passes");
+	is_int(record_check_one(v, s, strlen(s), reason, sizeof(reason)), 0, "max_depth 1: a flat record passes");
 	s = "{\"id\":1,\"a\":[]}";
-	ok(record_validator_check(v, s, strlen(s), reason, sizeof(reason)) == -EINVAL, "max_depth 1: an array inside is refused");
-	record_validator_free(v);
+	ok(record_check_one(v, s, strlen(s), reason, sizeof(reason)) == -EINVAL, "max_depth 1: an array inside is refused");
+	record_check_free(v);
 }
 
 static void validator_required_fields(void)
 {
 	char *req[] = { "name", "email" };
-	struct record_validator *v;
+	struct record_check *v;
 	char reason[256];
 	const char *both = "{\"id\":1,\"email\":null,\"name\":\"x\"}", *one = "{\"id\":1,\"name\":\"x\"}",
 		   *deep = "{\"id\":1,\"name\":\"x\",\"o\":{\"email\":\"e\"}}";
 
-	if (record_validator_new(&v, "id", req, 2) < 0)
+	if (record_check_new(&v, "id", req, 2) < 0)
 		abort();
-	is_int(record_validator_check(v, both, strlen(both), reason, sizeof(reason)), 0,
+	is_int(record_check_one(v, both, strlen(both), reason, sizeof(reason)), 0,
 	       "required fields present (any value) accepted");
-	ok(record_validator_check(v, one, strlen(one), reason, sizeof(reason)) == -EINVAL &&
+	ok(record_check_one(v, one, strlen(one), reason, sizeof(reason)) == -EINVAL &&
 		   !strcmp(reason, "required field 'email' missing"),
 	   "required field missing refused: '%s'", reason);
-	ok(record_validator_check(v, deep, strlen(deep), reason, sizeof(reason)) == -EINVAL &&
+	ok(record_check_one(v, deep, strlen(deep), reason, sizeof(reason)) == -EINVAL &&
 		   strstr(reason, "'email' missing"),
 	   "a required field only in a nested object does not count");
-	is_int(record_validator_check(v, both, strlen(both), reason, sizeof(reason)), 0,
+	is_int(record_check_one(v, both, strlen(both), reason, sizeof(reason)), 0,
 	       "a refused record leaves no state behind for the next one");
-	record_validator_free(v);
+	record_check_free(v);
 }
 
 /* ---- JSONTestSuite ---- */
@@ -525,7 +526,7 @@ static void jsontestsuite(const char *suite)
 	struct dirent *e;
 	char **names = NULL, reason[512];
 	size_t n = 0, by_reader = 0;
-	struct record_validator *v;
+	struct record_check *v;
 	char *ndjson = NULL;
 	size_t nd_len = 0, nd_cap = 0;
 	int *direct;
@@ -543,7 +544,7 @@ static void jsontestsuite(const char *suite)
 	closedir(d);
 	qsort(names, n, sizeof(*names), name_cmp);
 	direct = calloc(n, sizeof(*direct));
-	if (record_validator_new(&v, "id", NULL, 0) < 0)
+	if (record_check_new(&v, "id", NULL, 0) < 0)
 		abort();
 	for (size_t i = 0; i < n; i++) {
 		char *path = path_join(suite, names[i]), *content, *wrapped;
@@ -561,7 +562,7 @@ static void jsontestsuite(const char *suite)
 		memcpy(wrapped, "{\"id\":1,\"v\":", 12);
 		memcpy(wrapped + 12, content, clen);
 		memcpy(wrapped + 12 + clen, "}\n", 2);
-		r = record_validator_check(v, wrapped, wlen - 1, reason, sizeof(reason));
+		r = record_check_one(v, wrapped, wlen - 1, reason, sizeof(reason));
 		direct[i] = r;
 		if (names[i][0] == 'y' || listed(n_valid_when_wrapped, names[i]))
 			ok(r == 0, "%s: accepted", names[i]) || (diag("  reason: %s", reason), 0);
@@ -596,7 +597,7 @@ static void jsontestsuite(const char *suite)
 			while (i < n && direct[i] == 1)
 				i++;
 			if (i == n || ln.too_long ||
-			    record_validator_check(v, ln.data, ln.len, reason, sizeof(reason)) != direct[i]) {
+			    record_check_one(v, ln.data, ln.len, reason, sizeof(reason)) != direct[i]) {
 				diag("  %s: verdict differs through the reader", i < n ? names[i] : "(extra line)");
 				same = false;
 			}
@@ -613,7 +614,7 @@ static void jsontestsuite(const char *suite)
 	free(names);
 	free(direct);
 	free(ndjson);
-	record_validator_free(v);
+	record_check_free(v);
 }
 
 int main(int argc, char **argv)

@@ -59,7 +59,7 @@ struct t {
 	struct ev_loop *loop;
 	struct pipeline p;
 	struct conn_config cfg;
-	struct record_validator *v;
+	struct record_check *v;
 	struct cut_params params;
 	unsigned ready, cut_failed;
 	int cut_err;
@@ -88,7 +88,7 @@ static void setup(struct t *t, bool field_catalog)
 	t->cfg.max_record_bytes = 4096;
 	t->cfg.field_catalog = field_catalog;
 	t->params = (struct cut_params){ UUID, -1, PER_REQUEST, 64u << 20 };
-	if (!t->loop || record_validator_new(&t->v, "id", NULL, 0) < 0 || pipeline_init(&t->p, t->loop, 100, &ops, t) < 0)
+	if (!t->loop || record_check_new(&t->v, "id", NULL, 0) < 0 || pipeline_init(&t->p, t->loop, 100, &ops, t) < 0)
 		abort();
 	pipeline_start(&t->p, &t->params, t->v, &t->cfg);
 }
@@ -97,7 +97,7 @@ static void teardown(struct t *t)
 {
 	pipeline_reset(&t->p);
 	pipeline_release(&t->p);
-	record_validator_free(t->v);
+	record_check_free(t->v);
 	ev_loop_destroy(t->loop);
 }
 

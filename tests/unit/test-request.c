@@ -334,11 +334,11 @@ static void refused_names_member_and_line(void)
 	const struct cut_params p = { UUID, -1, 5000, 64u << 20 };
 	struct t t;
 	struct request_body b;
-	struct record_validator *v;
+	struct record_check *v;
 	char *paths[2] = { write_records(1, 3), write_records(11, 4) }, seq[256], line[128];
 
 	setup(&t, 0, 0);
-	if (body_init(&b, 5000) < 0 || body_begin(&b) < 0 || record_validator_new(&v, "id", NULL, 0) < 0)
+	if (body_init(&b, 5000) < 0 || body_begin(&b) < 0 || record_check_new(&v, "id", NULL, 0) < 0)
 		abort();
 	for (uint32_t m = 0; m < 2; m++) {
 		struct source *r = NULL;
@@ -362,7 +362,7 @@ static void refused_names_member_and_line(void)
 	is_str(t.ref_data, line, "its bytes");
 	ok(t.may_complete_calls == 0 && !t.q.completed && t.done == 1,
 	   "not the batch's last body: may_complete never asked, nothing completes, done once");
-	record_validator_free(v);
+	record_check_free(v);
 	teardown(&t);
 	body_release(&b);
 	free(paths[0]);

@@ -10,6 +10,7 @@
 #include "fileio.h"
 #include "layout.h"
 #include "spool.h"
+#include "spool_queue.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -352,12 +353,12 @@ static void spool_files(void)
 	close(wfd);
 
 	moved = path_join(dir, "moved.ndjson");
-	is_int(spool_move_at(AT_FDCWD, a, AT_FDCWD, moved), 0, "spool_move_at renames");
+	is_int(fileio_move_at(AT_FDCWD, a, AT_FDCWD, moved), 0, "fileio_move_at renames");
 	ok(access(a, F_OK) < 0 && (data = read_whole(moved, &len)) && len == 9 && !memcmp(data, "{\"id\":1}\n", 9),
 	   "the file is at its new name with its content");
 	free(data);
 	data = NULL;
-	is_int(spool_move_at(AT_FDCWD, b, AT_FDCWD, moved), -EEXIST, "spool_move_at never replaces an existing file");
+	is_int(fileio_move_at(AT_FDCWD, b, AT_FDCWD, moved), -EEXIST, "fileio_move_at never replaces an existing file");
 	ok((data = read_whole(moved, &len)) && !memcmp(data, "{\"id\":1}", 8) && access(b, F_OK) == 0,
 	   "both files untouched after the refusal");
 	free(data);

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "layout.h"
 #include "spool.h"
 #include "tap.h"
@@ -26,7 +27,7 @@ static void setup(struct t *t)
 	t->state = path_join(t->dir, "state");
 	t->conn = path_join(t->spool, "shop");
 	t->work = path_join(t->conn, ".work");
-	if (mkdir(t->state, 0755) < 0 || spool_mkdirs(t->conn, 0770) < 0 ||
+	if (mkdir(t->state, 0755) < 0 || fileio_mkdirs(t->conn, 0770) < 0 ||
 	    workfiles_init(&t->wf, t->spool, t->state, "shop") < 0)
 		abort();
 }
