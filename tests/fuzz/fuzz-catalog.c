@@ -1,10 +1,10 @@
-/* fuzz-catalog: catalog_load() of arbitrary bytes, then a save/load round trip of what it kept. */
+/* fuzz-catalog: state_catalog_load() of arbitrary bytes, then a save/load round trip of what it kept. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "catalog.h"
-#include "catalog_file.h"
+#include "state/state_catalog.h"
+#include "state/state_catalog_file.h"
 #include "fuzz-util.h"
 
 static const char *const files[] = { "catalog", "saved", "saved.tmp", NULL };
@@ -26,22 +26,22 @@ struct snap {
 /* Catalogs here hold at most 64 names (see max_fields below), so a snapshot is a fixed array. */
 static void snapshot(struct catalog *c, struct snap *s)
 {
-	s->n = catalog_count(c);
-	s->overflow = catalog_overflow(c);
-	s->truncated = catalog_truncated(c);
+	s->n = state_catalog_count(c);
+	s->overflow = state_catalog_overflow(c);
+	s->truncated = state_catalog_truncated(c);
 	CHECK(s->n <= 64);
 	for (size_t i = 0; i < s->n; i++) {
 		const char *name;
 		const struct catalog_field *f;
 
-		CHECK(catalog_get(c, i, &name, &s->f[i].records, &s->f[i].last_seen) == 0);
+		CHECK(state_catalog_get(c, i, &name, &s->f[i].records, &s->f[i].last_seen) == 0);
 		/* name_len is only in the struct: find gives it for names without a NUL inside. */
-		f = catalog_find(c, name);
+		f = state_catalog_find(c, name);
 		s->f[i].name_len = f && f->name == name ? f->name_len : strlen(name);
 		CHECK(s->f[i].name_len <= CATALOG_NAME_MAX);
 		memcpy(s->f[i].name, name, s->f[i].name_len);
 	}
-	CHECK(catalog_get(c, s->n, NULL, NULL, NULL) == -ERANGE);
+	CHECK(state_catalog_get(c, s->n, NULL, NULL, NULL) == -ERANGE);
 }
 
 static bool same(const struct snap *a, const struct snap *b)
@@ -74,7 +74,7 @@ static void load_and_round_trip(struct catalog *c, size_t max_fields, const char
 	int r;
 
 	snapshot(c, &before);
-	r = catalog_load(c, in, &bad);
+	r = state_catalog_load(c, in, &bad);
 	if (r < 0) {
 		CHECK(r == -EBADMSG);
 		CHECK(bad >= 1 && bad <= lines);
@@ -85,17 +85,17 @@ static void load_and_round_trip(struct catalog *c, size_t max_fields, const char
 	snapshot(c, &loaded);
 	CHECK(loaded.n <= max_fields);
 	/* What was loaded saves and loads back the same into an empty catalog of the same size. */
-	CHECK(catalog_save(c, fuzz_path(saved, sizeof(saved), "saved")) == 0);
-	CHECK(catalog_new(&d, max_fields) == 0);
-	CHECK(catalog_load(d, saved, &bad) == 0);
+	CHECK(state_catalog_save(c, fuzz_path(saved, sizeof(saved), "saved")) == 0);
+	CHECK(state_catalog_new(&d, max_fields) == 0);
+	CHECK(state_catalog_load(d, saved, &bad) == 0);
 	snapshot(d, &again);
 	CHECK(same(&loaded, &again));
 	/* Merging it into an empty catalog is the same as loading it. */
-	catalog_clear(d);
-	CHECK(catalog_merge(d, c) == 0);
+	state_catalog_clear(d);
+	CHECK(state_catalog_merge(d, c) == 0);
 	snapshot(d, &again);
 	CHECK(same(&loaded, &again));
-	catalog_free(d);
+	state_catalog_free(d);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -119,15 +119,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	write_file(fuzz_path(in, sizeof(in), "catalog"), data, size, 0600);
 
 	/* Small: names beyond the fourth overflow; it holds names already, as a daemon's would. */
-	CHECK(catalog_new(&small, 4) == 0);
+	CHECK(state_catalog_new(&small, 4) == 0);
 	for (size_t i = 0; i < 3; i++)
-		catalog_note(small, pre[i], strlen(pre[i]));
-	catalog_commit(small, 1700000000);
+		state_catalog_note(small, pre[i], strlen(pre[i]));
+	state_catalog_commit(small, 1700000000);
 	load_and_round_trip(small, 4, in, lines);
-	catalog_free(small);
+	state_catalog_free(small);
 
-	CHECK(catalog_new(&big, 64) == 0);
+	CHECK(state_catalog_new(&big, 64) == 0);
 	load_and_round_trip(big, 64, in, lines);
-	catalog_free(big);
+	state_catalog_free(big);
 	return 0;
 }

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "config.h"
+#include "config/config.h"
 #include "fuzz-util.h"
 
 static const char *const files[] = { "dcsyncd.conf", "api.key", "brand.key", "empty.key", "big.key", NULL };

@@ -9,14 +9,14 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "crc32c.h"
-#include "journal.h"
-#include "log.h"
+#include "state/state_journal.h"
+#include "util/crc32c.h"
+#include "util/log.h"
 #include "fuzz-util.h"
 
 static const char *const files[] = { "journal", "journal.tmp", NULL };
 
-/* Every field but `updated` (journal_put stamps it); strings as C strings, as the journal keeps them. */
+/* Every field but `updated` (state_journal_put stamps it); strings as C strings, as the journal keeps them. */
 static bool same_batch(const struct journal_batch *a, const struct journal_batch *b)
 {
 	return a->id == b->id && a->state == b->state && !strcmp(a->uuid, b->uuid) &&
@@ -41,19 +41,19 @@ static bool same_member(const struct journal_member *a, const struct journal_mem
 static void check_same_state(const struct journal *a, const struct journal *b, bool compacted)
 {
 	(void)compacted;
-	CHECK(journal_count(a) == journal_count(b));
-	for (size_t i = 0; i < journal_count(a); i++) {
-		const struct journal_batch *x = journal_at(a, i), *y = journal_at(b, i);
+	CHECK(state_journal_count(a) == state_journal_count(b));
+	for (size_t i = 0; i < state_journal_count(a); i++) {
+		const struct journal_batch *x = state_journal_at(a, i), *y = state_journal_at(b, i);
 		const struct journal_member *mx, *my;
-		size_t n = journal_members(a, x->id, &mx);
+		size_t n = state_journal_members(a, x->id, &mx);
 
 		CHECK(x->state == BATCH_OPEN || x->state == BATCH_COMPLETED);
 		CHECK(same_batch(x, y));
-		CHECK(journal_find(b, x->id) == y);
-		CHECK(journal_members(b, y->id, &my) == n);
+		CHECK(state_journal_find(b, x->id) == y);
+		CHECK(state_journal_members(b, y->id, &my) == n);
 		for (size_t k = 0; k < n; k++) {
 			CHECK(same_member(&mx[k], &my[k]));
-			CHECK(journal_file_live(a, mx[k].file_id) && journal_file_live(b, mx[k].file_id));
+			CHECK(state_journal_file_live(a, mx[k].file_id) && state_journal_file_live(b, mx[k].file_id));
 		}
 	}
 }
@@ -123,61 +123,61 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(file);
 
 	/* `dcsyncd status` reads it as it is; the daemon cuts the damaged tail and sees the same. */
-	CHECK(journal_open_readonly(&ro, fuzz_dir) == 0);
-	CHECK(journal_open(&j, fuzz_dir, &torn) == 0);
+	CHECK(state_journal_open_readonly(&ro, fuzz_dir) == 0);
+	CHECK(state_journal_open(&j, fuzz_dir, &torn) == 0);
 	CHECK(torn <= size);
 	/* Damage in the middle is copied aside and the journal rewritten; a torn tail is only cut. */
 	{
 		const struct journal_range *dr;
 
-		rewritten = journal_damage(j, &dr) != 0;
+		rewritten = state_journal_damage(j, &dr) != 0;
 		if (!rewritten)
 			CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size == size - torn);
 	}
 	remove_damaged_copies();
 	check_same_state(ro, j, false);
-	id_ro = journal_new_id(ro);
-	id_j = journal_new_id(j);
+	id_ro = state_journal_new_id(ro);
+	id_j = state_journal_new_id(j);
 	CHECK(id_ro == id_j);
-	journal_free(ro);
+	state_journal_free(ro);
 	/* journal.c takes ids above 2^63 for corruption: no daemon gets there, so stop short of it. */
 	if (id_j > UINT64_MAX / 2 - 16) {
-		journal_free(j);
+		state_journal_free(j);
 		return 0;
 	}
 
 	/* A replay of the cut (or rewritten) file is clean and the same. */
-	CHECK(journal_open(&c, fuzz_dir, &torn_again) == 0);
+	CHECK(state_journal_open(&c, fuzz_dir, &torn_again) == 0);
 	CHECK(torn_again == 0);
 	check_same_state(j, c, rewritten);
-	journal_free(c);
+	state_journal_free(c);
 
 	/* Compaction keeps exactly the live state (ids, members) and drops old totals. */
-	CHECK(journal_compact(j, true) == 0);
-	CHECK(journal_open(&c, fuzz_dir, &torn_again) == 0);
+	CHECK(state_journal_compact(j, true) == 0);
+	CHECK(state_journal_open(&c, fuzz_dir, &torn_again) == 0);
 	CHECK(torn_again == 0);
 	check_same_state(j, c, true);
-	id_c = journal_new_id(c);
+	id_c = state_journal_new_id(c);
 	CHECK(id_c == id_j + 1);
-	journal_free(c);
+	state_journal_free(c);
 
 	/* And the compacted journal takes new records: end the last live batch, or open one. */
-	if (journal_count(j)) {
-		last = *journal_at(j, journal_count(j) - 1);
+	if (state_journal_count(j)) {
+		last = *state_journal_at(j, state_journal_count(j) - 1);
 		last.state = BATCH_ARCHIVED;
 	} else {
-		last = (struct journal_batch){ .id = journal_new_id(j), .state = BATCH_OPEN };
+		last = (struct journal_batch){ .id = state_journal_new_id(j), .state = BATCH_OPEN };
 		strcpy(last.uuid, "00000000-0000-4000-8000-000000000001");
 		strcpy(last.connection, "fuzz");
 		strcpy(last.name, "x.ndjson");
 	}
-	CHECK(journal_put(j, &last) == 0);
-	CHECK(journal_sync(j) == 0);
-	CHECK(journal_open(&c, fuzz_dir, &torn_again) == 0);
+	CHECK(state_journal_put(j, &last) == 0);
+	CHECK(state_journal_sync(j) == 0);
+	CHECK(state_journal_open(&c, fuzz_dir, &torn_again) == 0);
 	CHECK(torn_again == 0);
 	check_same_state(j, c, true);
-	CHECK(!journal_find(c, last.id) == (last.state == BATCH_ARCHIVED));
-	journal_free(c);
-	journal_free(j);
+	CHECK(!state_journal_find(c, last.id) == (last.state == BATCH_ARCHIVED));
+	state_journal_free(c);
+	state_journal_free(j);
 	return 0;
 }

@@ -15,9 +15,9 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "catalog.h"
-#include "ndjson.h"
-#include "record_check.h"
+#include "record/record_check.h"
+#include "record/record_ndjson.h"
+#include "state/state_catalog.h"
 #include "fuzz-util.h"
 
 /*
@@ -179,46 +179,46 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	CHECK(ftruncate(memfd, 0) == 0);
 	CHECK(pwrite(memfd, file, n_file, 0) == (ssize_t)n_file);
-	CHECK(ndjson_reader_new(&r, memfd, 0, 1, max_record) == 0);
+	CHECK(record_ndjson_reader_new(&r, memfd, 0, 1, max_record) == 0);
 	CHECK(record_check_new(&v, "id", required, 2) == 0);
 	if (flags & 16) {
-		CHECK(catalog_new(&cat, 8) == 0);
+		CHECK(state_catalog_new(&cat, 8) == 0);
 		record_check_set_catalog(v, cat);
 	}
-	for (i = 0; (got = ndjson_reader_next(r, &line)) == 1; i++) {
+	for (i = 0; (got = record_ndjson_reader_next(r, &line)) == 1; i++) {
 		CHECK(i < n_ref);
 		check_line(file, &line, &ref[i]);
 		if ((flags & 32) && !line.too_long) {
-			ndjson_reader_unget(r);
-			CHECK(ndjson_reader_offset(r) == line.start_offset);
-			CHECK(ndjson_reader_lineno(r) == line.lineno);
-			CHECK(ndjson_reader_next(r, &line) == 1);
+			record_ndjson_reader_unget(r);
+			CHECK(record_ndjson_reader_offset(r) == line.start_offset);
+			CHECK(record_ndjson_reader_lineno(r) == line.lineno);
+			CHECK(record_ndjson_reader_next(r, &line) == 1);
 			check_line(file, &line, &ref[i]);
 		}
-		CHECK(ndjson_reader_offset(r) == (off_t)ref[i].end);
-		CHECK(ndjson_reader_lineno(r) == ref[i].lineno + 1);
+		CHECK(record_ndjson_reader_offset(r) == (off_t)ref[i].end);
+		CHECK(record_ndjson_reader_lineno(r) == ref[i].lineno + 1);
 		if (!line.too_long)
 			validate(v, &line);
 	}
 	CHECK(got == 0 && i == n_ref);
-	CHECK(ndjson_reader_next(r, &line) == 0);
+	CHECK(record_ndjson_reader_next(r, &line) == 0);
 
 	/* Resuming after a line, as a restart does from the journal, returns the rest the same. */
 	if (n_ref) {
 		resume = where % n_ref;
-		CHECK(ndjson_reader_reset(r, memfd, (off_t)ref[resume].end, ref[resume].lineno + 1) == 0);
-		for (i = resume + 1; (got = ndjson_reader_next(r, &line)) == 1; i++) {
+		CHECK(record_ndjson_reader_reset(r, memfd, (off_t)ref[resume].end, ref[resume].lineno + 1) == 0);
+		for (i = resume + 1; (got = record_ndjson_reader_next(r, &line)) == 1; i++) {
 			CHECK(i < n_ref);
 			check_line(file, &line, &ref[i]);
 		}
 		CHECK(got == 0 && i == n_ref);
 	}
 	if (cat) {
-		CHECK(catalog_count(cat) <= 8);
-		catalog_free(cat);
+		CHECK(state_catalog_count(cat) <= 8);
+		state_catalog_free(cat);
 	}
 	record_check_free(v);
-	ndjson_reader_free(r);
+	record_ndjson_reader_free(r);
 	free(ref);
 	free(file);
 	return 0;

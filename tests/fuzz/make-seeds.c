@@ -10,11 +10,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "catalog.h"
-#include "catalog_file.h"
-#include "journal.h"
-#include "journal_record.h"
-#include "log.h"
+#include "state/state_catalog.h"
+#include "state/state_catalog_file.h"
+#include "state/state_journal.h"
+#include "state/state_jrec.h"
+#include "util/log.h"
 
 static void die(const char *what, int r)
 {
@@ -75,44 +75,44 @@ static void journals(const char *tmp, const char *out_dir)
 	struct journal_member m = { 0 };
 	int r;
 
-	if ((r = journal_open(&j, tmp, NULL)) < 0)
-		die("journal_open", r);
+	if ((r = state_journal_open(&j, tmp, NULL)) < 0)
+		die("state_journal_open", r);
 	/* A single-file batch acknowledged twice, then completed and archived. */
-	b1 = batch(journal_new_id(j), BATCH_OPEN, "products", 0);
-	journal_put(j, &b1);
-	journal_sync(j);
+	b1 = batch(state_journal_new_id(j), BATCH_OPEN, "products", 0);
+	state_journal_put(j, &b1);
+	state_journal_sync(j);
 	b1.acks = 1, b1.offset = 40960, b1.lineno = 5001, b1.records = 4998, b1.rejected = 2;
-	journal_put(j, &b1);
-	journal_sync(j);
+	state_journal_put(j, &b1);
+	state_journal_sync(j);
 	/* A multi-file batch: members first, then its OPEN state. */
-	b2 = batch(journal_new_id(j), BATCH_OPEN, "customers", 2);
+	b2 = batch(state_journal_new_id(j), BATCH_OPEN, "customers", 2);
 	for (uint32_t i = 0; i < 2; i++) {
-		m = (struct journal_member){ .batch_id = b2.id, .file_id = journal_new_id(j), .index = i,
+		m = (struct journal_member){ .batch_id = b2.id, .file_id = state_journal_new_id(j), .index = i,
 					     .ident = b2.ident, .rejected_size = 17 * i };
 		snprintf(m.name, sizeof(m.name), "small-%u.ndjson", i);
-		journal_put_member(j, &m);
+		state_journal_put_member(j, &m);
 	}
-	journal_put(j, &b2);
-	if ((r = journal_sync(j)) < 0)
-		die("journal_sync", r);
+	state_journal_put(j, &b2);
+	if ((r = state_journal_sync(j)) < 0)
+		die("state_journal_sync", r);
 	copy_journal(tmp, out_dir, "live");
 	b1.state = BATCH_COMPLETED;
-	journal_put(j, &b1);
+	state_journal_put(j, &b1);
 	b1.state = BATCH_ARCHIVED;
-	journal_put(j, &b1);
-	b3 = batch(journal_new_id(j), BATCH_FAILED, "products", 0);
-	journal_put(j, &b3);
+	state_journal_put(j, &b1);
+	b3 = batch(state_journal_new_id(j), BATCH_FAILED, "products", 0);
+	state_journal_put(j, &b3);
 	b2.state = BATCH_RELEASED;
-	journal_put(j, &b2);
-	journal_sync(j);
+	state_journal_put(j, &b2);
+	state_journal_sync(j);
 	copy_journal(tmp, out_dir, "ended");
-	if ((r = journal_compact(j, true)) < 0)
-		die("journal_compact", r);
-	b3 = batch(journal_new_id(j), BATCH_OPEN, "products", 0);
-	journal_put(j, &b3);
-	journal_sync(j);
+	if ((r = state_journal_compact(j, true)) < 0)
+		die("state_journal_compact", r);
+	b3 = batch(state_journal_new_id(j), BATCH_OPEN, "products", 0);
+	state_journal_put(j, &b3);
+	state_journal_sync(j);
 	copy_journal(tmp, out_dir, "compacted");
-	journal_free(j);
+	state_journal_free(j);
 }
 
 static void catalogs(const char *out_dir)
@@ -122,18 +122,18 @@ static void catalogs(const char *out_dir)
 	char path[512];
 	int r;
 
-	if ((r = catalog_new(&c, 5)) < 0)
-		die("catalog_new", r);
+	if ((r = state_catalog_new(&c, 5)) < 0)
+		die("state_catalog_new", r);
 	for (int rec = 0; rec < 3; rec++) {
 		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-			catalog_note(c, names[i], strlen(names[i]));
-		catalog_note(c, "nul\0inside", 10);
-		catalog_commit(c, 1700000000 + rec);
+			state_catalog_note(c, names[i], strlen(names[i]));
+		state_catalog_note(c, "nul\0inside", 10);
+		state_catalog_commit(c, 1700000000 + rec);
 	}
 	snprintf(path, sizeof(path), "%s/catalog/saved", out_dir);
-	if ((r = catalog_save(c, path)) < 0)
-		die("catalog_save", r);
-	catalog_free(c);
+	if ((r = state_catalog_save(c, path)) < 0)
+		die("state_catalog_save", r);
+	state_catalog_free(c);
 }
 
 int main(int argc, char **argv)

@@ -5,34 +5,34 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "cut.h"
-#include "ndjson.h"
-#include "source.h"
+#include "record/record_cut.h"
+#include "record/record_ndjson.h"
+#include "record/record_source.h"
 
 /*
  * Cut all of @path (NDJSON, primary key "id", lines up to @max_record bytes) with @p into at
- * most @max bodies, each body_init'ed here; returns how many. Aborts on any error: a test's
+ * most @max bodies, each record_cut_body_init'ed here; returns how many. Aborts on any error: a test's
  * setup that fails is no result.
  */
 static inline size_t cut_file_into(const char *path, const struct cut_params *p, size_t max_record,
-				   struct request_body *out, size_t max, cut_reject_fn reject, void *userdata)
+				   struct record_body *out, size_t max, cut_reject_fn reject, void *userdata)
 {
 	struct record_check *v;
 	struct source *r = NULL;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	size_t n = 0;
 
-	if (fd < 0 || source_open(&r, fd, "t.ndjson", NULL, 0, 1, max_record) < 0 ||
+	if (fd < 0 || record_source_open(&r, fd, "t.ndjson", NULL, 0, 1, max_record) < 0 ||
 	    record_check_new(&v, "id", NULL, 0) < 0)
 		abort();
 	while (n < max) {
-		if (body_init(&out[n], p->max_records) < 0 || cut_next(&out[n], p, r, v, reject, userdata) < 0)
+		if (record_cut_body_init(&out[n], p->max_records) < 0 || record_cut_next(&out[n], p, r, v, reject, userdata) < 0)
 			abort();
 		if (out[n++].last)
 			break;
 	}
 	record_check_free(v);
-	source_free(r);
+	record_source_free(r);
 	close(fd);
 	return n;
 }

@@ -11,15 +11,15 @@
 #include <ev.h>
 #include <yajl/yajl_tree.h>
 
-#include "batch.h"
-#include "config.h"
-#include "counters.h"
-#include "fileio.h"
-#include "journal.h"
-#include "layout.h"
-#include "spool.h"
-#include "spool_queue.h"
-#include "worker.h"
+#include "batch/batch.h"
+#include "config/config.h"
+#include "record/record_worker.h"
+#include "spool/spool.h"
+#include "spool/spool_queue.h"
+#include "state/state_counters.h"
+#include "state/state_journal.h"
+#include "util/fileio.h"
+#include "util/layout.h"
 #include "tap.h"
 #include "testutil.h"
 #include "wireutil.h"
@@ -29,8 +29,8 @@
 #define GUARD_SECONDS 60.0      /* the loop gives up after this long: only a hang gets there */
 
 /*
- * The network is the test's: linked with -Wl,--wrap=upload_client_send, every body the batch
- * sends lands in __wrap_upload_client_send, which notes it together with what the journal on
+ * The network is the test's: linked with -Wl,--wrap=wire_upload_client_send, every body the batch
+ * sends lands in __wrap_wire_upload_client_send, which notes it together with what the journal on
  * disk said at that moment, and the answer comes from the loop as curl's would. The "client" the
  * batch is given is a struct wire.
  */
@@ -44,7 +44,7 @@ struct on_disk {
 
 struct wire {
 	struct ev_loop *loop;
-	struct request *req;    /* what the answers go to, as upload_client_new's userdata */
+	struct request *req;    /* what the answers go to, as wire_upload_client_new's userdata */
 	const char *state_dir;
 	ev_timer answer;
 	bool in_flight;
@@ -60,18 +60,18 @@ struct wire {
 	off_t watched_size[MAX_SENDS];
 };
 
-int __wrap_upload_client_send(struct upload_client *c, const char *body, size_t len);
+int __wrap_wire_upload_client_send(struct upload_client *c, const char *body, size_t len);
 
 static void read_disk(const char *state_dir, struct on_disk *d)
 {
 	struct journal *j;
 
 	memset(d, 0, sizeof(*d));
-	if (journal_open_readonly(&j, state_dir) < 0)
+	if (state_journal_open_readonly(&j, state_dir) < 0)
 		abort();
-	d->live = journal_count(j);
+	d->live = state_journal_count(j);
 	if (d->live) {
-		const struct journal_batch *b = journal_at(j, 0);
+		const struct journal_batch *b = state_journal_at(j, 0);
 
 		d->state = b->state;
 		snprintf(d->uuid, sizeof(d->uuid), "%s", b->uuid);
@@ -80,7 +80,7 @@ static void read_disk(const char *state_dir, struct on_disk *d)
 		d->offset = b->offset;
 		d->lineno = b->lineno;
 	}
-	journal_free(j);
+	state_journal_free(j);
 }
 
 static long status_of(const struct wire *w, size_t i)
@@ -103,7 +103,7 @@ static void wire_answer(struct wire *w, long status)
 	};
 
 	w->in_flight = false;
-	request_on_response(w->req, &res);
+	wire_request_on_response(w->req, &res);
 }
 
 static void answer_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -115,7 +115,7 @@ static void answer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	wire_answer(w, status_of(w, w->n - 1));
 }
 
-int __wrap_upload_client_send(struct upload_client *c, const char *body, size_t len)
+int __wrap_wire_upload_client_send(struct upload_client *c, const char *body, size_t len)
 {
 	struct wire *w = (struct wire *)c;
 
@@ -283,8 +283,8 @@ static void start(struct h *h, enum after_upload after)
 	};
 	struct batch_env e = env;
 
-	if (journal_open(&h->j, h->state, NULL) < 0 || workfiles_init(&h->wf, h->spool, h->state, "shop") < 0 ||
-	    fileio_mkdirs(h->wf.dir, 0770) < 0 || intake_init(&h->in, h->loop, &h->wf, "shop", 0, on_ready, h) < 0)
+	if (state_journal_open(&h->j, h->state, NULL) < 0 || spool_work_init(&h->wf, h->spool, h->state, "shop") < 0 ||
+	    fileio_mkdirs(h->wf.dir, 0770) < 0 || spool_intake_init(&h->in, h->loop, &h->wf, "shop", 0, on_ready, h) < 0)
 		abort();
 	e.journal = h->j;
 	if (batch_init(&h->b, &e, 100, &ops, h) < 0)
@@ -296,9 +296,9 @@ static void start(struct h *h, enum after_upload after)
 static void stop(struct h *h)
 {
 	batch_release(&h->b);
-	intake_release(&h->in);
-	workfiles_release(&h->wf);
-	journal_free(h->j);
+	spool_intake_release(&h->in);
+	spool_work_release(&h->wf);
+	state_journal_free(h->j);
 	h->j = NULL;
 }
 
@@ -309,8 +309,8 @@ static void setup(struct h *h, const char *extra, enum after_upload after)
 	h->spool = path_join(h->dir, "spool");
 	h->state = path_join(h->dir, "state");
 	if (mkdir(h->spool, 0755) < 0 || mkdir(h->state, 0755) < 0 || !(h->loop = ev_loop_new(EVFLAG_AUTO)) ||
-	    record_check_new(&h->v, "id", NULL, 0) < 0 || ratelimits_new(&h->limits) < 0 ||
-	    !(h->limiter = ratelimit_get(h->limits, "k", 0, 0)))
+	    record_check_new(&h->v, "id", NULL, 0) < 0 || wire_ratelimits_new(&h->limits) < 0 ||
+	    !(h->limiter = wire_ratelimit_get(h->limits, "k", 0, 0)))
 		abort();
 	load_config(h, extra);
 	h->wire.loop = h->loop;
@@ -329,7 +329,7 @@ static void teardown(struct h *h)
 	ev_timer_stop(h->loop, &h->wire.answer);
 	ev_timer_stop(h->loop, &h->guard);
 	ev_loop_destroy(h->loop);
-	ratelimits_free(h->limits);
+	wire_ratelimits_free(h->limits);
 	record_check_free(h->v);
 	config_free(h->config);
 	free(h->spool);
@@ -359,7 +359,7 @@ static void run_batch(struct h *h)
 {
 	unsigned ended = h->ended;
 
-	intake_scan(&h->in);
+	spool_intake_scan(&h->in);
 	is_int(batch_go(h), 0, "batch_start");
 	RUN_UNTIL(h, h->ended > ended);
 }
@@ -506,7 +506,7 @@ static void sends_a_file_in_requests_of_at_most_5000_records(void)
 	}
 	is_str(list(h.wf.dir, ".work", buf, sizeof(buf)), "", "nothing is left in .work/");
 	is_str(list(h.spool, "shop", buf, sizeof(buf)), "", "nor in the spool");
-	is_int(journal_count(h.j), 0, "the journal holds no live batch");
+	is_int(state_journal_count(h.j), 0, "the journal holds no live batch");
 	ok(h.stats.files_done == 1 && h.stats.records_sent == 12001 && h.stats.requests == 3,
 	   "stats: 1 file done, 12001 records sent, 3 requests");
 	free(done);
@@ -593,7 +593,7 @@ static void a_400_fails_the_file_to_failed_with_its_error(void)
 	is_str(json_str(v, "batch_uuid"), h.wire.s[0].uuid, "error.json: the batch_uuid sent");
 	is_str(json_str(v, "file"), "f.ndjson", "error.json: the file");
 	read_disk(h.state, &d);
-	ok(d.live == 0 && journal_count(h.j) == 0, "the journal on disk holds no live batch (FAILED is durable)");
+	ok(d.live == 0 && state_journal_count(h.j) == 0, "the journal on disk holds no live batch (FAILED is durable)");
 	yajl_tree_free(v);
 	free(p);
 	free(ej);
@@ -674,8 +674,8 @@ static void restart_and_resume(struct h *h, const char *extra)
 	ok(before[0] && !strcmp(list(h->wf.dir, ".work", buf, sizeof(buf)), before) &&
 		   !strcmp(list(h->spool, "shop", buf, sizeof(buf)), ""),
 	   "the files of the journal's open batch are no orphans: they stay in .work/ (%s)", before);
-	ok(journal_count(h->j) == 1 && (jb = journal_at(h->j, 0)) && jb->state == BATCH_OPEN, "replay: one open batch");
-	is_int(batch_go_on(h, journal_at(h->j, 0)), 0, "batch_resume");
+	ok(state_journal_count(h->j) == 1 && (jb = state_journal_at(h->j, 0)) && jb->state == BATCH_OPEN, "replay: one open batch");
+	is_int(batch_go_on(h, state_journal_at(h->j, 0)), 0, "batch_resume");
 }
 
 static void a_stop_while_a_request_waits_leaves_the_batch_and_a_restart_resumes_it_at_the_same_cut(void)
@@ -687,7 +687,7 @@ static void a_stop_while_a_request_waits_leaves_the_batch_and_a_restart_resumes_
 	setup(&h, "batch_records = 100\nretry_initial_seconds = 600\nretry_max_seconds = 600\n", AFTER_UPLOAD_ARCHIVE);
 	path = drop(&h, "f.ndjson", 1, 250, 0, 10);
 	h.wire.status[1] = 503;
-	intake_scan(&h.in);
+	spool_intake_scan(&h.in);
 	is_int(batch_go(&h), 0, "batch_start");
 	RUN_UNTIL(&h, h.b.req.state == REQ_RETRY_WAIT);
 	is_str(ranges(&h.wire, buf, sizeof(buf)), "1-100 101-200", "request 2 answered 503: it waits to be sent again");
@@ -707,7 +707,7 @@ static void a_stop_while_a_request_waits_leaves_the_batch_and_a_restart_resumes_
 	   "acknowledgements go on from the journal's: 1, then 2 before the last request");
 	ok(h.finished_ok == 1 && h.records == 250, "completed with all 250 records");
 	is_str(list(h.wf.done_dir, ".", buf, sizeof(buf)), "f.ndjson", "archived");
-	is_int(journal_count(h.j), 0, "no live batch left");
+	is_int(state_journal_count(h.j), 0, "no live batch left");
 	free(path);
 	teardown(&h);
 }
@@ -720,7 +720,7 @@ static void a_stop_with_a_request_in_flight_waits_for_its_answer(void)
 	setup(&h, "batch_records = 100\n", AFTER_UPLOAD_ARCHIVE);
 	path = drop(&h, "f.ndjson", 1, 250, 0, 10);
 	h.wire.status[1] = HOLD;
-	intake_scan(&h.in);
+	spool_intake_scan(&h.in);
 	is_int(batch_go(&h), 0, "batch_start");
 	RUN_UNTIL(&h, h.wire.n == 2);
 	ok(h.wire.in_flight && !batch_stoppable(&h.b), "request 2 in flight: not stoppable");
@@ -764,7 +764,7 @@ static void append_in_place(struct h *h)
 	struct text t = { 0 };
 	int fd;
 
-	workfiles_work_name(h->b.members[0].fid, "f.ndjson", wn);
+	spool_work_work_name(h->b.members[0].fid, "f.ndjson", wn);
 	work = path_join(h->wf.dir, ".work");
 	p = path_join(work, wn);
 	for (long id = 151; id <= 180; id++)
@@ -803,9 +803,9 @@ static void grows_while_open(bool early, const char *what)
 		h.wire.on_send = append_as_request_1_leaves;
 		h.wire.hook = &h;
 	}
-	intake_scan(&h.in);
+	spool_intake_scan(&h.in);
 	is_int(batch_go(&h), 0, "%s: batch_start", what);
-	RUN_UNTIL(&h, h.wire.n == 1 && h.b.pl.n_ahead == 1 && !worker_busy(h.b.pl.worker));
+	RUN_UNTIL(&h, h.wire.n == 1 && h.b.pl.n_ahead == 1 && !record_worker_busy(h.b.pl.worker));
 	if (!early)
 		append_in_place(&h);
 	wire_answer(&h.wire, 200);
@@ -844,7 +844,7 @@ static void a_multi_file_batch_stopped_is_cut_again_from_its_files_at_the_restar
 	p[0] = drop(&h, "a.ndjson", 1, 3, 0, 20);
 	p[1] = drop(&h, "b.ndjson", 4, 4, 1, 10);
 	h.wire.status[0] = 503;
-	intake_scan(&h.in);
+	spool_intake_scan(&h.in);
 	is_int(batch_go(&h), 0, "batch_start");
 	RUN_UNTIL(&h, h.b.req.state == REQ_RETRY_WAIT);
 	h.b.stop_after_ack = true;
@@ -880,7 +880,7 @@ static void after_a_restart_a_batch_whose_last_records_are_all_refused_completes
 	setup(&h, "batch_records = 4\n", AFTER_UPLOAD_ARCHIVE);
 	path = drop(&h, "f.ndjson", 1, 10, 0, 10);
 	h.wire.status[1] = HOLD;
-	intake_scan(&h.in);
+	spool_intake_scan(&h.in);
 	is_int(batch_go(&h), 0, "batch_start");
 	RUN_UNTIL(&h, h.wire.n == 2);
 	h.b.stop_after_ack = true;
@@ -922,7 +922,7 @@ static void a_401_before_any_acknowledgement_hands_the_file_back(void)
 	is_str(list(h.wf.dir, ".work", buf, sizeof(buf)), "", ".work/ is empty");
 	is_int(spool_queue_len(&h.in.queue), 1, "queued again");
 	read_disk(h.state, &d);
-	ok(d.live == 0 && journal_count(h.j) == 0, "the journal keeps no live batch of it (RELEASED is durable)");
+	ok(d.live == 0 && state_journal_count(h.j) == 0, "the journal keeps no live batch of it (RELEASED is durable)");
 	free(rej);
 	free(back);
 	free(text);

@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "config_parse.h"
-#include "record_check.h"
+#include "config/config.h"
+#include "config/config_parse.h"
+#include "record/record_check.h"
 #include "tap.h"
 #include "testutil.h"
 

@@ -1,4 +1,4 @@
-/* test-cut: cut_next's request bodies: record and byte caps, envelope, rejects, determinism, slices. */
+/* test-cut: record_cut_next's request bodies: record and byte caps, envelope, rejects, determinism, slices. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -6,8 +6,8 @@
 #include <unistd.h>
 #include <yajl/yajl_tree.h>
 
-#include "cut.h"
-#include "ndjson.h"
+#include "record/record_cut.h"
+#include "record/record_ndjson.h"
 #include "cututil.h"
 #include "tap.h"
 #include "testutil.h"
@@ -62,21 +62,21 @@ static int on_reject(void *userdata, uint64_t lineno, const char *reason, const 
 	return rj->stop_after && rj->n == (size_t)rj->stop_after;
 }
 
-/* Cut all of @path into at most @max request bodies (each body_init'ed here); returns how many. */
-static size_t cut_all(const char *path, const struct cut_params *p, struct request_body *out, size_t max,
+/* Cut all of @path into at most @max request bodies (each record_cut_body_init'ed here); returns how many. */
+static size_t cut_all(const char *path, const struct cut_params *p, struct record_body *out, size_t max,
 		      struct rejects *rj)
 {
 	return cut_file_into(path, p, MAX_RECORD, out, max, rj ? on_reject : NULL, rj);
 }
 
-static void release_all(struct request_body *c, size_t n)
+static void release_all(struct record_body *c, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		body_release(&c[i]);
+		record_cut_body_release(&c[i]);
 }
 
 /* The body parsed as JSON (NULL if it is not). */
-static yajl_val parse_body(const struct request_body *c)
+static yajl_val parse_body(const struct record_body *c)
 {
 	char *s = malloc(c->len + 1), err[256];
 	yajl_val v;
@@ -91,7 +91,7 @@ static yajl_val parse_body(const struct request_body *c)
 static void cuts_at_max_records(void)
 {
 	const struct cut_params p = { UUID, -1, 5000, 64u << 20 };
-	struct request_body c[8];
+	struct record_body c[8];
 	struct text t = records(12345);
 	char *path = write_temp(&t);
 	size_t n = cut_all(path, &p, c, 8, NULL);
@@ -116,7 +116,7 @@ static void cuts_at_max_records(void)
 static void exact_multiples_end_without_empty_body(void)
 {
 	const struct cut_params p = { UUID, -1, 5000, 64u << 20 };
-	struct request_body c[4];
+	struct record_body c[4];
 	struct text t = records(5000), t2 = records(10000);
 	char *path = write_temp(&t), *path2 = write_temp(&t2);
 	size_t n = cut_all(path, &p, c, 4, NULL);
@@ -132,19 +132,19 @@ static void exact_multiples_end_without_empty_body(void)
 	{
 		struct record_check *v;
 		struct source *r = NULL;
-		struct request_body a, b;
+		struct record_body a, b;
 		int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-		if (source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 || record_check_new(&v, "id", NULL, 0) < 0 ||
-		    body_init(&a, 5000) < 0 || body_init(&b, 5000) < 0)
+		if (record_source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 || record_check_new(&v, "id", NULL, 0) < 0 ||
+		    record_cut_body_init(&a, 5000) < 0 || record_cut_body_init(&b, 5000) < 0)
 			abort();
-		ok(cut_next(&a, &p, r, v, NULL, NULL) == 0 && cut_next(&b, &p, r, v, NULL, NULL) == 0 &&
+		ok(record_cut_next(&a, &p, r, v, NULL, NULL) == 0 && record_cut_next(&b, &p, r, v, NULL, NULL) == 0 &&
 			   b.n_records == 0 && b.last && b.start_offset == (off_t)t.len,
 		   "a cut past the end: no records, last, at the end of the file");
-		body_release(&a);
-		body_release(&b);
+		record_cut_body_release(&a);
+		record_cut_body_release(&b);
 		record_check_free(v);
-		source_free(r);
+		record_source_free(r);
 		close(fd);
 	}
 	free(path);
@@ -158,7 +158,7 @@ static void byte_cap_is_respected_and_filled(void)
 	const size_t max_bytes = 20000;
 	const struct cut_params p = { UUID, 86400, 5000, max_bytes };
 	struct text t = { 0 };
-	struct request_body c[64];
+	struct record_body c[64];
 	uint32_t seed = 7;
 	size_t n, over = 0, underfull = 0, total = 0;
 	char *path;
@@ -196,7 +196,7 @@ static void body_is_the_documented_envelope(void)
 	const char *rec2 = "{ \"id\" : 2 , \"s\" : \"\\u00e9t\\u00e9 \xc3\xa9\" }";
 	struct text t = { 0 };
 	struct cut_params p = { UUID, 3600, 5000, 1u << 20 };
-	struct request_body c[2];
+	struct record_body c[2];
 	char *path;
 	size_t n;
 
@@ -247,7 +247,7 @@ static void rejected_lines_go_to_the_callback(void)
 	struct text t = { 0 };
 	const struct cut_params p = { UUID, -1, 5000, 1u << 20 };
 	struct rejects rj = { 0 };
-	struct request_body c[2];
+	struct record_body c[2];
 	char *path, big[MAX_RECORD + 100];
 	size_t n;
 
@@ -292,7 +292,7 @@ static void cutting_again_gives_the_same_body(void)
 {
 	const struct cut_params p = { UUID, 600, 50, 6000 };
 	struct text t = { 0 };
-	struct request_body c[256];
+	struct record_body c[256];
 	uint32_t seed = 99;
 	size_t n, differ = 0;
 	char *path;
@@ -315,10 +315,10 @@ static void cutting_again_gives_the_same_body(void)
 		abort();
 	for (size_t i = 0; i < n; i++) {
 		struct source *r = NULL;
-		struct request_body again;
+		struct record_body again;
 
-		if (source_open(&r, fd, "t.ndjson", NULL, c[i].start_offset, c[i].start_line, MAX_RECORD) < 0 ||
-		    body_init(&again, p.max_records) < 0 || cut_next(&again, &p, r, v, NULL, NULL) < 0)
+		if (record_source_open(&r, fd, "t.ndjson", NULL, c[i].start_offset, c[i].start_line, MAX_RECORD) < 0 ||
+		    record_cut_body_init(&again, p.max_records) < 0 || record_cut_next(&again, &p, r, v, NULL, NULL) < 0)
 			abort();
 		if (again.len != c[i].len || memcmp(again.body, c[i].body, again.len) ||
 		    again.end_offset != c[i].end_offset || again.end_line != c[i].end_line || again.last != c[i].last ||
@@ -326,8 +326,8 @@ static void cutting_again_gives_the_same_body(void)
 			diag("  request body %zu differs when cut again from offset %lld", i, (long long)c[i].start_offset);
 			differ++;
 		}
-		body_release(&again);
-		source_free(r);
+		record_cut_body_release(&again);
+		record_source_free(r);
 	}
 	ok(n > 20 && c[n - 1].last, "2000 mixed lines cut into %zu request bodies", n);
 	is_int(differ, 0, "cutting again from each request body's start offset and line gives the identical request body");
@@ -342,17 +342,17 @@ static void slices_halve_a_body(void)
 {
 	const struct cut_params p = { UUID, -1, 5000, 1u << 20 };
 	struct text t = records(9);
-	struct request_body c[1], lo, hi;
+	struct record_body c[1], lo, hi;
 	char *path = write_temp(&t);
 	size_t n = cut_all(path, &p, c, 1, NULL);
 	yajl_val a, b;
 	const char *dpath[] = { "data", NULL }, *cpath[] = { "batch_completed", NULL };
 	bool same = true;
 
-	if (body_init(&lo, 5000) < 0 || body_init(&hi, 5000) < 0)
+	if (record_cut_body_init(&lo, 5000) < 0 || record_cut_body_init(&hi, 5000) < 0)
 		abort();
-	ok(body_part(&lo, &c[0], &p, 0, 4, false) == 0 && body_part(&hi, &c[0], &p, 4, 9, true) == 0,
-	   "body_part: two halves of 9 records");
+	ok(record_cut_body_part(&lo, &c[0], &p, 0, 4, false) == 0 && record_cut_body_part(&hi, &c[0], &p, 4, 9, true) == 0,
+	   "record_cut_body_part: two halves of 9 records");
 	a = parse_body(&lo);
 	b = parse_body(&hi);
 	ok(a && b, "both halves are valid JSON");
@@ -363,7 +363,7 @@ static void slices_halve_a_body(void)
 	ok(YAJL_IS_FALSE(yajl_tree_get(a, cpath, yajl_t_any)) && YAJL_IS_TRUE(yajl_tree_get(b, cpath, yajl_t_any)),
 	   "batch_completed as asked: false, then true");
 	for (uint32_t i = 0; i < 9; i++) {
-		const struct request_body *h = i < 4 ? &lo : &hi;
+		const struct record_body *h = i < 4 ? &lo : &hi;
 		uint32_t k = i < 4 ? i : i - 4;
 
 		if (h->rec_len[k] != c[0].rec_len[i] ||
@@ -376,8 +376,8 @@ static void slices_halve_a_body(void)
 	   "the halves keep the request body's file range");
 	yajl_tree_free(a);
 	yajl_tree_free(b);
-	body_release(&lo);
-	body_release(&hi);
+	record_cut_body_release(&lo);
+	record_cut_body_release(&hi);
 	release_all(c, n);
 	free(path);
 	free(t.s);
@@ -392,31 +392,31 @@ static void fill_from_two_files(void)
 	int fa = open(pa, O_RDONLY | O_CLOEXEC), fb = open(pb, O_RDONLY | O_CLOEXEC);
 	struct record_check *v;
 	struct source *r = NULL;
-	struct request_body c;
+	struct record_body c;
 	size_t len_a;
 	yajl_val root;
 	const char *dpath[] = { "data", NULL };
 
-	if (record_check_new(&v, "id", NULL, 0) < 0 || source_open(&r, fa, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 ||
-	    body_init(&c, 5000) < 0 || body_begin(&c) < 0)
+	if (record_check_new(&v, "id", NULL, 0) < 0 || record_source_open(&r, fa, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 ||
+	    record_cut_body_init(&c, 5000) < 0 || record_cut_body_begin(&c) < 0)
 		abort();
 	c.member = 0;
-	is_int(cut_fill(&c, &p, r, v, NULL, NULL), CUT_FILL_EOF, "first file: filled to its end");
+	is_int(record_cut_fill(&c, &p, r, v, NULL, NULL), CUT_FILL_EOF, "first file: filled to its end");
 	len_a = c.len;
-	source_open(&r, fb, "t.ndjson", NULL, 0, 1, MAX_RECORD);
+	record_source_open(&r, fb, "t.ndjson", NULL, 0, 1, MAX_RECORD);
 	c.member = 1;
-	is_int(cut_fill(&c, &p, r, v, NULL, NULL), CUT_FILL_EOF, "second file: filled to its end");
+	is_int(record_cut_fill(&c, &p, r, v, NULL, NULL), CUT_FILL_EOF, "second file: filled to its end");
 	ok(c.n_records == 5 && c.rec_member[2] == 0 && c.rec_member[3] == 1 && c.rec_line[3] == 1,
 	   "records stamped with their file and line");
-	body_truncate(&c, len_a, 3);
-	body_finish(&c, &p, true);
+	record_cut_body_truncate(&c, len_a, 3);
+	record_cut_body_finish(&c, &p, true);
 	root = parse_body(&c);
 	ok(c.n_records == 3 && YAJL_IS_ARRAY(yajl_tree_get(root, dpath, yajl_t_array)) &&
 		   yajl_tree_get(root, dpath, yajl_t_array)->u.array.len == 3 && c.last,
-	   "body_truncate takes the second file back; the finished body is valid with 3 records");
+	   "record_cut_body_truncate takes the second file back; the finished body is valid with 3 records");
 	yajl_tree_free(root);
-	body_release(&c);
-	source_free(r);
+	record_cut_body_release(&c);
+	record_source_free(r);
 	record_check_free(v);
 	close(fa);
 	close(fb);

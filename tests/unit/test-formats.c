@@ -7,9 +7,9 @@
 #include <zlib.h>
 #include <zstd.h>
 
-#include "csv_scan.h"
-#include "decompress.h"
-#include "source.h"
+#include "record/record_csv_scan.h"
+#include "record/record_decompress.h"
+#include "record/record_source.h"
 #include "tap.h"
 
 #define MAX_RECORD 4096
@@ -55,8 +55,8 @@ static void read_all(const char *name, const void *data, size_t len, const struc
 	int fd = memfile(data, len);
 
 	memset(g, 0, sizeof(*g));
-	g->rc = source_open(&s, fd, name, o, offset, lineno, MAX_RECORD);
-	while (g->rc == 0 && used < sizeof(g->text) - 1024 && (g->rc = source_next(s, &ln)) == 1) {
+	g->rc = record_source_open(&s, fd, name, o, offset, lineno, MAX_RECORD);
+	while (g->rc == 0 && used < sizeof(g->text) - 1024 && (g->rc = record_source_next(s, &ln)) == 1) {
 		if (ln.too_long)
 			used += (size_t)snprintf(g->text + used, sizeof(g->text) - used, "%llu!too long\n",
 						  (unsigned long long)ln.lineno);
@@ -68,9 +68,9 @@ static void read_all(const char *name, const void *data, size_t len, const struc
 						  (unsigned long long)ln.lineno, (int)ln.len, ln.data);
 		g->rc = 0;
 	}
-	if (s && source_error(s))
-		snprintf(g->err, sizeof(g->err), "%s", source_error(s));
-	source_free(s);
+	if (s && record_source_error(s))
+		snprintf(g->err, sizeof(g->err), "%s", record_source_error(s));
+	record_source_free(s);
 	close(fd);
 }
 
@@ -79,7 +79,7 @@ static struct csv_options opts(const char *columns, enum csv_empty empty)
 	struct csv_options o = { .primary_key = "id", .empty = empty };
 	char err[256];
 
-	if (columns && csv_columns_parse(&o, columns, err, sizeof(err)) < 0)
+	if (columns && record_csv_columns_parse(&o, columns, err, sizeof(err)) < 0)
 		abort();
 	return o;
 }
@@ -131,7 +131,7 @@ static void csv_rows(void)
 	       "id,v\n1,\xC3\x28\n2,\x01\t\n", &o, "2!cell 2 (v): invalid UTF-8|1,\xC3\x28\n3:{\"id\":\"2\",\"v\":\"\\u0001\\t\"}\n");
 	expect("a quote inside an unquoted cell is a character", "a.csv", "id,v\n1,5\"7\n", &o,
 	       "2:{\"id\":\"1\",\"v\":\"5\\\"7\"}\n");
-	csv_options_release(&o);
+	record_csv_options_release(&o);
 }
 
 static void csv_types(void)
@@ -158,7 +158,7 @@ static void csv_types(void)
 	o.empty = CSV_EMPTY_OMIT;
 	expect("a quoted \"\" is an empty string, whatever csv_empty says", "a.csv", "id,s\n1,\"\"\n", &o,
 	       "2:{\"id\":1,\"s\":\"\"}\n");
-	csv_options_release(&o);
+	record_csv_options_release(&o);
 }
 
 static void csv_header_errors(void)
@@ -183,7 +183,7 @@ static void csv_header_errors(void)
 	ok(g.rc == 0 && !g.text[0], "an empty CSV file holds no records (and no header is needed)");
 	read_all("e.csv", "id\n", 3, &o, 0, 1, &g);
 	ok(g.rc == 0 && !g.text[0], "a header alone holds no records");
-	csv_options_release(&o);
+	record_csv_options_release(&o);
 }
 
 static void csv_resume_unget_long(void)
@@ -198,16 +198,16 @@ static void csv_resume_unget_long(void)
 	int fd = memfile(csv, strlen(csv));
 	off_t off3;
 
-	ok(source_open(&s, fd, "r.csv", &o, 0, 1, MAX_RECORD) == 0 && source_next(s, &ln) == 1 && ln.start_offset == 5 &&
+	ok(record_source_open(&s, fd, "r.csv", &o, 0, 1, MAX_RECORD) == 0 && record_source_next(s, &ln) == 1 && ln.start_offset == 5 &&
 	   ln.end_offset == 9, "offsets are the file's: row 1 at 5..9");
-	ok(source_next(s, &ln) == 1 && ln.lineno == 3 && source_offset(s) == 17 && source_lineno(s) == 5,
+	ok(record_source_next(s, &ln) == 1 && ln.lineno == 3 && record_source_offset(s) == 17 && record_source_lineno(s) == 5,
 	   "after a row over two lines, the next starts at line 5, offset 17");
-	off3 = source_offset(s);
-	ok(source_next(s, &ln) == 1, "row 3");
-	source_unget(s);
-	ok(source_offset(s) == off3 && source_lineno(s) == 5 && source_next(s, &again) == 1 && again.data == ln.data &&
+	off3 = record_source_offset(s);
+	ok(record_source_next(s, &ln) == 1, "row 3");
+	record_source_unget(s);
+	ok(record_source_offset(s) == off3 && record_source_lineno(s) == 5 && record_source_next(s, &again) == 1 && again.data == ln.data &&
 	   again.len == ln.len, "unget hands the last row back, offset and line with it");
-	source_free(s);
+	record_source_free(s);
 	close(fd);
 	read_all("r.csv", csv, strlen(csv), &o, off3, 5, &g);
 	ok(g.rc == 0 && !strcmp(g.text, "5:{\"id\":\"3\",\"v\":\"c\"}\n"), "opened at a row's offset: the header is read "
@@ -238,7 +238,7 @@ static void csv_resume_unget_long(void)
 		n == rows + 1,
 		"a stray quote running past max_record_bytes: its line is rejected with its text, the %zu rows after go up", rows))
 		diag("rc %d err %s n %zu got %.400s", g.rc, g.err, n, g.text);
-	csv_options_release(&o);
+	record_csv_options_release(&o);
 }
 
 static void compressed(void)
@@ -311,7 +311,7 @@ static void compressed(void)
 	ok(g.rc == 0 && !strcmp(g.text, "3:{\"id\":2,\"v\":\"b\"}\n"), "csv.gz opened at a row's offset");
 	read_all("c.csv.gz", gz, gzn - 4, &o, 0, 1, &g);
 	ok(g.rc == -EBADMSG && strstr(g.err, "ends early"), "csv.gz cut short: %s", g.err);
-	csv_options_release(&o);
+	record_csv_options_release(&o);
 }
 
 static void columns_spec(void)
@@ -319,14 +319,14 @@ static void columns_spec(void)
 	struct csv_options o = { 0 };
 	char err[256];
 
-	ok(csv_columns_parse(&o, "a:integer,b:number  c:boolean,\td:json , e:string", err, sizeof(err)) == 0 &&
+	ok(record_csv_columns_parse(&o, "a:integer,b:number  c:boolean,\td:json , e:string", err, sizeof(err)) == 0 &&
 	   o.n_columns == 5 && o.columns[3].type == CSV_JSON, "csv_columns: commas or blanks between items");
-	ok(csv_columns_parse(&o, "f:float", err, sizeof(err)) == -EINVAL && strstr(err, "unknown type 'float'"),
+	ok(record_csv_columns_parse(&o, "f:float", err, sizeof(err)) == -EINVAL && strstr(err, "unknown type 'float'"),
 	   "an unknown type: %s", err);
-	ok(csv_columns_parse(&o, "a:integer", err, sizeof(err)) == -EINVAL && strstr(err, "given twice"),
+	ok(record_csv_columns_parse(&o, "a:integer", err, sizeof(err)) == -EINVAL && strstr(err, "given twice"),
 	   "a column given twice: %s", err);
-	ok(csv_columns_parse(&o, "g", err, sizeof(err)) == -EINVAL && strstr(err, "NAME:TYPE"), "no type: %s", err);
-	csv_options_release(&o);
+	ok(record_csv_columns_parse(&o, "g", err, sizeof(err)) == -EINVAL && strstr(err, "NAME:TYPE"), "no type: %s", err);
+	record_csv_options_release(&o);
 }
 
 /* What the journal keeps of the CSV options: any change that cuts rows another way shows. */
@@ -335,22 +335,22 @@ static void options_hash(void)
 	struct csv_options a = opts("id:integer", CSV_EMPTY_OMIT), b = opts("id:integer", CSV_EMPTY_OMIT);
 	struct csv_options c = opts("id:string", CSV_EMPTY_OMIT), d = opts("id:integer v:json", CSV_EMPTY_OMIT);
 	struct csv_options e = opts("idv:integer", CSV_EMPTY_OMIT), none = opts(NULL, CSV_EMPTY_OMIT);
-	uint64_t h = csv_options_hash(&a);
+	uint64_t h = record_csv_options_hash(&a);
 
-	ok(h && h == csv_options_hash(&b), "options hash: the same options, the same hash (never 0)");
-	ok(h != csv_options_hash(&c) && h != csv_options_hash(&d) && h != csv_options_hash(&e) &&
-	   h != csv_options_hash(&none), "options hash: another type, another column, another name, none");
+	ok(h && h == record_csv_options_hash(&b), "options hash: the same options, the same hash (never 0)");
+	ok(h != record_csv_options_hash(&c) && h != record_csv_options_hash(&d) && h != record_csv_options_hash(&e) &&
+	   h != record_csv_options_hash(&none), "options hash: another type, another column, another name, none");
 	b.empty = CSV_EMPTY_NULL;
-	ok(h != csv_options_hash(&b), "options hash: csv_empty");
+	ok(h != record_csv_options_hash(&b), "options hash: csv_empty");
 	b.empty = CSV_EMPTY_OMIT;
 	b.delimiter = ';';
-	ok(h != csv_options_hash(&b), "options hash: csv_delimiter");
-	csv_options_release(&a);
-	csv_options_release(&b);
-	csv_options_release(&c);
-	csv_options_release(&d);
-	csv_options_release(&e);
-	csv_options_release(&none);
+	ok(h != record_csv_options_hash(&b), "options hash: csv_delimiter");
+	record_csv_options_release(&a);
+	record_csv_options_release(&b);
+	record_csv_options_release(&c);
+	record_csv_options_release(&d);
+	record_csv_options_release(&e);
+	record_csv_options_release(&none);
 }
 
 /* The cell of row @s at @i is @want (its bytes as written, doubled quotes kept) with these flags. */
@@ -366,44 +366,44 @@ static bool cell_is(const struct csv_scan *s, size_t i, const char *want, bool q
 static void scan_rows(void)
 {
 	static const char text[] = "a,\"b\"\"c\",\r\n\n\"x\ny\",z\n\"q\"w,1";
-	struct instream *in = NULL;
+	struct record_stream *in = NULL;
 	struct csv_scan s;
 	off_t third;
 	int fd = memfile(text, sizeof(text) - 1);
 
-	if (instream_new(&in) < 0 || instream_open(in, fd, COMPRESSION_NONE) < 0 || csv_scan_init(&s, 64) < 0)
+	if (record_decompress_new(&in) < 0 || record_decompress_open(in, fd, COMPRESSION_NONE) < 0 || record_csv_scan_init(&s, 64) < 0)
 		abort();
-	csv_scan_reset(&s, in, ',');
-	ok(csv_scan_row(&s) == 1 && s.n_cells == 3 && cell_is(&s, 0, "a", false, false) &&
+	record_csv_scan_reset(&s, in, ',');
+	ok(record_csv_scan_row(&s) == 1 && s.n_cells == 3 && cell_is(&s, 0, "a", false, false) &&
 	   cell_is(&s, 1, "b\"\"c", true, true) && cell_is(&s, 2, "", false, false) && !s.bad && s.row_offset == 0,
 	   "scan: a row of three cells, a doubled quote kept for the reader to undo, CR before LF not in the cell");
 	s.start = s.pos;
-	ok(csv_scan_row(&s) == 1 && csv_scan_blank(&s) && s.row_offset == 11, "scan: a blank line is one empty cell");
+	ok(record_csv_scan_row(&s) == 1 && csv_scan_blank(&s) && s.row_offset == 11, "scan: a blank line is one empty cell");
 	s.start = s.pos;
 	third = s.buf_offset + (off_t)s.start;
-	ok(csv_scan_row(&s) == 1 && s.n_cells == 2 && cell_is(&s, 0, "x\ny", true, false) && s.row_nl == 1 &&
+	ok(record_csv_scan_row(&s) == 1 && s.n_cells == 2 && cell_is(&s, 0, "x\ny", true, false) && s.row_nl == 1 &&
 	   cell_is(&s, 1, "z", false, false), "scan: a line break inside quotes, counted in row_nl");
 	s.start = s.pos;
-	ok(csv_scan_row(&s) == 1 && s.n_cells == 2 && s.bad && strstr(s.bad, "text after a closing quote") &&
+	ok(record_csv_scan_row(&s) == 1 && s.n_cells == 2 && s.bad && strstr(s.bad, "text after a closing quote") &&
 	   cell_is(&s, 1, "1", false, false), "scan: text after a closing quote spoils the row; the end ends it");
 	s.start = s.pos;
-	ok(csv_scan_row(&s) == 0, "scan: 0 at the end");
-	csv_scan_reset(&s, in, ',');
-	ok(lseek(fd, 0, SEEK_SET) == 0 && instream_open(in, fd, COMPRESSION_NONE) == 0 && csv_scan_seek(&s, third) == 0 &&
-	   csv_scan_row(&s) == 1 && cell_is(&s, 0, "x\ny", true, false) && s.row_offset == third,
+	ok(record_csv_scan_row(&s) == 0, "scan: 0 at the end");
+	record_csv_scan_reset(&s, in, ',');
+	ok(lseek(fd, 0, SEEK_SET) == 0 && record_decompress_open(in, fd, COMPRESSION_NONE) == 0 && record_csv_scan_seek(&s, third) == 0 &&
+	   record_csv_scan_row(&s) == 1 && cell_is(&s, 0, "x\ny", true, false) && s.row_offset == third,
 	   "scan: seek goes on at a row's offset");
-	csv_scan_release(&s);
+	record_csv_scan_release(&s);
 	close(fd);
 
 	fd = memfile("0123456789,0123456789\nok\n", 25);
-	if (csv_scan_init(&s, 8) < 0 || lseek(fd, 0, SEEK_SET) != 0 || instream_open(in, fd, COMPRESSION_NONE) < 0)
+	if (record_csv_scan_init(&s, 8) < 0 || lseek(fd, 0, SEEK_SET) != 0 || record_decompress_open(in, fd, COMPRESSION_NONE) < 0)
 		abort();
-	csv_scan_reset(&s, in, ',');
-	ok(csv_scan_row(&s) == 1 && s.skipping, "scan: a row longer than max_record_bytes is scanned on, not kept");
+	record_csv_scan_reset(&s, in, ',');
+	ok(record_csv_scan_row(&s) == 1 && s.skipping, "scan: a row longer than max_record_bytes is scanned on, not kept");
 	s.start = s.pos;
-	ok(csv_scan_row(&s) == 1 && !s.skipping && cell_is(&s, 0, "ok", false, false), "scan: the next row is whole");
-	csv_scan_release(&s);
-	instream_free(in);
+	ok(record_csv_scan_row(&s) == 1 && !s.skipping && cell_is(&s, 0, "ok", false, false), "scan: the next row is whole");
+	record_csv_scan_release(&s);
+	record_decompress_free(in);
 	close(fd);
 }
 

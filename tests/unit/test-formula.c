@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "formula.h"
+#include "cli/cli_formula.h"
 
 static int n_tests, n_failed;
 
@@ -37,13 +37,13 @@ static void refused(int r, const char *err, const char *want, const char *what)
 static void test_build_matches_documented_example(void)
 {
 	char err[256] = "", *s = NULL;
-	int r = formula_build(&s, UUID, "[%CUSTOMER_ID%]", "", "product_url", "default_url", err,
+	int r = cli_formula_build(&s, UUID, "[%CUSTOMER_ID%]", "", "product_url", "default_url", err,
 			      sizeof(err));
 
 	ok(r == 0 && s && strcmp(s, EXAMPLE) == 0, "build gives the documented example (%s)", s ? s : err);
 	free(s);
 	s = NULL;
-	r = formula_build(&s, "DC_" UUID, "[%CUSTOMER_ID%]", NULL, "product_url", NULL, err, sizeof(err));
+	r = cli_formula_build(&s, "DC_" UUID, "[%CUSTOMER_ID%]", NULL, "product_url", NULL, err, sizeof(err));
 	ok(r == 0 && s && strcmp(s, "DC_" UUID ":[%CUSTOMER_ID%]::product_url:") == 0,
 	   "build takes a DC_-prefixed UUID and NULL params/fallback (%s)", s ? s : err);
 	free(s);
@@ -55,10 +55,10 @@ static void test_round_trip(void)
 	struct formula f;
 	int r;
 
-	r = formula_build(&s, UUID, "[%CUSTOMER_ID_2%]", "filter=active_users&seg=[%SEGMENT%]", "Product URL",
+	r = cli_formula_build(&s, UUID, "[%CUSTOMER_ID_2%]", "filter=active_users&seg=[%SEGMENT%]", "Product URL",
 			  "see [%FIRST_NAME%], café", err, sizeof(err));
 	ok(r == 0, "build with params, a spaced field and a tag in the fallback (%s)", err);
-	r = formula_parse(s, &f, err, sizeof(err));
+	r = cli_formula_parse(s, &f, err, sizeof(err));
 	ok(r == 0, "parse accepts what build made (%s)", err);
 	if (r == 0) {
 		ok(strcmp(f.uuid, UUID) == 0, "uuid round-trips without DC_");
@@ -67,15 +67,15 @@ static void test_round_trip(void)
 		ok(strcmp(f.field, "Product URL") == 0, "field round-trips");
 		ok(strcmp(f.fallback, "see [%FIRST_NAME%], café") == 0, "fallback round-trips");
 	}
-	formula_release(&f);
-	formula_release(&f);
+	cli_formula_release(&f);
+	cli_formula_release(&f);
 	ok(f.key == NULL, "release empties and may be repeated");
 	free(s);
 
-	r = formula_parse(EXAMPLE, &f, NULL, 0);
+	r = cli_formula_parse(EXAMPLE, &f, NULL, 0);
 	ok(r == 0 && strcmp(f.params, "") == 0 && strcmp(f.fallback, "default_url") == 0,
 	   "parse of the documented example, err NULL");
-	formula_release(&f);
+	cli_formula_release(&f);
 }
 
 static void test_build_refusals(void)
@@ -83,7 +83,7 @@ static void test_build_refusals(void)
 	char err[256], *s = NULL;
 	int r;
 
-#define BUILD(u, k, p, fi, fb) (err[0] = '\0', formula_build(&s, u, k, p, fi, fb, err, sizeof(err)))
+#define BUILD(u, k, p, fi, fb) (err[0] = '\0', cli_formula_build(&s, u, k, p, fi, fb, err, sizeof(err)))
 	r = BUILD("9ce27b8c-8b16-427a-8d00-f40b816bc09", "[%CUSTOMER_ID%]", "", "f", "");
 	refused(r, err, "bad UUID", "short UUID");
 	r = BUILD("9ce27b8c_8b16-427a-8d00-f40b816bc092", "[%CUSTOMER_ID%]", "", "f", "");
@@ -128,7 +128,7 @@ static void test_parse_refusals(void)
 	struct formula f;
 	int r;
 
-#define PARSE(t) (err[0] = '\0', formula_parse(t, &f, err, sizeof(err)))
+#define PARSE(t) (err[0] = '\0', cli_formula_parse(t, &f, err, sizeof(err)))
 	r = PARSE("DC_" UUID ":[%CUSTOMER_ID%]:product_url");
 	refused(r, err, "expected 5 segments separated by ':'", "three segments");
 	refused(r, err, "found 3", "three segments: count");
@@ -169,29 +169,29 @@ static void test_suggestions(void)
 	const char *out[4];
 	size_t n;
 
-	n = formula_suggest("prodcut_url", known, 7, out, 4);
+	n = cli_formula_suggest("prodcut_url", known, 7, out, 4);
 	ok(n >= 1 && strcmp(out[0], "product_url") == 0, "swapped letters: product_url first (%zu)", n);
-	n = formula_suggest("PRICE", known, 7, out, 4);
+	n = cli_formula_suggest("PRICE", known, 7, out, 4);
 	ok(n == 1 && strcmp(out[0], "price") == 0, "case is ignored: PRICE -> price");
-	n = formula_suggest("nmae", known, 7, out, 4);
+	n = cli_formula_suggest("nmae", known, 7, out, 4);
 	ok(n == 1 && strcmp(out[0], "name") == 0, "nmae -> name (a swap costs one)");
-	n = formula_suggest("price", known, 7, out, 4);
+	n = cli_formula_suggest("price", known, 7, out, 4);
 	ok(n == 0, "an exact name is not suggested");
-	n = formula_suggest("zzzzzzzz", known, 7, out, 4);
+	n = cli_formula_suggest("zzzzzzzz", known, 7, out, 4);
 	ok(n == 0, "nothing close: no suggestion");
-	n = formula_suggest("product_xx", known, 7, out, 4);
+	n = cli_formula_suggest("product_xx", known, 7, out, 4);
 	ok(n == 2 && strcmp(out[0], "product_id") == 0 && strcmp(out[1], "product_url") == 0,
 	   "closest first: product_id (2) before product_url (3); product_name (4) too far (%zu)", n);
 	{
 		static const char *const colours[] = { "colours", "color", "Colour", "flavour" };
 
-		n = formula_suggest("colour", colours, 4, out, 4);
+		n = cli_formula_suggest("colour", colours, 4, out, 4);
 		ok(n == 3 && strcmp(out[0], "Colour") == 0 && strcmp(out[1], "colours") == 0 &&
 		   strcmp(out[2], "color") == 0, "a case-only difference first, ties in known order (%zu)", n);
 	}
-	n = formula_suggest("product_xx", known, 7, out, 1);
+	n = cli_formula_suggest("product_xx", known, 7, out, 1);
 	ok(n == 1 && strcmp(out[0], "product_id") == 0, "max_out 1 keeps the closest");
-	n = formula_suggest("url", known, 0, out, 4);
+	n = cli_formula_suggest("url", known, 0, out, 4);
 	ok(n == 0, "no known names");
 }
 

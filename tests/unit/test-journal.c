@@ -8,9 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "journal.h"
-#include "journal_record.h"
-#include "log.h"
+#include "state/state_journal.h"
+#include "state/state_jrec.h"
+#include "util/log.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -33,7 +33,7 @@ static struct journal_batch batch(uint64_t id, enum batch_state st, uint64_t off
 	return b;
 }
 
-/* Every field but `updated` (stamped by journal_put). */
+/* Every field but `updated` (stamped by state_journal_put). */
 static bool same_batch(const struct journal_batch *a, const struct journal_batch *b)
 {
 	return a && b && a->id == b->id && a->state == b->state && !strcmp(a->uuid, b->uuid) &&
@@ -48,10 +48,10 @@ static struct journal *open_ok(const char *dir, uint64_t *torn)
 {
 	struct journal *j = NULL;
 	uint64_t t = 0;
-	int r = journal_open(&j, dir, &t);
+	int r = state_journal_open(&j, dir, &t);
 
 	if (r < 0) {
-		diag("journal_open(%s): %s", dir, strerror(-r));
+		diag("state_journal_open(%s): %s", dir, strerror(-r));
 		abort();
 	}
 	if (torn)
@@ -61,7 +61,7 @@ static struct journal *open_ok(const char *dir, uint64_t *torn)
 
 static void put_sync(struct journal *j, const struct journal_batch *b)
 {
-	if (journal_put(j, b) < 0 || journal_sync(j) < 0)
+	if (state_journal_put(j, b) < 0 || state_journal_sync(j) < 0)
 		abort();
 }
 
@@ -69,11 +69,11 @@ static void replay_keeps_last_state_per_batch(void)
 {
 	char *dir = tmpdir_new("journal");
 	struct journal *j = open_ok(dir, NULL);
-	struct journal_batch b1 = batch(journal_new_id(j), BATCH_OPEN, 0), b2, b3;
+	struct journal_batch b1 = batch(state_journal_new_id(j), BATCH_OPEN, 0), b2, b3;
 	uint64_t torn = 99;
 
-	b2 = batch(journal_new_id(j), BATCH_OPEN, 0);
-	b3 = batch(journal_new_id(j), BATCH_OPEN, 0);
+	b2 = batch(state_journal_new_id(j), BATCH_OPEN, 0);
+	b3 = batch(state_journal_new_id(j), BATCH_OPEN, 0);
 	put_sync(j, &b1);
 	put_sync(j, &b2);
 	put_sync(j, &b3);
@@ -81,25 +81,25 @@ static void replay_keeps_last_state_per_batch(void)
 	put_sync(j, &b1);
 	b1 = batch(b1.id, BATCH_COMPLETED, 900);
 	b2 = batch(b2.id, BATCH_OPEN, 300);
-	journal_put(j, &b1);
-	journal_put(j, &b2);
-	ok(journal_dirty(j), "puts are pending until synced");
-	journal_sync(j);
-	ok(!journal_dirty(j), "nothing pending after sync");
+	state_journal_put(j, &b1);
+	state_journal_put(j, &b2);
+	ok(state_journal_dirty(j), "puts are pending until synced");
+	state_journal_sync(j);
+	ok(!state_journal_dirty(j), "nothing pending after sync");
 	b3 = batch(b3.id, BATCH_ARCHIVED, 1000);
 	put_sync(j, &b3);
-	journal_free(j);
+	state_journal_free(j);
 
 	j = open_ok(dir, &torn);
 	is_int(torn, 0, "clean journal: nothing torn");
-	is_int(journal_count(j), 2, "two live batches after replay (the archived one is gone)");
-	ok(journal_count(j) == 2 && same_batch(journal_at(j, 0), &b1) && same_batch(journal_at(j, 1), &b2),
+	is_int(state_journal_count(j), 2, "two live batches after replay (the archived one is gone)");
+	ok(state_journal_count(j) == 2 && same_batch(state_journal_at(j, 0), &b1) && same_batch(state_journal_at(j, 1), &b2),
 	   "replay gives each batch's last state, in id order");
-	ok(journal_at(j, 0)->updated > 0, "updated is stamped");
-	ok(journal_find(j, b3.id) == NULL, "journal_find: archived batch not found");
-	ok(same_batch(journal_find(j, b2.id), &b2), "journal_find: live batch found");
-	is_int(journal_new_id(j), b3.id + 1, "next id follows the highest id seen");
-	journal_free(j);
+	ok(state_journal_at(j, 0)->updated > 0, "updated is stamped");
+	ok(state_journal_find(j, b3.id) == NULL, "state_journal_find: archived batch not found");
+	ok(same_batch(state_journal_find(j, b2.id), &b2), "state_journal_find: live batch found");
+	is_int(state_journal_new_id(j), b3.id + 1, "next id follows the highest id seen");
+	state_journal_free(j);
 	tmpdir_remove(dir);
 }
 
@@ -116,12 +116,12 @@ static void terminal_states_are_not_live(void)
 		b = batch(id, terminal[id - 1], 10);
 		put_sync(j, &b);
 	}
-	is_int(journal_count(j), 0, "ARCHIVED, FAILED, RELEASED: not live once put");
-	journal_free(j);
+	is_int(state_journal_count(j), 0, "ARCHIVED, FAILED, RELEASED: not live once put");
+	state_journal_free(j);
 	j = open_ok(dir, NULL);
-	is_int(journal_count(j), 0, "ARCHIVED, FAILED, RELEASED: not live after replay");
-	is_int(journal_new_id(j), 4, "ids of terminal batches still count for the next id");
-	journal_free(j);
+	is_int(state_journal_count(j), 0, "ARCHIVED, FAILED, RELEASED: not live after replay");
+	is_int(state_journal_new_id(j), 4, "ids of terminal batches still count for the next id");
+	state_journal_free(j);
 	tmpdir_remove(dir);
 }
 
@@ -134,24 +134,24 @@ static void ids_keep_growing_after_compaction(void)
 	uint64_t last = 0;
 
 	for (int i = 0; i < 5; i++) {
-		b = batch(last = journal_new_id(j), BATCH_OPEN, 0);
+		b = batch(last = state_journal_new_id(j), BATCH_OPEN, 0);
 		put_sync(j, &b);
 		b.state = BATCH_ARCHIVED;
 		put_sync(j, &b);
 	}
-	is_int(journal_compact(j, true), 0, "forced compaction with every batch archived");
-	journal_free(j);
+	is_int(state_journal_compact(j, true), 0, "forced compaction with every batch archived");
+	state_journal_free(j);
 	j = open_ok(dir, NULL);
-	is_int(journal_count(j), 0, "nothing live after compaction and replay");
-	is_int(journal_new_id(j), last + 1, "next id is still past every id ever used (%llu)",
+	is_int(state_journal_count(j), 0, "nothing live after compaction and replay");
+	is_int(state_journal_new_id(j), last + 1, "next id is still past every id ever used (%llu)",
 	       (unsigned long long)last + 1);
 	b = batch(last + 1, BATCH_OPEN, 0);
 	put_sync(j, &b);
-	is_int(journal_compact(j, true), 0, "compacting again");
-	journal_free(j);
+	is_int(state_journal_compact(j, true), 0, "compacting again");
+	state_journal_free(j);
 	j = open_ok(dir, NULL);
-	is_int(journal_new_id(j), last + 2, "and again after a second compaction");
-	journal_free(j);
+	is_int(state_journal_new_id(j), last + 2, "and again after a second compaction");
+	state_journal_free(j);
 	free(path);
 	tmpdir_remove(dir);
 }
@@ -178,9 +178,9 @@ static void compaction_keeps_live_batches_and_shrinks(void)
 		}
 	}
 	before = file_size(path);
-	is_int(journal_compact(j, false), 0, "unforced compaction of a small journal: nothing to do");
+	is_int(state_journal_compact(j, false), 0, "unforced compaction of a small journal: nothing to do");
 	is_int(file_size(path), before, "unforced compaction left the file as it was");
-	is_int(journal_compact(j, true), 0, "forced compaction");
+	is_int(state_journal_compact(j, true), 0, "forced compaction");
 	after = file_size(path);
 	ok(after > 0 && after < before / 10, "the file shrank (%lld -> %lld bytes)", (long long)before,
 	   (long long)after);
@@ -188,7 +188,7 @@ static void compaction_keeps_live_batches_and_shrinks(void)
 	live[0] = batch(live[0].id, BATCH_COMPLETED, 999);
 	put_sync(j, &live[0]);
 	ok(file_size(path) > after, "records are appended to the compacted file");
-	journal_free(j);
+	state_journal_free(j);
 	ok(access(path, F_OK) == 0 && file_size(path) > 0, "journal still in place");
 	{
 		char *tmp = path_join(dir, "journal.tmp");
@@ -197,11 +197,11 @@ static void compaction_keeps_live_batches_and_shrinks(void)
 		free(tmp);
 	}
 	j = open_ok(dir, NULL);
-	ok(journal_count(j) == 3 && same_batch(journal_at(j, 0), &live[0]) && same_batch(journal_at(j, 1), &live[1]) &&
-		   same_batch(journal_at(j, 2), &live[2]),
+	ok(state_journal_count(j) == 3 && same_batch(state_journal_at(j, 0), &live[0]) && same_batch(state_journal_at(j, 1), &live[1]) &&
+		   same_batch(state_journal_at(j, 2), &live[2]),
 	   "only the live batches remain, with their last state");
-	is_int(journal_new_id(j), 31, "next id preserved");
-	journal_free(j);
+	is_int(state_journal_new_id(j), 31, "next id preserved");
+	state_journal_free(j);
 	free(path);
 	tmpdir_remove(dir);
 }
@@ -227,7 +227,7 @@ static void torn_tail_is_cut_at_every_offset(void)
 	good = (size_t)file_size(path);
 	b[3] = batch(2, BATCH_COMPLETED, 4242);  /* the last record updates batch 2 */
 	put_sync(j, &b[3]);
-	journal_free(j);
+	state_journal_free(j);
 	image = read_whole(path, &full);
 	ok(image && full > good + 8, "journal of 4 records, last one %zu bytes", full - good);
 
@@ -237,8 +237,8 @@ static void torn_tail_is_cut_at_every_offset(void)
 
 		write_file(path, image, cut, 0640);
 		j = open_ok(dir, &torn);
-		if (!(journal_count(j) == 3 && same_batch(journal_at(j, 0), &b[0]) && same_batch(journal_at(j, 1), &b[1]) &&
-		      same_batch(journal_at(j, 2), &b[2])))
+		if (!(state_journal_count(j) == 3 && same_batch(state_journal_at(j, 0), &b[0]) && same_batch(state_journal_at(j, 1), &b[1]) &&
+		      same_batch(state_journal_at(j, 2), &b[2])))
 			bad_replay++;
 		if (torn != cut - good)
 			bad_torn++;
@@ -247,11 +247,11 @@ static void torn_tail_is_cut_at_every_offset(void)
 		/* Appending after the cut and reopening finds the new record. */
 		again = batch(3, BATCH_COMPLETED, 77);
 		put_sync(j, &again);
-		journal_free(j);
+		state_journal_free(j);
 		j = open_ok(dir, &torn);
-		if (torn || !same_batch(journal_find(j, 3), &again) || !same_batch(journal_find(j, 2), &b[1]))
+		if (torn || !same_batch(state_journal_find(j, 3), &again) || !same_batch(state_journal_find(j, 2), &b[1]))
 			bad_append++;
-		journal_free(j);
+		state_journal_free(j);
 	}
 	is_int(bad_replay, 0, "cut at each of %zu offsets in the last record: the 3 earlier records replay exactly",
 	       full - good - 1);
@@ -267,9 +267,9 @@ static void torn_tail_is_cut_at_every_offset(void)
 		write_file(path, image, full, 0640);
 		j = open_ok(dir, &torn);
 		is_int(torn, full - good, "bad CRC: the whole last record is cut");
-		ok(same_batch(journal_find(j, 2), &b[1]), "bad CRC: batch 2 keeps its previous state");
+		ok(same_batch(state_journal_find(j, 2), &b[1]), "bad CRC: batch 2 keeps its previous state");
 		is_int(file_size(path), good, "bad CRC: file cut back");
-		journal_free(j);
+		state_journal_free(j);
 	}
 	/* A flipped byte in the first record: only that record is lost, the three after it replay. */
 	{
@@ -281,12 +281,12 @@ static void torn_tail_is_cut_at_every_offset(void)
 		image[12] ^= 0x01;
 		write_file(path, image, full, 0640);
 		j = open_ok(dir, &torn);
-		ok(torn == 0 && journal_count(j) == 2 && same_batch(journal_find(j, 2), &b[3]) &&
-			   same_batch(journal_find(j, 3), &b[2]),
+		ok(torn == 0 && state_journal_count(j) == 2 && same_batch(state_journal_find(j, 2), &b[3]) &&
+			   same_batch(state_journal_find(j, 3), &b[2]),
 		   "corrupt first record: the records after it replay (batch 1 lost, 2 and 3 in their last state)");
-		ok(journal_damage(j, &dmg) == 1 && dmg[0].start == 0 && dmg[0].end == first_len,
+		ok(state_journal_damage(j, &dmg) == 1 && dmg[0].start == 0 && dmg[0].end == first_len,
 		   "corrupt first record: the damage is its %zu bytes", first_len);
-		journal_free(j);
+		state_journal_free(j);
 	}
 	free(image);
 	free(path);
@@ -360,7 +360,7 @@ static void damage_in_the_middle_loses_only_what_it_hits(void)
 		}
 
 	}
-	journal_free(j);
+	state_journal_free(j);
 	image = read_whole(path, &full);
 	ok(image && n_recs > 250, "a journal of %zu records, %zu bytes", n_recs, full);
 
@@ -410,37 +410,37 @@ static void damage_in_the_middle_loses_only_what_it_hits(void)
 				doubt |= hit[r] && recs[r].off > last->off;
 			if (last && (last->b.state == BATCH_OPEN || last->b.state == BATCH_COMPLETED)) {
 				live++;
-				if (!same_batch(journal_find(j, id), &last->b))
+				if (!same_batch(state_journal_find(j, id), &last->b))
 					bad_live++;
-				if (journal_in_doubt(j, id) != doubt)
+				if (state_journal_in_doubt(j, id) != doubt)
 					bad_doubt++;
-			} else if (journal_find(j, id)) {
+			} else if (state_journal_find(j, id)) {
 				bad_live++;
 			}
 		}
 		is_int(torn, 0, "%s: no torn tail", label);
-		is_int(bad_live, 0, "%s: %zu live batches, each in its last surviving state", label, journal_count(j));
-		is_int(journal_count(j), live, "%s: no other batch is live", label);
+		is_int(bad_live, 0, "%s: %zu live batches, each in its last surviving state", label, state_journal_count(j));
+		is_int(state_journal_count(j), live, "%s: no other batch is live", label);
 		is_int(bad_doubt, 0, "%s: exactly the live batches whose later records were hit are in doubt", label);
 
 		{
-			bool same = journal_damage(j, &dmg) == n_want;
+			bool same = state_journal_damage(j, &dmg) == n_want;
 
 			for (size_t i = 0; same && i < n_want; i++)
 				same = dmg[i].start == want[i].start && dmg[i].end == want[i].end;
 			ok(same, "%s: the %zu stretch(es) skipped are exactly the records hit (first at %llu..%llu)", label,
 			   n_want, (unsigned long long)want[0].start, (unsigned long long)want[0].end);
 		}
-		journal_free(j);
+		state_journal_free(j);
 		ok(damaged_copies(dir, &copy) == 1 && (copy_data = read_whole(copy, &copy_len)) != NULL &&
 			   copy_len == full && !memcmp(copy_data, damaged, full),
 		   "%s: the damaged journal is copied aside byte for byte (%s)", label, copy ? strrchr(copy, '/') + 1 : "none");
 		free(copy_data);
 		ok(file_size(path) < (off_t)full / 4, "%s: the journal is rewritten with the live state only", label);
 		j = open_ok(dir, &torn);
-		ok(journal_damage(j, &dmg) == 0 && journal_count(j) == live && damaged_copies(dir, NULL) == 1,
+		ok(state_journal_damage(j, &dmg) == 0 && state_journal_count(j) == live && damaged_copies(dir, NULL) == 1,
 		   "%s: the next start finds nothing damaged and makes no second copy", label);
-		journal_free(j);
+		state_journal_free(j);
 		if (copy)
 			unlink(copy);
 		free(copy);
@@ -466,14 +466,14 @@ static void torn_tail_makes_no_copy(void)
 	put_sync(j, &b);
 	good = file_size(path);
 	put_sync(j, &c);
-	journal_free(j);
+	state_journal_free(j);
 	if (truncate(path, good + 20) < 0)
 		abort();
 	j = open_ok(dir, &torn);
-	ok(torn == 20 && journal_damage(j, &dmg) == 0 && same_batch(journal_find(j, 1), &b) && file_size(path) == good,
+	ok(torn == 20 && state_journal_damage(j, &dmg) == 0 && same_batch(state_journal_find(j, 1), &b) && file_size(path) == good,
 	   "torn tail: 20 bytes cut, no damage reported, the earlier state stands");
 	is_int(damaged_copies(dir, NULL), 0, "torn tail: no copy aside");
-	journal_free(j);
+	state_journal_free(j);
 	free(path);
 	tmpdir_remove(dir);
 }
@@ -490,20 +490,20 @@ static void members_replay(void)
 	const struct journal_member *got;
 
 	b.n_members = 2;
-	journal_put_member(j, &m[0]);
-	journal_put_member(j, &m[1]);
+	state_journal_put_member(j, &m[0]);
+	state_journal_put_member(j, &m[1]);
 	put_sync(j, &b);
-	journal_free(j);
+	state_journal_free(j);
 	j = open_ok(dir, NULL);
-	ok(journal_members(j, 5, &got) == 2 && got[0].file_id == 6 && got[1].file_id == 7 &&
+	ok(state_journal_members(j, 5, &got) == 2 && got[0].file_id == 6 && got[1].file_id == 7 &&
 		   !strcmp(got[1].name, "b.ndjson"),
 	   "members of a live batch replay in order");
-	ok(journal_file_live(j, 7) && !journal_file_live(j, 99), "journal_file_live knows member files");
-	is_int(journal_new_id(j), 8, "member file ids count for the next id");
+	ok(state_journal_file_live(j, 7) && !state_journal_file_live(j, 99), "state_journal_file_live knows member files");
+	is_int(state_journal_new_id(j), 8, "member file ids count for the next id");
 	b.state = BATCH_ARCHIVED;
 	put_sync(j, &b);
-	ok(journal_members(j, 5, &got) == 0 && !journal_file_live(j, 7), "members go with their batch");
-	journal_free(j);
+	ok(state_journal_members(j, 5, &got) == 0 && !state_journal_file_live(j, 7), "members go with their batch");
+	state_journal_free(j);
 	tmpdir_remove(dir);
 }
 
@@ -515,12 +515,12 @@ static void leftover_temporary_is_ignored(void)
 	struct journal_batch b = batch(4, BATCH_OPEN, 40);
 
 	put_sync(j, &b);
-	journal_free(j);
+	state_journal_free(j);
 	write_file(tmp, "half a compaction", 17, 0640);
 	j = open_ok(dir, NULL);
-	ok(journal_count(j) == 1 && same_batch(journal_at(j, 0), &b), "leftover journal.tmp: the journal's state stands");
+	ok(state_journal_count(j) == 1 && same_batch(state_journal_at(j, 0), &b), "leftover journal.tmp: the journal's state stands");
 	ok(access(tmp, F_OK) < 0, "leftover journal.tmp is removed");
-	journal_free(j);
+	state_journal_free(j);
 	free(tmp);
 	tmpdir_remove(dir);
 }
@@ -535,7 +535,7 @@ static void readonly_view_does_not_cut(void)
 	off_t size;
 
 	put_sync(j, &b);
-	journal_free(j);
+	state_journal_free(j);
 	{
 		/* a record header announcing 80 bytes, followed by 3 */
 		int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
@@ -545,16 +545,16 @@ static void readonly_view_does_not_cut(void)
 		close(fd);
 	}
 	size = file_size(path);
-	ok(journal_open_readonly(&j, dir) == 0 && journal_count(j) == 1 && same_batch(journal_at(j, 0), &b),
+	ok(state_journal_open_readonly(&j, dir) == 0 && state_journal_count(j) == 1 && same_batch(state_journal_at(j, 0), &b),
 	   "read-only view replays up to the torn tail");
-	journal_free(j);
+	state_journal_free(j);
 	is_int(file_size(path), size, "read-only view leaves the torn tail in place");
 	free(path);
 	tmpdir_remove(dir);
 }
 
 /*
- * journal_sync: "On failure nothing queued is lost: call again." A write that stops part-way
+ * state_journal_sync: "On failure nothing queued is lost: call again." A write that stops part-way
  * (here at RLIMIT_FSIZE) is cut back; the retry must land right after the last good record,
  * also once compaction has swapped the file.
  */
@@ -570,25 +570,25 @@ static void failed_sync_is_retried_cleanly(bool compacted)
 	int r;
 
 	put_sync(j, &a);
-	if (compacted && journal_compact(j, true) < 0)
+	if (compacted && state_journal_compact(j, true) < 0)
 		abort();
 	good = file_size(path);
 	getrlimit(RLIMIT_FSIZE, &old);
 	lim = (struct rlimit){ .rlim_cur = (rlim_t)good + 10, .rlim_max = old.rlim_max };
-	journal_put(j, &b);
+	state_journal_put(j, &b);
 	setrlimit(RLIMIT_FSIZE, &lim);
-	r = journal_sync(j);
+	r = state_journal_sync(j);
 	setrlimit(RLIMIT_FSIZE, &old);
-	ok(r < 0 && journal_dirty(j), "%s: a sync cut short by the file size limit fails and keeps the record queued",
+	ok(r < 0 && state_journal_dirty(j), "%s: a sync cut short by the file size limit fails and keeps the record queued",
 	   compacted ? "after compaction" : "before compaction");
 	is_int(file_size(path), good, "%s: the partial write is cut back", compacted ? "after compaction" : "before compaction");
-	is_int(journal_sync(j), 0, "%s: the retry succeeds", compacted ? "after compaction" : "before compaction");
-	journal_free(j);
+	is_int(state_journal_sync(j), 0, "%s: the retry succeeds", compacted ? "after compaction" : "before compaction");
+	state_journal_free(j);
 	j = open_ok(dir, &torn);
-	ok(torn == 0 && journal_count(j) == 2 && same_batch(journal_find(j, 2), &b),
+	ok(torn == 0 && state_journal_count(j) == 2 && same_batch(state_journal_find(j, 2), &b),
 	   "%s: the retried record replays (torn %llu bytes, %zu live)", compacted ? "after compaction" : "before compaction",
-	   (unsigned long long)torn, journal_count(j));
-	journal_free(j);
+	   (unsigned long long)torn, state_journal_count(j));
+	state_journal_free(j);
 	free(path);
 	tmpdir_remove(dir);
 }

@@ -7,8 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ndjson.h"
-#include "record_check.h"
+#include "record/record_check.h"
+#include "record/record_ndjson.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -49,12 +49,12 @@ static void reads_as(const char *what, const char *text, size_t max, off_t offse
 	size_t i = 0;
 	bool same = true;
 
-	if (ndjson_reader_new(&r, fd, offset, first, max) < 0) {
+	if (record_ndjson_reader_new(&r, fd, offset, first, max) < 0) {
 		ok(false, "%s: reader opens", what);
 		close(fd);
 		return;
 	}
-	while ((rc = ndjson_reader_next(r, &ln)) == 1) {
+	while ((rc = record_ndjson_reader_next(r, &ln)) == 1) {
 		const struct want_line *w = i < n_want ? &want[i] : NULL;
 		bool match = w && ln.lineno == w->lineno && ln.start_offset == w->start && ln.end_offset == w->end &&
 			     (w->data ? !ln.too_long && ln.len == strlen(w->data) && !memcmp(ln.data, w->data, ln.len)
@@ -71,9 +71,9 @@ static void reads_as(const char *what, const char *text, size_t max, off_t offse
 		}
 		i++;
 	}
-	rc = rc == 0 ? ndjson_reader_next(r, &ln) : rc;   /* end of file stays end of file */
+	rc = rc == 0 ? record_ndjson_reader_next(r, &ln) : rc;   /* end of file stays end of file */
 	ok(same && rc == 0 && i == n_want, "%s: %zu line(s) with exact text, numbers and offsets", what, n_want);
-	ndjson_reader_free(r);
+	record_ndjson_reader_free(r);
 	close(fd);
 }
 
@@ -129,13 +129,13 @@ static void reader_bom(void)
 		 at_offset, 1);
 	reads_as("two bytes of a BOM are not one", "\xEF\xBB\n", 64, 0, 1, partial, 1);
 
-	if (ndjson_reader_new(&r, fa, 0, 1, 64) < 0)
+	if (record_ndjson_reader_new(&r, fa, 0, 1, 64) < 0)
 		abort();
-	ok(ndjson_reader_next(r, &ln) == 1 && ln.len == 2 && !memcmp(ln.data, "a1", 2), "first file read");
-	ok(ndjson_reader_reset(r, fb, 0, 1) == 0 && ndjson_reader_next(r, &ln) == 1 && ln.len == 2 &&
+	ok(record_ndjson_reader_next(r, &ln) == 1 && ln.len == 2 && !memcmp(ln.data, "a1", 2), "first file read");
+	ok(record_ndjson_reader_reset(r, fb, 0, 1) == 0 && record_ndjson_reader_next(r, &ln) == 1 && ln.len == 2 &&
 		   !memcmp(ln.data, "b1", 2) && ln.start_offset == 3,
 	   "after reset onto a file with a BOM: skipped there too");
-	ndjson_reader_free(r);
+	record_ndjson_reader_free(r);
 	close(fa);
 	close(fb);
 }
@@ -147,20 +147,20 @@ static void reader_unget(void)
 	struct ndjson_line a, b, c;
 	int fd = temp_file(text, strlen(text));
 
-	if (ndjson_reader_new(&r, fd, 0, 1, 64) < 0)
+	if (record_ndjson_reader_new(&r, fd, 0, 1, 64) < 0)
 		abort();
-	ndjson_reader_next(r, &a);
-	is_int(ndjson_reader_offset(r), 6, "offset after the first line is the second's start");
-	is_int(ndjson_reader_lineno(r), 2, "line number after the first line is 2");
-	ndjson_reader_unget(r);
-	is_int(ndjson_reader_offset(r), 0, "after unget the offset is the handed-back line's");
-	is_int(ndjson_reader_lineno(r), 1, "after unget the line number is the handed-back line's");
-	ok(ndjson_reader_next(r, &b) == 1 && b.len == 5 && !memcmp(b.data, "first", 5) && b.lineno == 1 &&
+	record_ndjson_reader_next(r, &a);
+	is_int(record_ndjson_reader_offset(r), 6, "offset after the first line is the second's start");
+	is_int(record_ndjson_reader_lineno(r), 2, "line number after the first line is 2");
+	record_ndjson_reader_unget(r);
+	is_int(record_ndjson_reader_offset(r), 0, "after unget the offset is the handed-back line's");
+	is_int(record_ndjson_reader_lineno(r), 1, "after unget the line number is the handed-back line's");
+	ok(record_ndjson_reader_next(r, &b) == 1 && b.len == 5 && !memcmp(b.data, "first", 5) && b.lineno == 1 &&
 		   b.start_offset == 0 && b.end_offset == 6,
 	   "unget: the next call returns the same line");
-	ok(ndjson_reader_next(r, &c) == 1 && c.len == 6 && !memcmp(c.data, "second", 6) && c.lineno == 2,
+	ok(record_ndjson_reader_next(r, &c) == 1 && c.len == 6 && !memcmp(c.data, "second", 6) && c.lineno == 2,
 	   "then reading goes on with the following line");
-	ndjson_reader_free(r);
+	record_ndjson_reader_free(r);
 	close(fd);
 }
 
@@ -171,19 +171,19 @@ static void reader_reset_to_another_file(void)
 	struct ndjson_line ln;
 	int fa = temp_file(a, strlen(a)), fb = temp_file(b, strlen(b));
 
-	if (ndjson_reader_new(&r, fa, 0, 1, 64) < 0)
+	if (record_ndjson_reader_new(&r, fa, 0, 1, 64) < 0)
 		abort();
-	ndjson_reader_next(r, &ln);
-	ndjson_reader_unget(r);
-	is_int(ndjson_reader_reset(r, fb, 5, 2), 0, "reset onto another file at an offset");
-	ok(ndjson_reader_next(r, &ln) == 1 && ln.len == 2 && !memcmp(ln.data, "b2", 2) && ln.lineno == 2 &&
+	record_ndjson_reader_next(r, &ln);
+	record_ndjson_reader_unget(r);
+	is_int(record_ndjson_reader_reset(r, fb, 5, 2), 0, "reset onto another file at an offset");
+	ok(record_ndjson_reader_next(r, &ln) == 1 && ln.len == 2 && !memcmp(ln.data, "b2", 2) && ln.lineno == 2 &&
 		   ln.start_offset == 5 && ln.end_offset == 8,
 	   "after reset: the new file's line, not the handed-back one of the old file");
-	ok(ndjson_reader_next(r, &ln) == 1 && !memcmp(ln.data, "b3", 2) && ndjson_reader_next(r, &ln) == 0,
+	ok(record_ndjson_reader_next(r, &ln) == 1 && !memcmp(ln.data, "b3", 2) && record_ndjson_reader_next(r, &ln) == 0,
 	   "then to the new file's end");
-	is_int(ndjson_reader_reset(r, fa, 0, 1), 0, "reset back to the first file");
-	ok(ndjson_reader_next(r, &ln) == 1 && !memcmp(ln.data, "a1", 2) && ln.lineno == 1, "reads it from the start");
-	ndjson_reader_free(r);
+	is_int(record_ndjson_reader_reset(r, fa, 0, 1), 0, "reset back to the first file");
+	ok(record_ndjson_reader_next(r, &ln) == 1 && !memcmp(ln.data, "a1", 2) && ln.lineno == 1, "reads it from the start");
+	record_ndjson_reader_free(r);
 	close(fa);
 	close(fb);
 }
@@ -226,9 +226,9 @@ static void reader_big_file_exact(void)
 		n++;
 	}
 	fd = temp_file(text, len);
-	if (ndjson_reader_new(&r, fd, 0, 1, max) < 0)
+	if (record_ndjson_reader_new(&r, fd, 0, 1, max) < 0)
 		abort();
-	while ((rc = ndjson_reader_next(r, &ln)) == 1) {
+	while ((rc = record_ndjson_reader_next(r, &ln)) == 1) {
 		size_t end = start[i] + dlen[i] + (crlf[i] ? 2 : 1);
 
 		if (i >= n || ln.too_long || ln.lineno != i + 1 || ln.len != dlen[i] ||
@@ -242,7 +242,7 @@ static void reader_big_file_exact(void)
 	}
 	ok(boundaries >= 8, "big file: %zu lines cross a 256 KiB boundary", boundaries);
 	ok(same && rc == 0 && i == n, "big file (%zu bytes, %zu lines): every line read exactly", len, n);
-	ndjson_reader_free(r);
+	record_ndjson_reader_free(r);
 	close(fd);
 	free(text);
 	free(start);
@@ -264,16 +264,16 @@ static void reader_skips_huge_line(void)
 	memcpy(text + 2 + huge, "\n{\"id\":2}\n", 10);
 	len = 2 + huge + 10;
 	fd = temp_file(text, len);
-	if (ndjson_reader_new(&r, fd, 0, 1, 100) < 0)
+	if (record_ndjson_reader_new(&r, fd, 0, 1, 100) < 0)
 		abort();
-	ndjson_reader_next(r, &ln);
-	ok(ndjson_reader_next(r, &ln) == 1 && ln.too_long && ln.lineno == 2 && ln.start_offset == 2 &&
+	record_ndjson_reader_next(r, &ln);
+	ok(record_ndjson_reader_next(r, &ln) == 1 && ln.too_long && ln.lineno == 2 && ln.start_offset == 2 &&
 		   ln.end_offset == (off_t)(3 + huge),
 	   "a line of 3 read blocks is too_long, line 2, exact range");
-	ok(ndjson_reader_next(r, &ln) == 1 && !ln.too_long && ln.lineno == 3 && ln.len == 8 &&
+	ok(record_ndjson_reader_next(r, &ln) == 1 && !ln.too_long && ln.lineno == 3 && ln.len == 8 &&
 		   !memcmp(ln.data, "{\"id\":2}", 8),
 	   "the line after it is read intact as line 3");
-	ndjson_reader_free(r);
+	record_ndjson_reader_free(r);
 	close(fd);
 	free(text);
 }
@@ -303,23 +303,23 @@ static void reader_limit_independent_of_block_end(void)
 	memset(text + len, 'y', max);
 	memcpy(text + len + max, "\r\nz\n", 4);
 	fd = temp_file(text, len + max + 4);
-	if (ndjson_reader_new(&r, fd, 0, 1, max) < 0)
+	if (record_ndjson_reader_new(&r, fd, 0, 1, max) < 0)
 		abort();
 	for (uint64_t i = 0; i < lineno; i++)
-		ndjson_reader_next(r, &ln);
-	ok(ndjson_reader_next(r, &ln) == 1 && !ln.too_long && ln.len == max && ln.start_offset == (off_t)before,
+		record_ndjson_reader_next(r, &ln);
+	ok(record_ndjson_reader_next(r, &ln) == 1 && !ln.too_long && ln.len == max && ln.start_offset == (off_t)before,
 	   "a %zu-byte record + CRLF whose CR ends the read block is not too_long", max);
-	ok(ndjson_reader_next(r, &ln) == 1 && ln.len == 1 && ln.data[0] == 'z', "the next line follows");
-	ndjson_reader_free(r);
+	ok(record_ndjson_reader_next(r, &ln) == 1 && ln.len == 1 && ln.data[0] == 'z', "the next line follows");
+	record_ndjson_reader_free(r);
 	close(fd);
 
 	/* The same record read from its own offset: no block boundary near it. */
 	fd = temp_file(text, len + max + 4);
-	if (ndjson_reader_new(&r, fd, (off_t)before, lineno + 1, max) < 0)
+	if (record_ndjson_reader_new(&r, fd, (off_t)before, lineno + 1, max) < 0)
 		abort();
-	ok(ndjson_reader_next(r, &ln) == 1 && !ln.too_long && ln.len == max,
+	ok(record_ndjson_reader_next(r, &ln) == 1 && !ln.too_long && ln.len == max,
 	   "the same record read from its own offset is accepted");
-	ndjson_reader_free(r);
+	record_ndjson_reader_free(r);
 	close(fd);
 	free(text);
 }
@@ -591,9 +591,9 @@ static void jsontestsuite(const char *suite)
 		size_t i = 0, seen = 0;
 		bool same = true;
 
-		if (ndjson_reader_new(&r, fd, 0, 1, 1 << 20) < 0)
+		if (record_ndjson_reader_new(&r, fd, 0, 1, 1 << 20) < 0)
 			abort();
-		while ((rc = ndjson_reader_next(r, &ln)) == 1) {
+		while ((rc = record_ndjson_reader_next(r, &ln)) == 1) {
 			while (i < n && direct[i] == 1)
 				i++;
 			if (i == n || ln.too_long ||
@@ -606,7 +606,7 @@ static void jsontestsuite(const char *suite)
 		}
 		ok(same && rc == 0 && seen == by_reader,
 		   "JSONTestSuite through a file and the reader: %zu lines, same verdicts", by_reader);
-		ndjson_reader_free(r);
+		record_ndjson_reader_free(r);
 		close(fd);
 	}
 	for (size_t i = 0; i < n; i++)

@@ -6,7 +6,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "pipeline.h"
+#include "record/record_pipeline.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -88,15 +88,15 @@ static void setup(struct t *t, bool field_catalog)
 	t->cfg.max_record_bytes = 4096;
 	t->cfg.field_catalog = field_catalog;
 	t->params = (struct cut_params){ UUID, -1, PER_REQUEST, 64u << 20 };
-	if (!t->loop || record_check_new(&t->v, "id", NULL, 0) < 0 || pipeline_init(&t->p, t->loop, 100, &ops, t) < 0)
+	if (!t->loop || record_check_new(&t->v, "id", NULL, 0) < 0 || record_pipeline_init(&t->p, t->loop, 100, &ops, t) < 0)
 		abort();
-	pipeline_start(&t->p, &t->params, t->v, &t->cfg);
+	record_pipeline_start(&t->p, &t->params, t->v, &t->cfg);
 }
 
 static void teardown(struct t *t)
 {
-	pipeline_reset(&t->p);
-	pipeline_release(&t->p);
+	record_pipeline_reset(&t->p);
+	record_pipeline_release(&t->p);
 	record_check_free(t->v);
 	ev_loop_destroy(t->loop);
 }
@@ -104,14 +104,14 @@ static void teardown(struct t *t)
 /* Run the loop until the worker has nothing left to deliver (a cut ahead chains the next). */
 static void drain(struct t *t)
 {
-	for (unsigned guard = 0; worker_busy(t->p.worker) && guard < 10000; guard++)
+	for (unsigned guard = 0; record_worker_busy(t->p.worker) && guard < 10000; guard++)
 		ev_run(t->loop, EVRUN_ONCE);
 }
 
 /* Run the loop until ops.ready has come @n times. */
 static void wait_ready(struct t *t, unsigned n)
 {
-	for (unsigned guard = 0; t->ready < n && worker_busy(t->p.worker) && guard < 10000; guard++)
+	for (unsigned guard = 0; t->ready < n && record_worker_busy(t->p.worker) && guard < 10000; guard++)
 		ev_run(t->loop, EVRUN_ONCE);
 }
 
@@ -142,8 +142,8 @@ static unsigned expected_rejects(const struct walk *w, uint64_t from, uint64_t t
 /* Check the body made current against the file, as the batch would flush and use it. */
 static void check_current(struct t *t, struct walk *w)
 {
-	const struct request_body *b = pipeline_current(&t->p);
-	struct rejbuf *rb = &t->p.rej[t->p.cur];
+	const struct record_body *b = pipeline_current(&t->p);
+	struct record_rejects *rb = &t->p.rej[t->p.cur];
 	uint64_t want[16], line = (uint64_t)b->start_line;
 	unsigned n_want = expected_rejects(w, (uint64_t)b->start_line, b->end_line, want, 16), k = 0;
 
@@ -166,7 +166,7 @@ static void check_current(struct t *t, struct walk *w)
 			w->not_identical++;
 		}
 	}
-	/* Its rejected lines, in its own rejbuf: {"line":N,...} each. */
+	/* Its rejected lines, in its own record_rejects: {"line":N,...} each. */
 	{
 		unsigned seen = 0, wrong = 0;
 		const char *s = rb->buf, *end = rb->buf ? rb->buf + rb->len : NULL;
@@ -186,12 +186,12 @@ static void check_current(struct t *t, struct walk *w)
 	if (w->check_fields) {
 		struct catalog *c = t->p.fields[t->p.cur];
 		char bk[16];
-		const struct catalog_field *id = catalog_find(c, "id"), *fb;
+		const struct catalog_field *id = state_catalog_find(c, "id"), *fb;
 
 		snprintf(bk, sizeof(bk), "b%u", (unsigned)((b->rec_line[0] - 1) / PER_REQUEST));
-		fb = catalog_find(c, bk);
-		if (w->fields_off ? catalog_count(c) != 0
-				  : catalog_count(c) != 3 || !id || id->records != b->n_records || !fb || fb->records != b->n_records)
+		fb = state_catalog_find(c, bk);
+		if (w->fields_off ? state_catalog_count(c) != 0
+				  : state_catalog_count(c) != 3 || !id || id->records != b->n_records || !fb || fb->records != b->n_records)
 			w->bad_fields++;
 	}
 	if (b->last != (b->end_offset == (off_t)w->file->len))
@@ -199,7 +199,7 @@ static void check_current(struct t *t, struct walk *w)
 	w->records += b->n_records;
 	w->end_offset = b->end_offset;
 	w->end_line = b->end_line;
-	rejbuf_reset(rb);       /* the batch's flush_current writes them out and empties it */
+	record_reject_reset(rb);       /* the batch's flush_current writes them out and empties it */
 }
 
 /* Open @path into the pipeline and cut body 0 on this thread. */
@@ -210,15 +210,15 @@ static int open_and_cut(struct t *t, const char *path, const char *name, int *fd
 	*fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (*fd < 0)
 		abort();
-	if ((r = pipeline_read_at(&t->p, *fd, name, 0, 1)) < 0)
+	if ((r = record_pipeline_read_at(&t->p, *fd, name, 0, 1)) < 0)
 		return r;
-	return pipeline_cut(&t->p, 0);
+	return record_pipeline_cut(&t->p, 0);
 }
 
 /*
  * Walk every body as the batch does: cut ahead, take the next (waiting for ops.ready when it is
  * still being cut). The first step asks while the worker cuts (PIPELINE_PENDING); after each
- * step the worker fills the ring before the next. Returns 0 or the error pipeline_next gave.
+ * step the worker fills the ring before the next. Returns 0 or the error record_pipeline_next gave.
  */
 static int walk_all(struct t *t, struct walk *w, unsigned *pending, unsigned *max_ahead, unsigned *over)
 {
@@ -226,13 +226,13 @@ static int walk_all(struct t *t, struct walk *w, unsigned *pending, unsigned *ma
 
 	check_current(t, w);
 	for (unsigned step = 0; !pipeline_current(&t->p)->last && step < 1000; step++) {
-		if (pipeline_ahead(&t->p) < 0)
+		if (record_pipeline_ahead(&t->p) < 0)
 			return -ECHILD;
-		r = pipeline_next(&t->p);
+		r = record_pipeline_next(&t->p);
 		if (r == PIPELINE_PENDING) {
 			++*pending;
 			wait_ready(t, t->ready + 1);
-			r = pipeline_next(&t->p);
+			r = record_pipeline_next(&t->p);
 		}
 		if (r != 0)
 			return r;
@@ -255,7 +255,7 @@ static void in_order(void)
 	int fd, r;
 
 	setup(&t, true);
-	is_int(open_and_cut(&t, path, "ordered.ndjson", &fd), 0, "pipeline_cut(0) on the loop's thread");
+	is_int(open_and_cut(&t, path, "ordered.ndjson", &fd), 0, "record_pipeline_cut(0) on the loop's thread");
 	r = walk_all(&t, &w, &pending, &max_ahead, &over);
 	is_int(r, 0, "every body came out");
 	is_int(w.bodies, 13, "12,345 records at 1,000 a request: 13 bodies");
@@ -271,8 +271,8 @@ static void in_order(void)
 	is_int(max_ahead, PIPELINE_DEPTH - 1, "the ring fills up to PIPELINE_DEPTH-1 ahead");
 	is_int(w.bad_fields, 0, "field_catalog: each body's fields (id, name, b<k>) noted in its own catalog, counted per record");
 	is_int(w.bad_rejects, 0, "no rejects");
-	is_int(pipeline_ahead(&t.p), 0, "after the last body: pipeline_ahead");
-	ok(!worker_busy(t.p.worker) && t.p.n_ahead == 0 && t.cut_failed == 0, "cuts nothing past the last body");
+	is_int(record_pipeline_ahead(&t.p), 0, "after the last body: record_pipeline_ahead");
+	ok(!record_worker_busy(t.p.worker) && t.p.n_ahead == 0 && t.cut_failed == 0, "cuts nothing past the last body");
 	teardown(&t);
 	close(fd);
 
@@ -300,36 +300,36 @@ static void cancel_and_reset(void)
 
 	setup(&t, false);
 	r = open_and_cut(&t, path, "cancel.ndjson", &fd);
-	ok(r == 0 && pipeline_ahead(&t.p) == 0 && worker_busy(t.p.worker), "a cut ahead runs");
-	is_int(pipeline_next(&t.p), PIPELINE_PENDING, "pipeline_next waits for it");
-	pipeline_cancel(&t.p);
-	ok(!worker_busy(t.p.worker) && !t.p.want_next, "pipeline_cancel: nothing runs, nothing waited for");
+	ok(r == 0 && record_pipeline_ahead(&t.p) == 0 && record_worker_busy(t.p.worker), "a cut ahead runs");
+	is_int(record_pipeline_next(&t.p), PIPELINE_PENDING, "record_pipeline_next waits for it");
+	record_pipeline_cancel(&t.p);
+	ok(!record_worker_busy(t.p.worker) && !t.p.want_next, "record_pipeline_cancel: nothing runs, nothing waited for");
 	for (int i = 0; i < 5; i++)
 		ev_run(t.loop, EVRUN_NOWAIT);
 	ok(t.ready == 0 && t.cut_failed == 0 && t.p.n_ahead == 0, "no callback after it, nothing counted ahead");
-	ok(pipeline_ahead(&t.p) == 0 && !worker_busy(t.p.worker), "pipeline_ahead after cancel starts nothing");
-	pipeline_reset(&t.p);
+	ok(record_pipeline_ahead(&t.p) == 0 && !record_worker_busy(t.p.worker), "record_pipeline_ahead after cancel starts nothing");
+	record_pipeline_reset(&t.p);
 	close(fd);
 
-	/* Again from the start: the ring fills, then pipeline_reset drops it. */
-	pipeline_start(&t.p, &t.params, t.v, &t.cfg);
+	/* Again from the start: the ring fills, then record_pipeline_reset drops it. */
+	record_pipeline_start(&t.p, &t.params, t.v, &t.cfg);
 	r = open_and_cut(&t, path, "cancel.ndjson", &fd);
 	ok(r == 0 && pipeline_current(&t.p)->start_line == 1 && pipeline_current(&t.p)->n_records == PER_REQUEST,
 	   "after a reset the pipeline starts again");
-	(void)pipeline_ahead(&t.p);
+	(void)record_pipeline_ahead(&t.p);
 	drain(&t);
 	is_int(t.p.n_ahead, PIPELINE_DEPTH - 1, "and cuts ahead");
-	(void)pipeline_ahead(&t.p);
+	(void)record_pipeline_ahead(&t.p);
 	is_int(t.ready, 0, "no ops.ready when nobody waited");
 	/* A cut ahead in flight when the batch ends: take both, the next one is being cut. */
-	ok(pipeline_next(&t.p) == 0 && pipeline_next(&t.p) == 0 && pipeline_current(&t.p)->start_line == 2001 &&
-		   pipeline_ahead(&t.p) == 0 && worker_busy(t.p.worker),
+	ok(record_pipeline_next(&t.p) == 0 && record_pipeline_next(&t.p) == 0 && pipeline_current(&t.p)->start_line == 2001 &&
+		   record_pipeline_ahead(&t.p) == 0 && record_worker_busy(t.p.worker),
 	   "the two ahead taken in order (body 3 from line 2001), one more cut ahead runs");
-	pipeline_reset(&t.p);
+	record_pipeline_reset(&t.p);
 	for (int i = 0; i < 5; i++)
 		ev_run(t.loop, EVRUN_NOWAIT);
-	ok(!worker_busy(t.p.worker) && t.p.n_ahead == 0 && t.ready == 0 && t.cut_failed == 0,
-	   "pipeline_reset: nothing runs, nothing ahead, no callback after");
+	ok(!record_worker_busy(t.p.worker) && t.p.n_ahead == 0 && t.ready == 0 && t.cut_failed == 0,
+	   "record_pipeline_reset: nothing runs, nothing ahead, no callback after");
 	teardown(&t);
 	close(fd);
 	free(file.s);
@@ -375,14 +375,14 @@ static void failed_cuts(void)
 	is_int(open_and_cut(&t, path, "corrupt.ndjson.gz", &fd), 0, "a .gz corrupt after its first part: body 0 cuts");
 	r = walk_all(&t, &w, &pending, &max_ahead, &over);
 	diag("%u bodies before the corrupt part, error %d", w.bodies, r);
-	is_int(r, -EBADMSG, "a later cut fails: pipeline_next returns -EBADMSG");
+	is_int(r, -EBADMSG, "a later cut fails: record_pipeline_next returns -EBADMSG");
 	ok(w.bodies >= 2 && w.not_identical == 0 && w.not_contiguous == 0, "the bodies before it were whole and in order");
 	ok(t.cut_failed == 1 && t.cut_err == -EBADMSG, "ops.cut_failed once, with the error");
-	is_int(pipeline_next(&t.p), -EBADMSG, "asked again: the same error");
-	ok(pipeline_ahead(&t.p) == 0 && !worker_busy(t.p.worker) && t.cut_failed == 1,
+	is_int(record_pipeline_next(&t.p), -EBADMSG, "asked again: the same error");
+	ok(record_pipeline_ahead(&t.p) == 0 && !record_worker_busy(t.p.worker) && t.cut_failed == 1,
 	   "no second try from there, no second ops.cut_failed");
-	why = pipeline_read_error(&t.p, "fallback");
-	ok(!strncmp(why, "the gzip data is corrupt at byte ", 33), "pipeline_read_error: the reader's reason: %s", why);
+	why = record_pipeline_read_error(&t.p, "fallback");
+	ok(!strncmp(why, "the gzip data is corrupt at byte ", 33), "record_pipeline_read_error: the reader's reason: %s", why);
 	teardown(&t);
 	close(fd);
 	free(path);
@@ -391,13 +391,13 @@ static void failed_cuts(void)
 	path = write_temp("closed.ndjson", file.s, file.len);
 	setup(&t, false);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || pipeline_read_at(&t.p, fd, "closed.ndjson", 0, 1) < 0)
+	if (fd < 0 || record_pipeline_read_at(&t.p, fd, "closed.ndjson", 0, 1) < 0)
 		abort();
 	close(fd);
-	r = pipeline_cut(&t.p, 0);
-	ok(r == -EBADF && t.cut_failed == 1 && t.cut_err == -EBADF, "pipeline_cut of a closed fd: -EBADF, ops.cut_failed once");
-	is_str(pipeline_read_error(&t.p, "cannot read the file"), "cannot read the file",
-	       "pipeline_read_error: the caller's words when the reader has no reason");
+	r = record_pipeline_cut(&t.p, 0);
+	ok(r == -EBADF && t.cut_failed == 1 && t.cut_err == -EBADF, "record_pipeline_cut of a closed fd: -EBADF, ops.cut_failed once");
+	is_str(record_pipeline_read_error(&t.p, "cannot read the file"), "cannot read the file",
+	       "record_pipeline_read_error: the caller's words when the reader has no reason");
 	teardown(&t);
 	free(w.lines.start);
 	free(file.s);

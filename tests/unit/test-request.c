@@ -6,8 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "connection.h"
-#include "request.h"
+#include "connection/connection.h"
+#include "wire/wire_request.h"
 #include "cututil.h"
 #include "tap.h"
 #include "testutil.h"
@@ -18,8 +18,8 @@
 #define MAX_SENDS 64
 
 /*
- * The network is the test's: the test links with -Wl,--wrap=upload_client_send, so every body
- * request.c sends lands here, and the test answers with request_on_response() itself. The
+ * The network is the test's: the test links with -Wl,--wrap=wire_upload_client_send, so every body
+ * request.c sends lands here, and the test answers with wire_request_on_response() itself. The
  * "client" request.c is bound to is a struct wire.
  */
 struct wire {
@@ -27,13 +27,13 @@ struct wire {
 	struct sent s[MAX_SENDS];
 	char *last;             /* a copy of the last body sent */
 	size_t last_len;
-	bool fail;              /* upload_client_send fails */
+	bool fail;              /* wire_upload_client_send fails */
 };
 
-int __real_upload_client_send(struct upload_client *c, const char *body, size_t len);
-int __wrap_upload_client_send(struct upload_client *c, const char *body, size_t len);
+int __real_wire_upload_client_send(struct upload_client *c, const char *body, size_t len);
+int __wrap_wire_upload_client_send(struct upload_client *c, const char *body, size_t len);
 
-int __wrap_upload_client_send(struct upload_client *c, const char *body, size_t len)
+int __wrap_wire_upload_client_send(struct upload_client *c, const char *body, size_t len)
 {
 	struct wire *w = (struct wire *)c;
 
@@ -83,7 +83,7 @@ static int op_may_complete(void *userdata)
 	t->may_complete_calls++;
 	/* What the batch does before it says so: the file grew, the body is no longer the last. */
 	if (t->may_complete_answer == REQUEST_GREW)
-		body_reseal(t->q.body, &t->params, false);
+		record_cut_body_reseal(t->q.body, &t->params, false);
 	return t->may_complete_answer;
 }
 
@@ -176,17 +176,17 @@ static void setup(struct t *t, unsigned rate_requests, double rate_window)
 	ctx.connection = "test";
 	ctx.file = "t.ndjson";
 	ctx.batch_uuid = UUID;
-	if (!t->loop || ratelimits_new(&t->limits) < 0 || request_init(&t->q, t->loop, &ops, t) < 0)
+	if (!t->loop || wire_ratelimits_new(&t->limits) < 0 || wire_request_init(&t->q, t->loop, &ops, t) < 0)
 		abort();
-	request_bind(&t->q, &t->cfg, (struct upload_client *)&t->wire,
-		     ratelimit_get(t->limits, "key", rate_requests, rate_window), &t->stats, &ctx, &t->params);
+	wire_request_bind(&t->q, &t->cfg, (struct upload_client *)&t->wire,
+		     wire_ratelimit_get(t->limits, "key", rate_requests, rate_window), &t->stats, &ctx, &t->params);
 }
 
 static void teardown(struct t *t)
 {
-	request_reset(&t->q);
-	request_release(&t->q);
-	ratelimits_free(t->limits);
+	wire_request_reset(&t->q);
+	wire_request_release(&t->q);
+	wire_ratelimits_free(t->limits);
 	ev_loop_destroy(t->loop);
 	free(t->wire.last);
 }
@@ -221,8 +221,8 @@ static char *write_records(long first, unsigned n)
 	return path;
 }
 
-/* Cut the bodies of @path, @max_records each, into @out (body_init'ed here); returns how many. */
-static size_t cut_file(const char *path, unsigned max_records, struct request_body *out, size_t max)
+/* Cut the bodies of @path, @max_records each, into @out (record_cut_body_init'ed here); returns how many. */
+static size_t cut_file(const char *path, unsigned max_records, struct record_body *out, size_t max)
 {
 	const struct cut_params p = { UUID, -1, max_records, 64u << 20 };
 
@@ -235,7 +235,7 @@ static void answer(struct t *t, long status, double retry_after, const char *bod
 		.status = status, .error = "", .body = body ? body : "", .retry_after = retry_after, .elapsed = 0.01,
 	};
 
-	request_on_response(&t->q, &res);
+	wire_request_on_response(&t->q, &res);
 }
 
 /* Answer every request: @status for those holding record @bad, 200 for the rest; the ranges sent, as "1-8 1-4* ...". */
@@ -266,14 +266,14 @@ static void run_until_sent(struct t *t, size_t n)
 static void one_body_one_request(void)
 {
 	struct t t;
-	struct request_body b;
+	struct record_body b;
 	char *path = write_records(1, 100);
 
 	setup(&t, 0, 0);
 	if (cut_file(path, 5000, &b, 1) != 1)
 		abort();
-	request_begin(&t.q, &b, 1);
-	request_send(&t.q);
+	wire_request_begin(&t.q, &b, 1);
+	wire_request_send(&t.q);
 	is_int(t.wire.n, 1, "100 records: one request");
 	ok(t.wire.n == 1 && t.wire.s[0].n == 100 && t.wire.s[0].first == 1 && t.wire.s[0].last == 100 &&
 		   t.wire.s[0].contiguous && t.wire.s[0].envelope_ok,
@@ -291,21 +291,21 @@ static void one_body_one_request(void)
 	   "stats: 100 records sent, by_status {200, 1 request, 100 records}, last_success now");
 	ok(t.failed == 0 && t.refused == 0 && t.errors == 0 && t.auth == 0, "nothing failed, refused or retried");
 	teardown(&t);
-	body_release(&b);
+	record_cut_body_release(&b);
 	free(path);
 }
 
 static void split_413_halves(void)
 {
 	struct t t;
-	struct request_body b;
+	struct record_body b;
 	char *path = write_records(1, 8), seq[256], line[128];
 
 	setup(&t, 0, 0);
 	if (cut_file(path, 5000, &b, 1) != 1)
 		abort();
-	request_begin(&t.q, &b, 1);
-	request_send(&t.q);
+	wire_request_begin(&t.q, &b, 1);
+	wire_request_send(&t.q);
 	answer_all(&t, 6, 413, seq, sizeof(seq));
 	is_str(seq, "1-8* 1-4 5-8* 5-6 5-5 6-6 7-8*",
 	       "413 halves [lo,hi): record 6 alone is refused, the rest goes on; only the ranges reaching the end complete");
@@ -324,7 +324,7 @@ static void split_413_halves(void)
 	ok(t.stats.last_error_status == 413 && t.stats.retries == 0 && t.errors == 0, "a 413 is no retry");
 	ok(t.q.completed && t.failed == 0, "the batch completed with the last range");
 	teardown(&t);
-	body_release(&b);
+	record_cut_body_release(&b);
 	free(path);
 }
 
@@ -333,27 +333,27 @@ static void refused_names_member_and_line(void)
 {
 	const struct cut_params p = { UUID, -1, 5000, 64u << 20 };
 	struct t t;
-	struct request_body b;
+	struct record_body b;
 	struct record_check *v;
 	char *paths[2] = { write_records(1, 3), write_records(11, 4) }, seq[256], line[128];
 
 	setup(&t, 0, 0);
-	if (body_init(&b, 5000) < 0 || body_begin(&b) < 0 || record_check_new(&v, "id", NULL, 0) < 0)
+	if (record_cut_body_init(&b, 5000) < 0 || record_cut_body_begin(&b) < 0 || record_check_new(&v, "id", NULL, 0) < 0)
 		abort();
 	for (uint32_t m = 0; m < 2; m++) {
 		struct source *r = NULL;
 		int fd = open(paths[m], O_RDONLY | O_CLOEXEC);
 
 		b.member = m;
-		if (fd < 0 || source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 ||
-		    cut_fill(&b, &p, r, v, NULL, NULL) != CUT_FILL_EOF)
+		if (fd < 0 || record_source_open(&r, fd, "t.ndjson", NULL, 0, 1, MAX_RECORD) < 0 ||
+		    record_cut_fill(&b, &p, r, v, NULL, NULL) != CUT_FILL_EOF)
 			abort();
-		source_free(r);
+		record_source_free(r);
 		close(fd);
 	}
-	body_finish(&b, &p, false);
-	request_begin(&t.q, &b, 4);
-	request_send(&t.q);
+	record_cut_body_finish(&b, &p, false);
+	wire_request_begin(&t.q, &b, 4);
+	wire_request_send(&t.q);
 	answer_all(&t, 13, 422, seq, sizeof(seq));
 	is_str(seq, "1-14 1-3 11-14 11-12 13-14 13-13 14-14", "422 bisects like 413");
 	ok(t.refused == 1 && t.ref_member == 1 && t.ref_line == 3, "record 13 refused as file 1, line 3 (got %u, %" PRIu64 ")",
@@ -364,7 +364,7 @@ static void refused_names_member_and_line(void)
 	   "not the batch's last body: may_complete never asked, nothing completes, done once");
 	record_check_free(v);
 	teardown(&t);
-	body_release(&b);
+	record_cut_body_release(&b);
 	free(paths[0]);
 	free(paths[1]);
 }
@@ -372,7 +372,7 @@ static void refused_names_member_and_line(void)
 static void bisection_is_logarithmic(void)
 {
 	struct t t;
-	struct request_body b;
+	struct record_body b;
 	char *path = write_records(1, 5000), line[128];
 	unsigned char *acked = calloc(5001, 1);
 	unsigned twice = 0, missing = 0;
@@ -380,8 +380,8 @@ static void bisection_is_logarithmic(void)
 	setup(&t, 0, 0);
 	if (!acked || cut_file(path, 5000, &b, 1) != 1 || b.n_records != 5000)
 		abort();
-	request_begin(&t.q, &b, 1);
-	request_send(&t.q);
+	wire_request_begin(&t.q, &b, 1);
+	wire_request_send(&t.q);
 	for (unsigned guard = 0; t.q.state == REQ_SENDING && guard < 200; guard++) {
 		const struct sent *s = last_sent(&t.wire);
 		bool bad;
@@ -406,7 +406,7 @@ static void bisection_is_logarithmic(void)
 	is_str(t.ref_data, line, "the refused record's bytes");
 	is_int(t.stats.records_sent, 4999, "stats: 4999 records sent");
 	teardown(&t);
-	body_release(&b);
+	record_cut_body_release(&b);
 	free(acked);
 	free(path);
 }
@@ -414,15 +414,15 @@ static void bisection_is_logarithmic(void)
 static void retry_after_503(void)
 {
 	struct t t;
-	struct request_body b[2];
+	struct record_body b[2];
 	char *path = write_records(1, 20);
 	double left;
 
 	setup(&t, 0, 0);
 	if (cut_file(path, 10, b, 2) != 2)
 		abort();
-	request_begin(&t.q, &b[0], 1);
-	request_send(&t.q);
+	wire_request_begin(&t.q, &b[0], 1);
+	wire_request_send(&t.q);
 	answer(&t, 503, -1, "busy");
 	left = t.q.wait;
 	ok(t.q.state == REQ_RETRY_WAIT && ev_is_active(&t.q.timer) && left >= 0 && left <= 0.05,
@@ -441,29 +441,29 @@ static void retry_after_503(void)
 	/* Retry-After: honoured over the back-off, capped at retry_max_seconds. */
 	t.cfg.retry_initial_seconds = 0.001;
 	t.cfg.retry_max_seconds = 100;
-	request_begin(&t.q, &b[1], 2);
-	request_send(&t.q);
+	wire_request_begin(&t.q, &b[1], 2);
+	wire_request_send(&t.q);
 	answer(&t, 503, 7, "busy");
 	left = t.q.wait;
 	ok(t.q.state == REQ_RETRY_WAIT && ev_is_active(&t.q.timer) && left == 7, "Retry-After: 7 is honoured (%.3f s)", left);
-	request_send(&t.q);
+	wire_request_send(&t.q);
 	answer(&t, 503, 1000, "busy");
 	left = t.q.wait;
 	ok(t.q.state == REQ_RETRY_WAIT && ev_is_active(&t.q.timer) && left == 100,
 	   "Retry-After: 1000 is capped at retry_max_seconds 100 (%.3f s)", left);
-	request_reset(&t.q);
-	ok(t.q.state == REQ_IDLE && !ev_is_active(&t.q.timer), "request_reset ends the wait");
+	wire_request_reset(&t.q);
+	ok(t.q.state == REQ_IDLE && !ev_is_active(&t.q.timer), "wire_request_reset ends the wait");
 	ok(t.stats.requests == 4 && t.stats.retries == 3, "stats: 4 requests, 3 retries");
 	teardown(&t);
-	body_release(&b[0]);
-	body_release(&b[1]);
+	record_cut_body_release(&b[0]);
+	record_cut_body_release(&b[1]);
 	free(path);
 }
 
 static void retries_give_up(void)
 {
 	struct t t;
-	struct request_body b;
+	struct record_body b;
 	char *path = write_records(1, 5);
 	unsigned guard;
 
@@ -473,8 +473,8 @@ static void retries_give_up(void)
 	t.cfg.retry_max_elapsed_seconds = 0.04;
 	if (cut_file(path, 5000, &b, 1) != 1)
 		abort();
-	request_begin(&t.q, &b, 1);
-	request_send(&t.q);
+	wire_request_begin(&t.q, &b, 1);
+	wire_request_send(&t.q);
 	for (guard = 0; t.failed == 0 && guard < 1000; guard++) {
 		if (t.q.state == REQ_SENDING)
 			answer(&t, 503, -1, "still busy");
@@ -492,14 +492,14 @@ static void retries_give_up(void)
 	ok(t.wire.n >= 2 && t.q.state == REQ_IDLE && !ev_is_active(&t.q.timer) && t.done == 0,
 	   "it retried before giving up; nothing waits after");
 	teardown(&t);
-	body_release(&b);
+	record_cut_body_release(&b);
 	free(path);
 }
 
 static void rate_limit(void)
 {
 	struct t t;
-	struct request_body b[2];
+	struct record_body b[2];
 	char *path = write_records(1, 2);
 	double left;
 
@@ -508,18 +508,18 @@ static void rate_limit(void)
 	if (cut_file(path, 1, b, 2) != 2)
 		abort();
 	for (int i = 0; i < 20; i++) {
-		request_begin(&t.q, &b[0], 1);
-		request_send(&t.q);
+		wire_request_begin(&t.q, &b[0], 1);
+		wire_request_send(&t.q);
 		answer(&t, 200, -1, "");
 	}
-	request_begin(&t.q, &b[0], 1);
-	request_send(&t.q);
-	is_int(ratelimit_budget(t.q.limiter), 100, "budget 100 before the 429");
+	wire_request_begin(&t.q, &b[0], 1);
+	wire_request_send(&t.q);
+	is_int(wire_ratelimit_budget(t.q.limiter), 100, "budget 100 before the 429");
 	answer(&t, 429, -1, "slow down");
-	is_int(ratelimit_budget(t.q.limiter), 14, "429 cuts the limiter's budget to 0.7 x 21 sent");
+	is_int(wire_ratelimit_budget(t.q.limiter), 14, "429 cuts the limiter's budget to 0.7 x 21 sent");
 	ok(t.q.state == REQ_RETRY_WAIT && t.errors == 1 && t.error_status == 429, "429 is retried");
 	t.rate_calls = 0;
-	request_send(&t.q);
+	wire_request_send(&t.q);
 	left = t.q.wait;
 	ok(t.q.state == REQ_RATE_WAIT && t.wire.n == 21 && t.stats.rate_waits == 1 && t.rate_calls == 1 && t.rate_waiting,
 	   "21 sent, budget 14: the next one waits for the rate limit (REQ_RATE_WAIT, ops.rate(true), stats.rate_waits 1)");
@@ -528,11 +528,11 @@ static void rate_limit(void)
 
 	/* A rate wait that ends: one request a window of 10 ms. */
 	setup(&t, 1, 0.01);
-	request_begin(&t.q, &b[0], 1);
-	request_send(&t.q);
+	wire_request_begin(&t.q, &b[0], 1);
+	wire_request_send(&t.q);
 	answer(&t, 200, -1, "");
-	request_begin(&t.q, &b[1], 2);
-	request_send(&t.q);
+	wire_request_begin(&t.q, &b[1], 2);
+	wire_request_send(&t.q);
 	ok(t.q.state == REQ_RATE_WAIT && t.wire.n == 1 && ev_is_active(&t.q.timer), "1 a window: the second waits");
 	run_until_sent(&t, 2);
 	ok(t.wire.n == 2 && t.q.state == REQ_SENDING && !t.rate_waiting && t.wire.s[1].first == 2,
@@ -541,47 +541,47 @@ static void rate_limit(void)
 	answer(&t, 200, -1, "");
 
 	/* SIGTERM: no rate wait, no retry wait: the batch ends there. */
-	request_begin(&t.q, &b[0], 3);
+	wire_request_begin(&t.q, &b[0], 3);
 	t.stopping = true;
-	request_send(&t.q);
+	wire_request_send(&t.q);
 	ok(t.wire.n == 2 && t.q.state == REQ_IDLE && !ev_is_active(&t.q.timer) && t.stats.rate_waits == 1 &&
 		   !strcmp(t.stopping_what, "waiting for the rate limit"),
 	   "ops.stopping true: the rate wait ends without sending");
 	teardown(&t);
 
 	setup(&t, 0, 0);
-	request_begin(&t.q, &b[0], 1);
-	request_send(&t.q);
+	wire_request_begin(&t.q, &b[0], 1);
+	wire_request_send(&t.q);
 	t.stopping = true;
 	answer(&t, 503, -1, "");
 	ok(t.wire.n == 1 && t.q.state == REQ_IDLE && !ev_is_active(&t.q.timer) && t.stats.retries == 0 &&
 		   t.errors == 0 && t.stopping_calls == 1 && !strcmp(t.stopping_what, "HTTP 503"),
 	   "ops.stopping true: a 503 ends without a retry wait");
 	teardown(&t);
-	body_release(&b[0]);
-	body_release(&b[1]);
+	record_cut_body_release(&b[0]);
+	record_cut_body_release(&b[1]);
 	free(path);
 }
 
 static void auth_and_fatal(void)
 {
 	struct t t;
-	struct request_body b;
+	struct record_body b;
 	char *path = write_records(1, 3);
 
 	setup(&t, 0, 0);
 	if (cut_file(path, 5000, &b, 1) != 1)
 		abort();
-	request_begin(&t.q, &b, 1);
-	request_send(&t.q);
+	wire_request_begin(&t.q, &b, 1);
+	wire_request_send(&t.q);
 	answer(&t, 401, -1, "");
 	ok(t.auth == 1 && t.auth_status == 401 && t.failed == 0 && t.errors == 0 && t.q.state == REQ_IDLE &&
 		   !ev_is_active(&t.q.timer) && t.stats.last_error_status == 401,
 	   "401: ops.auth_refused, no retry timer");
-	request_send(&t.q);
+	wire_request_send(&t.q);
 	answer(&t, 403, -1, "");
-	ok(t.wire.n == 2 && t.auth == 2 && t.auth_status == 403, "403 after request_send again: ops.auth_refused");
-	request_send(&t.q);
+	ok(t.wire.n == 2 && t.auth == 2 && t.auth_status == 403, "403 after wire_request_send again: ops.auth_refused");
+	wire_request_send(&t.q);
 	answer(&t, 400, -1, "{\"error\":\"bad envelope\"}");
 	ok(t.failed == 1 && t.fail_status == 400 && t.done == 0 && t.q.state == REQ_IDLE, "400: ops.failed");
 	is_str(t.fail_why, "the server answered HTTP 400", "why");
@@ -589,55 +589,55 @@ static void auth_and_fatal(void)
 	ok(t.stats.records_sent == 0 && t.stats.retries == 0 && t.stats.requests == 3, "stats: 3 requests, none sent a record");
 
 	t.wire.fail = true;
-	request_send(&t.q);
+	wire_request_send(&t.q);
 	ok(t.failed == 2 && !strcmp(t.fail_why, "cannot start the request") && t.stats.requests == 3 &&
 		   t.q.state == REQ_IDLE,
-	   "upload_client_send fails: ops.failed, nothing counted");
+	   "wire_upload_client_send fails: ops.failed, nothing counted");
 	teardown(&t);
-	body_release(&b);
+	record_cut_body_release(&b);
 	free(path);
 }
 
 static void completing(void)
 {
 	struct t t;
-	struct request_body b[2];
+	struct record_body b[2];
 	char *path = write_records(1, 3), line[128];
 
 	setup(&t, 0, 0);
 	if (cut_file(path, 2, b, 2) != 2 || !b[1].last)
 		abort();
-	request_begin(&t.q, &b[0], 1);
-	is_int(request_resend_last(&t.q), -ENOENT, "request_resend_last before any acknowledgement: -ENOENT");
+	wire_request_begin(&t.q, &b[0], 1);
+	is_int(wire_request_resend_last(&t.q), -ENOENT, "wire_request_resend_last before any acknowledgement: -ENOENT");
 	ok(t.wire.n == 0, "and nothing sent");
 
 	/* The last body: the batch says no, grew, then whole. */
-	request_begin(&t.q, &b[1], 2);
+	wire_request_begin(&t.q, &b[1], 2);
 	t.may_complete_answer = REQUEST_NOT_NOW;
-	request_send(&t.q);
+	wire_request_send(&t.q);
 	ok(t.may_complete_calls == 1 && t.wire.n == 0 && t.q.state == REQ_IDLE, "REQUEST_NOT_NOW: nothing sent");
 	t.may_complete_answer = REQUEST_GREW;
-	request_send(&t.q);
+	wire_request_send(&t.q);
 	ok(t.may_complete_calls == 2 && t.wire.n == 1 && !t.wire.s[0].completed && !t.q.completes,
 	   "REQUEST_GREW (the batch resealed the body): sent with batch_completed:false");
 	ok(t.wire.n == 1 && t.wire.s[0].envelope_ok && t.wire.s[0].n == 1 && t.wire.last_len == b[1].len &&
 		   !memcmp(t.wire.last, b[1].body, b[1].len),
 	   "the body goes as resealed, byte for byte: whole JSON, its record, batch_completed:false");
-	body_reseal(&b[1], &t.params, true);    /* as if it had not grown: the rest completes with it */
+	record_cut_body_reseal(&b[1], &t.params, true);    /* as if it had not grown: the rest completes with it */
 	answer(&t, 200, -1, "");
 	ok(t.done == 1 && !t.q.completed, "acknowledged: done, the batch not completed");
 
 	/* Body 1 acknowledged, body 2 (the last) all refused: complete with record 2 again. */
 	t.may_complete_answer = REQUEST_WHOLE;
-	request_begin(&t.q, &b[0], 1);
-	request_send(&t.q);
+	wire_request_begin(&t.q, &b[0], 1);
+	wire_request_send(&t.q);
 	answer(&t, 200, -1, "");
-	request_begin(&t.q, &b[1], 2);
-	request_send(&t.q);
+	wire_request_begin(&t.q, &b[1], 2);
+	wire_request_send(&t.q);
 	ok(t.may_complete_calls == 3 && t.wire.s[t.wire.n - 1].completed, "REQUEST_WHOLE: batch_completed:true");
 	answer(&t, 422, -1, "bad");
 	ok(t.refused == 1 && t.ref_line == 3 && t.done == 3 && !t.q.completed, "record 3 refused: done, not completed");
-	is_int(request_resend_last(&t.q), 0, "request_resend_last");
+	is_int(wire_request_resend_last(&t.q), 0, "wire_request_resend_last");
 	ok(t.wire.n == 4 && t.wire.s[3].n == 1 && t.wire.s[3].first == 2 && t.wire.s[3].completed && t.wire.s[3].envelope_ok,
 	   "sends the last acknowledged record (id 2) again with batch_completed:true");
 	record_line(line, sizeof(line), 2);
@@ -646,8 +646,8 @@ static void completing(void)
 	answer(&t, 200, -1, "");
 	ok(t.q.completed && t.done == 4 && t.stats.records_sent == 3, "200: completed, done; the record sent again is not counted twice (1+2)");
 	teardown(&t);
-	body_release(&b[0]);
-	body_release(&b[1]);
+	record_cut_body_release(&b[0]);
+	record_cut_body_release(&b[1]);
 	free(path);
 }
 

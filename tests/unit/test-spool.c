@@ -7,10 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fileio.h"
-#include "layout.h"
-#include "spool.h"
-#include "spool_queue.h"
+#include "spool/spool.h"
+#include "spool/spool_queue.h"
+#include "util/fileio.h"
+#include "util/layout.h"
 #include "tap.h"
 #include "testutil.h"
 

@@ -8,8 +8,8 @@
 #include <unistd.h>
 #include <yajl/yajl_tree.h>
 
-#include "crc32c.h"
-#include "jsonstr.h"
+#include "util/crc32c.h"
+#include "util/jsonstr.h"
 #include "tap.h"
 #include "testutil.h"
 

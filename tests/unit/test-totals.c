@@ -7,10 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "util/log.h"
 #include "tap.h"
 #include "testutil.h"
-#include "totals.h"
+#include "state/state_totals.h"
 
 static struct conn_totals sample(const char *name, uint64_t n)
 {
@@ -36,10 +36,10 @@ static bool same(const struct conn_totals *a, const struct conn_totals *b)
 static struct totals *open_ok(const char *dir, double interval)
 {
 	struct totals *t = NULL;
-	int r = totals_open(&t, dir, interval);
+	int r = state_totals_open(&t, dir, interval);
 
 	if (r < 0) {
-		diag("totals_open(%s): %s", dir, strerror(-r));
+		diag("state_totals_open(%s): %s", dir, strerror(-r));
 		abort();
 	}
 	return t;
@@ -52,13 +52,13 @@ static bool on_disk(const char *dir, const char *name, struct conn_totals *out)
 	const struct conn_totals *s;
 	bool found = false;
 
-	if (totals_open_readonly(&ro, dir) < 0)
+	if (state_totals_open_readonly(&ro, dir) < 0)
 		return false;
-	if ((s = totals_find(ro, name))) {
+	if ((s = state_totals_find(ro, name))) {
 		*out = *s;
 		found = true;
 	}
-	totals_free(ro);
+	state_totals_free(ro);
 	return found;
 }
 
@@ -71,13 +71,13 @@ static void round_trip(void)
 	struct stat st = { 0 };
 	int sr;
 
-	ok(totals_find(t, "products") == NULL, "a new state directory has no totals");
-	is_int(totals_open_readonly(&ro, dir), -ENOENT, "the read-only view says there is no file yet");
+	ok(state_totals_find(t, "products") == NULL, "a new state directory has no totals");
+	is_int(state_totals_open_readonly(&ro, dir), -ENOENT, "the read-only view says there is no file yet");
 	a.records_sent = (uint64_t)INT64_MAX;
 	b.last_error_text[0] = '\0';
 	b.last_error = b.last_error_status = 0;
-	is_int(totals_put(t, &a), 0, "put");
-	is_int(totals_put(t, &b), 0, "put another connection");
+	is_int(state_totals_put(t, &a), 0, "put");
+	is_int(state_totals_put(t, &b), 0, "put another connection");
 	sr = stat(path, &st);
 	ok(sr == 0 && (st.st_mode & 0777) == 0640,
 	   "the file is written at once (interval 0), mode 0640 like the journal (%o)", (unsigned)(st.st_mode & 0777));
@@ -85,13 +85,13 @@ static void round_trip(void)
 	   "every field reads back: counts up to 2^63-1, quotes, tab, newline and UTF-8 in the error text");
 	ok(on_disk(dir, "customers", &got) && same(&got, &b), "a connection without errors reads back");
 	a.files_done++;
-	totals_put(t, &a);
-	totals_free(t);
+	state_totals_put(t, &a);
+	state_totals_free(t);
 	t = open_ok(dir, 0);
-	ok(same(totals_find(t, "products"), &a) && same(totals_find(t, "customers"), &b),
+	ok(same(state_totals_find(t, "products"), &a) && same(state_totals_find(t, "customers"), &b),
 	   "the daemon's next start finds the last totals put");
-	ok(!totals_pending(t), "nothing is pending after a start");
-	totals_free(t);
+	ok(!state_totals_pending(t), "nothing is pending after a start");
+	state_totals_free(t);
 	free(path);
 	tmpdir_remove(dir);
 }
@@ -103,18 +103,18 @@ static void writes_are_spaced(void)
 	struct totals *t = open_ok(dir, 3600);
 	struct conn_totals a = sample("products", 1), got;
 
-	is_int(totals_put(t, &a), 0, "the first put of a quiet period");
+	is_int(state_totals_put(t, &a), 0, "the first put of a quiet period");
 	ok(on_disk(dir, "products", &got) && got.files_done == 1, "is written at once");
-	ok(!totals_pending(t), "and leaves nothing pending");
+	ok(!state_totals_pending(t), "and leaves nothing pending");
 	a.files_done = 2;
-	is_int(totals_put(t, &a), 0, "a put within the interval");
+	is_int(state_totals_put(t, &a), 0, "a put within the interval");
 	ok(on_disk(dir, "products", &got) && got.files_done == 1, "is not written yet");
-	ok(totals_pending(t) && totals_find(t, "products")->files_done == 2, "but kept, pending");
-	is_int(totals_flush(t, false), 0, "a flush within the interval");
+	ok(state_totals_pending(t) && state_totals_find(t, "products")->files_done == 2, "but kept, pending");
+	is_int(state_totals_flush(t, false), 0, "a flush within the interval");
 	ok(on_disk(dir, "products", &got) && got.files_done == 1, "writes nothing");
-	is_int(totals_flush(t, true), 0, "a forced flush (at stop)");
-	ok(on_disk(dir, "products", &got) && got.files_done == 2 && !totals_pending(t), "writes the change");
-	totals_free(t);
+	is_int(state_totals_flush(t, true), 0, "a forced flush (at stop)");
+	ok(on_disk(dir, "products", &got) && got.files_done == 2 && !state_totals_pending(t), "writes the change");
+	state_totals_free(t);
 	tmpdir_remove(dir);
 }
 
@@ -126,15 +126,15 @@ static void live_state_rides_with_the_next_write(void)
 	struct conn_totals a = sample("products", 1), b = sample("customers", 2), got;
 
 	a.rate_waiting = 1;
-	totals_put_live(t, &a);
-	ok(!on_disk(dir, "products", &got) && totals_pending(t), "a live change is kept, not written, even with no interval");
-	is_int(totals_put(t, &b), 0, "an event of another connection");
+	state_totals_put_live(t, &a);
+	ok(!on_disk(dir, "products", &got) && state_totals_pending(t), "a live change is kept, not written, even with no interval");
+	is_int(state_totals_put(t, &b), 0, "an event of another connection");
 	ok(on_disk(dir, "products", &got) && same(&got, &a), "writes the live change with it");
 	a.rate_waiting = 0;
-	totals_put_live(t, &a);
-	is_int(totals_flush(t, false), 0, "the daemon's tick");
-	ok(on_disk(dir, "products", &got) && got.rate_waiting == 0 && !totals_pending(t), "writes it too");
-	totals_free(t);
+	state_totals_put_live(t, &a);
+	is_int(state_totals_flush(t, false), 0, "the daemon's tick");
+	ok(on_disk(dir, "products", &got) && got.rate_waiting == 0 && !state_totals_pending(t), "writes it too");
+	state_totals_free(t);
 	tmpdir_remove(dir);
 }
 
@@ -151,10 +151,10 @@ static void failed_write_stays_pending(void)
 	/* The directory goes away under the open store: every write fails, whoever runs the test. */
 	if (rmdir(sub) < 0)
 		abort();
-	ok(totals_put(t, &a) < 0, "a put whose write fails says so");
-	ok(totals_pending(t) && same(totals_find(t, "products"), &a), "and keeps the change pending");
-	ok(totals_flush(t, true) < 0 && totals_pending(t), "a flush that fails keeps it too");
-	totals_free(t);
+	ok(state_totals_put(t, &a) < 0, "a put whose write fails says so");
+	ok(state_totals_pending(t) && same(state_totals_find(t, "products"), &a), "and keeps the change pending");
+	ok(state_totals_flush(t, true) < 0 && state_totals_pending(t), "a flush that fails keeps it too");
+	state_totals_free(t);
 	free(sub);
 	tmpdir_remove(dir);
 }
@@ -207,7 +207,7 @@ static void damaged_file_is_kept_aside(void)
 
 		write_file(path, cases[i].text, strlen(cases[i].text), 0640);
 		saved = capture_begin(log);
-		is_int(totals_open_readonly(&ro, dir), -EBADMSG, "%s: the read-only view refuses it", cases[i].what);
+		is_int(state_totals_open_readonly(&ro, dir), -EBADMSG, "%s: the read-only view refuses it", cases[i].what);
 		t = open_ok(dir, 0);
 		capture_end(saved);
 		said = read_whole(log, &len);
@@ -220,11 +220,11 @@ static void damaged_file_is_kept_aside(void)
 		kept = read_whole(aside, &len);
 		ok(kept && len == strlen(cases[i].text) && !memcmp(kept, cases[i].text, len) && file_size(path) < 0,
 		   "%s: the daemon keeps it as totals.damaged, byte for byte", cases[i].what);
-		ok(totals_find(t, "p") == NULL, "%s: and starts from zero", cases[i].what);
-		totals_put(t, &a);
+		ok(state_totals_find(t, "p") == NULL, "%s: and starts from zero", cases[i].what);
+		state_totals_put(t, &a);
 		ok(on_disk(dir, "p", &got) && same(&got, &a), "%s: the next write makes a good file", cases[i].what);
 		free(kept);
-		totals_free(t);
+		state_totals_free(t);
 		free(path);
 		free(aside);
 		tmpdir_remove(dir);
@@ -239,16 +239,16 @@ static void merge_takes_only_unknown_connections(void)
 	struct conn_totals now = sample("products", 9), old[3] = { sample("products", 1), sample("customers", 2),
 								 sample("orders", 3) }, got;
 
-	totals_put(t, &now);
-	is_int(totals_merge(t, old, 3), 2, "two of three old entries are taken");
-	ok(same(totals_find(t, "products"), &now), "a connection the file knows keeps its totals");
-	ok(same(totals_find(t, "customers"), &old[1]) && same(totals_find(t, "orders"), &old[2]),
+	state_totals_put(t, &now);
+	is_int(state_totals_merge(t, old, 3), 2, "two of three old entries are taken");
+	ok(same(state_totals_find(t, "products"), &now), "a connection the file knows keeps its totals");
+	ok(same(state_totals_find(t, "customers"), &old[1]) && same(state_totals_find(t, "orders"), &old[2]),
 	   "the others take the old totals");
-	ok(totals_pending(t) && !on_disk(dir, "orders", &got), "they are pending, not written yet");
-	is_int(totals_flush(t, true), 0, "flush");
+	ok(state_totals_pending(t) && !on_disk(dir, "orders", &got), "they are pending, not written yet");
+	is_int(state_totals_flush(t, true), 0, "flush");
 	ok(on_disk(dir, "orders", &got) && same(&got, &old[2]), "then on disk");
-	is_int(totals_merge(t, old, 3), 0, "merging again takes nothing");
-	totals_free(t);
+	is_int(state_totals_merge(t, old, 3), 0, "merging again takes nothing");
+	state_totals_free(t);
 	tmpdir_remove(dir);
 }
 

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "upload.h"
+#include "wire/wire_upload.h"
 #include "tap.h"
 
 /* RFC 9110's example date, Sun, 06 Nov 1994 08:49:37 GMT. */
@@ -12,14 +12,14 @@
 
 static void accepted(const char *v, time_t now, double want)
 {
-	double got = upload_parse_retry_after(v, now);
+	double got = wire_upload_parse_retry_after(v, now);
 
 	ok(got == want, "Retry-After '%s': %.0f s", v, want) || (diag("  got %g", got), 0);
 }
 
 static void ignored(const char *v)
 {
-	double got = upload_parse_retry_after(v, time(NULL));
+	double got = wire_upload_parse_retry_after(v, time(NULL));
 
 	ok(got == -1, "Retry-After '%s': ignored", v) || (diag("  got %g", got), 0);
 }
@@ -51,7 +51,7 @@ int main(void)
 	accepted(" Sun, 06 Nov 1994 08:49:37 GMT\r\n", EXAMPLE_DATE - 100, 100);
 	accepted("Sun, 06 Nov 1994 08:49:37 GMT", EXAMPLE_DATE + 3600, 0);
 	accepted("Sun Nov  6 08:49:37 1994", EXAMPLE_DATE + 1, 0);
-	far = upload_parse_retry_after("Thu, 01 Jan 2099 00:00:00 GMT", time(NULL));
+	far = wire_upload_parse_retry_after("Thu, 01 Jan 2099 00:00:00 GMT", time(NULL));
 	ok(far > 2e9 && far <= UPLOAD_RETRY_AFTER_MAX, "a date in 2099: far ahead, finite (%.0f s)", far);
 
 	/* anything else: -1, for the normal back-off */
@@ -62,7 +62,7 @@ int main(void)
 
 		memset(longv, '9', sizeof(longv) - 1);
 		longv[sizeof(longv) - 1] = '\0';
-		ok(upload_parse_retry_after(longv, 0) == -1 || upload_parse_retry_after(longv, 0) == UPLOAD_RETRY_AFTER_MAX,
+		ok(wire_upload_parse_retry_after(longv, 0) == -1 || wire_upload_parse_retry_after(longv, 0) == UPLOAD_RETRY_AFTER_MAX,
 		   "a 299-digit value: ignored or capped, never overflowing");
 	}
 	return done_testing();

@@ -8,7 +8,7 @@
 
 #include "tap.h"
 #include "testutil.h"
-#include "watch.h"
+#include "spool/spool_watch.h"
 
 struct t {
 	struct ev_loop *loop;
@@ -16,7 +16,7 @@ struct t {
 	char *dir;
 	int fd_b;               /* B held open by the test, closed from inside on_name(A) */
 	int told_a, told_b, overflows, gone;
-	int count_a_inside;     /* watch_open_count(A) as seen from inside on_name(A) */
+	int count_a_inside;     /* spool_watch_open_count(A) as seen from inside on_name(A) */
 };
 
 static void on_name(void *userdata, const char *name)
@@ -30,7 +30,7 @@ static void on_name(void *userdata, const char *name)
 			close(t->fd_b);
 			t->fd_b = -1;
 		}
-		t->count_a_inside = watch_open_count(t->w, "A");
+		t->count_a_inside = spool_watch_open_count(t->w, "A");
 	} else if (!strcmp(name, "B")) {
 		t->told_b++;
 	}
@@ -77,11 +77,11 @@ static void a_close_is_never_applied_before_its_open(void)
 	struct t t = { .loop = ev_loop_new(EVFLAG_AUTO), .dir = tmpdir_new("watch"), .fd_b = -1, .count_a_inside = -2 };
 	char *b_path = path_join(t.dir, "B");
 
-	ok(watch_new(&t.w, t.loop, t.dir, &ops, &t) == 0, "a watch on %s", t.dir);
+	ok(spool_watch_new(&t.w, t.loop, t.dir, &ops, &t) == 0, "a watch on %s", t.dir);
 	put(t.dir, "B");
 	settle(&t);
 	is_int(t.told_b, 1, "B renamed in is told once");
-	is_int(watch_open_count(t.w, "B"), 0, "B: nobody has it open");
+	is_int(spool_watch_open_count(t.w, "B"), 0, "B: nobody has it open");
 
 	/* Queued together, before the loop reads any: A renamed in, then B opened by a reader. */
 	put(t.dir, "A");
@@ -91,10 +91,10 @@ static void a_close_is_never_applied_before_its_open(void)
 	is_int(t.told_a, 1, "A renamed in is told once");
 	is_int(t.count_a_inside, 0, "A's opens, counted while it is told: 0");
 	ok(t.fd_b < 0, "B's reader closed it while A was told");
-	is_int(watch_open_count(t.w, "B"), 0, "B: its open and close applied in order, nobody has it open");
+	is_int(spool_watch_open_count(t.w, "B"), 0, "B: its open and close applied in order, nobody has it open");
 	is_int(t.overflows + t.gone, 0, "no overflow, the directory stays");
 
-	watch_free(t.w);
+	spool_watch_free(t.w);
 	ev_loop_destroy(t.loop);
 	free(b_path);
 	tmpdir_remove(t.dir);

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "tap.h"
-#include "worker.h"
+#include "record/record_worker.h"
 
 /* A gate the test opens: lets a job be caught while it runs, without sleeping. */
 struct gate {
@@ -93,12 +93,12 @@ static int setup(struct fixture *f)
 	f->s = (struct seen){ .loop = f->loop };
 	gate_init(&f->g);
 	f->w = NULL;
-	return worker_new(&f->w, f->loop, on_done, &f->s);
+	return record_worker_new(&f->w, f->loop, on_done, &f->s);
 }
 
 static void teardown(struct fixture *f)
 {
-	worker_free(f->w);
+	record_worker_free(f->w);
 	ev_loop_destroy(f->loop);
 }
 
@@ -109,20 +109,20 @@ static void run_and_deliver(void)
 	struct job j = { .result = -EIO };
 	struct worker *w;
 
-	ok(setup(&f) == 0, "worker_new");
+	ok(setup(&f) == 0, "record_worker_new");
 	w = f.w;
-	ok(!worker_busy(w), "a new worker is not busy");
-	ok(worker_submit(w, job_fn, &j) == 0, "submit");
-	ok(worker_busy(w), "busy once a job is submitted");
-	ok(worker_submit(w, job_fn, &j) == -EBUSY, "a second submit before the done callback: -EBUSY");
+	ok(!record_worker_busy(w), "a new worker is not busy");
+	ok(record_worker_submit(w, job_fn, &j) == 0, "submit");
+	ok(record_worker_busy(w), "busy once a job is submitted");
+	ok(record_worker_submit(w, job_fn, &j) == -EBUSY, "a second submit before the done callback: -EBUSY");
 	ev_run(f.loop, 0);
 	ok(s->calls == 1 && s->result == -EIO, "done called once with the job's result (-EIO)");
 	ok(!pthread_equal(j.ran_on, pthread_self()), "the job ran on another thread");
 	ok(pthread_equal(s->called_on, pthread_self()), "the done callback ran on the loop's thread");
-	ok(!worker_busy(w), "not busy after the done callback");
+	ok(!record_worker_busy(w), "not busy after the done callback");
 
 	j = (struct job){ .result = 7 };
-	ok(worker_submit(w, job_fn, &j) == 0, "the thread takes a second job");
+	ok(record_worker_submit(w, job_fn, &j) == 0, "the thread takes a second job");
 	ev_run(f.loop, 0);
 	ok(s->calls == 2 && s->result == 7, "second result delivered (7)");
 	teardown(&f);
@@ -134,13 +134,13 @@ static void wait_keeps_the_callback(void)
 	struct job j = { .gate = &f.g, .result = 3 };
 
 	setup(&f);
-	worker_submit(f.w, job_fn, &j);
+	record_worker_submit(f.w, job_fn, &j);
 	gate_await_entry(&f.g);
 	ok(!j.finished, "the job is held inside the gate");
 	gate_open(&f.g);
-	worker_wait(f.w);
-	ok(j.finished, "worker_wait returns only once the job has finished");
-	ok(f.s.calls == 0 && worker_busy(f.w), "after worker_wait the done callback is still due");
+	record_worker_wait(f.w);
+	ok(j.finished, "record_worker_wait returns only once the job has finished");
+	ok(f.s.calls == 0 && record_worker_busy(f.w), "after record_worker_wait the done callback is still due");
 	ev_run(f.loop, 0);
 	ok(f.s.calls == 1 && f.s.result == 3, "and it comes from the loop (3)");
 	teardown(&f);
@@ -152,14 +152,14 @@ static void cancel_forgets(void)
 	struct job j1 = { .gate = &f.g, .result = 1 }, j2 = { .result = 2 };
 
 	setup(&f);
-	worker_submit(f.w, job_fn, &j1);
+	record_worker_submit(f.w, job_fn, &j1);
 	gate_await_entry(&f.g);
 	gate_open(&f.g);
-	worker_cancel(f.w);
-	ok(j1.finished, "worker_cancel waits for the running job");
-	ok(!worker_busy(f.w), "not busy after a cancel");
+	record_worker_cancel(f.w);
+	ok(j1.finished, "record_worker_cancel waits for the running job");
+	ok(!record_worker_busy(f.w), "not busy after a cancel");
 	/* The cancelled job's wake-up may still be on its way: only the second job may be reported. */
-	ok(worker_submit(f.w, job_fn, &j2) == 0, "a new job may follow a cancel at once");
+	ok(record_worker_submit(f.w, job_fn, &j2) == 0, "a new job may follow a cancel at once");
 	ev_run(f.loop, 0);
 	ok(f.s.calls == 1 && f.s.result == 2, "only the job after the cancel is reported (calls %d, result %d)",
 	   f.s.calls, f.s.result);
@@ -189,21 +189,21 @@ static void free_with_a_job(void)
 	int before;
 
 	setup(&f);
-	worker_submit(f.w, job_fn, &j);
+	record_worker_submit(f.w, job_fn, &j);
 	gate_await_entry(&f.g);
 	gate_open(&f.g);
-	worker_free(f.w);
+	record_worker_free(f.w);
 	f.w = NULL;
-	ok(j.finished && f.s.calls == 0, "worker_free waits for the job and reports nothing");
+	ok(j.finished && f.s.calls == 0, "record_worker_free waits for the job and reports nothing");
 	before = thread_count();
-	ok(worker_new(&idle, f.loop, on_done, &f.s) == 0 && thread_count() == before,
+	ok(record_worker_new(&idle, f.loop, on_done, &f.s) == 0 && thread_count() == before,
 	   "a worker that never ran a job starts no thread (%d threads)", before);
-	worker_free(idle);
+	record_worker_free(idle);
 	ok(thread_count() == before, "and is freed without one");
 	/* NULL is accepted: a crash here fails the test. */
-	worker_wait(NULL);
-	worker_cancel(NULL);
-	worker_free(NULL);
+	record_worker_wait(NULL);
+	record_worker_cancel(NULL);
+	record_worker_free(NULL);
 	teardown(&f);
 }
 

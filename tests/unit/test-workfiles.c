@@ -7,12 +7,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fileio.h"
-#include "layout.h"
-#include "spool.h"
+#include "spool/spool.h"
+#include "util/fileio.h"
+#include "util/layout.h"
 #include "tap.h"
 #include "testutil.h"
-#include "workfiles.h"
+#include "spool/spool_work.h"
 
 struct t {
 	char *dir, *spool, *state, *conn, *work;
@@ -28,13 +28,13 @@ static void setup(struct t *t)
 	t->conn = path_join(t->spool, "shop");
 	t->work = path_join(t->conn, ".work");
 	if (mkdir(t->state, 0755) < 0 || fileio_mkdirs(t->conn, 0770) < 0 ||
-	    workfiles_init(&t->wf, t->spool, t->state, "shop") < 0)
+	    spool_work_init(&t->wf, t->spool, t->state, "shop") < 0)
 		abort();
 }
 
 static void teardown(struct t *t)
 {
-	workfiles_release(&t->wf);
+	spool_work_release(&t->wf);
 	free(t->work);
 	free(t->conn);
 	free(t->state);
@@ -52,7 +52,7 @@ static void put(const char *dir, const char *name, const char *text, struct file
 	if (id) {
 		if (stat(p, &st) < 0)
 			abort();
-		workfiles_identity(&st, id);
+		spool_work_identity(&st, id);
 	}
 	free(p);
 }
@@ -71,13 +71,13 @@ static void names(void)
 {
 	char out[LAYOUT_NAME_MAX + 1], name[300];
 
-	workfiles_work_name(42, "f.ndjson", out);
+	spool_work_work_name(42, "f.ndjson", out);
 	is_str(out, "42-f.ndjson", "a file in .work/ is <id>-<name>");
-	workfiles_rejected_name("f.ndjson", out);
+	spool_work_rejected_name("f.ndjson", out);
 	is_str(out, "f.ndjson.rejected.ndjson", "its rejected lines go to <name>.rejected.ndjson");
 	memset(name, 'a', 250);
 	snprintf(name + 250, sizeof(name) - 250, ".ndjson");
-	workfiles_work_name(18446744073709551615u, name, out);
+	spool_work_work_name(18446744073709551615u, name, out);
 	ok(strlen(out) <= LAYOUT_NAME_MAX && !strncmp(out, "18446744073709551615-", 21),
 	   "a 257-byte name with the largest id still makes a legal name (%zu bytes) with its id first", strlen(out));
 }
@@ -90,14 +90,14 @@ static void moves_out_of_work(void)
 	int ffd;
 
 	setup(&t);
-	is_int(workfiles_work(&t.wf, &fixed) >= 0, 1, "workfiles_work makes .work/");
+	is_int(spool_work_work(&t.wf, &fixed) >= 0, 1, "spool_work_work makes .work/");
 	put(t.work, "5-f.ndjson", "{\"id\":5}\n", NULL);
 	put(t.work, "6-f.ndjson", "{\"id\":6}\n", NULL);
-	ffd = workfiles_subdir(&t.wf, "failed", true, &fixed);
+	ffd = spool_work_subdir(&t.wf, "failed", true, &fixed);
 	ok(ffd >= 0 && !fixed, "failed/ made, nothing to put right");
-	is_int(workfiles_move(&t.wf, 5, "f.ndjson", ffd, dst), 0, "workfiles_move");
+	is_int(spool_work_move(&t.wf, 5, "f.ndjson", ffd, dst), 0, "spool_work_move");
 	is_str(dst, "f.ndjson", "it arrives under its own name");
-	is_int(workfiles_move(&t.wf, 6, "f.ndjson", ffd, dst), 0, "a second file of that name");
+	is_int(spool_work_move(&t.wf, 6, "f.ndjson", ffd, dst), 0, "a second file of that name");
 	is_str(dst, "6-f.ndjson", "the name is taken: it keeps its id (and its .ndjson suffix)");
 	{
 		char *failed = path_join(t.conn, "failed");
@@ -110,7 +110,7 @@ static void moves_out_of_work(void)
 		free(s);
 		free(failed);
 	}
-	is_int(workfiles_move(&t.wf, 7, "f.ndjson", ffd, dst), -ENOENT, "a file not in .work/: -ENOENT");
+	is_int(spool_work_move(&t.wf, 7, "f.ndjson", ffd, dst), -ENOENT, "a file not in .work/: -ENOENT");
 	close(ffd);
 	teardown(&t);
 }
@@ -124,15 +124,15 @@ static void reopens_a_journaled_file_only_as_it_was(void)
 	char *p;
 
 	setup(&t);
-	if (workfiles_work(&t.wf, &fixed) < 0)
+	if (spool_work_work(&t.wf, &fixed) < 0)
 		abort();
 	put(t.work, "1-f.ndjson", "{\"id\":1}\n", &id);
 	p = path_join(t.work, "1-f.ndjson");
-	fd = workfiles_reopen(&t.wf, 1, "f.ndjson", &id, &grew);
+	fd = spool_work_reopen(&t.wf, 1, "f.ndjson", &id, &grew);
 	ok(fd >= 0 && !grew, "the same file: opened, not grown");
 	if (fd >= 0)
 		close(fd);
-	ok(!workfiles_changed(&t.wf, 1, "f.ndjson", &id), "workfiles_changed: no");
+	ok(!spool_work_changed(&t.wf, 1, "f.ndjson", &id), "spool_work_changed: no");
 
 	{
 		int a = open(p, O_WRONLY | O_APPEND | O_CLOEXEC);
@@ -141,15 +141,15 @@ static void reopens_a_journaled_file_only_as_it_was(void)
 			abort();
 		close(a);
 	}
-	fd = workfiles_reopen(&t.wf, 1, "f.ndjson", &id, &grew);
+	fd = spool_work_reopen(&t.wf, 1, "f.ndjson", &id, &grew);
 	ok(fd >= 0 && grew, "grown by an append: opened, grown");
 	if (fd >= 0)
 		close(fd);
-	ok(workfiles_changed(&t.wf, 1, "f.ndjson", &id), "workfiles_changed: yes");
+	ok(spool_work_changed(&t.wf, 1, "f.ndjson", &id), "spool_work_changed: yes");
 
 	if (truncate(p, 5) < 0)
 		abort();
-	is_int(workfiles_reopen(&t.wf, 1, "f.ndjson", &id, &grew), -ESTALE, "shorter than it was: -ESTALE");
+	is_int(spool_work_reopen(&t.wf, 1, "f.ndjson", &id, &grew), -ESTALE, "shorter than it was: -ESTALE");
 
 	/* Another file of the same size: another inode (a rewrite by rename). */
 	put(t.work, "1-f.ndjson", "{\"id\":1}\n", &id);
@@ -161,7 +161,7 @@ static void reopens_a_journaled_file_only_as_it_was(void)
 			abort();
 		free(tmp);
 	}
-	is_int(workfiles_reopen(&t.wf, 1, "f.ndjson", &id, &grew), -ESTALE, "replaced by another file of its size: -ESTALE");
+	is_int(spool_work_reopen(&t.wf, 1, "f.ndjson", &id, &grew), -ESTALE, "replaced by another file of its size: -ESTALE");
 
 	/* The same inode and size, written again: only its mtime tells. */
 	put(t.work, "1-f.ndjson", "{\"id\":1}\n", &id);
@@ -171,15 +171,15 @@ static void reopens_a_journaled_file_only_as_it_was(void)
 		if (utimensat(AT_FDCWD, p, ts, 0) < 0)
 			abort();
 	}
-	is_int(workfiles_reopen(&t.wf, 1, "f.ndjson", &id, &grew), -ESTALE, "same inode and size, another mtime: -ESTALE");
+	is_int(spool_work_reopen(&t.wf, 1, "f.ndjson", &id, &grew), -ESTALE, "same inode and size, another mtime: -ESTALE");
 
 	if (unlink(p) < 0 || symlink("/etc/hostname", p) < 0)
 		abort();
-	is_int(workfiles_reopen(&t.wf, 1, "f.ndjson", &id, &grew), -ESTALE, "a link in its place is never followed: -ESTALE");
+	is_int(spool_work_reopen(&t.wf, 1, "f.ndjson", &id, &grew), -ESTALE, "a link in its place is never followed: -ESTALE");
 	if (unlink(p) < 0)
 		abort();
-	is_int(workfiles_reopen(&t.wf, 1, "f.ndjson", &id, &grew), -ENOENT, "gone: -ENOENT");
-	ok(!workfiles_changed(&t.wf, 1, "f.ndjson", &id), "workfiles_changed of a file not there: no");
+	is_int(spool_work_reopen(&t.wf, 1, "f.ndjson", &id, &grew), -ENOENT, "gone: -ENOENT");
+	ok(!spool_work_changed(&t.wf, 1, "f.ndjson", &id), "spool_work_changed of a file not there: no");
 	free(p);
 	teardown(&t);
 }
@@ -192,23 +192,23 @@ static void holds_a_file_by_name_or_id(void)
 
 	setup(&t);
 	put(t.conn, "f.ndjson", "{\"id\":1}\n", &id);
-	dfd = workfiles_dir(&t.wf);
-	ok(dfd >= 0 && workfiles_holds(dfd, 3, "f.ndjson", &id, false), "holds <name> as the file was");
+	dfd = spool_work_dir(&t.wf);
+	ok(dfd >= 0 && spool_work_holds(dfd, 3, "f.ndjson", &id, false), "holds <name> as the file was");
 	put(t.conn, "g.ndjson", "{\"id\":2}\n", &other);
-	ok(!workfiles_holds(dfd, 3, "g.ndjson", &id, false), "another file is not it");
+	ok(!spool_work_holds(dfd, 3, "g.ndjson", &id, false), "another file is not it");
 	{
 		char *a = path_join(t.conn, "f.ndjson"), *b = path_join(t.conn, "3-f.ndjson");
 
 		if (rename(a, b) < 0)
 			abort();
-		ok(workfiles_holds(dfd, 3, "f.ndjson", &id, false), "holds <id>-<name> as the file was");
-		ok(!workfiles_holds(dfd, 4, "f.ndjson", &id, false), "not under another id");
+		ok(spool_work_holds(dfd, 3, "f.ndjson", &id, false), "holds <id>-<name> as the file was");
+		ok(!spool_work_holds(dfd, 4, "f.ndjson", &id, false), "not under another id");
 		free(a);
 		free(b);
 	}
 	id.mtime_ns++;
-	ok(!workfiles_holds(dfd, 3, "f.ndjson", &id, false), "not when its identity differs");
-	ok(!workfiles_holds(-1, 3, "f.ndjson", &id, true), "no directory holds nothing");
+	ok(!spool_work_holds(dfd, 3, "f.ndjson", &id, false), "not when its identity differs");
+	ok(!spool_work_holds(-1, 3, "f.ndjson", &id, true), "no directory holds nothing");
 	teardown(&t);
 }
 
@@ -219,14 +219,14 @@ static void rejected_lines_are_appended_cut_back_and_never_written_through_a_lin
 	char *rej, *target, *s;
 
 	setup(&t);
-	is_int(workfiles_rejected_size(&t.wf, "f.ndjson"), 0, "no rejected file: size 0");
-	is_int(workfiles_rejected_append(&t.wf, "f.ndjson", "line 1\n", 7, &fixed, &replaced), 0, "append");
+	is_int(spool_work_rejected_size(&t.wf, "f.ndjson"), 0, "no rejected file: size 0");
+	is_int(spool_work_rejected_append(&t.wf, "f.ndjson", "line 1\n", 7, &fixed, &replaced), 0, "append");
 	ok(!fixed && !replaced, "nothing put right or replaced");
-	is_int(workfiles_rejected_append(&t.wf, "f.ndjson", "line 2\n", 7, &fixed, &replaced), 0, "append again");
-	is_int(workfiles_rejected_size(&t.wf, "f.ndjson"), 14, "both lines: 14 bytes");
-	is_int(workfiles_rejected_truncate(&t.wf, "f.ndjson", 20), 0, "truncate to more than it holds");
-	is_int(workfiles_rejected_size(&t.wf, "f.ndjson"), 14, "changes nothing");
-	is_int(workfiles_rejected_truncate(&t.wf, "f.ndjson", 7), 0, "truncate to 7");
+	is_int(spool_work_rejected_append(&t.wf, "f.ndjson", "line 2\n", 7, &fixed, &replaced), 0, "append again");
+	is_int(spool_work_rejected_size(&t.wf, "f.ndjson"), 14, "both lines: 14 bytes");
+	is_int(spool_work_rejected_truncate(&t.wf, "f.ndjson", 20), 0, "truncate to more than it holds");
+	is_int(spool_work_rejected_size(&t.wf, "f.ndjson"), 14, "changes nothing");
+	is_int(spool_work_rejected_truncate(&t.wf, "f.ndjson", 7), 0, "truncate to 7");
 	rej = path_join(t.conn, "rejected");
 	s = slurp(rej, "f.ndjson.rejected.ndjson");
 	ok(s && !strcmp(s, "line 1\n"), "what was written after byte 7 is gone, the rest kept");
@@ -240,8 +240,8 @@ static void rejected_lines_are_appended_cut_back_and_never_written_through_a_lin
 
 		if (symlink(target, link) < 0)
 			abort();
-		is_int(workfiles_rejected_size(&t.wf, "g.ndjson"), 0, "a link counts as no rejected file");
-		is_int(workfiles_rejected_append(&t.wf, "g.ndjson", "bad\n", 4, &fixed, &replaced), 0, "append");
+		is_int(spool_work_rejected_size(&t.wf, "g.ndjson"), 0, "a link counts as no rejected file");
+		is_int(spool_work_rejected_append(&t.wf, "g.ndjson", "bad\n", 4, &fixed, &replaced), 0, "append");
 		ok(replaced, "the link was removed first (replaced)");
 		s = slurp(rej, "g.ndjson.rejected.ndjson");
 		ok(s && !strcmp(s, "bad\n"), "the rejected file is a file of its own");
@@ -264,10 +264,10 @@ static void error_json_is_replaced_whole_and_never_through_a_link(void)
 	int ffd;
 
 	setup(&t);
-	ffd = workfiles_subdir(&t.wf, "failed", true, &fixed);
+	ffd = spool_work_subdir(&t.wf, "failed", true, &fixed);
 	failed = path_join(t.conn, "failed");
-	is_int(workfiles_error_json(ffd, "f.ndjson", "{\"a\":1}\n", 8), 0, "write failed/f.ndjson.error.json");
-	is_int(workfiles_error_json(ffd, "f.ndjson", "{\"b\":2}\n", 8), 0, "write it again");
+	is_int(spool_work_error_json(ffd, "f.ndjson", "{\"a\":1}\n", 8), 0, "write failed/f.ndjson.error.json");
+	is_int(spool_work_error_json(ffd, "f.ndjson", "{\"b\":2}\n", 8), 0, "write it again");
 	s = slurp(failed, "f.ndjson.error.json");
 	ok(s && !strcmp(s, "{\"b\":2}\n"), "it holds the second whole, nothing of the first");
 	free(s);
@@ -276,7 +276,7 @@ static void error_json_is_replaced_whole_and_never_through_a_link(void)
 	link = path_join(failed, "g.ndjson.error.json");
 	if (symlink(target, link) < 0)
 		abort();
-	is_int(workfiles_error_json(ffd, "g.ndjson", "{\"c\":3}\n", 8), 0, "write where a link stands");
+	is_int(spool_work_error_json(ffd, "g.ndjson", "{\"c\":3}\n", 8), 0, "write where a link stands");
 	s = read_whole(target, &(size_t){ 0 });
 	ok(s && !strcmp(s, "precious\n"), "the link's target is untouched");
 	free(s);
@@ -299,10 +299,10 @@ static void done_is_made_under_the_state_directory(void)
 	char *done;
 
 	setup(&t);
-	fd = workfiles_done(&t.wf, &fixed);
+	fd = spool_work_done(&t.wf, &fixed);
 	done = path_join(t.state, "done/shop");
 	ok(fd >= 0 && stat(done, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0750,
-	   "workfiles_done makes <state_dir>/done/shop, mode 0750");
+	   "spool_work_done makes <state_dir>/done/shop, mode 0750");
 	is_str(t.wf.done_dir, done, "done_dir names it");
 	if (fd >= 0)
 		close(fd);

@@ -1,4 +1,4 @@
-/* wireutil: what a request body sent on a recorded wire held, for the unit tests that replace upload_client_send. */
+/* wireutil: what a request body sent on a recorded wire held, for the unit tests that replace wire_upload_client_send. */
 #pragma once
 
 #include <stdbool.h>

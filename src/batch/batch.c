@@ -1,0 +1,593 @@
+/* batch: one Opti-X batch: its files taken from the spool, opened durably, sent request by request, completed. */
+#include "batch/batch_priv.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <systemd/sd-id128.h>
+
+#include "spool/spool.h"
+#include "spool/spool_queue.h"
+#include "state/state_counters.h"
+#include "util/crashpoint.h"
+#include "util/layout.h"
+#include "wire/wire_retry.h"
+
+/* Files a multi-file batch may hold: bounds the journal and memory of one batch. */
+#define GROUP_FILES_MAX 1000
+
+static void take_next_body(struct batch *b);
+static void process_current(struct batch *b);
+
+void batch_use(struct batch *b, const struct conn_config *cfg, struct record_check *v,
+		struct upload_client *client, struct ratelimit *limiter)
+{
+	b->cfg = cfg;
+	b->validator = v;
+	b->client = client;
+	b->limiter = limiter;
+}
+
+uint64_t batch_destination(const struct conn_config *cfg)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (const char *s = cfg->base_url; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	h = (h ^ 0xff) * 1099511628211ull;
+	for (const char *s = cfg->uuid; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h | 1;
+}
+
+static void format_uuid(char out[37])
+{
+	sd_id128_t id;
+
+	if (sd_id128_randomize(&id) < 0)
+		memset(&id, 0, sizeof(id));
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 id.bytes[0], id.bytes[1], id.bytes[2], id.bytes[3], id.bytes[4], id.bytes[5],
+		 id.bytes[6], id.bytes[7], id.bytes[8], id.bytes[9], id.bytes[10], id.bytes[11],
+		 id.bytes[12], id.bytes[13], id.bytes[14], id.bytes[15]);
+}
+
+/* The request body just made current: its rejected lines go to disk now. */
+static int flush_current(struct batch *b)
+{
+	const struct record_body *body = pipeline_current(&b->pl);
+	struct record_rejects *rb = &b->pl.rej[b->pl.cur];
+
+	batch_rejects_log(b, b->jb.name, body->rejected, rb);
+	b->env.stats->records_rejected += body->rejected;
+	return batch_rejects_flush(b, b->jb.name, rb);
+}
+
+/* The pipeline cut the body take_next_body waited for. */
+static void pipeline_ready(void *userdata)
+{
+	take_next_body(userdata);
+}
+
+static void cut_failed(void *userdata, int r)
+{
+	struct batch *b = userdata;
+
+	batch_log(b, LOG_LVL_ERROR, -1, "%s: read failed at offset %" PRIu64 ": %s", b->jb.name,
+		 (uint64_t)record_source_offset(b->pl.reader), record_pipeline_read_error(&b->pl, strerror(-r)));
+}
+
+/* Cut the next requests while the server works on this one. */
+static void cut_ahead(struct batch *b)
+{
+	int r = record_pipeline_ahead(&b->pl);
+
+	/* Without a thread the next request is simply cut on the loop when it is due. */
+	if (r < 0)
+		batch_log(b, LOG_LVL_WARNING, -1, "cannot start a parse thread (%s): parsing on the main loop", strerror(-r));
+}
+
+static void step_next_body(struct batch *b)
+{
+	crashpoint("after-ack");
+	if (b->stop_after_ack) {
+		/* Stopping: the acknowledgement is durable, the next start resumes right here. */
+		batch_log(b, LOG_LVL_INFO, -1, "%s: stopping after request %" PRIu32 " of batch %s; it resumes at the next start",
+			 b->jb.name, b->jb.acks, b->jb.uuid);
+		batch_end_here(b);
+		b->ops.ended(b->userdata, BATCH_END_STOPPED);
+		return;
+	}
+	take_next_body(b);
+}
+
+/* Make the next request current: cut ahead already, being cut (then wait for it), or cut now. */
+static void take_next_body(struct batch *b)
+{
+	int r = record_pipeline_next(&b->pl);
+
+	if (r == PIPELINE_PENDING)
+		return;         /* pipeline_ready comes back here */
+	if (r < 0) {
+		/* A failed cut left the reader somewhere in the range: no second try from there. */
+		batch_fail(b, 0, record_pipeline_read_error(&b->pl, "cannot read the file"), NULL);
+		return;
+	}
+	if (flush_current(b) < 0) {
+		/* Rejected records could not be written: keep them safe by not moving on. */
+		batch_fail(b, 0, "cannot write rejected records", NULL);
+		return;
+	}
+	process_current(b);
+}
+
+
+
+
+/* The current request body is done at the server: record it, then go on or complete the batch. */
+static void body_done(struct batch *b)
+{
+	struct record_body *ch = pipeline_current(&b->pl);
+
+	if (ch->last && !b->req.completed) {
+		switch (batch_check_whole(b, body_done)) {
+		case BATCH_WHOLE_FAILED:
+		case BATCH_WHOLE_WAIT:
+			return;
+		case BATCH_WHOLE_GREW:
+			break;
+		default:
+			if (b->jb.records + ch->n_records - b->req.server_rejected == 0)
+				break;  /* nothing of the batch is at the server: nothing to complete */
+			/*
+			 * The last request's records were all refused: complete the batch by sending the last
+			 * acknowledged record again (it replaces itself), never with an empty "data".
+			 */
+			if (!b->req.last_record.len && batch_find_last_record(b) < 0) {
+				batch_fail(b, 0, "cannot find an acknowledged record to complete the batch with", NULL);
+				return;
+			}
+			if (wire_request_resend_last(&b->req) < 0)
+				batch_fail(b, 0, "out of memory", NULL);
+			return;
+		}
+	}
+	b->jb.acks++;
+	if (state_catalog_count(b->pl.fields[b->pl.cur]) || state_catalog_overflow(b->pl.fields[b->pl.cur])) {
+		b->ops.fields(b->userdata, b->pl.fields[b->pl.cur]);
+		state_catalog_clear(b->pl.fields[b->pl.cur]);
+	}
+	b->jb.offset = (uint64_t)ch->end_offset;
+	b->jb.lineno = ch->end_line;
+	b->jb.records += ch->n_records - b->req.server_rejected;
+	b->jb.rejected += ch->rejected + b->req.server_rejected;
+	if (!b->jb.n_members)
+		b->jb.rejected_size = spool_work_rejected_size(b->env.wf, b->jb.name);
+	b->env.stats->file_records = b->jb.records;
+	b->env.stats->file_offset = b->jb.offset;
+	if (ch->last) {
+		b->jb.state = BATCH_COMPLETED;
+		if (state_journal_put(b->env.journal, &b->jb) < 0) {
+			batch_fail(b, 0, "out of memory", NULL);
+			return;
+		}
+		batch_durable(b, batch_archive);
+		return;
+	}
+	if (state_journal_put(b->env.journal, &b->jb) < 0) {
+		batch_fail(b, 0, "out of memory", NULL);
+		return;
+	}
+	batch_durable(b, step_next_body);
+}
+
+/* Bytes read, yet not one record nor one rejected line (see below). */
+static bool yields_nothing(uint64_t records, uint64_t rejected, off_t bytes)
+{
+	return records == 0 && rejected == 0 && bytes > 0;
+}
+
+static void process_current(struct batch *b)
+{
+	struct record_body *body = pipeline_current(&b->pl);
+
+	wire_request_begin(&b->req, body, b->jb.acks + 1);
+	if (body->last && b->n_members == 1 && yields_nothing(b->jb.records + body->n_records,
+							    b->jb.rejected + body->rejected, (off_t)b->jb.ident.size)) {
+		/*
+		 * Bytes read, yet not one record nor one rejected line: a CSV of a header only, lines
+		 * the reader took for one (another line end than it knows), blank lines. Archiving it
+		 * would call a file whose data went nowhere a success.
+		 */
+		char why[160];
+
+		snprintf(why, sizeof(why), "no record in %llu bytes read (a header only, or nothing but blank lines)",
+			 (unsigned long long)b->jb.ident.size);
+		batch_fail(b, 0, why, NULL);
+		return;
+	}
+	if (body->n_records == 0) {
+		/* Nothing valid in this range: a file with no valid record sends nothing at all. */
+		body_done(b);
+		return;
+	}
+	wire_request_send(&b->req);
+	cut_ahead(b);
+}
+
+/* The server refused one record: it goes to the rejected file of the file it came from. */
+static int server_refused(void *userdata, uint32_t member, uint64_t line, const char *reason, const char *data,
+			  size_t len)
+{
+	struct batch *b = userdata;
+	const char *name = b->members[member].name;
+	struct record_rejects rb = { 0 };
+	int r;
+
+	batch_log(b, LOG_LVL_WARNING, -1, "%s: line %" PRIu64 " refused by the server: %s", name, line, reason);
+	if ((r = record_reject_add(&rb, line, reason, data, len)) == 0)
+		r = batch_rejects_flush(b, name, &rb);
+	free(rb.buf);
+	return r;
+}
+
+static void request_failed(void *userdata, long status, const char *why, const char *response)
+{
+	batch_fail(userdata, status, why, response);
+}
+
+static bool request_stopping(void *userdata, const char *what)
+{
+	return batch_stopping_here(userdata, what);
+}
+
+static void request_error(void *userdata, long status, const char *what)
+{
+	struct batch *b = userdata;
+
+	b->ops.error(b->userdata, status, what);
+}
+
+static void send_again(struct batch *b)
+{
+	wire_request_send(&b->req);
+}
+
+static int may_complete(void *userdata)
+{
+	switch (batch_check_whole(userdata, send_again)) {
+	case BATCH_WHOLE_YES:
+		return REQUEST_WHOLE;
+	case BATCH_WHOLE_GREW:
+		/* The body is no longer the last: what was appended is cut ahead while it is sent. */
+		cut_ahead(userdata);
+		return REQUEST_GREW;
+	default:
+		return REQUEST_NOT_NOW;
+	}
+}
+
+static void request_done(void *userdata)
+{
+	body_done(userdata);
+}
+
+void batch_set_params(struct batch *b)
+{
+	const struct cut_params params = {
+		.batch_uuid = b->jb.uuid,
+		.ttl_seconds = b->cfg->ttl_seconds,
+		.max_records = b->jb.cut_records,
+		.max_bytes = b->jb.cut_bytes,
+	};
+
+	const struct log_ctx ctx = batch_log_ctx(b, -1);
+
+	record_pipeline_start(&b->pl, &params, b->validator, b->cfg);
+	wire_request_bind(&b->req, b->cfg, b->client, b->limiter, b->env.stats, &ctx, &params);
+	b->started = ev_now(b->env.loop);
+	if (b->n_members > 1)
+		snprintf(b->env.stats->file, sizeof(b->env.stats->file), "%zu files", b->n_members);
+	else
+		snprintf(b->env.stats->file, sizeof(b->env.stats->file), "%s", b->jb.name);
+	b->env.stats->file_size = b->jb.ident.size;
+	b->env.stats->file_offset = b->jb.offset;
+	b->env.stats->file_records = b->jb.records;
+}
+
+int batch_grow_members(struct batch *b)
+{
+	struct member *m;
+
+	if (b->n_members < b->cap_members)
+		return 0;
+	m = reallocarray(b->members, b->cap_members ? b->cap_members * 2 : 8, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	memset(m + b->cap_members, 0, (b->cap_members ? b->cap_members : 8) * sizeof(*m));
+	b->members = m;
+	b->cap_members = b->cap_members ? b->cap_members * 2 : 8;
+	return 0;
+}
+
+
+/*
+ * Small files queued together fill one request: append whole files after the first while
+ * they fit. The first that does not fit is rolled back and kept (taken, not journaled) to
+ * start the next batch; a large file therefore always gets a batch of its own.
+ */
+static void gather_small_files(struct batch *b)
+{
+	struct record_body *ch = &b->pl.body[0];
+	struct spool_entry e;
+
+	while (b->n_members < GROUP_FILES_MAX && !b->have_carry && spool_queue_pop(&b->env.in->queue, &e)) {
+		/* What the request holds before this file: restored if the file does not fit. */
+		const struct record_body before = *ch;
+		struct member *m;
+		int fd, r;
+
+		if (batch_grow_members(b) < 0) {
+			(void)spool_queue_add(&b->env.in->queue, e.name, e.mtime_ns);
+			free(e.name);
+			break;
+		}
+		m = &b->members[b->n_members];
+		fd = batch_take_file(b, &e, m);
+		free(e.name);
+		if (fd < 0)
+			continue;
+		ch->member = (uint32_t)b->n_members;
+		record_pipeline_note_fields(&b->pl, b->member_fields);     /* its names count only if it stays in this request */
+		r = record_pipeline_read_at(&b->pl, fd, m->name, 0, 1);
+		if (r == 0)
+			r = record_cut_fill(ch, &b->pl.params, b->pl.reader, b->validator, record_reject_on_reject, &m->rej);
+		close(fd);
+		m->rejected = ch->rejected;
+		/* A file that yields nothing from the bytes read is not gathered: alone, it fails. */
+		if (r == CUT_FILL_EOF && !yields_nothing(ch->n_records - before.n_records, ch->rejected - before.rejected,
+							 record_source_offset(b->pl.reader))) {
+			(void)state_catalog_merge(b->pl.fields[0], b->member_fields);
+			b->n_members++;
+			continue;
+		}
+		record_cut_body_truncate(ch, before.len, before.n_records);
+		ch->start_offset = before.start_offset;
+		ch->end_offset = before.end_offset;
+		ch->start_line = before.start_line;
+		ch->end_line = before.end_line;
+		ch->rejected = before.rejected;
+		record_reject_reset(&m->rej);
+		m->rejected = 0;
+		b->carry = *m;
+		b->carry.rej = (struct record_rejects){ 0 };
+		b->have_carry = true;
+	}
+}
+
+void batch_opened(struct batch *b)
+{
+	crashpoint("after-open");
+	if (b->n_members > 1) {
+		b->pl.cur = 0;
+		b->pl.body[0].rejected = 0;
+		for (size_t i = 0; i < b->n_members; i++) {
+			struct member *m = &b->members[i];
+
+			b->pl.body[0].rejected += m->rejected;
+			batch_rejects_log(b, m->name, m->rejected, &m->rej);
+			b->env.stats->records_rejected += m->rejected;
+			if (batch_rejects_flush(b, m->name, &m->rej) < 0) {
+				batch_fail(b, 0, "cannot write rejected records", NULL);
+				return;
+			}
+		}
+	} else if ((b->pl.cur = 0, flush_current(b)) < 0) {
+		batch_fail(b, 0, "cannot write rejected records", NULL);
+		return;
+	}
+	process_current(b);
+}
+
+/* Start the next batch: the carried-over file or the oldest queued one, plus small files after it. */
+int batch_start(struct batch *b, const struct conn_config *cfg, struct record_check *v,
+		struct upload_client *client, struct ratelimit *limiter)
+{
+	struct record_body *ch = &b->pl.body[0];
+	char why[PATH_MAX + 128];
+	struct member *first;
+	int fd, r;
+
+	batch_use(b, cfg, v, client, limiter);
+	if ((r = batch_grow_members(b)) < 0)
+		return r;
+	first = &b->members[0];
+	if (b->have_carry) {
+		struct record_rejects keep = first->rej;
+
+		*first = b->carry;
+		first->rej = keep;
+		b->have_carry = false;
+		fd = batch_reopen_member(b, first, why, sizeof(why));
+		if (fd < 0) {
+			batch_log(b, LOG_LVL_ERROR, -1, "%s", why);
+			return fd;
+		}
+	} else {
+		struct spool_entry e;
+
+		do {
+			if (!spool_queue_pop(&b->env.in->queue, &e))
+				return -ENOENT;
+			fd = batch_take_file(b, &e, first);
+			free(e.name);
+		} while (fd < 0);
+	}
+	memset(&b->jb, 0, sizeof(b->jb));
+	b->jb.state = BATCH_OPEN;
+	snprintf(b->jb.connection, sizeof(b->jb.connection), "%s", b->cfg->name);
+	snprintf(b->jb.name, sizeof(b->jb.name), "%s", first->name);
+	format_uuid(b->jb.uuid);
+	b->jb.cut_records = b->cfg->batch_records;
+	b->jb.dest = batch_destination(b->cfg);
+	b->jb.csv_opts = record_csv_options_hash(&b->cfg->csv);
+	b->jb.cut_bytes = b->cfg->batch_bytes;
+	b->jb.lineno = 1;
+	b->n_members = 1;
+	b->active = true;
+	b->fd = fd;
+	batch_set_params(b);
+	if ((r = record_cut_body_begin(ch)) < 0 || (r = record_pipeline_read_at(&b->pl, fd, first->name, 0, 1)) < 0)
+		goto fail;
+	ch->member = 0;
+	first->rej.len = 0;
+	record_pipeline_note_fields(&b->pl, b->pl.fields[0]);
+	r = record_cut_fill(ch, &b->pl.params, b->pl.reader, b->validator, record_reject_on_reject, &first->rej);
+	if (r < 0)
+		goto fail;
+	first->rejected = ch->rejected;
+	if (r == CUT_FILL_EOF) {
+		off_t end = record_source_offset(b->pl.reader);
+		uint64_t lineno = record_source_lineno(b->pl.reader);
+
+		if (!yields_nothing(ch->n_records, ch->rejected, end))
+			gather_small_files(b);
+		first = &b->members[0];         /* gathering may have moved the array */
+		/* A file that did not fit was read with the same reader: point it back at the end of this one. */
+		if (b->n_members == 1 && (r = record_pipeline_read_at(&b->pl, b->fd, first->name, (uint64_t)end, lineno)) < 0)
+			goto fail;
+		r = CUT_FILL_EOF;
+	}
+	if (b->n_members == 1) {
+		struct record_rejects t = b->pl.rej[0];
+
+		/* One file: the batch id names it in .work/, and later requests read on from b->fd. */
+		b->pl.rej[0] = b->members[0].rej;
+		b->members[0].rej = t;
+		b->jb.id = b->members[0].fid;
+		b->jb.ident = b->members[0].ident;
+		b->jb.rejected_size = b->members[0].rejected_size = spool_work_rejected_size(b->env.wf, b->jb.name);
+		record_cut_body_finish(ch, &b->pl.params, r == CUT_FILL_EOF);
+	} else {
+		close(b->fd);
+		b->fd = -1;
+		b->jb.id = state_journal_new_id(b->env.journal);
+		b->jb.n_members = (uint32_t)b->n_members;
+		for (size_t i = 0; i < b->n_members; i++) {
+			struct journal_member jm = {
+				.batch_id = b->jb.id,
+				.file_id = b->members[i].fid,
+				.index = (uint32_t)i,
+				.ident = b->members[i].ident,
+				.rejected_size = spool_work_rejected_size(b->env.wf, b->members[i].name),
+			};
+
+			b->members[i].rejected_size = jm.rejected_size;
+			snprintf(jm.name, sizeof(jm.name), "%s", b->members[i].name);
+			if ((r = state_journal_put_member(b->env.journal, &jm)) < 0)
+				goto fail;
+		}
+		record_cut_body_finish(ch, &b->pl.params, true);
+	}
+	batch_set_params(b);
+	/* The renames into .work/ must be durable before the batch that names them. */
+	if (fsync(b->env.wf->workfd) < 0) {
+		r = -errno;
+		snprintf(why, sizeof(why), "cannot make its move into .work/ durable: %s", strerror(-r));
+		batch_fail(b, 0, why, NULL);
+		return 0;
+	}
+	if ((r = state_journal_put(b->env.journal, &b->jb)) < 0)
+		goto fail;
+	batch_log(b, LOG_LVL_DEBUG, -1, "%s: batch %s opened (%zu file(s), %" PRIu32 " records in the first request)",
+		 b->jb.name, b->jb.uuid, b->n_members, ch->n_records);
+	batch_durable(b, batch_opened);
+	return 0;
+fail:
+	/* Logged once, by batch_fail: what the reader said (the file's own fault), else what failed here. */
+	if (record_pipeline_read_error(&b->pl, NULL))
+		snprintf(why, sizeof(why), "%s", record_pipeline_read_error(&b->pl, NULL));
+	else
+		snprintf(why, sizeof(why), "cannot start the batch: %s", strerror(-r));
+	batch_fail(b, 0, why, NULL);
+	return 0;
+}
+
+static void request_auth_refused(void *userdata, long status)
+{
+	struct batch *b = userdata;
+
+	b->ops.auth_refused(b->userdata, status);
+}
+
+static void request_rate(void *userdata, bool waiting)
+{
+	struct batch *b = userdata;
+
+	b->ops.rate(b->userdata, waiting);
+}
+
+static const struct pipeline_ops pipeline_ops = { .ready = pipeline_ready, .cut_failed = cut_failed };
+static const struct request_ops request_ops = {
+	.may_complete = may_complete,
+	.done = request_done,
+	.refused = server_refused,
+	.failed = request_failed,
+	.auth_refused = request_auth_refused,
+	.stopping = request_stopping,
+	.error = request_error,
+	.rate = request_rate,
+};
+
+int batch_init(struct batch *b, const struct batch_env *env, size_t fields_max, const struct batch_ops *ops,
+	       void *userdata)
+{
+	int r;
+
+	memset(b, 0, sizeof(*b));
+	b->env = *env;
+	b->ops = *ops;
+	b->userdata = userdata;
+	b->fd = -1;
+	batch_wait_init(b);
+	if ((r = record_pipeline_init(&b->pl, env->loop, fields_max, &pipeline_ops, b)) < 0 ||
+	    (r = wire_request_init(&b->req, env->loop, &request_ops, b)) < 0 ||
+	    (r = state_catalog_new(&b->member_fields, fields_max)) < 0)
+		return r;
+	return 0;
+}
+
+void batch_release(struct batch *b)
+{
+	if (b->active)
+		batch_end_here(b);
+	if (b->env.loop)
+		ev_timer_stop(b->env.loop, &b->timer);
+	record_pipeline_release(&b->pl);
+	wire_request_release(&b->req);
+	state_catalog_free(b->member_fields);
+	for (size_t i = 0; i < b->cap_members; i++)
+		free(b->members[i].rej.buf);
+	free(b->members);
+	free(b->carry.rej.buf);
+	memset(b, 0, sizeof(*b));
+	b->fd = -1;
+}
+
+void batch_send_again(struct batch *b)
+{
+	wire_request_send(&b->req);
+}
+
+bool batch_untouched(const struct batch *b)
+{
+	return b->active && b->jb.acks == 0 && b->jb.records == 0 && !b->req.answered;
+}

@@ -1,0 +1,72 @@
+/* batch_priv: the steps of a batch its four files share; nothing else includes it. */
+/*
+ * The files are layered, each calling only those below it: batch_resume (a restart) → batch
+ * (start and send) → batch_end (waits and ends) → batch_files (custody of the files, the log).
+ * A lower file goes on with a higher one's step only through the function it is handed
+ * (batch_durable, batch_check_whole, batch_wait_settle), never by name.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "batch/batch.h"
+#include "util/log.h"
+
+void batch_log(const struct batch *b, enum log_level lvl, long status, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Make the journal durable, then take @step; until it can be, hold everything and try again. */
+void batch_durable(struct batch *b, void (*step)(struct batch *b));
+/* The batch is over here: its fd, pipeline, request and waits; the journal says where it stands. */
+void batch_end_here(struct batch *b);
+/* Ended for good (archived or failed): compact the journal, tell the connection to go on. */
+void batch_ended(struct batch *b);
+/* The batch is durable: its first request (multi-file: its only one) goes out. */
+void batch_opened(struct batch *b);
+/* COMPLETED is durable: archive (or delete) its files. */
+void batch_archive(struct batch *b);
+/* The cut params, pipeline and request of the batch in b->jb, and its line of `status`. */
+void batch_set_params(struct batch *b);
+int batch_grow_members(struct batch *b);
+/* A file of the batch is no longer what was read (size, mtime, inode). */
+bool batch_changed(struct batch *b, const struct member *m);
+/* After a restart the last acknowledged record is not in memory: find it before the resume point. */
+int batch_find_last_record(struct batch *b);
+/* Open a file of a journaled batch: -ENOENT gone, -ESTALE changed, other errors may pass; @why says which. */
+int batch_reopen_member(struct batch *b, struct member *m, char *why, size_t whylen);
+/* What the batch runs on to its end: the connection changes none of it before then. */
+void batch_use(struct batch *b, const struct conn_config *cfg, struct record_check *v,
+	       struct upload_client *client, struct ratelimit *limiter);
+/* FNV-1a of base_url and uuid, never 0: what the journal keeps of where a batch was opened. */
+uint64_t batch_destination(const struct conn_config *cfg);
+
+/* SIGTERM while nothing is in flight and the batch would wait: it ends here, left to the journal. */
+bool batch_stopping_here(struct batch *b, const char *what);
+/* The file is still being written: look again (@again) in @delay seconds. */
+void batch_wait_settle(struct batch *b, double delay, void (*again)(struct batch *b));
+/* Take @name from the spool into .work/ as member @m and open it: the fd, or a negative errno. */
+/* CLOCK_MONOTONIC in ns: how long a file was seen still, never judged by its mtime. */
+int64_t batch_mono_ns(void);
+int batch_take_file(struct batch *b, const struct spool_entry *e, struct member *m);
+
+enum { BATCH_WHOLE_YES, BATCH_WHOLE_WAIT, BATCH_WHOLE_GREW, BATCH_WHOLE_FAILED };
+/*
+ * Before a batch is completed: is the file all there, all read, and done being written?
+ * BATCH_WHOLE_GREW: it grew and is read on; _WAIT: @again is called when it is time to look
+ * again; _FAILED: the batch failed here.
+ */
+int batch_check_whole(struct batch *b, void (*again)(struct batch *b));
+
+/* The connection's directories, made private again (and said so) when an exporter changed them. */
+int batch_subdir(struct batch *b, const char *sub, bool create);
+int batch_workdir(struct batch *b);
+int batch_done_dir(struct batch *b);
+/* Rejected lines: logged once per range, appended to rejected/<name>.rejected.ndjson once durable. */
+void batch_rejects_log(struct batch *b, const char *name, uint64_t n, const struct record_rejects *rb);
+int batch_rejects_flush(struct batch *b, const char *name, struct record_rejects *rb);
+/* failed/<name>.error.json beside a failed file: written atomically, never through a link; logged if it cannot be. */
+int batch_error_json(struct batch *b, int failedfd, const char *name, const char *failed_name, long status,
+		     const char *why, const char *response);
+/* The batch's timer and jitter, at batch_init. */
+void batch_wait_init(struct batch *b);
