@@ -12,6 +12,8 @@ pkgs=(
 	build-essential
 	# tests/test_systemd.py: a booted Debian 12 container
 	systemd-container debootstrap
+	# tests/test_monitoring.py: promtool
+	prometheus
 	clang-14 libclang-rt-14-dev tinyproxy-bin
 )
 missing=()

@@ -204,6 +204,13 @@ def test_example_config_installed(scratch):
     assert data == (ROOT / "conf" / "dcsyncd.conf").read_bytes()
 
 
+def test_monitoring_files_installed(scratch):
+    """The alert rules, their unit tests and the dashboard, where docs/operations.md says."""
+    d = scratch / "usr/share/dcsyncd/monitoring"
+    names = sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+    assert names == ["dcsyncd-dashboard.json", "dcsyncd.rules.test.yml", "dcsyncd.rules.yml"], names
+
+
 def test_configuration_not_shipped(scratch, control):
     # The unit must stay inactive until the administrator creates the configuration.
     assert not (scratch / CONFIG.lstrip("/")).exists(), f"{CONFIG} is shipped"

@@ -267,6 +267,8 @@ def test_what_dcsyncd_creates_is_private_whatever_the_umask(optix, daemon):
     modes = {p: stat.S_IMODE(os.stat(p).st_mode) for p in (
         spool / ".work", spool / "failed", spool / "rejected", daemon.state_dir / "done" / "products",
         spool / "failed" / "f.ndjson.error.json", spool / "rejected" / "f.ndjson.rejected.ndjson", metrics)}
+    # The metrics file is the one meant for another user (node-exporter's): exactly 0644.
+    assert modes.pop(metrics) == 0o644, oct(stat.S_IMODE(os.stat(metrics).st_mode))
     for p, mode in modes.items():
         assert mode & 0o027 == 0 or (p.is_dir() and mode & 0o022 == 0 and mode & 0o005 == 0), \
             f"{p}: {oct(mode)}"

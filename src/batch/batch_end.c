@@ -263,6 +263,7 @@ void batch_release_files(struct batch *b, long status, const char *why)
 		if (state_journal_put(b->env.journal, &b->jb) == 0)
 			(void)state_journal_sync(b->env.journal);
 	}
+	b->env.stats->files_released += b->n_members;
 	batch_record_end(b, HISTORY_HANDED_BACK, status, why);
 	batch_end_here(b);
 	b->ops.ended(b->userdata, BATCH_END_HELD);
@@ -347,7 +348,8 @@ void batch_archive(struct batch *b)
 				" requests, %.2f s%s", b->env.name, b->jb.name, b->jb.records, b->jb.rejected,
 				b->req.sent, took, unchanged);
 	}
-	b->env.stats->files_done += b->n_members;
+	/* A file that changed after completion went to failed/ above: it is not counted twice. */
+	b->env.stats->files_done += b->n_members - changed;
 	{
 		char why[160] = "";
 

@@ -104,6 +104,7 @@ const struct conn_stats *connection_stats(struct connection *c)
 	c->stats.files_refused = c->in.refused;
 	return &c->stats;
 }
+const struct conn_totals *connection_totals(const struct connection *c) { return &c->persist; }
 size_t connection_queued(const struct connection *c)
 {
 	return spool_intake_pending(&c->in) + c->n_adopted + batch_has_carry(&c->batch);
@@ -507,6 +508,7 @@ static void on_batch_finished(void *userdata, const struct history_entry *e)
 	}
 	c->persist.files_done += e->files;
 	c->persist.last_success = (int64_t)time(NULL);
+	c->persist.last_records = e->records_sent;
 	(void)state_totals_put(c->env.totals, &c->persist);
 	save_catalog(c, false);
 }

@@ -85,4 +85,6 @@ bool connection_rate_waiting(const struct connection *c);  /* a request waits fo
 unsigned connection_rate_budget(const struct connection *c, unsigned *used);
 /* The counters, the queue's figures brought up to date first (so not const). */
 const struct conn_stats *connection_stats(struct connection *c);
+/* Its totals across restarts (the last completed batch's time and records among them). */
+const struct conn_totals *connection_totals(const struct connection *c);
 

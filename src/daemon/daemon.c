@@ -124,7 +124,7 @@ static void status_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 	/* 1.9: the timer's own 2 s period jitters; --once ticks every 0.25 s and is throttled here. */
 	if (d->cfg->metrics_file && ev_now(d->loop) - d->metrics_written >= 1.9) {
-		int r = daemon_metrics_write(d->cfg->metrics_file, d->conns, d->n_conns, ev_now(d->loop));
+		int r = daemon_metrics_write(d->cfg->metrics_file, d->conns, d->n_conns, state_journal_durable(d->journal), ev_now(d->loop));
 
 		d->metrics_written = ev_now(d->loop);
 		if (r < 0 && !d->metrics_error_logged)
@@ -592,7 +592,7 @@ int daemon_run(const struct daemon_opts *opts)
 	if (opts->once || d.draining)
 		print_summary(&d);
 	/* The last word for the collector: what was done up to the exit, not two seconds before. */
-	if (d.cfg->metrics_file && (r = daemon_metrics_write(d.cfg->metrics_file, d.conns, d.n_conns, ev_now(d.loop))) < 0)
+	if (d.cfg->metrics_file && (r = daemon_metrics_write(d.cfg->metrics_file, d.conns, d.n_conns, state_journal_durable(d.journal), ev_now(d.loop))) < 0)
 		log_error("cannot write metrics_file %s: %s", d.cfg->metrics_file, strerror(-r));
 out:
 	if (d.journal && (r = state_journal_sync(d.journal)) < 0)

@@ -11,6 +11,7 @@ struct conn_stats {
 	uint64_t files_done;
 	uint64_t files_failed;
 	uint64_t files_refused;         /* not regular files under a drop's name, or unreadable */
+	uint64_t files_released;        /* handed back to the spool untouched (keys refused) */
 	uint64_t records_sent;
 	uint64_t records_rejected;
 	uint64_t records_unchanged;     /* left out by skip_unchanged: the API holds them */

@@ -56,6 +56,7 @@ struct journal {
 	char *pending;          /* records queued for the next sync */
 	size_t pending_len;
 	size_t pending_cap;
+	int sync_error;         /* -errno of the last state_journal_sync that failed, 0 once one succeeds */
 };
 
 static int apply_member(struct journal *j, const struct journal_member *m)
@@ -587,12 +588,19 @@ int state_journal_sync(struct journal *j)
 		 * retry's own write fails the same way if this does). */
 		if (ftruncate(j->fd, (off_t)j->size) < 0)
 			log_debug("journal: cannot cut a partial write: %s", strerror(errno));
+		j->sync_error = r;
 		return r;
 	}
 	j->size += j->pending_len;
 	j->pending_len = 0;
+	j->sync_error = 0;
 	crashpoint("journal-after-fsync");
 	return 0;
+}
+
+bool state_journal_durable(const struct journal *j)
+{
+	return j->sync_error == 0;
 }
 
 int state_journal_compact(struct journal *j, bool force)

@@ -100,6 +100,8 @@ int state_journal_put(struct journal *j, const struct journal_batch *b);
 /* Write what is queued and fdatasync it. On failure nothing queued is lost: call again. */
 int state_journal_sync(struct journal *j);
 bool state_journal_dirty(const struct journal *j);
+/* False from a state_journal_sync that failed (write or fsync) until one succeeds: uploads are held. */
+bool state_journal_durable(const struct journal *j);
 /* Queue a member of a multi-file batch; put all members before the batch's OPEN state. */
 int state_journal_put_member(struct journal *j, const struct journal_member *m);
 /* The members of a live batch in request order; *out stays valid until the next put. */

@@ -86,7 +86,7 @@ static int parse_entry(yajl_val o, struct conn_totals *e, char *why)
 {
 	static const char *const keys[] = { "files_uploaded", "files_failed", "records_sent", "records_rejected",
 					     "requests", "last_success", "last_error", "last_error_status",
-					     "rate_budget", "rate_waiting" };
+					     "rate_budget", "rate_waiting", "last_records" };
 	uint64_t v[sizeof(keys) / sizeof(keys[0])];
 
 	memset(e, 0, sizeof(*e));
@@ -120,6 +120,7 @@ static int parse_entry(yajl_val o, struct conn_totals *e, char *why)
 	e->rate_waiting = v[9];
 	if (!get_uint(o, "records_unchanged", &e->records_unchanged))
 		e->records_unchanged = 0;
+	e->last_records = v[10];
 	return 0;
 }
 
@@ -237,9 +238,9 @@ static int append_entry(char **buf, size_t *len, size_t *cap, const struct conn_
 	snprintf(nums, sizeof(nums), ",\"files_uploaded\":%" PRIu64 ",\"files_failed\":%" PRIu64 ",\"records_sent\":%"
 		 PRIu64 ",\"records_rejected\":%" PRIu64 ",\"requests\":%" PRIu64 ",\"last_success\":%" PRId64
 		 ",\"last_error\":%" PRId64 ",\"last_error_status\":%" PRId64 ",\"rate_budget\":%" PRIu64
-		 ",\"rate_waiting\":%" PRIu64 ",\"records_unchanged\":%" PRIu64 ",\"last_error_text\":", e->files_done, e->files_failed, e->records_sent,
-		 e->records_rejected, e->requests, e->last_success, e->last_error, e->last_error_status, e->rate_budget,
-		 e->rate_waiting, e->records_unchanged);
+		 ",\"rate_waiting\":%" PRIu64 ",\"records_unchanged\":%" PRIu64 ",\"last_records\":%" PRIu64 ",\"last_error_text\":",
+		 e->files_done, e->files_failed, e->records_sent, e->records_rejected, e->requests, e->last_success,
+		 e->last_error, e->last_error_status, e->rate_budget, e->rate_waiting, e->records_unchanged, e->last_records);
 	if ((r = jsonstr_raw(buf, len, cap, nums, strlen(nums))) < 0 ||
 	    (r = jsonstr_append(buf, len, cap, e->last_error_text, strlen(e->last_error_text))) < 0)
 		return r;

@@ -55,6 +55,11 @@ int fileio_replace_at(int dirfd, const char *name, const void *buf, size_t len, 
 	}
 	if (fd < 0)
 		return -errno;
+	/* The mode asked for, whatever the umask: some files are private, one (metrics) is for another user. */
+	if (fchmod(fd, mode) < 0) {
+		r = -errno;
+		goto fail;
+	}
 	if ((r = fileio_write_all(fd, buf, len)) < 0)
 		goto fail;
 	/* Durable before the rename, or a crash could leave an empty file under the real name. */

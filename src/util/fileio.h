@@ -19,8 +19,9 @@ int fileio_open_dir(const char *path);
 /*
  * Replace @name in @dirfd with @len bytes of @buf, atomically: a temporary created exclusively
  * beside it (never through a link), renamed over @name (a link planted at @name is replaced,
- * not followed). With @durable the temporary is fsynced before the rename and the directory
- * after it: a crash leaves the old file or the new one, never an empty one. 0 or -errno.
+ * not followed), with exactly @mode whatever the umask. With @durable the temporary is fsynced
+ * before the rename and the directory after it: a crash leaves the old file or the new one,
+ * never an empty one. 0 or -errno.
  */
 int fileio_replace_at(int dirfd, const char *name, const void *buf, size_t len, mode_t mode, bool durable);
 /* fileio_replace_at for a path: its directory opened without following a link at its end. */
