@@ -732,8 +732,8 @@ bool batch_untouched(const struct batch *b)
 bool batch_active(const struct batch *b) { return b->phase != BATCH_IDLE; }
 bool batch_has_carry(const struct batch *b) { return b->have_carry; }
 bool batch_rate_waiting(const struct batch *b) { return b->req.state == REQ_RATE_WAIT; }
-const char *batch_name(const struct batch *b) { return batch_active(b) ? b->jb.name : ""; }
-const char *batch_uuid(const struct batch *b) { return batch_active(b) ? b->jb.uuid : ""; }
+const char *batch_open_name(const struct batch *b) { return batch_active(b) ? b->jb.name : ""; }
+const char *batch_open_uuid(const struct batch *b) { return batch_active(b) ? b->jb.uuid : ""; }
 void batch_set_after_upload(struct batch *b, enum after_upload after) { b->env.after_upload = after; }
 void batch_set_stop_after_ack(struct batch *b, bool stop) { b->stop_after_ack = stop; }
 void batch_wait_cut(struct batch *b) { record_pipeline_wait(&b->pl); }

@@ -178,8 +178,8 @@ bool batch_has_carry(const struct batch *b);
 /* The request waits for the client-side rate limit. */
 bool batch_rate_waiting(const struct batch *b);
 /* The open batch's file name and batch_uuid ("" when none is open). */
-const char *batch_name(const struct batch *b);
-const char *batch_uuid(const struct batch *b);
+const char *batch_open_name(const struct batch *b);
+const char *batch_open_uuid(const struct batch *b);
 /* A reload: what is done with the files of this batch and the next once they went up. */
 void batch_set_after_upload(struct batch *b, enum after_upload after);
 /* SIGTERM: leave the batch after the request in flight (or not, once the signal is withdrawn). */

@@ -23,8 +23,8 @@ struct log_ctx batch_log_ctx(const struct batch *b, long status)
 {
 	return (struct log_ctx){
 		.connection = b->env.name,
-		.file = batch_active(b) ? b->jb.name : NULL,
-		.batch_uuid = batch_active(b) ? b->jb.uuid : NULL,
+		.file = (b->phase != BATCH_IDLE) ? b->jb.name : NULL,
+		.batch_uuid = (b->phase != BATCH_IDLE) ? b->jb.uuid : NULL,
 		.http_status = status,
 		.records = -1,
 	};

@@ -207,7 +207,7 @@ static void persist_error(struct connection *c, long status, const char *what)
 	c->persist.last_error = (int64_t)time(NULL);
 	c->persist.last_error_status = status;
 	/* Truncation is fine: the log has the whole message. */
-	snprintf(text, sizeof(text), "%s%s%s", batch_name(&c->batch), batch_active(&c->batch) ? ": " : "", what);
+	snprintf(text, sizeof(text), "%s%s%s", batch_open_name(&c->batch), batch_active(&c->batch) ? ": " : "", what);
 	snprintf(c->persist.last_error_text, sizeof(c->persist.last_error_text), "%.*s",
 		 (int)sizeof(c->persist.last_error_text) - 1, text);
 	(void)state_totals_put(c->env.totals, &c->persist);
@@ -405,7 +405,7 @@ int connection_reconfigure(struct connection *c, const struct conn_config *src, 
 			goto fail;
 		if (!same_destination(c->cfg, cfg))
 			conn_log(c, LOG_LVL_INFO, -1, "%s: batch %s finishes at %s (connection %s) before the reloaded "
-				 "destination applies", batch_name(&c->batch), batch_uuid(&c->batch), c->cfg->base_url, c->cfg->uuid);
+				 "destination applies", batch_open_name(&c->batch), batch_open_uuid(&c->batch), c->cfg->base_url, c->cfg->uuid);
 		drop_pending(c);
 		c->next_cfg = cfg;
 		c->next_validator = v;

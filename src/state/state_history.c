@@ -138,7 +138,7 @@ int state_history_print_json(const struct history_entry *e, FILE *out)
 	return r;
 }
 
-static yajl_val member(yajl_val o, const char *key)
+static yajl_val field_of(yajl_val o, const char *key)
 {
 	const char *path[] = { key, NULL };
 
@@ -151,7 +151,7 @@ static yajl_val member(yajl_val o, const char *key)
  */
 static bool get_text(yajl_val o, const char *key, char *dst, size_t cap, bool cut)
 {
-	yajl_val v = member(o, key);
+	yajl_val v = field_of(o, key);
 	size_t len;
 
 	if (!v || !YAJL_IS_STRING(v))
@@ -170,7 +170,7 @@ static bool get_text(yajl_val o, const char *key, char *dst, size_t cap, bool cu
 
 static bool get_count(yajl_val o, const char *key, uint64_t *out)
 {
-	yajl_val v = member(o, key);
+	yajl_val v = field_of(o, key);
 
 	if (!v || !YAJL_IS_INTEGER(v) || YAJL_GET_INTEGER(v) < 0)
 		return false;
@@ -180,7 +180,7 @@ static bool get_count(yajl_val o, const char *key, uint64_t *out)
 
 static bool get_time(yajl_val o, const char *key, double *out)
 {
-	yajl_val v = member(o, key);
+	yajl_val v = field_of(o, key);
 
 	if (!v || !YAJL_IS_NUMBER(v))
 		return false;
@@ -215,11 +215,11 @@ static int entry_parse(const char *json, struct history_entry *e)
 			e->outcome = (enum history_outcome)i;
 	if ((unsigned)e->outcome >= sizeof(outcome_names) / sizeof(outcome_names[0]))
 		goto out;
-	v = member(doc, "http_status");
+	v = field_of(doc, "http_status");
 	if (!v || !(YAJL_IS_NULL(v) || (get_count(doc, "http_status", &status) && status < 1000)))
 		goto out;
 	e->http_status = (long)status;
-	names = member(doc, "names");
+	names = field_of(doc, "names");
 	if (!names || !YAJL_IS_ARRAY(names) || YAJL_GET_ARRAY(names)->len > files)
 		goto out;
 	for (size_t i = 0; i < YAJL_GET_ARRAY(names)->len; i++) {
