@@ -396,6 +396,8 @@ def test_renamed_in_files_whose_open_count_went_stale_are_taken_and_it_is_said(o
     file at once read as one close, and the count of opens sticks at 1 with nobody holding it.
     The daemon is stopped (SIGSTOP) while the exporter drops, so every pair of closes merges; a
     file counted open but unchanged is looked at again and taken, said at info."""
+    if not daemon.priv.unprivileged:
+        pytest.skip("as root the daemon takes a read lease: an open count never decides, so none goes stale")
     n = 40
     daemon.write_config([daemon.connection(optix)])
     spool = daemon.spool("products")
