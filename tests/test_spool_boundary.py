@@ -23,7 +23,7 @@ import time
 import pytest
 
 import gen_ndjson
-from harness import UUID1, acked, wait_for
+from harness import UUID1, acked, gen_lines, wait_for
 
 WAIT = 30.0
 
@@ -95,10 +95,18 @@ def test_a_file_open_for_writing_at_start_is_uploaded_whole_once(optix, daemon, 
                       records_text(0, 10000), records_text(10000, 10000))
     daemon.start()
     daemon.wait_log(r"dcsyncd .*connection")
-    # A file renamed into place after the start goes up; the in-place one, older, would go first.
     daemon.drop_generated("products", "marker.ndjson", 10, start=50000)
-    wait_done(daemon, "products", "marker.ndjson")
+    if daemon.priv.unprivileged:
+        # Nobody can say the older file is open: it could be still, and would then go first, so
+        # the newer marker waits for it (the line says the daemon has got past the scan).
+        daemon.wait_log(r"marker\.ndjson waits for inplace\.ndjson, older and not ready yet")
+        assert not optix.requests(UUID1), "a file went up while an older one had not been seen still"
+    else:
+        # The kernel says it is open for writing: its writer is not done, it holds nothing back.
+        wait_done(daemon, "products", "marker.ndjson")
+    # Written again and closed, the in-place file is newer than the marker: the marker goes first.
     w.finish()
+    wait_done(daemon, "products", "marker.ndjson")
     wait_done(daemon, "products", "inplace.ndjson")
     want = store(0, 20000)
     want.update(store(50000, 10))
@@ -482,6 +490,24 @@ def test_a_file_with_a_future_mtime_found_at_start_goes_up_at_once(optix, daemon
     proc = daemon.run_once(timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert optix.records(UUID1) == store(0, 7)
+
+
+def test_a_file_that_waits_to_be_seen_still_goes_up_before_newer_ready_files(optix, daemon):
+    """Found by the start-up scan (or the rescan of a reload), a file nobody can vouch for waits
+    settle_seconds to be seen still; a newer drop renamed in meanwhile is ready at once (inotify
+    saw its writer close it). The newer one waits: sent first, the older file's values would
+    overwrite its newer ones at the API."""
+    unprivileged_only(daemon)
+    daemon.write_config([daemon.connection(optix, batch_records=1000)], settle_seconds=2)
+    daemon.drop("products", "old.ndjson", gen_lines(0, 50, value=1))
+    daemon.start()
+    daemon.wait_log(r"old\.ndjson: nobody can say it is closed")
+    daemon.drop("products", "new.ndjson", gen_lines(0, 50, value=2))
+    wait_done(daemon, "products", "old.ndjson")
+    wait_done(daemon, "products", "new.ndjson")
+    assert optix.records(UUID1) == store(0, 50, value=2), "the older file's records went up after the newer's"
+    assert re.search(r"new\.ndjson waits for old\.ndjson, older and not ready yet", daemon.log())
+    assert daemon.stop() == 0
 
 
 def test_a_stale_temporary_of_a_killed_drop_is_removed_and_a_fresh_one_kept(optix, daemon):

@@ -440,7 +440,7 @@ static void gather_small_files(struct batch *b)
 	struct record_body *ch = &b->pl.body[0];
 	struct spool_entry e;
 
-	while (b->n_members < GROUP_FILES_MAX && !b->have_carry && spool_queue_pop(&b->env.in->queue, &e)) {
+	while (b->n_members < GROUP_FILES_MAX && !b->have_carry && spool_intake_next(b->env.in, &e)) {
 		/* What the request holds before this file: taken back if the file does not fit. */
 		const struct body_mark before = record_cut_body_mark(ch);
 		struct member *m;
@@ -554,7 +554,7 @@ int batch_start(struct batch *b, const struct conn_config *cfg, struct record_ch
 		struct spool_entry e;
 
 		do {
-			if (!spool_queue_pop(&b->env.in->queue, &e))
+			if (!spool_intake_next(b->env.in, &e))
 				return -ENOENT;
 			fd = batch_take_file(b, &e, first);
 			free(e.name);

@@ -293,7 +293,7 @@ static void begin_next(struct connection *c)
 			}
 			continue;
 		}
-		if (!batch_has_carry(&c->batch) && spool_queue_len(&c->in.queue) == 0)
+		if (!batch_has_carry(&c->batch) && !spool_intake_has_next(&c->in))
 			break;
 		if (batch_start(&c->batch, c->cfg, c->validator, c->client, c->limiter) < 0 && !batch_active(&c->batch))
 			continue;

@@ -71,7 +71,7 @@ static double retry_delay(uint64_t tries)
 
 static void arm_look(struct intake *in)
 {
-	struct spool_queue *qs[] = { &in->settling, &in->held, &in->retry };
+	struct spool_queue *qs[] = { &in->settling, &in->held, &in->retry, &in->refusals };
 	int64_t at = 0;
 	double delay;
 
@@ -89,10 +89,28 @@ static void arm_look(struct intake *in)
 	timer_arm(in->loop, &in->look_timer, delay < 0.01 ? 0.01 : delay);
 }
 
-/* @name could not be looked at or was refused, after @tries before: tried again in retry_delay(@tries). */
-static void retry_later(struct intake *in, const char *name, uint64_t tries)
+/* @name waits to be ready, last seen with @mtime_ns: newer ready files wait for it. */
+static void hold_back(struct intake *in, const char *name, int64_t mtime_ns)
+{
+	if (spool_queue_add(&in->waiting, name, mtime_ns) < 0)
+		in_log(in, LOG_LVL_ERROR, "%s: out of memory: newer files may go up before it", name);
+}
+
+/*
+ * @name could not be looked at (@mtime_ns: as last seen, INT64_MIN if never), after @tries
+ * before: tried again in retry_delay(@tries), newer files waiting for it.
+ */
+static void retry_later(struct intake *in, const char *name, uint64_t tries, int64_t mtime_ns)
 {
 	if (spool_queue_add_new(&in->retry, name, after_ns(retry_delay(tries)), tries + 1) == 0)
+		arm_look(in);
+	hold_back(in, name, mtime_ns);
+}
+
+/* @name was refused, after @tries before: looked at again in retry_delay(@tries) or on a chmod/chown. */
+static void refused_later(struct intake *in, const char *name, uint64_t tries)
+{
+	if (spool_queue_add_new(&in->refusals, name, after_ns(retry_delay(tries)), tries + 1) == 0)
 		arm_look(in);
 }
 
@@ -105,13 +123,13 @@ static void retry_later(struct intake *in, const char *name, uint64_t tries)
 static int inspect(struct intake *in, const char *name, uint64_t still_state, uint64_t tries, struct spool_look *look)
 {
 	int dfd = spool_work_dir(in->wf), r, opens;
-	bool again = tries || spool_queue_has(&in->retry, name);
+	bool again = tries || spool_queue_has(&in->retry, name) || spool_queue_has(&in->refusals, name);
 	enum log_level lvl = !again || retry_delay(tries) == RETRY_MAX_SECONDS ? LOG_LVL_WARNING : LOG_LVL_DEBUG;
 
 	if (dfd < 0) {
 		in_log(in, lvl, "%s: cannot open %s: %s; trying again in %g s", name, in->wf->dir, strerror(-dfd),
 		       retry_delay(tries));
-		retry_later(in, name, tries);
+		retry_later(in, name, tries, INT64_MIN);
 		return dfd;
 	}
 	/* Seen still once already: inotify's count has had its say (it may be stale), stillness decides. */
@@ -119,7 +137,7 @@ static int inspect(struct intake *in, const char *name, uint64_t still_state, ui
 	r = spool_inspect(dfd, name, opens, still_state, look);
 	if (r < 0) {
 		in_log(in, lvl, "%s: cannot look at it: %s; trying again in %g s", name, strerror(-r), retry_delay(tries));
-		retry_later(in, name, tries);
+		retry_later(in, name, tries, INT64_MIN);
 		return r;
 	}
 	switch (look->verdict) {
@@ -133,13 +151,14 @@ static int inspect(struct intake *in, const char *name, uint64_t still_state, ui
 		       in->settle_seconds);
 		if (spool_queue_add_new(&in->settling, name, after_ns(in->settle_seconds), look->state) == 0)
 			arm_look(in);
+		hold_back(in, name, look->mtime_ns);
 		break;
 	case SPOOL_REFUSED:
 		if (!again)
 			in->refused++;
 		in_log(in, lvl, "%s: refused: %s; left where it is, looked at again in %g s", name, look->why,
 		       retry_delay(tries));
-		retry_later(in, name, tries);
+		refused_later(in, name, tries);
 		break;
 	case SPOOL_READY:
 		if (again)
@@ -229,10 +248,13 @@ static void attrib_cb(void *userdata, const char *name)
 {
 	struct intake *in = userdata;
 
-	if (!spool_queue_has(&in->retry, name))
+	struct spool_queue *q = spool_queue_has(&in->refusals, name) ? &in->refusals :
+				spool_queue_has(&in->retry, name) ? &in->retry : NULL;
+
+	if (!q)
 		return;
 	/* Its key moves to now: the timer takes it, with its tries. */
-	(void)spool_queue_add(&in->retry, name, mono_ns());
+	(void)spool_queue_add(q, name, mono_ns());
 	arm_look(in);
 }
 
@@ -284,6 +306,10 @@ static void look_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		free(e.name);
 	}
 	while ((at = spool_queue_oldest(&in->retry)) && at <= now && spool_queue_pop(&in->retry, &e)) {
+		offer_again(in, e.name, 0, e.tag);
+		free(e.name);
+	}
+	while ((at = spool_queue_oldest(&in->refusals)) && at <= now && spool_queue_pop(&in->refusals, &e)) {
 		offer_again(in, e.name, 0, e.tag);
 		free(e.name);
 	}
@@ -388,6 +414,7 @@ int spool_intake_init(struct intake *in, struct ev_loop *loop, struct workfiles 
 	in->wf = wf;
 	in->settle_seconds = settle_seconds;
 	in->queue.sorted = in->settling.sorted = in->held.sorted = in->retry.sorted = true;
+	in->refusals.sorted = in->waiting.sorted = true;
 	in->ready = ready;
 	in->userdata = userdata;
 	ev_timer_init(&in->look_timer, look_cb, 0., 0.);
@@ -412,8 +439,44 @@ void spool_intake_release(struct intake *in)
 	spool_queue_release(&in->settling);
 	spool_queue_release(&in->held);
 	spool_queue_release(&in->retry);
+	spool_queue_release(&in->refusals);
+	spool_queue_release(&in->waiting);
 	free(in->name);
 	in->name = NULL;
+}
+
+/* The oldest file still waiting to be ready; entries of files that stopped waiting are dropped here. */
+static const struct spool_entry *oldest_waiting(struct intake *in)
+{
+	const struct spool_entry *w;
+	struct spool_entry gone;
+
+	while ((w = spool_queue_peek(&in->waiting))) {
+		/* Ready meanwhile (inotify saw it closed): queued by its mtime now, it holds nothing back. */
+		if (!spool_queue_has(&in->queue, w->name) &&
+		    (spool_queue_has(&in->settling, w->name) || spool_queue_has(&in->retry, w->name)))
+			return w;
+		(void)spool_queue_pop(&in->waiting, &gone);
+		free(gone.name);
+	}
+	return NULL;
+}
+
+bool spool_intake_has_next(struct intake *in)
+{
+	const struct spool_entry *h = spool_queue_peek(&in->queue), *w;
+
+	if (!h)
+		return false;
+	if (!(w = oldest_waiting(in)) || spool_entry_before(h, w))
+		return true;
+	in_log(in, LOG_LVL_DEBUG, "%s waits for %s, older and not ready yet: it goes up first", h->name, w->name);
+	return false;
+}
+
+int spool_intake_next(struct intake *in, struct spool_entry *e)
+{
+	return spool_intake_has_next(in) ? spool_queue_pop(&in->queue, e) : 0;
 }
 
 size_t spool_intake_pending(const struct intake *in)
@@ -436,7 +499,7 @@ int spool_intake_take(struct intake *in, const struct spool_entry *e, const char
 	if ((dfd = spool_work_dir(in->wf)) < 0 || (wfd = spool_work_work(in->wf, &fixed)) < 0) {
 		fd = dfd < 0 ? dfd : wfd;
 		in_log(in, LOG_LVL_ERROR, "cannot open %s/.work/: %s", in->wf->dir, strerror(-fd));
-		retry_later(in, name, 0);
+		retry_later(in, name, 0, e->mtime_ns);
 		return fd;
 	}
 	/* Ready when queued; a writer may have opened it since (one seen still must be as it was seen). */
@@ -458,13 +521,14 @@ int spool_intake_take(struct intake *in, const struct spool_entry *e, const char
 		in->refused++;
 		in_log(in, LOG_LVL_WARNING, "%s: refused: %s; left where it is, looked at again in %g s", name, why,
 		       retry_delay(0));
+		refused_later(in, name, 0);
 	} else if (fd < 0 && fd != -ENOENT) {
 		in_log(in, LOG_LVL_ERROR, "%s: cannot move into %s/.work/: %s; trying again in %g s", name, in->wf->dir,
 		       strerror(-fd), retry_delay(0));
 	}
 	/* Not a name that went away: it stays in the spool and is tried again, never forgotten. */
-	if (fd < 0 && fd != -ENOENT)
-		retry_later(in, name, 0);
+	if (fd < 0 && fd != -ENOENT && !(fd == -EINVAL && why))
+		retry_later(in, name, 0, e->mtime_ns);
 	if (fd >= 0)
 		*trusted = look.trusted;
 	return fd;

@@ -28,7 +28,16 @@ struct intake {
 	/* The waiting queues are keyed by when to look again (CLOCK_MONOTONIC ns). */
 	struct spool_queue settling;    /* nobody can say it is closed: tag, the state seen */
 	struct spool_queue held;        /* counted open: tag, the state seen; a count can be stale */
-	struct spool_queue retry;       /* refused or not opened (EACCES, EMFILE): tag, the tries */
+	struct spool_queue retry;       /* could not be looked at or moved (EMFILE, EIO): tag, the tries */
+	struct spool_queue refusals;    /* refused (unreadable, not a regular file): the exporter's to fix; tag, the tries */
+	/*
+	 * Every file of settling and retry by its last seen mtime (INT64_MIN where none was seen):
+	 * a ready file goes only when no older one waits to be seen still or looked at again, so
+	 * older data never goes up after newer. Entries that left those queues are dropped when met
+	 * (spool_intake_next). Held files hold nothing back (their writer is not done: they count
+	 * by the mtime they have once closed); nor do refusals (they wait for the exporter).
+	 */
+	struct spool_queue waiting;
 	struct watch *watch;            /* NULL while the directory cannot be used (dir_timer retries) */
 	ev_timer look_timer;            /* the first of the waiting queues' times */
 	ev_timer dir_timer;             /* the directory cannot be used, or was removed and cannot be made again */
@@ -43,6 +52,13 @@ int spool_intake_init(struct intake *in, struct ev_loop *loop, struct workfiles 
 void spool_intake_release(struct intake *in);
 /* Queue every ready file of the directory (start-up, after a reload). */
 int spool_intake_scan(struct intake *in);
+/*
+ * Pop the oldest ready file into @e (the caller frees e->name): 1, or 0 when none is ready or
+ * an older file still waits to be ready (it comes first: @ready is called once it is).
+ */
+int spool_intake_next(struct intake *in, struct spool_entry *e);
+/* Whether spool_intake_next would hand out a file now. */
+bool spool_intake_has_next(struct intake *in);
 /* Files queued or waiting to be still (not those waiting to be closed or readable). */
 size_t spool_intake_pending(const struct intake *in);
 /* Whether the directory is set up and watched (false: it cannot be used yet, retried alone). */

@@ -167,14 +167,26 @@ static int entry_cmp(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-int spool_queue_pop(struct spool_queue *q, struct spool_entry *entry)
+bool spool_entry_before(const struct spool_entry *a, const struct spool_entry *b)
+{
+	return entry_cmp(a, b) < 0;
+}
+
+const struct spool_entry *spool_queue_peek(struct spool_queue *q)
 {
 	if (q->head == q->n)
-		return 0;
+		return NULL;
 	if (!q->sorted) {
 		qsort(q->v + q->head, q->n - q->head, sizeof(*q->v), entry_cmp);
 		q->sorted = true;
 	}
+	return &q->v[q->head];
+}
+
+int spool_queue_pop(struct spool_queue *q, struct spool_entry *entry)
+{
+	if (!spool_queue_peek(q))
+		return 0;
 	*entry = q->v[q->head++];
 	names_remove(q, entry->name);
 	return 1;
@@ -182,13 +194,9 @@ int spool_queue_pop(struct spool_queue *q, struct spool_entry *entry)
 
 int64_t spool_queue_oldest(struct spool_queue *q)
 {
-	if (q->head == q->n)
-		return 0;
-	if (!q->sorted) {
-		qsort(q->v + q->head, q->n - q->head, sizeof(*q->v), entry_cmp);
-		q->sorted = true;
-	}
-	return q->v[q->head].mtime_ns;
+	const struct spool_entry *e = spool_queue_peek(q);
+
+	return e ? e->mtime_ns : 0;
 }
 
 size_t spool_queue_len(const struct spool_queue *q)
