@@ -12,8 +12,8 @@ pkgs=(
 	build-essential
 	# tests/test_systemd.py: a booted Debian 12 container
 	systemd-container debootstrap
-	# tests/test_monitoring.py: promtool
-	prometheus
+	# tests/test_monitoring.py: promtool, and a real Prometheus scraping node-exporter's textfile collector
+	prometheus prometheus-node-exporter
 	clang-14 libclang-rt-14-dev tinyproxy-bin
 )
 missing=()
