@@ -237,10 +237,15 @@ def stall(optix, uuid=UUID1):
 
 
 def drop_old(daemon, conn, name, hours):
-    path = daemon.drop_generated(conn, name, 10)
+    """Drop a file whose mtime is hours back: set before the rename, which the daemon may see at
+    once (inotify) and take the mtime of."""
+    tmp, final = daemon.spool(conn) / f".{name}.tmp", daemon.spool(conn) / name
+    with daemon.exporter_open(tmp) as f:
+        f.write(b'{"id": 1}\n')
     t = time.time() - hours * 3600
-    os.utime(path, (t, t))
-    return path
+    os.utime(tmp, (t, t))
+    os.rename(tmp, final)
+    return final
 
 
 def case_keys(daemon, optix, stack):
@@ -281,7 +286,8 @@ CASES = {
     "rejected-line": ("DcsyncdRecordsRejected", "rejecting", {}, case_rejected),
     "stalled-api": ("DcsyncdNoCompletedBatch", "stalled", {}, case_stalled),
     "mostly-429": ("DcsyncdMostly429", "limited", {}, case_429),
-    "old-file-waiting": ("DcsyncdBacklogOld", "backlog", {}, case_backlog),
+    # batch_records: the open batch is full, the old file cannot join it.
+    "old-file-waiting": ("DcsyncdBacklogOld", "backlog", {"batch_records": 10}, case_backlog),
 }
 
 
@@ -299,7 +305,11 @@ def test_a_real_prometheus_raises_the_alert_for_the_connection(daemon, optix, st
     alert, name, keys, drive = CASES[case]
     start_watched(daemon, optix, stack, name, **keys)
     drive(daemon, optix, stack)
-    got = stack.wait_alert(alert, name)
+    try:
+        got = stack.wait_alert(alert, name)
+    except AssertionError as e:
+        metrics = stack.metrics_file.read_text() if stack.metrics_file.exists() else "(no metrics file)"
+        raise AssertionError(f"{e}\nmetrics file:\n{metrics}\ndaemon log tail:\n{daemon.log()[-3000:]}") from None
     assert got["labels"]["connection"] == name and got["labels"]["job"] == "node", got
     assert daemon.running(), daemon.log()[-3000:]
 
