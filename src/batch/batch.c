@@ -526,40 +526,35 @@ void batch_opened(struct batch *b)
 	process_current(b);
 }
 
-/* Start the next batch: the carried-over file or the oldest queued one, plus small files after it. */
-int batch_start(struct batch *b, const struct conn_config *cfg, struct record_check *v,
-		struct upload_client *client, struct ratelimit *limiter)
+/* The batch's first file into @first: the carried-over one, or the oldest ready one. Its fd, or -errno. */
+static int take_first(struct batch *b, struct member *first)
 {
-	struct record_body *ch = &b->pl.body[0];
 	char why[PATH_MAX + 128];
-	struct member *first;
-	int fd, r;
+	struct spool_entry e;
+	int fd;
 
-	batch_use(b, cfg, v, client, limiter);
-	if ((r = batch_grow_members(b)) < 0)
-		return r;
-	first = &b->members[0];
 	if (b->have_carry) {
 		struct record_rejects keep = first->rej;
 
 		*first = b->carry;
 		first->rej = keep;
 		b->have_carry = false;
-		fd = batch_reopen_member(b, first, why, sizeof(why));
-		if (fd < 0) {
+		if ((fd = batch_reopen_member(b, first, why, sizeof(why))) < 0)
 			batch_log(b, LOG_LVL_ERROR, -1, "%s", why);
-			return fd;
-		}
-	} else {
-		struct spool_entry e;
-
-		do {
-			if (!spool_intake_next(b->env.in, &e))
-				return -ENOENT;
-			fd = batch_take_file(b, &e, first);
-			free(e.name);
-		} while (fd < 0);
+		return fd;
 	}
+	do {
+		if (!spool_intake_next(b->env.in, &e))
+			return -ENOENT;
+		fd = batch_take_file(b, &e, first);
+		free(e.name);
+	} while (fd < 0);
+	return fd;
+}
+
+/* A fresh journal record for a batch of one file, @first, read from @fd. */
+static void new_record(struct batch *b, const struct member *first, int fd)
+{
 	memset(&b->jb, 0, sizeof(b->jb));
 	b->jb.state = BATCH_OPEN;
 	snprintf(b->jb.connection, sizeof(b->jb.connection), "%s", b->cfg->name);
@@ -580,92 +575,132 @@ int batch_start(struct batch *b, const struct conn_config *cfg, struct record_ch
 	else if (batch_store(b))
 		b->jb.decided = decision_time();
 	batch_set_params(b);
-	if ((r = record_cut_body_begin(ch)) < 0 || (r = record_pipeline_read_at(&b->pl, fd, first->name, 0, 1)) < 0)
-		goto fail;
+}
+
+/*
+ * Cut the first request from the first file, and when that file ends in it, the small files
+ * after it that fit. CUT_FILL_EOF: the request holds all of the batch's files; CUT_FILL_FULL:
+ * the one file goes on in later requests; or -errno.
+ */
+static int cut_first(struct batch *b)
+{
+	struct record_body *ch = &b->pl.body[0];
+	struct member *first = &b->members[0];
+	off_t end;
+	uint64_t lineno;
+	int r;
+
+	if ((r = record_cut_body_begin(ch)) < 0 || (r = record_pipeline_read_at(&b->pl, b->fd, first->name, 0, 1)) < 0)
+		return r;
 	ch->member = 0;
 	first->rej.len = 0;
 	record_pipeline_note_fields(&b->pl, b->pl.fields[0]);
 	r = record_cut_fill(ch, &b->pl.params, b->pl.reader, b->validator, record_reject_on_reject, &first->rej);
 	if (r < 0)
-		goto fail;
+		return r;
 	if (b->pl.store && r != CUT_FILL_EOF) {
 		/*
 		 * skip_unchanged, a file of several requests: its records are decided as they are cut,
 		 * on the worker (a request holds batch_records records to send, however many it leaves
 		 * out). This first range, cut on the loop undecided, is dropped and cut again from the start.
 		 */
-		if ((r = record_cut_body_begin(ch)) < 0 || (r = record_pipeline_read_at(&b->pl, fd, first->name, 0, 1)) < 0)
-			goto fail;
+		if ((r = record_cut_body_begin(ch)) < 0 || (r = record_pipeline_read_at(&b->pl, b->fd, first->name, 0, 1)) < 0)
+			return r;
 		ch->start_offset = ch->end_offset = 0;
 		ch->start_line = ch->end_line = 1;
 		record_reject_reset(&first->rej);
 		state_catalog_clear(b->pl.fields[0]);
 		b->decided_first = true;
-		r = CUT_FILL_FULL;
+		return CUT_FILL_FULL;
 	}
 	first->rejected = ch->rejected;
-	if (r == CUT_FILL_EOF) {
-		off_t end = record_source_offset(b->pl.reader);
-		uint64_t lineno = record_source_lineno(b->pl.reader);
+	if (r != CUT_FILL_EOF)
+		return r;
+	end = record_source_offset(b->pl.reader);
+	lineno = record_source_lineno(b->pl.reader);
+	if (!yields_nothing(ch->n_records, ch->rejected, end))
+		gather_small_files(b);
+	/* A file that did not fit was read with the same reader: point it back at the end of this one. */
+	if (b->n_members == 1 && (r = record_pipeline_read_at(&b->pl, b->fd, b->members[0].name, (uint64_t)end, lineno)) < 0)
+		return r;
+	return CUT_FILL_EOF;
+}
 
-		if (!yields_nothing(ch->n_records, ch->rejected, end))
-			gather_small_files(b);
-		first = &b->members[0];         /* gathering may have moved the array */
-		/* A file that did not fit was read with the same reader: point it back at the end of this one. */
-		if (b->n_members == 1 && (r = record_pipeline_read_at(&b->pl, b->fd, first->name, (uint64_t)end, lineno)) < 0)
-			goto fail;
-		r = CUT_FILL_EOF;
-	}
+/*
+ * Name the batch's files in its journal record: one file by the batch id (later requests read
+ * on from b->fd), several by a member record each (one request, cut again whole on a resume).
+ */
+static int journal_files(struct batch *b, bool whole)
+{
+	struct record_body *ch = &b->pl.body[0];
+	int r;
+
 	if (b->n_members == 1) {
 		struct record_rejects t = b->pl.rej[0];
 
-		/* One file: the batch id names it in .work/, and later requests read on from b->fd. */
 		b->pl.rej[0] = b->members[0].rej;
 		b->members[0].rej = t;
 		b->jb.id = b->members[0].fid;
 		b->jb.ident = b->members[0].ident;
 		b->jb.rejected_size = b->members[0].rejected_size = spool_work_rejected_size(b->env.wf, b->jb.name);
-		record_cut_body_finish(ch, &b->pl.params, r == CUT_FILL_EOF);
-	} else {
-		close(b->fd);
-		b->fd = -1;
-		b->jb.id = state_journal_new_id(b->env.journal);
-		b->jb.n_members = (uint32_t)b->n_members;
-		for (size_t i = 0; i < b->n_members; i++) {
-			struct journal_member jm = {
-				.batch_id = b->jb.id,
-				.file_id = b->members[i].fid,
-				.index = (uint32_t)i,
-				.ident = b->members[i].ident,
-				.rejected_size = spool_work_rejected_size(b->env.wf, b->members[i].name),
-			};
-
-			b->members[i].rejected_size = jm.rejected_size;
-			snprintf(jm.name, sizeof(jm.name), "%s", b->members[i].name);
-			if ((r = state_journal_put_member(b->env.journal, &jm)) < 0)
-				goto fail;
-		}
-		record_cut_body_finish(ch, &b->pl.params, true);
+		record_cut_body_finish(ch, &b->pl.params, whole);
+		return 0;
 	}
+	close(b->fd);
+	b->fd = -1;
+	b->jb.id = state_journal_new_id(b->env.journal);
+	b->jb.n_members = (uint32_t)b->n_members;
+	for (size_t i = 0; i < b->n_members; i++) {
+		struct journal_member jm = {
+			.batch_id = b->jb.id,
+			.file_id = b->members[i].fid,
+			.index = (uint32_t)i,
+			.ident = b->members[i].ident,
+			.rejected_size = spool_work_rejected_size(b->env.wf, b->members[i].name),
+		};
+
+		b->members[i].rejected_size = jm.rejected_size;
+		snprintf(jm.name, sizeof(jm.name), "%s", b->members[i].name);
+		if ((r = state_journal_put_member(b->env.journal, &jm)) < 0)
+			return r;
+	}
+	record_cut_body_finish(ch, &b->pl.params, true);
+	return 0;
+}
+
+/* Start the next batch: the carried-over file or the oldest queued one, plus small files after it. */
+int batch_start(struct batch *b, const struct conn_config *cfg, struct record_check *v,
+		struct upload_client *client, struct ratelimit *limiter)
+{
+	char why[PATH_MAX + 128] = "";
+	int fd, r;
+
+	batch_use(b, cfg, v, client, limiter);
+	if ((r = batch_grow_members(b)) < 0)
+		return r;
+	if ((fd = take_first(b, &b->members[0])) < 0)
+		return fd;
+	new_record(b, &b->members[0], fd);
+	if ((r = cut_first(b)) < 0 || (r = journal_files(b, r == CUT_FILL_EOF)) < 0)
+		goto fail;
 	batch_set_params(b);
 	/* The renames into .work/ must be durable before the batch that names them. */
 	if (fsync(b->env.wf->workfd) < 0) {
 		r = -errno;
 		snprintf(why, sizeof(why), "cannot make its move into .work/ durable: %s", strerror(-r));
-		batch_fail(b, 0, why, NULL);
-		return 0;
+		goto fail;
 	}
 	if ((r = state_journal_put(b->env.journal, &b->jb)) < 0)
 		goto fail;
 	batch_log(b, LOG_LVL_DEBUG, -1, "%s: batch %s opened (%zu file(s), %" PRIu32 " records in the first request)",
-		 b->jb.name, b->jb.uuid, b->n_members, ch->n_records);
+		 b->jb.name, b->jb.uuid, b->n_members, b->pl.body[0].n_records);
 	batch_durable(b, batch_opened);
 	return 0;
 fail:
 	/* Logged once, by batch_fail: what the reader said (the file's own fault), else what failed here. */
-	if (record_pipeline_read_error(&b->pl, NULL))
+	if (!why[0] && record_pipeline_read_error(&b->pl, NULL))
 		snprintf(why, sizeof(why), "%s", record_pipeline_read_error(&b->pl, NULL));
-	else
+	else if (!why[0])
 		snprintf(why, sizeof(why), "cannot start the batch: %s", strerror(-r));
 	batch_fail(b, 0, why, NULL);
 	return 0;

@@ -138,7 +138,9 @@ void batch_release(struct batch *b);
 
 /*
  * Start a batch with the carried-over file or the oldest ready one, and the small files after
- * it that fit its first request. -ENOENT: nothing to take. The rest goes on from the loop.
+ * it that fit its first request. 0: it runs, or it ended here (a file that cannot be read, cut
+ * or journaled fails it, said by batch_fail); -ENOENT: nothing ready to take; another -errno:
+ * nothing was taken. The rest goes on from the loop.
  */
 int batch_start(struct batch *b, const struct conn_config *cfg, struct record_check *v,
 		struct upload_client *client, struct ratelimit *limiter);

@@ -55,12 +55,12 @@ struct check_store {
 static int check_decide(void *userdata, const char *rec, size_t len, const char *key, size_t key_len, uint64_t pos)
 {
 	struct check_store *cs = userdata;
-	unsigned char canon[STORE_KEY_MAX];
+	unsigned char canon[STATE_KEY_MAX];
 	size_t cl;
 
-	if (state_store_key_canon(key, key_len, canon, &cl) < 0)
+	if (state_key_canon(key, key_len, canon, &cl) < 0)
 		return 1;
-	return state_store_decide(cs->s, canon, cl, state_store_hash_record(rec, len), cs->ttl, pos, cs->now) == STORE_SKIP ? 0 : 1;
+	return state_store_decide(cs->s, canon, cl, state_key_hash_record(rec, len), cs->ttl, pos, cs->now) == STORE_SKIP ? 0 : 1;
 }
 
 static void usage(FILE *f)

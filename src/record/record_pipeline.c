@@ -117,13 +117,13 @@ static void store_broke(struct pipeline *p, int err)
 static int decide(void *userdata, const char *rec, size_t len, const char *key, size_t key_len, uint64_t pos)
 {
 	struct pipeline *p = userdata;
-	unsigned char canon[STORE_KEY_MAX];
+	unsigned char canon[STATE_KEY_MAX];
 	size_t cl;
 	int r;
 
-	if (p->store_broken || state_store_key_canon(key, key_len, canon, &cl) < 0)
+	if (p->store_broken || state_key_canon(key, key_len, canon, &cl) < 0)
 		return 1;       /* a key not stored is never skipped */
-	r = state_store_decide(p->store, canon, cl, state_store_hash_record(rec, len), p->ttl, pos, p->decided_at);
+	r = state_store_decide(p->store, canon, cl, state_key_hash_record(rec, len), p->ttl, pos, p->decided_at);
 	if (r < 0) {
 		store_broke(p, r);
 		return 1;

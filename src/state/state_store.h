@@ -5,7 +5,7 @@
  * daemon uses <state_dir>/store/<connection>) and nothing else; it keeps no global state. It is
  * used from one thread at a time (the connection's worker); the environment is opened with
  * MDB_NOTLS so that thread may change between calls. It borrows every argument for the call.
- * May call: liblmdb, libxxhash, log.c, libc.
+ * May call: liblmdb, state_key, log, libc.
  *
  * The calls a batch makes (pipeline.c, on the connection's worker), in order:
  *   state_store_open (once per connection) -> state_store_batch_begin -> for every request body:
@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "state/state_key.h"
+
 struct store;
 
 /* Outcomes (positive, documented). */
@@ -26,13 +28,6 @@ struct store;
 
 /* What `dcsyncd forget` leaves in the store's directory (state_store_request_forget). */
 #define STORE_FORGET_FLAG "forget-requested"
-
-/* The longest canonical key: longer primary keys are never skipped (state_store_decide says SEND). */
-#define STORE_KEY_MAX 480
-
-struct store_hash {
-	uint64_t lo, hi;
-};
 
 struct state_store_stats {
 	uint64_t keys;          /* keys the API is known to hold */
@@ -55,18 +50,6 @@ enum store_mode {
 int state_store_open(const char *dir, const char *base_url, const char *uuid, enum store_mode mode,
                uint64_t resend_seconds, struct store **out);
 void state_store_close(struct store *s);
-
-/*
- * The canonical bytes of a primary key given as its JSON text (a string with quotes and
- * escapes, or a number): a string whose content is a JSON number and that number in any
- * spelling (1, 1.0, 1e0, 10e-1, "1") are one key; other strings are their unescaped bytes.
- * Writes at most STORE_KEY_MAX bytes to @out and sets *@out_len. -EINVAL: not a string or
- * number; -E2BIG: longer than STORE_KEY_MAX.
- */
-int state_store_key_canon(const char *json_value, size_t len, unsigned char *out, size_t *out_len);
-
-/* The hash of a record exactly as sent (XXH3 128-bit). */
-struct store_hash state_store_hash_record(const void *rec, size_t len);
 
 /*
  * Open a batch (after a restart: re-open the same one; the pending table survives). Applies a

@@ -14,7 +14,7 @@
 #define UUID "0f6c1c4e-0000-4000-8000-000000000001"
 
 struct key {
-	unsigned char b[STORE_KEY_MAX];
+	unsigned char b[STATE_KEY_MAX];
 	size_t n;
 };
 
@@ -22,7 +22,7 @@ static struct key canon(const char *json)
 {
 	struct key k = { .n = 0 };
 
-	if (state_store_key_canon(json, strlen(json), k.b, &k.n) < 0)
+	if (state_key_canon(json, strlen(json), k.b, &k.n) < 0)
 		k.n = 0;
 	return k;
 }
@@ -36,7 +36,7 @@ static bool same_key(const char *a, const char *b)
 
 static struct store_hash h(const char *rec)
 {
-	return state_store_hash_record(rec, strlen(rec));
+	return state_key_hash_record(rec, strlen(rec));
 }
 
 /* Decide one record in its own transaction. */
@@ -89,7 +89,7 @@ static void test_keys(void)
 	ok(!same_key("\"a\"", "\"b\"") && !same_key("1", "2") && !same_key("1", "-1") && !same_key("\"1a\"", "1"),
 	   "different keys stay different");
 	ok(!same_key("12", "1.2") && !same_key("100", "1"), "the place of the digits matters");
-	ok(state_store_key_canon("true", 4, k.b, &k.n) == -EINVAL && state_store_key_canon("\"a", 2, k.b, &k.n) == -EINVAL,
+	ok(state_key_canon("true", 4, k.b, &k.n) == -EINVAL && state_key_canon("\"a", 2, k.b, &k.n) == -EINVAL,
 	   "a key that is neither string nor number is refused");
 }
 
