@@ -12,6 +12,7 @@
 
 #include "state/state_catalog.h"
 #include "util/fileio.h"
+#include "util/jsonstr.h"
 
 #define FILE_HEADER "# dcsyncd field catalog 1\n"
 
@@ -184,17 +185,6 @@ static int parse_i64(const char *p, const char *end, int64_t *v)
 	return 0;
 }
 
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* Undo put_escaped() in place; the result is never longer than the input. */
 static int unescape(char *p, char *end, size_t *len)
 {
@@ -213,7 +203,7 @@ static int unescape(char *p, char *end, size_t *len)
 		case 'n': *w++ = '\n'; p++; break;
 		case 'r': *w++ = '\r'; p++; break;
 		case 'x': {
-			int hi = end - p > 2 ? hexval(p[1]) : -1, lo = hi >= 0 ? hexval(p[2]) : -1;
+			int hi = end - p > 2 ? jsonstr_hexval((unsigned char)p[1]) : -1, lo = hi >= 0 ? jsonstr_hexval((unsigned char)p[2]) : -1;
 
 			if (lo < 0)
 				return -EBADMSG;

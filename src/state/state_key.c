@@ -6,6 +6,7 @@
  * trimmed. Merging costs at most a resend; splitting could skip a needed record.
  */
 #include "state/state_key.h"
+#include "util/jsonstr.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -96,17 +97,6 @@ static int canon_number(const unsigned char *p, size_t n, unsigned char *out, si
 	return 0;
 }
 
-static int hexval(unsigned char c)
-{
-	if (is_digit(c))
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static int hex4(const unsigned char *p, size_t n, size_t i, unsigned *cp)
 {
 	unsigned v = 0;
@@ -114,7 +104,7 @@ static int hex4(const unsigned char *p, size_t n, size_t i, unsigned *cp)
 	if (i + 4 > n)
 		return -EINVAL;
 	for (size_t k = i; k < i + 4; k++) {
-		int h = hexval(p[k]);
+		int h = jsonstr_hexval(p[k]);
 
 		if (h < 0)
 			return -EINVAL;

@@ -116,3 +116,14 @@ bool jsonstr_is_text(const char *s, size_t n)
 	}
 	return true;
 }
+
+int jsonstr_hexval(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

@@ -14,3 +14,5 @@ int jsonstr_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n
 int jsonstr_raw(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
 /* True when @s is valid UTF-8 without control characters other than tab: text, not binary. */
 bool jsonstr_is_text(const char *s, size_t n);
+/* The value of one hex digit (as in \uXXXX), or -1. */
+int jsonstr_hexval(unsigned char c);
