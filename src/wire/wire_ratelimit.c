@@ -133,7 +133,7 @@ void wire_ratelimit_penalize(struct ratelimit *l, double now)
 
 	if (!l || !l->requests)
 		return;
-	if (l->cut && now - l->cut < l->window)
+	if (l->cut > 0 && now - l->cut < l->window)
 		return;
 	used = wire_ratelimit_used(l, now);
 	budget = (unsigned)(used * LIMITER_DECREASE);
