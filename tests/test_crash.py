@@ -506,7 +506,7 @@ def without_destinations(image):
         n = int.from_bytes(out[pos:pos + 4], "little")
         if n == 0 or pos + 8 + n > len(out):
             break
-        if out[pos + 8] == ord("B"):
+        if out[pos + 8] == ord("S"):
             out[pos + 8 + n - 8:pos + 8 + n] = bytes(8)
             out[pos + 4:pos + 8] = crc32c(bytes(out[pos + 8:pos + 8 + n])).to_bytes(4, "little")
         pos += 8 + n

@@ -37,15 +37,15 @@ def five_files():
 
 
 def records(image):
-    """[(offset, length incl. header, type, batch id, state)] of a journal image (id/state for 'B')."""
+    """[(offset, length incl. header, type, batch id, state)] of a journal image (id/state for 'S', a batch's state)."""
     out, pos = [], 0
     while pos + 8 <= len(image):
         n = int.from_bytes(image[pos:pos + 4], "little")
         assert 9 <= n <= 4096 and pos + 8 + n <= len(image), f"journal not well-formed at {pos}"
         payload = image[pos + 8:pos + 8 + n]
         kind = chr(payload[0])
-        bid = int.from_bytes(payload[1:9], "little") if kind == "B" else None
-        state = int.from_bytes(payload[9:17], "little") if kind == "B" else None
+        bid = int.from_bytes(payload[1:9], "little") if kind == "S" else None
+        state = int.from_bytes(payload[9:17], "little") if kind == "S" else None
         out.append((pos, 8 + n, kind, bid, state))
         pos += 8 + n
     assert pos == len(image), f"{len(image) - pos} stray bytes at the end of the journal"
@@ -133,8 +133,8 @@ def test_damage_hits_the_end_of_a_batch(daemon, optix):
     files, open_batch = crash_mid_fifth_file(daemon, optix)
     image = (daemon.state_dir / "journal").read_bytes()
     recs = records(image)
-    first = min(r[3] for r in recs if r[2] == "B")
-    end = [r for r in recs if r[2] == "B" and r[3] == first and r[4] in (2, 3)]
+    first = min(r[3] for r in recs if r[2] == "S")
+    end = [r for r in recs if r[2] == "S" and r[3] == first and r[4] in (2, 3)]
     assert [r[4] for r in end] == [2, 3], f"batch {first}: expected a COMPLETED and an ARCHIVED record: {end}"
     log, _ = restart_and_check(daemon, optix, files, open_batch, image, [r[0] + r[1] // 2 for r in end])
     assert re.search(r"f0\.ndjson: batch [0-9a-f-]{36} was completed before the restart \(f0\.ndjson in done/", log), \
@@ -147,8 +147,8 @@ def test_damage_hits_the_open_batch(daemon, optix):
     files, open_batch = crash_mid_fifth_file(daemon, optix)
     image = (daemon.state_dir / "journal").read_bytes()
     recs = records(image)
-    last = max(r[3] for r in recs if r[2] == "B")
-    own = [r for r in recs if r[2] == "B" and r[3] == last]
+    last = max(r[3] for r in recs if r[2] == "S")
+    own = [r for r in recs if r[2] == "S" and r[3] == last]
     assert len(own) == 3 and own[0][4] == 1, f"the open batch: expected OPEN and two acknowledgements, got {own}"
     log, _ = restart_and_check(daemon, optix, files, open_batch, image, [own[0][0] + own[0][1] // 2])
     assert re.search(rf"resuming batch {open_batch} \(1 file\(s\)\) at request 3,", log), \

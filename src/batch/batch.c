@@ -264,7 +264,7 @@ static void body_done(struct batch *b)
 	b->jb.lineno = ch->end_line;
 	b->jb.records += ch->n_records - b->req.server_rejected;
 	b->jb.rejected += ch->rejected + b->req.server_rejected;
-	if (!b->jb.n_members)
+	if (b->n_members == 1)
 		b->jb.rejected_size = spool_work_rejected_size(b->env.wf, b->jb.name);
 	b->env.stats->file_records = b->jb.records;
 	/* The file's own bytes, not the stream's: a compressed file's decompressed offset passes its size. */
@@ -304,7 +304,7 @@ static void process_current(struct batch *b)
 		return;
 	}
 	if (body->last && b->n_members == 1 && yields_nothing(b->jb.records + body->n_records + b->unchanged + body->unchanged,
-							    b->jb.rejected + body->rejected, (off_t)b->jb.ident.size)) {
+							    b->jb.rejected + body->rejected, (off_t)b->members[0].ident.size)) {
 		/*
 		 * Bytes read, yet not one record nor one rejected line: a CSV of a header only, lines
 		 * the reader took for one (another line end than it knows), blank lines. Archiving it
@@ -313,7 +313,7 @@ static void process_current(struct batch *b)
 		char why[160];
 
 		snprintf(why, sizeof(why), "no record in %llu bytes read (a header only, or nothing but blank lines)",
-			 (unsigned long long)b->jb.ident.size);
+			 (unsigned long long)b->members[0].ident.size);
 		batch_fail(b, 0, why, NULL);
 		return;
 	}
@@ -405,7 +405,9 @@ void batch_set_params(struct batch *b)
 		snprintf(b->env.stats->file, sizeof(b->env.stats->file), "%zu files", b->n_members);
 	else
 		snprintf(b->env.stats->file, sizeof(b->env.stats->file), "%s", b->jb.name);
-	b->env.stats->file_size = b->jb.ident.size;
+	b->env.stats->file_size = 0;
+	for (size_t i = 0; i < b->n_members; i++)
+		b->env.stats->file_size += b->members[i].ident.size;
 	/* A resumed compressed file is read again from its start: its share is known at the next acknowledgement. */
 	if (record_source_kind_of(b->jb.name, &kind) == 0 && kind.comp != COMPRESSION_NONE)
 		b->env.stats->file_offset = 0;
@@ -627,43 +629,33 @@ static int cut_first(struct batch *b)
 }
 
 /*
- * Name the batch's files in its journal record: one file by the batch id (later requests read
- * on from b->fd), several by a member record each (one request, cut again whole on a resume).
+ * Name the batch's files in the journal, a member record each. One file is read on from b->fd
+ * by later requests; several fill the one request, cut again whole on a resume.
  */
 static int journal_files(struct batch *b, bool whole)
 {
 	struct record_body *ch = &b->pl.body[0];
 	int r;
 
+	b->jb.id = state_journal_new_id(b->env.journal);
+	b->jb.n_members = (uint32_t)b->n_members;
+	for (size_t i = 0; i < b->n_members; i++) {
+		b->members[i].rejected_size = spool_work_rejected_size(b->env.wf, b->members[i].name);
+		if ((r = batch_journal_member(b, i)) < 0)
+			return r;
+	}
 	if (b->n_members == 1) {
 		struct record_rejects t = b->pl.rej[0];
 
+		/* Its rejected lines are flushed with each request as it goes, from the pipeline's buffer. */
 		b->pl.rej[0] = b->members[0].rej;
 		b->members[0].rej = t;
-		b->jb.id = b->members[0].fid;
-		b->jb.ident = b->members[0].ident;
-		b->jb.rejected_size = b->members[0].rejected_size = spool_work_rejected_size(b->env.wf, b->jb.name);
+		b->jb.rejected_size = b->members[0].rejected_size;
 		record_cut_body_finish(ch, &b->pl.params, whole);
 		return 0;
 	}
 	close(b->fd);
 	b->fd = -1;
-	b->jb.id = state_journal_new_id(b->env.journal);
-	b->jb.n_members = (uint32_t)b->n_members;
-	for (size_t i = 0; i < b->n_members; i++) {
-		struct journal_member jm = {
-			.batch_id = b->jb.id,
-			.file_id = b->members[i].fid,
-			.index = (uint32_t)i,
-			.ident = b->members[i].ident,
-			.rejected_size = spool_work_rejected_size(b->env.wf, b->members[i].name),
-		};
-
-		b->members[i].rejected_size = jm.rejected_size;
-		snprintf(jm.name, sizeof(jm.name), "%s", b->members[i].name);
-		if ((r = state_journal_put_member(b->env.journal, &jm)) < 0)
-			return r;
-	}
 	record_cut_body_finish(ch, &b->pl.params, true);
 	return 0;
 }

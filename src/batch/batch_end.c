@@ -82,11 +82,11 @@ void batch_record_end(struct batch *b, enum history_outcome o, long status, cons
 	for (size_t i = 0; i < b->n_members; i++) {
 		(void)state_history_entry_add_name(&e, b->members[i].name);
 		/* Small files of a group, and a completed file, were read whole. */
-		if (b->jb.n_members || o == HISTORY_ARCHIVED)
+		if (b->n_members > 1 || o == HISTORY_ARCHIVED)
 			e.bytes_read += b->members[i].ident.size;
 	}
 	/* A large file is read as far as it was this run: its reader is the batch's while it has its fd. */
-	if (!b->jb.n_members && o != HISTORY_ARCHIVED && b->fd >= 0 && b->pl.reader)
+	if (b->n_members == 1 && o != HISTORY_ARCHIVED && b->fd >= 0 && b->pl.reader)
 		e.bytes_read = record_source_file_offset(b->pl.reader);
 	b->ops.finished(b->userdata, &e);
 }
@@ -370,14 +370,16 @@ static int64_t mtime_of(const struct stat *st)
 }
 
 
-/* The batch's one file grew since it was taken: its identity is what it is now. */
-static void note_grown(struct batch *b, const struct stat *st)
+/* The batch's one file grew since it was taken: its identity is what it is now, in the journal too. */
+static int note_grown(struct batch *b, const struct stat *st)
 {
-	spool_work_identity(st, &b->jb.ident);
-	b->members[0].ident = b->jb.ident;
-	b->members[0].trusted = false;  /* someone writes it: from now on only stillness tells */
-	b->members[0].changed_ns = batch_mono_ns();
-	b->env.stats->file_size = b->jb.ident.size;
+	struct member *m = &b->members[0];
+
+	spool_work_identity(st, &m->ident);
+	m->trusted = false;  /* someone writes it: from now on only stillness tells */
+	m->changed_ns = batch_mono_ns();
+	b->env.stats->file_size = m->ident.size;
+	return batch_journal_member(b, 0);
 }
 
 
@@ -390,13 +392,14 @@ static void note_grown(struct batch *b, const struct stat *st)
  */
 int batch_check_whole(struct batch *b, void (*again)(struct batch *b))
 {
+	const struct file_identity *id = &b->members[0].ident;
 	struct stat st;
 	char why[512];
 	uint64_t read;
 	double age;
 	int lease;
 
-	if (b->jb.n_members || b->fd < 0) {
+	if (b->n_members > 1 || b->fd < 0) {
 		/* Small files read whole into one request: each must still be what was read. */
 		for (size_t i = 0; i < b->n_members; i++) {
 			if (batch_changed(b, &b->members[i])) {
@@ -420,16 +423,18 @@ int batch_check_whole(struct batch *b, void (*again)(struct batch *b))
 	}
 	/* The reader is at the end of what it read (blank lines after the last record included), in the file's bytes. */
 	read = record_source_file_offset(b->pl.reader);
-	if ((uint64_t)st.st_size < read || (uint64_t)st.st_size < b->jb.ident.size ||
-	    ((uint64_t)st.st_size == b->jb.ident.size && mtime_of(&st) != b->jb.ident.mtime_ns)) {
+	if ((uint64_t)st.st_size < read || (uint64_t)st.st_size < id->size ||
+	    ((uint64_t)st.st_size == id->size && mtime_of(&st) != id->mtime_ns)) {
 		snprintf(why, sizeof(why), "the file was truncated or rewritten while its batch was open (%lld bytes now, "
 			 "%" PRIu64 " read): the batch is not completed with partial data", (long long)st.st_size, read);
 		batch_fail(b, 0, why, NULL);
 		return REQUEST_FAILED;
 	}
-	if ((uint64_t)st.st_size > b->jb.ident.size || (uint64_t)st.st_size > read)
-		/* It grew; what was cut ahead may hold the new bytes already: the file is what it is now. */
-		note_grown(b, &st);
+	/* It grew; what was cut ahead may hold the new bytes already: the file is what it is now. */
+	if (((uint64_t)st.st_size > id->size || (uint64_t)st.st_size > read) && note_grown(b, &st) < 0) {
+		batch_fail(b, 0, "out of memory", NULL);
+		return REQUEST_FAILED;
+	}
 	if ((uint64_t)st.st_size > read) {
 		batch_log(b, LOG_LVL_INFO, -1, "%s: grew to %lld bytes after %" PRIu64 " were read: reading on in the same batch",
 			 b->jb.name, (long long)st.st_size, read);

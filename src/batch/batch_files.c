@@ -353,3 +353,18 @@ int batch_reopen_member(struct batch *b, struct member *m, char *why, size_t why
 	m->changed_ns = batch_mono_ns();
 	return fd;
 }
+
+int batch_journal_member(struct batch *b, size_t i)
+{
+	const struct member *m = &b->members[i];
+	struct journal_member jm = {
+		.batch_id = b->jb.id,
+		.file_id = m->fid,
+		.index = (uint32_t)i,
+		.ident = m->ident,
+		.rejected_size = m->rejected_size,
+	};
+
+	snprintf(jm.name, sizeof(jm.name), "%s", m->name);
+	return state_journal_put_member(b->env.journal, &jm);
+}

@@ -38,6 +38,8 @@ struct store *batch_store(struct batch *b);
 /* The cut params, pipeline and request of the batch in b->jb, and its line of `status`. */
 void batch_set_params(struct batch *b);
 int batch_grow_members(struct batch *b);
+/* Queue member @i's journal record (again when its file grew): durable with the batch's next state. */
+int batch_journal_member(struct batch *b, size_t i);
 /* A file of the batch is no longer what was read (size, mtime, inode). */
 bool batch_changed(struct batch *b, const struct member *m);
 /* After a restart the last acknowledged record is not in memory: find it before the resume point. */

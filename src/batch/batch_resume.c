@@ -170,8 +170,8 @@ int batch_resume(struct batch *b, const struct journal_batch *from, const struct
 	batch_use(b, cfg, v, client, limiter);
 	batch_enter(b, BATCH_OPENING, BW_NONE, -1);
 	b->n_members = 0;
-	/* Rebuild the batch's files: its members, or the one file the batch id names. */
-	for (size_t i = 0; i < (from->n_members ? n : 1); i++) {
+	/* Rebuild the batch's files from its member records. */
+	for (size_t i = 0; i < n; i++) {
 		struct member *m;
 
 		if (batch_grow_members(b) < 0) {
@@ -182,19 +182,12 @@ int batch_resume(struct batch *b, const struct journal_batch *from, const struct
 		m->rej.len = 0;
 		m->rejected = 0;
 		m->rejected_lines = m->rejected_counted_size = 0;       /* counted again unless it has no rejected file */
-		if (from->n_members) {
-			m->fid = jm[i].file_id;
-			m->ident = jm[i].ident;
-			m->rejected_size = jm[i].rejected_size;
-			snprintf(m->name, sizeof(m->name), "%s", jm[i].name);
-		} else {
-			m->fid = from->id;
-			m->ident = from->ident;
-			m->rejected_size = from->rejected_size;
-			snprintf(m->name, sizeof(m->name), "%s", from->name);
-		}
+		m->fid = jm[i].file_id;
+		m->ident = jm[i].ident;
+		m->rejected_size = jm[i].rejected_size;
+		snprintf(m->name, sizeof(m->name), "%s", jm[i].name);
 	}
-	if (r == 0 && from->n_members && n != from->n_members)
+	if (r == 0 && n != from->n_members)
 		r = -EBADMSG;
 	batch_set_params(b);
 	if (r == -EBADMSG && state_journal_damage(b->env.journal, &dmg)) {
@@ -233,7 +226,8 @@ int batch_resume(struct batch *b, const struct journal_batch *from, const struct
 	batch_log(b, LOG_LVL_INFO, -1, "%s: resuming batch %s (%zu file(s)) at request %" PRIu32 ", line %" PRIu64
 		 " (%" PRIu64 " records already acknowledged)", from->name, from->uuid, b->n_members, from->acks + 1,
 		 from->lineno, from->records);
-	if (!from->n_members) {
+	if (b->n_members == 1) {
+		/* One file: read on from the last acknowledged offset. */
 		fd = batch_reopen_member(b, &b->members[0], why, sizeof(why));
 		if (fd < 0) {
 			return resume_failed(b, fd, why);
@@ -247,7 +241,7 @@ int batch_resume(struct batch *b, const struct journal_batch *from, const struct
 		batch_opened(b);
 		return 0;
 	}
-	/* A multi-file batch is one request: cut it again, the same files in the same order. */
+	/* Several files are one request: cut it again, the same files in the same order. */
 	if (record_cut_body_begin(&b->pl.body[0]) < 0) {
 		batch_fail(b, 0, "out of memory", NULL);
 		return 0;

@@ -173,6 +173,18 @@ static const struct journal_batch *next_batch(const struct config *cfg, struct j
 	return NULL;
 }
 
+/* A batch's bytes (its files' sizes) and how far they were read: several small files are read whole. */
+static void batch_extent(const struct journal *j, const struct journal_batch *b, uint64_t *read, uint64_t *size)
+{
+	const struct journal_member *m;
+	size_t n = state_journal_members(j, b->id, &m);
+
+	*size = 0;
+	for (size_t i = 0; i < n; i++)
+		*size += m[i].ident.size;
+	*read = n > 1 ? *size : b->offset;
+}
+
 /*
  * `dcsyncd status --json`: the same facts as the text, one object; the field names are stable
  * (documented in dcsyncd(8)); times are Unix seconds, null for never.
@@ -199,6 +211,9 @@ static void json_conn(const struct conn_status *cs, const struct config *cfg, st
 		fputs("null", out);
 	fputs(",\"in_flight\":[", out);
 	while ((b = next_batch(cfg, j, c->name, &k))) {
+		uint64_t read, size;
+
+		batch_extent(j, b, &read, &size);
 		fputs(first ? "{\"file\":" : ",{\"file\":", out);
 		first = false;
 		json_str(out, b->name);
@@ -206,7 +221,7 @@ static void json_conn(const struct conn_status *cs, const struct config *cfg, st
 		json_str(out, b->uuid);
 		fprintf(out, ",\"state\":\"%s\",\"requests_acknowledged\":%" PRIu32 ",\"records\":%" PRIu64
 			",\"bytes_read\":%" PRIu64 ",\"bytes\":%" PRIu64 "}",
-			b->state == BATCH_OPEN ? "open" : "completed", b->acks, b->records, b->offset, b->ident.size);
+			b->state == BATCH_OPEN ? "open" : "completed", b->acks, b->records, read, size);
 	}
 	fprintf(out, "],\"failed_files\":%zu,\"rejected_records\":%" PRIu64 ",\"rejected_files\":%zu",
 		cs->failed.files, cs->rejected_records, cs->rejected.files);
@@ -284,15 +299,16 @@ static void text_conn(const struct conn_status *cs, const struct config *cfg, st
 	/* Names and error texts carry exporters' file names: escaped, as the log shows them. */
 	while ((b = next_batch(cfg, j, c->name, &k))) {
 		struct source_kind kind = { 0 };
+		uint64_t read, size;
 
+		batch_extent(j, b, &read, &size);
 		log_defang(shown, sizeof(shown), b->name);
 		/* A compressed file's offset counts decompressed bytes: no share of the file's size. */
 		if (record_source_kind_of(b->name, &kind) == 0 && kind.comp != COMPRESSION_NONE)
 			snprintf(buf, sizeof(buf), "%" PRIu64 " bytes read (decompressed) of %" PRIu64 " compressed",
-				 b->offset, b->ident.size);
+				 read, size);
 		else
-			snprintf(buf, sizeof(buf), "%" PRIu64 "%% of %" PRIu64 " bytes",
-				 b->ident.size ? b->offset * 100 / b->ident.size : 100, b->ident.size);
+			snprintf(buf, sizeof(buf), "%" PRIu64 "%% of %" PRIu64 " bytes", size ? read * 100 / size : 100, size);
 		fprintf(out, "  in flight:    %s, batch %s, %s: %" PRIu32 " request(s) acknowledged, %" PRIu64
 			" records, %s\n", shown, b->uuid, b->state == BATCH_OPEN ? "open" : "completed, archiving",
 			b->acks, b->records, buf);

@@ -3,8 +3,8 @@
  * Ordering rules (the daemon follows them exactly; tests crash between every pair):
  *  1. The file is renamed into <spool>/<conn>/.work/ first; a file found there without a live
  *     journal entry was never sent and goes back to the spool at start.
- *  2. A batch's OPEN record (file identity, batch_uuid, cut parameters) is durable before its
- *     first request leaves.
+ *  2. A batch's member records (each file's id, name and identity) and then its OPEN record
+ *     (batch_uuid, cut parameters) are durable before its first request leaves.
  *  3. A request's acknowledgement (offset, records, requests acknowledged) is durable before
  *     the next request of that batch leaves; a crash in between re-sends the unacknowledged
  *     request with the same batch_uuid and the same records, which the API accepts.
@@ -549,8 +549,6 @@ size_t state_journal_members(const struct journal *j, uint64_t batch_id, const s
 
 bool state_journal_file_live(const struct journal *j, uint64_t file_id)
 {
-	if (state_journal_find(j, file_id))
-		return true;
 	for (size_t i = 0; i < j->n_members; i++)
 		if (j->members[i].file_id == file_id)
 			return true;
@@ -563,6 +561,8 @@ int state_journal_put(struct journal *j, const struct journal_batch *b)
 	struct journal_batch copy = *b;
 	int r;
 
+	if (!b->n_members)
+		return -EINVAL;         /* replay would not take it: every batch has a file */
 	copy.updated = (int64_t)time(NULL);
 	state_jrec_batch(&w, &copy);
 	if ((r = queue(j, &w)) < 0)

@@ -37,8 +37,7 @@ struct journal_batch {
 	enum batch_state state;
 	char uuid[37];
 	char connection[128];
-	char name[256];         /* the file's name as dropped in the spool */
-	struct file_identity ident;
+	char name[256];         /* its first file's name as dropped in the spool: what the log calls the batch */
 	uint32_t cut_records;   /* cut parameters in force when the batch opened */
 	uint64_t cut_bytes;
 	uint32_t acks;          /* requests acknowledged */
@@ -48,13 +47,16 @@ struct journal_batch {
 	uint64_t rejected;      /* lines rejected locally up to offset */
 	uint64_t rejected_size; /* size of the rejected file at offset: a resume truncates to it */
 	int64_t updated;        /* unix seconds */
-	uint32_t n_members;     /* 0: one file (name, ident above); else the files of a multi-file batch */
+	uint32_t n_members;     /* its files, at least one: a member record each, put before its OPEN state */
 	uint64_t csv_opts;      /* hash of the CSV options it was opened with (record_csv_options_hash): they cut its rows */
-	uint64_t dest;          /* hash of the base_url and uuid it was opened at; 0: not known (older journal) */
 	uint64_t decided;       /* skip_unchanged: the batch's decision time (unix s), fixed for its life; 0: sends all */
+	uint64_t dest;          /* hash of the base_url and uuid it was opened at; 0: not known (a test's journal) */
 };
 
-/* One file of a multi-file batch: several small files filling one request. */
+/*
+ * One file of a batch: its only one (read on request after request from the last acknowledged
+ * offset), or one of several small files filling one request (cut again whole on a resume).
+ */
 struct journal_member {
 	uint64_t batch_id;
 	uint64_t file_id;       /* names the file in .work/: <file_id>-<name> */
@@ -95,18 +97,18 @@ size_t state_journal_damage(const struct journal *j, const struct journal_range 
 /* Whether later records of live batch @batch_id may have been lost in damage: its state may be stale. */
 bool state_journal_in_doubt(const struct journal *j, uint64_t batch_id);
 
-/* Queue a batch's new state; it is durable only after state_journal_sync() returns 0. */
+/* Queue a batch's new state (-EINVAL without members); it is durable only after state_journal_sync() returns 0. */
 int state_journal_put(struct journal *j, const struct journal_batch *b);
 /* Write what is queued and fdatasync it. On failure nothing queued is lost: call again. */
 int state_journal_sync(struct journal *j);
 bool state_journal_dirty(const struct journal *j);
 /* False from a state_journal_sync that failed (write or fsync) until one succeeds: uploads are held. */
 bool state_journal_durable(const struct journal *j);
-/* Queue a member of a multi-file batch; put all members before the batch's OPEN state. */
+/* Queue a file of a batch (again when it grew); put all members before the batch's OPEN state. */
 int state_journal_put_member(struct journal *j, const struct journal_member *m);
 /* The members of a live batch in request order; *out stays valid until the next put. */
 size_t state_journal_members(const struct journal *j, uint64_t batch_id, const struct journal_member **out);
-/* Whether @file_id names a file of a live batch (single-file batches use the batch id). */
+/* Whether @file_id names a file of a live batch. */
 bool state_journal_file_live(const struct journal *j, uint64_t file_id);
 
 /* Rewrite the journal with only live state, when it has grown (or @force). */

@@ -80,7 +80,6 @@ void state_jrec_batch(struct jrec_buf *w, const struct journal_batch *b)
 	w_str(w, b->uuid);
 	w_str(w, b->connection);
 	w_str(w, b->name);
-	w_ident(w, &b->ident);
 	w_u64(w, b->cut_records);
 	w_u64(w, b->cut_bytes);
 	w_u64(w, b->acks);
@@ -92,9 +91,8 @@ void state_jrec_batch(struct jrec_buf *w, const struct journal_batch *b)
 	w_u64(w, (uint64_t)b->updated);
 	w_u64(w, b->n_members);
 	w_u64(w, b->csv_opts);
+	w_u64(w, b->decided);
 	w_u64(w, b->dest);
-	if (b->decided)
-		w_u64(w, b->decided);
 }
 
 void state_jrec_member(struct jrec_buf *w, const struct journal_member *m)
@@ -129,7 +127,6 @@ static int decode_batch(struct rbuf *r, struct journal_batch *b)
 	r_str(r, b->uuid, sizeof(b->uuid));
 	r_str(r, b->connection, sizeof(b->connection));
 	r_str(r, b->name, sizeof(b->name));
-	r_ident(r, &b->ident);
 	b->cut_records = (uint32_t)r_u64(r);
 	b->cut_bytes = r_u64(r);
 	b->acks = (uint32_t)r_u64(r);
@@ -141,15 +138,12 @@ static int decode_batch(struct rbuf *r, struct journal_batch *b)
 	b->updated = (int64_t)r_u64(r);
 	b->n_members = (uint32_t)r_u64(r);
 	b->csv_opts = r_u64(r);
+	b->decided = r_u64(r);
 	b->dest = r_u64(r);
-	/* Written only by a batch that skips unchanged records: journals of older versions end before it. */
-	b->decided = r->pos < r->n ? r_u64(r) : 0;
-	if (r->bad || b->id > JREC_ID_MAX || b->state < BATCH_OPEN || b->state > BATCH_RELEASED)
+	if (r->bad || b->id > JREC_ID_MAX || b->state < BATCH_OPEN || b->state > BATCH_RELEASED || !b->n_members)
 		return -EINVAL;
 	return 0;
 }
-
-
 
 void state_jrec_meta(struct jrec_buf *w, uint64_t next_id)
 {

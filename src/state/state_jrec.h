@@ -15,7 +15,8 @@
 #include "state/state_journal.h"
 #include "state/state_totals.h"
 
-#define JREC_BATCH 'B'
+/* A batch's state; its files are its member records ('B' named a lone file inline: not read). */
+#define JREC_BATCH 'S'
 #define JREC_META 'M'
 #define JREC_MEMBER 'F'
 #define JREC_MAX 4096

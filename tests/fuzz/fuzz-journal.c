@@ -21,10 +21,11 @@ static bool same_batch(const struct journal_batch *a, const struct journal_batch
 {
 	return a->id == b->id && a->state == b->state && !strcmp(a->uuid, b->uuid) &&
 	       !strcmp(a->connection, b->connection) && !strcmp(a->name, b->name) &&
-	       !memcmp(&a->ident, &b->ident, sizeof(a->ident)) && a->cut_records == b->cut_records &&
+	       a->cut_records == b->cut_records &&
 	       a->cut_bytes == b->cut_bytes && a->acks == b->acks && a->offset == b->offset &&
 	       a->lineno == b->lineno && a->records == b->records && a->rejected == b->rejected &&
-	       a->rejected_size == b->rejected_size && a->n_members == b->n_members;
+	       a->rejected_size == b->rejected_size && a->n_members == b->n_members && a->csv_opts == b->csv_opts &&
+	       a->decided == b->decided && a->dest == b->dest;
 }
 
 static bool same_member(const struct journal_member *a, const struct journal_member *b)
@@ -166,10 +167,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		last = *state_journal_at(j, state_journal_count(j) - 1);
 		last.state = BATCH_ARCHIVED;
 	} else {
-		last = (struct journal_batch){ .id = state_journal_new_id(j), .state = BATCH_OPEN };
+		struct journal_member m = { .file_id = state_journal_new_id(j), .name = "x.ndjson" };
+
+		last = (struct journal_batch){ .id = state_journal_new_id(j), .state = BATCH_OPEN, .n_members = 1 };
 		strcpy(last.uuid, "00000000-0000-4000-8000-000000000001");
 		strcpy(last.connection, "fuzz");
 		strcpy(last.name, "x.ndjson");
+		m.batch_id = last.id;
+		CHECK(state_journal_put_member(j, &m) == 0);
 	}
 	CHECK(state_journal_put(j, &last) == 0);
 	CHECK(state_journal_sync(j) == 0);

@@ -55,16 +55,25 @@ static void copy_journal(const char *dir, const char *out_dir, const char *name)
 	free(b);
 }
 
-static struct journal_batch batch(uint64_t id, enum batch_state st, const char *conn, uint32_t members)
+/* A batch of @members files (each a member record, put before the batch), its first file's name its own. */
+static struct journal_batch batch(struct journal *j, enum batch_state st, const char *conn, uint32_t members)
 {
-	struct journal_batch b = { .id = id, .state = st, .cut_records = 5000, .cut_bytes = 8u << 20,
-				   .n_members = members };
+	struct journal_batch b = { .id = state_journal_new_id(j), .state = st, .cut_records = 5000,
+				   .cut_bytes = 8u << 20, .n_members = members };
 
-	snprintf(b.uuid, sizeof(b.uuid), "7c9e6679-7425-40de-944b-e07fc1f9%04llx", (unsigned long long)id);
+	snprintf(b.uuid, sizeof(b.uuid), "7c9e6679-7425-40de-944b-e07fc1f9%04llx", (unsigned long long)b.id);
 	snprintf(b.connection, sizeof(b.connection), "%s", conn);
-	if (!members)
-		snprintf(b.name, sizeof(b.name), "export-%llu.ndjson", (unsigned long long)id);
-	b.ident = (struct file_identity){ .dev = 2049, .ino = 4000 + id, .size = 123456, .mtime_ns = 1700000000123456789 };
+	for (uint32_t i = 0; i < members; i++) {
+		struct journal_member m = { .batch_id = b.id, .file_id = state_journal_new_id(j), .index = i,
+					    .rejected_size = 17 * i };
+
+		m.ident = (struct file_identity){ .dev = 2049, .ino = 4000 + m.file_id, .size = 123456,
+						  .mtime_ns = 1700000000123456789 };
+		snprintf(m.name, sizeof(m.name), "export-%llu.ndjson", (unsigned long long)m.file_id);
+		if (!i)
+			snprintf(b.name, sizeof(b.name), "%s", m.name);
+		state_journal_put_member(j, &m);
+	}
 	return b;
 }
 
@@ -72,26 +81,19 @@ static void journals(const char *tmp, const char *out_dir)
 {
 	struct journal *j;
 	struct journal_batch b1, b2, b3;
-	struct journal_member m = { 0 };
 	int r;
 
 	if ((r = state_journal_open(&j, tmp, NULL)) < 0)
 		die("state_journal_open", r);
 	/* A single-file batch acknowledged twice, then completed and archived. */
-	b1 = batch(state_journal_new_id(j), BATCH_OPEN, "products", 0);
+	b1 = batch(j, BATCH_OPEN, "products", 1);
 	state_journal_put(j, &b1);
 	state_journal_sync(j);
 	b1.acks = 1, b1.offset = 40960, b1.lineno = 5001, b1.records = 4998, b1.rejected = 2;
 	state_journal_put(j, &b1);
 	state_journal_sync(j);
 	/* A multi-file batch: members first, then its OPEN state. */
-	b2 = batch(state_journal_new_id(j), BATCH_OPEN, "customers", 2);
-	for (uint32_t i = 0; i < 2; i++) {
-		m = (struct journal_member){ .batch_id = b2.id, .file_id = state_journal_new_id(j), .index = i,
-					     .ident = b2.ident, .rejected_size = 17 * i };
-		snprintf(m.name, sizeof(m.name), "small-%u.ndjson", i);
-		state_journal_put_member(j, &m);
-	}
+	b2 = batch(j, BATCH_OPEN, "customers", 2);
 	state_journal_put(j, &b2);
 	if ((r = state_journal_sync(j)) < 0)
 		die("state_journal_sync", r);
@@ -100,7 +102,7 @@ static void journals(const char *tmp, const char *out_dir)
 	state_journal_put(j, &b1);
 	b1.state = BATCH_ARCHIVED;
 	state_journal_put(j, &b1);
-	b3 = batch(state_journal_new_id(j), BATCH_FAILED, "products", 0);
+	b3 = batch(j, BATCH_FAILED, "products", 1);
 	state_journal_put(j, &b3);
 	b2.state = BATCH_RELEASED;
 	state_journal_put(j, &b2);
@@ -108,7 +110,8 @@ static void journals(const char *tmp, const char *out_dir)
 	copy_journal(tmp, out_dir, "ended");
 	if ((r = state_journal_compact(j, true)) < 0)
 		die("state_journal_compact", r);
-	b3 = batch(state_journal_new_id(j), BATCH_OPEN, "products", 0);
+	b3 = batch(j, BATCH_OPEN, "products", 1);
+	b3.decided = 1700000000;
 	state_journal_put(j, &b3);
 	state_journal_sync(j);
 	copy_journal(tmp, out_dir, "compacted");

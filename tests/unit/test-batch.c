@@ -40,6 +40,8 @@ struct on_disk {
 	char uuid[37];
 	uint32_t acks;
 	uint64_t records, offset, lineno;
+	size_t members;         /* its member records */
+	uint64_t file_size;     /* the first member's size, as journaled */
 };
 
 struct wire {
@@ -72,7 +74,10 @@ static void read_disk(const char *state_dir, struct on_disk *d)
 	d->live = state_journal_count(j);
 	if (d->live) {
 		const struct journal_batch *b = state_journal_at(j, 0);
+		const struct journal_member *m;
 
+		d->members = state_journal_members(j, b->id, &m);
+		d->file_size = d->members ? m[0].ident.size : 0;
 		d->state = b->state;
 		snprintf(d->uuid, sizeof(d->uuid), "%s", b->uuid);
 		d->acks = b->acks;
@@ -819,6 +824,12 @@ static void grows_while_open(bool early, const char *what)
 	   what, ranges(&h.wire, buf, sizeof(buf)));
 	ok(same_uuid(&h.wire, 0, h.wire.n, h.wire.s[0].uuid) && h.finished_ok == 1 && h.records == 180,
 	   "%s: one batch_uuid; completed with the 30 appended records too", what);
+	ok(h.wire.disk[0].members == 1 && h.wire.disk[0].file_size == (uint64_t)dropped,
+	   "%s: the journal names the one file by a member record, at its size when taken", what);
+	/* Read on after it grew, the next acknowledgement makes the new size durable before the last request. */
+	ok(early || (h.wire.n == 3 && h.wire.disk[2].members == 1 && h.wire.disk[2].file_size > (uint64_t)dropped),
+	   "%s: the grown size is journaled (member record put again): %" PRIu64 " before the last request",
+	   what, h.wire.disk[h.wire.n - 1].file_size);
 	done = path_join(h.wf.done_dir, "f.ndjson");
 	is_int(file_size(done), dropped + 30 * (off_t)strlen("{\"id\":151,\"name\":\"customer 151\"}\n"),
 	       "%s: archived whole: done/f.ndjson holds the 150 lines and the 30 appended", what);

@@ -1,4 +1,4 @@
-/* test-journal: replay of the last state per batch, terminal states, ids, torn tails, damage in the middle, compaction, old journals. */
+/* test-journal: replay of the last state per batch, terminal states, ids, torn tails, damage in the middle, compaction, members. */
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -21,7 +21,6 @@ static struct journal_batch batch(uint64_t id, enum batch_state st, uint64_t off
 	snprintf(b.uuid, sizeof(b.uuid), "00000000-0000-4000-8000-%012llu", (unsigned long long)id);
 	snprintf(b.connection, sizeof(b.connection), "conn-%llu", (unsigned long long)(id % 3));
 	snprintf(b.name, sizeof(b.name), "export-%llu.ndjson", (unsigned long long)id);
-	b.ident = (struct file_identity){ .dev = 2049, .ino = 1000 + id, .size = 1u << 20, .mtime_ns = 1700000000123456789 };
 	b.cut_records = 5000;
 	b.cut_bytes = 8u << 20;
 	b.acks = (uint32_t)(offset / 100);
@@ -30,6 +29,8 @@ static struct journal_batch batch(uint64_t id, enum batch_state st, uint64_t off
 	b.rejected_size = 7 * id;
 	b.csv_opts = 0x5eed0001u + id;
 	b.dest = 0xd0000001u + id;
+	b.decided = id % 2 ? 1700000000u + id : 0;
+	b.n_members = 1;
 	return b;
 }
 
@@ -38,10 +39,10 @@ static bool same_batch(const struct journal_batch *a, const struct journal_batch
 {
 	return a && b && a->id == b->id && a->state == b->state && !strcmp(a->uuid, b->uuid) &&
 	       !strcmp(a->connection, b->connection) && !strcmp(a->name, b->name) &&
-	       !memcmp(&a->ident, &b->ident, sizeof(a->ident)) && a->cut_records == b->cut_records &&
+	       a->cut_records == b->cut_records &&
 	       a->cut_bytes == b->cut_bytes && a->acks == b->acks && a->offset == b->offset && a->lineno == b->lineno &&
 	       a->records == b->records && a->rejected == b->rejected && a->rejected_size == b->rejected_size &&
-	       a->n_members == b->n_members && a->csv_opts == b->csv_opts && a->dest == b->dest;
+	       a->n_members == b->n_members && a->csv_opts == b->csv_opts && a->dest == b->dest && a->decided == b->decided;
 }
 
 static struct journal *open_ok(const char *dir, uint64_t *torn)
@@ -478,12 +479,34 @@ static void torn_tail_makes_no_copy(void)
 	tmpdir_remove(dir);
 }
 
+/* A batch record naming no file, framed right, is not a record: replay cuts it as a torn tail. */
+static void no_member_record_does_not_check_out(const struct journal_batch *b)
+{
+	char *dir = tmpdir_new("journal");
+	char *path = path_join(dir, "journal");
+	unsigned char img[8 + JREC_MAX];
+	struct jrec_buf w;
+	struct journal *j;
+	uint64_t torn = 0;
+
+	state_jrec_batch(&w, b);
+	state_jrec_frame(img, &w);
+	memcpy(img + 8, w.b, w.n);
+	write_file(path, (const char *)img, 8 + w.n, 0640);
+	j = open_ok(dir, &torn);
+	ok(torn == 8 + w.n && state_journal_count(j) == 0, "a batch record without a member does not check out");
+	state_journal_free(j);
+	free(path);
+	tmpdir_remove(dir);
+}
+
 static void members_replay(void)
 {
 	char *dir = tmpdir_new("journal");
 	struct journal *j = open_ok(dir, NULL);
 	struct journal_member m[2] = {
-		{ .batch_id = 5, .file_id = 6, .index = 0, .name = "a.ndjson" },
+		{ .batch_id = 5, .file_id = 6, .index = 0, .name = "a.ndjson",
+		  .ident = { .dev = 2049, .ino = 1006, .size = 1u << 20, .mtime_ns = 1700000000123456789 } },
 		{ .batch_id = 5, .file_id = 7, .index = 1, .name = "b.ndjson" },
 	};
 	struct journal_batch b = batch(5, BATCH_OPEN, 0);
@@ -498,13 +521,28 @@ static void members_replay(void)
 	ok(state_journal_members(j, 5, &got) == 2 && got[0].file_id == 6 && got[1].file_id == 7 &&
 		   !strcmp(got[1].name, "b.ndjson"),
 	   "members of a live batch replay in order");
-	ok(state_journal_file_live(j, 7) && !state_journal_file_live(j, 99), "state_journal_file_live knows member files");
+	ok(!memcmp(&got[0].ident, &m[0].ident, sizeof(m[0].ident)) && got[0].batch_id == 5 && got[1].index == 1,
+	   "a member's identity replays");
+	ok(state_journal_file_live(j, 7) && !state_journal_file_live(j, 99) && !state_journal_file_live(j, 5),
+	   "state_journal_file_live knows member files (a batch's id names no file)");
 	is_int(state_journal_new_id(j), 8, "member file ids count for the next id");
+	m[0].ident.size += 100;
+	state_journal_put_member(j, &m[0]);
+	put_sync(j, &b);
+	state_journal_free(j);
+	j = open_ok(dir, NULL);
+	ok(state_journal_members(j, 5, &got) == 2 && got[0].ident.size == m[0].ident.size,
+	   "a member put again (its file grew) replaces its earlier record");
 	b.state = BATCH_ARCHIVED;
 	put_sync(j, &b);
 	ok(state_journal_members(j, 5, &got) == 0 && !state_journal_file_live(j, 7), "members go with their batch");
+	b = batch(9, BATCH_OPEN, 0);
+	b.n_members = 0;
+	is_int(state_journal_put(j, &b), -EINVAL, "a batch without a member is refused");
+	ok(!state_journal_find(j, 9), "... and not kept");
 	state_journal_free(j);
 	tmpdir_remove(dir);
+	no_member_record_does_not_check_out(&b);
 }
 
 static void leftover_temporary_is_ignored(void)
