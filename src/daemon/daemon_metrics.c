@@ -56,9 +56,14 @@ static void emit(FILE *f, size_t fam, struct connection *const *conns, size_t n,
 		switch (fam) {
 		case 0:
 		case 1:
-			for (size_t k = 0; k < sizeof(s->by_status) / sizeof(s->by_status[0]) && s->by_status[k].requests; k++)
-				fprintf(f, "%s{connection=\"%s\",status=\"%ld\"} %" PRIu64 "\n", families[fam].name, name,
-					s->by_status[k].status, fam == 0 ? s->by_status[k].records : s->by_status[k].requests);
+			for (size_t k = 0; k < sizeof(s->by_status) / sizeof(s->by_status[0]) && s->by_status[k].requests; k++) {
+				char st[24] = "other";
+
+				if (s->by_status[k].status != STATUS_OTHER)
+					snprintf(st, sizeof(st), "%ld", s->by_status[k].status);
+				fprintf(f, "%s{connection=\"%s\",status=\"%s\"} %" PRIu64 "\n", families[fam].name, name,
+					st, fam == 0 ? s->by_status[k].records : s->by_status[k].requests);
+			}
 			break;
 		case 12:
 			/* Every outcome from the start: an alert's increase() needs the 0 before the first one. */

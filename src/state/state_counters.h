@@ -7,6 +7,9 @@
  */
 #include <stdint.h>
 
+/* by_status's last slot, once 15 distinct statuses came: every further one, never relabelled. */
+#define STATUS_OTHER (-1L)
+
 struct conn_stats {
 	uint64_t files_done;
 	uint64_t files_failed;
@@ -20,7 +23,7 @@ struct conn_stats {
 	uint64_t bytes_sent;
 	uint64_t rate_waits;            /* requests that waited for the client-side rate limit */
 	struct {
-		long status;            /* HTTP status, 0: no response */
+		long status;            /* HTTP status, 0: no response, STATUS_OTHER: the last slot's overflow */
 		uint64_t requests;
 		uint64_t records;
 	} by_status[16];

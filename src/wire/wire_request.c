@@ -290,19 +290,21 @@ static void split_or_reject(struct request *q, const struct upload_result *res)
 	next_range(q);
 }
 
-static void count_status(struct request *q, long status)
+void wire_request_count_status(struct conn_stats *stats, long status, uint64_t records)
 {
-	size_t n = sizeof(q->stats->by_status) / sizeof(q->stats->by_status[0]);
+	size_t n = sizeof(stats->by_status) / sizeof(stats->by_status[0]), i;
 
-	for (size_t i = 0; i < n; i++) {
-		/* A handful of distinct statuses in practice; the last slot takes any overflow. */
-		if (q->stats->by_status[i].status == status || q->stats->by_status[i].requests == 0 || i == n - 1) {
-			q->stats->by_status[i].status = status;
-			q->stats->by_status[i].requests++;
-			q->stats->by_status[i].records += q->hi - q->lo;
+	/*
+	 * A handful of distinct statuses in practice. Past 15 the last slot counts them all as
+	 * STATUS_OTHER: a slot relabelled with its count kept would make one status's counter jump
+	 * and another's vanish.
+	 */
+	for (i = 0; i < n - 1; i++)
+		if (stats->by_status[i].status == status || stats->by_status[i].requests == 0)
 			break;
-		}
-	}
+	stats->by_status[i].status = i == n - 1 ? STATUS_OTHER : status;
+	stats->by_status[i].requests++;
+	stats->by_status[i].records += records;
 }
 
 void wire_request_on_response(void *request, const struct upload_result *res)
@@ -312,7 +314,7 @@ void wire_request_on_response(void *request, const struct upload_result *res)
 
 	crashpoint("after-response");
 	enter(q, REQ_IDLE, -1);
-	count_status(q, res->status);
+	wire_request_count_status(q->stats, res->status, q->hi - q->lo);
 	if (res->status >= 200 && res->status <= 299) {
 		if (q->hi > q->lo && !q->resend_last) {
 			/* Kept to complete the batch with, should every later record be refused. */

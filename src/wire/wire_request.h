@@ -121,3 +121,5 @@ static inline bool request_waiting(const struct request *q)
 {
 	return q->state == REQ_RETRY_WAIT || q->state == REQ_RATE_WAIT;
 }
+/* Count an answer of @status to a request of @records records in @stats->by_status. */
+void wire_request_count_status(struct conn_stats *stats, long status, uint64_t records);

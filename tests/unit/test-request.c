@@ -293,6 +293,27 @@ static void one_body_one_request(void)
 	free(path);
 }
 
+/* Past 15 distinct statuses the last slot is "other": no status's count moves to another's name. */
+static void statuses_past_the_slots_are_other(void)
+{
+	struct conn_stats st;
+	size_t n = sizeof(st.by_status) / sizeof(st.by_status[0]);
+	bool exact = true;
+
+	memset(&st, 0, sizeof(st));
+	for (long s = 500; s < 500 + (long)n + 4; s++)
+		wire_request_count_status(&st, s, 10);
+	wire_request_count_status(&st, 503, 7);
+	wire_request_count_status(&st, 599, 1);
+	for (size_t i = 0; i < n - 1; i++)
+		exact = exact && st.by_status[i].status == 500 + (long)i &&
+			st.by_status[i].requests == (i == 3 ? 2u : 1u) && st.by_status[i].records == (i == 3 ? 17u : 10u);
+	ok(exact, "the first 15 statuses keep a slot each (503 seen again counted in its own)");
+	ok(st.by_status[n - 1].status == STATUS_OTHER && st.by_status[n - 1].requests == 6 &&
+		   st.by_status[n - 1].records == 51,
+	   "the 16th slot counts every further status as other (6 requests, 51 records), never relabelled");
+}
+
 static void split_413_halves(void)
 {
 	struct t t;
@@ -654,6 +675,7 @@ int main(void)
 	log_set_level(LOG_LVL_ERROR);
 	dir = tmpdir_new("request");
 	one_body_one_request();
+	statuses_past_the_slots_are_other();
 	split_413_halves();
 	refused_names_member_and_line();
 	bisection_is_logarithmic();
