@@ -9,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <systemd/sd-id128.h>
 
@@ -37,18 +35,6 @@ void batch_use(struct batch *b, const struct conn_config *cfg, struct record_che
 	b->limiter = limiter;
 }
 
-uint64_t batch_destination(const struct conn_config *cfg)
-{
-	uint64_t h = 1469598103934665603ull;
-
-	for (const char *s = cfg->base_url; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	h = (h ^ 0xff) * 1099511628211ull;
-	for (const char *s = cfg->uuid; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return h | 1;
-}
-
 static void format_uuid(char out[37])
 {
 	sd_id128_t id;
@@ -61,98 +47,11 @@ static void format_uuid(char out[37])
 		 id.bytes[12], id.bytes[13], id.bytes[14], id.bytes[15]);
 }
 
-/* <state_dir>/store/<connection>, made once; NULL: out of memory. */
-static const char *store_path(struct batch *b)
-{
-	if (!b->store_dir && asprintf(&b->store_dir, "%s/store/%s", b->env.state_dir, b->env.name) < 0)
-		b->store_dir = NULL;
-	return b->store_dir;
-}
-
-struct store *batch_store(struct batch *b)
-{
-	/* What the store was opened with: its destination, and the resend time it decides by. */
-	uint64_t dest = batch_destination(b->cfg) ^ (uint64_t)b->cfg->unchanged_resend_seconds;
-	char parent[PATH_MAX];
-	int r;
-
-	if (b->store && b->store_dest == dest)
-		return b->store;
-	/* Another destination is another store's business: state_store_open clears what is not its own. */
-	state_store_close(b->store);
-	b->store = NULL;
-	if (!store_path(b))
-		return NULL;
-	snprintf(parent, sizeof(parent), "%s/store", b->env.state_dir);
-	if (mkdir(parent, 0750) < 0 && errno != EEXIST)
-		r = -errno;
-	else
-		r = state_store_open(b->store_dir, b->cfg->base_url, b->cfg->uuid, STORE_RW,
-			       (uint64_t)b->cfg->unchanged_resend_seconds, &b->store);
-	if (r < 0) {
-		batch_log(b, LOG_LVL_ERROR, -1, "store %s: cannot open it: %s; every record is sent", b->store_dir,
-			 strerror(-r));
-		return NULL;
-	}
-	b->store_dest = dest;
-	return b->store;
-}
-
-/*
- * skip_unchanged is off: a store kept from when it was on no longer knows what this connection
- * sends, so it is forgotten before it is trusted again.
- */
-static void store_unused(struct batch *b)
-{
-	char flag[PATH_MAX];
-	int r;
-
-	state_store_close(b->store);
-	b->store = NULL;
-	if (!store_path(b))
-		return;
-	snprintf(flag, sizeof(flag), "%s/" STORE_FORGET_FLAG, b->store_dir);
-	if (access(b->store_dir, F_OK) < 0 || access(flag, F_OK) == 0)
-		return;
-	if ((r = state_store_request_forget(b->store_dir)) < 0)
-		batch_log(b, LOG_LVL_ERROR, -1, "store %s: cannot mark it to be forgotten (skip_unchanged is off): %s",
-			 b->store_dir, strerror(-r));
-}
-
-/* The decision time of a new batch: fixed in its OPEN record, so a resume decides the same. */
-static uint64_t decision_time(void)
-{
-	int64_t t = (int64_t)time(NULL) + crashpoint_clock_offset();
-
-	return t > 0 ? (uint64_t)t : 1;
-}
-
 static void stepped(void *userdata, int r)
 {
 	struct batch *b = userdata;
 
 	b->after_step(b, r);
-}
-
-static void store_committed(struct batch *b, int r)
-{
-	(void)r;        /* said by the pipeline; the batch is complete at the API either way */
-	crashpoint("after-store-commit");
-	batch_archive(b);
-}
-
-void batch_completed(struct batch *b)
-{
-	int r;
-
-	crashpoint("before-store-commit");
-	if (!b->pl.store) {
-		batch_archive(b);
-		return;
-	}
-	b->after_step = store_committed;
-	if ((r = record_pipeline_step(&b->pl, record_pipeline_store_completed)) != PIPELINE_PENDING)
-		store_committed(b, r);
 }
 
 /* The request body just made current: its rejected lines go to disk now. */
@@ -573,9 +472,9 @@ static void new_record(struct batch *b, const struct member *first, int fd)
 	b->unchanged = 0;
 	b->decided_first = false;
 	if (!b->cfg->skip_unchanged)
-		store_unused(b);
+		batch_store_unused(b);
 	else if (batch_store(b))
-		b->jb.decided = decision_time();
+		b->jb.decided = batch_decision_time();
 	batch_set_params(b);
 }
 

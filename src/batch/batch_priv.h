@@ -1,7 +1,8 @@
-/* batch_priv: the steps of a batch its four files share; nothing else includes it. */
+/* batch_priv: the steps of a batch its five files share; nothing else includes it. */
 /*
  * The files are layered, each calling only those below it: batch_resume (a restart) → batch
- * (start and send) → batch_end (waits and ends) → batch_files (custody of the files, the log).
+ * (start and send) → batch_store (skip_unchanged's store) → batch_end (waits and ends) →
+ * batch_files (custody of the files, the log).
  * A lower file goes on with a higher one's step only through the function it is handed
  * (batch_durable, batch_check_whole, batch_wait_settle), never by name.
  */
@@ -35,6 +36,13 @@ void batch_record_end(struct batch *b, enum history_outcome o, long status, cons
 void batch_completed(struct batch *b);
 /* skip_unchanged: the store of the batch's destination, opened (or NULL: everything is sent). */
 struct store *batch_store(struct batch *b);
+/*
+ * skip_unchanged is off: a store kept from when it was on no longer knows what this connection
+ * sends, so it is marked to be forgotten before it is trusted again.
+ */
+void batch_store_unused(struct batch *b);
+/* The decision time of a new batch: fixed in its OPEN record, so a resume decides the same. */
+uint64_t batch_decision_time(void);
 /* The cut params, pipeline and request of the batch in b->jb, and its line of `status`. */
 void batch_set_params(struct batch *b);
 int batch_grow_members(struct batch *b);
