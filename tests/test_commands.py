@@ -455,6 +455,14 @@ def test_check_reads_files_as_the_daemon_would_as_an_exporter_who_cannot_read_th
 
     rc, out, err = as_exporter(daemon, "check")
     assert rc == 2, (out, err)
+    # A mistyped connection is said as one, not read as a file of no format.
+    rc, out, err = as_exporter(daemon, "check", "prodcts", str(good))
+    assert rc == 2 and "no connection 'prodcts'" in err, (rc, out, err)
+    # A FIFO of a good name is refused at once, not read: an export job must not hang on it.
+    fifo = src / "pipe.ndjson"
+    os.mkfifo(fifo, 0o666)
+    rc, out, err = as_exporter(daemon, "check", "products", str(fifo))
+    assert rc == 1 and "not a regular file" in out, (rc, out, err)
     assert optix.requests() == []
     after = sorted(p.name for p in daemon.state_dir.iterdir()) if daemon.state_dir.exists() else []
     assert after == state_before

@@ -353,9 +353,10 @@ def test_a_healthy_run_raises_no_alert_and_every_dashboard_query_has_data(daemon
     stack.wait_series('dcsyncd_files_total{connection="healthy",outcome="archived"} >= 2')
     # A few evaluations of the rules on what was scraped once both files were up.
     stack.wait_evaluated_after(time.time() + 3)
-    ever = stack.query('count_over_time(ALERTS{connection="healthy"}[1h])')
+    # None of the connection's, nor one of the daemon's own (stale metrics, journal): this Prometheus is the test's.
+    ever = stack.query('count_over_time(ALERTS[1h])')
     assert ever == [], ever
-    assert [a for a in stack.alerts() if a["labels"].get("connection") == "healthy"] == []
+    assert stack.alerts() == []
 
     exprs = dashboard_exprs()
     assert exprs

@@ -121,6 +121,9 @@ def test_counts_of_unchanged_records_reach_status_and_metrics(optix, daemon):
     assert "300 unchanged (not sent)" in text and "a store of 300 key(s)" in text, text
     assert re.search(r'^dcsyncd_records_unchanged_total\{connection="products"\} 300$', metrics.read_text(),
                      re.MULTILINE), metrics.read_text()
+    # The dump's size, what the "far smaller than usual" alert compares: its records, sent or not.
+    assert re.search(r'^dcsyncd_last_completed_records\{connection="products"\} 300$', metrics.read_text(),
+                     re.MULTILINE), metrics.read_text()
     assert re.search(r"day2\.ndjson: 0 records sent, 0 rejected, 0 requests, [\d.]+ s, 300 unchanged", daemon.log())
 
 
@@ -425,14 +428,17 @@ def test_random_kill_9_during_half_changed_dumps_leaves_the_store_exact(optix, d
 
 def test_check_says_how_many_would_be_sent_and_unknown_to_an_exporter(optix, daemon, tmp_path):
     config(daemon, optix)
-    daemon.drop_generated(CONN, "day1.ndjson", 100)
-    run_once(daemon)
     src = tmp_path / "src"
     src.mkdir()
     src.chmod(0o755)
     f = src / "day2.ndjson"
     f.write_text("".join(l + "\n" for l in changed_lines(100, {1, 2, 3})))
     f.chmod(0o644)
+    # No store yet: the count is known, it is everything.
+    js = subprocess.run(daemon.command("check", "--json", CONN, str(f)), capture_output=True, text=True, timeout=60)
+    assert js.returncode == 0 and json.loads(js.stdout)["would_send"] == 100, (js.stdout, js.stderr)
+    daemon.drop_generated(CONN, "day1.ndjson", 100)
+    run_once(daemon)
 
     proc = subprocess.run(daemon.command("check", CONN, str(f)), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

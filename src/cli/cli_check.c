@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,11 +44,13 @@ struct check_result {
 	bool has_would_send;
 	uint64_t would_send;
 	const char *unknown_why;        /* skip_unchanged, the store unread: why the count is unknown */
+	const char *all_why;            /* skip_unchanged, no store for the destination: why all would be sent */
 };
 
 /* skip_unchanged, read-only: an estimate (a key twice in one file counts as the store says each time). */
 struct check_store {
 	struct store *s;
+	const char *all_why;    /* no store of this destination (none yet, another's): everything is sent */
 	uint32_t ttl;
 	uint64_t now;
 };
@@ -113,6 +116,7 @@ static int check_file(const struct conn_config *cc, const char *path, struct sou
 		.skip = store->s ? &skip : NULL,
 	};
 	struct source_kind kind;
+	struct stat st;
 	int fd = -1, r;
 
 	base = base ? base + 1 : path;
@@ -122,17 +126,29 @@ static int check_file(const struct conn_config *cc, const char *path, struct sou
 		res->failed = strdup("the name says no format the daemon reads (.ndjson, .jsonl, .csv, .tsv; .gz, .zst)");
 		goto out;
 	}
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* Non-blocking: a FIFO or a device given by name must not hang the export job that checks it. */
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
 		res->failed = strdup(strerror(-r));
+		goto out;
+	}
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		res->failed = strdup(strerror(-r));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = -EINVAL;
+		res->failed = strdup("not a regular file: the daemon takes only regular files");
 		goto out;
 	}
 	r = record_source_open(src, fd, base, &cc->csv, 0, 1,
 			       &(const struct source_limits){ cc->max_record_bytes, cc->zstd_window_max_mib });
 	if (store->s && r >= 0 && (r = state_store_txn_begin(store->s)) < 0)
 		store->s = NULL;        /* the count becomes unknown below */
-	res->has_would_send = store->s != NULL;
+	res->has_would_send = store->s != NULL || store->all_why != NULL;
+	res->all_why = store->s ? NULL : store->all_why;
 	while (r >= 0) {
 		r = record_cut_next(body, &params, *src, v, on_reject, res);
 		if (r < 0)
@@ -165,8 +181,8 @@ static void print_text(FILE *out, const char *path, const struct check_result *r
 		fprintf(out, ", %llu line(s) would be rejected", (unsigned long long)res->rejected);
 	fputc('\n', out);
 	if (res->has_would_send)
-		fprintf(out, "  would send %llu of %llu (the others are unchanged)\n",
-			(unsigned long long)res->would_send, (unsigned long long)res->records);
+		fprintf(out, "  would send %llu of %llu (%s)\n", (unsigned long long)res->would_send,
+			(unsigned long long)res->records, res->all_why ? res->all_why : "the others are unchanged");
 	else if (res->unknown_why)
 		fprintf(out, "  would send: unknown (skip_unchanged: %s)\n", res->unknown_why);
 	for (size_t i = 0; i < res->n_list; i++)
@@ -244,6 +260,15 @@ static int print_json(FILE *out, const char *conn, const char *path, const struc
 	return r;
 }
 
+/* What may be a file to check: it exists, or its name says a format (its error is then the file's). */
+static bool names_a_file(const char *arg)
+{
+	const char *base = strrchr(arg, '/');
+	struct source_kind kind;
+
+	return access(arg, F_OK) == 0 || record_source_kind_of(base ? base + 1 : arg, &kind) == 0;
+}
+
 int cli_check(const struct config *cfg, int argc, char **argv, FILE *out)
 {
 	static const struct option longopts[] = {
@@ -266,10 +291,15 @@ int cli_check(const struct config *cfg, int argc, char **argv, FILE *out)
 			goto usage;
 		json = true;
 	}
-	if (optind < argc && (cc = config_find_conn(cfg, argv[optind])) != NULL)
+	if (optind < argc && (cc = config_find_conn(cfg, argv[optind])) != NULL) {
 		optind++;
-	else if (cfg->n_conns == 1)
+	} else if (optind < argc && !names_a_file(argv[optind])) {
+		/* Neither a connection nor a file: a mistyped connection, not a file of no format. */
+		fprintf(stderr, "dcsyncd check: no connection '%s' in the configuration, and no such file\n", argv[optind]);
+		goto usage;
+	} else if (cfg->n_conns == 1) {
 		cc = &cfg->conns[0];
+	}
 	if (!cc || optind >= argc) {
 		if (!cc && optind < argc)
 			fprintf(stderr, "dcsyncd check: name the connection: %zu are configured\n", cfg->n_conns);
@@ -291,9 +321,10 @@ int cli_check(const struct config *cfg, int argc, char **argv, FILE *out)
 		snprintf(dir, sizeof(dir), "%s/store/%s", cfg->state_dir, cc->name);
 		sr = state_store_open(dir, cc->base_url, cc->uuid, STORE_RDONLY, (uint64_t)cc->unchanged_resend_seconds, &store.s);
 		/* Never a failure of the check: only the count is unknown. */
-		unknown_why = sr == -EACCES || sr == -EPERM ? "the store is not readable by this user (run it as the daemon's user)"
-			      : sr == -ENOENT ? "no store yet: everything would be sent"
-			      : sr == -ESTALE ? "the store is for another destination: everything would be sent"
+		store.all_why = sr == -ENOENT ? "no store yet: everything is sent"
+				: sr == -ESTALE ? "the store is for another destination: everything is sent" : NULL;
+		unknown_why = store.all_why ? NULL
+			      : sr == -EACCES || sr == -EPERM ? "the store is not readable by this user (run it as the daemon's user)"
 			      : sr < 0 ? "the store cannot be read" : NULL;
 		store.ttl = cc->ttl_seconds <= 0 ? 0 : cc->ttl_seconds > UINT32_MAX ? UINT32_MAX : (uint32_t)cc->ttl_seconds;
 		store.now = (uint64_t)time(NULL);

@@ -508,7 +508,8 @@ static void on_batch_finished(void *userdata, const struct history_entry *e)
 	}
 	c->persist.files_done += e->files;
 	c->persist.last_success = (int64_t)time(NULL);
-	c->persist.last_records = e->records_sent;
+	/* The file's records the API now holds, sent or unchanged: what a dump far smaller than usual is told by. */
+	c->persist.last_records = e->records_sent + e->records_unchanged;
 	(void)state_totals_put(c->env.totals, &c->persist);
 	save_catalog(c, false);
 }

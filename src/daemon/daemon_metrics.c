@@ -31,7 +31,7 @@ static const struct family families[] = {
 	/* What alerts need (packaging/monitoring/dcsyncd.rules.yml). */
 	{ "dcsyncd_files_total", "counter", "Files whose batch ended, by outcome: archived (completed), failed (to failed/), handed_back (to the spool, keys refused)." },
 	{ "dcsyncd_last_completed_timestamp_seconds", "gauge", "Unix time the connection's last batch completed (kept across restarts; 0: never)." },
-	{ "dcsyncd_last_completed_records", "gauge", "Records acknowledged in the connection's last completed batch (kept across restarts)." },
+	{ "dcsyncd_last_completed_records", "gauge", "Records of the connection's last completed batch, acknowledged or left out as unchanged (kept across restarts)." },
 	{ "dcsyncd_batch_open", "gauge", "1 while a batch is open (sending, retrying, waiting or paused)." },
 	{ "dcsyncd_journal_durable", "gauge", "1 while the journal can be made durable; 0 after a write or fsync of it failed (uploads are held)." },
 	{ "dcsyncd_records_unchanged_total", "counter", "Records left out by skip_unchanged: the API holds them." },

@@ -24,7 +24,7 @@ struct conn_totals {
 	uint64_t records_unchanged;     /* skip_unchanged: left out, the API holds them (absent in older files: 0) */
 	uint64_t requests;
 	int64_t last_success;   /* unix seconds of the last completed batch, 0: never */
-	uint64_t last_records;  /* records acknowledged in the last completed batch */
+	uint64_t last_records;  /* records of the last completed batch: acknowledged, or left out as unchanged */
 	int64_t last_error;     /* unix seconds, 0: never */
 	int64_t last_error_status;
 	char last_error_text[256];
