@@ -425,6 +425,32 @@ def test_renamed_in_files_whose_open_count_went_stale_are_taken_and_it_is_said(o
     assert daemon.stop() == 0
 
 
+def test_a_file_kept_open_idle_in_place_is_not_taken_before_open_recheck_seconds(optix, daemon):
+    """An exporter writes a file in place, keeps it open and idle past 10 x settle_seconds (2 s
+    here), then writes the rest. The count of opens is right (1), yet after the default recheck
+    it would be taken as stale, half written (the rest lost: what the key is for, documented).
+    open_recheck_seconds gives such writers the time they need: all 20 records go up."""
+    if not daemon.priv.unprivileged:
+        pytest.skip("as root the daemon takes a read lease: an open count never decides")
+    daemon.write_config([daemon.connection(optix)], open_recheck_seconds=60)
+    spool = daemon.spool("products")
+    daemon.start()
+    daemon.wait_log(r"dcsyncd .*connection")
+    path = spool / "slow.ndjson"
+    with daemon.exporter_open(path) as f:
+        gen_ndjson.write(f, 10, 0)
+        f.flush()
+        open(path, "ab").close()        # an open and close of its own: the daemon looks, counts 1
+        daemon.wait_log(r"slow\.ndjson: still open: waiting for it to be closed")
+        time.sleep(3)                   # the writer idles past the default recheck (the scenario)
+        gen_ndjson.write(f, 10, 10)
+    wait_done(daemon, "products", "slow.ndjson")
+    got = len(optix.records(UUID1))
+    assert got == 20, f"{got} of 20 records went up:\n{daemon.log()[-3000:]}"
+    assert "the count was stale" not in daemon.log()
+    assert daemon.stop() == 0
+
+
 def unprivileged_only(daemon):
     if not daemon.priv.unprivileged:
         pytest.skip("the daemon must be another user than the exporter (it reads any file as root)")

@@ -87,6 +87,7 @@ struct config {
 	char *metrics_file;     /* NULL: none */
 	double drain_timeout_seconds;
 	double settle_seconds;  /* a file found in place, with no one to say it is closed, is taken once still this long */
+	double open_recheck_seconds;    /* a file counted open is looked at again after this long; 0: 10 x settle_seconds */
 	struct conn_config *conns;
 	size_t n_conns;
 };

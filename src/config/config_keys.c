@@ -403,6 +403,8 @@ static const struct key daemon_keys[] = {
 	  .why = "must be a number of seconds between 0 and 3600", .def = "60" },
 	{ "settle_seconds", KEY_NUMBER, D(settle_seconds), .min = 0, .max = 3600,
 	  .why = "must be a number of seconds between 0 and 3600", .def = "5" },
+	{ "open_recheck_seconds", KEY_NUMBER, D(open_recheck_seconds), .min = 0, .max = 604800,
+	  .why = "must be a number of seconds between 0 and 604800 (0: 10 x settle_seconds)", .def = "0" },
 };
 
 static const struct key conn_keys[] = {

@@ -606,6 +606,8 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 		log_error("%s: cannot watch %s: %s", cfg->name, c->wf.dir, strerror(-r));
 		goto fail;
 	}
+	if (env->open_recheck_seconds > 0)
+		spool_intake_set_open_recheck(&c->in, env->open_recheck_seconds);
 	{
 		const struct batch_env be = {
 			.name = c->name,

@@ -36,6 +36,7 @@ struct conn_env {
 	const char *state_dir;
 	enum after_upload after_upload;
 	double settle_seconds;          /* a file found in place is taken once still this long */
+	double open_recheck_seconds;    /* a file counted open is looked at again after this long; 0: the default */
 	bool once;
 	void (*changed)(void *userdata);   /* a file finished or the connection stopped or paused */
 	void *userdata;

@@ -386,6 +386,7 @@ static struct conn_env conn_env_of(struct daemon *d, const struct config *cfg)
 		.state_dir = cfg->state_dir,
 		.after_upload = cfg->after_upload,
 		.settle_seconds = cfg->settle_seconds,
+		.open_recheck_seconds = cfg->open_recheck_seconds,
 		.once = d->opts.once,
 		.changed = on_changed,
 		.userdata = d,

@@ -52,12 +52,20 @@ static int64_t after_ns(double seconds)
 /*
  * A file counted open is looked at again after this long: the count may be stale (inotify
  * merged a close with another), and a file unchanged all that time is then taken as still.
+ * By default 10 x settle_seconds, 1 s to 10 min; open_recheck_seconds sets it.
  */
 static double open_recheck_seconds(const struct intake *in)
 {
 	double s = in->settle_seconds * 10;
 
+	if (in->open_recheck_seconds > 0)
+		return in->open_recheck_seconds;
 	return s < 1 ? 1 : s > 600 ? 600 : s;
+}
+
+void spool_intake_set_open_recheck(struct intake *in, double seconds)
+{
+	in->open_recheck_seconds = seconds;
 }
 
 static double retry_delay(uint64_t tries)

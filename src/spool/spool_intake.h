@@ -24,6 +24,7 @@ struct intake {
 	struct workfiles *wf;
 	char *name;
 	double settle_seconds;
+	double open_recheck_seconds;    /* a file counted open this long is looked at again (spool_intake_init) */
 	struct spool_queue queue;       /* ready, handed out in (mtime, name) order; tag: the state seen still, or 0 */
 	/* The waiting queues are keyed by when to look again (CLOCK_MONOTONIC ns). */
 	struct spool_queue settling;    /* nobody can say it is closed: tag, the state seen */
@@ -50,6 +51,11 @@ struct intake {
 int spool_intake_init(struct intake *in, struct ev_loop *loop, struct workfiles *wf, const char *name,
 		double settle_seconds, void (*ready)(void *userdata), void *userdata);
 void spool_intake_release(struct intake *in);
+/*
+ * A file counted open is looked at again after @seconds (> 0), not 10 x settle_seconds: an
+ * exporter that keeps a file open in place and idle for longer must not have it taken.
+ */
+void spool_intake_set_open_recheck(struct intake *in, double seconds);
 /* Queue every ready file of the directory (start-up, after a reload). */
 int spool_intake_scan(struct intake *in);
 /*

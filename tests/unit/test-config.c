@@ -467,6 +467,7 @@ static void every_default_is_the_documented_one(void)
 	ok(cfg->metrics_file == NULL, "no metrics_file by default");
 	ok(cfg->drain_timeout_seconds == 60, "default drain_timeout_seconds 60");
 	ok(cfg->settle_seconds == 5, "default settle_seconds 5");
+	ok(cfg->open_recheck_seconds == 0, "default open_recheck_seconds 0 (10 x settle_seconds)");
 	is_str(c->base_url, CONFIG_DEFAULT_BASE_URL, "default base_url");
 	is_int(c->ttl_seconds, -1, "default ttl_seconds: no expiry");
 	is_int(c->batch_records, RECORD_MAX_PER_REQUEST, "default batch_records");
