@@ -72,13 +72,18 @@ void log_defang(char *out, size_t outlen, const char *in)
 {
 	size_t o = 0;
 
-	for (; *in && o + 5 < outlen; in++) {
+	for (; *in && o + 7 < outlen; in++) {
 		unsigned char ch = (unsigned char)*in;
 
-		if (ch < 0x20 || ch == 0x7f)
+		if (ch < 0x20 || ch == 0x7f) {
 			o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", ch);
-		else
+		} else if (ch == 0xc2 && (unsigned char)in[1] >= 0x80 && (unsigned char)in[1] <= 0x9f) {
+			/* U+0080..U+009F, the C1 controls (CSI is U+009B): a terminal obeys them too. */
+			o += (size_t)snprintf(out + o, outlen - o, "\\u%04x", (unsigned char)in[1]);
+			in++;
+		} else {
 			out[o++] = (char)ch;
+		}
 	}
 	out[o] = '\0';
 }

@@ -1,4 +1,4 @@
-/* test-text: crc32c vectors and JSON string escaping. */
+/* test-text: crc32c vectors, JSON string escaping, escaping for the log. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -10,6 +10,7 @@
 
 #include "util/crc32c.h"
 #include "util/jsonstr.h"
+#include "util/log.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -80,9 +81,25 @@ static void jsonstr_escaping(void)
 	}
 }
 
+/* What reaches a terminal or the notify socket: no control character, C0, DEL or C1, gets through raw. */
+static void defang(void)
+{
+	char out[64];
+
+	log_defang(out, sizeof(out), "a\nWATCHDOG=1\x1b[2J\x7f");
+	is_str(out, "a\\x0aWATCHDOG=1\\x1b[2J\\x7f", "C0 controls and DEL escaped");
+	log_defang(out, sizeof(out), "x\xc2\x9b" "31m\xc2\x85y");
+	is_str(out, "x\\u009b31m\\u0085y", "C1 controls (UTF-8 CSI, NEL) escaped");
+	log_defang(out, sizeof(out), "caf\xc3\xa9 \xc2\xa0\xc2");
+	is_str(out, "caf\xc3\xa9 \xc2\xa0\xc2", "other UTF-8 (a no-break space too) and a lone lead byte kept");
+	log_defang(out, 8, "\x01\x02\x03");
+	ok(strlen(out) < 8, "bounded by the output's size (%s)", out);
+}
+
 int main(void)
 {
 	crc32c_vectors();
+	defang();
 	jsonstr_escaping();
 	return done_testing();
 }
