@@ -2,15 +2,17 @@
 /*
  * Rule 2 of the store (state_store.c): anything the API might treat as one key is one key. A
  * number in any spelling and a string holding a number become one form ('n' + digits +
- * exponent), other strings 's' + their unescaped bytes, ASCII case folded and outer blanks
+ * exponent; past 15 significant digits, the double it reads as), other strings 's' + their unescaped bytes, ASCII case folded and outer blanks
  * trimmed. Merging costs at most a resend; splitting could skip a needed record.
  */
 #include "state/state_key.h"
 #include "util/jsonstr.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
@@ -26,9 +28,10 @@ static bool is_digit(unsigned char c)
 
 /*
  * A number in a lenient spelling (sign, leading zeros, "5.", ".5", exponent) as 'n' + ['-'] +
- * significant digits + ['e' exponent]. -EINVAL when @p is not a number.
+ * significant digits + ['e' exponent], exactly; *@n_digits: how many significant digits.
+ * -EINVAL when @p is not a number.
  */
-static int canon_number(const unsigned char *p, size_t n, unsigned char *out, size_t *out_len)
+static int canon_exact(const unsigned char *p, size_t n, unsigned char *out, size_t *out_len, size_t *n_digits)
 {
 	unsigned char digits[STATE_KEY_MAX];
 	size_t i = 0, nd = 0, o = 0;
@@ -77,6 +80,7 @@ static int canon_number(const unsigned char *p, size_t n, unsigned char *out, si
 		nd--;
 		exp++;
 	}
+	*n_digits = nd;
 	out[o++] = 'n';
 	if (nd == 0) {
 		out[o++] = '0';     /* 0, -0, 0.0e5: one zero */
@@ -95,6 +99,32 @@ static int canon_number(const unsigned char *p, size_t n, unsigned char *out, si
 	}
 	*out_len = o;
 	return 0;
+}
+
+/*
+ * A number as canon_exact has it, unless it has more significant digits than a double keeps
+ * (15): an API that reads numbers as doubles takes 9007199254740993 for 9007199254740992, so
+ * such a number is the double it reads as — in its shortest form of at most 15 digits where one
+ * gives that double (the exact form of that number), else its 17 digits. Merging costs a resend.
+ */
+static int canon_number(const unsigned char *p, size_t n, unsigned char *out, size_t *out_len)
+{
+	char text[STATE_KEY_MAX + 1], t[40];
+	size_t nd;
+	double d;
+	int r;
+
+	if ((r = canon_exact(p, n, out, out_len, &nd)) < 0 || nd <= 15 || n > STATE_KEY_MAX)
+		return r;
+	memcpy(text, p, n);
+	text[n] = '\0';
+	d = strtod(text, NULL);
+	if (!isfinite(d) || d == 0)
+		return 0;       /* beyond a double's range: no API reads it as one, the exact form stands */
+	snprintf(t, sizeof(t), "%.15g", d);
+	if (strtod(t, NULL) != d)
+		snprintf(t, sizeof(t), "%.17g", d);
+	return canon_exact((const unsigned char *)t, strlen(t), out, out_len, &nd);
 }
 
 static int hex4(const unsigned char *p, size_t n, size_t i, unsigned *cp)

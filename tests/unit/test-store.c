@@ -89,6 +89,14 @@ static void test_keys(void)
 	ok(!same_key("\"a\"", "\"b\"") && !same_key("1", "2") && !same_key("1", "-1") && !same_key("\"1a\"", "1"),
 	   "different keys stay different");
 	ok(!same_key("12", "1.2") && !same_key("100", "1"), "the place of the digits matters");
+	ok(same_key("9007199254740993", "9007199254740992") && same_key("\"9007199254740993\"", "9.007199254740992e15"),
+	   "integers past 2^53 that read as one double are one key (an API of doubles merges them)");
+	ok(same_key("0.1", "0.10000000000000001") && same_key("1e14", "100000000000000.001"),
+	   "a number of more than 15 digits is the shortest number of its double");
+	ok(!same_key("123456789012345", "123456789012346") && !same_key("9007199254740992", "9007199254740994"),
+	   "numbers a double tells apart stay apart");
+	ok(!same_key("1234567890123456e400", "1234567890123457e400") && same_key("1234567890123456e400", "12345678901234560e399"),
+	   "a number past a double's range keeps its exact form");
 	ok(state_key_canon("true", 4, k.b, &k.n) == -EINVAL && state_key_canon("\"a", 2, k.b, &k.n) == -EINVAL,
 	   "a key that is neither string nor number is refused");
 }
