@@ -380,6 +380,31 @@ def test_a_stray_opening_quote_loses_only_its_line(optix, daemon, max_record):
     assert rej[0]["error"].startswith("unterminated quote: the cell runs on past this line"), rej
 
 
+@pytest.mark.parametrize("sep,eol", [(",", "\n"), (",", "\r\n"), ("\t", "\r")], ids=["csv-lf", "csv-crlf", "tsv-cr"])
+def test_a_stray_quote_closed_by_a_later_one_loses_only_its_line(optix, daemon, sep, eol):
+    """`u1,"5 inch` closed 48 lines on by `u50,12"` makes a row of the header's width: the lines
+    between read as rows, so u1's line alone is rejected and u2..u99 go up; legitimate line breaks
+    in quotes (an address, a note whose lines do not all read as rows) stay data."""
+    daemon.write_config([daemon.connection(optix, rate_limit="off")])
+    address = f"12 Main St{eol}Springfield, IL"
+    note = f"a{eol}b{sep}c{eol}d{sep}e{sep}f{eol}g"
+    rows = ([f"id{sep}name", f'u1{sep}"5 inch'] + [f"u{i}{sep}n{i}" for i in range(2, 50)] + [f'u50{sep}12"']
+            + [f"u{i}{sep}n{i}" for i in range(51, 100)] + [f'u100{sep}"{address}"', f'u101{sep}"{note}"', f"u102{sep}x"])
+    name = "inch.tsv" if sep == "\t" else "inch.csv"
+    daemon.drop("products", name, eol.join(rows) + eol)
+    run_once(daemon, 1)
+    recs = optix.records(UUID1)
+    assert sorted(recs) == sorted(f'"u{i}"' for i in range(2, 103)), sorted(recs)
+    assert recs['"u2"'] == {"id": "u2", "name": "n2"} and recs['"u49"'] == {"id": "u49", "name": "n49"}
+    assert recs['"u50"'] == {"id": "u50", "name": '12"'}
+    assert recs['"u100"'] == {"id": "u100", "name": address} and recs['"u101"'] == {"id": "u101", "name": note}
+    assert recs['"u102"'] == {"id": "u102", "name": "x"}
+    rej = rejected(daemon, name)
+    assert [(r["line"], r["record"], r["error"]) for r in rej] == [
+        (2, f'u1{sep}"5 inch', "unterminated quote: the cell runs on past this line over 48 lines that read as rows "
+                               "of their own (only this line is rejected)")], rej
+
+
 def test_a_csv_row_too_long_is_rejected_with_its_first_bytes(optix, daemon):
     """A row past max_record_bytes keeps its first 256 bytes in rejected/, never `"record": null`."""
     daemon.write_config([daemon.connection(optix, max_record_bytes=1024)])

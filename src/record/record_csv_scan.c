@@ -2,6 +2,7 @@
 #include "record/record_csv_scan.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -267,8 +268,8 @@ more:
 }
 
 /*
- * A quoted cell ran past a line break and the row it makes is no row: the line it opened on is
- * rejected alone (no cells), and the next row starts on the line after it, scanned again. The
+ * A quoted cell ran past a line break and the row it makes is no row, or holds lines that are
+ * (rows_inside): the line it opened on is rejected alone (no cells), and the next row starts on the line after it, scanned again. The
  * bytes from the row's start are all still buffered: nothing before start is dropped until the
  * row is too long, and a row past max_record_bytes comes here before that.
  */
@@ -281,6 +282,50 @@ static void stray_quote(struct csv_scan *s, const char *why)
 	s->n_cells = 0;
 	s->row_nl = 0;
 	s->bad = why;
+}
+
+/*
+ * A row of the right width whose quoted cell ran over line breaks: how many of the complete lines
+ * between its first line and its last read as a row alone (no quote, width - 1 delimiters), or 0
+ * when one does not. Blank lines are neither (the reader skips them). A stray quote closed by a
+ * quote on a later line reads so: `u1,"5 inch` ... `u50,12"`. A legitimate cell's lines rarely
+ * all do (prose, addresses: a quote doubled or a delimiter more or fewer on one of them), and the
+ * last line, which holds the closing quote, is not asked: a row of three lines or fewer is never
+ * doubted.
+ * Runs only on rows with three line breaks or more, once, a byte at a time (no memchr for LF
+ * per line: with CR line ends that would go to the row's end each time).
+ */
+static uint64_t rows_inside(const struct csv_scan *s)
+{
+	const char *b = s->buf;
+	const char d = s->delim;
+	size_t p = (size_t)(s->quoted_break - s->buf_offset), e = s->pos;
+	uint64_t rows = 0;
+
+	/* The row's own line break ends its last line. */
+	if (e > p && b[e - 1] == '\n')
+		e--;
+	if (e > p && b[e - 1] == '\r')
+		e--;
+	p = line_end(b, p, e);
+	for (;;) {
+		size_t from = p, delims = 0;
+		bool quote = false;
+
+		while (p < e && b[p] != '\n' && b[p] != '\r') {
+			delims += b[p] == d;
+			quote |= b[p] == '"';
+			p++;
+		}
+		if (p == e)
+			return rows;    /* the last line */
+		if (p > from) {
+			if (quote || delims + 1 != s->width)
+				return 0;
+			rows++;
+		}
+		p = line_end(b, p, e);
+	}
 }
 
 /* Too long to keep: its first bytes for the rejected entry, cut where a UTF-8 character starts. */
@@ -299,6 +344,7 @@ static void keep_head(struct csv_scan *s)
 /* The next row's cells: 1, 0 at the end, negative errno. */
 int record_csv_scan_row(struct csv_scan *s)
 {
+	uint64_t rows;
 	int f;
 
 	if ((f = begin_row(s)) < 0)
@@ -317,6 +363,10 @@ int record_csv_scan_row(struct csv_scan *s)
 				stray_quote(s, CSV_QUOTE_TOO_LONG);
 			else if (s->pos - s->start > s->max_record + 2 && !s->skipping)
 				keep_head(s);   /* whole in the buffer, yet longer than allowed: as one scanned on */
+			else if (s->quoted_break >= 0 && s->width && s->row_nl >= 3 && (rows = rows_inside(s)) >= 2) {
+				snprintf(s->why, sizeof(s->why), CSV_QUOTE_OVER_ROWS, (unsigned long long)rows);
+				stray_quote(s, s->why);
+			}
 			return 1;
 		}
 		if (!s->skipping && s->pos - s->start > s->max_record) {

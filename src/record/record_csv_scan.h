@@ -25,6 +25,9 @@ struct record_stream;
 	"(only this line is rejected)"
 #define CSV_QUOTE_TO_END "unterminated quote: the cell runs on past this line to the end of the file " \
 	"(only this line is rejected)"
+/* printf format, the number of lines: a stray quote closed by a later one, its row of the right width. */
+#define CSV_QUOTE_OVER_ROWS "unterminated quote: the cell runs on past this line over %llu lines that read as " \
+	"rows of their own (only this line is rejected)"
 
 enum csv_scan_state { CSV_FIELD_START, CSV_UNQUOTED, CSV_QUOTED, CSV_QUOTE_SEEN };
 
@@ -58,7 +61,8 @@ struct csv_scan {
 	/* The start of a row too long to keep (skipping), for the rejected entry: bounded, UTF-8 whole. */
 	char head[256];
 	size_t head_len;
-	const char *bad;        /* why the row is malformed (a static string), or NULL */
+	const char *bad;        /* why the row is malformed (a static string or why), or NULL */
+	char why[160];          /* bad, when it says a number */
 	struct csv_cell *cells;
 	size_t n_cells, cap_cells;
 };
@@ -81,7 +85,10 @@ int record_csv_scan_seek(struct csv_scan *s, off_t offset);
  * A stray opening quote must not swallow the rows after it: a quoted cell that runs past a line
  * break and then does not make a row of @width cells, well formed (or runs past max_record_bytes,
  * or to the end of the stream), makes its opening line alone a bad row (no cells), and the scan
- * goes on at the next line. A legitimate line break inside quotes keeps the row whole.
+ * goes on at the next line. So does one whose row has the right width when the complete lines
+ * between its first and its last, two at least, each read as a row of their own (no quote,
+ * @width cells; blank ones aside): a later quote closed it. A legitimate line break inside quotes
+ * keeps the row whole.
  */
 int record_csv_scan_row(struct csv_scan *s);
 

@@ -124,6 +124,34 @@ static void csv_rows(void)
 	       "id,v\n1,\"5 inch\n2,b\n3,\"c\n4,d\n", &o,
 	       "2!" CSV_QUOTE_NOT_A_ROW "|1,\"5 inch\n3:{\"id\":\"2\",\"v\":\"b\"}\n4!" CSV_QUOTE_TO_END "|3,\"c\n"
 	       "5:{\"id\":\"4\",\"v\":\"d\"}\n");
+	expect("a stray quote closed by a later one in a row of the right width: the lines between read as rows, so its "
+	       "line alone is rejected and they go up; the closing line's quote is a character", "inch.csv",
+	       "id,v\n1,\"5 inch\n2,b\n3,c\n4,12\"\n5,e\n", &o,
+	       "2!unterminated quote: the cell runs on past this line over 2 lines that read as rows of their own (only "
+	       "this line is rejected)|1,\"5 inch\n3:{\"id\":\"2\",\"v\":\"b\"}\n4:{\"id\":\"3\",\"v\":\"c\"}\n"
+	       "5:{\"id\":\"4\",\"v\":\"12\\\"\"}\n6:{\"id\":\"5\",\"v\":\"e\"}\n");
+	expect("the same with CRLF, blank lines between (not counted, skipped), the quote closed mid-row", "inch.csv",
+	       "id,v,w\r\n1,\"5 inch,x\r\n2,b,x\r\n\r\n3,c,x\r\n4,12\",x\r\n", &o,
+	       "2!unterminated quote: the cell runs on past this line over 2 lines that read as rows of their own (only "
+	       "this line is rejected)|1,\"5 inch,x\n3:{\"id\":\"2\",\"v\":\"b\",\"w\":\"x\"}\n"
+	       "5:{\"id\":\"3\",\"v\":\"c\",\"w\":\"x\"}\n6:{\"id\":\"4\",\"v\":\"12\\\"\",\"w\":\"x\"}\n");
+	expect("the same with CR alone, no line break at the end", "inch.csv", "id,v\r1,\"5 inch\r2,b\r3,c\r4,12\"", &o,
+	       "2!unterminated quote: the cell runs on past this line over 2 lines that read as rows of their own (only "
+	       "this line is rejected)|1,\"5 inch\n3:{\"id\":\"2\",\"v\":\"b\"}\n4:{\"id\":\"3\",\"v\":\"c\"}\n"
+	       "5:{\"id\":\"4\",\"v\":\"12\\\"\"}\n");
+	expect("TSV: lines between read as rows by their tabs, not their commas", "inch.tsv",
+	       "id\tv\n1\t\"5 inch\n2\tb\n3\tc\n4\t12\"\n5\t\"a\nx,y\nx,y\nz\"\n", &o,
+	       "2!unterminated quote: the cell runs on past this line over 2 lines that read as rows of their own (only "
+	       "this line is rejected)|1\t\"5 inch\n3:{\"id\":\"2\",\"v\":\"b\"}\n4:{\"id\":\"3\",\"v\":\"c\"}\n"
+	       "5:{\"id\":\"4\",\"v\":\"12\\\"\"}\n6:{\"id\":\"5\",\"v\":\"a\\nx,y\\nx,y\\nz\"}\n");
+	expect("legitimate line breaks in quotes stay data: an address over two lines, one line between that reads as a "
+	       "row (and a blank one), lines between that do not all (a delimiter more or fewer, a doubled quote, blank ones)", "a.csv",
+	       "id,v\n1,\"12 Main St\nSpringfield, IL\"\n2,\"a\nb,c\nd\"\n3,\"a\nb,c\nno comma\nd\"\n"
+	       "4,\"a\nb,c,d\nb,c\nd\"\n5,\"a\nb,\"\"c\"\"\nb,c\nd\"\n6,\"a\n\nb\n\nc\"\n7,\"a\nb,c\n\nd\"\n", &o,
+	       "2:{\"id\":\"1\",\"v\":\"12 Main St\\nSpringfield, IL\"}\n4:{\"id\":\"2\",\"v\":\"a\\nb,c\\nd\"}\n"
+	       "7:{\"id\":\"3\",\"v\":\"a\\nb,c\\nno comma\\nd\"}\n11:{\"id\":\"4\",\"v\":\"a\\nb,c,d\\nb,c\\nd\"}\n"
+	       "15:{\"id\":\"5\",\"v\":\"a\\nb,\\\"c\\\"\\nb,c\\nd\"}\n19:{\"id\":\"6\",\"v\":\"a\\n\\nb\\n\\nc\"}\n"
+	       "24:{\"id\":\"7\",\"v\":\"a\\nb,c\\n\\nd\"}\n");
 	expect("a quoted line break in a row of the header's width is data (CR alone too); lines are counted", "a.csv",
 	       "id,v\r1,\"a\rb\r\nc\nd\"\r2,x,y\r3,c\r", &o,
 	       "2:{\"id\":\"1\",\"v\":\"a\\rb\\r\\nc\\nd\"}\n6!3 cell(s), the header has 2|2,x,y\n"
