@@ -198,6 +198,34 @@ def test_a_batch_failed_by_a_4xx_forgets_every_key_it_sent(optix, daemon):
 
 
 
+def test_what_a_failed_batch_sent_is_forgotten_even_where_the_next_batch_leaves_the_key_out(optix, daemon):
+    """The next batch's begin forgets what a failed one sent: kept pending, it would complete with it."""
+    config(daemon, optix)
+    daemon.drop_generated(CONN, "day1.ndjson", 12000)
+    run_once(daemon)
+    # day2 sends key 9000 = B, late in its file, and is refused (400): the API still holds A.
+    day2 = gen_lines(0, 12000)
+    day2[9000] = gen_ndjson.record(9000, 1)
+    optix.add_faults({"uuid": UUID1, "status": 400, "count": 1})
+    daemon.drop(CONN, "day2.ndjson", day2)
+    run_once(daemon, expect=1)
+    assert optix.record(UUID1, 9000) == gen_ndjson.expected(9000, 0)
+
+    # day3 holds 9000 = A before the place day2 had it: were the failed batch's pending key kept,
+    # A would be left out as unchanged and day3's completion would record B as held.
+    day3 = gen_lines(0, 12000)
+    day3.insert(0, day3.pop(9000))
+    daemon.drop(CONN, "day3.ndjson", day3)
+    run_once(daemon)
+    seq = last_seq(optix)
+
+    daemon.drop(CONN, "day4.ndjson", day2)
+    run_once(daemon)
+
+    assert sent_keys(optix, seq) == [9000], "B was taken for what the API holds"
+    assert optix.record(UUID1, 9000) == gen_ndjson.expected(9000, 1)
+
+
 def test_a_truncated_gz_batch_forgets_every_key_it_sent(optix, daemon):
     config(daemon, optix)
     daemon.drop_generated(CONN, "day1.ndjson", 12000)
