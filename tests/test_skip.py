@@ -246,6 +246,37 @@ def test_a_truncated_gz_batch_forgets_every_key_it_sent(optix, daemon):
     assert set(sent_keys(optix, seq)) >= sent_before
     assert optix.records(UUID1) == gen_store(0, 12000)
 
+@pytest.mark.parametrize("crash", [None, "after-ack:1"])
+def test_a_record_the_server_refused_is_not_taken_for_held(optix, daemon, crash):
+    """Invariant 1: a record refused (422 down to itself, to rejected/) never reached the API;
+    its key must not complete as known, also when the batch completes after a restart."""
+    if crash and not crash_build(daemon):
+        pytest.skip("needs a build with -Dcrashpoints=true")
+    config(daemon, optix, batch_records=4)
+    daemon.drop_generated(CONN, "day1.ndjson", 20)
+    run_once(daemon)
+    changed = {0, 1, 2, 5, 10, 11}     # request 1: 0 1 2 5 (5 refused), request 2: 10 11
+    day2 = changed_lines(20, changed)
+    # Every request holding 5: the whole first one, its half 2 5, then 5 alone.
+    optix.add_faults({"uuid": UUID1, "reject_pk": 5, "count": 3})
+    daemon.drop(CONN, "day2.ndjson", day2)
+    if crash:
+        crashed = daemon.run_once(env={"DCSYNCD_CRASH_AT": crash})
+        assert crashed.returncode == -9, crashed.stdout
+    run_once(daemon, expect=0 if crash else 1)     # 1: a record was rejected in this run
+    assert optix.pending_faults() == []
+    assert optix.record(UUID1, 5) == gen_ndjson.expected(5, 0)
+    assert "refused by the server" in daemon.log()
+    seq = last_seq(optix)
+
+    # The same dump again, accepted now: 5 goes (the API holds its old value), the others are held.
+    daemon.drop(CONN, "day3.ndjson", day2)
+    run_once(daemon)
+
+    assert sent_keys(optix, seq) == [5], "the refused record was taken for held"
+    assert optix.record(UUID1, 5) == gen_ndjson.expected(5, 1)
+
+
 # --- 1: per destination -------------------------------------------------------------------------------
 
 def test_a_changed_destination_never_skips_by_the_old_store(optix, daemon):

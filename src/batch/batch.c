@@ -126,6 +126,14 @@ static void take_next_body(struct batch *b)
 
 
 
+static void body_acked(struct batch *b);
+
+static void refusals_stored(struct batch *b, int r)
+{
+	(void)r;        /* a store that failed is not trusted for this batch (record_pipeline_store_refused) */
+	body_acked(b);
+}
+
 /* The current request body is done at the server: record it, then go on or complete the batch. */
 static void body_done(struct batch *b)
 {
@@ -153,6 +161,21 @@ static void body_done(struct batch *b)
 				batch_fail(b, 0, "out of memory", NULL);
 			return;
 		}
+	}
+	body_acked(b);
+}
+
+static void body_acked(struct batch *b)
+{
+	struct record_body *ch = pipeline_current(&b->pl);
+	int r;
+
+	if (record_pipeline_refusals(&b->pl)) {
+		/* Known to the store before the acknowledgement is journaled: a resume never sends them again. */
+		b->after_step = refusals_stored;
+		if ((r = record_pipeline_step(&b->pl, record_pipeline_store_refused)) != PIPELINE_PENDING)
+			refusals_stored(b, r);
+		return;
 	}
 	b->jb.acks++;
 	if (state_catalog_count(b->pl.fields[b->pl.cur]) || state_catalog_overflow(b->pl.fields[b->pl.cur])) {
@@ -227,7 +250,7 @@ static void process_current(struct batch *b)
 
 /* The server refused one record: it goes to the rejected file of the file it came from. */
 static int server_refused(void *userdata, uint32_t member, uint64_t line, const char *reason, const char *data,
-			  size_t len)
+			  size_t len, const char *key, size_t key_len)
 {
 	struct batch *b = userdata;
 	struct member *m = &b->members[member];
@@ -239,6 +262,9 @@ static int server_refused(void *userdata, uint32_t member, uint64_t line, const 
 	if ((r = record_reject_add(&rb, line, reason, data, len)) == 0)
 		r = batch_rejects_flush(b, m, &rb);
 	free(rb.buf);
+	/* skip_unchanged: the API does not hold it, so its key must not complete as known. */
+	if (r == 0)
+		(void)record_pipeline_refused(&b->pl, key, key_len);
 	return r;
 }
 
