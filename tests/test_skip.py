@@ -528,3 +528,30 @@ def test_a_resumed_batch_decides_at_its_journaled_time_not_at_the_restart(optix,
     batches = requests_by_batch(optix, seq)
     assert len(batches) == 1
     assert sorted(set(k for r in list(batches.values())[0] for k in r["keys"])) == sorted(changed)
+
+
+@pytest.mark.parametrize("keys", [{"unchanged_resend_seconds": 100}, {"ttl_seconds": 600}])
+def test_a_resumed_batch_decides_by_the_config_it_was_opened_with(optix, daemon, keys):
+    """Invariant 5: what decisions depend on (the resend time, the TTL) edited while the daemon was
+    stopped: the resumed batch still re-cuts the same requests, with the TTL it began with."""
+    if not crash_build(daemon):
+        pytest.skip("needs a build with -Dcrashpoints=true")
+    config(daemon, optix)
+    daemon.drop_generated(CONN, "day1.ndjson", 12000)
+    run_once(daemon)
+    seq = last_seq(optix)
+    changed = set(range(0, 12000, 2))          # 6000: two requests; the odd keys unchanged
+    daemon.drop(CONN, "day2.ndjson", changed_lines(12000, changed))
+    clock = {"DCSYNCD_TEST_CLOCK_OFFSET": "400"}    # past the new resend time, past half the new TTL
+
+    crashed = daemon.run_once(env={"DCSYNCD_CRASH_AT": "after-ack:1", **clock})
+    assert crashed.returncode == -9, crashed.stdout
+    config(daemon, optix, **keys)
+    run_once(daemon, env=clock)
+
+    batches = requests_by_batch(optix, seq)
+    assert len(batches) == 1
+    reqs = list(batches.values())[0]
+    assert [len(r["keys"]) for r in reqs] == [5000, 1000]
+    assert sorted(k for r in reqs for k in r["keys"]) == sorted(changed)
+    assert all(r.get("ttl_seconds") is None for r in reqs), "the resumed batch's requests changed their TTL"

@@ -303,7 +303,7 @@ void batch_set_params(struct batch *b)
 	struct source_kind kind;
 	const struct cut_params params = {
 		.batch_uuid = b->jb.uuid,
-		.ttl_seconds = b->cfg->ttl_seconds,
+		.ttl_seconds = b->jb.ttl,      /* as the batch was opened: a resume cuts the same requests */
 		.max_records = b->jb.cut_records,
 		.max_bytes = b->jb.cut_bytes,
 	};
@@ -490,6 +490,8 @@ static void new_record(struct batch *b, const struct member *first, int fd)
 	b->jb.cut_records = b->cfg->batch_records;
 	b->jb.dest = batch_destination(b->cfg);
 	b->jb.csv_opts = record_csv_options_hash(&b->cfg->csv);
+	b->jb.ttl = b->cfg->ttl_seconds;
+	b->jb.resend = b->cfg->unchanged_resend_seconds > 0 ? (uint64_t)b->cfg->unchanged_resend_seconds : 0;
 	b->jb.cut_bytes = b->cfg->batch_bytes;
 	b->jb.lineno = 1;
 	b->n_members = 1;
