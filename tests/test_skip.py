@@ -201,6 +201,34 @@ def test_a_batch_failed_by_a_4xx_forgets_every_key_it_sent(optix, daemon):
 
 
 
+def test_what_a_failed_batch_sent_is_forgotten_even_where_the_next_batch_leaves_the_key_out(optix, daemon):
+    """The next batch's begin forgets what a failed one sent: kept pending, it would complete with it."""
+    config(daemon, optix)
+    daemon.drop_generated(CONN, "day1.ndjson", 12000)
+    run_once(daemon)
+    # day2 sends key 9000 = B, late in its file, and is refused (400): the API still holds A.
+    day2 = gen_lines(0, 12000)
+    day2[9000] = gen_ndjson.record(9000, 1)
+    optix.add_faults({"uuid": UUID1, "status": 400, "count": 1})
+    daemon.drop(CONN, "day2.ndjson", day2)
+    run_once(daemon, expect=1)
+    assert optix.record(UUID1, 9000) == gen_ndjson.expected(9000, 0)
+
+    # day3 holds 9000 = A before the place day2 had it: were the failed batch's pending key kept,
+    # A would be left out as unchanged and day3's completion would record B as held.
+    day3 = gen_lines(0, 12000)
+    day3.insert(0, day3.pop(9000))
+    daemon.drop(CONN, "day3.ndjson", day3)
+    run_once(daemon)
+    seq = last_seq(optix)
+
+    daemon.drop(CONN, "day4.ndjson", day2)
+    run_once(daemon)
+
+    assert sent_keys(optix, seq) == [9000], "B was taken for what the API holds"
+    assert optix.record(UUID1, 9000) == gen_ndjson.expected(9000, 1)
+
+
 def test_a_truncated_gz_batch_forgets_every_key_it_sent(optix, daemon):
     config(daemon, optix)
     daemon.drop_generated(CONN, "day1.ndjson", 12000)
@@ -220,6 +248,37 @@ def test_a_truncated_gz_batch_forgets_every_key_it_sent(optix, daemon):
 
     assert set(sent_keys(optix, seq)) >= sent_before
     assert optix.records(UUID1) == gen_store(0, 12000)
+
+@pytest.mark.parametrize("crash", [None, "after-ack:1"])
+def test_a_record_the_server_refused_is_not_taken_for_held(optix, daemon, crash):
+    """Invariant 1: a record refused (422 down to itself, to rejected/) never reached the API;
+    its key must not complete as known, also when the batch completes after a restart."""
+    if crash and not crash_build(daemon):
+        pytest.skip("needs a build with -Dcrashpoints=true")
+    config(daemon, optix, batch_records=4)
+    daemon.drop_generated(CONN, "day1.ndjson", 20)
+    run_once(daemon)
+    changed = {0, 1, 2, 5, 10, 11}     # request 1: 0 1 2 5 (5 refused), request 2: 10 11
+    day2 = changed_lines(20, changed)
+    # Every request holding 5: the whole first one, its half 2 5, then 5 alone.
+    optix.add_faults({"uuid": UUID1, "reject_pk": 5, "count": 3})
+    daemon.drop(CONN, "day2.ndjson", day2)
+    if crash:
+        crashed = daemon.run_once(env={"DCSYNCD_CRASH_AT": crash})
+        assert crashed.returncode == -9, crashed.stdout
+    run_once(daemon, expect=0 if crash else 1)     # 1: a record was rejected in this run
+    assert optix.pending_faults() == []
+    assert optix.record(UUID1, 5) == gen_ndjson.expected(5, 0)
+    assert "refused by the server" in daemon.log()
+    seq = last_seq(optix)
+
+    # The same dump again, accepted now: 5 goes (the API holds its old value), the others are held.
+    daemon.drop(CONN, "day3.ndjson", day2)
+    run_once(daemon)
+
+    assert sent_keys(optix, seq) == [5], "the refused record was taken for held"
+    assert optix.record(UUID1, 5) == gen_ndjson.expected(5, 1)
+
 
 # --- 1: per destination -------------------------------------------------------------------------------
 
@@ -475,3 +534,30 @@ def test_a_resumed_batch_decides_at_its_journaled_time_not_at_the_restart(optix,
     batches = requests_by_batch(optix, seq)
     assert len(batches) == 1
     assert sorted(set(k for r in list(batches.values())[0] for k in r["keys"])) == sorted(changed)
+
+
+@pytest.mark.parametrize("keys", [{"unchanged_resend_seconds": 100}, {"ttl_seconds": 600}])
+def test_a_resumed_batch_decides_by_the_config_it_was_opened_with(optix, daemon, keys):
+    """Invariant 5: what decisions depend on (the resend time, the TTL) edited while the daemon was
+    stopped: the resumed batch still re-cuts the same requests, with the TTL it began with."""
+    if not crash_build(daemon):
+        pytest.skip("needs a build with -Dcrashpoints=true")
+    config(daemon, optix)
+    daemon.drop_generated(CONN, "day1.ndjson", 12000)
+    run_once(daemon)
+    seq = last_seq(optix)
+    changed = set(range(0, 12000, 2))          # 6000: two requests; the odd keys unchanged
+    daemon.drop(CONN, "day2.ndjson", changed_lines(12000, changed))
+    clock = {"DCSYNCD_TEST_CLOCK_OFFSET": "400"}    # past the new resend time, past half the new TTL
+
+    crashed = daemon.run_once(env={"DCSYNCD_CRASH_AT": "after-ack:1", **clock})
+    assert crashed.returncode == -9, crashed.stdout
+    config(daemon, optix, **keys)
+    run_once(daemon, env=clock)
+
+    batches = requests_by_batch(optix, seq)
+    assert len(batches) == 1
+    reqs = list(batches.values())[0]
+    assert [len(r["keys"]) for r in reqs] == [5000, 1000]
+    assert sorted(k for r in reqs for k in r["keys"]) == sorted(changed)
+    assert all(r.get("ttl_seconds") is None for r in reqs), "the resumed batch's requests changed their TTL"

@@ -126,6 +126,14 @@ static void take_next_body(struct batch *b)
 
 
 
+static void body_acked(struct batch *b);
+
+static void refusals_stored(struct batch *b, int r)
+{
+	(void)r;        /* a store that failed is not trusted for this batch (record_pipeline_store_refused) */
+	body_acked(b);
+}
+
 /* The current request body is done at the server: record it, then go on or complete the batch. */
 static void body_done(struct batch *b)
 {
@@ -153,6 +161,21 @@ static void body_done(struct batch *b)
 				batch_fail(b, 0, "out of memory", NULL);
 			return;
 		}
+	}
+	body_acked(b);
+}
+
+static void body_acked(struct batch *b)
+{
+	struct record_body *ch = pipeline_current(&b->pl);
+	int r;
+
+	if (record_pipeline_refusals(&b->pl)) {
+		/* Known to the store before the acknowledgement is journaled: a resume never sends them again. */
+		b->after_step = refusals_stored;
+		if ((r = record_pipeline_step(&b->pl, record_pipeline_store_refused)) != PIPELINE_PENDING)
+			refusals_stored(b, r);
+		return;
 	}
 	b->jb.acks++;
 	if (state_catalog_count(b->pl.fields[b->pl.cur]) || state_catalog_overflow(b->pl.fields[b->pl.cur])) {
@@ -227,7 +250,7 @@ static void process_current(struct batch *b)
 
 /* The server refused one record: it goes to the rejected file of the file it came from. */
 static int server_refused(void *userdata, uint32_t member, uint64_t line, const char *reason, const char *data,
-			  size_t len)
+			  size_t len, const char *key, size_t key_len)
 {
 	struct batch *b = userdata;
 	struct member *m = &b->members[member];
@@ -239,6 +262,9 @@ static int server_refused(void *userdata, uint32_t member, uint64_t line, const 
 	if ((r = record_reject_add(&rb, line, reason, data, len)) == 0)
 		r = batch_rejects_flush(b, m, &rb);
 	free(rb.buf);
+	/* skip_unchanged: the API does not hold it, so its key must not complete as known. */
+	if (r == 0)
+		(void)record_pipeline_refused(&b->pl, key, key_len);
 	return r;
 }
 
@@ -277,7 +303,7 @@ void batch_set_params(struct batch *b)
 	struct source_kind kind;
 	const struct cut_params params = {
 		.batch_uuid = b->jb.uuid,
-		.ttl_seconds = b->cfg->ttl_seconds,
+		.ttl_seconds = b->jb.ttl,      /* as the batch was opened: a resume cuts the same requests */
 		.max_records = b->jb.cut_records,
 		.max_bytes = b->jb.cut_bytes,
 	};
@@ -464,6 +490,8 @@ static void new_record(struct batch *b, const struct member *first, int fd)
 	b->jb.cut_records = b->cfg->batch_records;
 	b->jb.dest = batch_destination(b->cfg);
 	b->jb.csv_opts = record_csv_options_hash(&b->cfg->csv);
+	b->jb.ttl = b->cfg->ttl_seconds;
+	b->jb.resend = b->cfg->unchanged_resend_seconds > 0 ? (uint64_t)b->cfg->unchanged_resend_seconds : 0;
 	b->jb.cut_bytes = b->cfg->batch_bytes;
 	b->jb.lineno = 1;
 	b->n_members = 1;

@@ -35,8 +35,11 @@ static const char *store_path(struct batch *b)
 
 struct store *batch_store(struct batch *b)
 {
-	/* What the store was opened with: its destination, and the resend time it decides by. */
-	uint64_t dest = batch_destination(b->cfg) ^ (uint64_t)b->cfg->unchanged_resend_seconds;
+	/*
+	 * What the store was opened with: its destination, and the resend time it decides by, the
+	 * batch's own (journaled: a resumed batch decides as it began, whatever the config says now).
+	 */
+	uint64_t dest = batch_destination(b->cfg) ^ b->jb.resend;
 	char parent[PATH_MAX];
 	int r;
 
@@ -51,8 +54,7 @@ struct store *batch_store(struct batch *b)
 	if (mkdir(parent, 0750) < 0 && errno != EEXIST)
 		r = -errno;
 	else
-		r = state_store_open(b->store_dir, b->cfg->base_url, b->cfg->uuid, STORE_RW,
-			       (uint64_t)b->cfg->unchanged_resend_seconds, &b->store);
+		r = state_store_open(b->store_dir, b->cfg->base_url, b->cfg->uuid, STORE_RW, b->jb.resend, &b->store);
 	if (r < 0) {
 		batch_log(b, LOG_LVL_ERROR, -1, "store %s: cannot open it: %s; every record is sent", b->store_dir,
 			 strerror(-r));

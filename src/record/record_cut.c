@@ -151,11 +151,11 @@ static int keep_record(const struct record_body *c, const struct cut_params *p, 
 	*kspan = 0;
 	if (record_check_key(v, ln->data, ln->len, &key, &klen) < 0)
 		return 1;       /* a key we cannot see is never skipped */
-	if (!p->skip) {
-		if ((size_t)(key - ln->data) <= 0xffff && klen <= 0xffff && klen)
-			*kspan = (uint32_t)(key - ln->data) << 16 | (uint32_t)klen;
+	/* Kept also when decided now: a record the server refuses is told to the store by its key. */
+	if ((size_t)(key - ln->data) <= 0xffff && klen <= 0xffff && klen)
+		*kspan = (uint32_t)(key - ln->data) << 16 | (uint32_t)klen;
+	if (!p->skip)
 		return 1;
-	}
 	return p->skip->decide(p->skip->userdata, ln->data, ln->len, key, klen, record_pos(c, ln->lineno)) == 0 ? 0 : 1;
 }
 

@@ -45,7 +45,7 @@ struct record_body {
 	uint64_t rejected;      /* lines of the range rejected locally */
 	uint64_t unchanged;     /* records of the range left out: the API holds them (skip_unchanged) */
 	uint32_t *rec_key;      /* skip_unchanged: record i's primary key is at body[rec_off[i] + (rec_key[i] >> 16)], */
-				/* (rec_key[i] & 0xffff) bytes; 0: not noted */
+				/* (rec_key[i] & 0xffff) bytes; 0: not noted (or past 64 KiB into the record) */
 	bool last;              /* batch_completed: true */
 };
 

@@ -35,6 +35,8 @@ void record_pipeline_release(struct pipeline *p)
 		free(p->rej[i].buf);
 		state_catalog_free(p->fields[i]);
 	}
+	free(p->refused);
+	p->refused = NULL;
 	record_source_free(p->reader);
 	p->reader = NULL;
 }
@@ -56,6 +58,7 @@ void record_pipeline_cancel(struct pipeline *p)
 	record_worker_cancel(p->worker);
 	p->want_next = false;
 	p->stepping = false;
+	p->step_queued = false;
 	p->cutting = false;
 }
 
@@ -65,6 +68,8 @@ void record_pipeline_reset(struct pipeline *p)
 	record_pipeline_cancel(p);
 	p->ahead_error = 0;
 	p->n_ahead = 0;
+	p->refused_len = 0;
+	p->refused_unknown = false;
 	for (int i = 0; i < PIPELINE_DEPTH; i++)
 		record_reject_reset(&p->rej[i]);
 }
@@ -139,6 +144,8 @@ void record_pipeline_skip(struct pipeline *p, struct store *s, const char *dir, 
 	p->ttl = p->params.ttl_seconds <= 0 ? 0 : p->params.ttl_seconds > UINT32_MAX ? UINT32_MAX : (uint32_t)p->params.ttl_seconds;
 	p->store_begun = false;
 	p->store_broken = false;
+	p->refused_len = 0;
+	p->refused_unknown = false;
 	p->skip = (struct cut_skip){ .decide = decide, .userdata = p };
 	p->params.skip = NULL;
 	p->params.note_keys = s != NULL;
@@ -212,6 +219,73 @@ int record_pipeline_store_completed(struct pipeline *p)
 	return r < 0 ? r : 0;
 }
 
+int record_pipeline_refused(struct pipeline *p, const char *key, size_t key_len)
+{
+	unsigned char canon[STATE_KEY_MAX];
+	size_t cl;
+
+	if (!p->store)
+		return 0;
+	if (!key) {
+		p->refused_unknown = true;
+		return 0;
+	}
+	if (state_key_canon(key, key_len, canon, &cl) < 0)
+		return 0;       /* never stored: nothing to forget */
+	if (p->refused_len + 2 + cl > p->refused_cap) {
+		size_t cap = p->refused_cap ? p->refused_cap * 2 : 4096;
+		unsigned char *n;
+
+		while (cap < p->refused_len + 2 + cl)
+			cap *= 2;
+		if (!(n = realloc(p->refused, cap))) {
+			p->refused_unknown = true;
+			return -ENOMEM;
+		}
+		p->refused = n;
+		p->refused_cap = cap;
+	}
+	p->refused[p->refused_len++] = (unsigned char)(cl >> 8);
+	p->refused[p->refused_len++] = (unsigned char)cl;
+	memcpy(p->refused + p->refused_len, canon, cl);
+	p->refused_len += cl;
+	return 0;
+}
+
+bool record_pipeline_refusals(const struct pipeline *p)
+{
+	return p->store && (p->refused_len || p->refused_unknown);
+}
+
+/* The worker's thread, the loop waiting: the refused keys into the store, durably. */
+int record_pipeline_store_refused(struct pipeline *p)
+{
+	size_t at = 0, cl;
+	int r = 0;
+
+	if (p->refused_unknown && !p->store_broken) {
+		/* Which key the server refused cannot be told: nothing this batch sent is taken for held. */
+		log_warning("store %s: a refused record's key lies past 64 KiB into it", p->store_dir);
+		store_broke(p, -ENOKEY);
+	}
+	if (!p->store_broken && (r = state_store_txn_begin(p->store)) == 0) {
+		while (r == 0 && at < p->refused_len) {
+			cl = (size_t)p->refused[at] << 8 | p->refused[at + 1];
+			r = state_store_refused(p->store, p->refused + at + 2, cl);
+			at += 2 + cl;
+		}
+		if (r == 0)
+			r = state_store_txn_commit(p->store);
+		else
+			state_store_txn_abort(p->store);
+	}
+	if (r < 0)
+		store_broke(p, r);
+	p->refused_len = 0;
+	p->refused_unknown = false;
+	return 0;
+}
+
 static int step_job(void *arg)
 {
 	struct pipeline *p = arg;
@@ -222,6 +296,11 @@ static int step_job(void *arg)
 int record_pipeline_step(struct pipeline *p, int (*fn)(struct pipeline *p))
 {
 	p->step_fn = fn;
+	if (record_worker_busy(p->worker) && !p->stepping) {
+		/* A cut ahead holds the store (and may commit its keys): the step runs after it, on the worker. */
+		p->step_queued = true;
+		return PIPELINE_PENDING;
+	}
 	if (!record_worker_busy(p->worker) && record_worker_submit(p->worker, step_job, p) == 0) {
 		p->stepping = true;
 		return PIPELINE_PENDING;
@@ -278,6 +357,15 @@ static void ahead_done(void *userdata, int r)
 		p->ahead_error = r;
 	} else {
 		p->n_ahead++;
+	}
+	if (p->step_queued) {
+		p->step_queued = false;
+		if (record_worker_submit(p->worker, step_job, p) == 0) {
+			p->stepping = true;
+			return;
+		}
+		p->ops.stepped(p->userdata, p->step_fn(p));
+		return;
 	}
 	if (p->want_next) {
 		p->want_next = false;

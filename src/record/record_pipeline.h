@@ -64,8 +64,12 @@ struct pipeline {
 	bool store_begun;               /* state_store_batch_begin done for this batch */
 	bool store_broken;              /* the store failed in this batch: the rest goes whole, then it is forgotten */
 	struct cut_skip skip;
+	unsigned char *refused;         /* keys (canonical, each after its length byte pair) the server refused, */
+	size_t refused_len, refused_cap;        /* not yet told to the store */
+	bool refused_unknown;           /* one of them had no key noted */
 	int (*step_fn)(struct pipeline *p);
 	bool stepping;
+	bool step_queued;               /* the step waits for the cut ahead, which holds the store */
 };
 
 enum { PIPELINE_PENDING = 1 };
@@ -90,6 +94,16 @@ void record_pipeline_skip(struct pipeline *p, struct store *s, const char *dir, 
 int record_pipeline_step(struct pipeline *p, int (*fn)(struct pipeline *p));
 int record_pipeline_decide_first(struct pipeline *p);
 int record_pipeline_store_completed(struct pipeline *p);
+/*
+ * The server refused a record of the current body whose key is @key (NULL: not noted); on the
+ * loop. Kept until record_pipeline_store_refused tells the store, a step the batch runs before
+ * the body's acknowledgement is journaled (a refused key must never complete as held, also
+ * after a crash). 0, or -ENOMEM (then the store is not trusted for this batch).
+ */
+int record_pipeline_refused(struct pipeline *p, const char *key, size_t key_len);
+/* Whether refused keys wait for record_pipeline_store_refused. */
+bool record_pipeline_refusals(const struct pipeline *p);
+int record_pipeline_store_refused(struct pipeline *p);
 /* The batch ended or fails: no more cutting, the bodies ahead are dropped. */
 void record_pipeline_reset(struct pipeline *p);
 /* Stop cutting ahead now (the batch's files leave, or it fails). */

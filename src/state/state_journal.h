@@ -50,6 +50,8 @@ struct journal_batch {
 	uint32_t n_members;     /* its files, at least one: a member record each, put before its OPEN state */
 	uint64_t csv_opts;      /* hash of the CSV options it was opened with (record_csv_options_hash): they cut its rows */
 	uint64_t decided;       /* skip_unchanged: the batch's decision time (unix s), fixed for its life; 0: sends all */
+	uint64_t resend;        /* unchanged_resend_seconds it was opened with: its decisions depend on it */
+	int64_t ttl;            /* ttl_seconds it was opened with (< 0: none): its requests and decisions depend on it */
 	uint64_t dest;          /* hash of the base_url and uuid it was opened at; 0: not known (a test's journal) */
 };
 

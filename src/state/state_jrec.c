@@ -92,7 +92,9 @@ void state_jrec_batch(struct jrec_buf *w, const struct journal_batch *b)
 	w_u64(w, b->n_members);
 	w_u64(w, b->csv_opts);
 	w_u64(w, b->decided);
-	w_u64(w, b->dest);
+	w_u64(w, b->resend);
+	w_u64(w, (uint64_t)b->ttl);
+	w_u64(w, b->dest);      /* last: tests/test_crash.py's without_destinations zeroes it there */
 }
 
 void state_jrec_member(struct jrec_buf *w, const struct journal_member *m)
@@ -139,6 +141,8 @@ static int decode_batch(struct rbuf *r, struct journal_batch *b)
 	b->n_members = (uint32_t)r_u64(r);
 	b->csv_opts = r_u64(r);
 	b->decided = r_u64(r);
+	b->resend = r_u64(r);
+	b->ttl = (int64_t)r_u64(r);
 	b->dest = r_u64(r);
 	if (r->bad || b->id > JREC_ID_MAX || b->state < BATCH_OPEN || b->state > BATCH_RELEASED || !b->n_members)
 		return -EINVAL;

@@ -9,6 +9,9 @@
  *     it is sent, so the latest record of a batch always reaches the API.
  *  4. pending becomes main only when the batch completed; a batch that did not (state_store_batch_forget,
  *     or a new batch begun over a pending one) deletes its keys from main: their value is unknown.
+ *     A record the API refused (state_store_refused) puts its key in "refused": the batch's
+ *     completion deletes it from main and pending, so it is never taken for held. Decisions do
+ *     not read "refused", so re-deciding after a crash still gives the same answers (5).
  *  5. A decision depends only on main, the position and the batch's fixed `now`, and pending is
  *     committed before its request leaves (the caller's rule), so re-deciding after a crash gives
  *     the same answers. state_store_batch_complete moves pending to main and records the batch_uuid in
@@ -48,7 +51,7 @@
 
 struct store {
 	MDB_env *env;
-	MDB_dbi meta, main, pend;
+	MDB_dbi meta, main, pend, refused;
 	MDB_txn *txn;           /* the open request-body transaction, or NULL */
 	char *dir;
 	bool rdonly;
@@ -190,7 +193,7 @@ static int env_open(struct store *s, const char *dest)
 	rc = lmdb_errno(mdb_env_create(&s->env));
 	if (rc < 0)
 		goto out;
-	rc = lmdb_errno(mdb_env_set_maxdbs(s->env, 3));
+	rc = lmdb_errno(mdb_env_set_maxdbs(s->env, 4));
 	if (rc == 0)
 		rc = lmdb_errno(mdb_env_set_mapsize(s->env, map));
 	if (rc == 0)
@@ -204,6 +207,9 @@ static int env_open(struct store *s, const char *dest)
 		rc = lmdb_errno(mdb_dbi_open(t, "main", dbflags, &s->main));
 	if (rc == 0)
 		rc = lmdb_errno(mdb_dbi_open(t, "pending", dbflags, &s->pend));
+	/* Only a batch's completion reads it; read-only use (check) never does, nor needs a store made before it. */
+	if (rc == 0 && !s->rdonly)
+		rc = lmdb_errno(mdb_dbi_open(t, "refused", dbflags, &s->refused));
 	if (rc < 0)
 		goto out;
 	if (!meta_equals(t, s->meta, "dest", dest)) {
@@ -215,6 +221,8 @@ static int env_open(struct store *s, const char *dest)
 		rc = lmdb_errno(mdb_drop(t, s->main, 0));
 		if (rc == 0)
 			rc = lmdb_errno(mdb_drop(t, s->pend, 0));
+		if (rc == 0)
+			rc = lmdb_errno(mdb_drop(t, s->refused, 0));
 		if (rc == 0)
 			rc = meta_del(t, s->meta, "done");
 		if (rc == 0)
@@ -317,14 +325,14 @@ void state_store_close(struct store *s)
 	free(s);
 }
 
-/* Everything pending is unknown at the API: delete it from main, empty pending. */
-static int forget_pending(struct store *s, MDB_txn *t)
+/* Every key of table @dbi is unknown at the API: delete it from main, empty @dbi. */
+static int forget_keys_of(struct store *s, MDB_txn *t, MDB_dbi dbi)
 {
 	MDB_cursor *c = NULL;
 	MDB_val k, d;
 	int rc, mrc;
 
-	rc = lmdb_errno(mdb_cursor_open(t, s->pend, &c));
+	rc = lmdb_errno(mdb_cursor_open(t, dbi, &c));
 	if (rc < 0)
 		return rc;
 	for (mrc = mdb_cursor_get(c, &k, &d, MDB_FIRST); mrc == 0; mrc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
@@ -337,7 +345,17 @@ static int forget_pending(struct store *s, MDB_txn *t)
 		rc = lmdb_errno(mrc);
 	mdb_cursor_close(c);
 	if (rc == 0)
-		rc = lmdb_errno(mdb_drop(t, s->pend, 0));
+		rc = lmdb_errno(mdb_drop(t, dbi, 0));
+	return rc;
+}
+
+/* Everything pending (and refused) is unknown at the API: delete it from main, empty both. */
+static int forget_pending(struct store *s, MDB_txn *t)
+{
+	int rc = forget_keys_of(s, t, s->pend);
+
+	if (rc == 0)
+		rc = forget_keys_of(s, t, s->refused);
 	if (rc == 0)
 		rc = meta_del(t, s->meta, "open");
 	return rc;
@@ -349,6 +367,8 @@ static int forget_everything(struct store *s, MDB_txn *t)
 
 	if (rc == 0)
 		rc = lmdb_errno(mdb_drop(t, s->pend, 0));
+	if (rc == 0)
+		rc = lmdb_errno(mdb_drop(t, s->refused, 0));
 	if (rc == 0)
 		rc = meta_del(t, s->meta, "open");
 	if (rc == 0)
@@ -522,6 +542,19 @@ record:
 	return rc < 0 ? note_damage(s, rc) : STORE_SEND;
 }
 
+int state_store_refused(struct store *s, const unsigned char *key, size_t key_len)
+{
+	MDB_val k = { key_len, (void *)key }, d = { 0, NULL };
+
+	if (!s->txn || s->rdonly)
+		return -EINVAL;
+	if (s->damaged)
+		return -EIO;
+	if (key_len == 0 || key_len > STATE_KEY_MAX)
+		return 0;       /* never stored, so never known */
+	return note_damage(s, lmdb_errno(mdb_put(s->txn, s->refused, &k, &d, 0)));
+}
+
 struct complete_arg {
 	const char *uuid;
 	uint64_t ack_time;
@@ -552,6 +585,29 @@ static int do_complete(struct store *s, MDB_txn *t, const void *arg)
 		return STORE_ALREADY;
 	if (!meta_equals(t, s->meta, "open", a->uuid))
 		return -ESTALE;
+	/* Refused keys first: what pending holds of them never reaches main. */
+	rc = lmdb_errno(mdb_cursor_open(t, s->refused, &c));
+	if (rc < 0)
+		return rc;
+	for (mrc = mdb_cursor_get(c, &k, &d, MDB_FIRST); mrc == 0 && moved < COMPLETE_CHUNK;
+	     mrc = mdb_cursor_get(c, &k, &d, MDB_FIRST)) {
+		rc = lmdb_errno(mdb_del(t, s->main, &k, NULL));
+		if (rc == 0 || rc == -ENOENT)
+			rc = lmdb_errno(mdb_del(t, s->pend, &k, NULL));
+		if (rc == 0 || rc == -ENOENT)
+			rc = lmdb_errno(mdb_cursor_del(c, 0));
+		if (rc < 0)
+			break;
+		moved++;
+	}
+	if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+		rc = lmdb_errno(mrc);
+	mdb_cursor_close(c);
+	c = NULL;
+	if (rc < 0)
+		return rc;
+	if (mrc == 0)
+		return MORE;
 	rc = lmdb_errno(mdb_cursor_open(t, s->pend, &c));
 	if (rc < 0)
 		return rc;

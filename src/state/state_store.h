@@ -10,6 +10,8 @@
  * The calls a batch makes (pipeline.c, on the connection's worker), in order:
  *   state_store_open (once per connection) -> state_store_batch_begin -> for every request body:
  *   { state_store_txn_begin, state_store_decide per record, state_store_txn_commit BEFORE the request leaves }
+ *   -> records the API refused: { state_store_txn_begin, state_store_refused per record, state_store_txn_commit
+ *   BEFORE the request's acknowledgement is journaled }
  *   -> COMPLETED: state_store_batch_complete | failed: state_store_batch_forget.
  */
 
@@ -71,6 +73,13 @@ void state_store_txn_abort(struct store *s);
  */
 int state_store_decide(struct store *s, const unsigned char *key, size_t key_len,
                  struct store_hash rec_hash, uint32_t ttl_seconds, uint64_t pos, uint64_t now);
+
+/*
+ * The API refused a record of the open batch whose key is @key (inside state_store_txn_begin .. commit):
+ * when the batch completes the key is forgotten, not taken for held, whatever else the batch sent
+ * for it. Decisions are not changed by it. 0, or negative errno.
+ */
+int state_store_refused(struct store *s, const unsigned char *key, size_t key_len);
 
 /*
  * The batch was acknowledged as completed at @ack_time: in one durable transaction what it

@@ -262,6 +262,7 @@ static void split_or_reject(struct request *q, const struct upload_result *res)
 {
 	const struct record_body *b = q->body;
 	char reason[600];
+	uint32_t ks;
 
 	if (q->hi - q->lo > 1) {
 		req_log(q, LOG_LVL_INFO, res->status, "%s: HTTP %ld for %" PRIu32 " records: splitting the request",
@@ -280,8 +281,9 @@ static void split_or_reject(struct request *q, const struct upload_result *res)
 		return;
 	}
 	snprintf(reason, sizeof(reason), "HTTP %ld: %s", res->status, res->body && *res->body ? res->body : "refused by the server");
+	ks = b->rec_key[q->lo];
 	if (q->ops.refused(q->userdata, b->rec_member[q->lo], b->rec_line[q->lo], reason, b->body + b->rec_off[q->lo],
-			   b->rec_len[q->lo]) < 0) {
+			   b->rec_len[q->lo], ks ? b->body + b->rec_off[q->lo] + (ks >> 16) : NULL, ks & 0xffff) < 0) {
 		q->ops.failed(q->userdata, 0, "cannot write rejected records", NULL);
 		return;
 	}

@@ -45,8 +45,12 @@ struct request_ops {
 	 */
 	int (*may_complete)(void *userdata);
 	void (*done)(void *userdata);           /* every record of the body is acknowledged or refused */
-	/* The server refused the one record @data of file @member, line @line: keep it. <0: cannot. */
-	int (*refused)(void *userdata, uint32_t member, uint64_t line, const char *reason, const char *data, size_t len);
+	/*
+	 * The server refused the one record @data of file @member, line @line: keep it. @key is its
+	 * primary key's JSON text inside @data (NULL: not noted, see record_body.rec_key). <0: cannot.
+	 */
+	int (*refused)(void *userdata, uint32_t member, uint64_t line, const char *reason, const char *data, size_t len,
+		       const char *key, size_t key_len);
 	void (*failed)(void *userdata, long status, const char *why, const char *response);
 	bool (*stopping)(void *userdata, const char *what);     /* SIGTERM: the batch ended here instead of waiting */
 };

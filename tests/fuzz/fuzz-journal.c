@@ -25,7 +25,7 @@ static bool same_batch(const struct journal_batch *a, const struct journal_batch
 	       a->cut_bytes == b->cut_bytes && a->acks == b->acks && a->offset == b->offset &&
 	       a->lineno == b->lineno && a->records == b->records && a->rejected == b->rejected &&
 	       a->rejected_size == b->rejected_size && a->n_members == b->n_members && a->csv_opts == b->csv_opts &&
-	       a->decided == b->decided && a->dest == b->dest;
+	       a->decided == b->decided && a->resend == b->resend && a->ttl == b->ttl && a->dest == b->dest;
 }
 
 static bool same_member(const struct journal_member *a, const struct journal_member *b)

@@ -112,6 +112,8 @@ static void journals(const char *tmp, const char *out_dir)
 		die("state_journal_compact", r);
 	b3 = batch(j, BATCH_OPEN, "products", 1);
 	b3.decided = 1700000000;
+	b3.resend = 86400;
+	b3.ttl = 3600;
 	state_journal_put(j, &b3);
 	state_journal_sync(j);
 	copy_journal(tmp, out_dir, "compacted");

@@ -30,6 +30,8 @@ static struct journal_batch batch(uint64_t id, enum batch_state st, uint64_t off
 	b.csv_opts = 0x5eed0001u + id;
 	b.dest = 0xd0000001u + id;
 	b.decided = id % 2 ? 1700000000u + id : 0;
+	b.resend = id % 3 ? 86400u * id : 0;
+	b.ttl = id % 2 ? -1 : (int64_t)(3600 * id);
 	b.n_members = 1;
 	return b;
 }
@@ -42,7 +44,8 @@ static bool same_batch(const struct journal_batch *a, const struct journal_batch
 	       a->cut_records == b->cut_records &&
 	       a->cut_bytes == b->cut_bytes && a->acks == b->acks && a->offset == b->offset && a->lineno == b->lineno &&
 	       a->records == b->records && a->rejected == b->rejected && a->rejected_size == b->rejected_size &&
-	       a->n_members == b->n_members && a->csv_opts == b->csv_opts && a->dest == b->dest && a->decided == b->decided;
+	       a->n_members == b->n_members && a->csv_opts == b->csv_opts && a->dest == b->dest && a->decided == b->decided &&
+	       a->resend == b->resend && a->ttl == b->ttl;
 }
 
 static struct journal *open_ok(const char *dir, uint64_t *torn)

@@ -92,7 +92,8 @@ static void op_done(void *userdata)
 	((struct t *)userdata)->done++;
 }
 
-static int op_refused(void *userdata, uint32_t member, uint64_t line, const char *reason, const char *data, size_t len)
+static int op_refused(void *userdata, uint32_t member, uint64_t line, const char *reason, const char *data, size_t len,
+		      const char *key, size_t key_len)
 {
 	struct t *t = userdata;
 
@@ -101,6 +102,8 @@ static int op_refused(void *userdata, uint32_t member, uint64_t line, const char
 	t->ref_line = line;
 	snprintf(t->ref_reason, sizeof(t->ref_reason), "%s", reason);
 	snprintf(t->ref_data, sizeof(t->ref_data), "%.*s", (int)len, data);
+	(void)key;
+	(void)key_len;
 	return 0;
 }
 

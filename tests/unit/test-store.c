@@ -184,6 +184,61 @@ out:
 	free(dir);
 }
 
+/* Tell the store that the API refused the record of @key, in a transaction of its own. */
+static int refused(struct store *s, const char *key)
+{
+	struct key k = canon(key);
+	int rc;
+
+	if (state_store_txn_begin(s) < 0)
+		return -1;
+	rc = state_store_refused(s, k.b, k.n);
+	if (state_store_txn_commit(s) < 0)
+		return -1;
+	return rc;
+}
+
+static void test_refused(const char *base)
+{
+	char *dir = NULL;
+	struct store *s;
+	struct state_store_stats st;
+
+	if (asprintf(&dir, "%s/refused", base) < 0)
+		abort();
+	s = open_rw(dir, UUID, 0);
+	if (!s)
+		goto out;
+	batch_one(s, "r1", "1", "{\"id\":1,\"v\":1}", 0, 100, 100);
+	batch_one(s, "r2", "2", "{\"id\":2,\"v\":1}", 0, 100, 100);
+	state_store_batch_begin(s, "r3");
+	decide(s, "1", "{\"id\":1,\"v\":2}", 0, 0, 200);
+	decide(s, "2", "{\"id\":2,\"v\":2}", 0, 1, 200);
+	ok(refused(s, "1") == 0, "a refused key is noted");
+	state_store_close(s);
+
+	/* A crash after the refusal: decisions are the same, the refusal is kept. */
+	s = open_rw(dir, UUID, 0);
+	if (!s)
+		goto out;
+	ok(state_store_batch_begin(s, "r3") == 0 && decide(s, "1", "{\"id\":1,\"v\":2}", 0, 0, 200) == STORE_SEND &&
+	   decide(s, "1", "{\"id\":1,\"v\":1}", 0, 2, 200) == STORE_SEND,
+	   "a refusal changes no decision of the open batch");
+	ok(state_store_batch_complete(s, "r3", 200) == 0, "the batch completes");
+	ok(state_store_batch_begin(s, "r4") == 0 && decide(s, "1", "{\"id\":1,\"v\":2}", 0, 0, 300) == STORE_SEND &&
+	   decide(s, "1", "{\"id\":1,\"v\":1}", 0, 1, 300) == STORE_SEND,
+	   "a refused key is known neither as refused nor as what the API held before");
+	ok(decide(s, "2", "{\"id\":2,\"v\":2}", 0, 2, 300) == STORE_SKIP, "the batch's other keys are known");
+	ok(refused(s, "2") == 0 && state_store_batch_begin(s, "r5") == 0 &&
+	   decide(s, "2", "{\"id\":2,\"v\":2}", 0, 0, 400) == STORE_SEND,
+	   "a batch that does not complete forgets its refused keys too, as unknown");
+	ok(state_store_batch_complete(s, "r5", 400) == 0 && state_store_stats(s, &st) == 0 && st.keys == 1 &&
+	   st.pending == 0, "no refusal of an earlier batch is applied to a later one");
+	state_store_close(s);
+out:
+	free(dir);
+}
+
 static void test_time(const char *base)
 {
 	char *dir = NULL;
@@ -307,6 +362,7 @@ int main(void)
 
 	test_keys();
 	test_batches(base);
+	test_refused(base);
 	test_time(base);
 	test_forget(base);
 	test_damage(base);
