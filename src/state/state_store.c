@@ -565,75 +565,80 @@ struct complete_arg {
 #define COMPLETE_CHUNK 2048
 #define MORE 1
 
+/* A refused key: neither what main held of it nor what pending holds is what the API has. */
+static int forget_refused(struct store *s, MDB_txn *t, MDB_val *k, MDB_val *d, const struct complete_arg *a)
+{
+	int rc = lmdb_errno(mdb_del(t, s->main, k, NULL));
+
+	(void)d;
+	(void)a;
+	if (rc == 0 || rc == -ENOENT)
+		rc = lmdb_errno(mdb_del(t, s->pend, k, NULL));
+	return rc == -ENOENT ? 0 : rc;
+}
+
+/* A pending key of the completed batch: what the API holds now. */
+static int pending_to_main(struct store *s, MDB_txn *t, MDB_val *k, MDB_val *d, const struct complete_arg *a)
+{
+	unsigned char buf[MAIN_VAL];
+	struct pend_val pv;
+	struct main_val mv;
+	MDB_val nd;
+	int rc = pend_unpack(d, &pv);
+
+	if (rc < 0)
+		return rc;
+	mv = (struct main_val){ .h = pv.h, .ttl = pv.ttl, .acked = a->ack_time };
+	main_pack(buf, &mv);
+	nd = (MDB_val){ sizeof buf, buf };
+	return lmdb_errno(mdb_put(t, s->main, k, &nd, 0));
+}
+
 /*
- * Move up to COMPLETE_CHUNK pending entries to main (MORE: some are left), the last
- * transaction also recording the batch as done. A crash between them leaves the rest pending
- * and "open" as it was: completing again moves the rest; a next batch instead forgets them.
+ * Take the entries of @dbi off its front, @each on each before it is deleted, while *@moved
+ * is below COMPLETE_CHUNK: 0 once @dbi is empty, MORE when the chunk is full, or -errno.
+ */
+static int drain(struct store *s, MDB_txn *t, MDB_dbi dbi, unsigned *moved, const struct complete_arg *a,
+		 int (*each)(struct store *s, MDB_txn *t, MDB_val *k, MDB_val *d, const struct complete_arg *a))
+{
+	MDB_cursor *c;
+	MDB_val k, d;
+	int rc, mrc;
+
+	if ((rc = lmdb_errno(mdb_cursor_open(t, dbi, &c))) < 0)
+		return rc;
+	for (mrc = mdb_cursor_get(c, &k, &d, MDB_FIRST); mrc == 0 && *moved < COMPLETE_CHUNK;
+	     mrc = mdb_cursor_get(c, &k, &d, MDB_FIRST)) {
+		if ((rc = each(s, t, &k, &d, a)) < 0 || (rc = lmdb_errno(mdb_cursor_del(c, 0))) < 0)
+			break;
+		(*moved)++;
+	}
+	if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+		rc = lmdb_errno(mrc);
+	mdb_cursor_close(c);
+	return rc < 0 ? rc : mrc == 0 ? MORE : 0;
+}
+
+/*
+ * Move up to COMPLETE_CHUNK entries (MORE: some are left): refused keys out of main and
+ * pending first, so that what pending holds of them never reaches main, then pending into
+ * main; the last transaction also records the batch as done. A crash between them leaves the
+ * rest as it was and "open": completing again moves the rest; a next batch instead forgets them.
  */
 static int do_complete(struct store *s, MDB_txn *t, const void *arg)
 {
 	const struct complete_arg *a = arg;
-	MDB_cursor *c = NULL;
-	MDB_val k, d, nd;
-	unsigned char buf[MAIN_VAL];
-	struct pend_val pv;
-	struct main_val mv;
 	unsigned moved = 0;
-	int rc = 0, mrc;
+	int rc;
 
 	if (meta_equals(t, s->meta, "done", a->uuid))
 		return STORE_ALREADY;
 	if (!meta_equals(t, s->meta, "open", a->uuid))
 		return -ESTALE;
-	/* Refused keys first: what pending holds of them never reaches main. */
-	rc = lmdb_errno(mdb_cursor_open(t, s->refused, &c));
-	if (rc < 0)
+	if ((rc = drain(s, t, s->refused, &moved, a, forget_refused)) != 0 ||
+	    (rc = drain(s, t, s->pend, &moved, a, pending_to_main)) != 0)
 		return rc;
-	for (mrc = mdb_cursor_get(c, &k, &d, MDB_FIRST); mrc == 0 && moved < COMPLETE_CHUNK;
-	     mrc = mdb_cursor_get(c, &k, &d, MDB_FIRST)) {
-		rc = lmdb_errno(mdb_del(t, s->main, &k, NULL));
-		if (rc == 0 || rc == -ENOENT)
-			rc = lmdb_errno(mdb_del(t, s->pend, &k, NULL));
-		if (rc == 0 || rc == -ENOENT)
-			rc = lmdb_errno(mdb_cursor_del(c, 0));
-		if (rc < 0)
-			break;
-		moved++;
-	}
-	if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
-		rc = lmdb_errno(mrc);
-	mdb_cursor_close(c);
-	c = NULL;
-	if (rc < 0)
-		return rc;
-	if (mrc == 0)
-		return MORE;
-	rc = lmdb_errno(mdb_cursor_open(t, s->pend, &c));
-	if (rc < 0)
-		return rc;
-	for (mrc = mdb_cursor_get(c, &k, &d, MDB_FIRST); mrc == 0 && moved < COMPLETE_CHUNK;
-	     mrc = mdb_cursor_get(c, &k, &d, MDB_FIRST)) {
-		rc = pend_unpack(&d, &pv);
-		if (rc < 0)
-			break;
-		mv = (struct main_val){ .h = pv.h, .ttl = pv.ttl, .acked = a->ack_time };
-		main_pack(buf, &mv);
-		nd = (MDB_val){ sizeof buf, buf };
-		rc = lmdb_errno(mdb_put(t, s->main, &k, &nd, 0));
-		if (rc == 0)
-			rc = lmdb_errno(mdb_cursor_del(c, 0));
-		if (rc < 0)
-			break;
-		moved++;
-	}
-	if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
-		rc = lmdb_errno(mrc);
-	mdb_cursor_close(c);
-	if (rc == 0 && mrc == 0)
-		return MORE;
-	if (rc == 0)
-		rc = meta_del(t, s->meta, "open");
-	if (rc == 0)
+	if ((rc = meta_del(t, s->meta, "open")) == 0)
 		rc = meta_put(t, s->meta, "done", a->uuid, strlen(a->uuid));
 	return rc;
 }
