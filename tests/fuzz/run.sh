@@ -5,7 +5,7 @@
 #
 #   tests/fuzz/run.sh [-t SECONDS_PER_TARGET] [-b BUILD_DIR] [-j JUNIT_XML] [TARGET...]
 #
-# Defaults: 25 s per target, build-fuzz/, the four targets (ndjson journal config catalog).
+# Defaults: 25 s per target, build-fuzz/, the five targets (ndjson csv journal config catalog).
 # -t 0 replays the corpus only. Without clang and libFuzzer it says so and exits 77 (skipped).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,7 +21,7 @@ while getopts "t:b:j:" o; do
 done
 shift $((OPTIND - 1))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(ndjson journal config catalog)
+[ ${#targets[@]} -gt 0 ] || targets=(ndjson csv journal config catalog)
 cd "$root"
 
 declare -A result detail
