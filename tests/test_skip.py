@@ -361,6 +361,29 @@ def test_forget_makes_the_next_file_go_whole_and_needs_the_daemons_user(optix, d
     assert sent_keys(optix, seq) == list(range(40))
 
 
+def test_a_crash_between_forgetting_and_the_flags_removal_forgets_again(optix, daemon):
+    """Killed after the store was cleared but before the request was removed: the next start
+    clears it again (idempotent), the file goes whole, and then the store holds it."""
+    if not crash_build(daemon):
+        pytest.skip("needs a build with -Dcrashpoints=true")
+    config(daemon, optix)
+    daemon.drop_generated(CONN, "day1.ndjson", 40)
+    run_once(daemon)
+    seq = last_seq(optix)
+    proc = subprocess.run(daemon.command("forget", CONN), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    daemon.drop_generated(CONN, "day2.ndjson", 40)
+    crashed = daemon.run_once(env={"DCSYNCD_CRASH_AT": "store-forgotten"})
+    assert crashed.returncode == -9, crashed.stdout
+    run_once(daemon)
+    assert sent_keys(optix, seq) == list(range(40))
+    assert daemon.log().count("forgotten on request") == 1, daemon.log()[-2000:]
+    seq = last_seq(optix)
+    daemon.drop_generated(CONN, "day3.ndjson", 40)
+    run_once(daemon)
+    assert sent_keys(optix, seq) == []
+
+
 def test_forget_while_the_daemon_runs_applies_before_its_next_batch(optix, daemon):
     config(daemon, optix)
     daemon.start()
@@ -422,8 +445,8 @@ def requests_by_batch(optix, seq):
     return out
 
 
-@pytest.mark.parametrize("point", ["after-ack:1", "after-ack:2", "before-store-commit", "after-store-commit",
-                                   "before-archive"])
+@pytest.mark.parametrize("point", ["after-ack:1", "after-ack:2", "store-pending:2", "before-store-commit",
+                                   "store-complete-chunk:2", "after-store-commit", "before-archive"])
 def test_after_a_crash_the_batch_resends_the_same_requests_and_the_store_is_exact(optix, daemon, point):
     if not crash_build(daemon):
         pytest.skip("needs a build with -Dcrashpoints=true")

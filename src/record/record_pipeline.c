@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/crashpoint.h"
 #include "util/log.h"
 
 static void ahead_done(void *userdata, int r);
@@ -176,6 +177,7 @@ static void store_leave(struct pipeline *p)
 	}
 	if ((r = state_store_txn_commit(p->store)) < 0)
 		store_broke(p, r);
+	crashpoint("store-pending");    /* the body's keys pending, the body not sent */
 }
 
 static int cut_into(struct pipeline *p, int idx)

@@ -42,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/crashpoint.h"
 #include "util/log.h"
 
 #define FORGET_FLAG STORE_FORGET_FLAG
@@ -441,6 +442,7 @@ int state_store_batch_begin(struct store *s, const char *batch_uuid)
 	if (!meta_is(s, "open", batch_uuid) && access(flag, F_OK) == 0) {
 		/* Cleared durably before the request is removed: a crash between clears twice. */
 		rc = in_txn(s, do_forget_all, NULL);
+		crashpoint("store-forgotten");
 		if (rc == 0 && unlink(flag) < 0 && errno != ENOENT)
 			rc = -errno;
 		if (rc == 0)
@@ -649,7 +651,7 @@ int state_store_batch_complete(struct store *s, const char *batch_uuid, uint64_t
 	int rc;
 
 	while ((rc = in_txn(s, do_complete, &a)) == MORE)
-		;
+		crashpoint("store-complete-chunk");     /* a chunk committed, the rest pending */
 	return rc;
 }
 
