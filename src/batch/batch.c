@@ -13,7 +13,6 @@
 #include <systemd/sd-id128.h>
 
 #include "spool/spool.h"
-#include "spool/spool_queue.h"
 #include "state/state_counters.h"
 #include "state/state_store.h"
 #include "util/crashpoint.h"
@@ -57,7 +56,7 @@ static void stepped(void *userdata, int r)
 /* The request body just made current: its rejected lines go to disk now. */
 static int flush_current(struct batch *b)
 {
-	const struct record_body *body = pipeline_current(&b->pl);
+	const struct record_body *body = record_pipeline_current(&b->pl);
 	struct record_rejects *rb = &b->pl.rej[b->pl.cur];
 
 	batch_rejects_log(b, b->jb.name, body->rejected, rb);
@@ -137,7 +136,7 @@ static void refusals_stored(struct batch *b, int r)
 /* The current request body is done at the server: record it, then go on or complete the batch. */
 static void body_done(struct batch *b)
 {
-	struct record_body *ch = pipeline_current(&b->pl);
+	struct record_body *ch = record_pipeline_current(&b->pl);
 
 	if (ch->last && !b->req.completed) {
 		switch (batch_check_whole(b, body_done)) {
@@ -167,7 +166,7 @@ static void body_done(struct batch *b)
 
 static void body_acked(struct batch *b)
 {
-	struct record_body *ch = pipeline_current(&b->pl);
+	struct record_body *ch = record_pipeline_current(&b->pl);
 	int r;
 
 	if (record_pipeline_refusals(&b->pl)) {
@@ -217,7 +216,7 @@ static bool yields_nothing(uint64_t records, uint64_t rejected, off_t bytes)
 
 static void process_current(struct batch *b)
 {
-	struct record_body *body = pipeline_current(&b->pl);
+	struct record_body *body = record_pipeline_current(&b->pl);
 
 	wire_request_begin(&b->req, body, b->jb.acks + 1);
 	if (!body->last && !body->n_records && !body->rejected && !body->unchanged) {
@@ -374,7 +373,7 @@ static void gather_small_files(struct batch *b)
 		int fd, r;
 
 		if (batch_grow_members(b) < 0) {
-			(void)spool_queue_add(&b->env.in->queue, e.name, e.mtime_ns);
+			(void)spool_intake_hand_back(b->env.in, e.name, e.mtime_ns);
 			free(e.name);
 			break;
 		}

@@ -14,7 +14,6 @@
 #include <systemd/sd-id128.h>
 
 #include "spool/spool.h"
-#include "spool/spool_queue.h"
 #include "state/state_counters.h"
 #include "util/crashpoint.h"
 #include "util/layout.h"
@@ -171,7 +170,7 @@ void batch_durable(struct batch *b, void (*step)(struct batch *b))
 
 bool batch_stoppable(const struct batch *b)
 {
-	return b->phase != BATCH_IDLE && (b->wait == BW_SETTLE || request_waiting(&b->req));
+	return b->phase != BATCH_IDLE && (b->wait == BW_SETTLE || wire_request_waiting(&b->req));
 }
 
 
@@ -250,7 +249,7 @@ void batch_release_files(struct batch *b, long status, const char *why)
 		/* Its rejected lines are written again when it goes up: take back this attempt's. */
 		(void)spool_work_rejected_truncate(b->env.wf, m->name, m->rejected_size);
 		if (r == 0)
-			(void)spool_queue_add(&b->env.in->queue, dst, m->ident.mtime_ns);
+			(void)spool_intake_hand_back(b->env.in, dst, m->ident.mtime_ns);
 		else if (r != -ENOENT)
 			batch_log(b, LOG_LVL_ERROR, -1, "%s: cannot move it back to %s: %s", m->name, b->env.wf->dir, strerror(-r));
 	}

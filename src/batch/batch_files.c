@@ -13,7 +13,6 @@
 
 #include "record/record_check.h"
 #include "spool/spool.h"
-#include "spool/spool_queue.h"
 #include "state/state_counters.h"
 #include "util/crashpoint.h"
 #include "util/jsonstr.h"
@@ -252,7 +251,7 @@ void batch_release_carry(struct batch *b)
 	b->have_carry = false;
 	r = dfd < 0 ? dfd : spool_work_move(b->env.wf, b->carry.fid, b->carry.name, dfd, dst);
 	if (r == 0)
-		(void)spool_queue_add(&b->env.in->queue, dst, b->carry.ident.mtime_ns);
+		(void)spool_intake_hand_back(b->env.in, dst, b->carry.ident.mtime_ns);
 	else if (r != -ENOENT)
 		batch_log(b, LOG_LVL_ERROR, -1, "%s: cannot move it back to %s: %s (the next start does)", b->carry.name,
 			 b->env.wf->dir, strerror(-r));

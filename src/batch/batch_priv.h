@@ -54,9 +54,9 @@ bool batch_changed(struct batch *b, const struct member *m);
 int batch_find_last_record(struct batch *b);
 /* Open a file of a journaled batch: -ENOENT gone, -ESTALE changed, other errors may pass; @why says which. */
 int batch_reopen_member(struct batch *b, struct member *m, char *why, size_t whylen);
-/* What the batch runs on to its end: the connection changes none of it before then. */
 /* The one place the batch's phase and wait change: logged, and the one timer armed for a wait (@delay >= 0). */
 void batch_enter(struct batch *b, enum batch_phase phase, enum batch_wait wait, double delay);
+/* What the batch runs on to its end: the connection changes none of it before then. */
 void batch_use(struct batch *b, const struct conn_config *cfg, struct record_check *v,
 	       struct upload_client *client, struct ratelimit *limiter);
 /* FNV-1a of base_url and uuid, never 0: what the journal keeps of where a batch was opened. */

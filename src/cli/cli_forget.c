@@ -1,4 +1,4 @@
-/* store_cmd: `dcsyncd forget CONNECTION`: the next files of a connection go whole (skip_unchanged). */
+/* cli_forget: `dcsyncd forget CONNECTION`: the next files of a connection go whole (skip_unchanged). */
 #include "cli/cli.h"
 
 #include <errno.h>

@@ -32,7 +32,7 @@ static int load_catalog(const struct config *cfg, const struct conn_config *cc, 
 	if ((r = state_catalog_new(out, 100000)) < 0)
 		return r;
 	(void)layout_path(path, sizeof(path), LAYOUT_CATALOG, cfg->spool_dir, cfg->state_dir, cc->name);
-	r = state_catalog_load(*out, path, &bad);
+	r = state_catalog_file_load(*out, path, &bad);
 	if (r == -EBADMSG)
 		fprintf(stderr, "%s:%zu: the field catalog is damaged\n", path, bad);
 	else if (r < 0 && r != -ENOENT)

@@ -4,7 +4,7 @@
  * Contract.
  * Owns: the field catalog it loads for the command, freed before it returns.
  * Borrows: @cfg, argv and @out for the call.
- * May call: catalog, catalog_file (load only), formula, layout, libc. It writes nothing, so it
+ * May call: state_catalog, state_catalog_file (load only), cli_formula, layout, libc. It writes nothing, so it
  * runs beside a running daemon, seeing the catalog as last saved; refusals go to stderr, not log.
  */
 

@@ -66,7 +66,7 @@ struct conn_config {
 	double rate_limit_window_seconds;
 	bool field_catalog;               /* note the uploaded field names for `dcsyncd formula` */
 	unsigned history_entries;         /* run history entries kept (`dcsyncd history`) */
-	bool skip_unchanged;              /* send only records the API is not known to hold (store.h) */
+	bool skip_unchanged;              /* send only records the API is not known to hold (state_store.h) */
 	long long unchanged_resend_seconds; /* an unchanged record is sent again this long after its ack; 0: never */
 	struct csv_options csv;           /* csv_columns, csv_delimiter, csv_empty (csv.primary_key: primary_key) */
 	enum conn_proxy proxy_mode;

@@ -13,7 +13,6 @@
 
 #include "batch/batch.h"
 #include "record/record_check.h"
-#include "record/record_ndjson.h"
 #include "spool/spool.h"
 #include "spool/spool_intake.h"
 #include "spool/spool_queue.h"
@@ -174,7 +173,7 @@ static void save_catalog(struct connection *c, bool force)
 	if (!c->catalog_dirty || (!force && ev_now(c->env.loop) - c->catalog_saved < CATALOG_SAVE_INTERVAL))
 		return;
 	(void)layout_path(dir, sizeof(dir), LAYOUT_FIELDS, NULL, c->state_dir, NULL);
-	if ((r = fileio_mkdirs(dir, 0750)) < 0 || (r = state_catalog_save(c->catalog, c->catalog_path)) < 0)
+	if ((r = fileio_mkdirs(dir, 0750)) < 0 || (r = state_catalog_file_save(c->catalog, c->catalog_path)) < 0)
 		/* Not conn_log: the last save comes after batch_release, whose context names nothing. */
 		log_warning("%s: cannot save the field catalog %s: %s", c->name, c->catalog_path, strerror(-r));
 	c->catalog_saved = ev_now(c->env.loop);
@@ -581,7 +580,7 @@ int connection_new(struct connection **out, const struct conn_env *env, const st
 	}
 	{
 		size_t bad = 0;
-		int lr = state_catalog_load(c->catalog, c->catalog_path, &bad);
+		int lr = state_catalog_file_load(c->catalog, c->catalog_path, &bad);
 
 		if (lr < 0 && lr != -ENOENT)
 			log_warning("%s: field catalog %s unreadable (line %zu: %s): starting a new one", cfg->name,

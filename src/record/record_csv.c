@@ -470,7 +470,7 @@ static int read_header(struct csv_reader *r)
 		if (rc <= 0)
 			return rc;      /* an empty file: no rows either */
 		r->next_lineno += 1 + r->s.row_nl;
-		if (!csv_scan_blank(&r->s))
+		if (!record_csv_scan_blank(&r->s))
 			break;
 		r->s.start = r->s.pos;      /* blank lines before the header */
 	}
@@ -611,7 +611,7 @@ int record_csv_reader_next(struct csv_reader *r, struct ndjson_line *line)
 		if (rc == 0)
 			return 0;
 		r->next_lineno += 1 + r->s.row_nl;
-		if (csv_scan_blank(&r->s) && !r->s.bad) {
+		if (record_csv_scan_blank(&r->s) && !r->s.bad) {
 			r->s.start = r->s.pos;
 			continue;       /* blank lines count for numbering only */
 		}

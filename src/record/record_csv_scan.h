@@ -93,7 +93,7 @@ int record_csv_scan_seek(struct csv_scan *s, off_t offset);
 int record_csv_scan_row(struct csv_scan *s);
 
 /* The row is a blank line (one empty unquoted cell): skipped by readers, counted for numbering. */
-static inline bool csv_scan_blank(const struct csv_scan *s)
+static inline bool record_csv_scan_blank(const struct csv_scan *s)
 {
 	return !s->skipping && s->n_cells == 1 && s->cells[0].len == 0 && !s->cells[0].quoted;
 }

@@ -95,7 +95,7 @@ const char *record_pipeline_read_error(const struct pipeline *p, const char *fal
 
 int record_pipeline_read_on(struct pipeline *p, int fd, const char *name)
 {
-	record_cut_body_reseal(pipeline_current(p), &p->params, false);
+	record_cut_body_reseal(record_pipeline_current(p), &p->params, false);
 	return record_pipeline_read_at(p, fd, name, (uint64_t)record_source_offset(p->reader), record_source_lineno(p->reader));
 }
 

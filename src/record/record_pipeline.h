@@ -130,4 +130,4 @@ int record_pipeline_ahead(struct pipeline *p);
  */
 int record_pipeline_next(struct pipeline *p);
 
-static inline struct record_body *pipeline_current(struct pipeline *p) { return &p->body[p->cur]; }
+static inline struct record_body *record_pipeline_current(struct pipeline *p) { return &p->body[p->cur]; }

@@ -63,6 +63,11 @@ static double open_recheck_seconds(const struct intake *in)
 	return s < 1 ? 1 : s > 600 ? 600 : s;
 }
 
+int spool_intake_hand_back(struct intake *in, const char *name, int64_t mtime_ns)
+{
+	return spool_queue_add(&in->queue, name, mtime_ns);
+}
+
 void spool_intake_set_open_recheck(struct intake *in, double seconds)
 {
 	in->open_recheck_seconds = seconds;
@@ -476,7 +481,7 @@ bool spool_intake_has_next(struct intake *in)
 
 	if (!h)
 		return false;
-	if (!(w = oldest_waiting(in)) || spool_entry_before(h, w))
+	if (!(w = oldest_waiting(in)) || spool_queue_entry_before(h, w))
 		return true;
 	in_log(in, LOG_LVL_DEBUG, "%s waits for %s, older and not ready yet: it goes up first", h->name, w->name);
 	return false;

@@ -63,6 +63,8 @@ int spool_intake_scan(struct intake *in);
  * an older file still waits to be ready (it comes first: @ready is called once it is).
  */
 int spool_intake_next(struct intake *in, struct spool_entry *e);
+/* A file handed out goes back to the ready queue (its batch did not take it, or gave it back). */
+int spool_intake_hand_back(struct intake *in, const char *name, int64_t mtime_ns);
 /* Whether spool_intake_next would hand out a file now. */
 bool spool_intake_has_next(struct intake *in);
 /* Files queued or waiting to be still (not those waiting to be closed or readable). */

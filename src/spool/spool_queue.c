@@ -167,7 +167,7 @@ static int entry_cmp(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-bool spool_entry_before(const struct spool_entry *a, const struct spool_entry *b)
+bool spool_queue_entry_before(const struct spool_entry *a, const struct spool_entry *b)
 {
 	return entry_cmp(a, b) < 0;
 }

@@ -35,7 +35,7 @@ bool spool_queue_has(const struct spool_queue *q, const char *name);
 /* The oldest entry, left queued (valid until the queue changes); NULL when empty. */
 const struct spool_entry *spool_queue_peek(struct spool_queue *q);
 /* Whether @a goes before @b in (mtime, name) order. */
-bool spool_entry_before(const struct spool_entry *a, const struct spool_entry *b);
+bool spool_queue_entry_before(const struct spool_entry *a, const struct spool_entry *b);
 /* Take the oldest entry; the caller frees entry->name. 0 when empty. */
 int spool_queue_pop(struct spool_queue *q, struct spool_entry *entry);
 size_t spool_queue_len(const struct spool_queue *q);

@@ -55,7 +55,7 @@ uint64_t state_catalog_overflow(const struct catalog *c);
 
 /*
  * Listed fields, in first-seen order. Pointers into the catalog stay valid until the next
- * state_catalog_note(), state_catalog_drop(), state_catalog_add() or state_catalog_merge() (so state_catalog_load()); a
+ * state_catalog_note(), state_catalog_drop(), state_catalog_add() or state_catalog_merge() (so state_catalog_file_load()); a
  * catalog_field's counts are current as returned (field_at, get and find first count in the
  * records that are only tallied as a run).
  */
@@ -69,14 +69,14 @@ const struct catalog_field *state_catalog_field_at(struct catalog *c, size_t i);
 const struct catalog_field *state_catalog_find(struct catalog *c, const char *name);
 
 /*
- * Add @src's counts to @dst as state_catalog_load() adds a file's: records add up, last_seen keeps the
+ * Add @src's counts to @dst as state_catalog_file_load() adds a file's: records add up, last_seen keeps the
  * later, names that do not fit count as overflow. -EBUSY while either has a record noted but not
  * committed. What lets records be noted where they are cut and counted once uploaded.
  */
 int state_catalog_merge(struct catalog *dst, struct catalog *src);
 /*
  * Add one name's counts (@len bytes, not NUL-terminated), or an overflow count, as state_catalog_merge()
- * adds a catalog's: what state_catalog_load() adds each line of a file with. -EBUSY while a record is
+ * adds a catalog's: what state_catalog_file_load() adds each line of a file with. -EBUSY while a record is
  * noted but not committed.
  */
 int state_catalog_add(struct catalog *c, const char *name, size_t len, uint64_t records, int64_t last_seen);

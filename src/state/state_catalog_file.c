@@ -75,7 +75,7 @@ static void put_escaped(struct sbuf *s, const char *p, size_t n)
 	}
 }
 
-int state_catalog_save(struct catalog *c, const char *path)
+int state_catalog_file_save(struct catalog *c, const char *path)
 {
 	struct sbuf s = { 0 };
 	char num[64];
@@ -248,7 +248,7 @@ static int parse_line(char *p, char *end, struct entry *e)
 	return unescape(e->name, end, &e->name_len);
 }
 
-int state_catalog_load(struct catalog *c, const char *path, size_t *bad_line)
+int state_catalog_file_load(struct catalog *c, const char *path, size_t *bad_line)
 {
 	struct entry *entries = NULL;
 	size_t len = 0, n_lines = 0, n = 0, lineno = 0;

@@ -20,14 +20,14 @@
  *     field	<records>	<last_seen>	<name>
  * In the name, '\\' '\t' '\n' '\r' are escaped as \\ \t \n \r and other control bytes as \xHH;
  * other bytes (UTF-8) are written as they are.
- * state_catalog_save() writes <path>.tmp, fsyncs it, renames it over <path> and fsyncs the directory,
+ * state_catalog_file_save() writes <path>.tmp, fsyncs it, renames it over <path> and fsyncs the directory,
  * so a crash leaves the old file or the new one. -EBUSY while a record is noted but not committed.
  */
-int state_catalog_save(struct catalog *c, const char *path);
+int state_catalog_file_save(struct catalog *c, const char *path);
 /*
  * Merge @path into @c: records add up, last_seen keeps the later, names that do not fit count as
  * overflow. -ENOENT when the file is absent (a new connection: fine). -EBADMSG when a line is
  * malformed, and then @c is unchanged; @bad_line (may be NULL) receives its number.
  * -EBUSY while a record is noted but not committed.
  */
-int state_catalog_load(struct catalog *c, const char *path, size_t *bad_line);
+int state_catalog_file_load(struct catalog *c, const char *path, size_t *bad_line);

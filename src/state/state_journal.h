@@ -7,7 +7,7 @@
  * Pointers it hands out (state_journal_at, state_journal_find, state_journal_members) are its own: valid until the
  * next put, compaction or state_journal_free. state_journal_put* copy what they are given.
  * Borrows: @dir for state_journal_open*.
- * May call: journal_record (framing and CRC), fileio, crashpoint, log. The daemon owns the one
+ * May call: state_jrec (framing and CRC), fileio, crashpoint, log. The daemon owns the one
  * journal; its connections' batches borrow it and write it from the loop's thread only.
  */
 

@@ -15,7 +15,7 @@
 #include "state/state_journal.h"
 #include "state/state_totals.h"
 
-/* A batch's state; its files are its member records ('B' named a lone file inline: not read). */
+/* A batch's state (its files are its member records, 'F'). */
 #define JREC_BATCH 'S'
 #define JREC_META 'M'
 #define JREC_MEMBER 'F'

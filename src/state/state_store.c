@@ -1,4 +1,4 @@
-/* store: per-connection LMDB of what the API holds per primary key (hash, ttl, acknowledged time). */
+/* state_store: per-connection LMDB of what the API holds per primary key (hash, ttl, acknowledged time). */
 /*
  * Rules (each invariant of issue 24 is kept here, in one place):
  *  1. Known per destination: the meta record "dest" holds base_url + '\n' + uuid; opening for

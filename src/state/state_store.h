@@ -1,4 +1,4 @@
-/* store: what the API holds per primary key (LMDB), so skip_unchanged sends only changed records. */
+/* state_store: what the API holds per primary key (LMDB), so skip_unchanged sends only changed records. */
 #pragma once
 /*
  * Contract. A struct store owns one LMDB environment in the directory the caller names (the
@@ -7,7 +7,7 @@
  * MDB_NOTLS so that thread may change between calls. It borrows every argument for the call.
  * May call: liblmdb, state_key, log, libc.
  *
- * The calls a batch makes (pipeline.c, on the connection's worker), in order:
+ * The calls a batch makes (record_pipeline.c, on the connection's worker), in order:
  *   state_store_open (once per connection) -> state_store_batch_begin -> for every request body:
  *   { state_store_txn_begin, state_store_decide per record, state_store_txn_commit BEFORE the request leaves }
  *   -> records the API refused: { state_store_txn_begin, state_store_refused per record, state_store_txn_commit

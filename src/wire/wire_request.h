@@ -121,7 +121,7 @@ int wire_request_resend_last(struct request *q);
 /* The answer to the POST in flight (an upload_done_fn). */
 void wire_request_on_response(void *request, const struct upload_result *res);
 
-static inline bool request_waiting(const struct request *q)
+static inline bool wire_request_waiting(const struct request *q)
 {
 	return q->state == REQ_RETRY_WAIT || q->state == REQ_RATE_WAIT;
 }

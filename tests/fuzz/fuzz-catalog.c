@@ -1,4 +1,4 @@
-/* fuzz-catalog: state_catalog_load() of arbitrary bytes, then a save/load round trip of what it kept. */
+/* fuzz-catalog: state_catalog_file_load() of arbitrary bytes, then a save/load round trip of what it kept. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -74,7 +74,7 @@ static void load_and_round_trip(struct catalog *c, size_t max_fields, const char
 	int r;
 
 	snapshot(c, &before);
-	r = state_catalog_load(c, in, &bad);
+	r = state_catalog_file_load(c, in, &bad);
 	if (r < 0) {
 		CHECK(r == -EBADMSG);
 		CHECK(bad >= 1 && bad <= lines);
@@ -85,9 +85,9 @@ static void load_and_round_trip(struct catalog *c, size_t max_fields, const char
 	snapshot(c, &loaded);
 	CHECK(loaded.n <= max_fields);
 	/* What was loaded saves and loads back the same into an empty catalog of the same size. */
-	CHECK(state_catalog_save(c, fuzz_path(saved, sizeof(saved), "saved")) == 0);
+	CHECK(state_catalog_file_save(c, fuzz_path(saved, sizeof(saved), "saved")) == 0);
 	CHECK(state_catalog_new(&d, max_fields) == 0);
-	CHECK(state_catalog_load(d, saved, &bad) == 0);
+	CHECK(state_catalog_file_load(d, saved, &bad) == 0);
 	snapshot(d, &again);
 	CHECK(same(&loaded, &again));
 	/* Merging it into an empty catalog is the same as loading it. */

@@ -1,6 +1,5 @@
 /*
  * fuzz-journal: replay of arbitrary bytes as a journal, then compaction and a put on the result.
- * Totals records of older versions (type 'S') are read for carrying over, and compaction drops them.
  * Input: one flags byte, then the file. Flag 1 rewrites the CRC of every well-framed record before
  * the replay, or the fuzzer would hardly ever get a mutated record past its checksum.
  */
@@ -59,7 +58,7 @@ static void check_same_state(const struct journal *a, const struct journal *b, b
 	}
 }
 
-/* Frames as in journal.c: [u32 length][u32 CRC-32C of payload][payload], little-endian. */
+/* Frames as in state_jrec.c: [u32 length][u32 CRC-32C of payload][payload], little-endian. */
 static void fix_crcs(uint8_t *b, size_t n)
 {
 	for (size_t pos = 0; pos + 8 <= n;) {
@@ -141,7 +140,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	id_j = state_journal_new_id(j);
 	CHECK(id_ro == id_j);
 	state_journal_free(ro);
-	/* journal.c takes ids above 2^63 for corruption: no daemon gets there, so stop short of it. */
+	/* state_jrec.c takes ids above 2^63 for corruption: no daemon gets there, so stop short of it. */
 	if (id_j > UINT64_MAX / 2 - 16) {
 		state_journal_free(j);
 		return 0;
@@ -153,7 +152,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_same_state(j, c, rewritten);
 	state_journal_free(c);
 
-	/* Compaction keeps exactly the live state (ids, members) and drops old totals. */
+	/* Compaction keeps exactly the live state (ids, batches, their members). */
 	CHECK(state_journal_compact(j, true) == 0);
 	CHECK(state_journal_open(&c, fuzz_dir, &torn_again) == 0);
 	CHECK(torn_again == 0);

@@ -21,8 +21,8 @@
 #include "fuzz-util.h"
 
 /*
- * ndjson.c's READ_BLOCK: the reader's buffer holds max_record_bytes + READ_BLOCK + 1 bytes, and a
- * line that fills it without a newline is skipped unread. If ndjson.c changes it, change it here:
+ * record_ndjson.c's READ_BLOCK: the reader's buffer holds max_record_bytes + READ_BLOCK + 1 bytes, and a
+ * line that fills it without a newline is skipped unread. If record_ndjson.c changes it, change it here:
  * the splitter below then disagrees on lines of about that length and the fuzzer says so.
  */
 #define READ_BLOCK (256 * 1024)
@@ -53,7 +53,7 @@ static bool is_blank(char c)
 	return c == ' ' || c == '\t' || c == '\r';
 }
 
-/* What the reader must return: its contract in ndjson.h, in the simplest terms. */
+/* What the reader must return: its contract in record_ndjson.h, in the simplest terms. */
 static size_t split(const char *d, size_t n, size_t max_record, struct ref_line *out)
 {
 	size_t cap = max_record + READ_BLOCK + 1, k = 0;

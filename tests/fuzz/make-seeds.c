@@ -136,8 +136,8 @@ static void catalogs(const char *out_dir)
 		state_catalog_commit(c, 1700000000 + rec);
 	}
 	snprintf(path, sizeof(path), "%s/catalog/saved", out_dir);
-	if ((r = state_catalog_save(c, path)) < 0)
-		die("state_catalog_save", r);
+	if ((r = state_catalog_file_save(c, path)) < 0)
+		die("state_catalog_file_save", r);
 	state_catalog_free(c);
 }
 

@@ -282,12 +282,12 @@ static void test_save_load_round_trip(void)
 	note(c, "with space");
 	state_catalog_commit(c, -5);
 	note(c, "over");
-	ok(state_catalog_save(c, path) == -EBUSY, "save refused while a record is noted");
+	ok(state_catalog_file_save(c, path) == -EBUSY, "save refused while a record is noted");
 	state_catalog_drop(c);
-	r = state_catalog_save(c, path);
+	r = state_catalog_file_save(c, path);
 	ok(r == 0, "save (%s)", strerror(-r));
 	ok(stat(tmp, &st) < 0 && errno == ENOENT, "no temporary file left behind");
-	r = state_catalog_load(d, path, &bad);
+	r = state_catalog_file_load(d, path, &bad);
 	ok(r == 0, "load (%s, line %zu)", strerror(-r), bad);
 	ok(state_catalog_count(d) == n_odd + 1, "every name came back (%zu of %zu)", state_catalog_count(d), n_odd + 1);
 	for (size_t i = 0; i < n_odd; i++) {
@@ -315,9 +315,9 @@ static void test_name_with_nul_survives(void)
 	snprintf(path, sizeof(path), "%s/nul", tmpdir);
 	state_catalog_note(c, nul_name, sizeof(nul_name));
 	state_catalog_commit(c, 7);
-	r = state_catalog_save(c, path);
+	r = state_catalog_file_save(c, path);
 	if (r == 0)
-		r = state_catalog_load(d, path, NULL);
+		r = state_catalog_file_load(d, path, NULL);
 	ok(r == 0 && state_catalog_count(d) == 1, "a name with a NUL inside saves and loads");
 	state_catalog_get(d, 0, &name, &recs, NULL);
 	ok(name && memcmp(name, nul_name, sizeof(nul_name)) == 0 && recs == 1, "its bytes are intact");
@@ -339,19 +339,19 @@ static void test_load_merges(void)
 	state_catalog_commit(c, 50);
 	note(c, "id");
 	state_catalog_commit(c, 60);
-	ok(state_catalog_save(c, path) == 0, "save");
+	ok(state_catalog_file_save(c, path) == 0, "save");
 	note(d, "id");
 	state_catalog_commit(d, 100);
-	ok(state_catalog_load(d, path, NULL) == 0 && state_catalog_load(d, path, NULL) == 0, "load twice");
+	ok(state_catalog_file_load(d, path, NULL) == 0 && state_catalog_file_load(d, path, NULL) == 0, "load twice");
 	ok(records_of(d, "id") == 5 && records_of(d, "price") == 2, "records add up");
 	ok(state_catalog_find(d, "id")->last_seen == 100 && state_catalog_find(d, "price")->last_seen == 50,
 	   "last_seen keeps the later");
-	ok(state_catalog_load(small, path, NULL) == 0 && state_catalog_count(small) == 2 && state_catalog_overflow(small) == 2,
+	ok(state_catalog_file_load(small, path, NULL) == 0 && state_catalog_count(small) == 2 && state_catalog_overflow(small) == 2,
 	   "names past the cap on load count as overflow (their records)");
-	ok(state_catalog_save(small, path) == 0, "save the truncated catalog");
+	ok(state_catalog_file_save(small, path) == 0, "save the truncated catalog");
 	state_catalog_free(small);
 	small = new_catalog(2);
-	ok(state_catalog_load(small, path, NULL) == 0 && state_catalog_overflow(small) == 2 && state_catalog_truncated(small),
+	ok(state_catalog_file_load(small, path, NULL) == 0 && state_catalog_overflow(small) == 2 && state_catalog_truncated(small),
 	   "overflow is saved and loaded");
 	state_catalog_free(small);
 	state_catalog_free(d);
@@ -389,14 +389,14 @@ static void test_load_refusals(void)
 	bool all = true;
 
 	snprintf(path, sizeof(path), "%s/missing", tmpdir);
-	ok(state_catalog_load(c, path, NULL) == -ENOENT, "a missing file: -ENOENT");
+	ok(state_catalog_file_load(c, path, NULL) == -ENOENT, "a missing file: -ENOENT");
 	snprintf(path, sizeof(path), "%s/bad", tmpdir);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
 		int r;
 
 		write_file(path, bad[i]);
 		line = 0;
-		r = state_catalog_load(c, path, &line);
+		r = state_catalog_file_load(c, path, &line);
 		if (r != -EBADMSG || line != 2) {
 			printf("# case %zu: %d line %zu\n", i, r, line);
 			all = false;
@@ -405,11 +405,11 @@ static void test_load_refusals(void)
 	ok(all, "malformed lines: -EBADMSG with the line number");
 	ok(state_catalog_count(c) == 0 && state_catalog_overflow(c) == 0, "a refused file changes nothing");
 	write_file(path, "# comment\n\nfield\t3\t-9223372036854775808\tx\noverflow\t4");
-	ok(state_catalog_load(c, path, NULL) == 0 && records_of(c, "x") == 3 &&
+	ok(state_catalog_file_load(c, path, NULL) == 0 && records_of(c, "x") == 3 &&
 	   state_catalog_find(c, "x")->last_seen == INT64_MIN && state_catalog_overflow(c) == 4,
 	   "comments, blank lines, INT64_MIN and a last line without newline are read");
 	note(c, "y");
-	ok(state_catalog_load(c, path, NULL) == -EBUSY, "load refused while a record is noted");
+	ok(state_catalog_file_load(c, path, NULL) == -EBUSY, "load refused while a record is noted");
 	state_catalog_drop(c);
 	state_catalog_free(c);
 }
@@ -420,7 +420,7 @@ static void test_save_to_missing_dir_fails_cleanly(void)
 	char path[96];
 
 	snprintf(path, sizeof(path), "%s/no/such/dir/catalog", tmpdir);
-	ok(state_catalog_save(c, path) == -ENOENT, "save into a missing directory: -ENOENT");
+	ok(state_catalog_file_save(c, path) == -ENOENT, "save into a missing directory: -ENOENT");
 	state_catalog_free(c);
 }
 

@@ -407,7 +407,7 @@ static void scan_rows(void)
 	   cell_is(&s, 1, "b\"\"c", true, true) && cell_is(&s, 2, "", false, false) && !s.bad && s.row_offset == 0,
 	   "scan: a row of three cells, a doubled quote kept for the reader to undo, CR before LF not in the cell");
 	s.start = s.pos;
-	ok(record_csv_scan_row(&s) == 1 && csv_scan_blank(&s) && s.row_offset == 11, "scan: a blank line is one empty cell");
+	ok(record_csv_scan_row(&s) == 1 && record_csv_scan_blank(&s) && s.row_offset == 11, "scan: a blank line is one empty cell");
 	s.start = s.pos;
 	third = s.buf_offset + (off_t)s.start;
 	ok(record_csv_scan_row(&s) == 1 && s.n_cells == 2 && cell_is(&s, 0, "x\ny", true, false) && s.row_nl == 1 &&

@@ -145,7 +145,7 @@ static unsigned expected_rejects(const struct walk *w, uint64_t from, uint64_t t
 /* Check the body made current against the file, as the batch would flush and use it. */
 static void check_current(struct t *t, struct walk *w)
 {
-	const struct record_body *b = pipeline_current(&t->p);
+	const struct record_body *b = record_pipeline_current(&t->p);
 	struct record_rejects *rb = &t->p.rej[t->p.cur];
 	uint64_t want[16], line = (uint64_t)b->start_line;
 	unsigned n_want = expected_rejects(w, (uint64_t)b->start_line, b->end_line, want, 16), k = 0;
@@ -228,7 +228,7 @@ static int walk_all(struct t *t, struct walk *w, unsigned *pending, unsigned *ma
 	int r = 0;
 
 	check_current(t, w);
-	for (unsigned step = 0; !pipeline_current(&t->p)->last && step < 1000; step++) {
+	for (unsigned step = 0; !record_pipeline_current(&t->p)->last && step < 1000; step++) {
 		if (record_pipeline_ahead(&t->p) < 0)
 			return -ECHILD;
 		r = record_pipeline_next(&t->p);
@@ -317,7 +317,7 @@ static void cancel_and_reset(void)
 	/* Again from the start: the ring fills, then record_pipeline_reset drops it. */
 	record_pipeline_start(&t.p, &t.params, t.v, &t.read);
 	r = open_and_cut(&t, path, "cancel.ndjson", &fd);
-	ok(r == 0 && pipeline_current(&t.p)->start_line == 1 && pipeline_current(&t.p)->n_records == PER_REQUEST,
+	ok(r == 0 && record_pipeline_current(&t.p)->start_line == 1 && record_pipeline_current(&t.p)->n_records == PER_REQUEST,
 	   "after a reset the pipeline starts again");
 	(void)record_pipeline_ahead(&t.p);
 	drain(&t);
@@ -325,7 +325,7 @@ static void cancel_and_reset(void)
 	(void)record_pipeline_ahead(&t.p);
 	is_int(t.ready, 0, "no ops.ready when nobody waited");
 	/* A cut ahead in flight when the batch ends: take both, the next one is being cut. */
-	ok(record_pipeline_next(&t.p) == 0 && record_pipeline_next(&t.p) == 0 && pipeline_current(&t.p)->start_line == 2001 &&
+	ok(record_pipeline_next(&t.p) == 0 && record_pipeline_next(&t.p) == 0 && record_pipeline_current(&t.p)->start_line == 2001 &&
 		   record_pipeline_ahead(&t.p) == 0 && record_worker_busy(t.p.worker),
 	   "the two ahead taken in order (body 3 from line 2001), one more cut ahead runs");
 	record_pipeline_reset(&t.p);

@@ -260,7 +260,7 @@ static void answer_all(struct t *t, long bad, long status, char *seq, size_t siz
 /* Run the loop until @n bodies have been sent (the timer of a wait fired), or nothing waits any more. */
 static void run_until_sent(struct t *t, size_t n)
 {
-	for (unsigned guard = 0; t->wire.n < n && request_waiting(&t->q) && guard < 1000; guard++)
+	for (unsigned guard = 0; t->wire.n < n && wire_request_waiting(&t->q) && guard < 1000; guard++)
 		ev_run(t->loop, EVRUN_ONCE);
 }
 
@@ -500,7 +500,7 @@ static void retries_give_up(void)
 	for (guard = 0; t.failed == 0 && guard < 1000; guard++) {
 		if (t.q.state == REQ_SENDING)
 			answer(&t, 503, -1, "still busy");
-		else if (request_waiting(&t.q))
+		else if (wire_request_waiting(&t.q))
 			ev_run(t.loop, EVRUN_ONCE);
 		else
 			break;
