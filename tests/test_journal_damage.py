@@ -153,3 +153,22 @@ def test_damage_hits_the_open_batch(daemon, optix):
     log, _ = restart_and_check(daemon, optix, files, open_batch, image, [own[0][0] + own[0][1] // 2])
     assert re.search(rf"resuming batch {open_batch} \(1 file\(s\)\) at request 3,", log), \
         f"the open batch did not resume after its last acknowledgement:\n{log[-3000:]}"
+
+
+def test_damage_hits_only_the_open_batchs_member_record(daemon, optix):
+    """The member record naming the open batch's file is hit, its OPEN and acknowledgements are
+    not: the file left in .work/ under <id>-<the batch's name> is named again for that batch,
+    which resumes after its last acknowledgement under its own batch_uuid (nothing left open at
+    the server, nothing lost, newer data still last)."""
+    files, open_batch = crash_mid_fifth_file(daemon, optix)
+    journal = daemon.state_dir / "journal"
+    image = journal.read_bytes()
+    members = [r for r in records(image) if r[2] == "F"]
+    target = members[-1]            # the fifth file's, the last batch opened
+    journal.write_bytes(flip(image, [target[0] + target[1] // 2]))
+    proc, log = run_once(daemon)
+    assert proc.returncode == 0, f"restart: exit {proc.returncode}\n{log[-4000:]}"
+    check_final(daemon, optix, files, where="member record hit: ")
+    assert re.search(rf"f4\.ndjson: in \S+, its member record lost in the damaged journal: named again for batch "
+                     rf"{open_batch}", log), log[-3000:]
+    assert re.search(rf"resuming batch {open_batch} \(1 file\(s\)\) at request 3,", log), log[-3000:]

@@ -193,7 +193,8 @@ int batch_resume(struct batch *b, const struct journal_batch *from, const struct
 	if (r == -EBADMSG && state_journal_damage(b->env.journal, &dmg)) {
 		/* Its other files, unnamed now, went back to the spool at start: these follow them. */
 		batch_log(b, LOG_LVL_WARNING, -1, "%s: batch %s: the journal lost the records of %zu of its %" PRIu32 " files "
-			 "(damaged bytes): its files go back to the spool and up again in a new batch", from->name, from->uuid,
+			 "(damaged bytes): its files go back to the spool and up again in a new batch; this one stays open "
+			 "at the server", from->name, from->uuid,
 			 (size_t)from->n_members - n, from->n_members);
 		batch_release_files(b, 0, "the journal lost the records of some of its files (damaged bytes): handed back "
 				    "to the spool, to go up again in a new batch");
@@ -272,6 +273,45 @@ int batch_resume(struct batch *b, const struct journal_batch *from, const struct
 	return 0;
 }
 
+/*
+ * Damage took the member record of a one-file batch whose own records survive: its file is the
+ * one orphan of .work/ named <id>-<the batch's name>. Named again (with the identity it has now),
+ * the batch resumes where it stood instead of leaving its batch_uuid open at the server. False
+ * when no such batch, or more than one, would have it.
+ */
+static bool adopt_orphan(struct batch *b, int wfd, uint64_t fid, const char *entry)
+{
+	const struct journal_batch *jb, *found = NULL;
+	const struct journal_member *m;
+	char want[LAYOUT_NAME_MAX + 1];
+	struct journal_member jm = { .file_id = fid };
+	struct stat st;
+
+	for (size_t i = 0; i < state_journal_count(b->env.journal); i++) {
+		jb = state_journal_at(b->env.journal, i);
+		if (strcmp(jb->connection, b->env.name) || jb->n_members != 1 ||
+		    state_journal_members(b->env.journal, jb->id, &m) != 0)
+			continue;
+		spool_work_work_name(fid, jb->name, want);
+		if (strcmp(want, entry))
+			continue;
+		if (found)
+			return false;
+		found = jb;
+	}
+	if (!found || fstatat(wfd, entry, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+		return false;
+	jm.batch_id = found->id;
+	snprintf(jm.name, sizeof(jm.name), "%s", found->name);
+	spool_work_identity(&st, &jm.ident);
+	jm.rejected_size = spool_work_rejected_size(b->env.wf, found->name);
+	if (state_journal_put_member(b->env.journal, &jm) < 0)
+		return false;
+	batch_log(b, LOG_LVL_WARNING, -1, "%s: in %s/.work/, its member record lost in the damaged journal: named again "
+		 "for batch %s, which goes on where it stood", found->name, b->env.wf->dir, found->uuid);
+	return true;
+}
+
 /* Files left in .work/ that no live batch of the journal names were never sent: back to the spool. */
 int batch_release_orphans(struct batch *b)
 {
@@ -300,7 +340,7 @@ int batch_release_orphans(struct batch *b)
 		dash = end;
 		if (dash == de->d_name || *dash != '-')
 			continue;
-		if (state_journal_file_live(b->env.journal, id))
+		if (state_journal_file_live(b->env.journal, id) || (damaged && adopt_orphan(b, wfd, id, de->d_name)))
 			continue;
 		/* Renamed but never journaled: nothing of it was sent. Hand it back in its place. */
 		snprintf(dst, sizeof(dst), "%s", dash + 1);
@@ -314,8 +354,8 @@ int batch_release_orphans(struct batch *b)
 				 dash + 1, strerror(-r));
 		else if (damaged)
 			batch_log(b, LOG_LVL_WARNING, -1, "%s: in %s/.work/, but no record of the damaged journal names it: back "
-				 "in the spool as %s, to go up in a new batch (if a request of it left before, its batch "
-				 "stays open at the server: its batch_uuid was in the damaged bytes)", dash + 1, b->env.wf->dir, dst);
+				 "in the spool as %s, to go up in a new batch (if a request of it left before, its old batch "
+				 "stays open at the server)", dash + 1, b->env.wf->dir, dst);
 		else
 			batch_log(b, LOG_LVL_INFO, -1, "%s: taken before a restart but never sent: back in the spool as %s",
 				 dash + 1, dst);
