@@ -550,3 +550,34 @@ def test_a_stale_temporary_of_a_killed_drop_is_removed_and_a_fresh_one_kept(opti
     assert not stale.exists() and fresh.exists()
     assert re.search(r"\.dcsyncd-drop-4242\.tmp: removed: a temporary of dcsyncd drop", daemon.log())
     assert optix.records(UUID1) == {}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+def test_a_line_its_writer_paused_in_goes_up_whole_when_the_file_grows(optix, daemon, fmt):
+    """A file found at start-up (taken once still) ends in the middle of a line: its writer
+    paused there. While the batch's second request is held at the server the writer finishes
+    the line and adds one more; the last request is cut again from its start, so the line goes
+    up whole, not cut in two (a CSV row with half its value, or two rejected NDJSON halves)."""
+    daemon.write_config([daemon.connection(optix, batch_records=1000, csv_columns="id:integer")])
+    if fmt == "csv":
+        head = "id,v\n" + "".join(f"{k},a\n" for k in range(2500)) + "2500,ab"
+        tail = "c\n2501,x\n"
+    else:
+        head = "".join(json.dumps({"id": k, "v": "a"}) + "\n" for k in range(2500)) + '{"id": 2500, "v": "ab'
+        tail = 'c"}\n{"id": 2501, "v": "x"}\n'
+    daemon.drop("products", f"a.{fmt}", head)
+    optix.add_faults({"uuid": UUID1, "hold": True, "after": 1})
+    daemon.start(args=["--once"])
+    wait_for(lambda: optix.held() >= 1, "request 2 held", daemon)
+    work = [p for p in (daemon.spool("products") / ".work").iterdir() if p.name.endswith(f"-a.{fmt}")]
+    assert len(work) == 1, work
+    with open(work[0], "a") as f:
+        f.write(tail)
+    optix.release(1)
+    assert daemon.proc.wait(WAIT) == 0, daemon.log()[-3000:]
+    recs = optix.records(UUID1)
+    assert len(recs) == 2502 and recs["2500"]["v"] == "abc" and recs["2501"]["v"] == "x", \
+        (len(recs), recs.get("2500"), daemon.log()[-3000:])
+    assert not (daemon.spool("products") / "rejected").exists() or \
+        not any(p.stat().st_size for p in (daemon.spool("products") / "rejected").iterdir())
+    assert "cut mid-line" in daemon.log()

@@ -383,6 +383,54 @@ static int note_grown(struct batch *b, const struct stat *st)
 
 
 /*
+ * What was read of a plain file ended without a line end, and nothing of the current body has
+ * gone up yet: its last line was cut while its writer paused in the middle of it.
+ */
+static bool ended_mid_line(struct batch *b, uint64_t read)
+{
+	struct source_kind kind;
+	char last;
+
+	if (!read || b->req.lo != 0 || b->req.server_rejected || record_source_kind_of(b->jb.name, &kind) < 0 ||
+	    kind.comp != COMPRESSION_NONE)
+		return false;
+	return pread(b->fd, &last, 1, (off_t)read - 1) == 1 && last != '\n' && last != '\r';
+}
+
+/*
+ * The file grew past a line the current body ended on unterminated: the body is cut again from
+ * its start, so that line goes up whole. Its rejected lines, written when it became current,
+ * are taken back and written again. Sent at once when the body no longer ends the file, else
+ * looked at again (@again) as the file's end.
+ */
+static int recut_current(struct batch *b, void (*again)(struct batch *b))
+{
+	struct record_body *body = record_pipeline_current(&b->pl);
+	int r;
+
+	b->env.stats->records_rejected -= body->rejected;
+	if ((r = spool_work_rejected_truncate(b->env.wf, b->jb.name, b->jb.rejected_size)) == 0)
+		r = record_pipeline_recut_current(&b->pl, b->fd, b->jb.name);
+	if (r >= 0) {
+		batch_rejects_log(b, b->jb.name, body->rejected, &b->pl.rej[b->pl.cur]);
+		b->env.stats->records_rejected += body->rejected;
+		if (batch_rejects_flush(b, &b->members[0], &b->pl.rej[b->pl.cur]) < 0)
+			r = -EIO;
+	}
+	if (r < 0) {
+		batch_fail(b, 0, record_pipeline_read_error(&b->pl, "cannot cut its last request again"), NULL);
+		return REQUEST_FAILED;
+	}
+	batch_log(b, LOG_LVL_INFO, -1, "%s: its last line was cut mid-line (the writer paused in it): its request is cut "
+		 "again from line %" PRIu64, b->jb.name, body->start_line);
+	wire_request_begin(&b->req, body, b->jb.acks + 1);
+	if (r != CUT_FILL_EOF)
+		return REQUEST_GREW;
+	batch_wait_settle(b, 0, again);
+	return REQUEST_WAIT;
+}
+
+/*
  * Before a batch is completed: is the file all there, all read, and done being written? A file
  * written in place may have been taken while its writer paused: it is completed only once
  * nobody has it open (a lease says so, or inotify did when it was taken and nobody can open it
@@ -437,6 +485,8 @@ int batch_check_whole(struct batch *b, void (*again)(struct batch *b))
 	if ((uint64_t)st.st_size > read) {
 		batch_log(b, LOG_LVL_INFO, -1, "%s: grew to %lld bytes after %" PRIu64 " were read: reading on in the same batch",
 			 b->jb.name, (long long)st.st_size, read);
+		if (ended_mid_line(b, read))
+			return recut_current(b, again);
 		if (record_pipeline_read_on(&b->pl, b->fd, b->jb.name) < 0) {
 			batch_fail(b, 0, record_pipeline_read_error(&b->pl, "cannot read the file"), NULL);
 			return REQUEST_FAILED;

@@ -99,6 +99,25 @@ int record_pipeline_read_on(struct pipeline *p, int fd, const char *name)
 	return record_pipeline_read_at(p, fd, name, (uint64_t)record_source_offset(p->reader), record_source_lineno(p->reader));
 }
 
+int record_pipeline_recut_current(struct pipeline *p, int fd, const char *name)
+{
+	struct record_body *c = record_pipeline_current(p);
+	int r;
+
+	record_pipeline_wait(p);
+	if ((r = record_pipeline_read_at(p, fd, name, (uint64_t)c->start_offset, c->start_line)) < 0)
+		return r;
+	record_reject_reset(&p->rej[p->cur]);
+	record_pipeline_note_fields(p, p->fields[p->cur]);
+	if ((r = record_cut_body_begin(c)) < 0)
+		return r;
+	/* Everything it holds is sent (p->params skips nothing): leaving out is never needed for safety. */
+	r = record_cut_fill(c, &p->params, p->reader, p->validator, record_reject_on_reject, &p->rej[p->cur]);
+	if (r >= 0)
+		record_cut_body_finish(c, &p->params, r == CUT_FILL_EOF);
+	return r;
+}
+
 void record_pipeline_note_fields(struct pipeline *p, struct catalog *fields)
 {
 	state_catalog_clear(fields);

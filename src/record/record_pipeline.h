@@ -117,6 +117,12 @@ int record_pipeline_read_at(struct pipeline *p, int fd, const char *name, uint64
 const char *record_pipeline_read_error(const struct pipeline *p, const char *fallback);
 /* The batch's file grew after the current body, its last, was cut: it is not the last, read on from its end. */
 int record_pipeline_read_on(struct pipeline *p, int fd, const char *name);
+/*
+ * Cut the current body again from its start, @fd having grown past a line the body ended on
+ * unterminated (a writer paused mid-line): CUT_FILL_EOF (the body is the last again) or
+ * CUT_FILL_FULL / CUT_FILL_REJECTS (it is not), or -errno. Its rejected lines are cut anew too.
+ */
+int record_pipeline_recut_current(struct pipeline *p, int fd, const char *name);
 /* Names of the records about to be cut go into @fields, emptied first (when the connection keeps a catalog). */
 void record_pipeline_note_fields(struct pipeline *p, struct catalog *fields);
 
