@@ -405,6 +405,47 @@ def test_a_stray_quote_closed_by_a_later_one_loses_only_its_line(optix, daemon, 
                                "of their own (only this line is rejected)")], rej
 
 
+@pytest.mark.parametrize("sep,eol,odd", [(",", "\n", "u4,c,3,x"), (",", "\n", "u4,c"), (",", "\n", 'u4,""c"",3'),
+                                         (",", "\r", "u4,c,3,x"), ("\t", "\n", "u4\tc"), (",", "\r\n", None)],
+                         ids=["long-row", "short-row", "doubled-quotes", "csv-cr", "tsv", "three-lines-crlf"])
+def test_a_stray_quote_closed_over_rows_not_all_of_the_width_loses_only_its_line(optix, daemon, sep, eol, odd):
+    """`u1,"5 inch,1` closed by `u6,e 12",5` with one odd line among the rows between (too long, too
+    short, doubled quotes): three in four read as rows, so u1's line alone is rejected, u2..u7 go up
+    and the odd line is rejected as itself; closed two lines on (`u3,e 12",5`), the one row between
+    is enough, the closing quote inside a row's cell. Legitimate cells stay one: a two-line address,
+    a note of prose lines, doubled quotes, a letter."""
+    daemon.write_config([daemon.connection(optix, rate_limit="off")])
+    j = sep.join
+    if odd:
+        span = [j(["u1", '"5 inch', "1"]), j(["u2", "b", "2"]), j(["u3", "c", "3"]), odd, j(["u5", "d", "4"]),
+                j(["u6", 'e 12"', "5"])]
+        ids = ["u2", "u3", "u5", "u6"]
+    else:
+        span = [j(["u1", '"5 inch', "1"]), j(["u2", "b", "2"]), j(["u3", 'e 12"', "5"])]
+        ids = ["u2", "u3"]
+    legit = {"a1": f"12 Main St{eol}Springfield, IL",
+             "a2": f"Called Monday.{eol}Left a message, no answer.{eol}Will try again Friday, 10am, or Monday."
+                   f"{eol}Thanks",
+             "a3": f'He said ""5 inch"", twice{eol}then, ""12 inch"", once{eol}ok',
+             "a4": f"Dear Ann{eol}thanks, we got it, all fine{eol}regards, Bob"}
+    rows = ([j(["id", "name", "qty"])] + span + [j(["u7", "f", "6"])]
+            + [j([k, f'"{v}"', "9"]) for k, v in legit.items()])
+    name = "inch.tsv" if sep == "\t" else "inch.csv"
+    daemon.drop("products", name, eol.join(rows) + eol)
+    run_once(daemon, 1)
+    recs = optix.records(UUID1)
+    assert sorted(recs) == sorted(f'"{i}"' for i in ids + ["u7"] + list(legit)), sorted(recs)
+    assert recs['"u2"'] == {"id": "u2", "name": "b", "qty": "2"}
+    assert recs[f'"{ids[-1]}"'] == {"id": ids[-1], "name": 'e 12"', "qty": "5"}
+    for k, v in legit.items():
+        assert recs[f'"{k}"'] == {"id": k, "name": v.replace('""', '"'), "qty": "9"}, recs[f'"{k}"']
+    rej = rejected(daemon, name)
+    inside = 3 if odd else 1
+    assert [(r["line"], r["record"]) for r in rej] == [(2, span[0])] + ([(5, odd)] if odd else []), rej
+    assert rej[0]["error"] == (f"unterminated quote: the cell runs on past this line over {inside} lines that read "
+                               "as rows of their own (only this line is rejected)"), rej
+
+
 def test_a_csv_row_too_long_is_rejected_with_its_first_bytes(optix, daemon):
     """A row past max_record_bytes keeps its first 256 bytes in rejected/, never `"record": null`."""
     daemon.write_config([daemon.connection(optix, max_record_bytes=1024)])

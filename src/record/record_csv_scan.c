@@ -2,6 +2,7 @@
 #include "record/record_csv_scan.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +202,7 @@ static int scan(struct csv_scan *s)
 					return 1;
 				}
 				s->quoted_break = s->buf_offset + (off_t)nl;
+				s->open_quote = s->buf_offset + (off_t)s->cell_start - 1;
 			}
 			s->row_nl += k;
 			if (stop > p)
@@ -285,47 +287,102 @@ static void stray_quote(struct csv_scan *s, const char *why)
 }
 
 /*
+ * The cells of the line b[p, e) read alone with scan()'s quoting rules, a quote at @plain (an
+ * index, or SIZE_MAX) a character; 0 when its quotes do not balance or text follows a closing
+ * quote (the line as a row of its own would not be one). The line holds no line break.
+ */
+static size_t line_cells(const char *b, size_t p, size_t e, char d, size_t plain)
+{
+	size_t cells = 1;
+	const char *q;
+
+	for (;;) {
+		if (p < e && b[p] == '"' && p != plain) {
+			for (p++;; p += 2) {
+				if (!(q = memchr(b + p, '"', e - p)))
+					return 0;
+				p = (size_t)(q - b);
+				if (p + 1 == e || b[p + 1] != '"')
+					break;
+			}
+			if (++p == e)
+				return cells;
+			if (b[p] != d)
+				return 0;
+		} else if (!(q = memchr(b + p, d, e - p))) {
+			return cells;
+		} else {
+			p = (size_t)(q - b);
+		}
+		p++;
+		cells++;
+	}
+}
+
+/*
  * A row of the right width whose quoted cell ran over line breaks: how many of the complete lines
- * between its first line and its last read as a row alone (no quote, width - 1 delimiters), or 0
- * when one does not. Blank lines are neither (the reader skips them). A stray quote closed by a
- * quote on a later line reads so: `u1,"5 inch` ... `u50,12"`. A legitimate cell's lines rarely
- * all do (prose, addresses: a quote doubled or a delimiter more or fewer on one of them), and the
- * last line, which holds the closing quote, is not asked: a row of three lines or fewer is never
- * doubted.
- * Runs only on rows with three line breaks or more, once, a byte at a time (no memchr for LF
- * per line: with CR line ends that would go to the row's end each time).
+ * between its first line and its last read as a row alone (line_cells(): the header's width,
+ * quotes balanced, as `u4,"c, d",3` or `u4,,3`), when they make it likely that a later quote
+ * closed a stray one (`u1,"5 inch` ... `u50,12"`), else 0. Blank lines are not asked (the reader
+ * skips them). Likely:
+ *   - two such lines at least, and three in four of the lines asked: one odd line (a row of
+ *     another width, `u4,""c"",3`) does not save the rows around it; a note's or an address's
+ *     lines rarely all hold width - 1 delimiters;
+ *   - or one (a cell of three lines or more), and the first and last lines read as rows too: the
+ *     first with the opening quote a character (`u1,"5 inch,1`), the last with the closing one a
+ *     character and the rest of a row after it (`u3,e 12",5`, the closing quote followed by the
+ *     delimiter). A real cell's first line holds what comes before it and its own start, its last
+ *     its end and what comes after: both a row's width only by chance.
+ * A cell of two lines is never doubted (an address: `"12 Main St\nSpringfield, IL"`), nor a cell
+ * in the last column on one such line (its closing quote ends the row).
+ * Runs only on rows with two line breaks or more inside quotes, once: each line is found a byte
+ * at a time (no memchr for LF per line: with CR line ends that would go to the row's end each
+ * time), then read by line_cells() within it.
  */
 static uint64_t rows_inside(const struct csv_scan *s)
 {
 	const char *b = s->buf;
 	const char d = s->delim;
-	size_t p = (size_t)(s->quoted_break - s->buf_offset), e = s->pos;
-	uint64_t rows = 0;
+	size_t nl = (size_t)(s->quoted_break - s->buf_offset), e = s->pos, p, from, q;
+	uint64_t rows = 0, lines = 0;
 
 	/* The row's own line break ends its last line. */
-	if (e > p && b[e - 1] == '\n')
+	if (e > nl && b[e - 1] == '\n')
 		e--;
-	if (e > p && b[e - 1] == '\r')
+	if (e > nl && b[e - 1] == '\r')
 		e--;
-	p = line_end(b, p, e);
+	p = line_end(b, nl, e);
 	for (;;) {
-		size_t from = p, delims = 0;
-		bool quote = false;
-
-		while (p < e && b[p] != '\n' && b[p] != '\r') {
-			delims += b[p] == d;
-			quote |= b[p] == '"';
+		from = p;
+		while (p < e && b[p] != '\n' && b[p] != '\r')
 			p++;
-		}
 		if (p == e)
-			return rows;    /* the last line */
+			break;  /* the last line: b[from, e) */
 		if (p > from) {
-			if (quote || delims + 1 != s->width)
-				return 0;
-			rows++;
+			lines++;
+			rows += line_cells(b, from, p, d, SIZE_MAX) == s->width;
 		}
 		p = line_end(b, p, e);
 	}
+	if (!rows || rows * 4 < lines * 3)
+		return 0;
+	if (rows >= 2)
+		return rows;
+	if (line_cells(b, s->start, nl, d, (size_t)(s->open_quote - s->buf_offset)) != s->width)
+		return 0;
+	/* The last line starts inside the quotes: its first quote not doubled closes them. */
+	for (q = from; q < e; q += 2) {
+		const char *c = memchr(b + q, '"', e - q);
+
+		if (!c)
+			return 0;
+		q = (size_t)(c - b);
+		if (q + 1 == e || b[q + 1] != '"')
+			break;
+	}
+	if (q + 1 >= e || b[q + 1] != d || line_cells(b, from, e, d, SIZE_MAX) != s->width)
+		return 0;
+	return rows;
 }
 
 /* Too long to keep: its first bytes for the rejected entry, cut where a UTF-8 character starts. */
@@ -363,7 +420,7 @@ int record_csv_scan_row(struct csv_scan *s)
 				stray_quote(s, CSV_QUOTE_TOO_LONG);
 			else if (s->pos - s->start > s->max_record + 2 && !s->skipping)
 				keep_head(s);   /* whole in the buffer, yet longer than allowed: as one scanned on */
-			else if (s->quoted_break >= 0 && s->width && s->row_nl >= 3 && (rows = rows_inside(s)) >= 2) {
+			else if (s->quoted_break >= 0 && s->width && s->row_nl >= 2 && (rows = rows_inside(s))) {
 				snprintf(s->why, sizeof(s->why), CSV_QUOTE_OVER_ROWS, (unsigned long long)rows);
 				stray_quote(s, s->why);
 			}

@@ -57,6 +57,7 @@ struct csv_scan {
 	off_t row_offset;       /* stream offset of the row's first byte */
 	uint64_t row_nl;        /* line breaks inside quoted cells (LF, CRLF or a CR alone: one each) */
 	off_t quoted_break;     /* stream offset of the row's first line break inside quotes; -1: none */
+	off_t open_quote;       /* stream offset of the quote that opened the cell holding that break */
 	size_t width;           /* cells a row must have (the header's); 0: any (the header itself) */
 	/* The start of a row too long to keep (skipping), for the rejected entry: bounded, UTF-8 whole. */
 	char head[256];
@@ -85,10 +86,13 @@ int record_csv_scan_seek(struct csv_scan *s, off_t offset);
  * A stray opening quote must not swallow the rows after it: a quoted cell that runs past a line
  * break and then does not make a row of @width cells, well formed (or runs past max_record_bytes,
  * or to the end of the stream), makes its opening line alone a bad row (no cells), and the scan
- * goes on at the next line. So does one whose row has the right width when the complete lines
- * between its first and its last, two at least, each read as a row of their own (no quote,
- * @width cells; blank ones aside): a later quote closed it. A legitimate line break inside quotes
- * keeps the row whole.
+ * goes on at the next line. So does one whose row has the right width when the lines it spans
+ * read as rows of their own (see rows_inside() in record_csv_scan.c): of the complete lines
+ * between its first and its last (blank ones aside), each parsed alone with these quoting rules,
+ * three in four at least have @width cells and balanced quotes, and two at least; or one, when
+ * the first line (its opening quote a character) and the last (its closing quote a character,
+ * the rest of a row after it) read as rows too: a later quote closed it. A legitimate line break
+ * inside quotes keeps the row whole.
  */
 int record_csv_scan_row(struct csv_scan *s);
 

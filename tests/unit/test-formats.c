@@ -152,6 +152,76 @@ static void csv_rows(void)
 	       "7:{\"id\":\"3\",\"v\":\"a\\nb,c\\nno comma\\nd\"}\n11:{\"id\":\"4\",\"v\":\"a\\nb,c,d\\nb,c\\nd\"}\n"
 	       "15:{\"id\":\"5\",\"v\":\"a\\nb,\\\"c\\\"\\nb,c\\nd\"}\n19:{\"id\":\"6\",\"v\":\"a\\n\\nb\\n\\nc\"}\n"
 	       "24:{\"id\":\"7\",\"v\":\"a\\nb,c\\n\\nd\"}\n");
+	/* A stray quote closed lines later, the lines between not all rows: three in four are enough. */
+	expect("a stray quote closed by a later one over rows one of which is of another width: the rows go up",
+	       "inch.csv", "id,name,qty\nu1,\"5 inch,1\nu2,b,2\nu3,c,3\nu4,c,3,x\nu5,d,4\nu6,e 12\",5\nu7,f,6\n", &o,
+	       "2!unterminated quote: the cell runs on past this line over 3 lines that read as rows of their own (only "
+	       "this line is rejected)|u1,\"5 inch,1\n3:{\"id\":\"u2\",\"name\":\"b\",\"qty\":\"2\"}\n"
+	       "4:{\"id\":\"u3\",\"name\":\"c\",\"qty\":\"3\"}\n5!4 cell(s), the header has 3|u4,c,3,x\n"
+	       "6:{\"id\":\"u5\",\"name\":\"d\",\"qty\":\"4\"}\n7:{\"id\":\"u6\",\"name\":\"e 12\\\"\",\"qty\":\"5\"}\n"
+	       "8:{\"id\":\"u7\",\"name\":\"f\",\"qty\":\"6\"}\n");
+	expect("the same with a short row between", "inch.csv",
+	       "id,name,qty\nu1,\"5 inch,1\nu2,b,2\nu3,c,3\nu4,c\nu5,d,4\nu6,e 12\",5\n", &o,
+	       "2!unterminated quote: the cell runs on past this line over 3 lines that read as rows of their own (only "
+	       "this line is rejected)|u1,\"5 inch,1\n3:{\"id\":\"u2\",\"name\":\"b\",\"qty\":\"2\"}\n"
+	       "4:{\"id\":\"u3\",\"name\":\"c\",\"qty\":\"3\"}\n5!2 cell(s), the header has 3|u4,c\n"
+	       "6:{\"id\":\"u5\",\"name\":\"d\",\"qty\":\"4\"}\n7:{\"id\":\"u6\",\"name\":\"e 12\\\"\",\"qty\":\"5\"}\n");
+	expect("the same with doubled quotes in a row between (inside the stray cell, escaped quotes)", "inch.csv",
+	       "id,name,qty\nu1,\"5 inch,1\nu2,b,2\nu3,c,3\nu4,\"\"c\"\",3\nu5,d,4\nu6,e 12\",5\n", &o,
+	       "2!unterminated quote: the cell runs on past this line over 3 lines that read as rows of their own (only "
+	       "this line is rejected)|u1,\"5 inch,1\n3:{\"id\":\"u2\",\"name\":\"b\",\"qty\":\"2\"}\n"
+	       "4:{\"id\":\"u3\",\"name\":\"c\",\"qty\":\"3\"}\n"
+	       "5!text after a closing quote (a quote inside a quoted cell must be doubled)|u4,\"\"c\"\",3\n"
+	       "6:{\"id\":\"u5\",\"name\":\"d\",\"qty\":\"4\"}\n7:{\"id\":\"u6\",\"name\":\"e 12\\\"\",\"qty\":\"5\"}\n");
+	expect("a quoted cell in a row between closes the stray cell: no row, its line alone rejected", "inch.csv",
+	       "id,name,qty\nu1,\"5 inch,1\nu2,b,2\nu3,c,3\nu4,\"c, d\",3\nu5,d,4\nu6,e 12\",5\n", &o,
+	       "2!" CSV_QUOTE_NOT_A_ROW "|u1,\"5 inch,1\n3:{\"id\":\"u2\",\"name\":\"b\",\"qty\":\"2\"}\n"
+	       "4:{\"id\":\"u3\",\"name\":\"c\",\"qty\":\"3\"}\n5:{\"id\":\"u4\",\"name\":\"c, d\",\"qty\":\"3\"}\n"
+	       "6:{\"id\":\"u5\",\"name\":\"d\",\"qty\":\"4\"}\n7:{\"id\":\"u6\",\"name\":\"e 12\\\"\",\"qty\":\"5\"}\n");
+	expect("rows with empty cells between (one quoted): three in four read as rows",
+	       "inch.csv", "id,name,qty\nu1,\"5 inch,1\nu2,,2\nu3,c,3\nu4,c,3,x\nu5,\"\",4\nu6,e 12\",5\n", &o,
+	       "2!unterminated quote: the cell runs on past this line over 3 lines that read as rows of their own (only "
+	       "this line is rejected)|u1,\"5 inch,1\n3:{\"id\":\"u2\",\"qty\":\"2\"}\n"
+	       "4:{\"id\":\"u3\",\"name\":\"c\",\"qty\":\"3\"}\n5!4 cell(s), the header has 3|u4,c,3,x\n"
+	       "6:{\"id\":\"u5\",\"name\":\"\",\"qty\":\"4\"}\n7:{\"id\":\"u6\",\"name\":\"e 12\\\"\",\"qty\":\"5\"}\n");
+	expect("an odd row between with CR alone", "inch.csv",
+	       "id,name,qty\ru1,\"5 inch,1\ru2,b,2\ru3,c,3\ru4,c,3,x\ru5,d,4\ru6,e 12\",5\r", &o,
+	       "2!unterminated quote: the cell runs on past this line over 3 lines that read as rows of their own (only "
+	       "this line is rejected)|u1,\"5 inch,1\n3:{\"id\":\"u2\",\"name\":\"b\",\"qty\":\"2\"}\n"
+	       "4:{\"id\":\"u3\",\"name\":\"c\",\"qty\":\"3\"}\n5!4 cell(s), the header has 3|u4,c,3,x\n"
+	       "6:{\"id\":\"u5\",\"name\":\"d\",\"qty\":\"4\"}\n7:{\"id\":\"u6\",\"name\":\"e 12\\\"\",\"qty\":\"5\"}\n");
+	expect("an odd row between in TSV (by its tabs)", "inch.tsv",
+	       "id\tname\tqty\nu1\t\"5 inch\t1\nu2\tb\t2\nu3\tc,x\t3\nu4\tc\nu5\td\t4\nu6\te 12\"\t5\n", &o,
+	       "2!unterminated quote: the cell runs on past this line over 3 lines that read as rows of their own (only "
+	       "this line is rejected)|u1\t\"5 inch\t1\n3:{\"id\":\"u2\",\"name\":\"b\",\"qty\":\"2\"}\n"
+	       "4:{\"id\":\"u3\",\"name\":\"c,x\",\"qty\":\"3\"}\n5!2 cell(s), the header has 3|u4\tc\n"
+	       "6:{\"id\":\"u5\",\"name\":\"d\",\"qty\":\"4\"}\n7:{\"id\":\"u6\",\"name\":\"e 12\\\"\",\"qty\":\"5\"}\n");
+	expect("a stray quote closed two lines on, the closing quote inside a row's cell: the row between goes up",
+	       "inch.csv", "id,name,qty\nu1,\"5 inch,1\nu2,b,2\nu3,e 12\",5\nu4,f,6\n", &o,
+	       "2!unterminated quote: the cell runs on past this line over 1 lines that read as rows of their own (only "
+	       "this line is rejected)|u1,\"5 inch,1\n3:{\"id\":\"u2\",\"name\":\"b\",\"qty\":\"2\"}\n"
+	       "4:{\"id\":\"u3\",\"name\":\"e 12\\\"\",\"qty\":\"5\"}\n5:{\"id\":\"u4\",\"name\":\"f\",\"qty\":\"6\"}\n");
+	expect("the same with CRLF and a quoted cell after the closing one", "inch.csv",
+	       "id,name,qty\r\nu1,\"5 inch,1\r\nu2,b,2\r\nu3,e 12\",\"5\"\r\n", &o,
+	       "2!unterminated quote: the cell runs on past this line over 1 lines that read as rows of their own (only "
+	       "this line is rejected)|u1,\"5 inch,1\n3:{\"id\":\"u2\",\"name\":\"b\",\"qty\":\"2\"}\n"
+	       "4:{\"id\":\"u3\",\"name\":\"e 12\\\"\",\"qty\":\"5\"}\n");
+	expect("legitimate cells stay one: a two-line address, a note of prose lines (one of the header's width), "
+	       "doubled quotes, a last column's cell whose lines read as rows, a list two lines in three of which do, "
+	       "a letter (its first line no row)", "a.csv",
+	       "id,name,qty\nu1,\"12 Main St\nSpringfield, IL\",5\n"
+	       "u2,\"Called Monday.\nLeft a message, no answer.\nWill try again Friday, 10am, or Monday.\nThanks\",3\n"
+	       "u3,\"He said \"\"5 inch\"\", twice\nthen, \"\"12 inch\"\", once\nok\",7\nu4,x,\"sizes:\nS,M,L\nXL,XXL,3XL\"\n"
+	       "u5,\"Items:\nbolts, 5 mm, zinc\nnuts, 5 mm, brass\nwashers and spacers\nend\",1\n"
+	       "u6,\"Dear Ann\nthanks, we got it, all fine\nregards, Bob\",2\n", &o,
+	       "2:{\"id\":\"u1\",\"name\":\"12 Main St\\nSpringfield, IL\",\"qty\":\"5\"}\n"
+	       "4:{\"id\":\"u2\",\"name\":\"Called Monday.\\nLeft a message, no answer.\\nWill try again Friday, 10am, or "
+	       "Monday.\\nThanks\",\"qty\":\"3\"}\n"
+	       "8:{\"id\":\"u3\",\"name\":\"He said \\\"5 inch\\\", twice\\nthen, \\\"12 inch\\\", once\\nok\",\"qty\":\"7\"}\n"
+	       "11:{\"id\":\"u4\",\"name\":\"x\",\"qty\":\"sizes:\\nS,M,L\\nXL,XXL,3XL\"}\n"
+	       "14:{\"id\":\"u5\",\"name\":\"Items:\\nbolts, 5 mm, zinc\\nnuts, 5 mm, brass\\nwashers and spacers\\nend\","
+	       "\"qty\":\"1\"}\n"
+	       "19:{\"id\":\"u6\",\"name\":\"Dear Ann\\nthanks, we got it, all fine\\nregards, Bob\",\"qty\":\"2\"}\n");
 	expect("a quoted line break in a row of the header's width is data (CR alone too); lines are counted", "a.csv",
 	       "id,v\r1,\"a\rb\r\nc\nd\"\r2,x,y\r3,c\r", &o,
 	       "2:{\"id\":\"1\",\"v\":\"a\\rb\\r\\nc\\nd\"}\n6!3 cell(s), the header has 2|2,x,y\n"
