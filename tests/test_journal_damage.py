@@ -18,12 +18,13 @@ the open batch resumed under its uuid; no line saying a file failed, was moved t
 sent; one error line naming the bytes skipped and where the damaged journal is kept; that copy equal
 byte for byte to the damaged journal; and a further start finding nothing damaged and copying nothing.
 """
+import os
 import re
 
 import pytest
 
 from harness import UUID1
-from test_crash import (BASE_MTIME_NS, CONN, SpoolFile, check_final, configure, need_crashpoints,
+from test_crash import (BASE_MTIME_NS, CONN, SpoolFile, check_final, compare_store, configure, need_crashpoints,
                         run_once, shuffled)
 
 BATCH_RECORDS = 300
@@ -172,3 +173,26 @@ def test_damage_hits_only_the_open_batchs_member_record(daemon, optix):
     assert re.search(rf"f4\.ndjson: in \S+, its member record lost in the damaged journal: named again for batch "
                      rf"{open_batch}", log), log[-3000:]
     assert re.search(rf"resuming batch {open_batch} \(1 file\(s\)\) at request 3,", log), log[-3000:]
+
+
+def test_a_lost_member_record_is_not_guessed_between_two_orphans_of_its_name(daemon, optix):
+    """As above, but .work/ also holds an older take of a file of the same name that was never
+    journaled: which orphan is the batch's is not known, so neither is named for it; both go
+    back to the spool in their (mtime, name) order and up again, newest last."""
+    files, _ = crash_mid_fifth_file(daemon, optix)
+    journal = daemon.state_dir / "journal"
+    image = journal.read_bytes()
+    target = [r for r in records(image) if r[2] == "F"][-1]
+    journal.write_bytes(flip(image, [target[0] + target[1] // 2]))
+    work = daemon.spool("products") / ".work"
+    older = [p for p in (daemon.state_dir / "done" / "products").rglob("f3.ndjson")][0]
+    planted = work / "1-f4.ndjson"
+    planted.write_bytes(older.read_bytes())
+    planted.chmod(0o644)
+    t = older.stat().st_mtime_ns
+    os.utime(planted, ns=(t, t))
+    proc, log = run_once(daemon)
+    assert proc.returncode == 0, log[-3000:]
+    assert "named again" not in log, log[-3000:]
+    _, lost, stale, extra = compare_store(optix, files)
+    assert not lost and not stale and not extra, (len(lost), len(stale), len(extra))

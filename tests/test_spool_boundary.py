@@ -581,3 +581,25 @@ def test_a_line_its_writer_paused_in_goes_up_whole_when_the_file_grows(optix, da
     assert not (daemon.spool("products") / "rejected").exists() or \
         not any(p.stat().st_size for p in (daemon.spool("products") / "rejected").iterdir())
     assert "cut mid-line" in daemon.log()
+
+
+@pytest.mark.parametrize("more", [1, 1500])
+def test_a_last_request_of_only_a_half_line_is_cut_again_and_sent(optix, daemon, more):
+    """The file's last request holds nothing but the half line its writer paused in (rejected as
+    it stood): when the file grows, that request is cut again and sent, whole line and all that
+    follows, never taken as done for having had no record."""
+    daemon.write_config([daemon.connection(optix, batch_records=1000)])
+    head = "".join(json.dumps({"id": k, "v": "a"}) + "\n" for k in range(1000)) + '{"id": 1000, "v": "ab'
+    tail = 'c"}\n' + "".join(json.dumps({"id": k, "v": "x"}) + "\n" for k in range(1001, 1001 + more))
+    daemon.drop("products", "a.ndjson", head)
+    optix.add_faults({"uuid": UUID1, "hold": True})
+    daemon.start(args=["--once"])
+    wait_for(lambda: optix.held() >= 1, "request 1 held", daemon)
+    work = [p for p in (daemon.spool("products") / ".work").iterdir() if p.name.endswith("-a.ndjson")]
+    with open(work[0], "a") as f:
+        f.write(tail)
+    optix.release(1)
+    assert daemon.proc.wait(WAIT) == 0, daemon.log()[-3000:]
+    recs = optix.records(UUID1)
+    assert len(recs) == 1001 + more and recs["1000"]["v"] == "abc", (len(recs), daemon.log()[-3000:])
+    assert optix.state(UUID1)["open_batches"] == {}

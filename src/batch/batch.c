@@ -126,6 +126,31 @@ static void take_next_body(struct batch *b)
 
 
 static void body_acked(struct batch *b);
+static void body_done(struct batch *b);
+
+/*
+ * A body of no valid record (its lines all rejected) is done without a request, unless it ends
+ * the file and the file grew past a line it ended on: cut again, it may hold records to send.
+ */
+static void empty_done(struct batch *b)
+{
+	struct record_body *ch = record_pipeline_current(&b->pl);
+
+	if (ch->last && !b->req.completed) {
+		switch (batch_check_whole(b, empty_done, true)) {
+		case REQUEST_FAILED:
+		case REQUEST_WAIT:
+			return;
+		default:
+			if (ch->n_records) {
+				process_current(b);
+				return;
+			}
+			break;
+		}
+	}
+	body_done(b);
+}
 
 static void refusals_stored(struct batch *b, int r)
 {
@@ -139,7 +164,7 @@ static void body_done(struct batch *b)
 	struct record_body *ch = record_pipeline_current(&b->pl);
 
 	if (ch->last && !b->req.completed) {
-		switch (batch_check_whole(b, body_done)) {
+		switch (batch_check_whole(b, body_done, false)) {
 		case REQUEST_FAILED:
 		case REQUEST_WAIT:
 			return;
@@ -240,7 +265,7 @@ static void process_current(struct batch *b)
 	}
 	if (body->n_records == 0) {
 		/* Nothing valid in this range: a file with no valid record sends nothing at all. */
-		body_done(b);
+		empty_done(b);
 		return;
 	}
 	wire_request_send(&b->req);
@@ -284,7 +309,7 @@ static void send_again(struct batch *b)
 
 static int may_complete(void *userdata)
 {
-	int whole = batch_check_whole(userdata, send_again);
+	int whole = batch_check_whole(userdata, send_again, true);
 
 	/* The body is no longer the last: what was appended is cut ahead while it is sent. */
 	if (whole == REQUEST_GREW)

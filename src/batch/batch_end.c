@@ -437,7 +437,7 @@ static int recut_current(struct batch *b, void (*again)(struct batch *b))
  * in .work/) or it has been still for settle_seconds; never with less than it holds. A file
  * that grew is read on in the same batch. @again is called when it is time to look again.
  */
-int batch_check_whole(struct batch *b, void (*again)(struct batch *b))
+int batch_check_whole(struct batch *b, void (*again)(struct batch *b), bool unsent)
 {
 	const struct file_identity *id = &b->members[0].ident;
 	struct stat st;
@@ -485,7 +485,7 @@ int batch_check_whole(struct batch *b, void (*again)(struct batch *b))
 	if ((uint64_t)st.st_size > read) {
 		batch_log(b, LOG_LVL_INFO, -1, "%s: grew to %lld bytes after %" PRIu64 " were read: reading on in the same batch",
 			 b->jb.name, (long long)st.st_size, read);
-		if (ended_mid_line(b, read))
+		if (unsent && ended_mid_line(b, read))
 			return recut_current(b, again);
 		if (record_pipeline_read_on(&b->pl, b->fd, b->jb.name) < 0) {
 			batch_fail(b, 0, record_pipeline_read_error(&b->pl, "cannot read the file"), NULL);

@@ -74,9 +74,11 @@ int batch_take_file(struct batch *b, const struct spool_entry *e, struct member 
 /*
  * Before a batch is completed: is the file all there, all read, and done being written?
  * An enum request_whole: REQUEST_GREW: it grew and is read on; REQUEST_WAIT: @again is called
- * when it is time to look again; REQUEST_FAILED: the batch failed here.
+ * when it is time to look again; REQUEST_FAILED: the batch failed here. @unsent: nothing of the
+ * current body has gone up, so a body that ended mid-line may be cut again (it may then hold
+ * records it did not: the caller sends it).
  */
-int batch_check_whole(struct batch *b, void (*again)(struct batch *b));
+int batch_check_whole(struct batch *b, void (*again)(struct batch *b), bool unsent);
 
 /* The connection's directories, made private again (and said so) when an exporter changed them. */
 int batch_subdir(struct batch *b, const char *sub, bool create);

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,42 +275,72 @@ int batch_resume(struct batch *b, const struct journal_batch *from, const struct
 }
 
 /*
+ * Files of .work/ that no live batch names and that are named <id>-@name, whatever the id
+ * (SIZE_MAX: cannot tell); the last one's id in *@fid and its entry in @entry.
+ */
+static size_t orphans_named(struct batch *b, int wfd, const char *name, uint64_t *fid, char *entry)
+{
+	char want[LAYOUT_NAME_MAX + 1], *end;
+	struct dirent *de;
+	size_t n = 0;
+	uint64_t id;
+	/* A description of its own: a dup would share the position of another scan of .work/. */
+	int fd = openat(wfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d;
+
+	if (fd < 0 || !(d = fdopendir(fd))) {
+		if (fd >= 0)
+			close(fd);
+		return SIZE_MAX;
+	}
+	while ((de = readdir(d))) {
+		id = strtoull(de->d_name, &end, 10);
+		if (end == de->d_name || *end != '-' || state_journal_file_live(b->env.journal, id))
+			continue;
+		spool_work_work_name(id, name, want);
+		if (strcmp(want, de->d_name))
+			continue;
+		n++;
+		*fid = id;
+		snprintf(entry, LAYOUT_NAME_MAX + 1, "%s", de->d_name);
+	}
+	closedir(d);
+	return n;
+}
+
+/*
  * Damage took the member record of a one-file batch whose own records survive: its file is the
  * one orphan of .work/ named <id>-<the batch's name>. Named again (with the identity it has now),
- * the batch resumes where it stood instead of leaving its batch_uuid open at the server. False
- * when no such batch, or more than one, would have it.
+ * the batch resumes where it stood instead of leaving its batch_uuid open at the server. Two
+ * orphans of that name (an older take never journaled): which is the batch's is not known, and
+ * neither is named. Before any orphan is handed back, so that the count sees them all.
  */
-static bool adopt_orphan(struct batch *b, int wfd, uint64_t fid, const char *entry)
+static void adopt_orphans(struct batch *b, int wfd)
 {
-	const struct journal_batch *jb, *found = NULL;
+	char entry[LAYOUT_NAME_MAX + 1];
 	const struct journal_member *m;
-	char want[LAYOUT_NAME_MAX + 1];
-	struct journal_member jm = { .file_id = fid };
+	const struct journal_batch *jb;
+	struct journal_member jm;
 	struct stat st;
+	uint64_t fid = 0;
 
 	for (size_t i = 0; i < state_journal_count(b->env.journal); i++) {
 		jb = state_journal_at(b->env.journal, i);
 		if (strcmp(jb->connection, b->env.name) || jb->n_members != 1 ||
-		    state_journal_members(b->env.journal, jb->id, &m) != 0)
+		    state_journal_members(b->env.journal, jb->id, &m) != 0 || orphans_named(b, wfd, jb->name, &fid, entry) != 1 ||
+		    fstatat(wfd, entry, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
 			continue;
-		spool_work_work_name(fid, jb->name, want);
-		if (strcmp(want, entry))
+		jm = (struct journal_member){ .batch_id = jb->id, .file_id = fid };
+		snprintf(jm.name, sizeof(jm.name), "%s", jb->name);
+		spool_work_identity(&st, &jm.ident);
+		jm.rejected_size = spool_work_rejected_size(b->env.wf, jb->name);
+		if (state_journal_put_member(b->env.journal, &jm) < 0)
 			continue;
-		if (found)
-			return false;
-		found = jb;
+		/* The put may move the journal's arrays: jb is read again at the next turn. */
+		jb = state_journal_at(b->env.journal, i);
+		batch_log(b, LOG_LVL_WARNING, -1, "%s: in %s/.work/, its member record lost in the damaged journal: named "
+			 "again for batch %s, which goes on where it stood", jb->name, b->env.wf->dir, jb->uuid);
 	}
-	if (!found || fstatat(wfd, entry, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
-		return false;
-	jm.batch_id = found->id;
-	snprintf(jm.name, sizeof(jm.name), "%s", found->name);
-	spool_work_identity(&st, &jm.ident);
-	jm.rejected_size = spool_work_rejected_size(b->env.wf, found->name);
-	if (state_journal_put_member(b->env.journal, &jm) < 0)
-		return false;
-	batch_log(b, LOG_LVL_WARNING, -1, "%s: in %s/.work/, its member record lost in the damaged journal: named again "
-		 "for batch %s, which goes on where it stood", found->name, b->env.wf->dir, found->uuid);
-	return true;
 }
 
 /* Files left in .work/ that no live batch of the journal names were never sent: back to the spool. */
@@ -323,6 +354,8 @@ int batch_release_orphans(struct batch *b)
 
 	if (wfd < 0 || dfd < 0)
 		return wfd < 0 ? wfd : dfd;
+	if (damaged)
+		adopt_orphans(b, wfd);
 	if ((fd = dup(wfd)) < 0)
 		return -errno;
 	if (!(d = fdopendir(fd))) {
@@ -340,7 +373,7 @@ int batch_release_orphans(struct batch *b)
 		dash = end;
 		if (dash == de->d_name || *dash != '-')
 			continue;
-		if (state_journal_file_live(b->env.journal, id) || (damaged && adopt_orphan(b, wfd, id, de->d_name)))
+		if (state_journal_file_live(b->env.journal, id))
 			continue;
 		/* Renamed but never journaled: nothing of it was sent. Hand it back in its place. */
 		snprintf(dst, sizeof(dst), "%s", dash + 1);
