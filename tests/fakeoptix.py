@@ -727,15 +727,15 @@ def main(argv=None):
     if args.tls_cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    # The handlers before the port is announced: a client may stop the fake as soon as it knows it.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     server = Server(("127.0.0.1", args.port), state, ctx, args.idle_timeout)
     port = server.server_address[1]
     if args.port_file:
         write_port_file(args.port_file, port)
     print(f"fakeoptix listening on {'https' if ctx else 'http'}://127.0.0.1:{port}", flush=True)
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     parent = os.getppid()
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     while not stop.wait(0.5):
