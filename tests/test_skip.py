@@ -67,6 +67,17 @@ def crash_build(daemon):
     return b"DCSYNCD_CRASH_AT" in daemon.binary.read_bytes()
 
 
+def crash_build_with_day1(daemon, optix, n, **keys):
+    """The tests that crash the daemon: skipped without crash points; else day1 (@n records) is
+    up and the store warm. The fake's last sequence number after it."""
+    if not crash_build(daemon):
+        pytest.skip("needs a build with -Dcrashpoints=true")
+    config(daemon, optix, **keys)
+    daemon.drop_generated(CONN, "day1.ndjson", n)
+    run_once(daemon)
+    return last_seq(optix)
+
+
 # --- 8: nothing changed, nothing sent --------------------------------------------------------------
 
 def test_an_identical_dump_sends_no_request_and_is_archived(optix, daemon):
@@ -324,12 +335,7 @@ def test_turning_skip_unchanged_off_and_on_again_forgets_what_was_stored(optix, 
     ({"unchanged_resend_seconds": 1000}, 900, 1100),
 ])
 def test_an_unchanged_record_is_sent_again_once_its_resend_time_passed(optix, daemon, keys, early, late):
-    if not crash_build(daemon):
-        pytest.skip("needs a build with -Dcrashpoints=true (DCSYNCD_TEST_CLOCK_OFFSET)")
-    config(daemon, optix, **keys)
-    daemon.drop_generated(CONN, "day1.ndjson", 30)
-    run_once(daemon)
-    seq = last_seq(optix)
+    seq = crash_build_with_day1(daemon, optix, 30, **keys)
 
     daemon.drop_generated(CONN, "day2.ndjson", 30)
     run_once(daemon, env={"DCSYNCD_TEST_CLOCK_OFFSET": str(early)})
@@ -364,12 +370,7 @@ def test_forget_makes_the_next_file_go_whole_and_needs_the_daemons_user(optix, d
 def test_a_crash_between_forgetting_and_the_flags_removal_forgets_again(optix, daemon):
     """Killed after the store was cleared but before the request was removed: the next start
     clears it again (idempotent), the file goes whole, and then the store holds it."""
-    if not crash_build(daemon):
-        pytest.skip("needs a build with -Dcrashpoints=true")
-    config(daemon, optix)
-    daemon.drop_generated(CONN, "day1.ndjson", 40)
-    run_once(daemon)
-    seq = last_seq(optix)
+    seq = crash_build_with_day1(daemon, optix, 40)
     proc = subprocess.run(daemon.command("forget", CONN), capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     daemon.drop_generated(CONN, "day2.ndjson", 40)
@@ -448,12 +449,7 @@ def requests_by_batch(optix, seq):
 @pytest.mark.parametrize("point", ["after-ack:1", "after-ack:2", "store-pending:2", "before-store-commit",
                                    "store-complete-chunk:2", "after-store-commit", "before-archive"])
 def test_after_a_crash_the_batch_resends_the_same_requests_and_the_store_is_exact(optix, daemon, point):
-    if not crash_build(daemon):
-        pytest.skip("needs a build with -Dcrashpoints=true")
-    config(daemon, optix)
-    daemon.drop_generated(CONN, "day1.ndjson", 12000)
-    run_once(daemon)
-    seq = last_seq(optix)
+    seq = crash_build_with_day1(daemon, optix, 12000)
     unchanged = set(range(2000, 3000))
     changed = set(range(12000)) - unchanged
     daemon.drop(CONN, "day2.ndjson", changed_lines(12000, changed))
@@ -541,12 +537,7 @@ def test_check_says_how_many_would_be_sent_and_unknown_to_an_exporter(optix, dae
 
 def test_a_resumed_batch_decides_at_its_journaled_time_not_at_the_restart(optix, daemon):
     """Invariant 5: the restart comes after half the TTL; the resumed batch still decides as it began."""
-    if not crash_build(daemon):
-        pytest.skip("needs a build with -Dcrashpoints=true")
-    config(daemon, optix, ttl_seconds=1000)
-    daemon.drop_generated(CONN, "day1.ndjson", 12000)
-    run_once(daemon)
-    seq = last_seq(optix)
+    seq = crash_build_with_day1(daemon, optix, 12000, ttl_seconds=1000)
     changed = set(range(0, 12000, 2))          # 6000: two requests; the odd keys unchanged
     daemon.drop(CONN, "day2.ndjson", changed_lines(12000, changed))
 
@@ -563,12 +554,7 @@ def test_a_resumed_batch_decides_at_its_journaled_time_not_at_the_restart(optix,
 def test_a_resumed_batch_decides_by_the_config_it_was_opened_with(optix, daemon, keys):
     """Invariant 5: what decisions depend on (the resend time, the TTL) edited while the daemon was
     stopped: the resumed batch still re-cuts the same requests, with the TTL it began with."""
-    if not crash_build(daemon):
-        pytest.skip("needs a build with -Dcrashpoints=true")
-    config(daemon, optix)
-    daemon.drop_generated(CONN, "day1.ndjson", 12000)
-    run_once(daemon)
-    seq = last_seq(optix)
+    seq = crash_build_with_day1(daemon, optix, 12000)
     changed = set(range(0, 12000, 2))          # 6000: two requests; the odd keys unchanged
     daemon.drop(CONN, "day2.ndjson", changed_lines(12000, changed))
     clock = {"DCSYNCD_TEST_CLOCK_OFFSET": "400"}    # past the new resend time, past half the new TTL

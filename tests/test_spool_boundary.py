@@ -552,6 +552,21 @@ def test_a_stale_temporary_of_a_killed_drop_is_removed_and_a_fresh_one_kept(opti
     assert optix.records(UUID1) == {}
 
 
+def grow_while_held(daemon, optix, name, head, tail, after):
+    """Drop @name (@head) before the daemon starts, so it is taken by its stillness; while its
+    request @after + 1 is held at the server, append @tail to it in .work/; run to the end."""
+    daemon.drop("products", name, head)
+    optix.add_faults({"uuid": UUID1, "hold": True, "after": after})
+    daemon.start(args=["--once"])
+    wait_for(lambda: optix.held() >= 1, "a request held", daemon)
+    work = [p for p in (daemon.spool("products") / ".work").iterdir() if p.name.endswith(f"-{name}")]
+    assert len(work) == 1, work
+    with open(work[0], "a") as f:
+        f.write(tail)
+    optix.release(1)
+    assert daemon.proc.wait(WAIT) == 0, daemon.log()[-3000:]
+
+
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
 def test_a_line_its_writer_paused_in_goes_up_whole_when_the_file_grows(optix, daemon, fmt):
     """A file found at start-up (taken once still) ends in the middle of a line: its writer
@@ -565,16 +580,7 @@ def test_a_line_its_writer_paused_in_goes_up_whole_when_the_file_grows(optix, da
     else:
         head = "".join(json.dumps({"id": k, "v": "a"}) + "\n" for k in range(2500)) + '{"id": 2500, "v": "ab'
         tail = 'c"}\n{"id": 2501, "v": "x"}\n'
-    daemon.drop("products", f"a.{fmt}", head)
-    optix.add_faults({"uuid": UUID1, "hold": True, "after": 1})
-    daemon.start(args=["--once"])
-    wait_for(lambda: optix.held() >= 1, "request 2 held", daemon)
-    work = [p for p in (daemon.spool("products") / ".work").iterdir() if p.name.endswith(f"-a.{fmt}")]
-    assert len(work) == 1, work
-    with open(work[0], "a") as f:
-        f.write(tail)
-    optix.release(1)
-    assert daemon.proc.wait(WAIT) == 0, daemon.log()[-3000:]
+    grow_while_held(daemon, optix, f"a.{fmt}", head, tail, after=1)
     recs = optix.records(UUID1)
     assert len(recs) == 2502 and recs["2500"]["v"] == "abc" and recs["2501"]["v"] == "x", \
         (len(recs), recs.get("2500"), daemon.log()[-3000:])
@@ -591,15 +597,7 @@ def test_a_last_request_of_only_a_half_line_is_cut_again_and_sent(optix, daemon,
     daemon.write_config([daemon.connection(optix, batch_records=1000)])
     head = "".join(json.dumps({"id": k, "v": "a"}) + "\n" for k in range(1000)) + '{"id": 1000, "v": "ab'
     tail = 'c"}\n' + "".join(json.dumps({"id": k, "v": "x"}) + "\n" for k in range(1001, 1001 + more))
-    daemon.drop("products", "a.ndjson", head)
-    optix.add_faults({"uuid": UUID1, "hold": True})
-    daemon.start(args=["--once"])
-    wait_for(lambda: optix.held() >= 1, "request 1 held", daemon)
-    work = [p for p in (daemon.spool("products") / ".work").iterdir() if p.name.endswith("-a.ndjson")]
-    with open(work[0], "a") as f:
-        f.write(tail)
-    optix.release(1)
-    assert daemon.proc.wait(WAIT) == 0, daemon.log()[-3000:]
+    grow_while_held(daemon, optix, "a.ndjson", head, tail, after=0)
     recs = optix.records(UUID1)
     assert len(recs) == 1001 + more and recs["1000"]["v"] == "abc", (len(recs), daemon.log()[-3000:])
     assert optix.state(UUID1)["open_batches"] == {}

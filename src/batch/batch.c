@@ -127,30 +127,7 @@ static void take_next_body(struct batch *b)
 
 static void body_acked(struct batch *b);
 static void body_done(struct batch *b);
-
-/*
- * A body of no valid record (its lines all rejected) is done without a request, unless it ends
- * the file and the file grew past a line it ended on: cut again, it may hold records to send.
- */
-static void empty_done(struct batch *b)
-{
-	struct record_body *ch = record_pipeline_current(&b->pl);
-
-	if (ch->last && !b->req.completed) {
-		switch (batch_check_whole(b, empty_done, true)) {
-		case REQUEST_FAILED:
-		case REQUEST_WAIT:
-			return;
-		default:
-			if (ch->n_records) {
-				process_current(b);
-				return;
-			}
-			break;
-		}
-	}
-	body_done(b);
-}
+static void empty_done(struct batch *b);
 
 static void refusals_stored(struct batch *b, int r)
 {
@@ -158,35 +135,53 @@ static void refusals_stored(struct batch *b, int r)
 	body_acked(b);
 }
 
-/* The current request body is done at the server: record it, then go on or complete the batch. */
-static void body_done(struct batch *b)
+/*
+ * The current body is done: acknowledged at the server, or (@unsent) never sent, having no valid
+ * record. Record it and go on; the last one completes the batch only once the file is whole. A
+ * body that check cut again (unsent, the file grew past a line it ended on) may now hold
+ * records: they are sent first.
+ */
+static void body_settle(struct batch *b, bool unsent)
 {
 	struct record_body *ch = record_pipeline_current(&b->pl);
+	int whole;
 
-	if (ch->last && !b->req.completed) {
-		switch (batch_check_whole(b, body_done, false)) {
-		case REQUEST_FAILED:
-		case REQUEST_WAIT:
-			return;
-		case REQUEST_GREW:
-			break;
-		default:
-			if (b->jb.records + ch->n_records - b->req.server_rejected == 0)
-				break;  /* nothing of the batch is at the server: nothing to complete */
-			/*
-			 * The last request's records were all refused: complete the batch by sending the last
-			 * acknowledged record again (it replaces itself), never with an empty "data".
-			 */
-			if (!b->req.last_record.len && batch_find_last_record(b) < 0) {
-				batch_fail(b, 0, "cannot find an acknowledged record to complete the batch with", NULL);
-				return;
-			}
-			if (wire_request_resend_last(&b->req) < 0)
-				batch_fail(b, 0, "out of memory", NULL);
-			return;
-		}
+	if (!ch->last || b->req.completed) {
+		body_acked(b);
+		return;
 	}
-	body_acked(b);
+	whole = batch_check_whole(b, unsent ? empty_done : body_done, unsent);
+	if (whole == REQUEST_FAILED || whole == REQUEST_WAIT)
+		return;
+	if (unsent && ch->n_records) {
+		process_current(b);
+		return;
+	}
+	/* Grown (read on), or nothing of the batch is at the server: nothing to complete here. */
+	if (whole == REQUEST_GREW || b->jb.records + ch->n_records - b->req.server_rejected == 0) {
+		body_acked(b);
+		return;
+	}
+	/*
+	 * The last request's records were all refused: complete the batch by sending the last
+	 * acknowledged record again (it replaces itself), never with an empty "data".
+	 */
+	if (!b->req.last_record.len && batch_find_last_record(b) < 0) {
+		batch_fail(b, 0, "cannot find an acknowledged record to complete the batch with", NULL);
+		return;
+	}
+	if (wire_request_resend_last(&b->req) < 0)
+		batch_fail(b, 0, "out of memory", NULL);
+}
+
+static void body_done(struct batch *b)
+{
+	body_settle(b, false);
+}
+
+static void empty_done(struct batch *b)
+{
+	body_settle(b, true);
 }
 
 static void body_acked(struct batch *b)
